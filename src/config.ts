@@ -1,0 +1,148 @@
+/**
+ * Reads the environment once at start-up, validates it, and returns a frozen Config.
+ * A bad value stops the process with a message naming the variable, so a typo never
+ * turns into a silently different deployment.
+ */
+import path from "node:path";
+
+/** Size and count bounds; every one can be changed through the environment. */
+export interface Limits {
+  /** Largest plain-text message body, in UTF-8 bytes. */
+  readonly maxMessageBytes: number;
+  /** Largest encrypted envelope ciphertext, in bytes. */
+  readonly maxEnvelopeBytes: number;
+  /** Most members a group may have, the creator included. */
+  readonly maxGroupMembers: number;
+  /** Largest page any list call returns. */
+  readonly maxPageSize: number;
+  /** Longest group name, in characters. */
+  readonly maxNameLength: number;
+  /** Longest group description, in characters. */
+  readonly maxDescriptionLength: number;
+  /** Longest display name, in characters. */
+  readonly maxDisplayNameLength: number;
+}
+
+export interface Config {
+  readonly host: string;
+  readonly port: number;
+  /** Port of the Prometheus /metrics endpoint; null when disabled. */
+  readonly metricsPort: number | null;
+  /** Where embedded state lives (PGlite files, the dev JWT secret). */
+  readonly dataDir: string;
+  /** PostgreSQL URL; null means the embedded PGlite database. */
+  readonly databaseUrl: string | null;
+  /** PGlite location when databaseUrl is null: a directory, or "memory://" for RAM. */
+  readonly embeddedDatabasePath: string;
+  /** Connections in the PostgreSQL pool. */
+  readonly databasePoolSize: number;
+  /** NATS URL; null means the in-process bus. */
+  readonly natsUrl: string | null;
+  readonly jwt: JwtConfig;
+  /** Origins allowed by CORS; empty disables CORS, ["*"] allows any. */
+  readonly corsOrigins: readonly string[];
+  readonly logLevel: string;
+  readonly limits: Limits;
+}
+
+export interface JwtConfig {
+  /** HS256 shared secret; null when a JWKS URL is used instead. */
+  readonly secret: string | null;
+  /** Where to fetch the signing keys for RS256/ES256/EdDSA tokens. */
+  readonly jwksUrl: string | null;
+  readonly issuer: string;
+  readonly audience: string;
+}
+
+/** Thrown for an invalid environment; main prints the message and exits. */
+export class ConfigError extends Error {}
+
+type Env = Record<string, string | undefined>;
+
+export const DEFAULT_ISSUER = "parley";
+export const DEFAULT_AUDIENCE = "parley";
+
+/** Builds the Config from an environment (process.env by default). */
+export function loadConfig(env: Env = process.env): Config {
+  const dataDir = path.resolve(str(env, "DATA_DIR", "./data"));
+  const secret = env.JWT_SECRET ?? null;
+  const jwksUrl = env.JWT_JWKS_URL ? url(env, "JWT_JWKS_URL", ["http:", "https:"]) : null;
+  if (secret !== null && jwksUrl !== null) {
+    throw new ConfigError("Set either JWT_SECRET or JWT_JWKS_URL, not both.");
+  }
+  if (secret !== null && Buffer.byteLength(secret) < 32) {
+    throw new ConfigError("JWT_SECRET must be at least 32 bytes long (HS256 needs a 256-bit key).");
+  }
+  const metrics = str(env, "METRICS_PORT", "9464");
+  return Object.freeze({
+    host: str(env, "HOST", "0.0.0.0"),
+    port: int(env, "PORT", 8080, 0, 65535),
+    metricsPort: metrics === "off" ? null : int(env, "METRICS_PORT", 9464, 0, 65535),
+    dataDir,
+    databaseUrl: env.DATABASE_URL ? url(env, "DATABASE_URL", ["postgres:", "postgresql:"]) : null,
+    embeddedDatabasePath: str(env, "PGLITE_PATH", path.join(dataDir, "pglite")),
+    databasePoolSize: int(env, "DATABASE_POOL_SIZE", 10, 1, 1000),
+    natsUrl: env.NATS_URL ? url(env, "NATS_URL", ["nats:", "tls:"]) : null,
+    jwt: Object.freeze({
+      secret,
+      jwksUrl,
+      issuer: str(env, "JWT_ISSUER", DEFAULT_ISSUER),
+      audience: str(env, "JWT_AUDIENCE", DEFAULT_AUDIENCE),
+    }),
+    corsOrigins: Object.freeze(list(env, "CORS_ORIGINS")),
+    logLevel: oneOf(env, "LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
+    limits: Object.freeze({
+      maxMessageBytes: int(env, "MAX_MESSAGE_BYTES", 16 * 1024, 1, 1024 * 1024),
+      maxEnvelopeBytes: int(env, "MAX_ENVELOPE_BYTES", 64 * 1024, 1, 4 * 1024 * 1024),
+      maxGroupMembers: int(env, "MAX_GROUP_MEMBERS", 500, 3, 100_000),
+      maxPageSize: int(env, "MAX_PAGE_SIZE", 200, 1, 10_000),
+      maxNameLength: int(env, "MAX_NAME_LENGTH", 100, 1, 10_000),
+      maxDescriptionLength: int(env, "MAX_DESCRIPTION_LENGTH", 1000, 0, 100_000),
+      maxDisplayNameLength: int(env, "MAX_DISPLAY_NAME_LENGTH", 64, 1, 10_000),
+    }),
+  });
+}
+
+function str(env: Env, name: string, fallback: string): string {
+  const value = env[name];
+  return value === undefined || value === "" ? fallback : value;
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(`${name} must be a whole number from ${min} to ${max}, got "${raw}".`);
+  }
+  return value;
+}
+
+function url(env: Env, name: string, protocols: string[]): string {
+  const raw = env[name] ?? "";
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} is not a valid URL.`);
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(`${name} must start with ${protocols.map((p) => p + "//").join(" or ")}.`);
+  }
+  return raw;
+}
+
+function list(env: Env, name: string): string[] {
+  return str(env, name, "")
+    .split(",")
+    .map((item) => item.trim())
+    .filter((item) => item !== "");
+}
+
+function oneOf(env: Env, name: string, fallback: string, allowed: string[]): string {
+  const value = str(env, name, fallback);
+  if (!allowed.includes(value)) {
+    throw new ConfigError(`${name} must be one of ${allowed.join(", ")}, got "${value}".`);
+  }
+  return value;
+}

@@ -1,0 +1,66 @@
+/**
+ * The Kysely view of the database. int8 columns come back as strings from both drivers
+ * (see createDatabase), so callers convert them with BigInt()/Number() where needed.
+ */
+import type { ColumnType, Generated } from "kysely";
+
+type Int8 = ColumnType<string, string | number | bigint, string | number | bigint>;
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+
+export interface UsersTable {
+  id: string;
+  display_name: Generated<string>;
+  avatar_media_id: Generated<string>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface ConversationsTable {
+  id: string;
+  type: number;
+  name: Generated<string>;
+  description: Generated<string>;
+  created_by: string;
+  created_at: Timestamp;
+  last_activity_at: Timestamp;
+  last_seq: Generated<Int8>;
+  member_count: Generated<number>;
+}
+
+export interface DirectPairsTable {
+  user_low: string;
+  user_high: string;
+  conversation_id: string;
+}
+
+export interface ConversationMembersTable {
+  conversation_id: string;
+  user_id: string;
+  role: number;
+  joined_at: Timestamp;
+  last_read_seq: Generated<Int8>;
+}
+
+export interface MessagesTable {
+  conversation_id: string;
+  seq: Int8;
+  id: string;
+  sender_id: string;
+  client_message_id: string;
+  created_at: Timestamp;
+  reply_to_seq: Int8 | null;
+  body_text: string | null;
+  envelope_ciphertext: Uint8Array | null;
+  envelope_nonce: Uint8Array | null;
+  envelope_algorithm: string | null;
+  envelope_key_id: string | null;
+  envelope_key_epoch: number | null;
+}
+
+export interface Database {
+  users: UsersTable;
+  conversations: ConversationsTable;
+  direct_pairs: DirectPairsTable;
+  conversation_members: ConversationMembersTable;
+  messages: MessagesTable;
+}

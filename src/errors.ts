@@ -1,0 +1,95 @@
+/**
+ * Domain errors thrown by services, and the one place that maps them to Connect codes.
+ * Anything that is not a domain error becomes INTERNAL with a generic message; the real
+ * cause is logged by the caller of toConnectError, never sent to the client.
+ */
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { BadRequestSchema, BadRequest_FieldViolationSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.ts";
+
+const DOMAIN = "parley.dev";
+
+/** Base class: a failure the caller can act on, with a message safe to show them. */
+export abstract class DomainError extends Error {
+  abstract readonly code: Code;
+  /** Machine-readable reason sent as google.rpc.ErrorInfo. */
+  readonly reason: string;
+  constructor(message: string, reason: string) {
+    super(message);
+    this.reason = reason;
+  }
+}
+
+/** One field of the request is wrong. */
+export interface FieldViolation {
+  field: string;
+  description: string;
+}
+
+/** The request is malformed: INVALID_ARGUMENT with google.rpc.BadRequest details. */
+export class InvalidInputError extends DomainError {
+  readonly code = Code.InvalidArgument;
+  readonly violations: FieldViolation[];
+  constructor(field: string, description: string);
+  constructor(violations: FieldViolation[]);
+  constructor(fieldOrViolations: string | FieldViolation[], description?: string) {
+    const violations =
+      typeof fieldOrViolations === "string"
+        ? [{ field: fieldOrViolations, description: description ?? "is invalid" }]
+        : fieldOrViolations;
+    super(violations.map((v) => `${v.field}: ${v.description}`).join("; "), "INVALID_ARGUMENT");
+    this.violations = violations;
+  }
+}
+
+/** The thing does not exist, or the caller may not know that it does. */
+export class NotFoundError extends DomainError {
+  readonly code = Code.NotFound;
+  constructor(what: string) {
+    super(`${what} not found`, "NOT_FOUND");
+  }
+}
+
+/** The caller can see the thing but may not do this to it. */
+export class PermissionDeniedError extends DomainError {
+  readonly code = Code.PermissionDenied;
+  constructor(message: string, reason = "PERMISSION_DENIED") {
+    super(message, reason);
+  }
+}
+
+/** The request is valid but the current state does not allow it. */
+export class FailedPreconditionError extends DomainError {
+  readonly code = Code.FailedPrecondition;
+  constructor(message: string, reason: string) {
+    super(message, reason);
+  }
+}
+
+/** The token is missing or not valid. */
+export class UnauthenticatedError extends DomainError {
+  readonly code = Code.Unauthenticated;
+  constructor(message = "a valid bearer token is required") {
+    super(message, "UNAUTHENTICATED");
+  }
+}
+
+/** Maps any thrown value to a ConnectError that is safe to send. */
+export function toConnectError(error: unknown): { error: ConnectError; expected: boolean } {
+  if (error instanceof ConnectError) return { error, expected: error.code !== Code.Internal && error.code !== Code.Unknown };
+  if (error instanceof DomainError) {
+    const details: ConnectError["details"] = [
+      { desc: ErrorInfoSchema, value: create(ErrorInfoSchema, { reason: error.reason, domain: DOMAIN }) },
+    ];
+    if (error instanceof InvalidInputError) {
+      details.push({
+        desc: BadRequestSchema,
+        value: create(BadRequestSchema, {
+          fieldViolations: error.violations.map((v) => create(BadRequest_FieldViolationSchema, v)),
+        }),
+      });
+    }
+    return { error: new ConnectError(error.message, error.code, undefined, details), expected: true };
+  }
+  return { error: new ConnectError("internal error", Code.Internal), expected: false };
+}

@@ -78,7 +78,7 @@ export class UnauthenticatedError extends DomainError {
 export function toConnectError(error: unknown): { error: ConnectError; expected: boolean } {
   if (error instanceof ConnectError) return { error, expected: error.code !== Code.Internal && error.code !== Code.Unknown };
   if (error instanceof DomainError) {
-    const details: ConnectError["details"] = [
+    const details: NonNullable<ConstructorParameters<typeof ConnectError>[3]> = [
       { desc: ErrorInfoSchema, value: create(ErrorInfoSchema, { reason: error.reason, domain: DOMAIN }) },
     ];
     if (error instanceof InvalidInputError) {

@@ -5,6 +5,8 @@
 import type { ColumnType, Generated } from "kysely";
 
 type Int8 = ColumnType<string, string | number | bigint, string | number | bigint>;
+/** An int8 column with a default. */
+type Int8WithDefault = ColumnType<string, string | number | bigint | undefined, string | number | bigint>;
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 
 export interface UsersTable {
@@ -23,7 +25,7 @@ export interface ConversationsTable {
   created_by: string;
   created_at: Timestamp;
   last_activity_at: Timestamp;
-  last_seq: Generated<Int8>;
+  last_seq: Int8WithDefault;
   member_count: Generated<number>;
 }
 
@@ -38,7 +40,7 @@ export interface ConversationMembersTable {
   user_id: string;
   role: number;
   joined_at: Timestamp;
-  last_read_seq: Generated<Int8>;
+  last_read_seq: Int8WithDefault;
 }
 
 export interface MessagesTable {

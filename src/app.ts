@@ -1,0 +1,104 @@
+/**
+ * Builds Parley from a Config: database (migrated), services, the one-port server and the
+ * metrics endpoint. start() listens; stop() drains and closes everything in order.
+ */
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { pino, type Logger } from "pino";
+import { createAuthInterceptor, createTokenVerifier, loadOrCreateDevSecret } from "./auth/index.ts";
+import type { Config } from "./config.ts";
+import { ConversationService } from "./conversations/index.ts";
+import { migrate, openDatabase } from "./db/index.ts";
+import { MessageService, SendBatcher } from "./messages/index.ts";
+import { createRoutes } from "./routes.ts";
+import { createCorsHandler } from "./server/cors.ts";
+import { createRpcMetrics, startMetricsServer } from "./server/metrics.ts";
+import { createObservabilityInterceptor } from "./server/observability-interceptor.ts";
+import { createSinglePortServer } from "./server/single-port-server.ts";
+import { HealthStatus } from "./standard/health.ts";
+import { UserDirectory, UserService } from "./users/index.ts";
+
+export interface App {
+  /** The API port; valid after start(). */
+  readonly port: number;
+  /** The metrics port, or null when metrics are off; valid after start(). */
+  readonly metricsPort: number | null;
+  readonly logger: Logger;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface AppOptions {
+  logger?: Logger;
+}
+
+/** How long open connections get to finish when the server stops. */
+const SHUTDOWN_GRACE_MS = 5_000;
+
+export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
+  const logger = options.logger ?? pino({ level: config.logLevel, base: { service: "parley" } });
+  const database = await openDatabase({ url: config.databaseUrl, embeddedPath: config.embeddedDatabasePath, poolSize: config.databasePoolSize });
+  try {
+    const applied = await migrate(database.db);
+    if (applied.length > 0) logger.info({ applied }, "applied migrations");
+  } catch (error) {
+    await database.close();
+    throw error;
+  }
+
+  let jwtSecret = config.jwt.secret;
+  if (jwtSecret === null && config.jwt.jwksUrl === null) {
+    jwtSecret = await loadOrCreateDevSecret(config.dataDir);
+    logger.warn("JWT_SECRET is not set: using the development secret in the data dir (mint tokens with `npm run token`)");
+  }
+  const verify = createTokenVerifier({ ...config.jwt, secret: jwtSecret });
+
+  const sends = new SendBatcher(database.db, { maxInFlight: Math.max(1, Math.min(4, config.databasePoolSize - 1)) });
+  const health = new HealthStatus();
+  const users = new UserDirectory(database.db);
+  const metrics = createRpcMetrics();
+  const shutdown = new AbortController();
+  const routes = createRoutes({
+    users: new UserService(database.db, config.limits),
+    conversations: new ConversationService(database.db, config.limits),
+    messages: new MessageService(database.db, sends, config.limits),
+    health,
+  });
+  const connectHandler = connectNodeAdapter({
+    routes,
+    shutdownSignal: shutdown.signal,
+    interceptors: [
+      createObservabilityInterceptor(logger, metrics),
+      createAuthInterceptor({ verify, ensureUser: (id) => users.ensure(id) }),
+    ],
+  });
+  const cors = createCorsHandler(config.corsOrigins);
+  const server = createSinglePortServer((req, res) => {
+    if (!cors(req, res)) connectHandler(req, res);
+  });
+
+  let port = 0;
+  let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | null = null;
+  return {
+    get port() {
+      return port;
+    },
+    get metricsPort() {
+      return metricsServer?.port ?? null;
+    },
+    logger,
+    async start() {
+      port = await server.listen(config.port, config.host);
+      if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
+      logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres" }, "parley is serving");
+    },
+    async stop() {
+      health.shutdown();
+      shutdown.abort();
+      await server.close(SHUTDOWN_GRACE_MS);
+      await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
+      await sends.drain();
+      await database.close();
+      logger.info("parley stopped");
+    },
+  };
+}

@@ -1,0 +1,282 @@
+/**
+ * Every SQL statement about conversations and their members. Functions take the Kysely
+ * handle or a transaction first, so a service can combine several in one transaction.
+ */
+import { sql, type Kysely, type Transaction } from "kysely";
+import type { Database } from "../db/schema.ts";
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+export const ConversationKind = { DIRECT: 1, GROUP: 2 } as const;
+export const Role = { MEMBER: 1, ADMIN: 2 } as const;
+
+/** A conversation as one member sees it, with what ListConversations shows. */
+export interface ConversationViewRow {
+  id: string;
+  type: number;
+  name: string;
+  description: string;
+  created_by: string;
+  created_at: Date;
+  last_activity_at: Date;
+  /** last_activity_at in microseconds since the epoch, exact, for keyset cursors. */
+  activity_us: string;
+  last_seq: string;
+  member_count: number;
+  my_role: number;
+  my_last_read_seq: string;
+  unread_count: string;
+  direct_peer_id: string | null;
+  lm_seq: string | null;
+  lm_sender_id: string | null;
+  lm_created_at: Date | null;
+  lm_text: string | null;
+  lm_encrypted: boolean | null;
+}
+
+/** Longest last-message preview, in characters. */
+export const PREVIEW_CHARS = 100;
+
+function conversationViewQuery(userId: string) {
+  // The unread count counts rows after the read position; the (conversation_id, seq)
+  // primary key bounds the scan to the unread messages themselves.
+  return sql`
+    select c.id, c.type, c.name, c.description, c.created_by, c.created_at, c.last_activity_at,
+      (extract(epoch from c.last_activity_at) * 1000000)::int8 as activity_us,
+      c.last_seq, c.member_count, m.role as my_role, m.last_read_seq as my_last_read_seq,
+      (select count(*) from messages u
+        where u.conversation_id = c.id and u.seq > m.last_read_seq and u.sender_id <> m.user_id) as unread_count,
+      (select p.user_id from conversation_members p
+        where c.type = ${ConversationKind.DIRECT} and p.conversation_id = c.id and p.user_id <> m.user_id
+        limit 1) as direct_peer_id,
+      lm.seq as lm_seq, lm.sender_id as lm_sender_id, lm.created_at as lm_created_at,
+      left(lm.body_text, ${PREVIEW_CHARS}) as lm_text, (lm.envelope_ciphertext is not null) as lm_encrypted
+    from conversation_members m
+    join conversations c on c.id = m.conversation_id
+    left join messages lm on lm.conversation_id = c.id and lm.seq = c.last_seq
+    where m.user_id = ${userId}`;
+}
+
+/** The conversation if the user is a member of it. */
+export async function findConversationView(db: Db, conversationId: string, userId: string): Promise<ConversationViewRow | undefined> {
+  const result = await sql<ConversationViewRow>`${conversationViewQuery(userId)} and c.id = ${conversationId}`.execute(db);
+  return result.rows[0];
+}
+
+export interface ActivityCursor {
+  activityUs: string;
+  id: string;
+}
+
+/** The user's conversations, most recent activity first, after the cursor. */
+export async function listConversationViews(db: Db, userId: string, limit: number, after: ActivityCursor | null): Promise<ConversationViewRow[]> {
+  const page = after
+    ? sql`and ((extract(epoch from c.last_activity_at) * 1000000)::int8, c.id) < (${after.activityUs}::int8, ${after.id}::uuid)`
+    : sql``;
+  const result = await sql<ConversationViewRow>`${conversationViewQuery(userId)} ${page}
+    order by activity_us desc, c.id desc limit ${limit}`.execute(db);
+  return result.rows;
+}
+
+/** The DIRECT conversation between two users, if there is one. */
+export async function findDirectConversationId(db: Db, userA: string, userB: string): Promise<string | undefined> {
+  const [low, high] = userA < userB ? [userA, userB] : [userB, userA];
+  const row = await db
+    .selectFrom("direct_pairs")
+    .select("conversation_id")
+    .where("user_low", "=", low)
+    .where("user_high", "=", high)
+    .executeTakeFirst();
+  return row?.conversation_id;
+}
+
+/** Claims the pair for a conversation; false when another conversation already has it. */
+export async function claimDirectPair(tx: Db, userA: string, userB: string, conversationId: string): Promise<boolean> {
+  const [low, high] = userA < userB ? [userA, userB] : [userB, userA];
+  const row = await tx
+    .insertInto("direct_pairs")
+    .values({ user_low: low, user_high: high, conversation_id: conversationId })
+    .onConflict((oc) => oc.columns(["user_low", "user_high"]).doNothing())
+    .returning("conversation_id")
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+export interface NewConversation {
+  id: string;
+  type: number;
+  name: string;
+  description: string;
+  createdBy: string;
+  members: { userId: string; role: number }[];
+}
+
+export async function insertConversation(tx: Db, conversation: NewConversation): Promise<void> {
+  await tx
+    .insertInto("conversations")
+    .values({
+      id: conversation.id,
+      type: conversation.type,
+      name: conversation.name,
+      description: conversation.description,
+      created_by: conversation.createdBy,
+      member_count: conversation.members.length,
+    })
+    .execute();
+  await tx
+    .insertInto("conversation_members")
+    .values(conversation.members.map((m) => ({ conversation_id: conversation.id, user_id: m.userId, role: m.role })))
+    .execute();
+}
+
+/** Locks the conversation row; membership changes take it so they serialize with sends. */
+export async function lockConversation(tx: Transaction<Database>, conversationId: string) {
+  return tx
+    .selectFrom("conversations")
+    .select(["id", "type", "member_count", "last_seq"])
+    .where("id", "=", conversationId)
+    .forUpdate()
+    .executeTakeFirst();
+}
+
+/** The user's role in the conversation, or undefined when they are not a member. */
+export async function findRole(db: Db, conversationId: string, userId: string): Promise<number | undefined> {
+  const row = await db
+    .selectFrom("conversation_members")
+    .select("role")
+    .where("conversation_id", "=", conversationId)
+    .where("user_id", "=", userId)
+    .executeTakeFirst();
+  return row?.role;
+}
+
+/** Which of these users are members already. */
+export async function findMemberIds(db: Db, conversationId: string, userIds: readonly string[]): Promise<Set<string>> {
+  if (userIds.length === 0) return new Set();
+  const rows = await db
+    .selectFrom("conversation_members")
+    .select("user_id")
+    .where("conversation_id", "=", conversationId)
+    .where("user_id", "in", userIds)
+    .execute();
+  return new Set(rows.map((r) => r.user_id));
+}
+
+export async function insertMembers(tx: Db, conversationId: string, userIds: readonly string[]) {
+  const rows = await tx
+    .insertInto("conversation_members")
+    .values(userIds.map((userId) => ({ conversation_id: conversationId, user_id: userId, role: Role.MEMBER })))
+    .returningAll()
+    .execute();
+  await adjustMemberCount(tx, conversationId, rows.length);
+  return rows;
+}
+
+export async function deleteMember(tx: Db, conversationId: string, userId: string): Promise<boolean> {
+  const result = await tx
+    .deleteFrom("conversation_members")
+    .where("conversation_id", "=", conversationId)
+    .where("user_id", "=", userId)
+    .executeTakeFirst();
+  const removed = result.numDeletedRows > 0n;
+  if (removed) await adjustMemberCount(tx, conversationId, -1);
+  return removed;
+}
+
+async function adjustMemberCount(tx: Db, conversationId: string, delta: number): Promise<void> {
+  await tx
+    .updateTable("conversations")
+    .set((eb) => ({ member_count: eb("member_count", "+", delta) }))
+    .where("id", "=", conversationId)
+    .execute();
+}
+
+export async function countAdmins(tx: Db, conversationId: string): Promise<number> {
+  const row = await tx
+    .selectFrom("conversation_members")
+    .select((eb) => eb.fn.countAll<string>().as("n"))
+    .where("conversation_id", "=", conversationId)
+    .where("role", "=", Role.ADMIN)
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/** Makes the longest-standing remaining member an admin (used when the last admin leaves). */
+export async function promoteEarliestMember(tx: Db, conversationId: string): Promise<void> {
+  await sql`
+    update conversation_members set role = ${Role.ADMIN}
+    where conversation_id = ${conversationId} and user_id = (
+      select user_id from conversation_members where conversation_id = ${conversationId}
+      order by joined_at, user_id limit 1)`.execute(tx);
+}
+
+export async function updateMemberRole(tx: Db, conversationId: string, userId: string, role: number) {
+  return tx
+    .updateTable("conversation_members")
+    .set({ role })
+    .where("conversation_id", "=", conversationId)
+    .where("user_id", "=", userId)
+    .returningAll()
+    .executeTakeFirst();
+}
+
+export interface MemberRow {
+  conversation_id: string;
+  user_id: string;
+  role: number;
+  joined_at: Date;
+  last_read_seq: string;
+}
+
+export interface JoinCursor {
+  joinedUs: string;
+  userId: string;
+}
+
+/** Members in join order, with the exact join time in microseconds for the cursor. */
+export async function listMembers(db: Db, conversationId: string, limit: number, after: JoinCursor | null) {
+  const page = after
+    ? sql`and ((extract(epoch from joined_at) * 1000000)::int8, user_id) > (${after.joinedUs}::int8, ${after.userId})`
+    : sql``;
+  const result = await sql<MemberRow & { joined_us: string }>`
+    select conversation_id, user_id, role, joined_at, last_read_seq,
+      (extract(epoch from joined_at) * 1000000)::int8 as joined_us
+    from conversation_members where conversation_id = ${conversationId} ${page}
+    order by joined_us, user_id limit ${limit}`.execute(db);
+  return result.rows;
+}
+
+export async function updateConversationDetails(tx: Db, conversationId: string, change: { name?: string; description?: string }) {
+  await tx
+    .updateTable("conversations")
+    .set({
+      ...(change.name !== undefined && { name: change.name }),
+      ...(change.description !== undefined && { description: change.description }),
+    })
+    .where("id", "=", conversationId)
+    .execute();
+}
+
+/** Moves the read position forward (never back) and returns the new one. */
+export async function advanceReadPosition(db: Db, conversationId: string, userId: string, seq: bigint) {
+  const row = await db
+    .updateTable("conversation_members")
+    .set((eb) => ({ last_read_seq: eb.fn("greatest", [eb.ref("last_read_seq"), eb.val(seq.toString())]) }))
+    .where("conversation_id", "=", conversationId)
+    .where("user_id", "=", userId)
+    .returning("last_read_seq")
+    .executeTakeFirst();
+  return row?.last_read_seq;
+}
+
+/** Messages after the given seq that others sent. */
+export async function countUnread(db: Db, conversationId: string, userId: string, afterSeq: string): Promise<string> {
+  const row = await db
+    .selectFrom("messages")
+    .select((eb) => eb.fn.countAll<string>().as("n"))
+    .where("conversation_id", "=", conversationId)
+    .where("seq", ">", afterSeq)
+    .where("sender_id", "<>", userId)
+    .executeTakeFirstOrThrow();
+  return String(row.n);
+}

@@ -1,0 +1,306 @@
+/**
+ * ConversationService: creating conversations and managing members. Authorization rules:
+ * a non-member gets NOT_FOUND for everything (existence is never revealed); a member who is
+ * not an admin gets PERMISSION_DENIED for admin actions (they can see the group anyway).
+ * Every multi-row change runs in one transaction that first locks the conversation row, so
+ * member counts, the at-least-one-admin rule and concurrent sends stay consistent.
+ */
+import { create } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { Kysely, Transaction } from "kysely";
+import { ConversationType, MemberRole } from "../../gen/parley/v1/conversation_pb.ts";
+import {
+  AddMembersResponseSchema,
+  CreateConversationResponseSchema,
+  GetConversationResponseSchema,
+  ListConversationsResponseSchema,
+  ListMembersResponseSchema,
+  MarkReadResponseSchema,
+  RemoveMemberResponseSchema,
+  SetMemberRoleResponseSchema,
+  UpdateConversationResponseSchema,
+  type AddMembersRequest,
+  type ConversationService as ConversationServiceDesc,
+  type CreateConversationRequest,
+  type GetConversationRequest,
+  type ListConversationsRequest,
+  type ListMembersRequest,
+  type MarkReadRequest,
+  type RemoveMemberRequest,
+  type SetMemberRoleRequest,
+  type UpdateConversationRequest,
+} from "../../gen/parley/v1/conversation_service_pb.ts";
+import { requireCaller } from "../auth/user-context.ts";
+import type { Limits } from "../config.ts";
+import type { Database } from "../db/schema.ts";
+import { FailedPreconditionError, InvalidInputError, NotFoundError, PermissionDeniedError } from "../errors.ts";
+import { newId } from "../ids.ts";
+import { decodePageToken, encodePageToken } from "../page-token.ts";
+import { findUsers } from "../users/user-repository.ts";
+import { boundedText, pageSize, requireSeq, requireUserId, requireUuid } from "../validation.ts";
+import { toConversation, toMember } from "./conversation-mapper.ts";
+import * as repo from "./conversation-repository.ts";
+
+const DEFAULT_CONVERSATION_PAGE = 20;
+const DEFAULT_MEMBER_PAGE = 100;
+
+/** Thrown inside a transaction to roll it back when a concurrent DIRECT create won. */
+class DirectPairTaken extends Error {}
+
+export class ConversationService implements ServiceImpl<typeof ConversationServiceDesc> {
+  readonly #db: Kysely<Database>;
+  readonly #limits: Limits;
+
+  constructor(db: Kysely<Database>, limits: Limits) {
+    this.#db = db;
+    this.#limits = limits;
+  }
+
+  async createConversation(req: CreateConversationRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    switch (req.type) {
+      case ConversationType.DIRECT:
+        return this.#createDirect(userId, req);
+      case ConversationType.GROUP:
+        return this.#createGroup(userId, req);
+      default:
+        throw new InvalidInputError("type", "must be CONVERSATION_TYPE_DIRECT or CONVERSATION_TYPE_GROUP");
+    }
+  }
+
+  async #createDirect(userId: string, req: CreateConversationRequest) {
+    if (req.memberIds.length !== 1) throw new InvalidInputError("member_ids", "must name exactly one other user for a DIRECT conversation");
+    if (req.name !== "" || req.description !== "") {
+      throw new InvalidInputError(req.name !== "" ? "name" : "description", "must be empty for a DIRECT conversation");
+    }
+    const peerId = requireUserId("member_ids[0]", req.memberIds[0]!);
+    if (peerId === userId) throw new InvalidInputError("member_ids[0]", "must not be the caller");
+    await this.#requireUsersExist([peerId]);
+
+    let conversationId = await repo.findDirectConversationId(this.#db, userId, peerId);
+    let created = false;
+    if (conversationId === undefined) {
+      const id = newId();
+      try {
+        await this.#db.transaction().execute(async (tx) => {
+          await repo.insertConversation(tx, {
+            id,
+            type: repo.ConversationKind.DIRECT,
+            name: "",
+            description: "",
+            createdBy: userId,
+            members: [
+              { userId, role: repo.Role.MEMBER },
+              { userId: peerId, role: repo.Role.MEMBER },
+            ],
+          });
+          if (!(await repo.claimDirectPair(tx, userId, peerId, id))) throw new DirectPairTaken();
+        });
+        conversationId = id;
+        created = true;
+      } catch (error) {
+        if (!(error instanceof DirectPairTaken)) throw error;
+        conversationId = await repo.findDirectConversationId(this.#db, userId, peerId);
+      }
+    }
+    const view = conversationId && (await repo.findConversationView(this.#db, conversationId, userId));
+    if (!view) throw new Error("the direct conversation vanished after it was created");
+    return create(CreateConversationResponseSchema, { conversation: toConversation(view), created });
+  }
+
+  async #createGroup(userId: string, req: CreateConversationRequest) {
+    const others = [...new Set(req.memberIds.map((id, i) => requireUserId(`member_ids[${i}]`, id)))].filter((id) => id !== userId);
+    const total = others.length + 1;
+    if (total < 3 || total > this.#limits.maxGroupMembers) {
+      throw new InvalidInputError("member_ids", `a group has 3 to ${this.#limits.maxGroupMembers} members including the creator; this one would have ${total}`);
+    }
+    const name = boundedText("name", req.name.trim(), this.#limits.maxNameLength);
+    if (name === "") throw new InvalidInputError("name", "is required for a GROUP conversation");
+    const description = boundedText("description", req.description, this.#limits.maxDescriptionLength);
+    await this.#requireUsersExist(others, req.memberIds);
+
+    const id = newId();
+    await this.#db.transaction().execute((tx) =>
+      repo.insertConversation(tx, {
+        id,
+        type: repo.ConversationKind.GROUP,
+        name,
+        description,
+        createdBy: userId,
+        members: [{ userId, role: repo.Role.ADMIN }, ...others.map((other) => ({ userId: other, role: repo.Role.MEMBER }))],
+      }),
+    );
+    const view = await repo.findConversationView(this.#db, id, userId);
+    if (!view) throw new Error("the group vanished after it was created");
+    return create(CreateConversationResponseSchema, { conversation: toConversation(view), created: true });
+  }
+
+  async getConversation(req: GetConversationRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    const view = await repo.findConversationView(this.#db, requireUuid("conversation_id", req.conversationId), userId);
+    if (!view) throw new NotFoundError("conversation");
+    return create(GetConversationResponseSchema, { conversation: toConversation(view) });
+  }
+
+  async listConversations(req: ListConversationsRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    const limit = pageSize(req.pageSize, DEFAULT_CONVERSATION_PAGE, this.#limits.maxPageSize);
+    let after: repo.ActivityCursor | null = null;
+    if (req.pageToken !== "") {
+      const token = decodePageToken("conversations", req.pageToken, ["a", "i"] as const);
+      after = { activityUs: String(token.a), id: requireUuid("page_token", String(token.i)) };
+    }
+    const rows = await repo.listConversationViews(this.#db, userId, limit + 1, after);
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    return create(ListConversationsResponseSchema, {
+      conversations: page.map(toConversation),
+      nextPageToken: rows.length > limit && last ? encodePageToken("conversations", { a: last.activity_us, i: last.id }) : "",
+    });
+  }
+
+  async updateConversation(req: UpdateConversationRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    const conversationId = requireUuid("conversation_id", req.conversationId);
+    const name = req.name === undefined ? undefined : boundedText("name", req.name.trim(), this.#limits.maxNameLength);
+    if (name === "") throw new InvalidInputError("name", "must not be empty");
+    const description = req.description === undefined ? undefined : boundedText("description", req.description, this.#limits.maxDescriptionLength);
+    await this.#asGroupAdmin(conversationId, userId, (tx) =>
+      repo.updateConversationDetails(tx, conversationId, {
+        ...(name !== undefined && { name }),
+        ...(description !== undefined && { description }),
+      }),
+    );
+    return create(UpdateConversationResponseSchema, { conversation: await this.#view(conversationId, userId) });
+  }
+
+  async addMembers(req: AddMembersRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    const conversationId = requireUuid("conversation_id", req.conversationId);
+    if (req.userIds.length === 0) throw new InvalidInputError("user_ids", "must name at least one user");
+    if (req.userIds.length > this.#limits.maxGroupMembers) {
+      throw new InvalidInputError("user_ids", `must name at most ${this.#limits.maxGroupMembers} users`);
+    }
+    const candidates = [...new Set(req.userIds.map((id, i) => requireUserId(`user_ids[${i}]`, id)))];
+    const added = await this.#asGroupAdmin(conversationId, userId, async (tx, locked) => {
+      await this.#requireUsersExist(candidates, req.userIds);
+      const existing = await repo.findMemberIds(tx, conversationId, candidates);
+      const newcomers = candidates.filter((id) => !existing.has(id));
+      if (locked.member_count + newcomers.length > this.#limits.maxGroupMembers) {
+        throw new FailedPreconditionError(`a group has at most ${this.#limits.maxGroupMembers} members`, "GROUP_FULL");
+      }
+      return newcomers.length === 0 ? [] : repo.insertMembers(tx, conversationId, newcomers);
+    });
+    return create(AddMembersResponseSchema, {
+      added: added.map(toMember),
+      conversation: await this.#view(conversationId, userId),
+    });
+  }
+
+  async removeMember(req: RemoveMemberRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    const conversationId = requireUuid("conversation_id", req.conversationId);
+    const targetId = requireUserId("user_id", req.userId);
+    await this.#db.transaction().execute(async (tx) => {
+      const { role } = await this.#lockGroupAsMember(tx, conversationId, userId);
+      const leaving = targetId === userId;
+      if (!leaving && role !== repo.Role.ADMIN) throw new PermissionDeniedError("only group admins can remove other members", "NOT_ADMIN");
+      if (!(await repo.deleteMember(tx, conversationId, targetId))) throw new NotFoundError("member");
+      // A group always keeps an admin: when the last one leaves, the longest-standing member takes over.
+      if (leaving && role === repo.Role.ADMIN && (await repo.countAdmins(tx, conversationId)) === 0) {
+        await repo.promoteEarliestMember(tx, conversationId);
+      }
+    });
+    return create(RemoveMemberResponseSchema, {});
+  }
+
+  async setMemberRole(req: SetMemberRoleRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    const conversationId = requireUuid("conversation_id", req.conversationId);
+    const targetId = requireUserId("user_id", req.userId);
+    const role =
+      req.role === MemberRole.ADMIN ? repo.Role.ADMIN : req.role === MemberRole.MEMBER ? repo.Role.MEMBER : null;
+    if (role === null) throw new InvalidInputError("role", "must be MEMBER_ROLE_MEMBER or MEMBER_ROLE_ADMIN");
+    const member = await this.#asGroupAdmin(conversationId, userId, async (tx) => {
+      const updated = await repo.updateMemberRole(tx, conversationId, targetId, role);
+      if (!updated) throw new NotFoundError("member");
+      if (role === repo.Role.MEMBER && (await repo.countAdmins(tx, conversationId)) === 0) {
+        throw new FailedPreconditionError("a group must keep at least one admin; make someone else admin first", "LAST_ADMIN");
+      }
+      return updated;
+    });
+    return create(SetMemberRoleResponseSchema, { member: toMember(member) });
+  }
+
+  async listMembers(req: ListMembersRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    const conversationId = requireUuid("conversation_id", req.conversationId);
+    const limit = pageSize(req.pageSize, DEFAULT_MEMBER_PAGE, Math.max(this.#limits.maxPageSize, this.#limits.maxGroupMembers));
+    let after: repo.JoinCursor | null = null;
+    if (req.pageToken !== "") {
+      const token = decodePageToken("members", req.pageToken, ["c", "j", "u"] as const);
+      if (token.c !== conversationId) throw new InvalidInputError("page_token", "belongs to another conversation");
+      after = { joinedUs: String(token.j), userId: String(token.u) };
+    }
+    if ((await repo.findRole(this.#db, conversationId, userId)) === undefined) throw new NotFoundError("conversation");
+    const rows = await repo.listMembers(this.#db, conversationId, limit + 1, after);
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    return create(ListMembersResponseSchema, {
+      members: page.map(toMember),
+      nextPageToken:
+        rows.length > limit && last ? encodePageToken("members", { c: conversationId, j: last.joined_us, u: last.user_id }) : "",
+    });
+  }
+
+  async markRead(req: MarkReadRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    const conversationId = requireUuid("conversation_id", req.conversationId);
+    const seq = requireSeq("seq", req.seq, { allowZero: true });
+    const view = await repo.findConversationView(this.#db, conversationId, userId);
+    if (!view) throw new NotFoundError("conversation");
+    if (seq > BigInt(view.last_seq)) throw new InvalidInputError("seq", `is beyond the conversation's last message (${view.last_seq})`);
+    const lastRead = (await repo.advanceReadPosition(this.#db, conversationId, userId, seq)) ?? view.my_last_read_seq;
+    const unread = await repo.countUnread(this.#db, conversationId, userId, lastRead);
+    return create(MarkReadResponseSchema, { lastReadSeq: BigInt(lastRead), unreadCount: BigInt(unread) });
+  }
+
+  async #view(conversationId: string, userId: string) {
+    const view = await repo.findConversationView(this.#db, conversationId, userId);
+    if (!view) throw new NotFoundError("conversation");
+    return toConversation(view);
+  }
+
+  /** Locks a group the caller is a member of, or fails as NOT_FOUND / FAILED_PRECONDITION. */
+  async #lockGroupAsMember(tx: Transaction<Database>, conversationId: string, userId: string) {
+    const locked = await repo.lockConversation(tx, conversationId);
+    const role = locked && (await repo.findRole(tx, conversationId, userId));
+    if (!locked || role === undefined) throw new NotFoundError("conversation");
+    if (locked.type !== repo.ConversationKind.GROUP) {
+      throw new FailedPreconditionError("a DIRECT conversation's members and details cannot change", "NOT_A_GROUP");
+    }
+    return { locked, role };
+  }
+
+  /** Runs work in a transaction that holds the group's lock, if the caller is its admin. */
+  async #asGroupAdmin<T>(
+    conversationId: string,
+    userId: string,
+    work: (tx: Transaction<Database>, locked: { member_count: number }) => Promise<T>,
+  ): Promise<T> {
+    return this.#db.transaction().execute(async (tx) => {
+      const { locked, role } = await this.#lockGroupAsMember(tx, conversationId, userId);
+      if (role !== repo.Role.ADMIN) throw new PermissionDeniedError("only group admins can do this", "NOT_ADMIN");
+      return work(tx, locked);
+    });
+  }
+
+  /** Fails naming the request field of the first id with no user row. */
+  async #requireUsersExist(userIds: readonly string[], requested: readonly string[] = userIds): Promise<void> {
+    const known = new Set((await findUsers(this.#db, userIds)).map((u) => u.id));
+    const violations = requested.flatMap((id, i) =>
+      known.has(id) || !userIds.includes(id) ? [] : [{ field: `${requested === userIds ? "member_ids" : "user_ids"}[${i}]`, description: `no user "${id}"; users exist once they have called Parley` }],
+    );
+    if (violations.length > 0) throw new InvalidInputError(violations);
+  }
+}

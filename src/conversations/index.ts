@@ -1,0 +1,1 @@
+export { ConversationService } from "./conversation-service.ts";

@@ -1,0 +1,35 @@
+/** Message rows to protobuf messages and back. */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { EncryptedEnvelopeSchema, MessageSchema, type Message } from "../../gen/parley/v1/message_pb.ts";
+import type { MessageRow } from "./message-repository.ts";
+
+export function toMessage(row: MessageRow): Message {
+  return create(MessageSchema, {
+    id: row.id,
+    conversationId: row.conversation_id,
+    seq: BigInt(row.seq),
+    senderId: row.sender_id,
+    clientMessageId: row.client_message_id,
+    createdAt: timestampFromDate(row.created_at),
+    ...(row.reply_to_seq !== null && { replyToSeq: BigInt(row.reply_to_seq) }),
+    content: toContent(row),
+  });
+}
+
+function toContent(row: MessageRow): Message["content"] {
+  if (row.envelope_ciphertext !== null) {
+    return {
+      case: "envelope",
+      value: create(EncryptedEnvelopeSchema, {
+        ciphertext: row.envelope_ciphertext,
+        nonce: row.envelope_nonce ?? new Uint8Array(),
+        algorithm: row.envelope_algorithm ?? "",
+        keyId: row.envelope_key_id ?? "",
+        keyEpoch: row.envelope_key_epoch ?? 0,
+      }),
+    };
+  }
+  if (row.body_text !== null) return { case: "text", value: row.body_text };
+  return { case: undefined };
+}

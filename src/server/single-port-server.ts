@@ -1,0 +1,122 @@
+/**
+ * One TCP port for every protocol: a connection that opens with the HTTP/2 preface
+ * ("PRI * HTTP/2.0", what gRPC clients send over cleartext) goes to an HTTP/2 server; any
+ * other goes to an HTTP/1.1 server (Connect and gRPC-Web from browsers and curl). Both run
+ * the same request handler.
+ */
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import { Duplex } from "node:stream";
+
+type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
+
+const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+/** Bytes needed to tell "PRI" from "POST", "PUT", "GET", "OPTIONS"... */
+const SNIFF_BYTES = 3;
+
+export interface SinglePortServer {
+  listen(port: number, host: string): Promise<number>;
+  /** Stops accepting, asks clients to go away, and destroys what is left after graceMs. */
+  close(graceMs: number): Promise<void>;
+}
+
+export function createSinglePortServer(handler: Handler): SinglePortServer {
+  const h1 = http.createServer({ keepAliveTimeout: 65_000 }, handler);
+  // Keepalive pings keep idle mobile streams alive through proxies and NATs.
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000 } }, handler);
+  const sockets = new Set<net.Socket>();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  h2.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
+
+  const tcp = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      if (head.length < SNIFF_BYTES) return;
+      socket.off("data", onData);
+      socket.pause();
+      const n = Math.min(head.length, PREFACE.length);
+      if (head.subarray(0, n).equals(PREFACE.subarray(0, n))) {
+        h2.emit("connection", new ReplayingSocket(socket, head));
+      } else {
+        socket.unshift(head);
+        h1.emit("connection", socket);
+        socket.resume();
+      }
+    };
+    socket.on("data", onData);
+    socket.on("error", () => socket.destroy());
+  });
+
+  return {
+    listen(port, host) {
+      return new Promise((resolve, reject) => {
+        tcp.once("error", reject);
+        tcp.listen(port, host, () => {
+          tcp.off("error", reject);
+          resolve((tcp.address() as net.AddressInfo).port);
+        });
+      });
+    },
+    async close(graceMs) {
+      const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
+      for (const session of sessions) session.close();
+      h1.closeIdleConnections();
+      const timer = setTimeout(() => sockets.forEach((socket) => socket.destroy()), graceMs);
+      await closed;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/**
+ * The socket with the sniffed bytes put back in front. The HTTP/2 server reads a plain
+ * net.Socket straight from its native handle, where unshifted bytes would be lost, so it
+ * is given this stream instead.
+ */
+class ReplayingSocket extends Duplex {
+  readonly #socket: net.Socket;
+
+  constructor(socket: net.Socket, head: Buffer) {
+    super();
+    this.#socket = socket;
+    this.push(head);
+    socket.on("data", (chunk: Buffer) => {
+      if (!this.push(chunk)) socket.pause();
+    });
+    socket.on("end", () => this.push(null));
+    socket.on("error", (error) => this.destroy(error));
+    socket.on("close", () => this.destroy());
+  }
+
+  get remoteAddress() {
+    return this.#socket.remoteAddress;
+  }
+
+  get remotePort() {
+    return this.#socket.remotePort;
+  }
+
+  override _read(): void {
+    this.#socket.resume();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.#socket.write(chunk, callback);
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.#socket.end(callback);
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.#socket.destroy(error ?? undefined);
+    callback(error);
+  }
+}

@@ -1,0 +1,2 @@
+export { UserDirectory } from "./user-directory.ts";
+export { UserService } from "./user-service.ts";

@@ -58,7 +58,7 @@ CREATE TABLE messages (
   envelope_nonce      bytea,
   envelope_algorithm  text,
   envelope_key_id     text,
-  envelope_key_epoch  integer,
+  envelope_key_epoch  bigint, -- a uint32 on the wire
   PRIMARY KEY (conversation_id, seq),
   CHECK (body_text IS NULL OR envelope_ciphertext IS NULL)
 );

@@ -42,6 +42,7 @@ import { toConversation, toMember } from "./conversation-mapper.ts";
 import * as repo from "./conversation-repository.ts";
 
 const DEFAULT_CONVERSATION_PAGE = 20;
+const MAX_CONVERSATION_PAGE = 100;
 const DEFAULT_MEMBER_PAGE = 100;
 
 /** Thrown inside a transaction to roll it back when a concurrent DIRECT create won. */
@@ -75,7 +76,7 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     }
     const peerId = requireUserId("member_ids[0]", req.memberIds[0]!);
     if (peerId === userId) throw new InvalidInputError("member_ids[0]", "must not be the caller");
-    await this.#requireUsersExist([peerId]);
+    await this.#requireUsersExist("member_ids", [peerId]);
 
     let conversationId = await repo.findDirectConversationId(this.#db, userId, peerId);
     let created = false;
@@ -117,7 +118,7 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     const name = boundedText("name", req.name.trim(), this.#limits.maxNameLength);
     if (name === "") throw new InvalidInputError("name", "is required for a GROUP conversation");
     const description = boundedText("description", req.description, this.#limits.maxDescriptionLength);
-    await this.#requireUsersExist(others, req.memberIds);
+    await this.#requireUsersExist("member_ids", req.memberIds);
 
     const id = newId();
     await this.#db.transaction().execute((tx) =>
@@ -144,7 +145,7 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
 
   async listConversations(req: ListConversationsRequest, ctx: HandlerContext) {
     const { userId } = requireCaller(ctx);
-    const limit = pageSize(req.pageSize, DEFAULT_CONVERSATION_PAGE, this.#limits.maxPageSize);
+    const limit = pageSize(req.pageSize, DEFAULT_CONVERSATION_PAGE, Math.min(MAX_CONVERSATION_PAGE, this.#limits.maxPageSize));
     let after: repo.ActivityCursor | null = null;
     if (req.pageToken !== "") {
       const token = decodePageToken("conversations", req.pageToken, ["a", "i"] as const);
@@ -182,12 +183,12 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
       throw new InvalidInputError("user_ids", `must name at most ${this.#limits.maxGroupMembers} users`);
     }
     const candidates = [...new Set(req.userIds.map((id, i) => requireUserId(`user_ids[${i}]`, id)))];
+    await this.#requireUsersExist("user_ids", req.userIds);
     const added = await this.#asGroupAdmin(conversationId, userId, async (tx, locked) => {
-      await this.#requireUsersExist(candidates, req.userIds);
       const existing = await repo.findMemberIds(tx, conversationId, candidates);
       const newcomers = candidates.filter((id) => !existing.has(id));
       if (locked.member_count + newcomers.length > this.#limits.maxGroupMembers) {
-        throw new FailedPreconditionError(`a group has at most ${this.#limits.maxGroupMembers} members`, "GROUP_FULL");
+        throw new InvalidInputError("user_ids", `would make the group larger than ${this.#limits.maxGroupMembers} members`);
       }
       return newcomers.length === 0 ? [] : repo.insertMembers(tx, conversationId, newcomers);
     });
@@ -295,11 +296,14 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     });
   }
 
-  /** Fails naming the request field of the first id with no user row. */
-  async #requireUsersExist(userIds: readonly string[], requested: readonly string[] = userIds): Promise<void> {
-    const known = new Set((await findUsers(this.#db, userIds)).map((u) => u.id));
-    const violations = requested.flatMap((id, i) =>
-      known.has(id) || !userIds.includes(id) ? [] : [{ field: `${requested === userIds ? "member_ids" : "user_ids"}[${i}]`, description: `no user "${id}"; users exist once they have called Parley` }],
+  /**
+   * Fails naming each position of `field` whose user has no row. Runs outside transactions:
+   * the embedded database has one connection, which an open transaction holds.
+   */
+  async #requireUsersExist(field: string, userIds: readonly string[]): Promise<void> {
+    const known = new Set((await findUsers(this.#db, [...new Set(userIds)])).map((u) => u.id));
+    const violations = userIds.flatMap((id, i) =>
+      known.has(id) ? [] : [{ field: `${field}[${i}]`, description: `no user "${id}"; users exist once they have called Parley` }],
     );
     if (violations.length > 0) throw new InvalidInputError(violations);
   }

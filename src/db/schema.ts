@@ -56,7 +56,7 @@ export interface MessagesTable {
   envelope_nonce: Uint8Array | null;
   envelope_algorithm: string | null;
   envelope_key_id: string | null;
-  envelope_key_epoch: number | null;
+  envelope_key_epoch: Int8 | null;
 }
 
 export interface Database {

@@ -26,7 +26,7 @@ function toContent(row: MessageRow): Message["content"] {
         nonce: row.envelope_nonce ?? new Uint8Array(),
         algorithm: row.envelope_algorithm ?? "",
         keyId: row.envelope_key_id ?? "",
-        keyEpoch: row.envelope_key_epoch ?? 0,
+        keyEpoch: Number(row.envelope_key_epoch ?? 0),
       }),
     };
   }

@@ -1,0 +1,262 @@
+/**
+ * Starts the real Parley server in-process on a random port with a fresh database, and hands
+ * out generated clients that call it over the wire as a given user.
+ *
+ * With DATABASE_URL set (a real PostgreSQL), every started server gets its own freshly created
+ * database, dropped again on stop(), so test files never see each other's rows. Without it the
+ * server runs on an in-memory embedded PGlite.
+ */
+import { randomBytes } from "node:crypto";
+import * as http from "node:http";
+import pg from "pg";
+import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+  Http2SessionManager,
+} from "@connectrpc/connect-node";
+import { loadConfig } from "../../src/config.ts";
+import { createApp } from "../../src/app.ts";
+import { mintToken } from "../../src/auth/index.ts";
+import { UserService } from "../../gen/parley/v1/user_service_pb.ts";
+import { ConversationService } from "../../gen/parley/v1/conversation_service_pb.ts";
+import { MessageService } from "../../gen/parley/v1/message_service_pb.ts";
+
+/**
+ * How a client talks to the server. The main flows run over "grpc" and "connect"; the others
+ * exist so one test can show that the single port serves every protocol.
+ */
+export type Protocol =
+  | "grpc" // gRPC over HTTP/2 cleartext, as mobile stubs do
+  | "connect" // Connect, binary, over HTTP/1.1
+  | "connect-json" // Connect with JSON bodies over HTTP/1.1, as curl and buf curl do
+  | "connect-get" // Connect over HTTP/1.1, side-effect-free RPCs as GET requests
+  | "connect-h2" // Connect over HTTP/2
+  | "grpc-web"; // gRPC-Web over HTTP/1.1, as browsers do
+
+/** The two protocols every main flow is run over. */
+export const MAIN_PROTOCOLS = ["grpc", "connect"] as const satisfies readonly Protocol[];
+
+/** Generated clients for every Parley service. */
+export interface Clients {
+  users: Client<typeof UserService>;
+  conversations: Client<typeof ConversationService>;
+  messages: Client<typeof MessageService>;
+}
+
+export interface TokenOptions {
+  admin?: boolean;
+  expiresIn?: string;
+}
+
+export interface TestServer {
+  readonly port: number;
+  readonly baseUrl: string;
+  /** The HS256 secret the server verifies tokens with. */
+  readonly secret: string;
+  readonly issuer: string;
+  readonly audience: string;
+  /** The environment the server was configured from. */
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** A valid bearer token for the user. */
+  tokenFor(userId: string, options?: TokenOptions): Promise<string>;
+  /** Clients that call as the user (a bearer token for them on every request). */
+  clientsFor(userId: string, protocol?: Protocol, options?: TokenOptions): Clients;
+  /**
+   * Clients that send exactly this Authorization header value, or none when it is undefined.
+   * For authentication tests.
+   */
+  clientsWithAuthorization(authorization: string | undefined, protocol?: Protocol): Clients;
+  /** A transport with the given interceptors, for tests that need something unusual. */
+  transport(protocol: Protocol, interceptors?: Interceptor[]): Transport;
+  stop(): Promise<void>;
+}
+
+/** The longest any single RPC may take in these tests. */
+export const CALL_DEADLINE_MS = 10_000;
+/** The longest a server may take to stop once its clients have disconnected. */
+const STOP_DEADLINE_MS = 10_000;
+
+/** A short id that no other test uses, e.g. "alice-3f9a0c1d". */
+export function uniqueId(prefix = "user"): string {
+  return `${prefix}-${randomBytes(4).toString("hex")}`;
+}
+
+/** Starts the server; `overrides` are environment variables laid over the test defaults. */
+export async function startTestServer(
+  overrides: Record<string, string | undefined> = {},
+): Promise<TestServer> {
+  const database = process.env.DATABASE_URL ? await createFreshDatabase(process.env.DATABASE_URL) : null;
+  const secret = randomBytes(32).toString("hex");
+  const env: Record<string, string | undefined> = {
+    PORT: "0",
+    HOST: "127.0.0.1",
+    METRICS_PORT: "off",
+    LOG_LEVEL: "silent",
+    JWT_SECRET: secret,
+    PGLITE_PATH: "memory://",
+    DATABASE_URL: database?.url,
+    ...overrides,
+  };
+  const effectiveSecret = env.JWT_SECRET ?? secret;
+  const issuer = env.JWT_ISSUER ?? "parley";
+  const audience = env.JWT_AUDIENCE ?? "parley";
+
+  let app: Awaited<ReturnType<typeof createApp>>;
+  try {
+    app = await createApp(loadConfig(env));
+    await app.start();
+  } catch (err) {
+    await database?.drop();
+    throw err;
+  }
+  const port = app.port;
+  const baseUrl = `http://127.0.0.1:${port}`;
+
+  // One HTTP/2 connection and one HTTP/1.1 agent per server, closed before the server stops,
+  // so idle client connections never hold up its graceful shutdown.
+  const sessionManager = new Http2SessionManager(baseUrl);
+  const agent = new http.Agent({ keepAlive: true });
+
+  function transport(protocol: Protocol, interceptors: Interceptor[] = []): Transport {
+    // A deadline on every call, so a server that hangs fails the call with DEADLINE_EXCEEDED
+    // (naming the RPC) well before mocha's test timeout.
+    const defaultTimeoutMs = CALL_DEADLINE_MS;
+    switch (protocol) {
+      case "grpc":
+        // gRPC is always HTTP/2 in connect-node v2 (there is no httpVersion option).
+        return createGrpcTransport({ baseUrl, sessionManager, interceptors, defaultTimeoutMs });
+      case "connect":
+        return createConnectTransport({ baseUrl, httpVersion: "1.1", nodeOptions: { agent }, interceptors, defaultTimeoutMs });
+      case "connect-json":
+        return createConnectTransport({
+          baseUrl,
+          httpVersion: "1.1",
+          nodeOptions: { agent },
+          useBinaryFormat: false,
+          interceptors,
+          defaultTimeoutMs,
+        });
+      case "connect-get":
+        return createConnectTransport({
+          baseUrl,
+          httpVersion: "1.1",
+          nodeOptions: { agent },
+          useHttpGet: true,
+          interceptors,
+          defaultTimeoutMs,
+        });
+      case "connect-h2":
+        return createConnectTransport({ baseUrl, httpVersion: "2", sessionManager, interceptors, defaultTimeoutMs });
+      case "grpc-web":
+        return createGrpcWebTransport({ baseUrl, httpVersion: "1.1", nodeOptions: { agent }, interceptors, defaultTimeoutMs });
+    }
+  }
+
+  function clientsOn(t: Transport): Clients {
+    return {
+      users: createClient(UserService, t),
+      conversations: createClient(ConversationService, t),
+      messages: createClient(MessageService, t),
+    };
+  }
+
+  function tokenFor(userId: string, options: TokenOptions = {}): Promise<string> {
+    return mintToken({ secret: effectiveSecret, issuer, audience, userId, ...options });
+  }
+
+  function authorizationInterceptor(authorization: () => Promise<string | undefined>): Interceptor {
+    return (next) => async (req) => {
+      const value = await authorization();
+      if (value !== undefined) req.header.set("authorization", value);
+      return next(req);
+    };
+  }
+
+  let stopped = false;
+  return {
+    port,
+    baseUrl,
+    secret: effectiveSecret,
+    issuer,
+    audience,
+    env,
+    tokenFor,
+    clientsFor(userId, protocol = "connect", options = {}) {
+      let token: Promise<string> | undefined;
+      const header = async () => `Bearer ${await (token ??= tokenFor(userId, options))}`;
+      return clientsOn(transport(protocol, [authorizationInterceptor(header)]));
+    },
+    clientsWithAuthorization(authorization, protocol = "connect") {
+      return clientsOn(transport(protocol, [authorizationInterceptor(async () => authorization)]));
+    },
+    transport,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      sessionManager.abort();
+      agent.destroy();
+      try {
+        await withDeadline(app.stop(), STOP_DEADLINE_MS, "app.stop()");
+      } finally {
+        await database?.drop();
+      }
+    },
+  };
+}
+
+/** Calls GetMe for each id, so the users exist and can be added to conversations. */
+export async function registerUsers(server: TestServer, ids: readonly string[]): Promise<void> {
+  const batch = 50;
+  for (let i = 0; i < ids.length; i += batch) {
+    await Promise.all(
+      ids.slice(i, i + batch).map((id) => server.clientsFor(id, "connect").users.getMe({})),
+    );
+  }
+}
+
+/** Makes `count` fresh user ids with the prefix and registers them. */
+export async function newUsers(server: TestServer, count: number, prefix = "user"): Promise<string[]> {
+  const ids = Array.from({ length: count }, (_, i) => uniqueId(`${prefix}${i}`));
+  await registerUsers(server, ids);
+  return ids;
+}
+
+interface FreshDatabase {
+  url: string;
+  drop(): Promise<void>;
+}
+
+async function createFreshDatabase(adminUrl: string): Promise<FreshDatabase> {
+  const name = `parley_test_${randomBytes(6).toString("hex")}`;
+  await withAdminClient(adminUrl, (c) => c.query(`create database ${name}`));
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    drop: () => withAdminClient(adminUrl, (c) => c.query(`drop database if exists ${name} with (force)`)),
+  };
+}
+
+async function withAdminClient(url: string, work: (client: pg.Client) => Promise<unknown>): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+async function withDeadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

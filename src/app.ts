@@ -2,12 +2,27 @@
  * Builds Parley from a Config: database (migrated), services, the one-port server and the
  * metrics endpoint. start() listens; stop() drains and closes everything in order.
  */
+import { setTimeout as delay } from "node:timers/promises";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { connect as connectNats, type NatsConnection } from "nats";
 import { pino, type Logger } from "pino";
 import { createAuthInterceptor, createTokenVerifier, loadOrCreateDevSecret } from "./auth/index.ts";
 import type { Config } from "./config.ts";
 import { ConversationService } from "./conversations/index.ts";
 import { migrate, openDatabase } from "./db/index.ts";
+import {
+  createEventPublisher,
+  createInProcessBus,
+  createNatsBus,
+  createOutboxRelay,
+  createSubjects,
+  EventService,
+  FeedHub,
+  provisionNats,
+  type EventBus,
+} from "./events/index.ts";
+import { createPresenceTracker } from "./presence/index.ts";
+import { ReactionBatcher } from "./reactions/reaction-batcher.ts";
 import { MessageService, SendBatcher } from "./messages/index.ts";
 import { createRoutes } from "./routes.ts";
 import { createCorsHandler } from "./server/cors.ts";
@@ -33,6 +48,8 @@ export interface AppOptions {
 
 /** How long open connections get to finish when the server stops. */
 const SHUTDOWN_GRACE_MS = 5_000;
+/** How long streams get to send their last frame when the server stops. */
+const STREAM_DRAIN_MS = 2_000;
 
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
   const logger = options.logger ?? pino({ level: config.logLevel, base: { service: "parley" } });
@@ -52,15 +69,41 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   }
   const verify = createTokenVerifier({ ...config.jwt, secret: jwtSecret });
 
-  const sends = new SendBatcher(database.db, { maxInFlight: Math.max(1, Math.min(4, config.databasePoolSize - 1)) });
+  const subjects = createSubjects(config.feed.natsPrefix);
+  let nats: NatsConnection | null = null;
+  let bus: EventBus;
+  if (config.natsUrl !== null) {
+    nats = await connectNats({ servers: config.natsUrl, name: `parley-${config.feed.nodeId}`, maxReconnectAttempts: -1 });
+    await provisionNats(nats, subjects, { retentionMs: config.feed.replayWindowMs, presenceTtlMs: config.feed.presenceTtlMs });
+    bus = createNatsBus({ connection: nats, subjects, onError: (error, what) => logger.warn({ err: error, what }, "NATS delivery failed") });
+  } else {
+    bus = createInProcessBus();
+  }
+  const publisher = createEventPublisher(bus, logger);
+  let hub: FeedHub;
+  const relay = createOutboxRelay({
+    db: database.db,
+    bus: nats ? bus : null,
+    seenThrough: () => hub.position,
+    replayWindowMs: config.feed.replayWindowMs,
+    logger,
+  });
+  hub = new FeedHub({ db: database.db, bus, logger, bufferEvents: config.feed.bufferEvents, onFilled: (events) => relay.republish(events) });
+  const presence = createPresenceTracker({ nats, subjects, db: database.db, bus, nodeId: config.feed.nodeId, ttlMs: config.feed.presenceTtlMs, logger });
+
+  const sends = new SendBatcher(database.db, {
+    maxInFlight: Math.max(1, Math.min(4, config.databasePoolSize - 1)),
+    onCommitted: (events) => publisher.publish(events),
+  });
   const health = new HealthStatus();
   const users = new UserDirectory(database.db);
   const metrics = createRpcMetrics();
   const shutdown = new AbortController();
   const routes = createRoutes({
     users: new UserService(database.db, config.limits),
-    conversations: new ConversationService(database.db, config.limits),
-    messages: new MessageService(database.db, sends, config.limits),
+    conversations: new ConversationService(database.db, config.limits, publisher),
+    messages: new MessageService(database.db, sends, new ReactionBatcher(database.db, (events) => publisher.publish(events)), config.limits),
+    events: new EventService({ db: database.db, hub, bus, presence, feed: config.feed }),
     health,
   });
   const connectHandler = connectNodeAdapter({
@@ -87,16 +130,27 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     },
     logger,
     async start() {
+      await hub.start();
+      await relay.start();
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
       logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres" }, "parley is serving");
     },
     async stop() {
       health.shutdown();
+      // Streams end with a resumable frame first; then in-flight calls are cancelled.
+      hub.drainAll();
+      for (let waited = 0; hub.openStreams > 0 && waited < STREAM_DRAIN_MS; waited += 50) await delay(50);
       shutdown.abort();
       await server.close(SHUTDOWN_GRACE_MS);
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
       await sends.drain();
+      await publisher.flush();
+      await relay.stop();
+      await hub.stop();
+      await presence.close();
+      await bus.close();
+      await nats?.drain();
       await database.close();
       logger.info("parley stopped");
     },

@@ -3,6 +3,8 @@
  * A bad value stops the process with a message naming the variable, so a typo never
  * turns into a silently different deployment.
  */
+import { randomBytes } from "node:crypto";
+import os from "node:os";
 import path from "node:path";
 
 /** Size and count bounds; every one can be changed through the environment. */
@@ -39,10 +41,29 @@ export interface Config {
   /** NATS URL; null means the in-process bus. */
   readonly natsUrl: string | null;
   readonly jwt: JwtConfig;
+  readonly feed: FeedConfig;
   /** Origins allowed by CORS; empty disables CORS, ["*"] allows any. */
   readonly corsOrigins: readonly string[];
   readonly logLevel: string;
   readonly limits: Limits;
+}
+
+/** The real-time feed and its signals. */
+export interface FeedConfig {
+  /** Prefix of every NATS subject, stream and bucket. */
+  readonly natsPrefix: string;
+  /** This node's name in the presence registry. */
+  readonly nodeId: string;
+  /** How far back a cursor can be replayed; older ones get resync_required. */
+  readonly replayWindowMs: number;
+  /** Live events buffered per stream before a slow reader is ended with its cursor. */
+  readonly bufferEvents: number;
+  /** Idle time after which a stream gets a heartbeat frame. */
+  readonly heartbeatMs: number;
+  /** How long a typing indicator lasts. */
+  readonly typingTtlMs: number;
+  /** How long a presence entry lives without a heartbeat from its node. */
+  readonly presenceTtlMs: number;
 }
 
 export interface JwtConfig {
@@ -89,6 +110,15 @@ export function loadConfig(env: Env = process.env): Config {
       issuer: str(env, "JWT_ISSUER", DEFAULT_ISSUER),
       audience: str(env, "JWT_AUDIENCE", DEFAULT_AUDIENCE),
     }),
+    feed: Object.freeze({
+      natsPrefix: natsPrefix(env),
+      nodeId: str(env, "NODE_ID", `${os.hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`).replace(/[^A-Za-z0-9_-]/g, "_"),
+      replayWindowMs: int(env, "EVENT_REPLAY_WINDOW_SECONDS", 3 * 24 * 3600, 1, 365 * 24 * 3600) * 1000,
+      bufferEvents: int(env, "FEED_BUFFER_EVENTS", 1000, 1, 1_000_000),
+      heartbeatMs: int(env, "FEED_HEARTBEAT_SECONDS", 15, 1, 3600) * 1000,
+      typingTtlMs: int(env, "TYPING_TTL_SECONDS", 5, 1, 60) * 1000,
+      presenceTtlMs: int(env, "PRESENCE_TTL_SECONDS", 30, 1, 3600) * 1000,
+    }),
     corsOrigins: Object.freeze(list(env, "CORS_ORIGINS")),
     logLevel: oneOf(env, "LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
     limits: Object.freeze({
@@ -101,6 +131,12 @@ export function loadConfig(env: Env = process.env): Config {
       maxDisplayNameLength: int(env, "MAX_DISPLAY_NAME_LENGTH", 64, 1, 10_000),
     }),
   });
+}
+
+function natsPrefix(env: Env): string {
+  const prefix = str(env, "NATS_PREFIX", "parley");
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(prefix)) throw new ConfigError("NATS_PREFIX may hold only letters, digits, _ and - (at most 64).");
+  return prefix;
 }
 
 function str(env: Env, name: string, fallback: string): string {

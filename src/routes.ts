@@ -2,9 +2,11 @@
 import type { ConnectRouter } from "@connectrpc/connect";
 import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.ts";
 import { ConversationService as ConversationServiceDesc, file_parley_v1_conversation_service } from "../gen/parley/v1/conversation_service_pb.ts";
+import { EventService as EventServiceDesc, file_parley_v1_event_service } from "../gen/parley/v1/event_service_pb.ts";
 import { MessageService as MessageServiceDesc, file_parley_v1_message_service } from "../gen/parley/v1/message_service_pb.ts";
 import { UserService as UserServiceDesc, file_parley_v1_user_service } from "../gen/parley/v1/user_service_pb.ts";
 import type { ConversationService } from "./conversations/index.ts";
+import type { EventService } from "./events/index.ts";
 import type { MessageService } from "./messages/index.ts";
 import { registerHealth, type HealthStatus } from "./standard/health.ts";
 import { createFileRegistryOf, registerReflection } from "./standard/reflection.ts";
@@ -14,23 +16,26 @@ export interface Services {
   users: UserService;
   conversations: ConversationService;
   messages: MessageService;
+  events: EventService;
   health: HealthStatus;
 }
 
 /** The services reflection lists, by their fully qualified names. */
-const PUBLIC_API = [UserServiceDesc, ConversationServiceDesc, MessageServiceDesc];
+const PUBLIC_API = [UserServiceDesc, ConversationServiceDesc, MessageServiceDesc, EventServiceDesc];
 
 export function createRoutes(services: Services): (router: ConnectRouter) => void {
   const registry = createFileRegistryOf(
     file_parley_v1_user_service,
     file_parley_v1_conversation_service,
     file_parley_v1_message_service,
+    file_parley_v1_event_service,
     file_grpc_health_v1_health,
   );
   return (router) => {
     router.service(UserServiceDesc, services.users);
     router.service(ConversationServiceDesc, services.conversations);
     router.service(MessageServiceDesc, services.messages);
+    router.service(EventServiceDesc, services.events);
     registerHealth(router, services.health);
     registerReflection(router, registry, [...PUBLIC_API.map((s) => s.typeName), "grpc.health.v1.Health"]);
   };

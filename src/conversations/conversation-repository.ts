@@ -201,13 +201,15 @@ export async function countAdmins(tx: Db, conversationId: string): Promise<numbe
   return Number(row.n);
 }
 
-/** Makes the longest-standing remaining member an admin (used when the last admin leaves). */
-export async function promoteEarliestMember(tx: Db, conversationId: string): Promise<void> {
-  await sql`
+/** Makes the longest-standing remaining member an admin (used when the last admin leaves); returns who. */
+export async function promoteEarliestMember(tx: Db, conversationId: string): Promise<string | undefined> {
+  const result = await sql<{ user_id: string }>`
     update conversation_members set role = ${Role.ADMIN}
     where conversation_id = ${conversationId} and user_id = (
       select user_id from conversation_members where conversation_id = ${conversationId}
-      order by joined_at, user_id limit 1)`.execute(tx);
+      order by joined_at, user_id limit 1)
+    returning user_id`.execute(tx);
+  return result.rows[0]?.user_id;
 }
 
 export async function updateMemberRole(tx: Db, conversationId: string, userId: string, role: number) {
@@ -257,16 +259,31 @@ export async function updateConversationDetails(tx: Db, conversationId: string, 
     .execute();
 }
 
-/** Moves the read position forward (never back) and returns the new one. */
+/** Moves the read position forward to seq; returns the new position, or undefined if it was already there or beyond. */
 export async function advanceReadPosition(db: Db, conversationId: string, userId: string, seq: bigint) {
   const row = await db
     .updateTable("conversation_members")
-    .set((eb) => ({ last_read_seq: eb.fn("greatest", [eb.ref("last_read_seq"), eb.val(seq.toString())]) }))
+    .set({ last_read_seq: seq.toString() })
     .where("conversation_id", "=", conversationId)
     .where("user_id", "=", userId)
+    .where("last_read_seq", "<", seq.toString())
     .returning("last_read_seq")
     .executeTakeFirst();
   return row?.last_read_seq;
+}
+
+export async function findReadPosition(db: Db, conversationId: string, userId: string): Promise<string | undefined> {
+  const row = await db
+    .selectFrom("conversation_members")
+    .select("last_read_seq")
+    .where("conversation_id", "=", conversationId)
+    .where("user_id", "=", userId)
+    .executeTakeFirst();
+  return row?.last_read_seq;
+}
+
+export async function findConversationDetails(db: Db, conversationId: string) {
+  return db.selectFrom("conversations").select(["name", "description"]).where("id", "=", conversationId).executeTakeFirstOrThrow();
 }
 
 /** Messages after the given seq that others sent. */

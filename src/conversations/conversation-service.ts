@@ -34,7 +34,10 @@ import { requireCaller } from "../auth/user-context.ts";
 import type { Limits } from "../config.ts";
 import type { Database } from "../db/schema.ts";
 import { FailedPreconditionError, InvalidInputError, NotFoundError, PermissionDeniedError } from "../errors.ts";
+import { appendEvents, type NewEvent } from "../events/event-log.ts";
+import type { EventPublisher } from "../events/event-publisher.ts";
 import { newId } from "../ids.ts";
+import * as events from "./conversation-events.ts";
 import { decodePageToken, encodePageToken } from "../page-token.ts";
 import { findUsers } from "../users/user-repository.ts";
 import { boundedText, pageSize, requireSeq, requireUserId, requireUuid } from "../validation.ts";
@@ -51,10 +54,12 @@ class DirectPairTaken extends Error {}
 export class ConversationService implements ServiceImpl<typeof ConversationServiceDesc> {
   readonly #db: Kysely<Database>;
   readonly #limits: Limits;
+  readonly #events: EventPublisher;
 
-  constructor(db: Kysely<Database>, limits: Limits) {
+  constructor(db: Kysely<Database>, limits: Limits, events: EventPublisher) {
     this.#db = db;
     this.#limits = limits;
+    this.#events = events;
   }
 
   async createConversation(req: CreateConversationRequest, ctx: HandlerContext) {
@@ -83,19 +88,15 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     if (conversationId === undefined) {
       const id = newId();
       try {
-        await this.#db.transaction().execute(async (tx) => {
-          await repo.insertConversation(tx, {
-            id,
-            type: repo.ConversationKind.DIRECT,
-            name: "",
-            description: "",
-            createdBy: userId,
-            members: [
-              { userId, role: repo.Role.MEMBER },
-              { userId: peerId, role: repo.Role.MEMBER },
-            ],
-          });
+        await this.#write(async (tx, recorded) => {
+          const members = [
+            { userId, role: repo.Role.MEMBER },
+            { userId: peerId, role: repo.Role.MEMBER },
+          ];
+          await repo.insertConversation(tx, { id, type: repo.ConversationKind.DIRECT, name: "", description: "", createdBy: userId, members });
           if (!(await repo.claimDirectPair(tx, userId, peerId, id))) throw new DirectPairTaken();
+          const now = new Date();
+          recorded.push(...members.map((m) => events.memberAdded(id, userId, m.userId, m.role, now)));
         });
         conversationId = id;
         created = true;
@@ -121,16 +122,12 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     await this.#requireUsersExist("member_ids", req.memberIds);
 
     const id = newId();
-    await this.#db.transaction().execute((tx) =>
-      repo.insertConversation(tx, {
-        id,
-        type: repo.ConversationKind.GROUP,
-        name,
-        description,
-        createdBy: userId,
-        members: [{ userId, role: repo.Role.ADMIN }, ...others.map((other) => ({ userId: other, role: repo.Role.MEMBER }))],
-      }),
-    );
+    await this.#write(async (tx, recorded) => {
+      const members = [{ userId, role: repo.Role.ADMIN }, ...others.map((other) => ({ userId: other, role: repo.Role.MEMBER }))];
+      await repo.insertConversation(tx, { id, type: repo.ConversationKind.GROUP, name, description, createdBy: userId, members });
+      const now = new Date();
+      recorded.push(...members.map((m) => events.memberAdded(id, userId, m.userId, m.role, now)));
+    });
     const view = await repo.findConversationView(this.#db, id, userId);
     if (!view) throw new Error("the group vanished after it was created");
     return create(CreateConversationResponseSchema, { conversation: toConversation(view), created: true });
@@ -166,12 +163,14 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     const name = req.name === undefined ? undefined : boundedText("name", req.name.trim(), this.#limits.maxNameLength);
     if (name === "") throw new InvalidInputError("name", "must not be empty");
     const description = req.description === undefined ? undefined : boundedText("description", req.description, this.#limits.maxDescriptionLength);
-    await this.#asGroupAdmin(conversationId, userId, (tx) =>
-      repo.updateConversationDetails(tx, conversationId, {
+    await this.#asGroupAdmin(conversationId, userId, async (tx, _locked, recorded) => {
+      await repo.updateConversationDetails(tx, conversationId, {
         ...(name !== undefined && { name }),
         ...(description !== undefined && { description }),
-      }),
-    );
+      });
+      const after = await repo.findConversationDetails(tx, conversationId);
+      recorded.push(events.conversationUpdated(conversationId, userId, after.name, after.description));
+    });
     return create(UpdateConversationResponseSchema, { conversation: await this.#view(conversationId, userId) });
   }
 
@@ -184,13 +183,15 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     }
     const candidates = [...new Set(req.userIds.map((id, i) => requireUserId(`user_ids[${i}]`, id)))];
     await this.#requireUsersExist("user_ids", req.userIds);
-    const added = await this.#asGroupAdmin(conversationId, userId, async (tx, locked) => {
+    const added = await this.#asGroupAdmin(conversationId, userId, async (tx, locked, recorded) => {
       const existing = await repo.findMemberIds(tx, conversationId, candidates);
       const newcomers = candidates.filter((id) => !existing.has(id));
       if (locked.member_count + newcomers.length > this.#limits.maxGroupMembers) {
         throw new InvalidInputError("user_ids", `would make the group larger than ${this.#limits.maxGroupMembers} members`);
       }
-      return newcomers.length === 0 ? [] : repo.insertMembers(tx, conversationId, newcomers);
+      const rows = newcomers.length === 0 ? [] : await repo.insertMembers(tx, conversationId, newcomers);
+      recorded.push(...rows.map((m) => events.memberAdded(conversationId, userId, m.user_id, m.role, m.joined_at)));
+      return rows;
     });
     return create(AddMembersResponseSchema, {
       added: added.map(toMember),
@@ -202,14 +203,16 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     const { userId } = requireCaller(ctx);
     const conversationId = requireUuid("conversation_id", req.conversationId);
     const targetId = requireUserId("user_id", req.userId);
-    await this.#db.transaction().execute(async (tx) => {
+    await this.#write(async (tx, recorded) => {
       const { role } = await this.#lockGroupAsMember(tx, conversationId, userId);
       const leaving = targetId === userId;
       if (!leaving && role !== repo.Role.ADMIN) throw new PermissionDeniedError("only group admins can remove other members", "NOT_ADMIN");
       if (!(await repo.deleteMember(tx, conversationId, targetId))) throw new NotFoundError("member");
+      recorded.push(events.memberRemoved(conversationId, userId, targetId));
       // A group always keeps an admin: when the last one leaves, the longest-standing member takes over.
       if (leaving && role === repo.Role.ADMIN && (await repo.countAdmins(tx, conversationId)) === 0) {
-        await repo.promoteEarliestMember(tx, conversationId);
+        const promoted = await repo.promoteEarliestMember(tx, conversationId);
+        if (promoted) recorded.push(events.memberRoleChanged(conversationId, userId, promoted, repo.Role.ADMIN));
       }
     });
     return create(RemoveMemberResponseSchema, {});
@@ -222,12 +225,13 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     const role =
       req.role === MemberRole.ADMIN ? repo.Role.ADMIN : req.role === MemberRole.MEMBER ? repo.Role.MEMBER : null;
     if (role === null) throw new InvalidInputError("role", "must be MEMBER_ROLE_MEMBER or MEMBER_ROLE_ADMIN");
-    const member = await this.#asGroupAdmin(conversationId, userId, async (tx) => {
+    const member = await this.#asGroupAdmin(conversationId, userId, async (tx, _locked, recorded) => {
       const updated = await repo.updateMemberRole(tx, conversationId, targetId, role);
       if (!updated) throw new NotFoundError("member");
       if (role === repo.Role.MEMBER && (await repo.countAdmins(tx, conversationId)) === 0) {
         throw new FailedPreconditionError("a group must keep at least one admin; make someone else admin first", "LAST_ADMIN");
       }
+      recorded.push(events.memberRoleChanged(conversationId, userId, targetId, role));
       return updated;
     });
     return create(SetMemberRoleResponseSchema, { member: toMember(member) });
@@ -261,7 +265,12 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     const view = await repo.findConversationView(this.#db, conversationId, userId);
     if (!view) throw new NotFoundError("conversation");
     if (seq > BigInt(view.last_seq)) throw new InvalidInputError("seq", `is beyond the conversation's last message (${view.last_seq})`);
-    const lastRead = (await repo.advanceReadPosition(this.#db, conversationId, userId, seq)) ?? view.my_last_read_seq;
+    const lastRead = await this.#write(async (tx, recorded) => {
+      const moved = await repo.advanceReadPosition(tx, conversationId, userId, seq);
+      if (moved === undefined) return (await repo.findReadPosition(tx, conversationId, userId)) ?? view.my_last_read_seq;
+      recorded.push(events.readPositionMoved(conversationId, userId, BigInt(moved)));
+      return moved;
+    });
     const unread = await repo.countUnread(this.#db, conversationId, userId, lastRead);
     return create(MarkReadResponseSchema, { lastReadSeq: BigInt(lastRead), unreadCount: BigInt(unread) });
   }
@@ -287,13 +296,27 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
   async #asGroupAdmin<T>(
     conversationId: string,
     userId: string,
-    work: (tx: Transaction<Database>, locked: { member_count: number }) => Promise<T>,
+    work: (tx: Transaction<Database>, locked: { member_count: number }, recorded: NewEvent[]) => Promise<T>,
   ): Promise<T> {
-    return this.#db.transaction().execute(async (tx) => {
+    return this.#write(async (tx, recorded) => {
       const { locked, role } = await this.#lockGroupAsMember(tx, conversationId, userId);
       if (role !== repo.Role.ADMIN) throw new PermissionDeniedError("only group admins can do this", "NOT_ADMIN");
-      return work(tx, locked);
+      return work(tx, locked, recorded);
     });
+  }
+
+  /**
+   * Runs work in one transaction, records the events it collected as the transaction's last
+   * statement (so they commit with the change, or not at all), and publishes them after commit.
+   */
+  async #write<T>(work: (tx: Transaction<Database>, recorded: NewEvent[]) => Promise<T>): Promise<T> {
+    const { result, stored } = await this.#db.transaction().execute(async (tx) => {
+      const recorded: NewEvent[] = [];
+      const result = await work(tx, recorded);
+      return { result, stored: await appendEvents(tx, recorded) };
+    });
+    this.#events.publish(stored);
+    return result;
   }
 
   /**

@@ -15,6 +15,7 @@ export interface UsersTable {
   avatar_media_id: Generated<string>;
   created_at: Timestamp;
   updated_at: Timestamp;
+  last_seen_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface ConversationsTable {
@@ -59,10 +60,44 @@ export interface MessagesTable {
   envelope_key_epoch: Int8 | null;
 }
 
+export interface EventLogHeadTable {
+  shard: number;
+  position: Int8;
+  relayed_through: Int8WithDefault;
+}
+
+export interface EventsTable {
+  position: Int8;
+  id: string;
+  conversation_id: string | null;
+  target_user_id: string | null;
+  payload: Uint8Array;
+  created_at: Timestamp;
+}
+
+export interface MessageReactionsTable {
+  conversation_id: string;
+  seq: Int8;
+  emoji: string;
+  user_id: string;
+  created_at: Timestamp;
+}
+
+export interface MessageReactionCountsTable {
+  conversation_id: string;
+  seq: Int8;
+  emoji: string;
+  count: Int8;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
   direct_pairs: DirectPairsTable;
   conversation_members: ConversationMembersTable;
   messages: MessagesTable;
+  event_log_head: EventLogHeadTable;
+  events: EventsTable;
+  message_reactions: MessageReactionsTable;
+  message_reaction_counts: MessageReactionCountsTable;
 }

@@ -13,7 +13,11 @@
 import type { Kysely, Transaction } from "kysely";
 import type { Database } from "../db/schema.ts";
 import { InvalidInputError, NotFoundError } from "../errors.ts";
+import { create } from "@bufbuild/protobuf";
+import { MessageCreatedSchema } from "../../gen/parley/v1/event_pb.ts";
+import { appendEvents, type StoredEvent } from "../events/event-log.ts";
 import { newId } from "../ids.ts";
+import { toMessage } from "./message-mapper.ts";
 import * as repo from "./message-repository.ts";
 import type { MessageRow, NewMessageRow } from "./message-repository.ts";
 
@@ -39,6 +43,8 @@ export interface SendBatcherOptions {
   maxBatch?: number;
   /** Most batch transactions running at once (each holds a pool connection). */
   maxInFlight?: number;
+  /** Called after each commit with the message-created events it recorded. */
+  onCommitted?: (events: StoredEvent[]) => void;
 }
 
 interface Pending {
@@ -54,6 +60,7 @@ export class SendBatcher {
   readonly #db: Kysely<Database>;
   readonly #maxBatch: number;
   readonly #maxInFlight: number;
+  readonly #onCommitted: (events: StoredEvent[]) => void;
   #queue: Pending[] = [];
   #inFlight = 0;
   #idle: (() => void)[] = [];
@@ -62,6 +69,7 @@ export class SendBatcher {
     this.#db = db;
     this.#maxBatch = options.maxBatch ?? 256;
     this.#maxInFlight = options.maxInFlight ?? 2;
+    this.#onCommitted = options.onCommitted ?? (() => {});
   }
 
   /** Stores the message (or finds the one a retry refers to) and returns its row. */
@@ -93,7 +101,9 @@ export class SendBatcher {
   async #commit(batch: Pending[]): Promise<void> {
     let outcomes: Outcome[];
     try {
-      outcomes = await this.#db.transaction().execute((tx) => this.#write(tx, batch.map((p) => p.command)));
+      let events: StoredEvent[];
+      ({ outcomes, events } = await this.#db.transaction().execute((tx) => this.#write(tx, batch.map((p) => p.command))));
+      this.#onCommitted(events);
     } catch (error) {
       if (batch.length === 1) {
         batch[0]!.reject(error);
@@ -110,7 +120,7 @@ export class SendBatcher {
     });
   }
 
-  async #write(tx: Transaction<Database>, commands: SendCommand[]): Promise<Outcome[]> {
+  async #write(tx: Transaction<Database>, commands: SendCommand[]): Promise<{ outcomes: Outcome[]; events: StoredEvent[] }> {
     const conversationIds = [...new Set(commands.map((c) => c.conversationId))];
     const lastSeqs = await repo.lockConversations(tx, conversationIds);
     const memberships = await repo.findMemberships(
@@ -142,16 +152,23 @@ export class SendBatcher {
       newRows.push(toNewRow(command, seq));
       outcomes.push({ row: undefined as unknown as MessageRow }); // filled in after the insert
     });
-    if (newRows.length === 0) return outcomes;
+    if (newRows.length === 0) return { outcomes, events: [] };
 
     const touched = new Map([...new Set(newRows.map((r) => r.conversation_id))].map((id) => [id, lastSeqs.get(id)!]));
     await repo.setLastSeqs(tx, touched);
     const inserted = new Map((await repo.insertMessages(tx, newRows)).map((row) => [`${row.conversation_id}/${row.seq}`, row]));
-    for (const [key, i] of newRowIndex) {
-      const row = newRows.find((r) => keyOf({ conversationId: r.conversation_id, senderId: r.sender_id, clientMessageId: r.client_message_id }) === key)!;
-      outcomes[i] = { row: inserted.get(`${row.conversation_id}/${row.seq}`)! };
-    }
-    return outcomes;
+    const insertedInOrder = newRows.map((r) => inserted.get(`${r.conversation_id}/${r.seq}`)!);
+    for (const [i, row] of [...newRowIndex.values()].entries()) outcomes[row] = { row: insertedInOrder[i]! };
+    // Last statement of the transaction: it takes the event log's head lock until commit.
+    const events = await appendEvents(
+      tx,
+      insertedInOrder.map((row) => ({
+        conversationId: row.conversation_id,
+        actorId: row.sender_id,
+        kind: { case: "messageCreated" as const, value: create(MessageCreatedSchema, { message: toMessage(row) }) },
+      })),
+    );
+    return { outcomes, events };
   }
 }
 

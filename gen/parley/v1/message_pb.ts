@@ -12,7 +12,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file parley/v1/message.proto.
  */
 export const file_parley_v1_message: GenFile = /*@__PURE__*/
-  fileDesc("ChdwYXJsZXkvdjEvbWVzc2FnZS5wcm90bxIJcGFybGV5LnYxIpICCgdNZXNzYWdlEgoKAmlkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCRILCgNzZXEYAyABKAMSEQoJc2VuZGVyX2lkGAQgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKDHJlcGx5X3RvX3NlcRgHIAEoA0gBiAEBEg4KBHRleHQYCCABKAlIABIwCghlbnZlbG9wZRgJIAEoCzIcLnBhcmxleS52MS5FbmNyeXB0ZWRFbnZlbG9wZUgAQgkKB2NvbnRlbnRCDwoNX3JlcGx5X3RvX3NlcSJsChFFbmNyeXB0ZWRFbnZlbG9wZRISCgpjaXBoZXJ0ZXh0GAEgASgMEg0KBW5vbmNlGAIgASgMEhEKCWFsZ29yaXRobRgDIAEoCRIOCgZrZXlfaWQYBCABKAkSEQoJa2V5X2Vwb2NoGAUgASgNIpABCg5NZXNzYWdlUHJldmlldxILCgNzZXEYASABKAMSEQoJc2VuZGVyX2lkGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBHRleHQYBCABKAlIABITCgllbmNyeXB0ZWQYBSABKAhIAEIJCgdjb250ZW50YgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChdwYXJsZXkvdjEvbWVzc2FnZS5wcm90bxIJcGFybGV5LnYxIsECCgdNZXNzYWdlEgoKAmlkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCRILCgNzZXEYAyABKAMSEQoJc2VuZGVyX2lkGAQgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKDHJlcGx5X3RvX3NlcRgHIAEoA0gBiAEBEg4KBHRleHQYCCABKAlIABIwCghlbnZlbG9wZRgJIAEoCzIcLnBhcmxleS52MS5FbmNyeXB0ZWRFbnZlbG9wZUgAEi0KCXJlYWN0aW9ucxgKIAMoCzIaLnBhcmxleS52MS5SZWFjdGlvblN1bW1hcnlCCQoHY29udGVudEIPCg1fcmVwbHlfdG9fc2VxIkYKD1JlYWN0aW9uU3VtbWFyeRINCgVlbW9qaRgBIAEoCRINCgVjb3VudBgCIAEoAxIVCg1yZWFjdGVkX2J5X21lGAMgASgIImwKEUVuY3J5cHRlZEVudmVsb3BlEhIKCmNpcGhlcnRleHQYASABKAwSDQoFbm9uY2UYAiABKAwSEQoJYWxnb3JpdGhtGAMgASgJEg4KBmtleV9pZBgEIAEoCRIRCglrZXlfZXBvY2gYBSABKA0ikAEKDk1lc3NhZ2VQcmV2aWV3EgsKA3NlcRgBIAEoAxIRCglzZW5kZXJfaWQYAiABKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoEdGV4dBgEIAEoCUgAEhMKCWVuY3J5cHRlZBgFIAEoCEgAQgkKB2NvbnRlbnRiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * A message in a conversation. Its position is `seq`: gapless and strictly increasing
@@ -92,6 +92,13 @@ export type Message = Message$1<"parley.v1.Message"> & {
     value: EncryptedEnvelope;
     case: "envelope";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * Reactions to the message, one entry per emoji, most used first.
+   *
+   * @generated from field: repeated parley.v1.ReactionSummary reactions = 10;
+   */
+  reactions: ReactionSummary[];
 };
 
 /**
@@ -100,6 +107,41 @@ export type Message = Message$1<"parley.v1.Message"> & {
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
   messageDesc(file_parley_v1_message, 0);
+
+/**
+ * How many users reacted to a message with one emoji.
+ *
+ * @generated from message parley.v1.ReactionSummary
+ */
+export type ReactionSummary = Message$1<"parley.v1.ReactionSummary"> & {
+  /**
+   * The emoji.
+   *
+   * @generated from field: string emoji = 1;
+   */
+  emoji: string;
+
+  /**
+   * How many users reacted with it.
+   *
+   * @generated from field: int64 count = 2;
+   */
+  count: bigint;
+
+  /**
+   * True when the caller is one of them.
+   *
+   * @generated from field: bool reacted_by_me = 3;
+   */
+  reactedByMe: boolean;
+};
+
+/**
+ * Describes the message parley.v1.ReactionSummary.
+ * Use `create(ReactionSummarySchema)` to create a new message.
+ */
+export const ReactionSummarySchema: GenMessage<ReactionSummary> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message, 1);
 
 /**
  * Content encrypted on the sender's device. Every field is opaque to the server.
@@ -148,7 +190,7 @@ export type EncryptedEnvelope = Message$1<"parley.v1.EncryptedEnvelope"> & {
  * Use `create(EncryptedEnvelopeSchema)` to create a new message.
  */
 export const EncryptedEnvelopeSchema: GenMessage<EncryptedEnvelope> = /*@__PURE__*/
-  messageDesc(file_parley_v1_message, 1);
+  messageDesc(file_parley_v1_message, 2);
 
 /**
  * A short view of a message, for conversation lists and reply quotes.
@@ -206,5 +248,5 @@ export type MessagePreview = Message$1<"parley.v1.MessagePreview"> & {
  * Use `create(MessagePreviewSchema)` to create a new message.
  */
 export const MessagePreviewSchema: GenMessage<MessagePreview> = /*@__PURE__*/
-  messageDesc(file_parley_v1_message, 2);
+  messageDesc(file_parley_v1_message, 3);
 

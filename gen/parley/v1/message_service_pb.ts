@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { EncryptedEnvelope, Message as Message$1 } from "./message_pb.ts";
+import type { EncryptedEnvelope, Message as Message$1, ReactionSummary } from "./message_pb.ts";
 import { file_parley_v1_message } from "./message_pb.ts";
 import type { Message, UnknownEnum } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file parley/v1/message_service.proto.
  */
 export const file_parley_v1_message_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9wYXJsZXkvdjEvbWVzc2FnZV9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEiwQEKElNlbmRNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAiABKAkSDgoEdGV4dBgDIAEoCUgAEjAKCGVudmVsb3BlGAQgASgLMhwucGFybGV5LnYxLkVuY3J5cHRlZEVudmVsb3BlSAASGQoMcmVwbHlfdG9fc2VxGAUgASgDSAGIAQFCCQoHY29udGVudEIPCg1fcmVwbHlfdG9fc2VxIjoKE1NlbmRNZXNzYWdlUmVzcG9uc2USIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlIpUBChNMaXN0TWVzc2FnZXNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIrCglkaXJlY3Rpb24YBCABKA4yGC5wYXJsZXkudjEuTGlzdERpcmVjdGlvbhIRCglzdGFydF9zZXEYBSABKAMiVQoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USJAoIbWVzc2FnZXMYASADKAsyEi5wYXJsZXkudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOQoRR2V0TWVzc2FnZVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyI5ChJHZXRNZXNzYWdlUmVzcG9uc2USIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlKmgKDUxpc3REaXJlY3Rpb24SHgoaTElTVF9ESVJFQ1RJT05fVU5TUEVDSUZJRUQQABIbChdMSVNUX0RJUkVDVElPTl9CQUNLV0FSRBABEhoKFkxJU1RfRElSRUNUSU9OX0ZPUldBUkQQAjKEAgoOTWVzc2FnZVNlcnZpY2USTAoLU2VuZE1lc3NhZ2USHS5wYXJsZXkudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0Gh4ucGFybGV5LnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USVAoMTGlzdE1lc3NhZ2VzEh4ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaHy5wYXJsZXkudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiA5ACARJOCgpHZXRNZXNzYWdlEhwucGFybGV5LnYxLkdldE1lc3NhZ2VSZXF1ZXN0Gh0ucGFybGV5LnYxLkdldE1lc3NhZ2VSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_parley_v1_message]);
+  fileDesc("Ch9wYXJsZXkvdjEvbWVzc2FnZV9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEiwQEKElNlbmRNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAiABKAkSDgoEdGV4dBgDIAEoCUgAEjAKCGVudmVsb3BlGAQgASgLMhwucGFybGV5LnYxLkVuY3J5cHRlZEVudmVsb3BlSAASGQoMcmVwbHlfdG9fc2VxGAUgASgDSAGIAQFCCQoHY29udGVudEIPCg1fcmVwbHlfdG9fc2VxIjoKE1NlbmRNZXNzYWdlUmVzcG9uc2USIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlIpUBChNMaXN0TWVzc2FnZXNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIrCglkaXJlY3Rpb24YBCABKA4yGC5wYXJsZXkudjEuTGlzdERpcmVjdGlvbhIRCglzdGFydF9zZXEYBSABKAMiVQoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USJAoIbWVzc2FnZXMYASADKAsyEi5wYXJsZXkudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOQoRR2V0TWVzc2FnZVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyI5ChJHZXRNZXNzYWdlUmVzcG9uc2USIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlIkkKEkFkZFJlYWN0aW9uUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDEg0KBWVtb2ppGAMgASgJIlMKE0FkZFJlYWN0aW9uUmVzcG9uc2USDQoFYWRkZWQYASABKAgSLQoJcmVhY3Rpb25zGAIgAygLMhoucGFybGV5LnYxLlJlYWN0aW9uU3VtbWFyeSJMChVSZW1vdmVSZWFjdGlvblJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxINCgVlbW9qaRgDIAEoCSJYChZSZW1vdmVSZWFjdGlvblJlc3BvbnNlEg8KB3JlbW92ZWQYASABKAgSLQoJcmVhY3Rpb25zGAIgAygLMhoucGFybGV5LnYxLlJlYWN0aW9uU3VtbWFyeSpoCg1MaXN0RGlyZWN0aW9uEh4KGkxJU1RfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASGwoXTElTVF9ESVJFQ1RJT05fQkFDS1dBUkQQARIaChZMSVNUX0RJUkVDVElPTl9GT1JXQVJEEAIyswMKDk1lc3NhZ2VTZXJ2aWNlEkwKC1NlbmRNZXNzYWdlEh0ucGFybGV5LnYxLlNlbmRNZXNzYWdlUmVxdWVzdBoeLnBhcmxleS52MS5TZW5kTWVzc2FnZVJlc3BvbnNlElQKDExpc3RNZXNzYWdlcxIeLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0Gh8ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIgOQAgESTgoKR2V0TWVzc2FnZRIcLnBhcmxleS52MS5HZXRNZXNzYWdlUmVxdWVzdBodLnBhcmxleS52MS5HZXRNZXNzYWdlUmVzcG9uc2UiA5ACARJRCgtBZGRSZWFjdGlvbhIdLnBhcmxleS52MS5BZGRSZWFjdGlvblJlcXVlc3QaHi5wYXJsZXkudjEuQWRkUmVhY3Rpb25SZXNwb25zZSIDkAICEloKDlJlbW92ZVJlYWN0aW9uEiAucGFybGV5LnYxLlJlbW92ZVJlYWN0aW9uUmVxdWVzdBohLnBhcmxleS52MS5SZW1vdmVSZWFjdGlvblJlc3BvbnNlIgOQAgJiBnByb3RvMw", [file_parley_v1_message]);
 
 /**
  * Request for MessageService.SendMessage.
@@ -223,6 +223,132 @@ export const GetMessageResponseSchema: GenMessage<GetMessageResponse> = /*@__PUR
   messageDesc(file_parley_v1_message_service, 5);
 
 /**
+ * Request for MessageService.AddReaction.
+ *
+ * @generated from message parley.v1.AddReactionRequest
+ */
+export type AddReactionRequest = Message<"parley.v1.AddReactionRequest"> & {
+  /**
+   * The conversation's id.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * The seq of the message to react to.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * One emoji (a single grapheme, up to 32 bytes).
+   *
+   * @generated from field: string emoji = 3;
+   */
+  emoji: string;
+};
+
+/**
+ * Describes the message parley.v1.AddReactionRequest.
+ * Use `create(AddReactionRequestSchema)` to create a new message.
+ */
+export const AddReactionRequestSchema: GenMessage<AddReactionRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message_service, 6);
+
+/**
+ * Response for MessageService.AddReaction.
+ *
+ * @generated from message parley.v1.AddReactionResponse
+ */
+export type AddReactionResponse = Message<"parley.v1.AddReactionResponse"> & {
+  /**
+   * False when the caller had already reacted with this emoji.
+   *
+   * @generated from field: bool added = 1;
+   */
+  added: boolean;
+
+  /**
+   * The message's reactions after the call.
+   *
+   * @generated from field: repeated parley.v1.ReactionSummary reactions = 2;
+   */
+  reactions: ReactionSummary[];
+};
+
+/**
+ * Describes the message parley.v1.AddReactionResponse.
+ * Use `create(AddReactionResponseSchema)` to create a new message.
+ */
+export const AddReactionResponseSchema: GenMessage<AddReactionResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message_service, 7);
+
+/**
+ * Request for MessageService.RemoveReaction.
+ *
+ * @generated from message parley.v1.RemoveReactionRequest
+ */
+export type RemoveReactionRequest = Message<"parley.v1.RemoveReactionRequest"> & {
+  /**
+   * The conversation's id.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * The seq of the message.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * The emoji to take back.
+   *
+   * @generated from field: string emoji = 3;
+   */
+  emoji: string;
+};
+
+/**
+ * Describes the message parley.v1.RemoveReactionRequest.
+ * Use `create(RemoveReactionRequestSchema)` to create a new message.
+ */
+export const RemoveReactionRequestSchema: GenMessage<RemoveReactionRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message_service, 8);
+
+/**
+ * Response for MessageService.RemoveReaction.
+ *
+ * @generated from message parley.v1.RemoveReactionResponse
+ */
+export type RemoveReactionResponse = Message<"parley.v1.RemoveReactionResponse"> & {
+  /**
+   * False when there was no such reaction.
+   *
+   * @generated from field: bool removed = 1;
+   */
+  removed: boolean;
+
+  /**
+   * The message's reactions after the call.
+   *
+   * @generated from field: repeated parley.v1.ReactionSummary reactions = 2;
+   */
+  reactions: ReactionSummary[];
+};
+
+/**
+ * Describes the message parley.v1.RemoveReactionResponse.
+ * Use `create(RemoveReactionResponseSchema)` to create a new message.
+ */
+export const RemoveReactionResponseSchema: GenMessage<RemoveReactionResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message_service, 9);
+
+/**
  * Which way ListMessages walks through history.
  *
  * @generated from enum parley.v1.ListDirection
@@ -300,6 +426,26 @@ export const MessageService: GenService<{
     methodKind: "unary";
     input: typeof GetMessageRequestSchema;
     output: typeof GetMessageResponseSchema;
+  },
+  /**
+   * Reacts to a message with an emoji. Reacting twice with the same emoji counts once.
+   *
+   * @generated from rpc parley.v1.MessageService.AddReaction
+   */
+  addReaction: {
+    methodKind: "unary";
+    input: typeof AddReactionRequestSchema;
+    output: typeof AddReactionResponseSchema;
+  },
+  /**
+   * Takes a reaction back. Removing a reaction that is not there does nothing.
+   *
+   * @generated from rpc parley.v1.MessageService.RemoveReaction
+   */
+  removeReaction: {
+    methodKind: "unary";
+    input: typeof RemoveReactionRequestSchema;
+    output: typeof RemoveReactionResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_parley_v1_message_service, 0);

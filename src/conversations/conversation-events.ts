@@ -1,0 +1,53 @@
+/** The events conversation changes record, built in one place. */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { MemberSchema, type MemberRole } from "../../gen/parley/v1/conversation_pb.ts";
+import {
+  ConversationUpdatedSchema,
+  MemberAddedSchema,
+  MemberRemovedSchema,
+  MemberRoleChangedSchema,
+  ReadPositionMovedSchema,
+} from "../../gen/parley/v1/event_pb.ts";
+import type { NewEvent } from "../events/event-log.ts";
+
+/** Sent to the conversation and to the new member, whose streams start following it. */
+export function memberAdded(conversationId: string, actorId: string, userId: string, role: number, joinedAt: Date): NewEvent {
+  return {
+    conversationId,
+    targetUserId: userId,
+    actorId,
+    kind: {
+      case: "memberAdded",
+      value: create(MemberAddedSchema, {
+        member: create(MemberSchema, { userId, role: role as MemberRole, joinedAt: timestampFromDate(joinedAt), lastReadSeq: 0n }),
+      }),
+    },
+  };
+}
+
+/** Sent to the conversation and to the member who is gone: the last event they get of it. */
+export function memberRemoved(conversationId: string, actorId: string, userId: string): NewEvent {
+  return {
+    conversationId,
+    targetUserId: userId,
+    actorId,
+    kind: { case: "memberRemoved", value: create(MemberRemovedSchema, { userId, left: actorId === userId }) },
+  };
+}
+
+export function memberRoleChanged(conversationId: string, actorId: string, userId: string, role: number): NewEvent {
+  return {
+    conversationId,
+    actorId,
+    kind: { case: "memberRoleChanged", value: create(MemberRoleChangedSchema, { userId, role: role as MemberRole }) },
+  };
+}
+
+export function conversationUpdated(conversationId: string, actorId: string, name: string, description: string): NewEvent {
+  return { conversationId, actorId, kind: { case: "conversationUpdated", value: create(ConversationUpdatedSchema, { name, description }) } };
+}
+
+export function readPositionMoved(conversationId: string, userId: string, lastReadSeq: bigint): NewEvent {
+  return { conversationId, actorId: userId, kind: { case: "readPositionMoved", value: create(ReadPositionMovedSchema, { userId, lastReadSeq }) } };
+}

@@ -1,0 +1,153 @@
+/**
+ * The event log: the outbox table behind the feed. appendEvents runs inside the transaction
+ * that makes the change, so an event exists exactly when its change does.
+ */
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { sql, type Kysely, type Transaction } from "kysely";
+import { EventSchema, type Event } from "../../gen/parley/v1/event_pb.ts";
+import type { Database } from "../db/schema.ts";
+import { newId } from "../ids.ts";
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+const SHARD = 0;
+
+/** An event to record: where it goes and what it says. */
+export interface NewEvent {
+  /** The conversation whose members receive it (null for user-only events). */
+  conversationId: string | null;
+  /** A user who receives it even if not (or no longer) a member. */
+  targetUserId?: string | null;
+  actorId: string;
+  kind: Event["kind"];
+}
+
+/** An event as committed: its log position plus the protobuf event (cursor not yet set). */
+export interface StoredEvent {
+  position: bigint;
+  conversationId: string | null;
+  targetUserId: string | null;
+  event: Event;
+}
+
+/**
+ * Records events in the log. It must be the LAST statement of its transaction: it takes the
+ * log head's row lock, held until commit, which is what keeps positions in commit order.
+ */
+export async function appendEvents(tx: Transaction<Database>, events: readonly NewEvent[]): Promise<StoredEvent[]> {
+  if (events.length === 0) return [];
+  const head = await tx
+    .updateTable("event_log_head")
+    .set({ position: sql`position + ${events.length}` })
+    .where("shard", "=", SHARD)
+    .returning("position")
+    .executeTakeFirstOrThrow();
+  const first = BigInt(head.position) - BigInt(events.length) + 1n;
+  const now = new Date();
+  const stored = events.map((e, i): StoredEvent => ({
+    position: first + BigInt(i),
+    conversationId: e.conversationId,
+    targetUserId: e.targetUserId ?? null,
+    event: create(EventSchema, {
+      id: newId(now.getTime()),
+      conversationId: e.conversationId ?? "",
+      actorId: e.actorId,
+      createdAt: timestampFromDate(now),
+      kind: e.kind,
+    }),
+  }));
+  await tx
+    .insertInto("events")
+    .values(
+      stored.map((s) => ({
+        position: s.position.toString(),
+        id: s.event.id,
+        conversation_id: s.conversationId,
+        target_user_id: s.targetUserId,
+        payload: toBinary(EventSchema, s.event),
+        created_at: now,
+      })),
+    )
+    .execute();
+  return stored;
+}
+
+interface EventRow {
+  position: string;
+  conversation_id: string | null;
+  target_user_id: string | null;
+  payload: Uint8Array;
+}
+
+function toStored(row: EventRow): StoredEvent {
+  return {
+    position: BigInt(row.position),
+    conversationId: row.conversation_id,
+    targetUserId: row.target_user_id,
+    event: fromBinary(EventSchema, row.payload),
+  };
+}
+
+/** The last position handed out. */
+export async function readHead(db: Db): Promise<bigint> {
+  const row = await db.selectFrom("event_log_head").select("position").where("shard", "=", SHARD).executeTakeFirstOrThrow();
+  return BigInt(row.position);
+}
+
+/** Events in [from, to], in position order (for filling holes in live delivery). */
+export async function readRange(db: Db, from: bigint, to: bigint): Promise<StoredEvent[]> {
+  const rows = await db
+    .selectFrom("events")
+    .select(["position", "conversation_id", "target_user_id", "payload"])
+    .where("position", ">=", from.toString())
+    .where("position", "<=", to.toString())
+    .orderBy("position")
+    .execute();
+  return rows.map(toStored);
+}
+
+/**
+ * A page of one user's feed after a position: events of the conversations they are a
+ * member of now, plus events addressed to them.
+ */
+export async function readFeedPage(db: Db, userId: string, after: bigint, limit: number): Promise<StoredEvent[]> {
+  const result = await sql<EventRow>`
+    select position, conversation_id, target_user_id, payload from (
+      (select e.position, e.conversation_id, e.target_user_id, e.payload from events e
+        where e.conversation_id in (select conversation_id from conversation_members where user_id = ${userId})
+          and e.position > ${after.toString()}
+        order by e.position limit ${limit})
+      union
+      (select e.position, e.conversation_id, e.target_user_id, e.payload from events e
+        where e.target_user_id = ${userId} and e.position > ${after.toString()}
+        order by e.position limit ${limit})
+    ) page order by position limit ${limit}`.execute(db);
+  return result.rows.map(toStored);
+}
+
+/** When the event right after a position was committed, or null if it is not in the log. */
+export async function findCreatedAt(db: Db, position: bigint): Promise<Date | null> {
+  const row = await db.selectFrom("events").select("created_at").where("position", "=", position.toString()).executeTakeFirst();
+  return row?.created_at ?? null;
+}
+
+/** The relay's checkpoint: everything up to it is in JetStream. */
+export async function readRelayedThrough(db: Db): Promise<bigint> {
+  const row = await db.selectFrom("event_log_head").select("relayed_through").where("shard", "=", SHARD).executeTakeFirstOrThrow();
+  return BigInt(row.relayed_through);
+}
+
+export async function advanceRelayedThrough(db: Db, position: bigint): Promise<void> {
+  await db
+    .updateTable("event_log_head")
+    .set((eb) => ({ relayed_through: eb.fn("greatest", [eb.ref("relayed_through"), eb.val(position.toString())]) }))
+    .where("shard", "=", SHARD)
+    .execute();
+}
+
+/** Deletes events older than the cutoff (the replay window); returns how many. */
+export async function pruneEvents(db: Db, olderThan: Date): Promise<number> {
+  const result = await db.deleteFrom("events").where("created_at", "<", olderThan).executeTakeFirst();
+  return Number(result.numDeletedRows);
+}

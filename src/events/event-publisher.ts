@@ -1,0 +1,31 @@
+/**
+ * Publishes committed events right after their transaction commits. The request never waits
+ * for it: if a publish is lost, every node's feed hub notices the hole in positions and reads
+ * the events from PostgreSQL, and the relay republishes them to JetStream.
+ */
+import type { Logger } from "pino";
+import type { EventBus } from "./event-bus.ts";
+import type { StoredEvent } from "./event-log.ts";
+
+export interface EventPublisher {
+  publish(events: readonly StoredEvent[]): void;
+  /** Waits for publishes under way (at shutdown). */
+  flush(): Promise<void>;
+}
+
+export function createEventPublisher(bus: EventBus, logger: Logger): EventPublisher {
+  const inFlight = new Set<Promise<void>>();
+  return {
+    publish(events) {
+      if (events.length === 0) return;
+      const done = bus
+        .publish(events)
+        .catch((error: unknown) => logger.warn({ err: error, first: String(events[0]!.position) }, "event publish failed; the relay will fill it in"))
+        .finally(() => inFlight.delete(done));
+      inFlight.add(done);
+    },
+    async flush() {
+      await Promise.all([...inFlight]);
+    },
+  };
+}

@@ -1,0 +1,173 @@
+/**
+ * EventService: the Subscribe feed, typing and presence.
+ *
+ * Subscribe registers the stream with the node's feed hub FIRST, so live events start
+ * queueing, then replays from the log everything after the client's cursor, then drains the
+ * live queue skipping what the replay already sent. Both sides are ordered by log position,
+ * which follows commit order, so per-conversation seq order holds across the switch-over
+ * and nothing is sent twice.
+ */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { Kysely } from "kysely";
+import { EventSchema, TypingSchema, type Event } from "../../gen/parley/v1/event_pb.ts";
+import {
+  CaughtUpSchema,
+  EndReason,
+  GetPresenceResponseSchema,
+  HeartbeatSchema,
+  PresenceSchema,
+  ResyncRequiredSchema,
+  SendTypingResponseSchema,
+  StreamEndingSchema,
+  type EventService as EventServiceDesc,
+  type GetPresenceRequest,
+  type SendTypingRequest,
+  type SubscribeRequest,
+  type SubscribeResponse,
+} from "../../gen/parley/v1/event_service_pb.ts";
+import { SubscribeResponseSchema } from "../../gen/parley/v1/event_service_pb.ts";
+import { requireCaller } from "../auth/user-context.ts";
+import type { FeedConfig } from "../config.ts";
+import { findRole } from "../conversations/conversation-repository.ts";
+import type { Database } from "../db/schema.ts";
+import { InvalidInputError, NotFoundError } from "../errors.ts";
+import { newId } from "../ids.ts";
+import type { PresenceTracker } from "../presence/presence-tracker.ts";
+import { requireUserId, requireUuid } from "../validation.ts";
+import { decodeCursor, encodeCursor } from "./cursor.ts";
+import type { EventBus } from "./event-bus.ts";
+import { findCreatedAt, readFeedPage, readHead, type StoredEvent } from "./event-log.ts";
+import type { FeedHub } from "./feed-hub.ts";
+
+const REPLAY_PAGE = 500;
+const MAX_PRESENCE_USERS = 100;
+
+export interface EventServiceOptions {
+  db: Kysely<Database>;
+  hub: FeedHub;
+  bus: EventBus;
+  presence: PresenceTracker;
+  feed: FeedConfig;
+}
+
+export class EventService implements ServiceImpl<typeof EventServiceDesc> {
+  readonly #options: EventServiceOptions;
+
+  constructor(options: EventServiceOptions) {
+    this.#options = options;
+  }
+
+  async *subscribe(req: SubscribeRequest, ctx: HandlerContext): AsyncGenerator<SubscribeResponse> {
+    const { userId } = requireCaller(ctx);
+    const { db, hub, presence, feed } = this.#options;
+    const requested = req.cursor === "" ? null : decodeCursor(req.cursor);
+    const memberships = await db.selectFrom("conversation_members").select("conversation_id").where("user_id", "=", userId).execute();
+    const subscription = hub.open(userId, memberships.map((m) => m.conversation_id));
+    presence.streamOpened(userId);
+    try {
+      let delivered = hub.position;
+      if (requested !== null) {
+        const resync = await this.#resyncReason(requested);
+        if (resync) {
+          yield frame({ case: "resyncRequired", value: create(ResyncRequiredSchema, { reason: resync, cursor: encodeCursor(hub.position) }) });
+          return;
+        }
+        // Catch up from the log; if the live queue overflowed meanwhile, catch up again.
+        delivered = requested;
+        do {
+          subscription.resetAfterCatchUp();
+          for (;;) {
+            const page = await readFeedPage(db, userId, delivered, REPLAY_PAGE);
+            for (const stored of page) {
+              yield eventFrame(stored);
+              delivered = stored.position;
+            }
+            if (page.length < REPLAY_PAGE) break;
+          }
+        } while (subscription.overflowed);
+      }
+      yield frame({ case: "caughtUp", value: create(CaughtUpSchema, { cursor: encodeCursor(delivered) }) });
+
+      for (;;) {
+        const wakeup = await subscription.next(feed.heartbeatMs, ctx.signal);
+        if ("item" in wakeup) {
+          const { item } = wakeup;
+          if ("ephemeral" in item) yield frame({ case: "event", value: item.ephemeral });
+          else if (item.stored.position > delivered) {
+            yield eventFrame(item.stored);
+            delivered = item.stored.position;
+          }
+        } else if ("idle" in wakeup) {
+          // Nothing is queued, so everything the hub dispatched so far has reached this stream.
+          if (subscription.idle && hub.position > delivered) delivered = hub.position;
+          yield frame({ case: "heartbeat", value: create(HeartbeatSchema, { cursor: encodeCursor(delivered), serverTime: timestampFromDate(new Date()) }) });
+        } else {
+          if (ctx.signal.aborted) return;
+          const reason = "overflowed" in wakeup ? EndReason.SLOW_CONSUMER : EndReason.SERVER_DRAINING;
+          yield frame({ case: "ending", value: create(StreamEndingSchema, { reason, cursor: encodeCursor(delivered) }) });
+          return;
+        }
+      }
+    } finally {
+      hub.close(subscription);
+      presence.streamClosed(userId);
+    }
+  }
+
+  async sendTyping(req: SendTypingRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    const conversationId = requireUuid("conversation_id", req.conversationId);
+    if ((await findRole(this.#options.db, conversationId, userId)) === undefined) throw new NotFoundError("conversation");
+    const now = new Date();
+    const event: Event = create(EventSchema, {
+      id: newId(now.getTime()),
+      conversationId,
+      actorId: userId,
+      createdAt: timestampFromDate(now),
+      kind: {
+        case: "typing",
+        value: create(TypingSchema, { userId, expiresAt: timestampFromDate(new Date(now.getTime() + this.#options.feed.typingTtlMs)) }),
+      },
+    });
+    this.#options.bus.publishEphemeral({ conversationId }, event);
+    return create(SendTypingResponseSchema, {});
+  }
+
+  async getPresence(req: GetPresenceRequest, ctx: HandlerContext) {
+    requireCaller(ctx);
+    if (req.userIds.length > MAX_PRESENCE_USERS) throw new InvalidInputError("user_ids", `must name at most ${MAX_PRESENCE_USERS} users`);
+    const ids = req.userIds.map((id, i) => requireUserId(`user_ids[${i}]`, id));
+    const known = await this.#options.presence.lookup([...new Set(ids)]);
+    return create(GetPresenceResponseSchema, {
+      presences: ids.flatMap((userId) => {
+        const info = known.get(userId);
+        if (!info) return [];
+        return [create(PresenceSchema, { userId, online: info.online, ...(info.lastSeenAt && { lastSeenAt: timestampFromDate(info.lastSeenAt) }) })];
+      }),
+    });
+  }
+
+  /** Why a cursor cannot be replayed, or null when it can. */
+  async #resyncReason(position: bigint): Promise<string | null> {
+    const { db, feed } = this.#options;
+    const head = await readHead(db);
+    if (position > head) return "the cursor is ahead of this deployment's event log";
+    if (position === head) return null;
+    const next = await findCreatedAt(db, position + 1n);
+    if (next === null || next.getTime() < Date.now() - feed.replayWindowMs) {
+      return `the cursor is older than the replay window (${Math.round(feed.replayWindowMs / 1000)} s)`;
+    }
+    return null;
+  }
+}
+
+function frame(value: SubscribeResponse["frame"]): SubscribeResponse {
+  return create(SubscribeResponseSchema, { frame: value });
+}
+
+function eventFrame(stored: StoredEvent): SubscribeResponse {
+  return frame({ case: "event", value: { ...stored.event, cursor: encodeCursor(stored.position) } });
+}
+

@@ -1,0 +1,116 @@
+/**
+ * One Subscribe stream's live side: which conversations it follows, and a bounded queue of
+ * what the hub offered it. Membership changes are applied when the hub dispatches them (in
+ * log order), so the stream starts and stops receiving a conversation exactly at the event
+ * that adds or removes its user.
+ */
+import type { Event } from "../../gen/parley/v1/event_pb.ts";
+import type { StoredEvent } from "./event-log.ts";
+
+export type LiveItem = { stored: StoredEvent } | { ephemeral: Event };
+
+/** What the stream should do next. */
+export type Wakeup = { item: LiveItem } | { overflowed: true } | { draining: true } | { idle: true };
+
+export interface MembershipIndex {
+  follow(subscription: FeedSubscription, conversationId: string): void;
+  unfollow(subscription: FeedSubscription, conversationId: string): void;
+}
+
+export class FeedSubscription {
+  readonly userId: string;
+  readonly conversations: Set<string>;
+  readonly #index: MembershipIndex;
+  readonly #limit: number;
+  #queue: LiveItem[] = [];
+  #overflowed = false;
+  #draining = false;
+  #wake: (() => void) | null = null;
+
+  constructor(userId: string, conversations: Iterable<string>, index: MembershipIndex, limit: number) {
+    this.userId = userId;
+    this.conversations = new Set(conversations);
+    this.#index = index;
+    this.#limit = limit;
+  }
+
+  /** Called by the hub, in log order, for every event routed to this stream. */
+  offer(stored: StoredEvent): void {
+    const { kind } = stored.event;
+    const relevant = (stored.conversationId !== null && this.conversations.has(stored.conversationId)) || stored.targetUserId === this.userId;
+    if (!relevant) return;
+    if (kind.case === "memberAdded" && kind.value.member?.userId === this.userId && stored.conversationId) {
+      this.#index.follow(this, stored.conversationId);
+    }
+    if (kind.case === "memberRemoved" && kind.value.userId === this.userId && stored.conversationId) {
+      this.#index.unfollow(this, stored.conversationId);
+    }
+    this.#push({ stored });
+  }
+
+  /** Typing and presence: dropped rather than queued when the stream is behind. */
+  offerEphemeral(event: Event): void {
+    if (event.actorId === this.userId || this.#queue.length >= this.#limit) return;
+    this.#push({ ephemeral: event });
+  }
+
+  /** True when live events were dropped since the last reset (the stream must catch up from the log). */
+  get overflowed(): boolean {
+    return this.#overflowed;
+  }
+
+  /** Forgets queued events after a catch-up from the log has covered them. */
+  resetAfterCatchUp(): void {
+    this.#queue = [];
+    this.#overflowed = false;
+  }
+
+  get idle(): boolean {
+    return this.#queue.length === 0 && !this.#overflowed;
+  }
+
+  /** Asks the stream to end with a resumable frame (server shutdown). */
+  drain(): void {
+    this.#draining = true;
+    this.#notify();
+  }
+
+  /** Waits for the next thing to do, up to timeoutMs (then idle, for a heartbeat). */
+  async next(timeoutMs: number, signal: AbortSignal): Promise<Wakeup> {
+    for (;;) {
+      if (this.#draining) return { draining: true };
+      if (this.#overflowed) return { overflowed: true };
+      const item = this.#queue.shift();
+      if (item) return { item };
+      if (signal.aborted) return { draining: true };
+      const woken = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), timeoutMs);
+        const onAbort = () => resolve(true);
+        signal.addEventListener("abort", onAbort, { once: true });
+        this.#wake = () => {
+          clearTimeout(timer);
+          signal.removeEventListener("abort", onAbort);
+          resolve(true);
+        };
+      });
+      this.#wake = null;
+      if (!woken) return { idle: true };
+    }
+  }
+
+  #push(item: LiveItem): void {
+    if (this.#overflowed) return;
+    if ("stored" in item && this.#queue.length >= this.#limit) {
+      // Too far behind: drop the live queue; the stream resumes from the log (or ends).
+      this.#queue = [];
+      this.#overflowed = true;
+    } else {
+      this.#queue.push(item);
+    }
+    this.#notify();
+  }
+
+  #notify(): void {
+    this.#wake?.();
+  }
+}

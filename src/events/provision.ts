@@ -1,0 +1,38 @@
+/**
+ * Creates (or updates) the JetStream stream and KV bucket Parley needs. Runs at start-up,
+ * before any business code publishes; works on nats-server 2.9 (one filter subject per
+ * consumer, no 2.10 features).
+ */
+import { DiscardPolicy, RetentionPolicy, StorageType, type NatsConnection, type StreamConfig } from "nats";
+import type { Subjects } from "./subjects.ts";
+
+const NANOS_PER_MS = 1_000_000;
+
+export interface ProvisionOptions {
+  /** How long the stream keeps events (the feed's replay window is served from PostgreSQL). */
+  retentionMs: number;
+  /** How long a presence entry lives without a heartbeat. */
+  presenceTtlMs: number;
+}
+
+export async function provisionNats(connection: NatsConnection, subjects: Subjects, options: ProvisionOptions): Promise<void> {
+  const jsm = await connection.jetstreamManager();
+  const config: Partial<StreamConfig> = {
+    name: subjects.eventStream,
+    subjects: [subjects.allEvents],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    discard: DiscardPolicy.Old,
+    max_age: options.retentionMs * NANOS_PER_MS,
+    // Republished events (relay, retries) are stored once within this window.
+    duplicate_window: 2 * 60 * 1000 * NANOS_PER_MS,
+  };
+  try {
+    await jsm.streams.info(subjects.eventStream);
+    await jsm.streams.update(subjects.eventStream, config);
+  } catch (error) {
+    if (!String(error).includes("stream not found")) throw error;
+    await jsm.streams.add(config);
+  }
+  await connection.jetstream().views.kv(subjects.presenceBucket, { ttl: options.presenceTtlMs, history: 1 });
+}

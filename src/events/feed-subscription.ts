@@ -84,14 +84,15 @@ export class FeedSubscription {
       if (item) return { item };
       if (signal.aborted) return { draining: true };
       const woken = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(false), timeoutMs);
-        const onAbort = () => resolve(true);
-        signal.addEventListener("abort", onAbort, { once: true });
-        this.#wake = () => {
+        const settle = (value: boolean) => {
           clearTimeout(timer);
           signal.removeEventListener("abort", onAbort);
-          resolve(true);
+          resolve(value);
         };
+        const timer = setTimeout(() => settle(false), timeoutMs);
+        const onAbort = () => settle(true);
+        signal.addEventListener("abort", onAbort, { once: true });
+        this.#wake = () => settle(true);
       });
       this.#wake = null;
       if (!woken) return { idle: true };

@@ -22,7 +22,7 @@ import {
   type EventBus,
 } from "./events/index.ts";
 import { createPresenceTracker } from "./presence/index.ts";
-import { ReactionBatcher } from "./reactions/reaction-batcher.ts";
+import { ReactionBatcher } from "./reactions/index.ts";
 import { MessageService, SendBatcher } from "./messages/index.ts";
 import { createRoutes } from "./routes.ts";
 import { createCorsHandler } from "./server/cors.ts";
@@ -95,6 +95,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     maxInFlight: Math.max(1, Math.min(4, config.databasePoolSize - 1)),
     onCommitted: (events) => publisher.publish(events),
   });
+  const reactions = new ReactionBatcher(database.db, (events) => publisher.publish(events), { maxInFlight: 2 });
   const health = new HealthStatus();
   const users = new UserDirectory(database.db);
   const metrics = createRpcMetrics();
@@ -102,7 +103,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const routes = createRoutes({
     users: new UserService(database.db, config.limits),
     conversations: new ConversationService(database.db, config.limits, publisher),
-    messages: new MessageService(database.db, sends, new ReactionBatcher(database.db, (events) => publisher.publish(events)), config.limits),
+    messages: new MessageService(database.db, sends, reactions, config.limits),
     events: new EventService({ db: database.db, hub, bus, presence, feed: config.feed }),
     health,
   });
@@ -145,6 +146,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await server.close(SHUTDOWN_GRACE_MS);
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
       await sends.drain();
+      await reactions.drain();
       await publisher.flush();
       await relay.stop();
       await hub.stop();

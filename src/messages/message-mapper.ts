@@ -1,10 +1,11 @@
 /** Message rows to protobuf messages and back. */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { EncryptedEnvelopeSchema, MessageSchema, type Message } from "../../gen/parley/v1/message_pb.ts";
+import { EncryptedEnvelopeSchema, MessageSchema, type Message, type ReactionSummary } from "../../gen/parley/v1/message_pb.ts";
 import type { MessageRow } from "./message-repository.ts";
 
-export function toMessage(row: MessageRow): Message {
+/** The message with its reactions as one viewer sees them (none for a message just sent). */
+export function toMessage(row: MessageRow, reactions: ReactionSummary[] = []): Message {
   return create(MessageSchema, {
     id: row.id,
     conversationId: row.conversation_id,
@@ -14,6 +15,7 @@ export function toMessage(row: MessageRow): Message {
     createdAt: timestampFromDate(row.created_at),
     ...(row.reply_to_seq !== null && { replyToSeq: BigInt(row.reply_to_seq) }),
     content: toContent(row),
+    reactions,
   });
 }
 

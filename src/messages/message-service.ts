@@ -1,18 +1,21 @@
 /**
- * MessageService: sending and reading messages. Sends go through the SendBatcher (group
- * commit); reads check membership first, so a non-member gets NOT_FOUND.
+ * MessageService: sending and reading messages, and reacting to them. Sends and reactions go
+ * through their batchers (group commit); reads check membership first, so a non-member gets
+ * NOT_FOUND, and carry each message's reactions as the caller sees them.
  */
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Kysely } from "kysely";
 import {
   GetMessageResponseSchema,
+  type AddReactionRequest,
   ListDirection,
   ListMessagesResponseSchema,
   SendMessageResponseSchema,
   type GetMessageRequest,
   type ListMessagesRequest,
   type MessageService as MessageServiceDesc,
+  type RemoveReactionRequest,
   type SendMessageRequest,
 } from "../../gen/parley/v1/message_service_pb.ts";
 import { requireCaller } from "../auth/user-context.ts";
@@ -21,9 +24,13 @@ import { findRole } from "../conversations/conversation-repository.ts";
 import type { Database } from "../db/schema.ts";
 import { InvalidInputError, NotFoundError } from "../errors.ts";
 import { decodePageToken, encodePageToken } from "../page-token.ts";
+import type { ReactionBatcher } from "../reactions/reaction-batcher.ts";
+import * as reactionHandlers from "../reactions/reaction-handlers.ts";
+import { toReactionSummaries } from "../reactions/reaction-mapper.ts";
+import { findReactionSummaries, targetKey } from "../reactions/reaction-repository.ts";
 import { pageSize, requireSeq, requireUuid } from "../validation.ts";
 import { toMessage } from "./message-mapper.ts";
-import { findMessage, listMessages } from "./message-repository.ts";
+import { findMessage, listMessages, type MessageRow } from "./message-repository.ts";
 import type { SendBatcher, SendCommand } from "./send-batcher.ts";
 
 const DEFAULT_MESSAGE_PAGE = 50;
@@ -37,11 +44,13 @@ const CLIENT_MESSAGE_ID = /^[\x21-\x7e]+$/;
 export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
   readonly #db: Kysely<Database>;
   readonly #sends: SendBatcher;
+  readonly #reactions: ReactionBatcher;
   readonly #limits: Limits;
 
-  constructor(db: Kysely<Database>, sends: SendBatcher, limits: Limits) {
+  constructor(db: Kysely<Database>, sends: SendBatcher, reactions: ReactionBatcher, limits: Limits) {
     this.#db = db;
     this.#sends = sends;
+    this.#reactions = reactions;
     this.#limits = limits;
   }
 
@@ -70,7 +79,7 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
     const last = page.at(-1);
     const more = rows.length > limit && last !== undefined;
     return create(ListMessagesResponseSchema, {
-      messages: page.map(toMessage),
+      messages: await this.#withReactions(page, userId),
       nextPageToken: more ? encodePageToken("messages", { c: conversationId, d: direction === "forward" ? "f" : "b", s: last.seq }) : "",
     });
   }
@@ -82,7 +91,23 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
     await this.#requireMember(conversationId, userId);
     const row = await findMessage(this.#db, conversationId, seq);
     if (!row) throw new NotFoundError("message");
-    return create(GetMessageResponseSchema, { message: toMessage(row) });
+    const [message] = await this.#withReactions([row], userId);
+    return create(GetMessageResponseSchema, { message });
+  }
+
+  addReaction(req: AddReactionRequest, ctx: HandlerContext) {
+    return reactionHandlers.addReaction(this.#reactions, req, ctx);
+  }
+
+  removeReaction(req: RemoveReactionRequest, ctx: HandlerContext) {
+    return reactionHandlers.removeReaction(this.#reactions, req, ctx);
+  }
+
+  /** Maps the rows, loading every message's reactions (as the viewer sees them) in one query. */
+  async #withReactions(rows: MessageRow[], viewerId: string) {
+    const targets = rows.map((r) => ({ conversationId: r.conversation_id, seq: r.seq, userId: viewerId }));
+    const reactions = toReactionSummaries(await findReactionSummaries(this.#db, targets));
+    return rows.map((row, i) => toMessage(row, reactions.get(targetKey(targets[i]!)) ?? []));
   }
 
   async #requireMember(conversationId: string, userId: string): Promise<void> {

@@ -1,0 +1,232 @@
+/**
+ * Group commit for AddReaction / RemoveReaction. When a thousand users react to one message
+ * at once, one transaction per reaction would queue them all behind the message's count row
+ * (and the event log head), each holding it for a full commit. Instead, concurrent commands
+ * are queued and written together: per batch, one transaction
+ *   1. checks every (conversation, user) membership and (conversation, seq) message, locking
+ *      each message row so batches touching the same message take turns (in seq order);
+ *   2. inserts (`on conflict do nothing returning`) and deletes (`returning`) the reactions,
+ *      set-based, so a repeated add or a missing remove changes nothing, within the batch and
+ *      across calls;
+ *   3. adds the net change to each (message, emoji) count with one upsert;
+ *   4. reads the reactions every caller will see in their response;
+ *   5. appends one ReactionAdded / ReactionRemoved event per effective change, last.
+ * After commit the stored events go to `onCommitted` (the app publishes them).
+ *
+ * A command on a message the user may not see fails alone with NotFoundError("message"). If
+ * the transaction itself fails, every command of the batch is retried on its own, so one bad
+ * command never fails its neighbours. Within a batch, commands take effect in queue order;
+ * concurrent batches on one message take turns in the order they get its lock, so calls that
+ * overlap in time have no defined order between them (the counts and events agree either way).
+ */
+import { create } from "@bufbuild/protobuf";
+import type { Kysely, Transaction } from "kysely";
+import { ReactionAddedSchema, ReactionRemovedSchema } from "../../gen/parley/v1/event_pb.ts";
+import type { ReactionSummary } from "../../gen/parley/v1/message_pb.ts";
+import type { Database } from "../db/schema.ts";
+import { NotFoundError } from "../errors.ts";
+import { appendEvents, type NewEvent, type StoredEvent } from "../events/event-log.ts";
+import { toReactionSummaries } from "./reaction-mapper.ts";
+import * as repo from "./reaction-repository.ts";
+import type { ReactionKey } from "./reaction-repository.ts";
+
+/** A validated reaction change, ready to be stored. */
+export interface ReactionCommand {
+  op: "add" | "remove";
+  conversationId: string;
+  seq: bigint;
+  emoji: string;
+  userId: string;
+}
+
+/** What one command came to, for its caller. */
+export interface ReactionOutcome {
+  /** True when the command changed something (false: already there / not there). */
+  changed: boolean;
+  /** The message's reactions after the batch, as this caller sees them. */
+  reactions: ReactionSummary[];
+}
+
+/**
+ * Receives the events of each committed batch that has any, in log order, before the callers
+ * get their results. It should not throw (publish failures are the publisher's to handle, and
+ * the feed fills any hole from PostgreSQL); if it does, the error becomes a process warning.
+ */
+export type OnReactionsCommitted = (stored: StoredEvent[]) => void;
+
+export interface ReactionBatcherOptions {
+  /** Most commands written by one transaction. */
+  maxBatch?: number;
+  /** Most batch transactions running at once (each holds a pool connection). */
+  maxInFlight?: number;
+}
+
+interface Pending {
+  command: ReactionCommand;
+  resolve: (outcome: ReactionOutcome) => void;
+  reject: (error: unknown) => void;
+}
+
+type Outcome = ReactionOutcome | { error: Error };
+
+export class ReactionBatcher {
+  readonly #db: Kysely<Database>;
+  readonly #onCommitted: OnReactionsCommitted;
+  readonly #maxBatch: number;
+  readonly #maxInFlight: number;
+  #queue: Pending[] = [];
+  #inFlight = 0;
+  #idle: (() => void)[] = [];
+
+  constructor(db: Kysely<Database>, onCommitted: OnReactionsCommitted, options: ReactionBatcherOptions = {}) {
+    this.#db = db;
+    this.#onCommitted = onCommitted;
+    this.#maxBatch = options.maxBatch ?? 256;
+    this.#maxInFlight = options.maxInFlight ?? 2;
+  }
+
+  /** Applies the command (in queue order with every other) and returns what it came to. */
+  submit(command: ReactionCommand): Promise<ReactionOutcome> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ command, resolve, reject });
+      this.#pump();
+    });
+  }
+
+  /** Resolves once every queued command has been written. */
+  async drain(): Promise<void> {
+    if (this.#inFlight === 0 && this.#queue.length === 0) return;
+    await new Promise<void>((resolve) => this.#idle.push(resolve));
+  }
+
+  #pump(): void {
+    while (this.#inFlight < this.#maxInFlight && this.#queue.length > 0) {
+      const batch = this.#queue.splice(0, this.#maxBatch);
+      this.#inFlight++;
+      void this.#commit(batch).finally(() => {
+        this.#inFlight--;
+        this.#pump();
+        if (this.#inFlight === 0 && this.#queue.length === 0) this.#idle.splice(0).forEach((resolve) => resolve());
+      });
+    }
+  }
+
+  async #commit(batch: Pending[]): Promise<void> {
+    let result: { outcomes: Outcome[]; stored: StoredEvent[] };
+    try {
+      result = await this.#db.transaction().execute((tx) => this.#write(tx, batch.map((p) => p.command)));
+    } catch (error) {
+      if (batch.length === 1) {
+        batch[0]!.reject(error);
+        return;
+      }
+      for (const pending of batch) await this.#commit([pending]);
+      return;
+    }
+    try {
+      if (result.stored.length > 0) this.#onCommitted(result.stored);
+    } catch (error) {
+      // The changes are committed and the feed reads the events from PostgreSQL, so a broken
+      // hook must not fail the callers (or stop the retries of a failed batch).
+      process.emitWarning(error instanceof Error ? error : new Error(String(error)), "ReactionBatcherWarning");
+    }
+    batch.forEach((pending, i) => {
+      const outcome = result.outcomes[i]!;
+      if ("error" in outcome) pending.reject(outcome.error);
+      else pending.resolve(outcome);
+    });
+  }
+
+  async #write(tx: Transaction<Database>, commands: ReactionCommand[]): Promise<{ outcomes: Outcome[]; stored: StoredEvent[] }> {
+    const keys = commands.map((c): ReactionKey => ({ conversationId: c.conversationId, seq: c.seq.toString(), emoji: c.emoji, userId: c.userId }));
+    const allowed = await repo.lockReactionTargets(tx, uniqueBy(keys, repo.targetKey));
+    const changed: boolean[] = commands.map(() => false);
+    const live = commands.map((_, i) => i).filter((i) => allowed.has(repo.targetKey(keys[i]!)));
+
+    // Effective changes in queue order. A round holds commands whose keys see one kind of
+    // operation only, so its insert and delete statements can run set-based; a key added and
+    // removed within one batch (a quick toggle) starts a new round.
+    const changes: { index: number; delta: 1 | -1 }[] = [];
+    for (const round of rounds(live, (i) => repo.reactionKey(keys[i]!), (i) => commands[i]!.op)) {
+      const adds = round.filter((i) => commands[i]!.op === "add");
+      const removes = round.filter((i) => commands[i]!.op === "remove");
+      const inserted = new Set((await repo.insertReactions(tx, uniqueBy(adds.map((i) => keys[i]!), repo.reactionKey))).map(repo.reactionKey));
+      const deleted = new Set((await repo.deleteReactions(tx, uniqueBy(removes.map((i) => keys[i]!), repo.reactionKey))).map(repo.reactionKey));
+      for (const i of round) {
+        const key = repo.reactionKey(keys[i]!);
+        const effective = commands[i]!.op === "add" ? inserted : deleted;
+        if (!effective.delete(key)) continue; // the first command on a key takes the change; repeats change nothing
+        changed[i] = true;
+        changes.push({ index: i, delta: commands[i]!.op === "add" ? 1 : -1 });
+      }
+    }
+
+    // One upsert per (message, emoji) with the net delta, then the count after each change,
+    // walking back from the final count.
+    const net = new Map<string, repo.CountDelta>();
+    for (const { index, delta } of changes) {
+      const k = keys[index]!;
+      const entry = net.get(repo.countKey(k)) ?? { conversationId: k.conversationId, seq: k.seq, emoji: k.emoji, delta: 0 };
+      entry.delta += delta;
+      net.set(repo.countKey(k), entry);
+    }
+    const finalCounts = await repo.applyCountDeltas(tx, [...net.values()]);
+    const running = new Map(finalCounts);
+    const countsAfter: bigint[] = new Array<bigint>(changes.length);
+    for (let j = changes.length - 1; j >= 0; j--) {
+      const key = repo.countKey(keys[changes[j]!.index]!);
+      const after = running.get(key)!;
+      countsAfter[j] = after;
+      running.set(key, after - BigInt(changes[j]!.delta));
+    }
+
+    const summaries = toReactionSummaries(await repo.findReactionSummaries(tx, uniqueBy(live.map((i) => keys[i]!), repo.targetKey)));
+    const events = changes.map(({ index, delta }, j): NewEvent => {
+      const c = commands[index]!;
+      const payload = { messageSeq: c.seq, emoji: c.emoji, userId: c.userId, count: countsAfter[j]! };
+      return {
+        conversationId: c.conversationId,
+        actorId: c.userId,
+        kind:
+          delta === 1
+            ? { case: "reactionAdded", value: create(ReactionAddedSchema, payload) }
+            : { case: "reactionRemoved", value: create(ReactionRemovedSchema, payload) },
+      };
+    });
+    const stored = await appendEvents(tx, events); // last: it takes the log head's lock until commit
+
+    const outcomes = commands.map((_, i): Outcome => {
+      if (!allowed.has(repo.targetKey(keys[i]!))) return { error: new NotFoundError("message") };
+      return { changed: changed[i]!, reactions: summaries.get(repo.targetKey(keys[i]!)) ?? [] };
+    });
+    return { outcomes, stored };
+  }
+}
+
+/**
+ * Splits indexes (in order) into consecutive rounds in which no key sees both operations.
+ */
+function rounds(indexes: number[], keyOf: (i: number) => string, opOf: (i: number) => string): number[][] {
+  const result: number[][] = [];
+  let current: number[] = [];
+  let ops = new Map<string, string>();
+  for (const i of indexes) {
+    const key = keyOf(i);
+    const seen = ops.get(key);
+    if (seen !== undefined && seen !== opOf(i)) {
+      result.push(current);
+      current = [];
+      ops = new Map();
+    }
+    ops.set(key, opOf(i));
+    current.push(i);
+  }
+  if (current.length > 0) result.push(current);
+  return result;
+}
+
+function uniqueBy<T>(items: T[], key: (item: T) => string): T[] {
+  const seen = new Map<string, T>();
+  for (const item of items) if (!seen.has(key(item))) seen.set(key(item), item);
+  return [...seen.values()];
+}

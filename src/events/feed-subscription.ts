@@ -7,6 +7,9 @@
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
 import type { StoredEvent } from "./event-log.ts";
 
+/** How many recent ephemeral event ids a stream remembers to drop repeats. */
+const RECENT_EPHEMERAL = 32;
+
 export type LiveItem = { stored: StoredEvent } | { ephemeral: Event };
 
 /** What the stream should do next. */
@@ -26,6 +29,7 @@ export class FeedSubscription {
   #overflowed = false;
   #draining = false;
   #wake: (() => void) | null = null;
+  readonly #recentEphemeral: string[] = [];
 
   constructor(userId: string, conversations: Iterable<string>, index: MembershipIndex, limit: number) {
     this.userId = userId;
@@ -48,9 +52,15 @@ export class FeedSubscription {
     this.#push({ stored });
   }
 
-  /** Typing and presence: dropped rather than queued when the stream is behind. */
+  /**
+   * Typing and presence: dropped rather than queued when the stream is behind. A presence
+   * change is published once per conversation of its user, so a partner who shares several
+   * conversations sees the same event more than once; repeats are dropped by id.
+   */
   offerEphemeral(event: Event): void {
-    if (event.actorId === this.userId || this.#queue.length >= this.#limit) return;
+    if (event.actorId === this.userId || this.#queue.length >= this.#limit || this.#recentEphemeral.includes(event.id)) return;
+    this.#recentEphemeral.push(event.id);
+    if (this.#recentEphemeral.length > RECENT_EPHEMERAL) this.#recentEphemeral.shift();
     this.#push({ ephemeral: event });
   }
 

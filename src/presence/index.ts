@@ -8,9 +8,13 @@ import type { Logger } from "pino";
 import type { Database } from "../db/schema.ts";
 import type { EventBus } from "../events/event-bus.ts";
 import type { Subjects } from "../events/subjects.ts";
+import { createMemoryPresenceTracker } from "./memory-presence-tracker.ts";
+import { createNatsPresenceTracker } from "./nats-presence-tracker.ts";
 import type { PresenceTracker } from "./presence-tracker.ts";
 
 export type { PresenceInfo, PresenceTracker } from "./presence-tracker.ts";
+export { createMemoryPresenceTracker, type MemoryPresenceTrackerOptions } from "./memory-presence-tracker.ts";
+export { createNatsPresenceTracker, type NatsPresenceTrackerOptions } from "./nats-presence-tracker.ts";
 
 export interface PresenceTrackerOptions {
   nats: NatsConnection | null;
@@ -22,14 +26,7 @@ export interface PresenceTrackerOptions {
   logger: Logger;
 }
 
-export function createPresenceTracker(_options: PresenceTrackerOptions): PresenceTracker {
-  // Placeholder until the trackers land: nobody is online.
-  return {
-    streamOpened() {},
-    streamClosed() {},
-    async lookup() {
-      return new Map();
-    },
-    async close() {},
-  };
+export function createPresenceTracker({ nats, subjects, db, bus, nodeId, ttlMs, logger }: PresenceTrackerOptions): PresenceTracker {
+  if (nats === null) return createMemoryPresenceTracker({ db, bus, logger });
+  return createNatsPresenceTracker({ connection: nats, subjects, db, bus, nodeId, ttlMs, logger });
 }

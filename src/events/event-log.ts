@@ -108,15 +108,14 @@ export async function readRange(db: Db, from: bigint, to: bigint): Promise<Store
 }
 
 /**
- * A page of one user's feed after a position: events of the conversations they are a
- * member of now, plus events addressed to them.
+ * A page of candidate feed events after a position: those of the given conversations, plus
+ * those addressed to the user. The caller filters them by membership at each position.
  */
-export async function readFeedPage(db: Db, userId: string, after: bigint, limit: number): Promise<StoredEvent[]> {
+export async function readFeedPage(db: Db, conversationIds: readonly string[], userId: string, after: bigint, limit: number): Promise<StoredEvent[]> {
   const result = await sql<EventRow>`
     select position, conversation_id, target_user_id, payload from (
       (select e.position, e.conversation_id, e.target_user_id, e.payload from events e
-        where e.conversation_id in (select conversation_id from conversation_members where user_id = ${userId})
-          and e.position > ${after.toString()}
+        where e.conversation_id = any(${[...conversationIds]}::uuid[]) and e.position > ${after.toString()}
         order by e.position limit ${limit})
       union
       (select e.position, e.conversation_id, e.target_user_id, e.payload from events e
@@ -124,6 +123,18 @@ export async function readFeedPage(db: Db, userId: string, after: bigint, limit:
         order by e.position limit ${limit})
     ) page order by position limit ${limit}`.execute(db);
   return result.rows.map(toStored);
+}
+
+/** Events addressed to the user after a position (their own membership changes among them). */
+export async function readEventsForUser(db: Db, userId: string, after: bigint): Promise<StoredEvent[]> {
+  const rows = await db
+    .selectFrom("events")
+    .select(["position", "conversation_id", "target_user_id", "payload"])
+    .where("target_user_id", "=", userId)
+    .where("position", ">", after.toString())
+    .orderBy("position")
+    .execute();
+  return rows.map(toStored);
 }
 
 /** When the event right after a position was committed, or null if it is not in the log. */

@@ -38,7 +38,8 @@ import type { PresenceTracker } from "../presence/presence-tracker.ts";
 import { requireUserId, requireUuid } from "../validation.ts";
 import { decodeCursor, encodeCursor } from "./cursor.ts";
 import type { EventBus } from "./event-bus.ts";
-import { findCreatedAt, readFeedPage, readHead, type StoredEvent } from "./event-log.ts";
+import { findCreatedAt, readEventsForUser, readFeedPage, readHead, type StoredEvent } from "./event-log.ts";
+import { isVisibleTo, membershipAt, membershipChange } from "./membership-filter.ts";
 import type { FeedHub } from "./feed-hub.ts";
 
 const REPLAY_PAGE = 500;
@@ -74,15 +75,25 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
           yield frame({ case: "resyncRequired", value: create(ResyncRequiredSchema, { reason: resync, cursor: encodeCursor(hub.position) }) });
           return;
         }
-        // Catch up from the log; if the live queue overflowed meanwhile, catch up again.
+        // Catch up from the log with the membership the user had at the cursor, changing it
+        // at their own join/leave events exactly as the live stream does. If the live queue
+        // overflowed meanwhile, catch up again from where the replay got to.
         delivered = requested;
+        const current = memberships.map((m) => m.conversation_id);
+        const ownEvents = await readEventsForUser(db, userId, requested);
+        const following = membershipAt(current, ownEvents, userId);
+        const candidates = [...new Set([...following, ...current, ...ownEvents.flatMap((e) => (e.conversationId ? [e.conversationId] : []))])];
         do {
           subscription.resetAfterCatchUp();
           for (;;) {
-            const page = await readFeedPage(db, userId, delivered, REPLAY_PAGE);
+            const page = await readFeedPage(db, candidates, userId, delivered, REPLAY_PAGE);
             for (const stored of page) {
-              yield eventFrame(stored);
               delivered = stored.position;
+              if (!isVisibleTo(stored, userId, following)) continue;
+              const change = membershipChange(stored, userId);
+              if (change && "follow" in change) following.add(change.follow);
+              if (change && "unfollow" in change) following.delete(change.unfollow);
+              yield eventFrame(stored);
             }
             if (page.length < REPLAY_PAGE) break;
           }

@@ -6,6 +6,7 @@
  */
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
 import type { StoredEvent } from "./event-log.ts";
+import { isVisibleTo, membershipChange } from "./membership-filter.ts";
 
 /** How many recent ephemeral event ids a stream remembers to drop repeats. */
 const RECENT_EPHEMERAL = 32;
@@ -40,15 +41,10 @@ export class FeedSubscription {
 
   /** Called by the hub, in log order, for every event routed to this stream. */
   offer(stored: StoredEvent): void {
-    const { kind } = stored.event;
-    const relevant = (stored.conversationId !== null && this.conversations.has(stored.conversationId)) || stored.targetUserId === this.userId;
-    if (!relevant) return;
-    if (kind.case === "memberAdded" && kind.value.member?.userId === this.userId && stored.conversationId) {
-      this.#index.follow(this, stored.conversationId);
-    }
-    if (kind.case === "memberRemoved" && kind.value.userId === this.userId && stored.conversationId) {
-      this.#index.unfollow(this, stored.conversationId);
-    }
+    if (!isVisibleTo(stored, this.userId, this.conversations)) return;
+    const change = membershipChange(stored, this.userId);
+    if (change && "follow" in change) this.#index.follow(this, change.follow);
+    if (change && "unfollow" in change) this.#index.unfollow(this, change.unfollow);
     this.#push({ stored });
   }
 

@@ -24,8 +24,9 @@ export async function provisionNats(connection: NatsConnection, subjects: Subjec
     retention: RetentionPolicy.Limits,
     discard: DiscardPolicy.Old,
     max_age: options.retentionMs * NANOS_PER_MS,
-    // Republished events (relay, retries) are stored once within this window.
-    duplicate_window: 2 * 60 * 1000 * NANOS_PER_MS,
+    // Republished events (relay, retries) are stored once within this window (which NATS
+    // requires to be no longer than max_age).
+    duplicate_window: Math.min(2 * 60 * 1000, options.retentionMs) * NANOS_PER_MS,
   };
   try {
     await jsm.streams.info(subjects.eventStream);

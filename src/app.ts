@@ -73,8 +73,15 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   let nats: NatsConnection | null = null;
   let bus: EventBus;
   if (config.natsUrl !== null) {
-    nats = await connectNats({ servers: config.natsUrl, name: `parley-${config.feed.nodeId}`, maxReconnectAttempts: -1 });
-    await provisionNats(nats, subjects, { retentionMs: config.feed.replayWindowMs, presenceTtlMs: config.feed.presenceTtlMs });
+    try {
+      nats = await connectNats({ servers: config.natsUrl, name: `parley-${config.feed.nodeId}`, maxReconnectAttempts: -1 });
+      await provisionNats(nats, subjects, { retentionMs: config.feed.replayWindowMs, presenceTtlMs: config.feed.presenceTtlMs });
+    } catch (error) {
+      // Release what was opened, so a caller that retries (or a test) leaks nothing.
+      await nats?.close();
+      await database.close();
+      throw error;
+    }
     bus = createNatsBus({ connection: nats, subjects, onError: (error, what) => logger.warn({ err: error, what }, "NATS delivery failed") });
   } else {
     bus = createInProcessBus();

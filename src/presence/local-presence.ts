@@ -72,13 +72,11 @@ export function createLocalPresence({ registry, announcer, logger, closeTimeoutM
   const leave = async (userId: string, user: LocalUser) => {
     user.registered = false;
     const at = closing ? closedAt : new Date();
-    let wentOffline = false;
-    try {
-      wentOffline = await registry.leave(userId);
-    } finally {
-      // Seen now whatever the registry says (close() records everyone at once beforehand).
-      if (!closing) await announcer.recordLastSeen([userId], at);
-    }
+    // Seen now whatever the registry says, and recorded BEFORE the registry lets go, so no
+    // lookup can find the user offline without a last-seen time (close() records everyone
+    // at once beforehand).
+    if (!closing) await announcer.recordLastSeen([userId], at);
+    const wentOffline = await registry.leave(userId);
     if (wentOffline) await announcer.announce(userId, false, at);
   };
 

@@ -4,7 +4,9 @@
  *
  * With DATABASE_URL set (a real PostgreSQL), every started server gets its own freshly created
  * database, dropped again on stop(), so test files never see each other's rows. Without it the
- * server runs on an in-memory embedded PGlite.
+ * server runs on an in-memory embedded PGlite. Several nodes can share one database through
+ * `startTestServer(env, { databaseUrl })` (see createTestDatabase); such a node leaves the
+ * database to whoever created it.
  */
 import { randomBytes } from "node:crypto";
 import * as http from "node:http";
@@ -22,6 +24,7 @@ import { mintToken } from "../../src/auth/index.ts";
 import { UserService } from "../../gen/parley/v1/user_service_pb.ts";
 import { ConversationService } from "../../gen/parley/v1/conversation_service_pb.ts";
 import { MessageService } from "../../gen/parley/v1/message_service_pb.ts";
+import { EventService } from "../../gen/parley/v1/event_service_pb.ts";
 
 /**
  * How a client talks to the server. The main flows run over "grpc" and "connect"; the others
@@ -43,6 +46,13 @@ export interface Clients {
   users: Client<typeof UserService>;
   conversations: Client<typeof ConversationService>;
   messages: Client<typeof MessageService>;
+  events: Client<typeof EventService>;
+}
+
+/** Clients on connections of their own, for a test that must control exactly when they close. */
+export interface IsolatedClients extends Clients {
+  /** Closes the connections (aborting whatever still runs on them). */
+  close(): void;
 }
 
 export interface TokenOptions {
@@ -50,15 +60,14 @@ export interface TokenOptions {
   expiresIn?: string;
 }
 
-export interface TestServer {
+/** Calls a running Parley (in this process or another) over the wire. */
+export interface RemoteServer {
   readonly port: number;
   readonly baseUrl: string;
   /** The HS256 secret the server verifies tokens with. */
   readonly secret: string;
   readonly issuer: string;
   readonly audience: string;
-  /** The environment the server was configured from. */
-  readonly env: Readonly<Record<string, string | undefined>>;
   /** A valid bearer token for the user. */
   tokenFor(userId: string, options?: TokenOptions): Promise<string>;
   /** Clients that call as the user (a bearer token for them on every request). */
@@ -68,9 +77,29 @@ export interface TestServer {
    * For authentication tests.
    */
   clientsWithAuthorization(authorization: string | undefined, protocol?: Protocol): Clients;
+  /**
+   * Clients that call as the user over connections nobody else uses and that stop() does not
+   * close first: a stream on them stays open until the server ends it or close() is called.
+   */
+  isolatedClientsFor(userId: string, protocol?: Protocol, options?: TokenOptions): IsolatedClients;
   /** A transport with the given interceptors, for tests that need something unusual. */
   transport(protocol: Protocol, interceptors?: Interceptor[]): Transport;
+  /** Closes the shared client connections (not those of isolated clients). */
+  closeConnections(): void;
+}
+
+export interface TestServer extends RemoteServer {
+  /** The environment the server was configured from. */
+  readonly env: Readonly<Record<string, string | undefined>>;
   stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  /**
+   * Run on this existing database instead of a fresh one (several nodes of one cluster share
+   * it); stop() leaves it in place.
+   */
+  databaseUrl?: string;
 }
 
 /** The longest any single RPC may take in these tests. */
@@ -86,8 +115,12 @@ export function uniqueId(prefix = "user"): string {
 /** Starts the server; `overrides` are environment variables laid over the test defaults. */
 export async function startTestServer(
   overrides: Record<string, string | undefined> = {},
+  options: StartOptions = {},
 ): Promise<TestServer> {
-  const database = process.env.DATABASE_URL ? await createFreshDatabase(process.env.DATABASE_URL) : null;
+  const database =
+    options.databaseUrl === undefined && process.env.DATABASE_URL
+      ? await createFreshDatabase(process.env.DATABASE_URL)
+      : null;
   const secret = randomBytes(32).toString("hex");
   const env: Record<string, string | undefined> = {
     PORT: "0",
@@ -96,7 +129,7 @@ export async function startTestServer(
     LOG_LEVEL: "silent",
     JWT_SECRET: secret,
     PGLITE_PATH: "memory://",
-    DATABASE_URL: database?.url,
+    DATABASE_URL: options.databaseUrl ?? database?.url,
     ...overrides,
   };
   const effectiveSecret = env.JWT_SECRET ?? secret;
@@ -106,22 +139,72 @@ export async function startTestServer(
   let app: Awaited<ReturnType<typeof createApp>>;
   try {
     app = await createApp(loadConfig(env));
-    await app.start();
   } catch (err) {
     await database?.drop();
     throw err;
   }
-  const port = app.port;
-  const baseUrl = `http://127.0.0.1:${port}`;
+  try {
+    await app.start();
+  } catch (err) {
+    // Release what the half-started app holds (its pool among others) before its database is
+    // dropped, so the failure is reported as itself and not as a stray connection error.
+    await withDeadline(app.stop(), STOP_DEADLINE_MS, "app.stop() after a failed start").catch(() => undefined);
+    await database?.drop();
+    throw err;
+  }
+  const remote = connectTo(`http://127.0.0.1:${app.port}`, { secret: effectiveSecret, issuer, audience });
+
+  let stopped = false;
+  return {
+    ...remote,
+    env,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      remote.closeConnections();
+      try {
+        await withDeadline(app.stop(), STOP_DEADLINE_MS, "app.stop()");
+      } finally {
+        await database?.drop();
+      }
+    },
+  };
+}
+
+export interface ConnectOptions {
+  /** The HS256 secret the server verifies tokens with. */
+  secret: string;
+  issuer?: string;
+  audience?: string;
+}
+
+/** Clients for a Parley already listening at baseUrl (for example a child process). */
+export function connectTo(baseUrl: string, options: ConnectOptions): RemoteServer {
+  const secret = options.secret;
+  const issuer = options.issuer ?? "parley";
+  const audience = options.audience ?? "parley";
+  const port = Number(new URL(baseUrl).port);
+
+  interface Connections {
+    sessionManager: Http2SessionManager;
+    agent: http.Agent;
+  }
+  function openConnections(): Connections {
+    return { sessionManager: new Http2SessionManager(baseUrl), agent: new http.Agent({ keepAlive: true }) };
+  }
+  function closeConnectionsOf(c: Connections): void {
+    c.sessionManager.abort();
+    c.agent.destroy();
+  }
 
   // One HTTP/2 connection and one HTTP/1.1 agent per server, closed before the server stops,
   // so idle client connections never hold up its graceful shutdown.
-  const sessionManager = new Http2SessionManager(baseUrl);
-  const agent = new http.Agent({ keepAlive: true });
+  const shared = openConnections();
 
-  function transport(protocol: Protocol, interceptors: Interceptor[] = []): Transport {
+  function transportOn(c: Connections, protocol: Protocol, interceptors: Interceptor[] = []): Transport {
+    const { sessionManager, agent } = c;
     // A deadline on every call, so a server that hangs fails the call with DEADLINE_EXCEEDED
-    // (naming the RPC) well before mocha's test timeout.
+    // (naming the RPC) well before mocha's test timeout. Streams pass timeoutMs: 0.
     const defaultTimeoutMs = CALL_DEADLINE_MS;
     switch (protocol) {
       case "grpc":
@@ -159,11 +242,12 @@ export async function startTestServer(
       users: createClient(UserService, t),
       conversations: createClient(ConversationService, t),
       messages: createClient(MessageService, t),
+      events: createClient(EventService, t),
     };
   }
 
   function tokenFor(userId: string, options: TokenOptions = {}): Promise<string> {
-    return mintToken({ secret: effectiveSecret, issuer, audience, userId, ...options });
+    return mintToken({ secret, issuer, audience, userId, ...options });
   }
 
   function authorizationInterceptor(authorization: () => Promise<string | undefined>): Interceptor {
@@ -174,40 +258,35 @@ export async function startTestServer(
     };
   }
 
-  let stopped = false;
+  function bearer(userId: string, options: TokenOptions): Interceptor {
+    let token: Promise<string> | undefined;
+    return authorizationInterceptor(async () => `Bearer ${await (token ??= tokenFor(userId, options))}`);
+  }
+
   return {
     port,
     baseUrl,
-    secret: effectiveSecret,
+    secret,
     issuer,
     audience,
-    env,
     tokenFor,
     clientsFor(userId, protocol = "connect", options = {}) {
-      let token: Promise<string> | undefined;
-      const header = async () => `Bearer ${await (token ??= tokenFor(userId, options))}`;
-      return clientsOn(transport(protocol, [authorizationInterceptor(header)]));
+      return clientsOn(transportOn(shared, protocol, [bearer(userId, options)]));
     },
     clientsWithAuthorization(authorization, protocol = "connect") {
-      return clientsOn(transport(protocol, [authorizationInterceptor(async () => authorization)]));
+      return clientsOn(transportOn(shared, protocol, [authorizationInterceptor(async () => authorization)]));
     },
-    transport,
-    async stop() {
-      if (stopped) return;
-      stopped = true;
-      sessionManager.abort();
-      agent.destroy();
-      try {
-        await withDeadline(app.stop(), STOP_DEADLINE_MS, "app.stop()");
-      } finally {
-        await database?.drop();
-      }
+    isolatedClientsFor(userId, protocol = "connect", options = {}) {
+      const own = openConnections();
+      return { ...clientsOn(transportOn(own, protocol, [bearer(userId, options)])), close: () => closeConnectionsOf(own) };
     },
+    transport: (protocol, interceptors) => transportOn(shared, protocol, interceptors),
+    closeConnections: () => closeConnectionsOf(shared),
   };
 }
 
 /** Calls GetMe for each id, so the users exist and can be added to conversations. */
-export async function registerUsers(server: TestServer, ids: readonly string[]): Promise<void> {
+export async function registerUsers(server: RemoteServer, ids: readonly string[]): Promise<void> {
   const batch = 50;
   for (let i = 0; i < ids.length; i += batch) {
     await Promise.all(
@@ -217,15 +296,23 @@ export async function registerUsers(server: TestServer, ids: readonly string[]):
 }
 
 /** Makes `count` fresh user ids with the prefix and registers them. */
-export async function newUsers(server: TestServer, count: number, prefix = "user"): Promise<string[]> {
+export async function newUsers(server: RemoteServer, count: number, prefix = "user"): Promise<string[]> {
   const ids = Array.from({ length: count }, (_, i) => uniqueId(`${prefix}${i}`));
   await registerUsers(server, ids);
   return ids;
 }
 
-interface FreshDatabase {
+export interface FreshDatabase {
   url: string;
   drop(): Promise<void>;
+}
+
+/**
+ * A freshly created PostgreSQL database for nodes that share one (multi-node tests), or null
+ * without DATABASE_URL: the embedded database cannot be shared between nodes.
+ */
+export async function createTestDatabase(): Promise<FreshDatabase | null> {
+  return process.env.DATABASE_URL ? createFreshDatabase(process.env.DATABASE_URL) : null;
 }
 
 async function createFreshDatabase(adminUrl: string): Promise<FreshDatabase> {
@@ -249,7 +336,7 @@ async function withAdminClient(url: string, work: (client: pg.Client) => Promise
   }
 }
 
-async function withDeadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+export async function withDeadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);

@@ -1,0 +1,266 @@
+/**
+ * Servers for the real-time tests: the bus each mode runs on, clusters of nodes sharing one
+ * PostgreSQL and one NATS subject prefix, and nodes run as child processes (to kill -9 them).
+ *
+ * Embedded mode (no DATABASE_URL): PGlite and the in-process bus, single node.
+ * PostgreSQL mode (DATABASE_URL set): the real NATS at NATS_URL (default nats://127.0.0.1:4222;
+ * NATS_URL=off runs the single-node tests on the in-process bus instead). Multi-node tests need
+ * both and skip otherwise.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+import { connect } from "nats";
+import {
+  connectTo,
+  createTestDatabase,
+  startTestServer,
+  withDeadline,
+  type RemoteServer,
+  type TestServer,
+} from "./test-server.ts";
+
+/** The NATS the tests use, or undefined for the in-process bus. */
+export function testNatsUrl(): string | undefined {
+  const configured = process.env.NATS_URL;
+  if (configured === "off") return undefined;
+  if (configured) return configured;
+  return process.env.DATABASE_URL ? "nats://127.0.0.1:4222" : undefined;
+}
+
+/** Whether nodes can share state: a real PostgreSQL and a real NATS. */
+export function multiNodeAvailable(): boolean {
+  return Boolean(process.env.DATABASE_URL) && testNatsUrl() !== undefined;
+}
+
+/** A subject prefix no other run uses: lower-case letters and digits only. */
+export function natsPrefix(): string {
+  return `ptest${randomBytes(5).toString("hex")}`;
+}
+
+/**
+ * The environment of a real-time test server: its bus, its prefix, and heartbeats every second
+ * (so a stream opened without a cursor signals it is live quickly even without caught_up).
+ */
+export function realtimeEnv(prefix: string, overrides: Record<string, string | undefined> = {}): Record<string, string | undefined> {
+  return {
+    NATS_URL: testNatsUrl(),
+    NATS_PREFIX: prefix,
+    FEED_HEARTBEAT_SECONDS: "1",
+    ...overrides,
+  };
+}
+
+/**
+ * Deletes the JetStream streams (and KV buckets, which are streams) a test run created under
+ * its prefix, so runs do not pile up state on the shared NATS. Best effort.
+ */
+export async function deleteNatsState(prefix: string): Promise<void> {
+  const servers = testNatsUrl();
+  if (!servers) return;
+  const nc = await connect({ servers, timeout: 2_000 });
+  try {
+    const jsm = await nc.jetstreamManager();
+    const doomed: string[] = [];
+    const needle = prefix.toLowerCase();
+    for await (const si of jsm.streams.list()) {
+      const subjects = si.config.subjects ?? [];
+      if (si.config.name.toLowerCase().includes(needle) || subjects.some((s) => s.toLowerCase().includes(needle))) {
+        doomed.push(si.config.name);
+      }
+    }
+    for (const name of doomed) await jsm.streams.delete(name);
+  } finally {
+    await nc.close();
+  }
+}
+
+/** A single real-time node with a fresh database and its own prefix. */
+export async function startRealtimeServer(overrides: Record<string, string | undefined> = {}): Promise<TestServer> {
+  const prefix = natsPrefix();
+  const server = await startTestServer(realtimeEnv(prefix, overrides));
+  return {
+    ...server,
+    async stop() {
+      try {
+        await server.stop();
+      } finally {
+        await deleteNatsState(prefix).catch(() => undefined);
+      }
+    },
+  };
+}
+
+let shared: Promise<TestServer> | undefined;
+
+/** The typing TTL of the shared server: not the default, so tests can see the setting is honoured. */
+export const SHARED_TYPING_TTL_SECONDS = 7;
+
+/**
+ * One default real-time node shared by the test files that need no special settings, started on
+ * first use and stopped by a root-level after hook once every file has run. A node takes seconds
+ * to start on the embedded database, so sharing it keeps the suite fast. Tests on it use fresh
+ * users and conversations, so they never see each other's events.
+ */
+export function sharedRealtimeServer(): Promise<TestServer> {
+  shared ??= startRealtimeServer({ TYPING_TTL_SECONDS: String(SHARED_TYPING_TTL_SECONDS) });
+  return shared;
+}
+
+// Registered while mocha loads the first spec file that imports this module, so it is a root
+// hook: it runs after all files. Outside mocha (scripts importing the helpers) there is no hook.
+if (typeof after === "function") {
+  after(async function () {
+    this.timeout(20_000);
+    const server = await shared?.catch(() => undefined);
+    shared = undefined;
+    await server?.stop();
+  });
+}
+
+/** Nodes sharing one database, one NATS prefix and one JWT secret. */
+export interface Cluster {
+  readonly nodes: TestServer[];
+  readonly prefix: string;
+  readonly databaseUrl: string;
+  readonly secret: string;
+  /** Starts one more node of the cluster. */
+  addNode(overrides?: Record<string, string | undefined>): Promise<TestServer>;
+  /** Stops every node still running, drops the database and the NATS state. */
+  stop(): Promise<void>;
+}
+
+/** Starts `count` in-process nodes of one cluster. Needs multiNodeAvailable(). */
+export async function startCluster(count: number, overrides: Record<string, string | undefined> = {}): Promise<Cluster> {
+  if (!multiNodeAvailable()) throw new Error("a cluster needs DATABASE_URL and NATS");
+  const database = (await createTestDatabase())!;
+  const prefix = natsPrefix();
+  const secret = randomBytes(32).toString("hex");
+  const nodes: TestServer[] = [];
+  const start = (extra: Record<string, string | undefined> = {}) =>
+    startTestServer(realtimeEnv(prefix, { JWT_SECRET: secret, ...overrides, ...extra }), { databaseUrl: database.url });
+  try {
+    // The first node migrates the database; the others start together.
+    nodes.push(await start());
+    nodes.push(...(await Promise.all(Array.from({ length: count - 1 }, () => start()))));
+  } catch (err) {
+    await Promise.allSettled(nodes.map((n) => n.stop()));
+    await database.drop();
+    await deleteNatsState(prefix).catch(() => undefined);
+    throw err;
+  }
+  return {
+    nodes,
+    prefix,
+    databaseUrl: database.url,
+    secret,
+    async addNode(extra = {}) {
+      const node = await start(extra);
+      nodes.push(node);
+      return node;
+    },
+    async stop() {
+      try {
+        await Promise.allSettled(nodes.map((n) => n.stop()));
+      } finally {
+        await database.drop();
+        await deleteNatsState(prefix).catch(() => undefined);
+      }
+    },
+  };
+}
+
+const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
+
+/** A Parley node running as a child process (`node src/main.ts`). */
+export interface NodeProcess extends RemoteServer {
+  readonly child: ChildProcess;
+  /** Everything the process wrote so far (stdout and stderr), for failure messages. */
+  output(): string;
+  /** Resolves when the process has exited. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** SIGTERM, then waits for the exit (SIGKILL after the deadline). */
+  stop(): Promise<void>;
+}
+
+/**
+ * Spawns `node src/main.ts` with the environment (PORT=0, HOST=127.0.0.1 added) and waits for
+ * its "parley is serving" log line to learn the port.
+ */
+export async function spawnNode(env: Record<string, string>, label = "node"): Promise<NodeProcess> {
+  const secret = env.JWT_SECRET;
+  if (!secret) throw new Error("spawnNode needs JWT_SECRET");
+  const child = spawn(path.join(repoRoot, "node_modules/.bin/node"), ["src/main.ts"], {
+    cwd: repoRoot,
+    env: {
+      PATH: process.env.PATH ?? "",
+      HOME: process.env.HOME ?? "",
+      PORT: "0",
+      HOST: "127.0.0.1",
+      METRICS_PORT: "off",
+      LOG_LEVEL: "info",
+      ...env,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  const keep = (chunk: Buffer) => {
+    output += chunk.toString("utf8");
+    if (output.length > 200_000) output = output.slice(-100_000);
+  };
+  child.stderr!.on("data", keep);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once("exit", (code, signal) => resolve({ code, signal })),
+  );
+
+  const port = await new Promise<number>((resolve, reject) => {
+    let pending = "";
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`${label} did not log "parley is serving" within 30 s; output:\n${output.slice(-4000)}`));
+    }, 30_000);
+    child.stdout!.on("data", (chunk: Buffer) => {
+      keep(chunk);
+      pending += chunk.toString("utf8");
+      let nl: number;
+      while ((nl = pending.indexOf("\n")) >= 0) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        try {
+          const entry = JSON.parse(line) as { msg?: unknown; port?: unknown };
+          if (entry.msg === "parley is serving" && typeof entry.port === "number") {
+            clearTimeout(timer);
+            resolve(entry.port);
+          }
+        } catch {
+          // not a JSON log line
+        }
+      }
+    });
+    void exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`${label} exited (code ${code}, signal ${signal}) before serving; output:\n${output.slice(-4000)}`));
+    });
+  });
+
+  const remote = connectTo(`http://127.0.0.1:${port}`, { secret, issuer: env.JWT_ISSUER, audience: env.JWT_AUDIENCE });
+  return {
+    ...remote,
+    child,
+    output: () => output,
+    exited,
+    async stop() {
+      remote.closeConnections();
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGTERM");
+      try {
+        await withDeadline(exited, 15_000, `${label} exit after SIGTERM`);
+      } catch (err) {
+        child.kill("SIGKILL");
+        await exited;
+        throw err;
+      }
+    },
+  };
+}

@@ -37,7 +37,9 @@ import { parseArgs } from "node:util";
 import pg from "pg";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { fromBinary } from "@bufbuild/protobuf";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.ts";
+import { EventSchema } from "../gen/parley/v1/event_pb.ts";
 import { ConversationService } from "../gen/parley/v1/conversation_service_pb.ts";
 import { ConversationType } from "../gen/parley/v1/conversation_pb.ts";
 import { MessageService } from "../gen/parley/v1/message_service_pb.ts";
@@ -562,6 +564,7 @@ async function main() {
   let badConversations: string[] = [];
   let mismatchedConversations = 0;
   let lastSeqMismatches = 0;
+  let events: { total: number; head: number; gapless: boolean; messageCreated: number; messagesWithoutEvent: number; ok: boolean } | null = null;
   try {
     const totals = await verify.query(`select count(*)::int8::text as n, count(distinct xmin::text)::int8::text as tx from messages`);
     rowCount = Number(totals.rows[0].n);
@@ -578,6 +581,22 @@ async function main() {
       const acked = ackedPerConversation.get(row.id);
       if (acked !== undefined && BigInt(acked.size) !== count) mismatchedConversations++;
     }
+    // The event log (outbox): positions gapless up to the head, one message-created event per stored message.
+    const eventTables = await verify.query(`select to_regclass('events') is not null as present`);
+    if (eventTables.rows[0].present) {
+      const head = BigInt((await verify.query(`select position::text as p from event_log_head where shard = 0`)).rows[0]?.p ?? "0");
+      const rows = (await verify.query({ text: `select position::text as p, payload from events order by position`, rowMode: "array" })).rows as [string, Uint8Array][];
+      let gapless = BigInt(rows.length) === head;
+      const eventKeys = new Set<string>();
+      rows.forEach(([position, payload], i) => {
+        if (BigInt(position) !== BigInt(i + 1)) gapless = false;
+        const event = fromBinary(EventSchema, payload);
+        if (event.kind.case === "messageCreated") eventKeys.add(`${event.kind.value.message?.conversationId}/${event.kind.value.message?.seq}`);
+      });
+      const messageKeys = (await verify.query({ text: `select conversation_id::text, seq::text from messages`, rowMode: "array" })).rows as [string, string][];
+      const missing = messageKeys.filter(([c, seq]) => !eventKeys.has(`${c}/${seq}`)).length;
+      events = { total: rows.length, head: Number(head), gapless, messageCreated: eventKeys.size, messagesWithoutEvent: missing, ok: gapless && missing === 0 && eventKeys.size === messageKeys.length };
+    }
   } finally {
     await verify.end();
   }
@@ -591,7 +610,8 @@ async function main() {
   const perSecond = Math.max(1e-9, okInWindow / SECONDS);
   const fmt = (c: { total: number; user: number; system: number }) => `${c.total.toFixed(2)} (usr ${c.user.toFixed(2)} sys ${c.system.toFixed(2)})`;
   const errorCount = [...errors.values()].reduce((a, b) => a + b, 0);
-  const persistedOk = rowCount === okTotal && badConversations.length === 0 && mismatchedConversations === 0 && lastSeqMismatches === 0 && duplicateSeqs === 0;
+  const persistedOk =
+    rowCount === okTotal && badConversations.length === 0 && mismatchedConversations === 0 && lastSeqMismatches === 0 && duplicateSeqs === 0 && (events?.ok ?? true);
   const summary = {
     bench: "send",
     config: { senders: SENDERS, conversations: CONVERSATIONS, users: userCount, connections: CONNECTIONS, seconds: SECONDS, warmupSeconds: WARMUP, poolSize: POOL_SIZE ?? null, textBytes: TEXT_BYTES, serverEnv: extraEnv, serverNodeArgs: flags["server-node-arg"] },
@@ -599,7 +619,7 @@ async function main() {
     messagesPerSecond: round(okInWindow / SECONDS, 1),
     latencyMs: { count: latencyCount, p50: round(percentile(sorted, 50)), p95: round(percentile(sorted, 95)), p99: round(percentile(sorted, 99)), max: round(sorted.at(-1) ?? NaN), mean: round(sorted.reduce((a, b) => a + b, 0) / Math.max(1, sorted.length)) },
     sends: { okInWindow, okTotal, errors: errorCount, errorsByCode: Object.fromEntries(errors), errorSamples },
-    persistence: { rows: rowCount, acknowledged: okTotal, conversationsWithGaps: badConversations.length, conversationsWithCountMismatch: mismatchedConversations, lastSeqMismatches, duplicateSeqs, ok: persistedOk },
+    persistence: { rows: rowCount, acknowledged: okTotal, conversationsWithGaps: badConversations.length, conversationsWithCountMismatch: mismatchedConversations, lastSeqMismatches, duplicateSeqs, events, ok: persistedOk },
     cpuCores: { server: cpu.server, bench: cpu.bench, postgres: cpu.postgres, other: cpu.other, machineBusy: cpu.machine, of: cpu.cores, idleBeforeRun: round(idleBefore) },
     cpuMsPerMessage: {
       server: round((cpu.server.total * 1000) / perSecond, 3),
@@ -627,7 +647,7 @@ async function main() {
     `   persisted          ${summary.messagesPerSecond.toFixed(1)} messages/s   (${okInWindow} acknowledged in the window)`,
     `   send latency ms    p50 ${summary.latencyMs.p50}   p95 ${summary.latencyMs.p95}   p99 ${summary.latencyMs.p99}   max ${summary.latencyMs.max}   (n=${latencyCount})`,
     `   errors             ${errorCount}${errorCount ? "  " + JSON.stringify(Object.fromEntries(errors)) : ""}`,
-    `   verification       rows ${rowCount} vs acknowledged ${okTotal}; gapless seq: ${badConversations.length === 0 ? "yes" : `NO (${badConversations.length} conversations)`}; per-conversation counts match: ${mismatchedConversations === 0 ? "yes" : `NO (${mismatchedConversations})`}; last_seq matches: ${lastSeqMismatches === 0 ? "yes" : `NO (${lastSeqMismatches})`}; duplicate seqs: ${duplicateSeqs}  => ${persistedOk ? "OK" : "FAILED"}`,
+    `   verification       rows ${rowCount} vs acknowledged ${okTotal}; gapless seq: ${badConversations.length === 0 ? "yes" : `NO (${badConversations.length} conversations)`}; per-conversation counts match: ${mismatchedConversations === 0 ? "yes" : `NO (${mismatchedConversations})`}; last_seq matches: ${lastSeqMismatches === 0 ? "yes" : `NO (${lastSeqMismatches})`}; duplicate seqs: ${duplicateSeqs}${events ? `; event log: ${events.total} events, positions gapless to the head: ${events.gapless ? "yes" : "NO"}, message-created events ${events.messageCreated} (messages without one: ${events.messagesWithoutEvent})` : ""}  => ${persistedOk ? "OK" : "FAILED"}`,
     `   cpu (cores)        server ${fmt(cpu.server)}   bench ${fmt(cpu.bench)}   postgres ${fmt(cpu.postgres)}   other ${fmt(cpu.other)}   machine ${fmt(cpu.machine)} of ${cpu.cores}`,
     `   cpu per message    server ${summary.cpuMsPerMessage.server} ms   bench ${summary.cpuMsPerMessage.bench} ms   postgres ${summary.cpuMsPerMessage.postgres} ms`,
     ...(cpu.other.total > 0.15 || idleBefore < cpu.cores - 0.15 ? [`   WARNING            the machine was not quiet (${round(cpu.cores - idleBefore)} cores busy just before the run, ${cpu.other.total} used by others during it)`] : []),

@@ -1,0 +1,1223 @@
+/**
+ * `npm run bench:feed -- [--scenario all|pairs|group|reactions|idle] [--seconds 10] [--rate 3000] [--streams 10000] ...`
+ *
+ * The real-time feed against real PostgreSQL and NATS JetStream, with two Parley nodes
+ * (src/main.ts as child processes, NODE_ID a and b) on a fresh database `parley_bench_<random>`
+ * and a fresh NATS_PREFIX, both removed at the end even on failure or Ctrl-C. Every scenario
+ * starts its own nodes, runs for a fixed time and is bounded; traffic goes to 127.0.0.1 only.
+ *
+ *   pairs      1:1 throughput and latency. P pairs of users with DIRECT conversations; each
+ *              receiver holds an EventService.Subscribe stream on node A, the senders send on
+ *              node B at a fixed aggregate rate (open loop: sends are issued on a schedule,
+ *              never waiting for earlier ones, so a slow server cannot hide its latency by
+ *              slowing the generator down). Each text carries its scheduled send time
+ *              (performance.timeOrigin + performance.now()); the receiver computes
+ *              send→deliver latency. Reports messages/s persisted (rows in the database),
+ *              deliveries/s, latency percentiles, errors, undelivered and duplicate messages.
+ *   group      One group of --group-size members (default 500), all subscribed, spread over
+ *              both nodes; --group-senders members send --group-rate messages/s in total
+ *              (alternating nodes). Reports deliveries/s and send→deliver percentiles.
+ *   reactions  --reactors users (default 1,000) in one group (the server runs with
+ *              MAX_GROUP_MEMBERS = reactors) react with the same emoji to one message, all
+ *              calls fired at once, half on each node; a subscriber on each node measures from
+ *              the moment each call was issued to the moment its reaction_added arrives.
+ *              Repeated --rounds times on fresh messages. The final count must be exact.
+ *   idle       --streams idle Subscribe streams (distinct users, each made known by GetMe
+ *              first) against node A alone, --streams-per-connection per HTTP/2 connection.
+ *              Node A's RSS (VmRSS) is read before and after, each time after a forced full
+ *              GC through the node's inspector and a settle pause; reports KiB per stream
+ *              (RSS and V8 heap) and how many streams stayed alive (each must receive a
+ *              heartbeat after all are open). --push-to N keeps opening in --push-step steps
+ *              up to N and reports the most streams the node held.
+ *
+ * Flags:
+ *   --scenario S                 all (default), pairs, group, reactions or idle
+ *   --seconds N                  measured window of pairs and group (default 10)
+ *   --warmup N                   seconds of traffic before the window (default 2)
+ *   --rate N                     pairs: aggregate target send rate, messages/s (default 3000)
+ *   --pairs N                    pairs: sender/receiver pairs (default 200)
+ *   --connections N              HTTP/2 connections per node for each side (default 4)
+ *   --sender-client raw|connect  how pairs and group send and reactors react: a lean gRPC client straight on
+ *                                node:http2 (default; same wire protocol, a fraction of the load
+ *                                generator's CPU) or connect-node's createGrpcTransport.
+ *                                Subscribers always use connect-node.
+ *   --group-size N               (default 500)   --group-rate N  (default 20)   --group-senders N (default 4)
+ *   --reactors N                 (default 1000)  --rounds N      (default 3)    --emoji E (default 👍)
+ *   --streams N                  idle: streams to measure at (default 10000)
+ *   --push-to N                  idle: then keep opening up to N (default 0: don't)
+ *   --push-step N                idle: streams per push step (default 5000)
+ *   --streams-per-connection N   idle: (default 500; the server allows 1000)
+ *   --no-gc                      idle: don't force GC through the inspector before reading RSS
+ *   --heap-snapshot DIR          idle: write V8 heap snapshots of node a at baseline and at --streams
+ *                                (diagnostic: a snapshot inflates RSS, so its figures are off)
+ *   --heartbeat-seconds N        FEED_HEARTBEAT_SECONDS of the nodes (default: the server's own, 15)
+ *   --profile                    CPU-profile the nodes over the measured window (pairs, group,
+ *                                reactions) through their inspector; writes
+ *                                <profile dir>/<scenario>-<node>.cpuprofile (summarize with
+ *                                `node bench/lib/cpuprofile.ts FILE`)
+ *   --profile-dir DIR            (default /tmp/parley-feed-prof-<run id>)
+ *   --sample-pg                  sample pg_stat_activity of the bench database every 10 ms over the
+ *                                measured window (pairs, group, reactions) and report wait events
+ *   --server-env K=V             extra environment for the nodes (repeatable)
+ *   --server-node-arg A          extra node argument for the nodes (repeatable)
+ *   --database-url URL           PostgreSQL server to create the bench database on
+ *   --nats-url URL               (default nats://127.0.0.1:4222)
+ *   --json FILE                  write the JSON summary to FILE as well
+ *
+ * The last line of stdout is the JSON summary. Exit status 1 when a scenario failed or
+ * verification found lost, duplicated or miscounted data; missing a target alone is not a
+ * failure (the result block says MET / NOT MET).
+ */
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import pg from "pg";
+import { createClient, type Client } from "@connectrpc/connect";
+import type { Event } from "../gen/parley/v1/event_pb.ts";
+import { EndReason, EventService } from "../gen/parley/v1/event_service_pb.ts";
+import { ConversationType } from "../gen/parley/v1/conversation_pb.ts";
+import { ConversationService } from "../gen/parley/v1/conversation_service_pb.ts";
+import { MessageService } from "../gen/parley/v1/message_service_pb.ts";
+import { UserService } from "../gen/parley/v1/user_service_pb.ts";
+import { mintToken } from "../src/auth/index.ts";
+import { cleanupAll, guardProcess, onCleanup } from "./lib/cleanup.ts";
+import { createBenchDatabase, postgresVersion, type BenchDatabase } from "./lib/database.ts";
+import { closeConnections, grpcConnections, type Connection } from "./lib/grpc.ts";
+import { Inspector } from "./lib/inspector.ts";
+import { RawGrpcConnection } from "./lib/raw-grpc.ts";
+import { natsPrefixForRun } from "./lib/nats.ts";
+import { startPgSampler } from "./lib/pg-sampler.ts";
+import { busyCores, CpuMeter, formatCpu, peakRssKiB, pidsByComm, rssKiB, type CpuReport } from "./lib/proc.ts";
+import { ParleyNode } from "./lib/server.ts";
+import { formatLatency, Samples, summarize, type LatencySummary } from "./lib/stats.ts";
+import { eachLimited, ErrorTally, freePort, intFlag, keyValues, printHelp, requireLocalUrl, round, sleep } from "./lib/util.ts";
+
+// ---------------------------------------------------------------------------------------
+// Options
+
+const { values: flags } = parseArgs({
+  allowNegative: true,
+  options: {
+    scenario: { type: "string", default: "all" },
+    seconds: { type: "string", default: "10" },
+    warmup: { type: "string", default: "2" },
+    rate: { type: "string", default: "3000" },
+    pairs: { type: "string", default: "200" },
+    connections: { type: "string", default: "4" },
+    "sender-client": { type: "string", default: "raw" },
+    "group-size": { type: "string", default: "500" },
+    "group-rate": { type: "string", default: "20" },
+    "group-senders": { type: "string", default: "4" },
+    reactors: { type: "string", default: "1000" },
+    rounds: { type: "string", default: "3" },
+    emoji: { type: "string", default: "👍" },
+    streams: { type: "string", default: "10000" },
+    "push-to": { type: "string", default: "0" },
+    "push-step": { type: "string", default: "5000" },
+    "streams-per-connection": { type: "string", default: "500" },
+    gc: { type: "boolean", default: true },
+    "heap-snapshot": { type: "string" },
+    "sample-pg": { type: "boolean", default: false },
+    "heartbeat-seconds": { type: "string" },
+    profile: { type: "boolean", default: false },
+    "profile-dir": { type: "string" },
+    "server-env": { type: "string", multiple: true, default: [] },
+    "server-node-arg": { type: "string", multiple: true, default: [] },
+    "database-url": { type: "string", default: process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres" },
+    "nats-url": { type: "string", default: process.env.BENCH_NATS_URL ?? "nats://127.0.0.1:4222" },
+    json: { type: "string" },
+    help: { type: "boolean", default: false },
+  },
+});
+if (flags.help) {
+  printHelp(import.meta.url);
+  process.exit(0);
+}
+
+const SCENARIOS = ["pairs", "group", "reactions", "idle"] as const;
+type Scenario = (typeof SCENARIOS)[number];
+if (flags.scenario !== "all" && !(SCENARIOS as readonly string[]).includes(flags.scenario)) {
+  console.error(`bench: --scenario must be all, ${SCENARIOS.join(", ")}; got "${flags.scenario}"`);
+  process.exit(2);
+}
+const RUN: Scenario[] = flags.scenario === "all" ? [...SCENARIOS] : [flags.scenario as Scenario];
+const SECONDS = intFlag("seconds", flags.seconds, 1, 600);
+const WARMUP = intFlag("warmup", flags.warmup, 0, 120);
+const RATE = intFlag("rate", flags.rate, 1, 100_000);
+const PAIRS = intFlag("pairs", flags.pairs, 1, 10_000);
+const CONNECTIONS = intFlag("connections", flags.connections, 1, 100);
+const SENDER_CLIENT = flags["sender-client"];
+if (SENDER_CLIENT !== "raw" && SENDER_CLIENT !== "connect") {
+  console.error(`bench: --sender-client must be raw or connect, got "${SENDER_CLIENT}"`);
+  process.exit(2);
+}
+const GROUP_SIZE = intFlag("group-size", flags["group-size"], 3, 10_000);
+const GROUP_RATE = intFlag("group-rate", flags["group-rate"], 1, 10_000);
+const GROUP_SENDERS = intFlag("group-senders", flags["group-senders"], 1, GROUP_SIZE);
+const REACTORS = intFlag("reactors", flags.reactors, 3, 100_000);
+const ROUNDS = intFlag("rounds", flags.rounds, 1, 100);
+const EMOJI = flags.emoji;
+const STREAMS = intFlag("streams", flags.streams, 1, 200_000);
+const PUSH_TO = intFlag("push-to", flags["push-to"], 0, 200_000);
+const PUSH_STEP = intFlag("push-step", flags["push-step"], 1, 200_000);
+const PER_CONNECTION = intFlag("streams-per-connection", flags["streams-per-connection"], 1, 1000);
+const HEARTBEAT_SECONDS = flags["heartbeat-seconds"] === undefined ? null : intFlag("heartbeat-seconds", flags["heartbeat-seconds"], 1, 3600);
+const ADMIN_URL = flags["database-url"];
+const NATS_URL = flags["nats-url"];
+requireLocalUrl("database-url", ADMIN_URL);
+requireLocalUrl("nats-url", NATS_URL);
+const EXTRA_ENV = keyValues(flags["server-env"], "server-env");
+
+const ISSUER = "parley-bench";
+const AUDIENCE = "parley";
+/** Deadline of every unary call. */
+const CALL_TIMEOUT_MS = 10_000;
+/** How long after the last send the bench waits for deliveries still under way. */
+const DRAIN_MS = 10_000;
+const TEXT_BYTES = 100;
+/**
+ * At most this many sends outstanding per sender HTTP/2 connection (the server allows 1,000
+ * concurrent streams on one); beyond it the generator skips a send and counts it, rather than
+ * queue without bound. Any skipped send fails the run.
+ */
+const MAX_IN_FLIGHT_PER_CONNECTION = 900;
+
+const RUN_ID = randomBytes(4).toString("hex");
+const SECRET = randomBytes(32).toString("base64url");
+const LOG_DIR = path.join(os.tmpdir(), `parley-feed-logs-${RUN_ID}`);
+mkdirSync(LOG_DIR, { recursive: true });
+const PROFILE_DIR = flags["profile-dir"] ?? path.join(os.tmpdir(), `parley-feed-prof-${RUN_ID}`);
+
+// The whole run is bounded: generous setup allowance per scenario plus what the flags ask for.
+const WATCHDOG_MS =
+  1000 *
+  (120 +
+    (RUN.includes("pairs") ? 90 + WARMUP + SECONDS : 0) +
+    (RUN.includes("group") ? 90 + WARMUP + SECONDS : 0) +
+    (RUN.includes("reactions") ? 90 + ROUNDS * 30 + REACTORS / 50 : 0) +
+    (RUN.includes("idle") ? 120 + (Math.max(STREAMS, PUSH_TO) / 100) + (HEARTBEAT_SECONDS ?? 15) * 4 * (1 + Math.ceil(Math.max(0, PUSH_TO - STREAMS) / PUSH_STEP)) : 0));
+const guard = guardProcess(WATCHDOG_MS);
+
+// ---------------------------------------------------------------------------------------
+// Shared plumbing
+
+interface Env {
+  db: BenchDatabase;
+  natsPrefix: string;
+  dataDir: string;
+}
+
+/**
+ * Starts nodes a (and b) for a scenario; stop() stops them and prints what they logged.
+ * With --profile each node runs with an inspector; profileWindow() CPU-profiles just the
+ * measured window and writes <profile dir>/<scenario>-<node>.cpuprofile.
+ */
+async function startNodes(env: Env, scenario: string, labels: readonly string[], extra: Record<string, string> = {}, nodeArgs: (label: string) => Promise<string[]> = async () => []) {
+  const nodes: ParleyNode[] = [];
+  const inspectPorts: number[] = [];
+  for (const label of labels) {
+    const args = [...flags["server-node-arg"], ...(await nodeArgs(label))];
+    if (flags.profile && !args.some((a) => a.startsWith("--inspect"))) {
+      const port = await freePort();
+      inspectPorts.push(port);
+      args.push(`--inspect=127.0.0.1:${port}`);
+    }
+    nodes.push(
+      await ParleyNode.start({
+        label,
+        nodeArgs: args,
+        logFile: path.join(LOG_DIR, `${scenario}-${label}.log`),
+        env: {
+          DATABASE_URL: env.db.url,
+          NATS_URL: NATS_URL,
+          NATS_PREFIX: env.natsPrefix,
+          JWT_SECRET: SECRET,
+          JWT_ISSUER: ISSUER,
+          JWT_AUDIENCE: AUDIENCE,
+          LOG_LEVEL: "warn",
+          METRICS_PORT: "off",
+          NODE_ID: label,
+          DATA_DIR: env.dataDir,
+          ...(HEARTBEAT_SECONDS !== null && { FEED_HEARTBEAT_SECONDS: String(HEARTBEAT_SECONDS) }),
+          ...extra,
+          ...EXTRA_ENV,
+        },
+      }),
+    );
+  }
+  const failed = Promise.race(nodes.map((n) => n.failed));
+  failed.catch(() => {});
+  const inspectors = await Promise.all(inspectPorts.map((port) => Inspector.connect(port)));
+  console.log(`   (${scenario}: ${nodes.map((n, k) => `node ${n.label} pid ${n.pid} port ${n.port}${inspectPorts[k] ? ` inspector ${inspectPorts[k]}` : ""}`).join(", ")})`);
+  const profiled = inspectors.length === nodes.length;
+  const sampler = flags["sample-pg"] ? startPgSampler(ADMIN_URL, env.db.name) : null;
+  /** Window hooks: CPU profiles (--profile) and PostgreSQL wait sampling (--sample-pg). */
+  const profileWindow = {
+    pgWaits: null as Record<string, string> | null,
+    async start() {
+      sampler?.start();
+      if (profiled) await Promise.all(inspectors.map((i) => i.startProfile()));
+    },
+    async stop() {
+      sampler?.stop();
+      if (sampler) this.pgWaits = await sampler.result();
+      if (!profiled) return;
+      mkdirSync(PROFILE_DIR, { recursive: true });
+      await Promise.all(inspectors.map((i, k) => i.stopProfile(path.join(PROFILE_DIR, `${scenario}-${nodes[k]!.label}.cpuprofile`))));
+    },
+  };
+  const stopAll = async () => {
+    for (const i of inspectors) i.close();
+    await Promise.all(nodes.map((n) => n.stop()));
+    for (const n of nodes) {
+      const during = n.linesBeforeStop ?? n.logLines;
+      const file = path.join(LOG_DIR, `${scenario}-${n.label}.log`);
+      if (during > 0) {
+        const show = (line: string) => console.log(`     ${line.length > 300 ? line.slice(0, 300) + "…" : line}`);
+        const lines = during <= 6 ? n.firstLog.slice(0, during) : [...n.firstLog.slice(0, 3), `… (${during - 3} more; all in ${file})`];
+        console.log(`   node ${n.label} logged ${during} lines during the scenario (warn and above, inspector notices):`);
+        lines.forEach(show);
+      }
+      if (n.shutdownLog.size > 0) {
+        console.log(`   node ${n.label} while shutting down: ${[...n.shutdownLog].map(([k, v]) => `${v}× ${k.length > 120 ? k.slice(0, 120) + "…" : k}`).join("; ")}`);
+      }
+    }
+  };
+  return { nodes, failed, stop: stopAll, profileWindow };
+}
+
+const authorizations = new Map<string, string>();
+async function authorization(userId: string): Promise<string> {
+  let value = authorizations.get(userId);
+  if (value === undefined) {
+    value = `Bearer ${await mintToken({ secret: SECRET, issuer: ISSUER, audience: AUDIENCE, userId, expiresIn: "2h" })}`;
+    authorizations.set(userId, value);
+  }
+  return value;
+}
+
+interface User {
+  id: string;
+  headers: { authorization: string };
+}
+
+async function makeUsers(prefix: string, n: number): Promise<User[]> {
+  const users: User[] = [];
+  for (let i = 0; i < n; i++) {
+    const id = `${prefix}-${i}`;
+    users.push({ id, headers: { authorization: await authorization(id) } });
+  }
+  return users;
+}
+
+/** GetMe once per user (creates the user row), in batches over the given connections. */
+async function ensureUsers(users: readonly User[], connections: readonly Connection[], concurrency = 64): Promise<void> {
+  const clients = connections.map((c) => createClient(UserService, c.transport));
+  await eachLimited(users, concurrency, async (user, i) => {
+    await clients[i % clients.length]!.getMe({}, { headers: user.headers, timeoutMs: CALL_TIMEOUT_MS });
+  });
+}
+
+function endReasonName(reason: EndReason): string {
+  return Object.entries(EndReason).find(([, v]) => v === reason)?.[0] ?? String(reason);
+}
+
+/** One Subscribe stream and what it has seen. */
+class Stream {
+  heartbeats = 0;
+  events = 0;
+  /** Why it ended; null while open. */
+  ended: string | null = null;
+  readonly caughtUp: Promise<void>;
+  readonly done: Promise<void>;
+  readonly #abort = new AbortController();
+
+  constructor(client: Client<typeof EventService>, user: User, onEvent: (event: Event, at: number) => void) {
+    let caughtUp!: () => void;
+    let failed!: (error: Error) => void;
+    this.caughtUp = new Promise<void>((resolve, reject) => ((caughtUp = resolve), (failed = reject)));
+    this.caughtUp.catch(() => {});
+    this.done = (async () => {
+      try {
+        for await (const res of client.subscribe({}, { headers: user.headers, signal: this.#abort.signal })) {
+          const frame = res.frame;
+          switch (frame.case) {
+            case "event":
+              this.events++;
+              onEvent(frame.value, performance.now());
+              break;
+            case "caughtUp":
+              caughtUp();
+              break;
+            case "heartbeat":
+              this.heartbeats++;
+              break;
+            case "ending":
+              this.ended = `ending ${endReasonName(frame.value.reason)}`;
+              break;
+            case "resyncRequired":
+              this.ended = "resync required";
+              break;
+          }
+        }
+        this.ended ??= "closed by the server";
+      } catch (error) {
+        this.ended ??= this.#abort.signal.aborted ? "aborted" : `error: ${(error as Error).message}`;
+      }
+      failed(new Error(`stream of ${user.id} ended before caught_up: ${this.ended}`));
+    })();
+  }
+
+  get open(): boolean {
+    return this.ended === null;
+  }
+
+  close(): void {
+    this.#abort.abort();
+  }
+}
+
+/** Opens one stream per user (user i on connections[i % n]) and waits until each is caught up. */
+async function openStreams(users: readonly User[], connections: readonly Connection[], onEvent: (event: Event, at: number) => void, concurrency = 128): Promise<Stream[]> {
+  const clients = connections.map((c) => createClient(EventService, c.transport));
+  const streams: Stream[] = new Array(users.length);
+  await eachLimited(users, concurrency, async (user, i) => {
+    const stream = new Stream(clients[i % clients.length]!, user, onEvent);
+    streams[i] = stream;
+    await withTimeout(stream.caughtUp, 30_000, `stream of ${user.id} not caught up`);
+  });
+  return streams;
+}
+
+async function closeStreams(streams: readonly Stream[]): Promise<void> {
+  for (const s of streams) s?.close();
+  await Promise.all(streams.map((s) => s?.done));
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} after ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+function cpuPids(nodes: readonly ParleyNode[]): Record<string, number> {
+  const pids: Record<string, number> = {};
+  for (const node of nodes) pids[`node${node.label.toUpperCase()}`] = node.pid;
+  const nats = pidsByComm("nats-server");
+  if (nats.length === 1) pids.nats = nats[0]!;
+  return pids;
+}
+
+const wall = (perfTime: number) => performance.timeOrigin + perfTime;
+
+function text(scheduledAt: number, i: number): string {
+  const head = `${wall(scheduledAt).toFixed(3)} #${i} `;
+  return head + "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt".repeat(2).slice(0, Math.max(0, TEXT_BYTES - head.length));
+}
+
+// ---------------------------------------------------------------------------------------
+// Open-loop paced traffic with send→deliver tracking (pairs and group)
+
+/** How one sender sends into one conversation. */
+interface Route {
+  send(clientMessageId: string, text: string): Promise<unknown>;
+}
+
+/** Sender connections to a node: lean raw HTTP/2 gRPC (default) or connect-node's client. */
+function senderConnections(baseUrl: string, connect: readonly Connection[]) {
+  if (SENDER_CLIENT === "connect") {
+    const clients = connect.map((c) => createClient(MessageService, c.transport));
+    return (k: number, user: User, conversationId: string): Route => {
+      const client = clients[k % clients.length]!;
+      return { send: (clientMessageId, text) => client.sendMessage({ conversationId, clientMessageId, content: { case: "text", value: text } }, { headers: user.headers, timeoutMs: CALL_TIMEOUT_MS }) };
+    };
+  }
+  const raw = Array.from({ length: connect.length }, () => new RawGrpcConnection(baseUrl));
+  return (k: number, user: User, conversationId: string): Route => {
+    const connection = raw[k % raw.length]!;
+    return {
+      send: (clientMessageId, text) =>
+        connection.unary(MessageService.method.sendMessage, { conversationId, clientMessageId, content: { case: "text", value: text } }, user.headers, CALL_TIMEOUT_MS),
+    };
+  };
+}
+
+const SENT = 1;
+const ACKED = 2;
+const FAILED = 3;
+
+/**
+ * Sends message i at t0 + i/rate through routes[i % routes.length], whatever happened to the
+ * earlier ones. Each message should reach `fanout` streams; deliver() is fed every event of
+ * every stream and matches messages by client_message_id.
+ */
+class PacedTraffic {
+  readonly #routes: Route[];
+  readonly #rate: number;
+  readonly #fanout: number;
+  readonly #tag: string;
+  readonly total: number;
+  readonly state: Uint8Array;
+  readonly delivered: Uint16Array;
+  readonly #latencies = new Samples(1 << 16);
+  readonly ackLatency = new Samples(1 << 14);
+  readonly issueLag = new Samples(1 << 14);
+  readonly errors = new ErrorTally();
+  inFlight = 0;
+  skipped = 0;
+  duplicates = 0;
+  strangers = 0;
+  deliveriesInWindow = 0;
+  t0 = 0;
+  readonly windowFrom: number;
+  readonly windowTo: number;
+  /** Index range [first, last) of the messages scheduled in the measured window. */
+  readonly first: number;
+  readonly last: number;
+
+  readonly #maxInFlight: number;
+
+  constructor(routes: Route[], rate: number, fanout: number, tag: string, maxInFlight: number) {
+    this.#routes = routes;
+    this.#maxInFlight = maxInFlight;
+    this.#rate = rate;
+    this.#fanout = fanout;
+    this.#tag = tag;
+    this.total = Math.floor(rate * (WARMUP + SECONDS));
+    this.state = new Uint8Array(this.total);
+    this.delivered = new Uint16Array(this.total);
+    this.first = Math.ceil(rate * WARMUP);
+    this.last = Math.min(this.total, Math.ceil(rate * (WARMUP + SECONDS)));
+    this.windowFrom = Infinity;
+    this.windowTo = Infinity;
+  }
+
+  #scheduled(i: number): number {
+    return this.t0 + (i * 1000) / this.#rate;
+  }
+
+  /** Feed every event of every stream here. */
+  readonly deliver = (event: Event, at: number): void => {
+    if (event.kind.case !== "messageCreated") return;
+    const message = event.kind.value.message;
+    const cmid = message?.clientMessageId ?? "";
+    if (!cmid.startsWith(this.#tag)) return this.#stranger();
+    const i = Number(cmid.slice(this.#tag.length));
+    if (!(i >= 0 && i < this.total)) return this.#stranger();
+    const body = message!.content.case === "text" ? message!.content.value : "";
+    const sentAt = Number(body.slice(0, body.indexOf(" ")));
+    if (++this.delivered[i]! > this.#fanout) this.duplicates++;
+    if (i >= this.first && i < this.last) this.#latencies.add(wall(at) - sentAt);
+    if (at >= this.t0 + WARMUP * 1000 && at < this.t0 + (WARMUP + SECONDS) * 1000) this.deliveriesInWindow++;
+  };
+
+  #stranger(): void {
+    this.strangers++;
+  }
+
+  #issue(i: number, now: number): void {
+    const at = this.#scheduled(i);
+    this.issueLag.add(now - at);
+    if (this.inFlight >= this.#maxInFlight) {
+      this.skipped++;
+      return;
+    }
+    const route = this.#routes[i % this.#routes.length]!;
+    this.state[i] = SENT;
+    this.inFlight++;
+    route
+      .send(`${this.#tag}${i}`, text(at, i))
+      .then(
+        () => {
+          this.state[i] = ACKED;
+          if (i >= this.first && i < this.last) this.ackLatency.add(performance.now() - at);
+        },
+        (error: unknown) => {
+          this.state[i] = FAILED;
+          this.errors.add(error, "send");
+        },
+      )
+      .finally(() => this.inFlight--);
+  }
+
+  /** Runs the schedule; calls onWindow(start|end) at the window's edges. */
+  async run(onWindow: (edge: "start" | "end") => void): Promise<void> {
+    this.t0 = performance.now();
+    const windowStart = this.t0 + WARMUP * 1000;
+    const windowEnd = this.t0 + (WARMUP + SECONDS) * 1000;
+    let started = false;
+    let i = 0;
+    while (i < this.total) {
+      const now = performance.now();
+      if (!started && now >= windowStart) {
+        started = true;
+        onWindow("start");
+      }
+      const due = Math.min(this.total, Math.floor(((now - this.t0) * this.#rate) / 1000) + 1);
+      while (i < due) this.#issue(i++, now);
+      const wait = this.#scheduled(i) - performance.now();
+      await sleep(Math.max(0, Math.min(wait, 5)));
+    }
+    if (!started) onWindow("start");
+    const endWait = windowEnd - performance.now();
+    if (endWait > 0) await sleep(endWait);
+    onWindow("end");
+  }
+
+  /** Waits until every acknowledged send reached all its streams (or DRAIN_MS passed). */
+  async drain(): Promise<number> {
+    const started = performance.now();
+    while (performance.now() - started < DRAIN_MS) {
+      if (this.inFlight === 0 && this.#missing() === 0) break;
+      await sleep(50);
+    }
+    return (performance.now() - started) / 1000;
+  }
+
+  #missing(): number {
+    let missing = 0;
+    for (let i = 0; i < this.total; i++) if (this.state[i] === ACKED && this.delivered[i]! < this.#fanout) missing += this.#fanout - this.delivered[i]!;
+    return missing;
+  }
+
+  result() {
+    let acked = 0;
+    let ackedInWindow = 0;
+    let undeliveredInWindow = 0;
+    let undeliveredTotal = 0;
+    let deliveredUnacked = 0;
+    const latencies = new Samples(this.#latencies.count + 16);
+    for (const v of this.#latencies.sorted()) latencies.add(v);
+    for (let i = 0; i < this.total; i++) {
+      if (this.state[i] === ACKED) {
+        acked++;
+        const missing = Math.max(0, this.#fanout - this.delivered[i]!);
+        undeliveredTotal += missing;
+        if (i >= this.first && i < this.last) {
+          ackedInWindow++;
+          undeliveredInWindow += missing;
+          // Never delivered counts as infinitely late: the percentiles must not hide it.
+          for (let k = 0; k < missing; k++) latencies.add(Infinity);
+        }
+      } else if (this.delivered[i]! > 0) deliveredUnacked++;
+    }
+    return {
+      scheduled: this.total,
+      scheduledInWindow: this.last - this.first,
+      acked,
+      ackedInWindow,
+      skippedByGenerator: this.skipped,
+      errors: this.errors.toJSON(),
+      undeliveredInWindow,
+      undeliveredTotal,
+      duplicateDeliveries: this.duplicates,
+      deliveredButFailedSends: deliveredUnacked,
+      unexpectedEvents: this.strangers,
+      deliveriesInWindow: this.deliveriesInWindow,
+      deliveriesPerSecond: round(this.deliveriesInWindow / SECONDS, 1),
+      latencyMs: latencies.summary(),
+      sendAckMs: this.ackLatency.summary(),
+      generatorLagMs: this.issueLag.summary(),
+    };
+  }
+}
+
+/** Rows of the given conversations: all, and those whose created_at falls in [from, to) (wall ms). */
+async function countRows(db: BenchDatabase, conversationIds: readonly string[], fromWallMs: number, toWallMs: number) {
+  const client = new pg.Client({ connectionString: db.url });
+  await client.connect();
+  try {
+    const r = await client.query(
+      `select count(*)::int as total,
+              count(*) filter (where created_at >= to_timestamp($2 / 1000.0) and created_at < to_timestamp($3 / 1000.0))::int as in_window,
+              count(distinct (conversation_id, client_message_id))::int as distinct_ids
+         from messages where conversation_id = any($1::uuid[])`,
+      [conversationIds, fromWallMs, toWallMs],
+    );
+    return r.rows[0] as { total: number; in_window: number; distinct_ids: number };
+  } finally {
+    await client.end();
+  }
+}
+
+/** Runs the traffic, measures CPU over the window, drains, counts rows. */
+async function measureTraffic(
+  env: Env,
+  traffic: PacedTraffic,
+  nodes: readonly ParleyNode[],
+  failed: Promise<never>,
+  conversationIds: string[],
+  profileWindow: { start(): Promise<void>; stop(): Promise<void>; pgWaits: Record<string, string> | null },
+) {
+  const meter = new CpuMeter(cpuPids(nodes));
+  let cpu: CpuReport | null = null;
+  let profiling: Promise<void> = Promise.resolve();
+  await Promise.race([
+    failed,
+    traffic.run((edge) => {
+      if (edge === "start") {
+        meter.start();
+        profiling = profileWindow.start();
+      } else {
+        cpu = meter.stop();
+        profiling = profiling.then(() => profileWindow.stop());
+      }
+    }),
+  ]);
+  await profiling;
+  const drainSeconds = await Promise.race([failed, traffic.drain()]);
+  const rows = await countRows(env.db, conversationIds, wall(traffic.t0 + WARMUP * 1000), wall(traffic.t0 + (WARMUP + SECONDS) * 1000));
+  return { cpu: cpu!, drainSeconds: round(drainSeconds), rows, pgWaits: profileWindow.pgWaits };
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenario: pairs
+
+async function scenarioPairs(env: Env) {
+  const { nodes, failed, stop, profileWindow } = await startNodes(env, "pairs", ["a", "b"]);
+  const [a, b] = nodes as [ParleyNode, ParleyNode];
+  const toA = grpcConnections(a.baseUrl, CONNECTIONS);
+  const toB = grpcConnections(b.baseUrl, CONNECTIONS);
+  try {
+    const senders = await makeUsers(`fp-${RUN_ID}-s`, PAIRS);
+    const receivers = await makeUsers(`fp-${RUN_ID}-r`, PAIRS);
+    await Promise.race([failed, Promise.all([ensureUsers(senders, toB), ensureUsers(receivers, toA)])]);
+    const conversationIds: string[] = new Array(PAIRS);
+    await Promise.race([
+      failed,
+      eachLimited(senders, 16, async (sender, i) => {
+        const res = await createClient(ConversationService, toB[i % CONNECTIONS]!.transport).createConversation(
+          { type: ConversationType.DIRECT, memberIds: [receivers[i]!.id] },
+          { headers: sender.headers, timeoutMs: CALL_TIMEOUT_MS },
+        );
+        conversationIds[i] = res.conversation!.id;
+      }),
+    ]);
+    const routeOnB = senderConnections(b.baseUrl, toB);
+    const routes: Route[] = senders.map((sender, i) => routeOnB(i, sender, conversationIds[i]!));
+    const traffic = new PacedTraffic(routes, RATE, 1, `${RUN_ID}-p-`, CONNECTIONS * MAX_IN_FLIGHT_PER_CONNECTION);
+    const streams = await Promise.race([failed, openStreams(receivers, toA, traffic.deliver)]);
+    const measured = await measureTraffic(env, traffic, nodes, failed, conversationIds, profileWindow);
+    const result = traffic.result();
+    const streamsLost = streams.filter((s) => !s.open).length;
+    await closeStreams(streams);
+    const persistedPerSecond = round(measured.rows.in_window / SECONDS, 1);
+    const verification = {
+      rows: measured.rows.total,
+      acknowledged: result.acked,
+      rowsMatchAcked: measured.rows.total >= result.acked && measured.rows.total === measured.rows.distinct_ids,
+      streamsEndedEarly: streamsLost,
+    };
+    const ok =
+      verification.rowsMatchAcked && result.undeliveredTotal === 0 && result.duplicateDeliveries === 0 && result.errors.total === 0 && result.skippedByGenerator === 0 && streamsLost === 0;
+    const summary = {
+      config: { pairs: PAIRS, rate: RATE, seconds: SECONDS, warmup: WARMUP, connectionsPerSide: CONNECTIONS, senderClient: SENDER_CLIENT, receiversOn: "a", sendersOn: "b" },
+      persistedPerSecond,
+      ...result,
+      verification,
+      cpuCores: measured.cpu,
+      pgWaits: measured.pgWaits,
+      drainSeconds: measured.drainSeconds,
+      target: { rate: 3000, p99Ms: 100, met: persistedPerSecond >= 3000 && result.latencyMs.p99 < 100 },
+      ok,
+    };
+    printBlock(`pairs  ${PAIRS} DIRECT pairs, receivers subscribed on node a, senders on node b (${SENDER_CLIENT} gRPC client), ${RATE} msg/s target, ${SECONDS} s (+${WARMUP} s warm-up)`, [
+      ["persisted", `${persistedPerSecond} messages/s   (${measured.rows.in_window} rows created in the window; ${result.ackedInWindow} of ${result.scheduledInWindow} scheduled sends acknowledged)`],
+      ["deliveries", `${result.deliveriesPerSecond} /s   (${result.deliveriesInWindow} in the window)`],
+      ["send→deliver ms", formatLatency(result.latencyMs)],
+      ["send→ack ms", formatLatency(result.sendAckMs)],
+      ["generator lag ms", `p99 ${result.generatorLagMs.p99}   max ${result.generatorLagMs.max}   (how late sends left vs the schedule; latency counts from the schedule)`],
+      ["errors", `${result.errors.total}${result.errors.total ? "  " + JSON.stringify(result.errors.byCode) + "  " + result.errors.samples.slice(0, 4).join(" | ") : ""}; skipped by generator (over ${CONNECTIONS * MAX_IN_FLIGHT_PER_CONNECTION} in flight) ${result.skippedByGenerator}`],
+      ["verification", `rows ${verification.rows} vs acknowledged ${verification.acknowledged}; undelivered ${result.undeliveredTotal}; duplicates ${result.duplicateDeliveries}; streams ended early ${streamsLost}  => ${ok ? "OK" : "FAILED"}`],
+      ["cpu", formatCpu(measured.cpu)],
+      ["drain", `${measured.drainSeconds} s after the last send until all delivered`],
+      ...pgWaitRows(measured.pgWaits),
+      ["target", `>= 3000 msg/s persisted and P99 send→deliver < 100 ms: ${summary.target.met ? "MET" : "NOT MET"}`],
+    ]);
+    return summary;
+  } finally {
+    closeConnections([...toA, ...toB]);
+    await stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenario: group
+
+async function scenarioGroup(env: Env) {
+  const { nodes, failed, stop, profileWindow } = await startNodes(env, "group", ["a", "b"], { MAX_GROUP_MEMBERS: String(Math.max(500, GROUP_SIZE)) });
+  const [a, b] = nodes as [ParleyNode, ParleyNode];
+  const toA = grpcConnections(a.baseUrl, CONNECTIONS);
+  const toB = grpcConnections(b.baseUrl, CONNECTIONS);
+  try {
+    const members = await makeUsers(`fg-${RUN_ID}`, GROUP_SIZE);
+    const onA = members.filter((_, i) => i % 2 === 0);
+    const onB = members.filter((_, i) => i % 2 === 1);
+    await Promise.race([failed, Promise.all([ensureUsers(onA, toA), ensureUsers(onB, toB)])]);
+    const created = await Promise.race([
+      failed,
+      createClient(ConversationService, toA[0]!.transport).createConversation(
+        { type: ConversationType.GROUP, name: "bench group", memberIds: members.slice(1).map((m) => m.id) },
+        { headers: members[0]!.headers, timeoutMs: CALL_TIMEOUT_MS },
+      ),
+    ]);
+    const conversationId = created.conversation!.id;
+    const routeOn = [senderConnections(a.baseUrl, toA), senderConnections(b.baseUrl, toB)];
+    const routes: Route[] = members.slice(0, GROUP_SENDERS).map((sender, k) => routeOn[k % 2]!(Math.floor(k / 2), sender, conversationId));
+    const traffic = new PacedTraffic(routes, GROUP_RATE, GROUP_SIZE, `${RUN_ID}-g-`, Math.min(2, GROUP_SENDERS) * Math.min(CONNECTIONS, Math.ceil(GROUP_SENDERS / 2)) * MAX_IN_FLIGHT_PER_CONNECTION);
+    const streams = await Promise.race([failed, Promise.all([openStreams(onA, toA, traffic.deliver), openStreams(onB, toB, traffic.deliver)])]).then((s) => s.flat());
+    const measured = await measureTraffic(env, traffic, nodes, failed, [conversationId], profileWindow);
+    const result = traffic.result();
+    const streamsLost = streams.filter((s) => !s.open).length;
+    await closeStreams(streams);
+    const ok = result.undeliveredTotal === 0 && result.duplicateDeliveries === 0 && result.errors.total === 0 && streamsLost === 0 && measured.rows.total >= result.acked;
+    const summary = {
+      config: { members: GROUP_SIZE, senders: GROUP_SENDERS, senderClient: SENDER_CLIENT, rate: GROUP_RATE, seconds: SECONDS, warmup: WARMUP, streamsOnA: onA.length, streamsOnB: onB.length },
+      persistedPerSecond: round(measured.rows.in_window / SECONDS, 1),
+      ...result,
+      verification: { rows: measured.rows.total, acknowledged: result.acked, streamsEndedEarly: streamsLost },
+      cpuCores: measured.cpu,
+      pgWaits: measured.pgWaits,
+      drainSeconds: measured.drainSeconds,
+      ok,
+    };
+    printBlock(`group  ${GROUP_SIZE} members all subscribed (${onA.length} on node a, ${onB.length} on node b), ${GROUP_SENDERS} senders on both nodes, ${GROUP_RATE} msg/s, ${SECONDS} s (+${WARMUP} s warm-up)`, [
+      ["persisted", `${summary.persistedPerSecond} messages/s   (${result.ackedInWindow} of ${result.scheduledInWindow} scheduled sends acknowledged)`],
+      ["deliveries", `${result.deliveriesPerSecond} /s   (${result.deliveriesInWindow} in the window; expected ${GROUP_RATE * GROUP_SIZE}/s)`],
+      ["send→deliver ms", formatLatency(result.latencyMs)],
+      ["send→ack ms", formatLatency(result.sendAckMs)],
+      ["errors", `${result.errors.total}${result.errors.total ? "  " + JSON.stringify(result.errors.byCode) + "  " + result.errors.samples.slice(0, 4).join(" | ") : ""}`],
+      ["verification", `rows ${measured.rows.total} vs acknowledged ${result.acked}; undelivered ${result.undeliveredTotal}; duplicates ${result.duplicateDeliveries}; streams ended early ${streamsLost}  => ${ok ? "OK" : "FAILED"}`],
+      ["cpu", formatCpu(measured.cpu)],
+      ...pgWaitRows(measured.pgWaits),
+    ]);
+    return summary;
+  } finally {
+    closeConnections([...toA, ...toB]);
+    await stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenario: reactions
+
+async function scenarioReactions(env: Env) {
+  const { nodes, failed, stop, profileWindow } = await startNodes(env, "reactions", ["a", "b"], { MAX_GROUP_MEMBERS: String(Math.max(500, REACTORS)) });
+  const [a, b] = nodes as [ParleyNode, ParleyNode];
+  // Enough connections that 1,000 simultaneous calls fit the 1,000-streams-per-connection limit.
+  const perNode = Math.max(CONNECTIONS, Math.ceil(REACTORS / 2 / 500));
+  const toA = grpcConnections(a.baseUrl, perNode);
+  const toB = grpcConnections(b.baseUrl, perNode);
+  try {
+    const users = await makeUsers(`fr-${RUN_ID}`, REACTORS);
+    const sideOf = (i: number) => (i % 2 === 0 ? toA : toB);
+    // GetMe through each user's own connection: creates the rows and opens every connection.
+    await Promise.race([failed, Promise.all([ensureUsers(users.filter((_, i) => i % 2 === 0), toA), ensureUsers(users.filter((_, i) => i % 2 === 1), toB)])]);
+    const created = await Promise.race([
+      failed,
+      createClient(ConversationService, toA[0]!.transport).createConversation(
+        { type: ConversationType.GROUP, name: "bench reactions", memberIds: users.slice(1).map((u) => u.id) },
+        { headers: users[0]!.headers, timeoutMs: CALL_TIMEOUT_MS },
+      ),
+    ]);
+    const conversationId = created.conversation!.id;
+    const index = new Map(users.map((u, i) => [u.id, i]));
+    // Each reactor calls through its node's connections: the lean raw client or connect-node's.
+    const rawA = Array.from({ length: perNode }, () => new RawGrpcConnection(a.baseUrl));
+    const rawB = Array.from({ length: perNode }, () => new RawGrpcConnection(b.baseUrl));
+    const react = users.map((user, i) => {
+      const k = Math.floor(i / 2) % perNode;
+      if (SENDER_CLIENT === "raw") {
+        const connection = (i % 2 === 0 ? rawA : rawB)[k]!;
+        return (seq: bigint) => connection.unary(MessageService.method.addReaction, { conversationId, seq, emoji: EMOJI }, user.headers, CALL_TIMEOUT_MS);
+      }
+      const client = createClient(MessageService, sideOf(i)[k]!.transport);
+      return (seq: bigint) => client.addReaction({ conversationId, seq, emoji: EMOJI }, { headers: user.headers, timeoutMs: CALL_TIMEOUT_MS });
+    });
+    // Open the raw connections before the storm (a cheap call through each).
+    if (SENDER_CLIENT === "raw") {
+      await Promise.all(
+        [...rawA.map((c) => ({ c, u: users[0]! })), ...rawB.map((c) => ({ c, u: users[1]! }))].map(({ c, u }) => c.unary(UserService.method.getMe, {}, u.headers, CALL_TIMEOUT_MS)),
+      );
+    }
+
+    // One subscriber on each node; each sees every reaction_added.
+    let round_ = -1;
+    let seqOfRound = 0n;
+    let issuedAt = new Float64Array(REACTORS);
+    const perSubscriber = [new Samples(REACTORS * ROUNDS), new Samples(REACTORS * ROUNDS)];
+    const seen = [new Uint8Array(REACTORS), new Uint8Array(REACTORS)];
+    const maxCount = [0n, 0n];
+    let strangers = 0;
+    let duplicates = 0;
+    let firstEventAt = Infinity;
+    let lastEventAt = 0;
+    const onEventOf = (s: 0 | 1) => (event: Event, at: number) => {
+      if (event.kind.case !== "reactionAdded") return;
+      const r = event.kind.value;
+      const i = index.get(r.userId);
+      if (i === undefined || r.messageSeq !== seqOfRound || r.emoji !== EMOJI) return void strangers++;
+      if (seen[s]![i]) duplicates++;
+      else {
+        seen[s]![i] = 1;
+        perSubscriber[s]!.add(at - issuedAt[i]!);
+        firstEventAt = Math.min(firstEventAt, at);
+        lastEventAt = Math.max(lastEventAt, at);
+      }
+      if (r.count > maxCount[s]!) maxCount[s] = r.count;
+    };
+    const subscribers = [
+      ...(await Promise.race([failed, openStreams([users[0]!], toA, onEventOf(0))])),
+      ...(await Promise.race([failed, openStreams([users[1]!], toB, onEventOf(1))])),
+    ];
+
+    const rounds: object[] = [];
+    const all = new Samples(REACTORS * ROUNDS * 2);
+    const errors = new ErrorTally();
+    let exact = true;
+    const meter = new CpuMeter(cpuPids(nodes));
+    meter.start();
+    await profileWindow.start();
+    for (round_ = 0; round_ < ROUNDS; round_++) {
+      const sent = await createClient(MessageService, toA[0]!.transport).sendMessage(
+        { conversationId, clientMessageId: `${RUN_ID}-r-${round_}`, content: { case: "text", value: `react to this (round ${round_ + 1})` } },
+        { headers: users[0]!.headers, timeoutMs: CALL_TIMEOUT_MS },
+      );
+      const seq = sent.message!.seq;
+      await sleep(300); // let the message_created fan out before the storm
+      seqOfRound = seq;
+      seen[0]!.fill(0);
+      seen[1]!.fill(0);
+      maxCount[0] = 0n;
+      maxCount[1] = 0n;
+      const before = [perSubscriber[0]!.count, perSubscriber[1]!.count];
+      issuedAt = new Float64Array(REACTORS);
+      const callLatency = new Samples(REACTORS);
+      let added = 0;
+      firstEventAt = Infinity;
+      lastEventAt = 0;
+      let firstCallDone = Infinity;
+      let lastCallDone = 0;
+      const t0 = performance.now();
+      const calls = users.map((_, i) => {
+        issuedAt[i] = performance.now();
+        return react[i]!(seq).then(
+          (res) => {
+            const now = performance.now();
+            callLatency.add(now - issuedAt[i]!);
+            firstCallDone = Math.min(firstCallDone, now);
+            lastCallDone = Math.max(lastCallDone, now);
+            if (res.added) added++;
+          },
+          (error: unknown) => errors.add(error, "addReaction"),
+        );
+      });
+      const issueSpread = performance.now() - t0;
+      await Promise.race([failed, Promise.all(calls)]);
+      // Wait for every reaction_added on both subscribers (bounded).
+      const deadline = performance.now() + DRAIN_MS;
+      while (performance.now() < deadline && (perSubscriber[0]!.count - before[0]! < added || perSubscriber[1]!.count - before[1]! < added)) await sleep(20);
+      // Missing events are infinitely late.
+      let missing = 0;
+      for (const s of [0, 1] as const) for (let i = 0; i < REACTORS; i++) if (!seen[s]![i]) missing++;
+      const got = (s: 0 | 1) => perSubscriber[s]!.count - before[s]!;
+      const own = roundBuffer(perSubscriber, before);
+      for (let k = 0; k < missing; k++) own.add(Infinity);
+      for (const v of own.sorted()) all.add(v);
+      const finalCount = await finalReactionCount(env.db, conversationId, seq);
+      const viaApi = await createClient(MessageService, toB[0]!.transport).getMessage({ conversationId, seq }, { headers: users[1]!.headers, timeoutMs: CALL_TIMEOUT_MS });
+      const apiCount = viaApi.message?.reactions.find((r) => r.emoji === EMOJI)?.count ?? 0n;
+      const roundExact = finalCount.rows === REACTORS && finalCount.counter === REACTORS && apiCount === BigInt(REACTORS) && maxCount[0] === BigInt(REACTORS) && maxCount[1] === BigInt(REACTORS) && added === REACTORS && missing === 0;
+      exact &&= roundExact;
+      const summary = own.summary();
+      rounds.push({
+        round: round_ + 1,
+        seq: String(seq),
+        addedTrue: added,
+        eventsA: got(0),
+        eventsB: got(1),
+        missing,
+        latencyMs: summary,
+        callMs: callLatency.summary(),
+        issueSpreadMs: round(issueSpread),
+        timelineMs: { firstCallDone: round(firstCallDone - t0), lastCallDone: round(lastCallDone - t0), firstEvent: round(firstEventAt - t0), lastEvent: round(lastEventAt - t0) },
+        finalCount: { rows: finalCount.rows, counter: finalCount.counter, api: Number(apiCount), lastEventA: Number(maxCount[0]), lastEventB: Number(maxCount[1]) },
+        exact: roundExact,
+      });
+    }
+    const cpu = meter.stop();
+    await profileWindow.stop();
+    const streamsLost = subscribers.filter((s) => !s.open).length;
+    await closeStreams(subscribers);
+    const latencyMs = all.summary();
+    const ok = exact && errors.total === 0 && duplicates === 0 && streamsLost === 0;
+    const summary = {
+      config: { reactors: REACTORS, rounds: ROUNDS, emoji: EMOJI, client: SENDER_CLIENT, maxGroupMembers: Math.max(500, REACTORS), oneGroup: true, callsOn: "half on node a, half on node b", subscribers: "one on node a, one on node b" },
+      latencyMs,
+      rounds,
+      errors: errors.toJSON(),
+      duplicates,
+      unexpectedEvents: strangers,
+      streamsEndedEarly: streamsLost,
+      cpuCores: cpu,
+      pgWaits: profileWindow.pgWaits,
+      target: { p99Ms: 100, met: latencyMs.p99 < 100 },
+      ok,
+    };
+    const lines: [string, string][] = [];
+    for (const r of rounds as any[]) {
+      lines.push([`round ${r.round} issue→event ms`, `${formatLatency(r.latencyMs)}`]);
+      lines.push([`        call ms`, `${formatLatency(r.callMs)}   (all ${REACTORS} calls issued within ${r.issueSpreadMs} ms)`]);
+      lines.push([`        timeline ms`, `first call done ${r.timelineMs.firstCallDone}, last ${r.timelineMs.lastCallDone}; first event ${r.timelineMs.firstEvent}, last ${r.timelineMs.lastEvent} (after the first call was issued)`]);
+      lines.push([`        final count`, `rows ${r.finalCount.rows}, counter ${r.finalCount.counter}, GetMessage ${r.finalCount.api}, last event count a ${r.finalCount.lastEventA} / b ${r.finalCount.lastEventB}, added=true ${r.addedTrue}, missing events ${r.missing}  => ${r.exact ? "exact" : "WRONG"}`]);
+    }
+    printBlock(`reactions  ${REACTORS} users of one group (MAX_GROUP_MEMBERS=${Math.max(500, REACTORS)}) react ${EMOJI} to one message at once (${SENDER_CLIENT} gRPC client), calls half on each node, a subscriber on each node, ${ROUNDS} rounds`, [
+      ["issue→event ms", `${formatLatency(latencyMs)}   (all rounds, both subscribers)`],
+      ...lines,
+      ["errors", `${errors.total}${errors.total ? "  " + JSON.stringify(Object.fromEntries(errors.byCode)) + "  " + errors.samples.slice(0, 4).join(" | ") : ""}; duplicate events ${duplicates}; streams ended early ${streamsLost}`],
+      ["cpu", formatCpu(cpu)],
+      ...pgWaitRows(profileWindow.pgWaits),
+      ["target", `reaction propagation P99 < 100 ms and final count exact: ${summary.target.met && exact ? "MET" : "NOT MET"}`],
+    ]);
+    return summary;
+  } finally {
+    closeConnections([...toA, ...toB]);
+    await stop();
+  }
+}
+
+/** The newest samples of both per-subscriber series since `before` (the current round). */
+function roundBuffer(series: Samples[], before: number[]): Samples {
+  const out = new Samples(2048);
+  series.forEach((s, k) => {
+    for (const v of s.tail(before[k]!)) out.add(v);
+  });
+  return out;
+}
+
+async function finalReactionCount(db: BenchDatabase, conversationId: string, seq: bigint) {
+  const client = new pg.Client({ connectionString: db.url });
+  await client.connect();
+  try {
+    const rows = await client.query(`select count(*)::int as n from message_reactions where conversation_id = $1 and seq = $2 and emoji = $3`, [conversationId, String(seq), EMOJI]);
+    const counter = await client.query(`select count::int as n from message_reaction_counts where conversation_id = $1 and seq = $2 and emoji = $3`, [conversationId, String(seq), EMOJI]);
+    return { rows: rows.rows[0].n as number, counter: (counter.rows[0]?.n as number | undefined) ?? 0 };
+  } finally {
+    await client.end();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenario: idle streams
+
+async function scenarioIdle(env: Env) {
+  let inspectPort = 0;
+  const { nodes, failed, stop } = await startNodes(env, "idle", ["a"], {}, async () => {
+    if (!flags.gc) return [];
+    inspectPort = await freePort();
+    return [`--inspect=127.0.0.1:${inspectPort}`];
+  });
+  const node = nodes[0]!;
+  const heartbeatSeconds = HEARTBEAT_SECONDS ?? 15;
+  const target = Math.max(STREAMS, PUSH_TO);
+  const connections: Connection[] = [];
+  const streams: Stream[] = [];
+  const inspector = flags.gc ? await Inspector.connect(inspectPort) : null;
+  onCleanup("close inspector", () => inspector?.close(), { first: true });
+  try {
+    const users = await makeUsers(`fi-${RUN_ID}`, target);
+    const setupConnections = grpcConnections(node.baseUrl, 4);
+    const t0 = performance.now();
+    await Promise.race([failed, ensureUsers(users, setupConnections, 64)]);
+    const getMeSeconds = (performance.now() - t0) / 1000;
+    closeConnections(setupConnections);
+
+    const measure = async () => {
+      await sleep(3000);
+      const heap = inspector ? await inspector.gcAndHeap() : null;
+      await sleep(2000);
+      return { rssKiB: rssKiB(node.pid)!, heapUsedKiB: heap ? Math.round(heap.usedBytes / 1024) : null };
+    };
+    const baseline = await measure();
+    const snapshotDir = flags["heap-snapshot"];
+    if (snapshotDir !== undefined && inspector) {
+      mkdirSync(snapshotDir, { recursive: true });
+      await inspector.heapSnapshot(path.join(snapshotDir, "baseline.heapsnapshot"));
+    }
+    const steps: { streams: number; alive: number; rssKiB: number; heapUsedKiB: number | null; kibPerStreamRss: number; kibPerStreamHeap: number | null; openSeconds: number; failures: number }[] = [];
+    let held = 0;
+    let stopReason = "";
+    const failures = new ErrorTally();
+
+    const openUpTo = async (n: number) => {
+      const started = performance.now();
+      const from = streams.length;
+      let failed = 0;
+      const batch = users.slice(from, n);
+      const client = (k: number) => {
+        const c = Math.floor(k / PER_CONNECTION);
+        while (connections.length <= c) connections.push(...grpcConnections(node.baseUrl, 1));
+        return createClient(EventService, connections[c]!.transport);
+      };
+      await eachLimited(batch, 256, async (user, j) => {
+        const k = from + j;
+        const stream = new Stream(client(k), user, () => {});
+        streams[k] = stream;
+        try {
+          await withTimeout(stream.caughtUp, 30_000, "not caught up");
+        } catch (error) {
+          failed++;
+          failures.add(error, "subscribe");
+        }
+      });
+      return { seconds: (performance.now() - started) / 1000, failed };
+    };
+
+    const aliveAfterHeartbeat = async () => {
+      const before = streams.map((s) => s.heartbeats);
+      const deadline = performance.now() + (heartbeatSeconds + 5) * 1000;
+      let alive = 0;
+      while (performance.now() < deadline) {
+        alive = 0;
+        for (let k = 0; k < streams.length; k++) if (streams[k]!.open && streams[k]!.heartbeats > before[k]!) alive++;
+        if (alive === streams.length) break;
+        await sleep(250);
+      }
+      return alive;
+    };
+
+    for (let goal = STREAMS; ; goal = Math.min(target, goal + PUSH_STEP)) {
+      const opened = await Promise.race([failed, openUpTo(goal)]).catch((error: Error) => {
+        stopReason = error.message.split("\n")[0]!;
+        return null;
+      });
+      if (opened === null) break;
+      const m = await measure();
+      if (snapshotDir !== undefined && inspector && steps.length === 0) await inspector.heapSnapshot(path.join(snapshotDir, `streams-${streams.length}.heapsnapshot`));
+      const alive = await aliveAfterHeartbeat();
+      const n = streams.length;
+      steps.push({
+        streams: n,
+        alive,
+        rssKiB: m.rssKiB,
+        heapUsedKiB: m.heapUsedKiB,
+        kibPerStreamRss: round((m.rssKiB - baseline.rssKiB) / n, 2),
+        kibPerStreamHeap: m.heapUsedKiB === null || baseline.heapUsedKiB === null ? null : round((m.heapUsedKiB - baseline.heapUsedKiB) / n, 2),
+        openSeconds: round(opened.seconds),
+        failures: opened.failed,
+      });
+      held = Math.max(held, alive);
+      if (alive < n || opened.failed > 0) {
+        stopReason = `${n - alive} of ${n} streams not alive (${opened.failed} failed to open)`;
+        break;
+      }
+      if (goal >= target) break;
+    }
+    const first = steps[0];
+    const peak = peakRssKiB(node.pid);
+    const benchRssMiB = Math.round(process.memoryUsage().rss / 1024 / 1024);
+    const closing = performance.now();
+    await closeStreams(streams.filter(Boolean));
+    const closeSeconds = (performance.now() - closing) / 1000;
+    const perStream = first?.kibPerStreamRss ?? NaN;
+    const ok = first !== undefined && first.alive === first.streams && first.streams === STREAMS;
+    const summary = {
+      config: { streams: STREAMS, pushTo: PUSH_TO, pushStep: PUSH_STEP, streamsPerConnection: PER_CONNECTION, connections: connections.length, heartbeatSeconds, forcedGc: flags.gc, users: target },
+      baseline,
+      steps,
+      kibPerStream: perStream,
+      mostStreamsHeld: held,
+      stopReason: stopReason || null,
+      nodePeakRssKiB: peak,
+      benchRssMiB,
+      getMeSeconds: round(getMeSeconds),
+      closeSeconds: round(closeSeconds),
+      failures: failures.toJSON(),
+      target: { kibPerStream: 20, met: perStream <= 20 },
+      ok,
+    };
+    printBlock(`idle  ${STREAMS} idle Subscribe streams on node a (${PER_CONNECTION} per HTTP/2 connection), distinct users${PUSH_TO > STREAMS ? `, then pushed toward ${PUSH_TO} in steps of ${PUSH_STEP}` : ""}`, [
+      ["baseline", `RSS ${(baseline.rssKiB / 1024).toFixed(1)} MiB${baseline.heapUsedKiB !== null ? `, V8 heap used ${(baseline.heapUsedKiB / 1024).toFixed(1)} MiB (after forced GC)` : ""}  (${target} users known through GetMe, ${round(getMeSeconds)} s)`],
+      ...steps.map((s): [string, string] => [
+        `${s.streams} streams`,
+        `RSS ${(s.rssKiB / 1024).toFixed(1)} MiB → ${s.kibPerStreamRss} KiB/stream${s.kibPerStreamHeap !== null ? `; V8 heap ${((s.heapUsedKiB ?? 0) / 1024).toFixed(1)} MiB → ${s.kibPerStreamHeap} KiB/stream` : ""}; alive after a heartbeat ${s.alive}/${s.streams}; opened in ${s.openSeconds} s${s.failures ? `; ${s.failures} failed` : ""}`,
+      ]),
+      ["most held", `${held} concurrent streams${stopReason ? ` (stopped: ${stopReason})` : PUSH_TO > STREAMS ? " (reached --push-to)" : ""}; node peak RSS ${peak !== null ? (peak / 1024).toFixed(1) : "?"} MiB; load generator RSS ${benchRssMiB} MiB (not the server's)`],
+      ["target", `<= 20 KiB per idle stream at ${STREAMS}: ${summary.target.met ? "MET" : "NOT MET"} (${perStream} KiB)`],
+    ]);
+    return summary;
+  } finally {
+    inspector?.close();
+    closeConnections(connections);
+    await stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Output
+
+function pgWaitRows(waits: Record<string, string> | null): [string, string][] {
+  if (!waits) return [];
+  return [["pg backends", Object.entries(waits).map(([k, v]) => `${k} ${v}`).join("; ")]];
+}
+
+function printBlock(title: string, rows: [string, string][]): void {
+  const width = Math.max(...rows.map(([k]) => k.length)) + 2;
+  console.log(["", `== bench:feed ${title}`, ...rows.map(([k, v]) => `   ${k.padEnd(width)} ${v}`), ""].join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Main
+
+async function main(): Promise<boolean> {
+  const busyBefore = await busyCores(1000);
+  const db = await createBenchDatabase(ADMIN_URL);
+  const natsPrefix = natsPrefixForRun(NATS_URL);
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), "parley-feed-"));
+  onCleanup("remove data dir", () => rmSync(dataDir, { recursive: true, force: true }));
+  const env: Env = { db, natsPrefix, dataDir };
+  const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? "", node: process.version, postgres: await postgresVersion(ADMIN_URL), busyCoresBeforeRun: busyBefore };
+  console.log(`bench:feed run ${RUN_ID}: database ${db.name}, NATS prefix ${natsPrefix}; ${machine.cpus} × ${machine.cpuModel}; node ${machine.node}; ${machine.postgres}`);
+  if (busyBefore > 0.3) console.log(`WARNING: the machine was not quiet: ${busyBefore} of ${machine.cpus} cores busy just before the run (other workloads skew every figure)`);
+  if (flags.profile) console.log(`node CPU profiles go to ${PROFILE_DIR}/<scenario>-<node>.cpuprofile`);
+
+  const results: Record<string, unknown> = {};
+  let allOk = true;
+  for (const scenario of RUN) {
+    const busy = await busyCores(500);
+    try {
+      const result =
+        scenario === "pairs" ? await scenarioPairs(env) : scenario === "group" ? await scenarioGroup(env) : scenario === "reactions" ? await scenarioReactions(env) : await scenarioIdle(env);
+      results[scenario] = { busyCoresBefore: busy, ...result };
+      allOk &&= result.ok;
+      if (busy > 0.3) console.log(`   (noise: ${busy} cores were busy with other work just before this scenario)`);
+    } catch (error) {
+      allOk = false;
+      const message = String((error as Error).message ?? error);
+      results[scenario] = { error: message.length > 500 ? message.slice(0, 500) + "…" : message };
+      const stack = String((error as Error).stack ?? error);
+      console.error(`bench: scenario ${scenario} failed: ${stack.length > 2000 ? stack.slice(0, 2000) + "…" : stack}`);
+    }
+  }
+  const summary = { bench: "feed", runId: RUN_ID, machine, scenarios: results, ok: allOk };
+  if (flags.json !== undefined) writeFileSync(flags.json, JSON.stringify(summary, null, 2) + "\n");
+  console.log(JSON.stringify(summary, (_, v) => (typeof v === "bigint" ? v.toString() : v === Infinity ? "Infinity" : v)));
+  return allOk;
+}
+
+let exitCode = 1;
+try {
+  exitCode = (await main()) ? 0 : 1;
+} catch (error) {
+  console.error(`bench: ${(error as Error).stack ?? error}`);
+} finally {
+  guard.disarm();
+  await cleanupAll();
+}
+process.exit(exitCode);

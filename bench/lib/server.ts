@@ -1,0 +1,155 @@
+/**
+ * A Parley node as a child process: the production entry point (src/main.ts) with the
+ * environment the bench chooses, on a free 127.0.0.1 port. Ready when its health check
+ * says SERVING (the "parley is serving" log line is info level, which LOG_LEVEL=warn hides).
+ * Stopped with SIGTERM (a clean drain; --cpu-prof profiles are written then), SIGKILL after
+ * a grace period; registered with the cleanup so it never outlives the bench.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { createWriteStream } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.ts";
+import { onCleanup } from "./cleanup.ts";
+import { freePort, sleep } from "./util.ts";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+export interface StartNodeOptions {
+  /** Names the node in messages ("a", "b"). */
+  label: string;
+  /** Environment beyond the basics (PATH, HOME, HOST, PORT); e.g. DATABASE_URL, NATS_URL, JWT_SECRET. */
+  env: Record<string, string>;
+  /** Node.js arguments before the script, e.g. --cpu-prof. */
+  nodeArgs?: readonly string[];
+  /** Append everything the node prints to this file. */
+  logFile?: string;
+  startTimeoutMs?: number;
+  killGraceMs?: number;
+}
+
+export class ParleyNode {
+  readonly label: string;
+  readonly port: number;
+  readonly baseUrl: string;
+  readonly child: ChildProcess;
+  /** The first and the last lines the node printed. */
+  readonly firstLog: string[] = [];
+  readonly log: string[] = [];
+  logLines = 0;
+  /** logLines when stop() was called (what came later was logged while shutting down). */
+  linesBeforeStop: number | null = null;
+  /** Distinct "msg: err.message" of JSON lines logged while shutting down, with counts. */
+  readonly shutdownLog = new Map<string, number>();
+  /** Rejects if the node exits before stop() is called. */
+  readonly failed: Promise<never>;
+  readonly #exited: Promise<void>;
+  readonly #killGraceMs: number;
+  #stopping = false;
+  readonly #unregister: () => Promise<void>;
+
+  private constructor(options: StartNodeOptions, port: number) {
+    this.label = options.label;
+    this.port = port;
+    this.baseUrl = `http://127.0.0.1:${port}`;
+    this.#killGraceMs = options.killGraceMs ?? 8_000;
+    const env: Record<string, string> = {
+      PATH: process.env.PATH ?? "",
+      HOME: process.env.HOME ?? os.tmpdir(),
+      HOST: "127.0.0.1",
+      PORT: String(port),
+      ...options.env,
+    };
+    this.child = spawn(process.execPath, [...(options.nodeArgs ?? []), "src/main.ts"], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+    this.#exited = new Promise((resolve) => this.child.once("exit", () => resolve()));
+    this.failed = this.#exited.then(() => {
+      throw new Error(`node ${this.label} exited (code ${this.child.exitCode}, signal ${this.child.signalCode}):\n${this.log.join("\n")}`);
+    });
+    this.failed.catch(() => {}); // observed through races
+    const logFile = options.logFile ? createWriteStream(options.logFile, { flags: "a" }) : null;
+    if (logFile) this.#exited.then(() => logFile.end());
+    for (const stream of [this.child.stdout!, this.child.stderr!]) {
+      if (logFile) stream.on("data", (chunk: string) => logFile.write(chunk));
+      let partial = "";
+      stream.setEncoding("utf8");
+      stream.on("data", (chunk: string) => {
+        const lines = (partial + chunk).split("\n");
+        partial = lines.pop()!;
+        for (const line of lines) {
+          this.logLines++;
+          if (this.linesBeforeStop !== null) {
+            let key = line.slice(0, 120);
+            try {
+              const parsed = JSON.parse(line);
+              key = `${parsed.msg ?? ""}${parsed.err?.message ? `: ${parsed.err.message}` : ""}`;
+            } catch {
+              // not JSON
+            }
+            this.shutdownLog.set(key, (this.shutdownLog.get(key) ?? 0) + 1);
+          }
+          if (this.firstLog.length < 10) this.firstLog.push(line);
+          this.log.push(line);
+          if (this.log.length > 40) this.log.shift();
+        }
+      });
+    }
+    this.#unregister = onCleanup(`stop node ${this.label}`, () => this.#stop());
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  static async start(options: StartNodeOptions): Promise<ParleyNode> {
+    const node = new ParleyNode(options, await freePort());
+    await Promise.race([node.failed, node.#waitServing(options.startTimeoutMs ?? 30_000)]);
+    return node;
+  }
+
+  async #waitServing(timeoutMs: number): Promise<void> {
+    const sessionManager = new Http2SessionManager(this.baseUrl);
+    const health = createClient(Health, createGrpcTransport({ baseUrl: this.baseUrl, sessionManager }));
+    const deadline = performance.now() + timeoutMs;
+    try {
+      for (;;) {
+        try {
+          const res = await health.check({}, { timeoutMs: 1_000 });
+          if (res.status === HealthCheckResponse_ServingStatus.SERVING) return;
+        } catch {
+          // not listening yet
+        }
+        if (!this.running) return; // failed rejects
+        if (performance.now() > deadline) throw new Error(`node ${this.label} did not become healthy in ${timeoutMs} ms:\n${this.log.join("\n")}`);
+        await sleep(100);
+      }
+    } finally {
+      sessionManager.abort();
+    }
+  }
+
+  /** SIGTERM, then SIGKILL after the grace period. Resolves when the process is gone. */
+  stop(): Promise<void> {
+    return this.#unregister();
+  }
+
+  async #stop(): Promise<void> {
+    this.#stopping = true;
+    this.linesBeforeStop ??= this.logLines;
+    if (!this.running) return;
+    this.child.kill("SIGTERM");
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), this.#killGraceMs);
+    await this.#exited;
+    clearTimeout(timer);
+  }
+
+  get stopping(): boolean {
+    return this.#stopping;
+  }
+}

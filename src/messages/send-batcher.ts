@@ -11,6 +11,7 @@
  * Per-conversation order follows queue order within a batch and lock order across batches.
  */
 import type { Kysely, Transaction } from "kysely";
+import { GroupCommit, type BatchOutcome, type GroupCommitOptions } from "../db/group-commit.ts";
 import type { Database } from "../db/schema.ts";
 import { InvalidInputError, NotFoundError } from "../errors.ts";
 import { create } from "@bufbuild/protobuf";
@@ -38,89 +39,30 @@ export interface SendCommand {
   content: { kind: "text"; text: string } | { kind: "envelope"; envelope: EnvelopeContent };
 }
 
-export interface SendBatcherOptions {
-  /** Most sends written by one transaction. */
-  maxBatch?: number;
-  /** Most batch transactions running at once (each holds a pool connection). */
-  maxInFlight?: number;
-  /** Called after each commit with the message-created events it recorded. */
-  onCommitted?: (events: StoredEvent[]) => void;
-}
+/** Batch size, concurrency and the after-commit hook (it receives the message-created events). */
+export type SendBatcherOptions = GroupCommitOptions;
 
-interface Pending {
-  command: SendCommand;
-  resolve: (row: MessageRow) => void;
-  reject: (error: unknown) => void;
-}
-
-/** What one send of a batch came to: a stored row, the index of an identical send in the same batch, or an error. */
+/** While a batch is written: a stored row, the index of an identical send in the same batch, or an error. */
 type Outcome = { row: MessageRow } | { sameAs: number } | { error: Error };
 
 export class SendBatcher {
-  readonly #db: Kysely<Database>;
-  readonly #maxBatch: number;
-  readonly #maxInFlight: number;
-  readonly #onCommitted: (events: StoredEvent[]) => void;
-  #queue: Pending[] = [];
-  #inFlight = 0;
-  #idle: (() => void)[] = [];
+  readonly #queue: GroupCommit<SendCommand, MessageRow>;
 
   constructor(db: Kysely<Database>, options: SendBatcherOptions = {}) {
-    this.#db = db;
-    this.#maxBatch = options.maxBatch ?? 256;
-    this.#maxInFlight = options.maxInFlight ?? 2;
-    this.#onCommitted = options.onCommitted ?? (() => {});
+    this.#queue = new GroupCommit(db, (tx, commands) => this.#write(tx, commands), options);
   }
 
   /** Stores the message (or finds the one a retry refers to) and returns its row. */
   send(command: SendCommand): Promise<MessageRow> {
-    return new Promise((resolve, reject) => {
-      this.#queue.push({ command, resolve, reject });
-      this.#pump();
-    });
+    return this.#queue.submit(command);
   }
 
   /** Resolves once every queued send has been written. */
-  async drain(): Promise<void> {
-    if (this.#inFlight === 0 && this.#queue.length === 0) return;
-    await new Promise<void>((resolve) => this.#idle.push(resolve));
+  drain(): Promise<void> {
+    return this.#queue.drain();
   }
 
-  #pump(): void {
-    while (this.#inFlight < this.#maxInFlight && this.#queue.length > 0) {
-      const batch = this.#queue.splice(0, this.#maxBatch);
-      this.#inFlight++;
-      void this.#commit(batch).finally(() => {
-        this.#inFlight--;
-        this.#pump();
-        if (this.#inFlight === 0 && this.#queue.length === 0) this.#idle.splice(0).forEach((resolve) => resolve());
-      });
-    }
-  }
-
-  async #commit(batch: Pending[]): Promise<void> {
-    let outcomes: Outcome[];
-    try {
-      let events: StoredEvent[];
-      ({ outcomes, events } = await this.#db.transaction().execute((tx) => this.#write(tx, batch.map((p) => p.command))));
-      this.#onCommitted(events);
-    } catch (error) {
-      if (batch.length === 1) {
-        batch[0]!.reject(error);
-        return;
-      }
-      for (const pending of batch) await this.#commit([pending]);
-      return;
-    }
-    batch.forEach((pending, i) => {
-      let outcome = outcomes[i]!;
-      if ("sameAs" in outcome) outcome = outcomes[outcome.sameAs]!;
-      if ("row" in outcome) pending.resolve(outcome.row);
-      else if ("error" in outcome) pending.reject(outcome.error);
-    });
-  }
-
-  async #write(tx: Transaction<Database>, commands: SendCommand[]): Promise<{ outcomes: Outcome[]; events: StoredEvent[] }> {
+  async #write(tx: Transaction<Database>, commands: SendCommand[]): Promise<{ outcomes: BatchOutcome<MessageRow>[]; events: StoredEvent[] }> {
     const conversationIds = [...new Set(commands.map((c) => c.conversationId))];
     const lastSeqs = await repo.lockConversations(tx, conversationIds);
     const memberships = await repo.findMemberships(
@@ -152,7 +94,7 @@ export class SendBatcher {
       newRows.push(toNewRow(command, seq));
       outcomes.push({ row: undefined as unknown as MessageRow }); // filled in after the insert
     });
-    if (newRows.length === 0) return { outcomes, events: [] };
+    if (newRows.length === 0) return { outcomes: settle(outcomes), events: [] };
 
     const touched = new Map([...new Set(newRows.map((r) => r.conversation_id))].map((id) => [id, lastSeqs.get(id)!]));
     await repo.setLastSeqs(tx, touched);
@@ -168,8 +110,16 @@ export class SendBatcher {
         kind: { case: "messageCreated" as const, value: create(MessageCreatedSchema, { message: toMessage(row) }) },
       })),
     );
-    return { outcomes, events };
+    return { outcomes: settle(outcomes), events };
   }
+}
+
+/** Gives each send of an identical pair the first one's result. */
+function settle(outcomes: Outcome[]): BatchOutcome<MessageRow>[] {
+  return outcomes.map((outcome) => {
+    const resolved = "sameAs" in outcome ? outcomes[outcome.sameAs]! : outcome;
+    return "row" in resolved ? { value: resolved.row } : "error" in resolved ? resolved : { error: new Error("unresolved send") };
+  });
 }
 
 function keyOf(key: repo.IdempotencyKey): string {

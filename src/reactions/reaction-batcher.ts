@@ -11,11 +11,11 @@
  *   3. adds the net change to each (message, emoji) count with one upsert;
  *   4. reads the reactions every caller will see in their response;
  *   5. appends one ReactionAdded / ReactionRemoved event per effective change, last.
- * After commit the stored events go to `onCommitted` (the app publishes them).
+ * After commit the stored events go to `onCommitted` (the app publishes them). Queueing,
+ * batching and failure isolation are GroupCommit's (src/db/group-commit.ts).
  *
- * A command on a message the user may not see fails alone with NotFoundError("message"). If
- * the transaction itself fails, every command of the batch is retried on its own, so one bad
- * command never fails its neighbours. Within a batch, commands take effect in queue order;
+ * A command on a message the user may not see fails alone with NotFoundError("message").
+ * Within a batch, commands take effect in queue order;
  * concurrent batches on one message take turns in the order they get its lock, so calls that
  * overlap in time have no defined order between them (the counts and events agree either way).
  */
@@ -23,6 +23,7 @@ import { create } from "@bufbuild/protobuf";
 import type { Kysely, Transaction } from "kysely";
 import { ReactionAddedSchema, ReactionRemovedSchema } from "../../gen/parley/v1/event_pb.ts";
 import type { ReactionSummary } from "../../gen/parley/v1/message_pb.ts";
+import { GroupCommit, type BatchOutcome } from "../db/group-commit.ts";
 import type { Database } from "../db/schema.ts";
 import { NotFoundError } from "../errors.ts";
 import { appendEvents, type NewEvent, type StoredEvent } from "../events/event-log.ts";
@@ -61,83 +62,26 @@ export interface ReactionBatcherOptions {
   maxInFlight?: number;
 }
 
-interface Pending {
-  command: ReactionCommand;
-  resolve: (outcome: ReactionOutcome) => void;
-  reject: (error: unknown) => void;
-}
-
-type Outcome = ReactionOutcome | { error: Error };
+type Outcome = BatchOutcome<ReactionOutcome>;
 
 export class ReactionBatcher {
-  readonly #db: Kysely<Database>;
-  readonly #onCommitted: OnReactionsCommitted;
-  readonly #maxBatch: number;
-  readonly #maxInFlight: number;
-  #queue: Pending[] = [];
-  #inFlight = 0;
-  #idle: (() => void)[] = [];
+  readonly #queue: GroupCommit<ReactionCommand, ReactionOutcome>;
 
   constructor(db: Kysely<Database>, onCommitted: OnReactionsCommitted, options: ReactionBatcherOptions = {}) {
-    this.#db = db;
-    this.#onCommitted = onCommitted;
-    this.#maxBatch = options.maxBatch ?? 256;
-    this.#maxInFlight = options.maxInFlight ?? 2;
+    this.#queue = new GroupCommit(db, (tx, commands) => this.#write(tx, commands), { ...options, onCommitted });
   }
 
   /** Applies the command (in queue order with every other) and returns what it came to. */
   submit(command: ReactionCommand): Promise<ReactionOutcome> {
-    return new Promise((resolve, reject) => {
-      this.#queue.push({ command, resolve, reject });
-      this.#pump();
-    });
+    return this.#queue.submit(command);
   }
 
   /** Resolves once every queued command has been written. */
-  async drain(): Promise<void> {
-    if (this.#inFlight === 0 && this.#queue.length === 0) return;
-    await new Promise<void>((resolve) => this.#idle.push(resolve));
+  drain(): Promise<void> {
+    return this.#queue.drain();
   }
 
-  #pump(): void {
-    while (this.#inFlight < this.#maxInFlight && this.#queue.length > 0) {
-      const batch = this.#queue.splice(0, this.#maxBatch);
-      this.#inFlight++;
-      void this.#commit(batch).finally(() => {
-        this.#inFlight--;
-        this.#pump();
-        if (this.#inFlight === 0 && this.#queue.length === 0) this.#idle.splice(0).forEach((resolve) => resolve());
-      });
-    }
-  }
-
-  async #commit(batch: Pending[]): Promise<void> {
-    let result: { outcomes: Outcome[]; stored: StoredEvent[] };
-    try {
-      result = await this.#db.transaction().execute((tx) => this.#write(tx, batch.map((p) => p.command)));
-    } catch (error) {
-      if (batch.length === 1) {
-        batch[0]!.reject(error);
-        return;
-      }
-      for (const pending of batch) await this.#commit([pending]);
-      return;
-    }
-    try {
-      if (result.stored.length > 0) this.#onCommitted(result.stored);
-    } catch (error) {
-      // The changes are committed and the feed reads the events from PostgreSQL, so a broken
-      // hook must not fail the callers (or stop the retries of a failed batch).
-      process.emitWarning(error instanceof Error ? error : new Error(String(error)), "ReactionBatcherWarning");
-    }
-    batch.forEach((pending, i) => {
-      const outcome = result.outcomes[i]!;
-      if ("error" in outcome) pending.reject(outcome.error);
-      else pending.resolve(outcome);
-    });
-  }
-
-  async #write(tx: Transaction<Database>, commands: ReactionCommand[]): Promise<{ outcomes: Outcome[]; stored: StoredEvent[] }> {
+  async #write(tx: Transaction<Database>, commands: ReactionCommand[]): Promise<{ outcomes: Outcome[]; events: StoredEvent[] }> {
     const keys = commands.map((c): ReactionKey => ({ conversationId: c.conversationId, seq: c.seq.toString(), emoji: c.emoji, userId: c.userId }));
     const allowed = await repo.lockReactionTargets(tx, uniqueBy(keys, repo.targetKey));
     const changed: boolean[] = commands.map(() => false);
@@ -197,9 +141,9 @@ export class ReactionBatcher {
 
     const outcomes = commands.map((_, i): Outcome => {
       if (!allowed.has(repo.targetKey(keys[i]!))) return { error: new NotFoundError("message") };
-      return { changed: changed[i]!, reactions: summaries.get(repo.targetKey(keys[i]!)) ?? [] };
+      return { value: { changed: changed[i]!, reactions: summaries.get(repo.targetKey(keys[i]!)) ?? [] } };
     });
-    return { outcomes, stored };
+    return { outcomes, events: stored };
   }
 }
 

@@ -1,0 +1,102 @@
+/**
+ * Group commit: concurrent commands queue up, and each transaction writes a whole batch of
+ * them, so the cost of a commit (and of the event log's head lock) is shared. Up to
+ * maxInFlight batch transactions run at once, each on its own pool connection.
+ *
+ * Each caller still gets its own result: `write` reports an outcome per command, so a
+ * command that is not allowed fails alone inside its batch. If the transaction itself fails,
+ * every command of the batch is retried on its own, so one bad command never fails its
+ * neighbours.
+ */
+import type { Kysely, Transaction } from "kysely";
+import type { StoredEvent } from "../events/event-log.ts";
+import type { Database } from "./schema.ts";
+
+/** What one command of a batch came to. */
+export type BatchOutcome<R> = { value: R } | { error: Error };
+
+/** Writes a batch in one transaction; returns one outcome per command, in order, and the events it recorded. */
+export type BatchWriter<C, R> = (tx: Transaction<Database>, commands: C[]) => Promise<{ outcomes: BatchOutcome<R>[]; events: StoredEvent[] }>;
+
+export interface GroupCommitOptions {
+  /** Most commands written by one transaction. */
+  maxBatch?: number;
+  /** Most batch transactions running at once. */
+  maxInFlight?: number;
+  /** Called after each commit with the events it recorded (the app publishes them). */
+  onCommitted?: (events: StoredEvent[]) => void;
+}
+
+interface Pending<C, R> {
+  command: C;
+  resolve: (value: R) => void;
+  reject: (error: unknown) => void;
+}
+
+export class GroupCommit<C, R> {
+  readonly #db: Kysely<Database>;
+  readonly #write: BatchWriter<C, R>;
+  readonly #maxBatch: number;
+  readonly #maxInFlight: number;
+  readonly #onCommitted: (events: StoredEvent[]) => void;
+  #queue: Pending<C, R>[] = [];
+  #inFlight = 0;
+  #idle: (() => void)[] = [];
+
+  constructor(db: Kysely<Database>, write: BatchWriter<C, R>, options: GroupCommitOptions = {}) {
+    this.#db = db;
+    this.#write = write;
+    this.#maxBatch = options.maxBatch ?? 256;
+    this.#maxInFlight = options.maxInFlight ?? 2;
+    this.#onCommitted = options.onCommitted ?? (() => {});
+  }
+
+  /** Queues the command; resolves with its own result once its batch has committed. */
+  submit(command: C): Promise<R> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ command, resolve, reject });
+      this.#pump();
+    });
+  }
+
+  /** Resolves once every queued command has been written. */
+  async drain(): Promise<void> {
+    if (this.#inFlight === 0 && this.#queue.length === 0) return;
+    await new Promise<void>((resolve) => this.#idle.push(resolve));
+  }
+
+  #pump(): void {
+    while (this.#inFlight < this.#maxInFlight && this.#queue.length > 0) {
+      const batch = this.#queue.splice(0, this.#maxBatch);
+      this.#inFlight++;
+      void this.#commit(batch).finally(() => {
+        this.#inFlight--;
+        this.#pump();
+        if (this.#inFlight === 0 && this.#queue.length === 0) this.#idle.splice(0).forEach((resolve) => resolve());
+      });
+    }
+  }
+
+  async #commit(batch: Pending<C, R>[]): Promise<void> {
+    let result: Awaited<ReturnType<BatchWriter<C, R>>>;
+    try {
+      result = await this.#db.transaction().execute((tx) => this.#write(tx, batch.map((p) => p.command)));
+    } catch (error) {
+      if (batch.length === 1) return batch[0]!.reject(error);
+      for (const pending of batch) await this.#commit([pending]);
+      return;
+    }
+    try {
+      if (result.events.length > 0) this.#onCommitted(result.events);
+    } catch (error) {
+      // The changes are committed and the feed reads the events from PostgreSQL, so a broken
+      // hook must not fail the callers.
+      process.emitWarning(error instanceof Error ? error : new Error(String(error)), "GroupCommitWarning");
+    }
+    batch.forEach((pending, i) => {
+      const outcome = result.outcomes[i]!;
+      if ("error" in outcome) pending.reject(outcome.error);
+      else pending.resolve(outcome.value);
+    });
+  }
+}

@@ -52,7 +52,7 @@
  *                                (diagnostic: a snapshot inflates RSS, so its figures are off)
  *   --heartbeat-seconds N        FEED_HEARTBEAT_SECONDS of the nodes (default: the server's own, 15)
  *   --profile                    CPU-profile the nodes over the measured window (pairs, group,
- *                                reactions) through their inspector; writes
+ *                                reactions; idle: the heartbeat period at --streams) through their inspector; writes
  *                                <profile dir>/<scenario>-<node>.cpuprofile (summarize with
  *                                `node bench/lib/cpuprofile.ts FILE`)
  *   --profile-dir DIR            (default /tmp/parley-feed-prof-<run id>)
@@ -1050,7 +1050,7 @@ async function scenarioIdle(env: Env) {
       mkdirSync(snapshotDir, { recursive: true });
       await inspector.heapSnapshot(path.join(snapshotDir, "baseline.heapsnapshot"));
     }
-    const steps: { streams: number; alive: number; rssKiB: number; heapUsedKiB: number | null; kibPerStreamRss: number; kibPerStreamHeap: number | null; openSeconds: number; failures: number }[] = [];
+    const steps: { streams: number; alive: number; open: number; idleCpuCores: { node: number; nats: number; machine: number; seconds: number }; rssKiB: number; heapUsedKiB: number | null; kibPerStreamRss: number; kibPerStreamHeap: number | null; openSeconds: number; failures: number }[] = [];
     let held = 0;
     let stopReason = "";
     const failures = new ErrorTally();
@@ -1079,17 +1079,24 @@ async function scenarioIdle(env: Env) {
       return { seconds: (performance.now() - started) / 1000, failed };
     };
 
+    /** Streams still open that received a heartbeat after this call (waits up to two heartbeat periods + 10 s). */
     const aliveAfterHeartbeat = async () => {
       const before = streams.map((s) => s.heartbeats);
-      const deadline = performance.now() + (heartbeatSeconds + 5) * 1000;
+      const deadline = performance.now() + (2 * heartbeatSeconds + 10) * 1000;
       let alive = 0;
+      let open = 0;
       while (performance.now() < deadline) {
         alive = 0;
-        for (let k = 0; k < streams.length; k++) if (streams[k]!.open && streams[k]!.heartbeats > before[k]!) alive++;
-        if (alive === streams.length) break;
+        open = 0;
+        for (let k = 0; k < streams.length; k++) {
+          if (!streams[k]!.open) continue;
+          open++;
+          if (streams[k]!.heartbeats > before[k]!) alive++;
+        }
+        if (alive === streams.length || open < streams.length) break;
         await sleep(250);
       }
-      return alive;
+      return { alive, open };
     };
 
     for (let goal = STREAMS; ; goal = Math.min(target, goal + PUSH_STEP)) {
@@ -1100,11 +1107,24 @@ async function scenarioIdle(env: Env) {
       if (opened === null) break;
       const m = await measure();
       if (snapshotDir !== undefined && inspector && steps.length === 0) await inspector.heapSnapshot(path.join(snapshotDir, `streams-${streams.length}.heapsnapshot`));
-      const alive = await aliveAfterHeartbeat();
+      const idleStarted = performance.now();
+      const idleMeter = new CpuMeter(cpuPids(nodes));
+      const profiling = flags.profile && inspector !== null && steps.length === 0;
+      if (profiling) await inspector.startProfile();
+      idleMeter.start();
+      const { alive, open } = await aliveAfterHeartbeat();
+      await sleep(Math.max(0, heartbeatSeconds * 1000 - (performance.now() - idleStarted)));
+      const idleCpu = idleMeter.stop();
+      if (profiling) {
+        mkdirSync(PROFILE_DIR, { recursive: true });
+        await inspector.stopProfile(path.join(PROFILE_DIR, `idle-a-${streams.length}.cpuprofile`));
+      }
       const n = streams.length;
       steps.push({
         streams: n,
         alive,
+        open,
+        idleCpuCores: { node: idleCpu.nodeA ?? NaN, nats: idleCpu.nats ?? NaN, machine: idleCpu.machine, seconds: idleCpu.wallSeconds },
         rssKiB: m.rssKiB,
         heapUsedKiB: m.heapUsedKiB,
         kibPerStreamRss: round((m.rssKiB - baseline.rssKiB) / n, 2),
@@ -1114,7 +1134,9 @@ async function scenarioIdle(env: Env) {
       });
       held = Math.max(held, alive);
       if (alive < n || opened.failed > 0) {
-        stopReason = `${n - alive} of ${n} streams not alive (${opened.failed} failed to open)`;
+        const ended = new Map<string, number>();
+        for (const st of streams) if (st.ended !== null) ended.set(st.ended, (ended.get(st.ended) ?? 0) + 1);
+        stopReason = `${n - alive} of ${n} streams without a heartbeat within ${2 * heartbeatSeconds + 10} s; ${n - open} ended (${[...ended].map(([k, v]) => `${v}× ${k}`).join(", ") || "none"}); ${opened.failed} failed to open`;
         break;
       }
       if (goal >= target) break;
@@ -1146,7 +1168,7 @@ async function scenarioIdle(env: Env) {
       ["baseline", `RSS ${(baseline.rssKiB / 1024).toFixed(1)} MiB${baseline.heapUsedKiB !== null ? `, V8 heap used ${(baseline.heapUsedKiB / 1024).toFixed(1)} MiB (after forced GC)` : ""}  (${target} users known through GetMe, ${round(getMeSeconds)} s)`],
       ...steps.map((s): [string, string] => [
         `${s.streams} streams`,
-        `RSS ${(s.rssKiB / 1024).toFixed(1)} MiB → ${s.kibPerStreamRss} KiB/stream${s.kibPerStreamHeap !== null ? `; V8 heap ${((s.heapUsedKiB ?? 0) / 1024).toFixed(1)} MiB → ${s.kibPerStreamHeap} KiB/stream` : ""}; alive after a heartbeat ${s.alive}/${s.streams}; opened in ${s.openSeconds} s${s.failures ? `; ${s.failures} failed` : ""}`,
+        `RSS ${(s.rssKiB / 1024).toFixed(1)} MiB → ${s.kibPerStreamRss} KiB/stream${s.kibPerStreamHeap !== null ? `; V8 heap ${((s.heapUsedKiB ?? 0) / 1024).toFixed(1)} MiB → ${s.kibPerStreamHeap} KiB/stream` : ""}; open ${s.open}, alive (heartbeat seen) ${s.alive}/${s.streams}; idle CPU node ${s.idleCpuCores.node} nats ${s.idleCpuCores.nats} cores; opened in ${s.openSeconds} s${s.failures ? `; ${s.failures} failed` : ""}`,
       ]),
       ["most held", `${held} concurrent streams${stopReason ? ` (stopped: ${stopReason})` : PUSH_TO > STREAMS ? " (reached --push-to)" : ""}; node peak RSS ${peak !== null ? (peak / 1024).toFixed(1) : "?"} MiB; load generator RSS ${benchRssMiB} MiB (not the server's)`],
       ["target", `<= 20 KiB per idle stream at ${STREAMS}: ${summary.target.met ? "MET" : "NOT MET"} (${perStream} KiB)`],

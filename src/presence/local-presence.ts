@@ -66,16 +66,17 @@ export function createLocalPresence({ registry, announcer, logger, closeTimeoutM
   const join = async (userId: string, user: LocalUser) => {
     // Registered before the attempt: if it fails, the next heartbeat retries it.
     user.registered = true;
-    if (await registry.join(userId)) await announcer.announce(userId, true, null);
+    const joined = await registry.join(userId);
+    if (joined) await announcer.announce(userId, true, null);
   };
 
   const leave = async (userId: string, user: LocalUser) => {
-    user.registered = false;
     const at = closing ? closedAt : new Date();
     // Seen now whatever the registry says, and recorded BEFORE the registry lets go, so no
     // lookup can find the user offline without a last-seen time (close() records everyone
     // at once beforehand).
     if (!closing) await announcer.recordLastSeen([userId], at);
+    user.registered = false;
     const wentOffline = await registry.leave(userId);
     if (wentOffline) await announcer.announce(userId, false, at);
   };
@@ -138,8 +139,16 @@ export function createLocalPresence({ registry, announcer, logger, closeTimeoutM
 
     async lookup(userIds) {
       const ids = [...new Set(userIds)];
-      const held = (id: string) => (users.get(id)?.streams ?? 0) > 0;
-      const [lastSeen, elsewhere] = await Promise.all([announcer.lastSeen(ids), registry.online(ids.filter((id) => !held(id)))]);
+      // Held here: a stream is open, or the last one closed and its leave is still under way.
+      const held = (id: string) => {
+        const user = users.get(id);
+        return user !== undefined && (user.streams > 0 || user.registered);
+      };
+      // Registry first, then last-seen: a user the registry already let go has had their
+      // last-seen time recorded before that (see leave), so this order never reads "offline"
+      // without it.
+      const elsewhere = await registry.online(ids.filter((id) => !held(id)));
+      const lastSeen = await announcer.lastSeen(ids);
       const result = new Map<string, PresenceInfo>();
       for (const id of ids) {
         if (!lastSeen.has(id)) continue;

@@ -379,12 +379,21 @@ class Stream {
   }
 }
 
-/** Opens one stream per user (user i on connections[i % n]) and waits until each is caught up. */
-async function openStreams(users: readonly User[], connections: readonly Connection[], onEvent: (event: Event, at: number) => void, concurrency = 128): Promise<Stream[]> {
+/**
+ * Opens one stream per user (user i on connections[i % n]) and waits until each is caught
+ * up. onEvent gets the stream's number: firstIndex + i.
+ */
+async function openStreams(
+  users: readonly User[],
+  connections: readonly Connection[],
+  onEvent: (event: Event, at: number, stream: number) => void,
+  firstIndex = 0,
+  concurrency = 128,
+): Promise<Stream[]> {
   const clients = connections.map((c) => createClient(EventService, c.transport));
   const streams: Stream[] = new Array(users.length);
   await eachLimited(users, concurrency, async (user, i) => {
-    const stream = new Stream(clients[i % clients.length]!, user, onEvent);
+    const stream = new Stream(clients[i % clients.length]!, user, (event, at) => onEvent(event, at, firstIndex + i));
     streams[i] = stream;
     await withTimeout(stream.caughtUp, 30_000, `stream of ${user.id} not caught up`);
   });
@@ -475,16 +484,20 @@ class PacedTraffic {
   strangers = 0;
   deliveriesInWindow = 0;
   t0 = 0;
-  readonly windowFrom: number;
-  readonly windowTo: number;
   /** Index range [first, last) of the messages scheduled in the measured window. */
   readonly first: number;
   readonly last: number;
 
   readonly #maxInFlight: number;
+  /** Which stream should get message i, as slot k of `fanout`, or -1 if it should not. */
+  readonly #slotOf: (i: number, stream: number) => number;
+  /** Per (message, slot): delivered yet? */
+  readonly #slots: Uint8Array;
+  misrouted = 0;
 
-  constructor(routes: Route[], rate: number, fanout: number, tag: string, maxInFlight: number) {
+  constructor(routes: Route[], rate: number, fanout: number, tag: string, maxInFlight: number, slotOf: (i: number, stream: number) => number) {
     this.#routes = routes;
+    this.#slotOf = slotOf;
     this.#maxInFlight = maxInFlight;
     this.#rate = rate;
     this.#fanout = fanout;
@@ -494,8 +507,7 @@ class PacedTraffic {
     this.delivered = new Uint16Array(this.total);
     this.first = Math.ceil(rate * WARMUP);
     this.last = Math.min(this.total, Math.ceil(rate * (WARMUP + SECONDS)));
-    this.windowFrom = Infinity;
-    this.windowTo = Infinity;
+    this.#slots = new Uint8Array(this.total * fanout);
   }
 
   #scheduled(i: number): number {
@@ -503,7 +515,7 @@ class PacedTraffic {
   }
 
   /** Feed every event of every stream here. */
-  readonly deliver = (event: Event, at: number): void => {
+  readonly deliver = (event: Event, at: number, stream: number): void => {
     if (event.kind.case !== "messageCreated") return;
     const message = event.kind.value.message;
     const cmid = message?.clientMessageId ?? "";
@@ -512,7 +524,11 @@ class PacedTraffic {
     if (!(i >= 0 && i < this.total)) return this.#stranger();
     const body = message!.content.case === "text" ? message!.content.value : "";
     const sentAt = Number(body.slice(0, body.indexOf(" ")));
-    if (++this.delivered[i]! > this.#fanout) this.duplicates++;
+    const slot = this.#slotOf(i, stream);
+    if (slot < 0 || slot >= this.#fanout) return void this.misrouted++;
+    if (this.#slots[i * this.#fanout + slot]) return void this.duplicates++;
+    this.#slots[i * this.#fanout + slot] = 1;
+    this.delivered[i]!++;
     if (i >= this.first && i < this.last) this.#latencies.add(wall(at) - sentAt);
     if (at >= this.t0 + WARMUP * 1000 && at < this.t0 + (WARMUP + SECONDS) * 1000) this.deliveriesInWindow++;
   };
@@ -617,6 +633,7 @@ class PacedTraffic {
       undeliveredInWindow,
       undeliveredTotal,
       duplicateDeliveries: this.duplicates,
+      misroutedDeliveries: this.misrouted,
       deliveredButFailedSends: deliveredUnacked,
       unexpectedEvents: this.strangers,
       deliveriesInWindow: this.deliveriesInWindow,
@@ -701,7 +718,7 @@ async function scenarioPairs(env: Env) {
     ]);
     const routeOnB = senderConnections(b.baseUrl, toB);
     const routes: Route[] = senders.map((sender, i) => routeOnB(i, sender, conversationIds[i]!));
-    const traffic = new PacedTraffic(routes, RATE, 1, `${RUN_ID}-p-`, CONNECTIONS * MAX_IN_FLIGHT_PER_CONNECTION);
+    const traffic = new PacedTraffic(routes, RATE, 1, `${RUN_ID}-p-`, CONNECTIONS * MAX_IN_FLIGHT_PER_CONNECTION, (i, stream) => (stream === i % PAIRS ? 0 : -1));
     const streams = await Promise.race([failed, openStreams(receivers, toA, traffic.deliver)]);
     const measured = await measureTraffic(env, traffic, nodes, failed, conversationIds, profileWindow);
     const result = traffic.result();
@@ -715,7 +732,7 @@ async function scenarioPairs(env: Env) {
       streamsEndedEarly: streamsLost,
     };
     const ok =
-      verification.rowsMatchAcked && result.undeliveredTotal === 0 && result.duplicateDeliveries === 0 && result.errors.total === 0 && result.skippedByGenerator === 0 && streamsLost === 0;
+      verification.rowsMatchAcked && result.undeliveredTotal === 0 && result.duplicateDeliveries === 0 && result.misroutedDeliveries === 0 && result.errors.total === 0 && result.skippedByGenerator === 0 && streamsLost === 0;
     const summary = {
       config: { pairs: PAIRS, rate: RATE, seconds: SECONDS, warmup: WARMUP, connectionsPerSide: CONNECTIONS, senderClient: SENDER_CLIENT, receiversOn: "a", sendersOn: "b" },
       persistedPerSecond,
@@ -734,7 +751,7 @@ async function scenarioPairs(env: Env) {
       ["send→ack ms", formatLatency(result.sendAckMs)],
       ["generator lag ms", `p99 ${result.generatorLagMs.p99}   max ${result.generatorLagMs.max}   (how late sends left vs the schedule; latency counts from the schedule)`],
       ["errors", `${result.errors.total}${result.errors.total ? "  " + JSON.stringify(result.errors.byCode) + "  " + result.errors.samples.slice(0, 4).join(" | ") : ""}; skipped by generator (over ${CONNECTIONS * MAX_IN_FLIGHT_PER_CONNECTION} in flight) ${result.skippedByGenerator}`],
-      ["verification", `rows ${verification.rows} vs acknowledged ${verification.acknowledged}; undelivered ${result.undeliveredTotal}; duplicates ${result.duplicateDeliveries}; streams ended early ${streamsLost}  => ${ok ? "OK" : "FAILED"}`],
+      ["verification", `rows ${verification.rows} vs acknowledged ${verification.acknowledged}; undelivered ${result.undeliveredTotal}; duplicates ${result.duplicateDeliveries}; misrouted ${result.misroutedDeliveries}; streams ended early ${streamsLost}  => ${ok ? "OK" : "FAILED"}`],
       ["cpu", formatCpu(measured.cpu)],
       ["drain", `${measured.drainSeconds} s after the last send until all delivered`],
       ...pgWaitRows(measured.pgWaits),
@@ -770,13 +787,13 @@ async function scenarioGroup(env: Env) {
     const conversationId = created.conversation!.id;
     const routeOn = [senderConnections(a.baseUrl, toA), senderConnections(b.baseUrl, toB)];
     const routes: Route[] = members.slice(0, GROUP_SENDERS).map((sender, k) => routeOn[k % 2]!(Math.floor(k / 2), sender, conversationId));
-    const traffic = new PacedTraffic(routes, GROUP_RATE, GROUP_SIZE, `${RUN_ID}-g-`, Math.min(2, GROUP_SENDERS) * Math.min(CONNECTIONS, Math.ceil(GROUP_SENDERS / 2)) * MAX_IN_FLIGHT_PER_CONNECTION);
-    const streams = await Promise.race([failed, Promise.all([openStreams(onA, toA, traffic.deliver), openStreams(onB, toB, traffic.deliver)])]).then((s) => s.flat());
+    const traffic = new PacedTraffic(routes, GROUP_RATE, GROUP_SIZE, `${RUN_ID}-g-`, Math.min(2, GROUP_SENDERS) * Math.min(CONNECTIONS, Math.ceil(GROUP_SENDERS / 2)) * MAX_IN_FLIGHT_PER_CONNECTION, (_, stream) => stream);
+    const streams = await Promise.race([failed, Promise.all([openStreams(onA, toA, traffic.deliver, 0), openStreams(onB, toB, traffic.deliver, onA.length)])]).then((s) => s.flat());
     const measured = await measureTraffic(env, traffic, nodes, failed, [conversationId], profileWindow);
     const result = traffic.result();
     const streamsLost = streams.filter((s) => !s.open).length;
     await closeStreams(streams);
-    const ok = result.undeliveredTotal === 0 && result.duplicateDeliveries === 0 && result.errors.total === 0 && streamsLost === 0 && measured.rows.total >= result.acked;
+    const ok = result.undeliveredTotal === 0 && result.duplicateDeliveries === 0 && result.misroutedDeliveries === 0 && result.errors.total === 0 && streamsLost === 0 && measured.rows.total >= result.acked;
     const summary = {
       config: { members: GROUP_SIZE, senders: GROUP_SENDERS, senderClient: SENDER_CLIENT, rate: GROUP_RATE, seconds: SECONDS, warmup: WARMUP, streamsOnA: onA.length, streamsOnB: onB.length },
       persistedPerSecond: round(measured.rows.in_window / SECONDS, 1),
@@ -793,7 +810,7 @@ async function scenarioGroup(env: Env) {
       ["send→deliver ms", formatLatency(result.latencyMs)],
       ["send→ack ms", formatLatency(result.sendAckMs)],
       ["errors", `${result.errors.total}${result.errors.total ? "  " + JSON.stringify(result.errors.byCode) + "  " + result.errors.samples.slice(0, 4).join(" | ") : ""}`],
-      ["verification", `rows ${measured.rows.total} vs acknowledged ${result.acked}; undelivered ${result.undeliveredTotal}; duplicates ${result.duplicateDeliveries}; streams ended early ${streamsLost}  => ${ok ? "OK" : "FAILED"}`],
+      ["verification", `rows ${measured.rows.total} vs acknowledged ${result.acked}; undelivered ${result.undeliveredTotal}; duplicates ${result.duplicateDeliveries}; misrouted ${result.misroutedDeliveries}; streams ended early ${streamsLost}  => ${ok ? "OK" : "FAILED"}`],
       ["cpu", formatCpu(measured.cpu)],
       ...pgWaitRows(measured.pgWaits),
     ]);

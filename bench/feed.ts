@@ -37,10 +37,10 @@
  *   --rate N                     pairs: aggregate target send rate, messages/s (default 3000)
  *   --pairs N                    pairs: sender/receiver pairs (default 200)
  *   --connections N              HTTP/2 connections per node for each side (default 4)
- *   --sender-client raw|connect  how pairs and group send and reactors react: a lean gRPC client straight on
- *                                node:http2 (default; same wire protocol, a fraction of the load
- *                                generator's CPU) or connect-node's createGrpcTransport.
- *                                Subscribers always use connect-node.
+ *   --sender-client raw|connect  how senders send and reactors react: a lean gRPC client
+ *                                straight on node:http2 (default; same wire protocol, about
+ *                                half the load generator's CPU per call) or connect-node's
+ *                                createGrpcTransport. Subscribers always use connect-node.
  *   --group-size N               (default 500)   --group-rate N  (default 20)   --group-senders N (default 4)
  *   --reactors N                 (default 1000)  --rounds N      (default 3)    --emoji E (default 👍)
  *   --streams N                  idle: streams to measure at (default 10000)
@@ -51,10 +51,10 @@
  *   --heap-snapshot DIR          idle: write V8 heap snapshots of node a at baseline and at --streams
  *                                (diagnostic: a snapshot inflates RSS, so its figures are off)
  *   --heartbeat-seconds N        FEED_HEARTBEAT_SECONDS of the nodes (default: the server's own, 15)
- *   --profile                    CPU-profile the nodes over the measured window (pairs, group,
- *                                reactions; idle: the heartbeat period at --streams) through their inspector; writes
- *                                <profile dir>/<scenario>-<node>.cpuprofile (summarize with
- *                                `node bench/lib/cpuprofile.ts FILE`)
+ *   --profile                    CPU-profile the nodes through their inspector over the measured
+ *                                window (pairs, group, reactions; idle: one heartbeat period at
+ *                                --streams); writes <profile dir>/<scenario>-<node>.cpuprofile
+ *                                (summarize with `node bench/lib/cpuprofile.ts FILE`)
  *   --profile-dir DIR            (default /tmp/parley-feed-prof-<run id>)
  *   --sample-pg                  sample pg_stat_activity of the bench database every 10 ms over the
  *                                measured window (pairs, group, reactions) and report wait events
@@ -63,6 +63,9 @@
  *   --database-url URL           PostgreSQL server to create the bench database on
  *   --nats-url URL               (default nats://127.0.0.1:4222)
  *   --json FILE                  write the JSON summary to FILE as well
+ *
+ * Every node's output goes to /tmp/parley-feed-logs-<run id>/<scenario>-<node>.log; what a
+ * node logs during a scenario (warn and above) is shown under its result block.
  *
  * The last line of stdout is the JSON summary. Exit status 1 when a scenario failed or
  * verification found lost, duplicated or miscounted data; missing a target alone is not a

@@ -71,7 +71,7 @@ export function intFlag(name: string, value: string, min: number, max: number): 
 
 /** Prints the first /** ... *\/ comment of a bench file as its --help. */
 export function printHelp(fileUrl: string | URL): void {
-  const source = readFileSync(fileUrl, "utf8");
+  const source = readFileSync(typeof fileUrl === "string" && fileUrl.startsWith("file:") ? new URL(fileUrl) : fileUrl, "utf8");
   console.log(source.slice(source.indexOf("/**") + 3, source.indexOf("*/")).replace(/^ \* ?/gm, ""));
 }
 

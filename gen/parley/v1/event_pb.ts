@@ -8,7 +8,7 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Member, MemberRole } from "./conversation_pb.ts";
 import { file_parley_v1_conversation } from "./conversation_pb.ts";
-import type { Message as Message$1 } from "./message_pb.ts";
+import type { Message as Message$1, MessageDeletion } from "./message_pb.ts";
 import { file_parley_v1_message } from "./message_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/event.proto.
  */
 export const file_parley_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChVwYXJsZXkvdjEvZXZlbnQucHJvdG8SCXBhcmxleS52MSKjBQoFRXZlbnQSCgoCaWQYASABKAkSDgoGY3Vyc29yGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIQCghhY3Rvcl9pZBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZUNyZWF0ZWRIABI+ChRjb252ZXJzYXRpb25fdXBkYXRlZBgLIAEoCzIeLnBhcmxleS52MS5Db252ZXJzYXRpb25VcGRhdGVkSAASLgoMbWVtYmVyX2FkZGVkGAwgASgLMhYucGFybGV5LnYxLk1lbWJlckFkZGVkSAASMgoObWVtYmVyX3JlbW92ZWQYDSABKAsyGC5wYXJsZXkudjEuTWVtYmVyUmVtb3ZlZEgAEjsKE21lbWJlcl9yb2xlX2NoYW5nZWQYDiABKAsyHC5wYXJsZXkudjEuTWVtYmVyUm9sZUNoYW5nZWRIABIyCg5yZWFjdGlvbl9hZGRlZBgPIAEoCzIYLnBhcmxleS52MS5SZWFjdGlvbkFkZGVkSAASNgoQcmVhY3Rpb25fcmVtb3ZlZBgQIAEoCzIaLnBhcmxleS52MS5SZWFjdGlvblJlbW92ZWRIABI7ChNyZWFkX3Bvc2l0aW9uX21vdmVkGBEgASgLMhwucGFybGV5LnYxLlJlYWRQb3NpdGlvbk1vdmVkSAASIwoGdHlwaW5nGBIgASgLMhEucGFybGV5LnYxLlR5cGluZ0gAEjYKEHByZXNlbmNlX2NoYW5nZWQYEyABKAsyGi5wYXJsZXkudjEuUHJlc2VuY2VDaGFuZ2VkSABCBgoEa2luZCI1Cg5NZXNzYWdlQ3JlYXRlZBIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiOAoTQ29udmVyc2F0aW9uVXBkYXRlZBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJIjAKC01lbWJlckFkZGVkEiEKBm1lbWJlchgBIAEoCzIRLnBhcmxleS52MS5NZW1iZXIiLgoNTWVtYmVyUmVtb3ZlZBIPCgd1c2VyX2lkGAEgASgJEgwKBGxlZnQYAiABKAgiSQoRTWVtYmVyUm9sZUNoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCRIjCgRyb2xlGAIgASgOMhUucGFybGV5LnYxLk1lbWJlclJvbGUiUwoNUmVhY3Rpb25BZGRlZBITCgttZXNzYWdlX3NlcRgBIAEoAxINCgVlbW9qaRgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEg0KBWNvdW50GAQgASgDIlUKD1JlYWN0aW9uUmVtb3ZlZBITCgttZXNzYWdlX3NlcRgBIAEoAxINCgVlbW9qaRgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEg0KBWNvdW50GAQgASgDIjsKEVJlYWRQb3NpdGlvbk1vdmVkEg8KB3VzZXJfaWQYASABKAkSFQoNbGFzdF9yZWFkX3NlcRgCIAEoAyJJCgZUeXBpbmcSDwoHdXNlcl9pZBgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJkCg9QcmVzZW5jZUNoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCRIOCgZvbmxpbmUYAiABKAgSMAoMbGFzdF9zZWVuX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcGIGcHJvdG8z", [file_google_protobuf_timestamp, file_parley_v1_conversation, file_parley_v1_message]);
+  fileDesc("ChVwYXJsZXkvdjEvZXZlbnQucHJvdG8SCXBhcmxleS52MSKNBgoFRXZlbnQSCgoCaWQYASABKAkSDgoGY3Vyc29yGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIQCghhY3Rvcl9pZBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZUNyZWF0ZWRIABI+ChRjb252ZXJzYXRpb25fdXBkYXRlZBgLIAEoCzIeLnBhcmxleS52MS5Db252ZXJzYXRpb25VcGRhdGVkSAASLgoMbWVtYmVyX2FkZGVkGAwgASgLMhYucGFybGV5LnYxLk1lbWJlckFkZGVkSAASMgoObWVtYmVyX3JlbW92ZWQYDSABKAsyGC5wYXJsZXkudjEuTWVtYmVyUmVtb3ZlZEgAEjsKE21lbWJlcl9yb2xlX2NoYW5nZWQYDiABKAsyHC5wYXJsZXkudjEuTWVtYmVyUm9sZUNoYW5nZWRIABIyCg5yZWFjdGlvbl9hZGRlZBgPIAEoCzIYLnBhcmxleS52MS5SZWFjdGlvbkFkZGVkSAASNgoQcmVhY3Rpb25fcmVtb3ZlZBgQIAEoCzIaLnBhcmxleS52MS5SZWFjdGlvblJlbW92ZWRIABI7ChNyZWFkX3Bvc2l0aW9uX21vdmVkGBEgASgLMhwucGFybGV5LnYxLlJlYWRQb3NpdGlvbk1vdmVkSAASIwoGdHlwaW5nGBIgASgLMhEucGFybGV5LnYxLlR5cGluZ0gAEjYKEHByZXNlbmNlX2NoYW5nZWQYEyABKAsyGi5wYXJsZXkudjEuUHJlc2VuY2VDaGFuZ2VkSAASMgoObWVzc2FnZV9lZGl0ZWQYFCABKAsyGC5wYXJsZXkudjEuTWVzc2FnZUVkaXRlZEgAEjQKD21lc3NhZ2VfZGVsZXRlZBgVIAEoCzIZLnBhcmxleS52MS5NZXNzYWdlRGVsZXRlZEgAQgYKBGtpbmQiNQoOTWVzc2FnZUNyZWF0ZWQSIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlIjgKE0NvbnZlcnNhdGlvblVwZGF0ZWQSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCSIwCgtNZW1iZXJBZGRlZBIhCgZtZW1iZXIYASABKAsyES5wYXJsZXkudjEuTWVtYmVyIi4KDU1lbWJlclJlbW92ZWQSDwoHdXNlcl9pZBgBIAEoCRIMCgRsZWZ0GAIgASgIIkkKEU1lbWJlclJvbGVDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSIwoEcm9sZRgCIAEoDjIVLnBhcmxleS52MS5NZW1iZXJSb2xlIlMKDVJlYWN0aW9uQWRkZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVjb3VudBgEIAEoAyJVCg9SZWFjdGlvblJlbW92ZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVjb3VudBgEIAEoAyI7ChFSZWFkUG9zaXRpb25Nb3ZlZBIPCgd1c2VyX2lkGAEgASgJEhUKDWxhc3RfcmVhZF9zZXEYAiABKAMiSQoGVHlwaW5nEg8KB3VzZXJfaWQYASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZAoPUHJlc2VuY2VDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEjAKDGxhc3Rfc2Vlbl9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNAoNTWVzc2FnZUVkaXRlZBIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiegoOTWVzc2FnZURlbGV0ZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSEgoKbWVzc2FnZV9pZBgCIAEoCRIsCghkZWxldGlvbhgDIAEoCzIaLnBhcmxleS52MS5NZXNzYWdlRGVsZXRpb24SEQoJbW9kZXJhdGVkGAQgASgIYgZwcm90bzM", [file_google_protobuf_timestamp, file_parley_v1_conversation, file_parley_v1_message]);
 
 /**
  * Something a client should see, delivered by EventService.Subscribe. Events of one
@@ -146,6 +146,24 @@ export type Event = Message<"parley.v1.Event"> & {
      */
     value: PresenceChanged;
     case: "presenceChanged";
+  } | {
+    /**
+     * A message was edited (numbers 20-29 belong to the message lifecycle).
+     *
+     * @generated from field: parley.v1.MessageEdited message_edited = 20;
+     */
+    value: MessageEdited;
+    case: "messageEdited";
+  } | {
+    /**
+     * A message was deleted.
+     *
+     * Numbers 30-39 belong to stories.
+     *
+     * @generated from field: parley.v1.MessageDeleted message_deleted = 21;
+     */
+    value: MessageDeleted;
+    case: "messageDeleted";
   } | { case: undefined; value?: undefined };
 };
 
@@ -456,4 +474,67 @@ export type PresenceChanged = Message<"parley.v1.PresenceChanged"> & {
  */
 export const PresenceChangedSchema: GenMessage<PresenceChanged> = /*@__PURE__*/
   messageDesc(file_parley_v1_event, 10);
+
+/**
+ * Payload of a message_edited event.
+ *
+ * @generated from message parley.v1.MessageEdited
+ */
+export type MessageEdited = Message<"parley.v1.MessageEdited"> & {
+  /**
+   * The message after the edit (its version says which edit this is).
+   *
+   * @generated from field: parley.v1.Message message = 1;
+   */
+  message?: Message$1 | undefined;
+};
+
+/**
+ * Describes the message parley.v1.MessageEdited.
+ * Use `create(MessageEditedSchema)` to create a new message.
+ */
+export const MessageEditedSchema: GenMessage<MessageEdited> = /*@__PURE__*/
+  messageDesc(file_parley_v1_event, 11);
+
+/**
+ * Payload of a message_deleted event.
+ *
+ * @generated from message parley.v1.MessageDeleted
+ */
+export type MessageDeleted = Message<"parley.v1.MessageDeleted"> & {
+  /**
+   * The seq of the deleted message.
+   *
+   * @generated from field: int64 message_seq = 1;
+   */
+  messageSeq: bigint;
+
+  /**
+   * The id of the deleted message.
+   *
+   * @generated from field: string message_id = 2;
+   */
+  messageId: string;
+
+  /**
+   * Who deleted it, and when.
+   *
+   * @generated from field: parley.v1.MessageDeletion deletion = 3;
+   */
+  deletion?: MessageDeletion | undefined;
+
+  /**
+   * True when a group admin deleted someone else's message.
+   *
+   * @generated from field: bool moderated = 4;
+   */
+  moderated: boolean;
+};
+
+/**
+ * Describes the message parley.v1.MessageDeleted.
+ * Use `create(MessageDeletedSchema)` to create a new message.
+ */
+export const MessageDeletedSchema: GenMessage<MessageDeleted> = /*@__PURE__*/
+  messageDesc(file_parley_v1_event, 12);
 

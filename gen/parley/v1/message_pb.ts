@@ -12,7 +12,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file parley/v1/message.proto.
  */
 export const file_parley_v1_message: GenFile = /*@__PURE__*/
-  fileDesc("ChdwYXJsZXkvdjEvbWVzc2FnZS5wcm90bxIJcGFybGV5LnYxIsECCgdNZXNzYWdlEgoKAmlkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCRILCgNzZXEYAyABKAMSEQoJc2VuZGVyX2lkGAQgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKDHJlcGx5X3RvX3NlcRgHIAEoA0gBiAEBEg4KBHRleHQYCCABKAlIABIwCghlbnZlbG9wZRgJIAEoCzIcLnBhcmxleS52MS5FbmNyeXB0ZWRFbnZlbG9wZUgAEi0KCXJlYWN0aW9ucxgKIAMoCzIaLnBhcmxleS52MS5SZWFjdGlvblN1bW1hcnlCCQoHY29udGVudEIPCg1fcmVwbHlfdG9fc2VxIkYKD1JlYWN0aW9uU3VtbWFyeRINCgVlbW9qaRgBIAEoCRINCgVjb3VudBgCIAEoAxIVCg1yZWFjdGVkX2J5X21lGAMgASgIImwKEUVuY3J5cHRlZEVudmVsb3BlEhIKCmNpcGhlcnRleHQYASABKAwSDQoFbm9uY2UYAiABKAwSEQoJYWxnb3JpdGhtGAMgASgJEg4KBmtleV9pZBgEIAEoCRIRCglrZXlfZXBvY2gYBSABKA0ikAEKDk1lc3NhZ2VQcmV2aWV3EgsKA3NlcRgBIAEoAxIRCglzZW5kZXJfaWQYAiABKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoEdGV4dBgEIAEoCUgAEhMKCWVuY3J5cHRlZBgFIAEoCEgAQgkKB2NvbnRlbnRiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChdwYXJsZXkvdjEvbWVzc2FnZS5wcm90bxIJcGFybGV5LnYxIpMECgdNZXNzYWdlEgoKAmlkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCRILCgNzZXEYAyABKAMSEQoJc2VuZGVyX2lkGAQgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKDHJlcGx5X3RvX3NlcRgHIAEoA0gBiAEBEg4KBHRleHQYCCABKAlIABIwCghlbnZlbG9wZRgJIAEoCzIcLnBhcmxleS52MS5FbmNyeXB0ZWRFbnZlbG9wZUgAEi0KCXJlYWN0aW9ucxgKIAMoCzIaLnBhcmxleS52MS5SZWFjdGlvblN1bW1hcnkSDwoHdmVyc2lvbhgLIAEoBRItCgllZGl0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGRlbGV0aW9uGA0gASgLMhoucGFybGV5LnYxLk1lc3NhZ2VEZWxldGlvbhIaChJtZW50aW9uZWRfdXNlcl9pZHMYDiADKAkSGQoRbWVudGlvbnNfZXZlcnlvbmUYDyABKAgSKwoIcmVwbHlfdG8YECABKAsyGS5wYXJsZXkudjEuTWVzc2FnZVByZXZpZXdCCQoHY29udGVudEIPCg1fcmVwbHlfdG9fc2VxIlUKD01lc3NhZ2VEZWxldGlvbhISCgpkZWxldGVkX2J5GAEgASgJEi4KCmRlbGV0ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkYKD1JlYWN0aW9uU3VtbWFyeRINCgVlbW9qaRgBIAEoCRINCgVjb3VudBgCIAEoAxIVCg1yZWFjdGVkX2J5X21lGAMgASgIImwKEUVuY3J5cHRlZEVudmVsb3BlEhIKCmNpcGhlcnRleHQYASABKAwSDQoFbm9uY2UYAiABKAwSEQoJYWxnb3JpdGhtGAMgASgJEg4KBmtleV9pZBgEIAEoCRIRCglrZXlfZXBvY2gYBSABKA0iowEKDk1lc3NhZ2VQcmV2aWV3EgsKA3NlcRgBIAEoAxIRCglzZW5kZXJfaWQYAiABKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoEdGV4dBgEIAEoCUgAEhMKCWVuY3J5cHRlZBgFIAEoCEgAEhEKB2RlbGV0ZWQYBiABKAhIAEIJCgdjb250ZW50YgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * A message in a conversation. Its position is `seq`: gapless and strictly increasing
@@ -99,6 +99,49 @@ export type Message = Message$1<"parley.v1.Message"> & {
    * @generated from field: repeated parley.v1.ReactionSummary reactions = 10;
    */
   reactions: ReactionSummary[];
+
+  /**
+   * 1 when sent; bumped by every edit.
+   *
+   * @generated from field: int32 version = 11;
+   */
+  version: number;
+
+  /**
+   * When the last edit happened; unset when never edited.
+   *
+   * @generated from field: google.protobuf.Timestamp edited_at = 12;
+   */
+  editedAt?: Timestamp | undefined;
+
+  /**
+   * Set when the message was deleted: it stays in the sequence as a tombstone, with no
+   * content, mentions or reactions.
+   *
+   * @generated from field: parley.v1.MessageDeletion deletion = 13;
+   */
+  deletion?: MessageDeletion | undefined;
+
+  /**
+   * Users the message mentions (kept outside the content, so they work when it is encrypted).
+   *
+   * @generated from field: repeated string mentioned_user_ids = 14;
+   */
+  mentionedUserIds: string[];
+
+  /**
+   * True when the message mentions everyone in the group (group admins only).
+   *
+   * @generated from field: bool mentions_everyone = 15;
+   */
+  mentionsEveryone: boolean;
+
+  /**
+   * A short view of the message this one replies to (set when reply_to_seq is).
+   *
+   * @generated from field: parley.v1.MessagePreview reply_to = 16;
+   */
+  replyTo?: MessagePreview | undefined;
 };
 
 /**
@@ -107,6 +150,34 @@ export type Message = Message$1<"parley.v1.Message"> & {
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
   messageDesc(file_parley_v1_message, 0);
+
+/**
+ * Who deleted a message, and when.
+ *
+ * @generated from message parley.v1.MessageDeletion
+ */
+export type MessageDeletion = Message$1<"parley.v1.MessageDeletion"> & {
+  /**
+   * The user who deleted it: the sender, or a group admin moderating.
+   *
+   * @generated from field: string deleted_by = 1;
+   */
+  deletedBy: string;
+
+  /**
+   * When it was deleted.
+   *
+   * @generated from field: google.protobuf.Timestamp deleted_at = 2;
+   */
+  deletedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message parley.v1.MessageDeletion.
+ * Use `create(MessageDeletionSchema)` to create a new message.
+ */
+export const MessageDeletionSchema: GenMessage<MessageDeletion> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message, 1);
 
 /**
  * How many users reacted to a message with one emoji.
@@ -141,7 +212,7 @@ export type ReactionSummary = Message$1<"parley.v1.ReactionSummary"> & {
  * Use `create(ReactionSummarySchema)` to create a new message.
  */
 export const ReactionSummarySchema: GenMessage<ReactionSummary> = /*@__PURE__*/
-  messageDesc(file_parley_v1_message, 1);
+  messageDesc(file_parley_v1_message, 2);
 
 /**
  * Content encrypted on the sender's device. Every field is opaque to the server.
@@ -190,7 +261,7 @@ export type EncryptedEnvelope = Message$1<"parley.v1.EncryptedEnvelope"> & {
  * Use `create(EncryptedEnvelopeSchema)` to create a new message.
  */
 export const EncryptedEnvelopeSchema: GenMessage<EncryptedEnvelope> = /*@__PURE__*/
-  messageDesc(file_parley_v1_message, 2);
+  messageDesc(file_parley_v1_message, 3);
 
 /**
  * A short view of a message, for conversation lists and reply quotes.
@@ -240,6 +311,14 @@ export type MessagePreview = Message$1<"parley.v1.MessagePreview"> & {
      */
     value: boolean;
     case: "encrypted";
+  } | {
+    /**
+     * True when the message was deleted.
+     *
+     * @generated from field: bool deleted = 6;
+     */
+    value: boolean;
+    case: "deleted";
   } | { case: undefined; value?: undefined };
 };
 
@@ -248,5 +327,5 @@ export type MessagePreview = Message$1<"parley.v1.MessagePreview"> & {
  * Use `create(MessagePreviewSchema)` to create a new message.
  */
 export const MessagePreviewSchema: GenMessage<MessagePreview> = /*@__PURE__*/
-  messageDesc(file_parley_v1_message, 3);
+  messageDesc(file_parley_v1_message, 4);
 

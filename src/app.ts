@@ -25,6 +25,8 @@ import { createPresenceTracker } from "./presence/index.ts";
 import { ReactionBatcher } from "./reactions/index.ts";
 import { MessageService, SendBatcher } from "./messages/index.ts";
 import { createRoutes } from "./routes.ts";
+import { createPostgresSearch, createSearchIndexer, createSearchMetrics, SearchService } from "./search/index.ts";
+import { pumpLocalEvents } from "./search/local-event-pump.ts";
 import { createCorsHandler } from "./server/cors.ts";
 import { createRpcMetrics, startMetricsServer } from "./server/metrics.ts";
 import { createObservabilityInterceptor } from "./server/observability-interceptor.ts";
@@ -106,12 +108,16 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const health = new HealthStatus();
   const users = new UserDirectory(database.db);
   const metrics = createRpcMetrics();
+  const searchIndex = createPostgresSearch(database.db);
+  const indexer = createSearchIndexer({ index: searchIndex, metrics: createSearchMetrics(metrics.registry), logger });
+  let stopIndexing = () => {};
   const shutdown = new AbortController();
   const routes = createRoutes({
     users: new UserService(database.db, config.limits),
     conversations: new ConversationService(database.db, config.limits, publisher),
     messages: new MessageService(database.db, sends, reactions, config.limits),
     events: new EventService({ db: database.db, hub, bus, presence, feed: config.feed }),
+    search: new SearchService(database.db, searchIndex),
     health,
   });
   const connectHandler = connectNodeAdapter({
@@ -140,6 +146,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     async start() {
       await hub.start();
       await relay.start();
+      stopIndexing = pumpLocalEvents(bus, indexer.handle);
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
       logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres" }, "parley is serving");
@@ -157,6 +164,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await publisher.flush();
       await relay.stop();
       await hub.stop();
+      stopIndexing();
+      await searchIndex.close();
       await presence.close();
       await bus.close();
       await nats?.drain();

@@ -1,0 +1,5 @@
+export { createPostgresSearch } from "./postgres-search.ts";
+export { createSearchIndexer, type IndexerDelivery, type IndexerOutcome } from "./search-indexer.ts";
+export { createSearchMetrics, type SearchMetrics } from "./search-metrics.ts";
+export type { SearchIndex } from "./search-index.ts";
+export { SearchService } from "./search-service.ts";

@@ -1,0 +1,140 @@
+/**
+ * The PostgreSQL full-text backend: table message_search (migrations/0005_search.sql), a GIN
+ * index over tsvectors of the normalized words, and queries built from the parsed query with
+ * phraseto_tsquery over bind parameters (never to_tsquery on user text). Relevance is ts_rank,
+ * then recency. Used when OPENSEARCH_URL is unset.
+ */
+import { sql, type Kysely, type RawBuilder } from "kysely";
+import type { Database } from "../db/schema.ts";
+import { InvalidInputError } from "../errors.ts";
+import type { ParsedQuery, SearchTerm } from "./query-parser.ts";
+import type { IndexChanges, IndexedMessage, IndexHit, IndexPage, IndexQuery, IndexRebuild, RemovedMessage, SearchAfter, SearchIndex } from "./search-index.ts";
+import { indexableText } from "./text-analysis.ts";
+
+/** The text search configuration: no stemming or stop words, so exact words always match. */
+const CONFIG = sql.lit("simple");
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export function createPostgresSearch(db: Kysely<Database>): SearchIndex {
+  return {
+    backend: "postgres",
+    apply: (changes) => applyChanges(db, changes, "newer"),
+    search: (query) => search(db, query),
+    async rebuild(): Promise<IndexRebuild> {
+      // The rows are rebuilt in place: each stays searchable while it is rewritten, and a
+      // rewrite at the same version refreshes its words (after an analysis change).
+      return { target: "message_search", write: (changes) => applyChanges(db, changes, "same-or-newer"), finish: async () => {} };
+    },
+    async close() {},
+  };
+}
+
+/** Which stored versions an upsert may replace. */
+type Overwrite = "newer" | "same-or-newer";
+
+async function applyChanges(db: Kysely<Database>, changes: IndexChanges, overwrite: Overwrite): Promise<void> {
+  const { upserts, removals } = collapse(changes);
+  if (removals.length > 0) await markDeleted(db, removals);
+  if (upserts.length > 0) await upsert(db, upserts, overwrite);
+}
+
+/**
+ * One change per message (one statement cannot touch a row twice): the highest version wins,
+ * and a removal beats every version.
+ */
+function collapse(changes: IndexChanges): IndexChanges {
+  const key = (m: { conversationId: string; seq: bigint }) => `${m.conversationId}/${m.seq}`;
+  const removals = new Map(changes.removals.map((r) => [key(r), r]));
+  const upserts = new Map<string, IndexedMessage>();
+  for (const message of changes.upserts) {
+    const k = key(message);
+    if (removals.has(k)) continue;
+    const seen = upserts.get(k);
+    if (!seen || seen.version < message.version) upserts.set(k, message);
+  }
+  return { upserts: [...upserts.values()], removals: [...removals.values()] };
+}
+
+async function markDeleted(db: Kysely<Database>, removals: readonly RemovedMessage[]): Promise<void> {
+  await sql`
+    insert into message_search (conversation_id, seq, message_id, version, sender_id, created_at, deleted, tsv)
+    select c, s, m, 0, '', 'epoch', true, null
+    from unnest(${removals.map((r) => r.conversationId)}::uuid[], ${removals.map((r) => r.seq.toString())}::int8[],
+                ${removals.map((r) => r.messageId)}::uuid[]) as r(c, s, m)
+    on conflict (conversation_id, seq) do update set deleted = true, tsv = null`.execute(db);
+}
+
+async function upsert(db: Kysely<Database>, messages: readonly IndexedMessage[], overwrite: Overwrite): Promise<void> {
+  const replaces = overwrite === "newer" ? sql`message_search.version < excluded.version` : sql`message_search.version <= excluded.version`;
+  await sql`
+    insert into message_search (conversation_id, seq, message_id, version, sender_id, created_at, deleted, tsv)
+    select c, s, m, v, snd, t, false, to_tsvector(${CONFIG}, txt)
+    from unnest(${messages.map((m) => m.conversationId)}::uuid[], ${messages.map((m) => m.seq.toString())}::int8[],
+                ${messages.map((m) => m.messageId)}::uuid[], ${messages.map((m) => m.version)}::int4[],
+                ${messages.map((m) => m.senderId)}::text[], ${messages.map((m) => m.createdAt.toISOString())}::timestamptz[],
+                ${messages.map((m) => indexableText(m.text))}::text[]) as r(c, s, m, v, snd, t, txt)
+    on conflict (conversation_id, seq) do update
+      set message_id = excluded.message_id, version = excluded.version, sender_id = excluded.sender_id,
+          created_at = excluded.created_at, tsv = excluded.tsv
+      where not message_search.deleted and ${replaces}`.execute(db);
+}
+
+interface HitRow {
+  conversation_id: string;
+  seq: string;
+  message_id: string;
+  version: number;
+  created_ms: string;
+  score: number;
+}
+
+async function search(db: Kysely<Database>, q: IndexQuery): Promise<IndexPage> {
+  const filters: RawBuilder<unknown>[] = [sql`s.conversation_id = any(${[...q.conversationIds]}::uuid[])`, sql`s.tsv @@ q.q`];
+  if (q.senderId !== null) filters.push(sql`s.sender_id = ${q.senderId}`);
+  if (q.createdFromMs !== null) filters.push(sql`s.created_at >= ${new Date(q.createdFromMs).toISOString()}::timestamptz`);
+  if (q.createdBeforeMs !== null) filters.push(sql`s.created_at < ${new Date(q.createdBeforeMs).toISOString()}::timestamptz`);
+  const relevance = q.order === "relevance";
+  // Every sort key is descending, so "after the previous page" is one row comparison.
+  const sortKey = relevance ? sql`x.score, x.created_ms, x.message_id` : sql`x.created_ms, x.message_id`;
+  const after = q.after === null ? sql`true` : sql`(${sortKey}) < (${sql.join(afterValues(q.after, relevance))})`;
+  const rows = await sql<HitRow>`
+    select * from (
+      select s.conversation_id, s.seq, s.message_id, s.version,
+        (extract(epoch from s.created_at) * 1000)::int8 as created_ms, ts_rank(s.tsv, q.q) as score
+      from message_search s, (select ${toTsquery(q.query)} as q) q
+      where ${sql.join(filters, sql` and `)}
+    ) x
+    where ${after}
+    order by ${relevance ? sql`x.score desc, x.created_ms desc, x.message_id desc` : sql`x.created_ms desc, x.message_id desc`}
+    limit ${q.limit + 1}`.execute(db);
+  const page = rows.rows.slice(0, q.limit);
+  const last = page.at(-1);
+  const hits = page.map(
+    (r): IndexHit => ({ conversationId: r.conversation_id, seq: BigInt(r.seq), messageId: r.message_id, version: r.version, score: Number(r.score) }),
+  );
+  const next = rows.rows.length > q.limit && last ? (relevance ? [Number(last.score), last.created_ms, last.message_id] : [last.created_ms, last.message_id]) : null;
+  return { hits, next };
+}
+
+/** The previous page's last sort key as typed parameters; anything else is a forged token. */
+function afterValues(after: SearchAfter, relevance: boolean): RawBuilder<unknown>[] {
+  const [score, createdMs, messageId] = relevance ? after : [0, ...after];
+  const valid =
+    after.length === (relevance ? 3 : 2) &&
+    typeof score === "number" &&
+    Number.isFinite(score) &&
+    /^-?\d{1,18}$/.test(String(createdMs)) &&
+    typeof messageId === "string" &&
+    UUID.test(messageId);
+  if (!valid) throw new InvalidInputError("page_token", "is not a token this call issued");
+  return [...(relevance ? [sql`${score}::real`] : []), sql`${String(createdMs)}::int8`, sql`${messageId}::uuid`];
+}
+
+/** All included terms and none of the excluded ones; each term is a phrase of its normalized words. */
+function toTsquery(query: ParsedQuery): RawBuilder<unknown> {
+  const phrase = (term: SearchTerm) => sql`phraseto_tsquery(${CONFIG}, ${term.words.join(" ")})`;
+  return sql.join(
+    [...query.include.map(phrase), ...query.exclude.map((term) => sql`(!! ${phrase(term)})`)],
+    sql` && `,
+  );
+}

@@ -1,0 +1,163 @@
+/**
+ * SearchService: validates a search, reads the caller's current conversations from
+ * PostgreSQL, asks the index, and answers with the messages as they are stored now. A hit
+ * whose message was deleted, or edited since the index saw it, is left out: the index may lag
+ * the database by a moment, but a result never shows what is no longer there.
+ */
+import { createHash } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { Kysely } from "kysely";
+import type { Message } from "../../gen/parley/v1/message_pb.ts";
+import {
+  SearchHitSchema,
+  SearchMessagesResponseSchema,
+  SearchOrder,
+  SnippetPartSchema,
+  type SearchMessagesRequest,
+  type SearchService as SearchServiceDesc,
+} from "../../gen/parley/v1/search_service_pb.ts";
+import { requireCaller } from "../auth/user-context.ts";
+import type { Database } from "../db/schema.ts";
+import { InvalidInputError } from "../errors.ts";
+import { toMessage } from "../messages/message-mapper.ts";
+import { decodePageToken, encodePageToken } from "../page-token.ts";
+import { toReactionSummaries } from "../reactions/reaction-mapper.ts";
+import { findReactionSummaries, targetKey } from "../reactions/reaction-repository.ts";
+import { pageSize, requireUserId, requireUuid } from "../validation.ts";
+import { snippet } from "./highlighter.ts";
+import { parseQuery } from "./query-parser.ts";
+import type { IndexHit, IndexQuery, SearchAfter, SearchIndex, SearchOrdering } from "./search-index.ts";
+import { findMemberConversationIds, findMessagesAt } from "./search-repository.ts";
+
+const DEFAULT_PAGE_SIZE = 20;
+const MAX_PAGE_SIZE = 100;
+const MAX_CONVERSATION_IDS = 100;
+/** The range of google.protobuf.Timestamp: years 0001 to 9999. */
+const MIN_SECONDS = -62_135_596_800n;
+const MAX_SECONDS = 253_402_300_799n;
+
+export class SearchService implements ServiceImpl<typeof SearchServiceDesc> {
+  readonly #db: Kysely<Database>;
+  readonly #index: SearchIndex;
+
+  constructor(db: Kysely<Database>, index: SearchIndex) {
+    this.#db = db;
+    this.#index = index;
+  }
+
+  async searchMessages(req: SearchMessagesRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    const request = toIndexQuery(req);
+    const conversationIds = await findMemberConversationIds(this.#db, userId, req.conversationIds.length > 0 ? request.conversationIds : null);
+    if (conversationIds.length === 0) return create(SearchMessagesResponseSchema, {});
+    const page = await this.#index.search({ ...request, conversationIds });
+    const messages = await this.#currentMessages(page.hits, userId);
+    const hits = page.hits.flatMap((hit) => {
+      const message = messages.get(`${hit.conversationId}/${hit.seq}`);
+      if (!message || !isCurrent(message, hit) || message.content.case !== "text") return [];
+      return [
+        create(SearchHitSchema, {
+          message,
+          conversationId: hit.conversationId,
+          snippet: snippet(message.content.value, request.query).map((run) => create(SnippetPartSchema, run)),
+          score: hit.score,
+        }),
+      ];
+    });
+    return create(SearchMessagesResponseSchema, {
+      hits,
+      nextPageToken: page.next === null ? "" : encodePageToken("search", { r: requestFingerprint(req), a: JSON.stringify(page.next) }),
+    });
+  }
+
+  /** The stored messages behind the hits, with reactions as the caller sees them, by "conversation/seq". */
+  async #currentMessages(hits: readonly IndexHit[], viewerId: string): Promise<Map<string, Message>> {
+    const rows = await findMessagesAt(this.#db, hits);
+    const targets = rows.map((r) => ({ conversationId: r.conversation_id, seq: r.seq, userId: viewerId }));
+    const reactions = toReactionSummaries(await findReactionSummaries(this.#db, targets));
+    return new Map(rows.map((row, i) => [`${row.conversation_id}/${row.seq}`, toMessage(row, reactions.get(targetKey(targets[i]!)) ?? [])]));
+  }
+}
+
+/** The stored message is the version the index matched (0 means a message never versioned: 1). */
+function isCurrent(message: Message, hit: IndexHit): boolean {
+  return message.deletion === undefined && Math.max(message.version, 1) <= hit.version;
+}
+
+/** Checks every field; the conversation ids are the requested ones (membership comes later). */
+function toIndexQuery(req: SearchMessagesRequest): IndexQuery {
+  const query = parseQuery(req.query);
+  if (req.conversationIds.length > MAX_CONVERSATION_IDS) throw new InvalidInputError("conversation_ids", `has more than ${MAX_CONVERSATION_IDS} ids`);
+  const conversationIds = [...new Set(req.conversationIds.map((id) => requireUuid("conversation_ids", id)))];
+  const createdFromMs = timestampMsCeil("created_after", req.createdAfter);
+  const createdBeforeMs = timestampMsCeil("created_before", req.createdBefore);
+  if (createdFromMs !== null && createdBeforeMs !== null && createdBeforeMs <= createdFromMs) {
+    throw new InvalidInputError("created_before", "must be later than created_after");
+  }
+  return {
+    query,
+    conversationIds,
+    senderId: req.senderId === "" ? null : requireUserId("sender_id", req.senderId),
+    createdFromMs,
+    createdBeforeMs,
+    order: ordering(req.order),
+    limit: pageSize(req.pageSize, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+    after: req.pageToken === "" ? null : afterOf(req),
+  };
+}
+
+function ordering(order: SearchOrder): SearchOrdering {
+  switch (order) {
+    case SearchOrder.UNSPECIFIED:
+    case SearchOrder.RELEVANCE:
+      return "relevance";
+    case SearchOrder.RECENCY:
+      return "recency";
+    default:
+      throw new InvalidInputError("order", "is not a known order");
+  }
+}
+
+/**
+ * A bound in whole milliseconds (the precision of stored times), rounded up: for both an
+ * inclusive lower and an exclusive upper bound, "t >= x" and "t < x" then hold exactly as
+ * they would for the precise x.
+ */
+function timestampMsCeil(field: string, value: Timestamp | undefined): number | null {
+  if (value === undefined) return null;
+  if (value.seconds < MIN_SECONDS || value.seconds > MAX_SECONDS || value.nanos < 0 || value.nanos > 999_999_999) {
+    throw new InvalidInputError(field, "is not a valid timestamp");
+  }
+  return Number(value.seconds) * 1000 + Math.ceil(value.nanos / 1_000_000);
+}
+
+/** The previous page's end, from a token issued for this same request. */
+function afterOf(req: SearchMessagesRequest): SearchAfter {
+  const token = decodePageToken("search", req.pageToken, ["r", "a"] as const);
+  if (token.r !== requestFingerprint(req)) throw new InvalidInputError("page_token", "was issued for a different search");
+  let after: unknown;
+  try {
+    after = JSON.parse(String(token.a));
+  } catch {
+    after = null;
+  }
+  if (!Array.isArray(after) || !after.every((v) => typeof v === "string" || typeof v === "number")) {
+    throw new InvalidInputError("page_token", "is not a token this call issued");
+  }
+  return after;
+}
+
+/** What makes two requests the same search (page size may change between pages). */
+function requestFingerprint(req: SearchMessagesRequest): string {
+  const fields = [
+    req.query,
+    [...req.conversationIds].map((id) => id.toLowerCase()).sort(),
+    req.senderId,
+    req.createdAfter ? [String(req.createdAfter.seconds), req.createdAfter.nanos] : null,
+    req.createdBefore ? [String(req.createdBefore.seconds), req.createdBefore.nanos] : null,
+    req.order === SearchOrder.UNSPECIFIED ? SearchOrder.RELEVANCE : req.order,
+  ];
+  return createHash("sha256").update(JSON.stringify(fields)).digest("base64url").slice(0, 22);
+}

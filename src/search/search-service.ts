@@ -99,13 +99,20 @@ function toIndexQuery(req: SearchMessagesRequest): IndexQuery {
   return {
     query,
     conversationIds,
-    senderId: req.senderId === "" ? null : requireUserId("sender_id", req.senderId),
+    senderId: senderFilter(req.senderId),
     createdFromMs,
     createdBeforeMs,
     order: ordering(req.order),
     limit: pageSize(req.pageSize, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
     after: req.pageToken === "" ? null : afterOf(req),
   };
+}
+
+/** A user id to filter by; one with a NUL character can name no user (and PostgreSQL text cannot hold it). */
+function senderFilter(senderId: string): string | null {
+  if (senderId === "") return null;
+  if (senderId.includes("\u0000")) throw new InvalidInputError("sender_id", "is not a valid user id");
+  return requireUserId("sender_id", senderId);
 }
 
 function ordering(order: SearchOrder): SearchOrdering {

@@ -23,11 +23,11 @@ describe("SearchMessages: who finds what", () => {
   for (const protocol of MAIN_PROTOCOLS) {
     describe(`over ${protocol}`, () => {
       it("shows a non-member nothing of a conversation, even when they name it", async () => {
-        const [a, b, outsider] = await newUsers(server, 3, "outsider");
+        const [a, b, c, outsider] = await newUsers(server, 4, "outsider");
         const A = server.clientsFor(a!, protocol);
         const O = server.clientsFor(outsider!, protocol);
-        const secret = await createGroup(A, [b!], "members only");
-        const own = await createGroup(O, [b!], "outsider's own");
+        const secret = await createGroup(A, [b!, c!], "members only");
+        const own = await createGroup(O, [b!, c!], "outsider's own");
         const word = uniqueWord();
         const hidden = await sendText(A, secret.id, `${word} is the password`);
         const visible = await sendText(O, own.id, `${word} is mine to see`);
@@ -41,11 +41,11 @@ describe("SearchMessages: who finds what", () => {
       });
 
       it("shows a member who leaves nothing of the group at once, and keeps their other conversations", async () => {
-        const [a, b] = await newUsers(server, 2, "leaver");
+        const [a, b, c] = await newUsers(server, 3, "leaver");
         const A = server.clientsFor(a!, protocol);
         const B = server.clientsFor(b!, protocol);
-        const left = await createGroup(A, [b!], "to leave");
-        const kept = await createGroup(A, [b!], "to keep");
+        const left = await createGroup(A, [b!, c!], "to leave");
+        const kept = await createGroup(A, [b!, c!], "to keep");
         const word = uniqueWord();
         const gone = await sendText(A, left.id, `${word} before the goodbye`);
         const stays = await sendText(A, kept.id, `${word} still here`);
@@ -59,10 +59,10 @@ describe("SearchMessages: who finds what", () => {
       });
 
       it("shows a removed member nothing of the group at once", async () => {
-        const [admin, member] = await newUsers(server, 2, "removed");
+        const [admin, member, other] = await newUsers(server, 3, "removed");
         const A = server.clientsFor(admin!, protocol);
         const M = server.clientsFor(member!, protocol);
-        const group = await createGroup(A, [member!]);
+        const group = await createGroup(A, [member!, other!]);
         const word = uniqueWord();
         const sent = await sendText(M, group.id, `${word} from the member`);
         await waitForHits(M, { query: word }, [sent], { what: "the member finds their message" });
@@ -73,10 +73,10 @@ describe("SearchMessages: who finds what", () => {
       });
 
       it("lets a member who joins find the history they can read", async () => {
-        const [a, b, newcomer] = await newUsers(server, 3, "joiner");
+        const [a, b, c, newcomer] = await newUsers(server, 4, "joiner");
         const A = server.clientsFor(a!, protocol);
         const N = server.clientsFor(newcomer!, protocol);
-        const group = await createGroup(A, [b!]);
+        const group = await createGroup(A, [b!, c!]);
         const word = uniqueWord();
         const earlier = await sendText(A, group.id, `${word} said before you came`);
         await waitForHits(A, { query: word }, [earlier], { what: "indexed" });
@@ -89,9 +89,9 @@ describe("SearchMessages: who finds what", () => {
       });
 
       it("never finds an encrypted message, whatever its envelope holds", async () => {
-        const [a, b] = await newUsers(server, 2, "sealed");
+        const [a, b, c] = await newUsers(server, 3, "sealed");
         const A = server.clientsFor(a!, protocol);
-        const group = await createGroup(A, [b!]);
+        const group = await createGroup(A, [b!, c!]);
         const word = uniqueWord();
         const keyWord = uniqueWord("kw");
         // A "null cipher": the ciphertext is the plaintext's bytes, and the other envelope

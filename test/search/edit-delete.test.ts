@@ -90,11 +90,11 @@ describeLifecycle(`SearchMessages: edits and deletes${SKIP_REASON}`, () => {
       let lifecycle: Lifecycle;
 
       beforeEach(async () => {
-        const [a, b] = await newUsers(server, 2, "lifecycle");
+        const [a, b, c] = await newUsers(server, 3, "lifecycle");
         A = server.clientsFor(a!, protocol);
         B = server.clientsFor(b!, protocol);
         lifecycle = lifecycleOf(A);
-        conversationId = (await createGroup(A, [b!])).id;
+        conversationId = (await createGroup(A, [b!, c!])).id;
       });
 
       it("replaces the old text on edit: old words stop matching, new words match", async () => {
@@ -203,11 +203,11 @@ describeLifecycle(`SearchMessages: edits and deletes${SKIP_REASON}`, () => {
       // A server of its own: its events stream holds only what these tests did.
       own = await startRealtimeServer();
       replayer = await EventReplayer.forServer(own);
-      const [a, b] = await newUsers(own, 2, "replay");
+      const [a, b, c] = await newUsers(own, 3, "replay");
       A = own.clientsFor(a!, "connect");
       B = own.clientsFor(b!, "grpc");
       lifecycle = lifecycleOf(A);
-      conversationId = (await createGroup(A, [b!])).id;
+      conversationId = (await createGroup(A, [b!, c!])).id;
     });
     after(async () => {
       await replayer?.close();

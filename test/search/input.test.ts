@@ -27,9 +27,9 @@ describe("SearchMessages: odd and hostile queries", () => {
       const names = new Names();
 
       before(async () => {
-        const [a, b] = await newUsers(server, 2, "hostile");
+        const [a, b, c] = await newUsers(server, 3, "hostile");
         clients = server.clientsFor(a!, protocol);
-        conversationId = (await createGroup(clients, [b!])).id;
+        conversationId = (await createGroup(clients, [b!, c!])).id;
         const texts: Record<string, string> = {
           apostrophes: `it's O'Reilly's book ${tag}`,
           operators: `x & y | z ! w ${tag}`,

@@ -68,9 +68,9 @@ describe("SearchMessages", () => {
           expectHits(clients, { query }, expected.map((k) => m[k]!), what, names);
 
         before(async () => {
-          const [a, b] = await newUsers(server, 2, "syntax");
+          const [a, b, c] = await newUsers(server, 3, "syntax");
           clients = server.clientsFor(a!, protocol);
-          const conv = await createGroup(clients, [b!]);
+          const conv = await createGroup(clients, [b!, c!]);
           const texts: Record<string, string> = {
             inOrder: `${w1} ${w2} ${w3} ${tag}`,
             reversed: `${w2} ${w1}, reversed ${tag}`,
@@ -215,9 +215,9 @@ describe("SearchMessages", () => {
         const names = new Names();
 
         before(async () => {
-          const [a, b] = await newUsers(server, 2, "order");
+          const [a, b, c] = await newUsers(server, 3, "order");
           clients = server.clientsFor(a!, protocol);
-          const conv = await createGroup(clients, [b!]);
+          const conv = await createGroup(clients, [b!, c!]);
           const texts: [string, string][] = [
             ["best", `${word} ${word} ${word} ${word} ${word}`],
             ["weak", `${word} appears only once among a good many other perfectly ordinary words in this sentence`],
@@ -265,9 +265,9 @@ describe("SearchMessages", () => {
         const names = new Names();
 
         before(async () => {
-          const [a, b] = await newUsers(server, 2, "pages");
+          const [a, b, c] = await newUsers(server, 3, "pages");
           clients = server.clientsFor(a!, protocol);
-          conv = (await createGroup(clients, [b!])).id;
+          conv = (await createGroup(clients, [b!, c!])).id;
           // Concurrent sends in small bursts: several messages may share a timestamp and a
           // score, and pages must still neither repeat nor skip any of them.
           for (let burst = 0; burst < 5; burst++) {
@@ -358,9 +358,9 @@ describe("SearchMessages", () => {
       });
 
       it("shows snippets as plain text: markup in a message is text, only the matches are highlighted", async () => {
-        const [a, b] = await newUsers(server, 2, "snippet");
+        const [a, b, c] = await newUsers(server, 3, "snippet");
         const A = server.clientsFor(a!, protocol);
-        const conv = await createGroup(A, [b!]);
+        const conv = await createGroup(A, [b!, c!]);
         const word = uniqueWord("sw");
         const text = `use <b>${word}</b> & "quotes" with 1 < 2`;
         const sent = await sendText(A, conv.id, text);
@@ -372,9 +372,9 @@ describe("SearchMessages", () => {
       });
 
       it("keeps the snippet of a long message short and around the match", async () => {
-        const [a, b] = await newUsers(server, 2, "longsnip");
+        const [a, b, c] = await newUsers(server, 3, "longsnip");
         const A = server.clientsFor(a!, protocol);
-        const conv = await createGroup(A, [b!]);
+        const conv = await createGroup(A, [b!, c!]);
         const word = uniqueWord("lw");
         const filler = (n: number, w: string) => Array.from({ length: n }, (_, i) => `${w}${i}`).join(" ");
         const text = `${filler(300, "before")} ${word} ${filler(300, "after")}`;
@@ -387,9 +387,9 @@ describe("SearchMessages", () => {
       });
 
       it("finds nothing for a user in no conversation", async () => {
-        const [a, b, c] = await newUsers(server, 3, "lonely");
+        const [a, b, c, d] = await newUsers(server, 4, "lonely");
         const B = server.clientsFor(b!, protocol);
-        const conv = await createGroup(B, [c!]);
+        const conv = await createGroup(B, [c!, d!]);
         const word = uniqueWord();
         const sent = await sendText(B, conv.id, `${word} for members only`);
         await waitForHits(B, { query: word }, [sent], { what: "indexed (a member finds it)" });

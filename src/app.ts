@@ -25,7 +25,7 @@ import { createPresenceTracker } from "./presence/index.ts";
 import { ReactionBatcher } from "./reactions/index.ts";
 import { MessageService, SendBatcher } from "./messages/index.ts";
 import { createRoutes } from "./routes.ts";
-import { createPostgresSearch, createSearchIndexer, createSearchMetrics, SearchService } from "./search/index.ts";
+import { createSearchIndex, createSearchIndexer, createSearchMetrics, SearchService } from "./search/index.ts";
 import { pumpLocalEvents } from "./search/local-event-pump.ts";
 import { createCorsHandler } from "./server/cors.ts";
 import { createRpcMetrics, startMetricsServer } from "./server/metrics.ts";
@@ -108,7 +108,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const health = new HealthStatus();
   const users = new UserDirectory(database.db);
   const metrics = createRpcMetrics();
-  const searchIndex = createPostgresSearch(database.db);
+  const searchIndex = createSearchIndex(config.search, database.db);
   const indexer = createSearchIndexer({ index: searchIndex, metrics: createSearchMetrics(metrics.registry), logger });
   let stopIndexing = () => {};
   const shutdown = new AbortController();

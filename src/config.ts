@@ -46,6 +46,15 @@ export interface Config {
   readonly corsOrigins: readonly string[];
   readonly logLevel: string;
   readonly limits: Limits;
+  readonly search: SearchConfig;
+}
+
+/** Where messages are indexed for search. */
+export interface SearchConfig {
+  /** OpenSearch URL; null means PostgreSQL full-text in the database. */
+  readonly opensearchUrl: string | null;
+  /** Names OpenSearch's index template, indices (`<name>-v<time>`) and aliases (`<name>`, `<name>-write`). */
+  readonly opensearchIndex: string;
 }
 
 /** The real-time feed and its signals. */
@@ -130,6 +139,10 @@ export function loadConfig(env: Env = process.env): Config {
       maxDescriptionLength: int(env, "MAX_DESCRIPTION_LENGTH", 1000, 0, 100_000),
       maxDisplayNameLength: int(env, "MAX_DISPLAY_NAME_LENGTH", 64, 1, 10_000),
     }),
+    search: Object.freeze({
+      opensearchUrl: env.OPENSEARCH_URL ? url(env, "OPENSEARCH_URL", ["http:", "https:"]) : null,
+      opensearchIndex: opensearchIndex(env),
+    }),
   });
 }
 
@@ -137,6 +150,12 @@ function natsPrefix(env: Env): string {
   const prefix = str(env, "NATS_PREFIX", "parley");
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(prefix)) throw new ConfigError("NATS_PREFIX may hold only letters, digits, _ and - (at most 64).");
   return prefix;
+}
+
+function opensearchIndex(env: Env): string {
+  const name = str(env, "OPENSEARCH_INDEX", "parley-messages");
+  if (!/^[a-z0-9][a-z0-9_-]{0,100}$/.test(name)) throw new ConfigError("OPENSEARCH_INDEX may hold only lowercase letters, digits, _ and - (at most 101).");
+  return name;
 }
 
 function str(env: Env, name: string, fallback: string): string {

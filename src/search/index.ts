@@ -1,3 +1,5 @@
+export { createSearchIndex } from "./create-search-index.ts";
+export { createOpenSearch } from "./opensearch-search.ts";
 export { createPostgresSearch } from "./postgres-search.ts";
 export { createSearchIndexer, type IndexerDelivery, type IndexerOutcome } from "./search-indexer.ts";
 export { createSearchMetrics, type SearchMetrics } from "./search-metrics.ts";

@@ -8,7 +8,7 @@ import { sql, type Kysely, type RawBuilder } from "kysely";
 import type { Database } from "../db/schema.ts";
 import { InvalidInputError } from "../errors.ts";
 import type { ParsedQuery, SearchTerm } from "./query-parser.ts";
-import type { IndexChanges, IndexedMessage, IndexHit, IndexPage, IndexQuery, IndexRebuild, RemovedMessage, SearchAfter, SearchIndex } from "./search-index.ts";
+import { collapseChanges, type IndexChanges, type IndexedMessage, type IndexHit, type IndexPage, type IndexQuery, type IndexRebuild, type RemovedMessage, type SearchAfter, type SearchIndex } from "./search-index.ts";
 import { indexableText } from "./text-analysis.ts";
 
 /** The text search configuration: no stemming or stop words, so exact words always match. */
@@ -33,26 +33,9 @@ export function createPostgresSearch(db: Kysely<Database>): SearchIndex {
 type Overwrite = "newer" | "same-or-newer";
 
 async function applyChanges(db: Kysely<Database>, changes: IndexChanges, overwrite: Overwrite): Promise<void> {
-  const { upserts, removals } = collapse(changes);
+  const { upserts, removals } = collapseChanges(changes);
   if (removals.length > 0) await markDeleted(db, removals);
   if (upserts.length > 0) await upsert(db, upserts, overwrite);
-}
-
-/**
- * One change per message (one statement cannot touch a row twice): the highest version wins,
- * and a removal beats every version.
- */
-function collapse(changes: IndexChanges): IndexChanges {
-  const key = (m: { conversationId: string; seq: bigint }) => `${m.conversationId}/${m.seq}`;
-  const removals = new Map(changes.removals.map((r) => [key(r), r]));
-  const upserts = new Map<string, IndexedMessage>();
-  for (const message of changes.upserts) {
-    const k = key(message);
-    if (removals.has(k)) continue;
-    const seen = upserts.get(k);
-    if (!seen || seen.version < message.version) upserts.set(k, message);
-  }
-  return { upserts: [...upserts.values()], removals: [...removals.values()] };
 }
 
 async function markDeleted(db: Kysely<Database>, removals: readonly RemovedMessage[]): Promise<void> {

@@ -32,6 +32,24 @@ export interface IndexChanges {
   readonly removals: readonly RemovedMessage[];
 }
 
+/**
+ * One change per message, as a backend writes it (a PostgreSQL statement cannot touch a row
+ * twice; a bulk request need not carry stale versions): the highest version wins, and a
+ * removal beats every version.
+ */
+export function collapseChanges(changes: IndexChanges): IndexChanges {
+  const key = (m: { conversationId: string; seq: bigint }) => `${m.conversationId}/${m.seq}`;
+  const removals = new Map(changes.removals.map((r) => [key(r), r]));
+  const upserts = new Map<string, IndexedMessage>();
+  for (const message of changes.upserts) {
+    const k = key(message);
+    if (removals.has(k)) continue;
+    const seen = upserts.get(k);
+    if (!seen || seen.version < message.version) upserts.set(k, message);
+  }
+  return { upserts: [...upserts.values()], removals: [...removals.values()] };
+}
+
 export type SearchOrdering = "relevance" | "recency";
 
 /** Where the previous page ended: the sort key of its last hit, opaque to everyone but the backend. */

@@ -26,14 +26,13 @@ import { ReactionBatcher } from "./reactions/index.ts";
 import { MessageService, SendBatcher } from "./messages/index.ts";
 import { createRoutes } from "./routes.ts";
 import { createSearchIndex, createSearchIndexer, createSearchMetrics, SearchService } from "./search/index.ts";
-import { pumpLocalEvents } from "./search/local-event-pump.ts";
 import { createCorsHandler } from "./server/cors.ts";
 import { createRpcMetrics, startMetricsServer } from "./server/metrics.ts";
 import { createObservabilityInterceptor } from "./server/observability-interceptor.ts";
 import { createSinglePortServer } from "./server/single-port-server.ts";
 import { HealthStatus } from "./standard/health.ts";
 import { UserDirectory, UserService } from "./users/index.ts";
-import { createWorkerRuntime } from "./workers/index.ts";
+import { createWorkerRuntime, decodeStoredEvent, type Consumer } from "./workers/index.ts";
 
 export interface App {
   /** The API port; valid after start(). */
@@ -51,6 +50,8 @@ export interface AppOptions {
 
 /** How long open connections get to finish when the server stops. */
 const SHUTDOWN_GRACE_MS = 5_000;
+/** Most message events per search index write (one bulk request or statement). */
+const SEARCH_INDEX_BATCH = 256;
 /** How long streams get to send their last frame when the server stops. */
 const STREAM_DRAIN_MS = 2_000;
 
@@ -112,7 +113,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const metrics = createRpcMetrics();
   const searchIndex = createSearchIndex(config.search, database.db);
   const indexer = createSearchIndexer({ index: searchIndex, metrics: createSearchMetrics(metrics.registry), logger });
-  let stopIndexing = () => {};
+  let searchIndexer: Consumer | null = null;
   const shutdown = new AbortController();
   const routes = createRoutes({
     users: new UserService(database.db, config.limits),
@@ -148,7 +149,13 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     async start() {
       await hub.start();
       await relay.start();
-      stopIndexing = pumpLocalEvents(bus, indexer.handle);
+      searchIndexer = await workers.startConsumer({
+        name: "search-indexer",
+        filterSubject: subjects.eventsOfCategory("message"),
+        decode: decodeStoredEvent,
+        handle: indexer.handle,
+        batchSize: SEARCH_INDEX_BATCH,
+      });
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
       logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres" }, "parley is serving");
@@ -164,10 +171,10 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await sends.drain();
       await reactions.drain();
       await publisher.flush();
+      await searchIndexer?.stop();
       await workers.close();
       await relay.stop();
       await hub.stop();
-      stopIndexing();
       await searchIndex.close();
       await presence.close();
       await bus.close();

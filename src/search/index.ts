@@ -1,7 +1,7 @@
 export { createSearchIndex } from "./create-search-index.ts";
 export { createOpenSearch } from "./opensearch-search.ts";
 export { createPostgresSearch } from "./postgres-search.ts";
-export { createSearchIndexer, type IndexerDelivery, type IndexerOutcome } from "./search-indexer.ts";
+export { createSearchIndexer } from "./search-indexer.ts";
 export { createSearchMetrics, type SearchMetrics } from "./search-metrics.ts";
 export type { SearchIndex } from "./search-index.ts";
 export { SearchService } from "./search-service.ts";

@@ -8,18 +8,10 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import type { Message } from "../../gen/parley/v1/message_pb.ts";
 import type { StoredEvent } from "../events/index.ts";
+import type { Delivered, Outcome } from "../workers/index.ts";
 import type { IndexedMessage, RemovedMessage, SearchIndex } from "./search-index.ts";
 import type { SearchMetrics } from "./search-metrics.ts";
 
-/** One event as the consumer runtime hands it over. */
-export interface IndexerDelivery {
-  readonly value: StoredEvent;
-  /** 1 on first delivery. */
-  readonly deliveryCount: number;
-}
-
-/** What to do with a delivery: ack, redeliver after a delay, or terminate it as poison. */
-export type IndexerOutcome = "done" | { retryAfterMs: number } | { poison: string };
 
 export interface SearchIndexerOptions {
   index: SearchIndex;
@@ -37,7 +29,7 @@ type Change = { upsert: IndexedMessage } | { remove: RemovedMessage } | "none" |
 
 export function createSearchIndexer({ index, metrics, logger }: SearchIndexerOptions) {
   return {
-    async handle(batch: readonly IndexerDelivery[]): Promise<IndexerOutcome[]> {
+    async handle(batch: readonly Delivered<StoredEvent>[]): Promise<Outcome[]> {
       const changes = batch.map((delivery) => changeOf(delivery.value));
       const upserts = changes.flatMap((c) => (typeof c === "object" && "upsert" in c ? [c.upsert] : []));
       const removals = changes.flatMap((c) => (typeof c === "object" && "remove" in c ? [c.remove] : []));

@@ -6,8 +6,8 @@ import { EventSchema, MessageDeletedSchema, type Event } from "../../gen/parley/
 import { EncryptedEnvelopeSchema, MessageSchema, type Message } from "../../gen/parley/v1/message_pb.ts";
 import type { StoredEvent } from "../../src/events/index.ts";
 import { parseQuery } from "../../src/search/query-parser.ts";
-import type { IndexerDelivery } from "../../src/search/search-indexer.ts";
 import type { IndexQuery } from "../../src/search/search-index.ts";
+import type { Delivered } from "../../src/workers/index.ts";
 
 let position = 0n;
 
@@ -35,11 +35,11 @@ export function message(spec: MessageSpec): Message {
   });
 }
 
-function stored(conversationId: string, kind: Event["kind"], createdAtMs = Date.now()): IndexerDelivery {
+function stored(conversationId: string, kind: Event["kind"], createdAtMs = Date.now()): Delivered<StoredEvent> {
   position += 1n;
   const event = create(EventSchema, { id: randomUUID(), conversationId, actorId: "alice", createdAt: timestampFromMs(createdAtMs), kind });
   const value: StoredEvent = { position, conversationId, targetUserId: null, event };
-  return { value, deliveryCount: 1 };
+  return { value, subject: "test.events.message", deliveryCount: 1 };
 }
 
 export const created = (m: Message) => stored(m.conversationId, { case: "messageCreated", value: { $typeName: "parley.v1.MessageCreated", message: m } });

@@ -104,7 +104,8 @@ export const SHARED_TYPING_TTL_SECONDS = 7;
  * users and conversations, so they never see each other's events.
  */
 export function sharedRealtimeServer(): Promise<TestServer> {
-  shared ??= startRealtimeServer({ TYPING_TTL_SECONDS: String(SHARED_TYPING_TTL_SECONDS) });
+  // Metrics on a free port, so tests can read what the server exports (server.metricsPort).
+  shared ??= startRealtimeServer({ TYPING_TTL_SECONDS: String(SHARED_TYPING_TTL_SECONDS), METRICS_PORT: "0" });
   return shared;
 }
 

@@ -93,6 +93,8 @@ export interface RemoteServer {
 export interface TestServer extends RemoteServer {
   /** The environment the server was configured from. */
   readonly env: Readonly<Record<string, string | undefined>>;
+  /** The port metrics are served on (start with METRICS_PORT=0 for a free one), or null when off. */
+  readonly metricsPort: number | null;
   stop(): Promise<void>;
 }
 
@@ -160,6 +162,7 @@ export async function startTestServer(
   return {
     ...remote,
     env,
+    metricsPort: app.metricsPort,
     async stop() {
       if (stopped) return;
       stopped = true;

@@ -90,9 +90,12 @@ export async function waitForHits(
     const got = hitIds(hits);
     if (same(got)) return hits;
     if (Date.now() >= deadline) {
+      const missing = want.filter((id) => !got.includes(id));
+      const unexpected = got.filter((id) => !want.includes(id));
       assert.fail(
-        `${options.what ?? `search ${JSON.stringify(request.query)}`}: expected ${options.ordered ? "" : "(any order) "}` +
-          `${names.of(want)}, still got ${names.of(got)} after ${options.timeoutMs ?? SEARCH_DEADLINE_MS} ms`,
+        `${options.what ?? `search ${JSON.stringify(request.query)}`}: after ${options.timeoutMs ?? SEARCH_DEADLINE_MS} ms ` +
+          `missing ${names.of(missing)}, unexpected ${names.of(unexpected)}; expected ${options.ordered ? "" : "(any order) "}` +
+          `${names.of(want)}, got ${names.of(got)}`,
       );
     }
     await new Promise((r) => setTimeout(r, delay));

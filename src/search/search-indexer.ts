@@ -9,6 +9,7 @@ import type { Logger } from "pino";
 import type { Message } from "../../gen/parley/v1/message_pb.ts";
 import type { StoredEvent } from "../events/index.ts";
 import type { Delivered, Outcome } from "../workers/index.ts";
+import { toIndexedMessage } from "./message-document.ts";
 import type { IndexedMessage, RemovedMessage, SearchIndex } from "./search-index.ts";
 import type { SearchMetrics } from "./search-metrics.ts";
 
@@ -74,19 +75,9 @@ function changeOf(stored: StoredEvent): Change {
   }
 }
 
-/** A plain-text message to index; an encrypted one is never indexed (there is no text to read). */
+/** A message to index; one without indexable text (encrypted) changes nothing. */
 function upsertOf(message: Message): Change {
-  if (message.content.case !== "text") return "none";
   if (message.id === "" || message.conversationId === "" || message.seq <= 0n || !message.createdAt) return { poison: "message without its identity" };
-  return {
-    upsert: {
-      conversationId: message.conversationId,
-      seq: message.seq,
-      messageId: message.id,
-      version: Math.max(message.version, 1),
-      senderId: message.senderId,
-      createdAt: new Date(timestampMs(message.createdAt)),
-      text: message.content.value,
-    },
-  };
+  const document = toIndexedMessage(message);
+  return document ? { upsert: document } : "none";
 }

@@ -50,6 +50,23 @@ describe("SearchMessages", () => {
         }
       });
 
+      it("shows each searcher the hit's reactions as they see them", async () => {
+        const [a, b, c] = await newUsers(server, 3, "reacts");
+        const A = server.clientsFor(a!, protocol);
+        const B = server.clientsFor(b!, protocol);
+        const conv = await createGroup(A, [b!, c!]);
+        const word = uniqueWord();
+        const sent = await sendText(A, conv.id, `${word} react to this`);
+        await B.messages.addReaction({ conversationId: conv.id, seq: sent.seq, emoji: "👍" });
+        for (const [clients, mine] of [[A, false], [B, true]] as const) {
+          const [hit] = await waitForHits(clients, { query: word }, [sent]);
+          assert.deepEqual(
+            hit!.message?.reactions.map((r) => ({ emoji: r.emoji, count: r.count, reactedByMe: r.reactedByMe })),
+            [{ emoji: "👍", count: 1n, reactedByMe: mine }],
+          );
+        }
+      });
+
       it("finds messages of direct conversations too", async () => {
         const [a, b] = await newUsers(server, 2, "direct");
         const A = server.clientsFor(a!, protocol);
@@ -166,12 +183,15 @@ describe("SearchMessages", () => {
           await expectFilter({ conversationIds: [conv1] }, [1, 2], "conversation one");
           await expectFilter({ conversationIds: [conv2] }, [3, 4], "conversation two");
           await expectFilter({ conversationIds: [conv2, conv1] }, [1, 2, 3, 4], "both conversations");
+          await expectFilter({ conversationIds: [conv1, conv1, conv1] }, [1, 2], "one conversation named thrice: each hit once");
         });
 
         it("by sender", async () => {
           await expectFilter({ senderId: a }, [1, 3], "sender a");
           await expectFilter({ senderId: b }, [2, 4], "sender b");
           await expectFilter({ senderId: "someone-who-never-wrote" }, [], "a sender with no messages");
+          await expectFilter({ senderId: a.toUpperCase() }, [], "sender ids are exact, not case-folded");
+          await expectInvalidArgument(reader.search.searchMessages({ query: word, senderId: "u".repeat(129) }), "sender_id");
         });
 
         it("by date: created_after inclusive, created_before exclusive", async () => {

@@ -12,7 +12,8 @@ import { MAIN_PROTOCOLS, newUsers, type TestServer } from "../helpers/test-serve
 import { absentIdLike, createGroup, listAllForward, sendText } from "../helpers/fixtures.ts";
 import { expectInvalidArgument } from "../helpers/expect.ts";
 import { sharedRealtimeServer } from "../helpers/realtime.ts";
-import { expectHits, expectNoHits, uniqueWord, waitForHits } from "./helpers.ts";
+import { SearchOrder } from "../../gen/parley/v1/search_service_pb.ts";
+import { expectHits, expectNoHits, hitIds, saneOutcome, searchAll, uniqueWord, waitForHits } from "./helpers.ts";
 
 describe("SearchMessages: who finds what", () => {
   let server: TestServer;
@@ -119,6 +120,63 @@ describe("SearchMessages: who finds what", () => {
         await expectNoHits(A, { query: keyWord }, "a word of the envelope's key id");
         await expectNoHits(A, { query: `"plaintext says"` }, "the envelope's plaintext");
         assert.equal(sealed.content.case, "envelope", "precondition: the message was stored encrypted");
+      });
+
+      it("stops showing a group on the next page once the searcher has left it", async () => {
+        const [a, b, c] = await newUsers(server, 3, "midwalk");
+        const A = server.clientsFor(a!, protocol);
+        const B = server.clientsFor(b!, protocol);
+        const left = await createGroup(A, [b!, c!], "left mid-walk");
+        const kept = await createGroup(A, [b!, c!], "kept");
+        const word = uniqueWord();
+        const sent: Message[] = [];
+        for (let i = 0; i < 6; i++) {
+          sent.push(await sendText(A, left.id, `${word} left ${i}`), await sendText(A, kept.id, `${word} kept ${i}`));
+        }
+        await waitForHits(B, { query: word }, sent, { what: "b finds all twelve" });
+
+        const first = await B.search.searchMessages({ query: word, pageSize: 3, order: SearchOrder.RECENCY });
+        assert.ok(first.nextPageToken, "precondition: more pages follow");
+        await B.conversations.removeMember({ conversationId: left.id, userId: b! });
+        const rest = await searchAll(B, { query: word, pageSize: 3, order: SearchOrder.RECENCY, pageToken: first.nextPageToken });
+        const fromLeft = rest.filter((h) => h.conversationId === left.id).map((h) => h.message?.id);
+        assert.deepEqual(fromLeft, [], "pages fetched after leaving show nothing of the group left");
+        assert.ok(rest.some((h) => h.conversationId === kept.id), "the other group's hits go on");
+      });
+
+      it("never lets another user's page token show them what they cannot see", async () => {
+        const [a, b, c, outsider] = await newUsers(server, 4, "tokenthief");
+        const A = server.clientsFor(a!, protocol);
+        const group = await createGroup(A, [b!, c!]);
+        const word = uniqueWord();
+        const sent = await Promise.all(Array.from({ length: 4 }, (_, i) => sendText(A, group.id, `${word} ${i}`)));
+        await waitForHits(A, { query: word }, sent);
+        const first = await A.search.searchMessages({ query: word, pageSize: 1 });
+        assert.ok(first.nextPageToken);
+        const stolen = await saneOutcome(
+          server.clientsFor(outsider!, protocol).search.searchMessages({ query: word, pageSize: 1, pageToken: first.nextPageToken }),
+          "another user's page token",
+        );
+        assert.deepEqual(hitIds(stolen?.hits ?? []), [], "the outsider sees nothing through the token");
+      });
+
+      it("searches every conversation of a user in more than a hundred", async function () {
+        this.timeout(120_000);
+        const [a, b, c] = await newUsers(server, 3, "many");
+        const A = server.clientsFor(a!, protocol);
+        const word = uniqueWord();
+        const sent: Message[] = [];
+        for (let batch = 0; batch < 6; batch++) {
+          sent.push(
+            ...(await Promise.all(
+              Array.from({ length: 20 }, async (_, i) => {
+                const group = await createGroup(A, [b!, c!], `group ${batch * 20 + i}`);
+                return sendText(A, group.id, `${word} in group ${batch * 20 + i}`);
+              }),
+            )),
+          );
+        }
+        await waitForHits(server.clientsFor(b!, protocol), { query: word }, sent, { what: "all 120 conversations searched" });
       });
 
       it("refuses conversation_ids that are not ids, or too many", async () => {

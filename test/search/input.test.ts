@@ -5,6 +5,8 @@
  * INTERNAL or UNKNOWN — and none of them changes what a normal search finds afterwards.
  */
 import assert from "node:assert/strict";
+import { create } from "@bufbuild/protobuf";
+import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import type { Message } from "../../gen/parley/v1/message_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type Clients, type TestServer } from "../helpers/test-server.ts";
 import { createGroup, sendText } from "../helpers/fixtures.ts";
@@ -95,6 +97,24 @@ describe("SearchMessages: odd and hostile queries", () => {
         await expectHits(clients, { query: `東京タワー` }, [m.cjk!], "a run of CJK letters is a word", names);
         await expectHits(clients, { query: `富士山 ${tag}` }, [m.cjk!], "another CJK word", names);
         await expectHits(clients, { query: `party 🎉` }, [m.emoji!], "a word next to an emoji", names);
+      });
+
+      it("answers odd timestamps sanely: far past, far future, out of range", async () => {
+        const odd = [
+          { seconds: -62135596800n, nanos: 0 }, // 0001-01-01T00:00:00Z, the first valid time
+          { seconds: 253402300799n, nanos: 999_999_999 }, // 9999-12-31T23:59:59.999999999Z, the last
+          { seconds: 0n, nanos: 0 },
+          { seconds: -62135596801n, nanos: 0 }, // out of the valid range
+          { seconds: 10n ** 15n, nanos: 0 },
+          { seconds: 1n, nanos: -1 },
+          { seconds: 1n, nanos: 1_000_000_000 },
+        ].map((t) => create(TimestampSchema, t));
+        for (const t of odd) {
+          for (const field of ["createdAfter", "createdBefore"] as const) {
+            await saneOutcome(clients.search.searchMessages({ query: tag, [field]: t }), `${field} ${t.seconds}s ${t.nanos}ns`);
+          }
+        }
+        await expectHits(clients, { query: tag, createdAfter: odd[0]!, createdBefore: odd[1]! }, Object.values(m), "the whole valid range", names);
       });
 
       it("refuses a blank query, or one with nothing to look for, naming the query", async () => {

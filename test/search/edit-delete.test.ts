@@ -7,14 +7,14 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import pg from "pg";
 import type { Message } from "../../gen/parley/v1/message_pb.ts";
 import { MessageService } from "../../gen/parley/v1/message_service_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type Clients, type TestServer } from "../helpers/test-server.ts";
 import { createGroup, sendText } from "../helpers/fixtures.ts";
 import { eventually } from "../helpers/feed.ts";
 import { multiNodeAvailable, sharedRealtimeServer, startRealtimeServer } from "../helpers/realtime.ts";
-import { expectHits, expectNoHits, hitIds, SEARCH_DEADLINE_MS, snippetOf, uniqueWord, waitForHits } from "./helpers.ts";
+import { expectHits, expectNoHits, hitIds, SEARCH_DEADLINE_MS, snippetOf, transparentEnvelope, uniqueWord, waitForHits, type Envelope } from "./helpers.ts";
+import { searchRowsHolding } from "./search-table.ts";
 import { createdEventOf, editedEventOf, EventReplayer } from "./replay.ts";
 
 /**
@@ -46,35 +46,10 @@ function lifecycleOf(clients: Clients): Lifecycle {
   };
 }
 
-/**
- * A "null cipher" envelope: the ciphertext is the plaintext's bytes and the key id holds the
- * words too, so any envelope field that reached the index would match.
- */
-type Envelope = { ciphertext: Uint8Array; nonce: Uint8Array; algorithm: string; keyId: string; keyEpoch: number };
-function transparentEnvelope(plaintext: string): Envelope {
-  const bytes = new TextEncoder().encode(plaintext);
-  return { ciphertext: bytes, nonce: bytes.slice(0, 24), algorithm: "none", keyId: plaintext, keyEpoch: 1 };
-}
-
 const lifecycleInContract = "editMessage" in MessageService.method && "deleteMessage" in MessageService.method;
 /** Skips the whole file, saying why in its title, while the RPCs are missing. */
 const describeLifecycle = lifecycleInContract ? describe : describe.skip;
 const SKIP_REASON = lifecycleInContract ? "" : " (SKIPPED: EditMessage/DeleteMessage from issue 5 are not in this branch's contract yet)";
-
-/** Rows of the PostgreSQL search table whose text holds the word (PostgreSQL mode only). */
-async function searchRowsHolding(server: TestServer, word: string): Promise<number> {
-  const client = new pg.Client({ connectionString: server.env.DATABASE_URL });
-  await client.connect();
-  try {
-    const res = await client.query<{ n: number }>(
-      "select count(*)::int as n from message_search t where position($1 in lower(t::text)) > 0",
-      [word.toLowerCase()],
-    );
-    return res.rows[0]!.n;
-  } finally {
-    await client.end();
-  }
-}
 
 describeLifecycle(`SearchMessages: edits and deletes${SKIP_REASON}`, () => {
   let server: TestServer;

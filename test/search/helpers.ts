@@ -139,6 +139,24 @@ export function snippetOf(hit: SearchHit): { text: string; highlighted: string[]
   };
 }
 
+/** The fields of an EncryptedEnvelope. */
+export interface Envelope {
+  ciphertext: Uint8Array;
+  nonce: Uint8Array;
+  algorithm: string;
+  keyId: string;
+  keyEpoch: number;
+}
+
+/**
+ * A "null cipher" envelope: the ciphertext is the plaintext's bytes and the other fields hold
+ * the words too, so any envelope field that reached the index would match.
+ */
+export function transparentEnvelope(plaintext: string): Envelope {
+  const bytes = new TextEncoder().encode(plaintext);
+  return { ciphertext: bytes, nonce: bytes.slice(0, 24), algorithm: plaintext, keyId: plaintext, keyEpoch: 1 };
+}
+
 /** A word no other test uses: letters only, so every backend sees one token. */
 export function uniqueWord(prefix = "zq"): string {
   let word = prefix;

@@ -37,6 +37,8 @@ const MAX_CONVERSATION_IDS = 100;
 /** The range of google.protobuf.Timestamp: years 0001 to 9999. */
 const MIN_SECONDS = -62_135_596_800n;
 const MAX_SECONDS = 253_402_300_799n;
+/** The last millisecond of year 9999, the latest time a bound can name. */
+const MAX_MS = Number(MAX_SECONDS) * 1000 + 999;
 
 export class SearchService implements ServiceImpl<typeof SearchServiceDesc> {
   readonly #db: Kysely<Database>;
@@ -92,7 +94,9 @@ function toIndexQuery(req: SearchMessagesRequest): IndexQuery {
   if (req.conversationIds.length > MAX_CONVERSATION_IDS) throw new InvalidInputError("conversation_ids", `has more than ${MAX_CONVERSATION_IDS} ids`);
   const conversationIds = [...new Set(req.conversationIds.map((id) => requireUuid("conversation_ids", id)))];
   const createdFromMs = timestampMsCeil("created_after", req.createdAfter);
-  const createdBeforeMs = timestampMsCeil("created_before", req.createdBefore);
+  let createdBeforeMs = timestampMsCeil("created_before", req.createdBefore);
+  // Past the last representable millisecond, "before" bounds nothing.
+  if (createdBeforeMs !== null && createdBeforeMs > MAX_MS) createdBeforeMs = null;
   if (createdFromMs !== null && createdBeforeMs !== null && createdBeforeMs <= createdFromMs) {
     throw new InvalidInputError("created_before", "must be later than created_after");
   }
@@ -100,7 +104,7 @@ function toIndexQuery(req: SearchMessagesRequest): IndexQuery {
     query,
     conversationIds,
     senderId: senderFilter(req.senderId),
-    createdFromMs,
+    createdFromMs: createdFromMs === null ? null : Math.min(createdFromMs, MAX_MS),
     createdBeforeMs,
     order: ordering(req.order),
     limit: pageSize(req.pageSize, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),

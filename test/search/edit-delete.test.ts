@@ -14,7 +14,7 @@ import { createGroup, sendText } from "../helpers/fixtures.ts";
 import { eventually } from "../helpers/feed.ts";
 import { multiNodeAvailable, sharedRealtimeServer, startRealtimeServer } from "../helpers/realtime.ts";
 import { expectHits, expectNoHits, hitIds, SEARCH_DEADLINE_MS, snippetOf, transparentEnvelope, uniqueWord, waitForHits, type Envelope } from "./helpers.ts";
-import { searchRowsHolding } from "./search-table.ts";
+import { searchRowsHolding, wipeSearchTable } from "./search-table.ts";
 import { createdEventOf, editedEventOf, EventReplayer } from "./replay.ts";
 
 /**
@@ -195,6 +195,17 @@ describeLifecycle(`SearchMessages: edits and deletes${SKIP_REASON}`, () => {
       const sent = await sendText(A, conversationId, word);
       await waitForHits(B, { query: word }, [sent], { what: "the fence message" });
     }
+
+    it("a replayed event reaches the indexer (so the checks below can fail)", async () => {
+      const word = uniqueWord("rr");
+      const sent = await sendText(A, conversationId, word);
+      await waitForHits(B, { query: word }, [sent], { what: "indexed" });
+      await wipeSearchTable(own);
+      await expectNoHits(B, { query: word }, "precondition: the wiped index finds nothing");
+
+      await replayer.republish(await replayer.find(createdEventOf(sent.id), "message_created"));
+      await waitForHits(B, { query: word }, [sent], { what: "the message indexed again from the replayed event" });
+    });
 
     it("a replayed create does not bring back the text an edit replaced", async () => {
       const [before, after] = [uniqueWord("ro"), uniqueWord("rn")];

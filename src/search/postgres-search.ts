@@ -13,6 +13,9 @@ import { indexableText } from "./text-analysis.ts";
 
 /** The text search configuration: no stemming or stop words, so exact words always match. */
 const CONFIG = sql.lit("simple");
+/** Stored times lie between years 1 and 9999; this bounds a page token's time so PostgreSQL can read it. */
+const YEAR_1_MS = -62_135_596_800_000;
+const YEAR_10000_MS = 253_402_300_800_000;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export function createPostgresSearch(db: Kysely<Database>): SearchIndex {
@@ -78,17 +81,16 @@ async function search(db: Kysely<Database>, q: IndexQuery): Promise<IndexPage> {
   if (q.createdBeforeMs !== null) filters.push(sql`s.created_at < ${new Date(q.createdBeforeMs).toISOString()}::timestamptz`);
   const relevance = q.order === "relevance";
   // Every sort key is descending, so "after the previous page" is one row comparison.
-  const sortKey = relevance ? sql`x.score, x.created_ms, x.message_id` : sql`x.created_ms, x.message_id`;
+  const sortKey = relevance ? sql`x.score, x.created_at, x.message_id` : sql`x.created_at, x.message_id`;
   const after = q.after === null ? sql`true` : sql`(${sortKey}) < (${sql.join(afterValues(q.after, relevance))})`;
   const rows = await sql<HitRow>`
-    select * from (
-      select s.conversation_id, s.seq, s.message_id, s.version,
-        (extract(epoch from s.created_at) * 1000)::int8 as created_ms, ts_rank(s.tsv, q.q) as score
+    select x.conversation_id, x.seq, x.message_id, x.version, x.score, (extract(epoch from x.created_at) * 1000)::int8 as created_ms from (
+      select s.conversation_id, s.seq, s.message_id, s.version, s.created_at, ts_rank(s.tsv, q.q) as score
       from message_search s, (select ${toTsquery(q.query)} as q) q
       where ${sql.join(filters, sql` and `)}
     ) x
     where ${after}
-    order by ${relevance ? sql`x.score desc, x.created_ms desc, x.message_id desc` : sql`x.created_ms desc, x.message_id desc`}
+    order by ${relevance ? sql`x.score desc, x.created_at desc, x.message_id desc` : sql`x.created_at desc, x.message_id desc`}
     limit ${q.limit + 1}`.execute(db);
   const page = rows.rows.slice(0, q.limit);
   const last = page.at(-1);
@@ -106,11 +108,14 @@ function afterValues(after: SearchAfter, relevance: boolean): RawBuilder<unknown
     after.length === (relevance ? 3 : 2) &&
     typeof score === "number" &&
     Number.isFinite(score) &&
-    /^-?\d{1,18}$/.test(String(createdMs)) &&
+    /^-?\d{1,15}$/.test(String(createdMs)) &&
+    Number(createdMs) >= YEAR_1_MS &&
+    Number(createdMs) < YEAR_10000_MS &&
     typeof messageId === "string" &&
     UUID.test(messageId);
   if (!valid) throw new InvalidInputError("page_token", "is not a token this call issued");
-  return [...(relevance ? [sql`${score}::real`] : []), sql`${String(createdMs)}::int8`, sql`${messageId}::uuid`];
+  const createdAt = new Date(Number(createdMs));
+  return [...(relevance ? [sql`${score}::real`] : []), sql`${createdAt.toISOString()}::timestamptz`, sql`${messageId}::uuid`];
 }
 
 /** All included terms and none of the excluded ones; each term is a phrase of its normalized words. */

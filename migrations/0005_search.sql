@@ -19,6 +19,9 @@ CREATE TABLE message_search (
   PRIMARY KEY (conversation_id, seq)
 );
 CREATE INDEX message_search_tsv ON message_search USING gin (tsv);
+-- Newest first within a conversation: how a query for a very common word finds its newest
+-- matches without ranking every one of them.
+CREATE INDEX message_search_recent ON message_search (conversation_id, created_at DESC, message_id DESC);
 
 -- Where an interrupted `npm run reindex` resumes: one row per backend being rebuilt.
 CREATE TABLE search_reindex (

@@ -9,6 +9,7 @@ import type { Database } from "../db/schema.ts";
 import { InvalidInputError } from "../errors.ts";
 import type { ParsedQuery, SearchTerm } from "./query-parser.ts";
 import { collapseChanges, type IndexChanges, type IndexedMessage, type IndexHit, type IndexPage, type IndexQuery, type IndexRebuild, type RemovedMessage, type SearchAfter, type SearchIndex } from "./search-index.ts";
+import { createLexemeStats, type LexemeStats } from "./lexeme-stats.ts";
 import { indexableText } from "./text-analysis.ts";
 
 /** The text search configuration: no stemming or stop words, so exact words always match. */
@@ -19,10 +20,11 @@ const YEAR_10000_MS = 253_402_300_800_000;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export function createPostgresSearch(db: Kysely<Database>): SearchIndex {
+  const stats = createLexemeStats(db);
   return {
     backend: "postgres",
     apply: (changes) => applyChanges(db, changes, "newer"),
-    search: (query) => search(db, query),
+    search: (query) => search(db, stats, query),
     async rebuild(): Promise<IndexRebuild> {
       // The rows are rebuilt in place: each stays searchable while it is rewritten, and a
       // rewrite at the same version refreshes its words (after an analysis change).
@@ -74,23 +76,44 @@ interface HitRow {
   score: number;
 }
 
-async function search(db: Kysely<Database>, q: IndexQuery): Promise<IndexPage> {
-  const filters: RawBuilder<unknown>[] = [sql`s.conversation_id = any(${[...q.conversationIds]}::uuid[])`, sql`s.tsv @@ q.q`];
-  if (q.senderId !== null) filters.push(sql`s.sender_id = ${q.senderId}`);
-  if (q.createdFromMs !== null) filters.push(sql`s.created_at >= ${new Date(q.createdFromMs).toISOString()}::timestamptz`);
-  if (q.createdBeforeMs !== null) filters.push(sql`s.created_at < ${new Date(q.createdBeforeMs).toISOString()}::timestamptz`);
+/** A query whose words are in at least this share of all messages is broad. */
+const BROAD_SHARE = 0.02;
+/** How many of the newest matches a broad query ranks by relevance, across the caller's conversations. */
+const BROAD_RELEVANCE_CANDIDATES = 1000;
+
+/**
+ * Two plans. A selective query reads its matches from the GIN index and ranks them all. A
+ * broad one (a very common word) would rank tens of thousands of rows, so it walks each of
+ * the caller's conversations newest first (index message_search_recent) and stops after
+ * enough matches: exact for RECENCY, and for RELEVANCE a ranking of the newest matches of
+ * each conversation (BROAD_RELEVANCE_CANDIDATES in all).
+ */
+async function search(db: Kysely<Database>, stats: LexemeStats, q: IndexQuery): Promise<IndexPage> {
+  const tsquery = toTsquery(q.query);
+  const conditions: RawBuilder<unknown>[] = [sql`s.tsv @@ ${tsquery}`];
+  if (q.senderId !== null) conditions.push(sql`s.sender_id = ${q.senderId}`);
+  if (q.createdFromMs !== null) conditions.push(sql`s.created_at >= ${new Date(q.createdFromMs).toISOString()}::timestamptz`);
+  if (q.createdBeforeMs !== null) conditions.push(sql`s.created_at < ${new Date(q.createdBeforeMs).toISOString()}::timestamptz`);
   const relevance = q.order === "relevance";
+  const afterKey = q.after === null ? null : afterValues(q.after, relevance);
+  if (!relevance && afterKey !== null) conditions.push(sql`(s.created_at, s.message_id) < (${sql.join(afterKey)})`);
+  const columns = sql`s.conversation_id, s.seq, s.message_id, s.version, s.created_at, s.tsv`;
+  const broad = (await stats.shareOf(q.query)) >= BROAD_SHARE;
+  const perConversation = relevance ? Math.max(q.limit + 1, Math.ceil(BROAD_RELEVANCE_CANDIDATES / q.conversationIds.length)) : q.limit + 1;
+  const candidates = broad
+    ? sql`
+        select c.* from unnest(${[...q.conversationIds]}::uuid[]) as conversation(id) cross join lateral (
+          select ${columns} from message_search s
+          where s.conversation_id = conversation.id and ${sql.join(conditions, sql` and `)}
+          order by s.created_at desc, s.message_id desc limit ${perConversation}) c`
+    : sql`select ${columns} from message_search s where s.conversation_id = any(${[...q.conversationIds]}::uuid[]) and ${sql.join(conditions, sql` and `)}`;
   // Every sort key is descending, so "after the previous page" is one row comparison.
-  const sortKey = relevance ? sql`x.score, x.created_at, x.message_id` : sql`x.created_at, x.message_id`;
-  const after = q.after === null ? sql`true` : sql`(${sortKey}) < (${sql.join(afterValues(q.after, relevance))})`;
+  const after = relevance && afterKey !== null ? sql`(x.score, x.created_at, x.message_id) < (${sql.join(afterKey)})` : sql`true`;
   const rows = await sql<HitRow>`
-    select x.conversation_id, x.seq, x.message_id, x.version, x.score, (extract(epoch from x.created_at) * 1000)::int8 as created_ms from (
-      select s.conversation_id, s.seq, s.message_id, s.version, s.created_at, ts_rank(s.tsv, q.q) as score
-      from message_search s, (select ${toTsquery(q.query)} as q) q
-      where ${sql.join(filters, sql` and `)}
-    ) x
+    select x.conversation_id, x.seq, x.message_id, x.version, x.score, (extract(epoch from x.created_at) * 1000)::int8 as created_ms
+    from (select c.conversation_id, c.seq, c.message_id, c.version, c.created_at, ts_rank(c.tsv, ${tsquery}) as score from (${candidates}) c) x
     where ${after}
-    order by ${relevance ? sql`x.score desc, x.created_at desc, x.message_id desc` : sql`x.created_at desc, x.message_id desc`}
+    order by ${relevance ? sql`x.score desc, ` : sql``}x.created_at desc, x.message_id desc
     limit ${q.limit + 1}`.execute(db);
   const page = rows.rows.slice(0, q.limit);
   const last = page.at(-1);
@@ -121,8 +144,6 @@ function afterValues(after: SearchAfter, relevance: boolean): RawBuilder<unknown
 /** All included terms and none of the excluded ones; each term is a phrase of its normalized words. */
 function toTsquery(query: ParsedQuery): RawBuilder<unknown> {
   const phrase = (term: SearchTerm) => sql`phraseto_tsquery(${CONFIG}, ${term.words.join(" ")})`;
-  return sql.join(
-    [...query.include.map(phrase), ...query.exclude.map((term) => sql`(!! ${phrase(term)})`)],
-    sql` && `,
-  );
+  const parts = [...query.include.map(phrase), ...query.exclude.map((term) => sql`(!! ${phrase(term)})`)];
+  return sql`(${sql.join(parts, sql` && `)})`;
 }

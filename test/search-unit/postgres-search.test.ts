@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { sql } from "kysely";
 import { pino } from "pino";
 import { Registry } from "prom-client";
 import { migrate, openDatabase, type DatabaseHandle } from "../../src/db/index.ts";
@@ -136,6 +137,35 @@ describe("search indexer on the PostgreSQL backend", () => {
       } while (after !== null);
       assert.deepEqual(walked, order === "relevance" ? relevance : recency);
     }
+  });
+
+  it("answers a query for a very common word (per PostgreSQL's statistics) exactly in recency order and ranks its newest matches", async () => {
+    const conversations = [randomUUID(), randomUUID(), randomUUID()];
+    const t = Date.UTC(2026, 2, 1);
+    const messages = conversations.flatMap((c, k) =>
+      Array.from({ length: 40 }, (_, i) =>
+        message({ conversationId: c, seq: BigInt(i + 1), text: i % 10 === 0 ? "ubiquitous ubiquitous alpha" : `ubiquitous filler ${i}`, createdAtMs: t + (i * 3 + k) * 1000 }),
+      ),
+    );
+    await indexer.handle(messages.map(created));
+    await sql`analyze message_search`.execute(database.db);
+    const fresh = createPostgresSearch(database.db); // reads the statistics ANALYZE just wrote
+    const walk = async (order: "relevance" | "recency") => {
+      const walked: string[] = [];
+      let after = null;
+      do {
+        const page = await fresh.search(query("ubiquitous", conversations, { order, limit: 7, after }));
+        walked.push(...page.hits.map((h) => h.messageId));
+        after = page.next;
+      } while (after !== null);
+      return walked;
+    };
+    const newestFirst = [...messages].sort((a, b) => Number(b.createdAt!.seconds - a.createdAt!.seconds)).map((m) => m.id);
+    assert.deepEqual(await walk("recency"), newestFirst);
+    const relevance = await walk("relevance");
+    assert.equal(new Set(relevance).size, relevance.length, "no hit twice");
+    const strong = messages.filter((m) => m.content.value === "ubiquitous ubiquitous alpha").map((m) => m.id);
+    assert.deepEqual(new Set(relevance.slice(0, strong.length)), new Set(strong), "the best matches first");
   });
 
   it("answers odd queries sanely and rejects forged page positions", async () => {

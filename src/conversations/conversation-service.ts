@@ -6,7 +6,7 @@
  * member counts, the at-least-one-admin rule and concurrent sends stay consistent.
  */
 import { create } from "@bufbuild/protobuf";
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Kysely, Transaction } from "kysely";
 import { ConversationType, MemberRole } from "../../gen/parley/v1/conversation_pb.ts";
 import {
@@ -273,6 +273,10 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     });
     const unread = await repo.countUnread(this.#db, conversationId, userId, lastRead);
     return create(MarkReadResponseSchema, { lastReadSeq: BigInt(lastRead), unreadCount: BigInt(unread) });
+  }
+
+  getReadState(): never {
+    throw new ConnectError("not implemented yet", Code.Unimplemented);
   }
 
   async #view(conversationId: string, userId: string) {

@@ -4,7 +4,7 @@
  * NOT_FOUND, and carry each message's reactions as the caller sees them.
  */
 import { create } from "@bufbuild/protobuf";
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Kysely } from "kysely";
 import {
   GetMessageResponseSchema,
@@ -101,6 +101,22 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
 
   removeReaction(req: RemoveReactionRequest, ctx: HandlerContext) {
     return reactionHandlers.removeReaction(this.#reactions, req, ctx);
+  }
+
+  editMessage(): never {
+    throw new ConnectError("not implemented yet", Code.Unimplemented);
+  }
+
+  deleteMessage(): never {
+    throw new ConnectError("not implemented yet", Code.Unimplemented);
+  }
+
+  listMessageEdits(): never {
+    throw new ConnectError("not implemented yet", Code.Unimplemented);
+  }
+
+  listModerationLog(): never {
+    throw new ConnectError("not implemented yet", Code.Unimplemented);
   }
 
   /** Maps the rows, loading every message's reactions (as the viewer sees them) in one query. */

@@ -10,13 +10,15 @@ import type { Member, MemberRole } from "./conversation_pb.ts";
 import { file_parley_v1_conversation } from "./conversation_pb.ts";
 import type { Message as Message$1, MessageDeletion } from "./message_pb.ts";
 import { file_parley_v1_message } from "./message_pb.ts";
+import type { Notification } from "./notification_pb.ts";
+import { file_parley_v1_notification } from "./notification_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file parley/v1/event.proto.
  */
 export const file_parley_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChVwYXJsZXkvdjEvZXZlbnQucHJvdG8SCXBhcmxleS52MSKNBgoFRXZlbnQSCgoCaWQYASABKAkSDgoGY3Vyc29yGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIQCghhY3Rvcl9pZBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZUNyZWF0ZWRIABI+ChRjb252ZXJzYXRpb25fdXBkYXRlZBgLIAEoCzIeLnBhcmxleS52MS5Db252ZXJzYXRpb25VcGRhdGVkSAASLgoMbWVtYmVyX2FkZGVkGAwgASgLMhYucGFybGV5LnYxLk1lbWJlckFkZGVkSAASMgoObWVtYmVyX3JlbW92ZWQYDSABKAsyGC5wYXJsZXkudjEuTWVtYmVyUmVtb3ZlZEgAEjsKE21lbWJlcl9yb2xlX2NoYW5nZWQYDiABKAsyHC5wYXJsZXkudjEuTWVtYmVyUm9sZUNoYW5nZWRIABIyCg5yZWFjdGlvbl9hZGRlZBgPIAEoCzIYLnBhcmxleS52MS5SZWFjdGlvbkFkZGVkSAASNgoQcmVhY3Rpb25fcmVtb3ZlZBgQIAEoCzIaLnBhcmxleS52MS5SZWFjdGlvblJlbW92ZWRIABI7ChNyZWFkX3Bvc2l0aW9uX21vdmVkGBEgASgLMhwucGFybGV5LnYxLlJlYWRQb3NpdGlvbk1vdmVkSAASIwoGdHlwaW5nGBIgASgLMhEucGFybGV5LnYxLlR5cGluZ0gAEjYKEHByZXNlbmNlX2NoYW5nZWQYEyABKAsyGi5wYXJsZXkudjEuUHJlc2VuY2VDaGFuZ2VkSAASMgoObWVzc2FnZV9lZGl0ZWQYFCABKAsyGC5wYXJsZXkudjEuTWVzc2FnZUVkaXRlZEgAEjQKD21lc3NhZ2VfZGVsZXRlZBgVIAEoCzIZLnBhcmxleS52MS5NZXNzYWdlRGVsZXRlZEgAQgYKBGtpbmQiNQoOTWVzc2FnZUNyZWF0ZWQSIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlIjgKE0NvbnZlcnNhdGlvblVwZGF0ZWQSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCSIwCgtNZW1iZXJBZGRlZBIhCgZtZW1iZXIYASABKAsyES5wYXJsZXkudjEuTWVtYmVyIi4KDU1lbWJlclJlbW92ZWQSDwoHdXNlcl9pZBgBIAEoCRIMCgRsZWZ0GAIgASgIIkkKEU1lbWJlclJvbGVDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSIwoEcm9sZRgCIAEoDjIVLnBhcmxleS52MS5NZW1iZXJSb2xlIlMKDVJlYWN0aW9uQWRkZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVjb3VudBgEIAEoAyJVCg9SZWFjdGlvblJlbW92ZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVjb3VudBgEIAEoAyI7ChFSZWFkUG9zaXRpb25Nb3ZlZBIPCgd1c2VyX2lkGAEgASgJEhUKDWxhc3RfcmVhZF9zZXEYAiABKAMiSQoGVHlwaW5nEg8KB3VzZXJfaWQYASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZAoPUHJlc2VuY2VDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEjAKDGxhc3Rfc2Vlbl9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNAoNTWVzc2FnZUVkaXRlZBIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiegoOTWVzc2FnZURlbGV0ZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSEgoKbWVzc2FnZV9pZBgCIAEoCRIsCghkZWxldGlvbhgDIAEoCzIaLnBhcmxleS52MS5NZXNzYWdlRGVsZXRpb24SEQoJbW9kZXJhdGVkGAQgASgIYgZwcm90bzM", [file_google_protobuf_timestamp, file_parley_v1_conversation, file_parley_v1_message]);
+  fileDesc("ChVwYXJsZXkvdjEvZXZlbnQucHJvdG8SCXBhcmxleS52MSLNBgoFRXZlbnQSCgoCaWQYASABKAkSDgoGY3Vyc29yGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIQCghhY3Rvcl9pZBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZUNyZWF0ZWRIABI+ChRjb252ZXJzYXRpb25fdXBkYXRlZBgLIAEoCzIeLnBhcmxleS52MS5Db252ZXJzYXRpb25VcGRhdGVkSAASLgoMbWVtYmVyX2FkZGVkGAwgASgLMhYucGFybGV5LnYxLk1lbWJlckFkZGVkSAASMgoObWVtYmVyX3JlbW92ZWQYDSABKAsyGC5wYXJsZXkudjEuTWVtYmVyUmVtb3ZlZEgAEjsKE21lbWJlcl9yb2xlX2NoYW5nZWQYDiABKAsyHC5wYXJsZXkudjEuTWVtYmVyUm9sZUNoYW5nZWRIABIyCg5yZWFjdGlvbl9hZGRlZBgPIAEoCzIYLnBhcmxleS52MS5SZWFjdGlvbkFkZGVkSAASNgoQcmVhY3Rpb25fcmVtb3ZlZBgQIAEoCzIaLnBhcmxleS52MS5SZWFjdGlvblJlbW92ZWRIABI7ChNyZWFkX3Bvc2l0aW9uX21vdmVkGBEgASgLMhwucGFybGV5LnYxLlJlYWRQb3NpdGlvbk1vdmVkSAASIwoGdHlwaW5nGBIgASgLMhEucGFybGV5LnYxLlR5cGluZ0gAEjYKEHByZXNlbmNlX2NoYW5nZWQYEyABKAsyGi5wYXJsZXkudjEuUHJlc2VuY2VDaGFuZ2VkSAASMgoObWVzc2FnZV9lZGl0ZWQYFCABKAsyGC5wYXJsZXkudjEuTWVzc2FnZUVkaXRlZEgAEjQKD21lc3NhZ2VfZGVsZXRlZBgVIAEoCzIZLnBhcmxleS52MS5NZXNzYWdlRGVsZXRlZEgAEj4KFG5vdGlmaWNhdGlvbl9jcmVhdGVkGBYgASgLMh4ucGFybGV5LnYxLk5vdGlmaWNhdGlvbkNyZWF0ZWRIAEIGCgRraW5kIjUKDk1lc3NhZ2VDcmVhdGVkEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSI4ChNDb252ZXJzYXRpb25VcGRhdGVkEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkiMAoLTWVtYmVyQWRkZWQSIQoGbWVtYmVyGAEgASgLMhEucGFybGV5LnYxLk1lbWJlciIuCg1NZW1iZXJSZW1vdmVkEg8KB3VzZXJfaWQYASABKAkSDAoEbGVmdBgCIAEoCCJJChFNZW1iZXJSb2xlQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEiMKBHJvbGUYAiABKA4yFS5wYXJsZXkudjEuTWVtYmVyUm9sZSJTCg1SZWFjdGlvbkFkZGVkEhMKC21lc3NhZ2Vfc2VxGAEgASgDEg0KBWVtb2ppGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSDQoFY291bnQYBCABKAMiVQoPUmVhY3Rpb25SZW1vdmVkEhMKC21lc3NhZ2Vfc2VxGAEgASgDEg0KBWVtb2ppGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSDQoFY291bnQYBCABKAMiOwoRUmVhZFBvc2l0aW9uTW92ZWQSDwoHdXNlcl9pZBgBIAEoCRIVCg1sYXN0X3JlYWRfc2VxGAIgASgDIkkKBlR5cGluZxIPCgd1c2VyX2lkGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImQKD1ByZXNlbmNlQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEg4KBm9ubGluZRgCIAEoCBIwCgxsYXN0X3NlZW5fYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjQKDU1lc3NhZ2VFZGl0ZWQSIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlInoKDk1lc3NhZ2VEZWxldGVkEhMKC21lc3NhZ2Vfc2VxGAEgASgDEhIKCm1lc3NhZ2VfaWQYAiABKAkSLAoIZGVsZXRpb24YAyABKAsyGi5wYXJsZXkudjEuTWVzc2FnZURlbGV0aW9uEhEKCW1vZGVyYXRlZBgEIAEoCCJEChNOb3RpZmljYXRpb25DcmVhdGVkEi0KDG5vdGlmaWNhdGlvbhgBIAEoCzIXLnBhcmxleS52MS5Ob3RpZmljYXRpb25iBnByb3RvMw", [file_google_protobuf_timestamp, file_parley_v1_conversation, file_parley_v1_message, file_parley_v1_notification]);
 
 /**
  * Something a client should see, delivered by EventService.Subscribe. Events of one
@@ -158,12 +160,20 @@ export type Event = Message<"parley.v1.Event"> & {
     /**
      * A message was deleted.
      *
-     * Numbers 30-39 belong to stories.
-     *
      * @generated from field: parley.v1.MessageDeleted message_deleted = 21;
      */
     value: MessageDeleted;
     case: "messageDeleted";
+  } | {
+    /**
+     * The user was notified (addressed to that user only; conversation_id is empty).
+     *
+     * Numbers 30-39 belong to stories.
+     *
+     * @generated from field: parley.v1.NotificationCreated notification_created = 22;
+     */
+    value: NotificationCreated;
+    case: "notificationCreated";
   } | { case: undefined; value?: undefined };
 };
 
@@ -537,4 +547,25 @@ export type MessageDeleted = Message<"parley.v1.MessageDeleted"> & {
  */
 export const MessageDeletedSchema: GenMessage<MessageDeleted> = /*@__PURE__*/
   messageDesc(file_parley_v1_event, 12);
+
+/**
+ * Payload of a notification_created event.
+ *
+ * @generated from message parley.v1.NotificationCreated
+ */
+export type NotificationCreated = Message<"parley.v1.NotificationCreated"> & {
+  /**
+   * The notification (without a message preview).
+   *
+   * @generated from field: parley.v1.Notification notification = 1;
+   */
+  notification?: Notification | undefined;
+};
+
+/**
+ * Describes the message parley.v1.NotificationCreated.
+ * Use `create(NotificationCreatedSchema)` to create a new message.
+ */
+export const NotificationCreatedSchema: GenMessage<NotificationCreated> = /*@__PURE__*/
+  messageDesc(file_parley_v1_event, 13);
 

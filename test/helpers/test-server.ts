@@ -25,6 +25,7 @@ import { UserService } from "../../gen/parley/v1/user_service_pb.ts";
 import { ConversationService } from "../../gen/parley/v1/conversation_service_pb.ts";
 import { MessageService } from "../../gen/parley/v1/message_service_pb.ts";
 import { EventService } from "../../gen/parley/v1/event_service_pb.ts";
+import { NotificationService } from "../../gen/parley/v1/notification_service_pb.ts";
 
 /**
  * How a client talks to the server. The main flows run over "grpc" and "connect"; the others
@@ -47,6 +48,7 @@ export interface Clients {
   conversations: Client<typeof ConversationService>;
   messages: Client<typeof MessageService>;
   events: Client<typeof EventService>;
+  notifications: Client<typeof NotificationService>;
 }
 
 /** Clients on connections of their own, for a test that must control exactly when they close. */
@@ -243,6 +245,7 @@ export function connectTo(baseUrl: string, options: ConnectOptions): RemoteServe
       conversations: createClient(ConversationService, t),
       messages: createClient(MessageService, t),
       events: createClient(EventService, t),
+      notifications: createClient(NotificationService, t),
     };
   }
 

@@ -12,10 +12,11 @@ import type { Message } from "../../gen/parley/v1/message_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type Clients, type TestServer } from "../helpers/test-server.ts";
 import { expectCode } from "../helpers/expect.ts";
 import { createDirect, createGroup, listAllConversations, listAllForward, ms, sendText } from "../helpers/fixtures.ts";
-import { assertNoneArrived, assertStoredEvent, isMessage, openLiveFeed, type Feed } from "../helpers/feed.ts";
+import { assertStoredEvent, eventually, isMessage, openLiveFeed, type Feed } from "../helpers/feed.ts";
 import { sharedRealtimeServer } from "../helpers/realtime.ts";
 import { findInDatabase } from "./support/database-scan.ts";
 import { edit, getMessage, remove, send, textOf } from "./support/messages.ts";
+import { allNotifications } from "./support/notifications.ts";
 import { newConversationKey, seal } from "./support/sealed.ts";
 
 /** A string that appears nowhere else: the test looks for it in every table. */
@@ -216,6 +217,8 @@ describe("DeleteMessage", () => {
         const reply = await send(B, conv.id, { body: survivor, replyToSeq: m.seq });
         const secret = await send(A, conv.id, { body: sealed });
         await feed.waitForEvent(isMessage(conv.id, secret.seq), "the encrypted message on the feed (its event is stored)");
+        // The notifier has turned the mention into a notification for b (and a, replied to, into one for a).
+        await eventually(async () => (await allNotifications(B)).some((n) => n.conversationId === conv.id && n.messageSeq === m.seq), "b notified of the mention", 15_000);
         const needles = [original, edited, sealed.ciphertext, survivor];
         if (databaseUrl) {
           const before = await findInDatabase(databaseUrl, needles);

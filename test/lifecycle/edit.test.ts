@@ -216,6 +216,29 @@ describe("EditMessage and ListMessageEdits", () => {
         assert.equal((await getMessage(B, conv.id, m.seq)).version, 2, "the rejected edit changed nothing");
       });
 
+      it("pages through a long edit history oldest first without repeating a version", async () => {
+        const [a, b, c] = await newUsers(server, 3, "editpages");
+        const A = server.clientsFor(a!, protocol);
+        const conv = await createGroup(A, [b!, c!]);
+        const m = await sendText(A, conv.id, "draft 1");
+        for (let v = 2; v <= 6; v++) await edit(A, conv.id, m.seq, `draft ${v}`);
+        const B = server.clientsFor(b!, protocol);
+        const versions: number[] = [];
+        const texts: string[] = [];
+        let pageToken = "";
+        for (let i = 0; i < 10; i++) {
+          const res = await B.messages.listMessageEdits({ conversationId: conv.id, seq: m.seq, pageSize: 2, pageToken });
+          assert.ok(res.edits.length <= 2, "a page holds at most page_size");
+          versions.push(...res.edits.map((e) => e.version));
+          texts.push(...res.edits.map((e) => (e.content.case === "text" ? e.content.value : "")));
+          if (!res.nextPageToken) break;
+          pageToken = res.nextPageToken;
+        }
+        assert.deepEqual(versions, [1, 2, 3, 4, 5], "every earlier version once, oldest first");
+        assert.deepEqual(texts, ["draft 1", "draft 2", "draft 3", "draft 4", "draft 5"]);
+        assert.equal(textOf(await getMessage(B, conv.id, m.seq)), "draft 6");
+      });
+
       it("keeps the mentions of a message through an edit", async () => {
         const [a, b, c] = await newUsers(server, 3, "editmention");
         const A = server.clientsFor(a!, protocol);

@@ -112,7 +112,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const routes = createRoutes({
     users: new UserService(database.db, config.limits),
     conversations: new ConversationService(database.db, config.limits, publisher),
-    messages: new MessageService(database.db, sends, reactions, config.limits),
+    messages: new MessageService(database.db, sends, reactions, config.limits, publisher),
     events: new EventService({ db: database.db, hub, bus, presence, feed: config.feed }),
     health,
   });

@@ -256,6 +256,94 @@ describe("DeleteMessage", () => {
     });
   }
 
+  it("never replays the deleted text to a client resuming from a cursor older than the message", async () => {
+    const [a, b, c] = await newUsers(server, 3, "replaydel");
+    const A = server.clientsFor(a!, "grpc");
+    const conv = await createGroup(A, [b!, c!]);
+    const first = await openLiveFeed(server.clientsFor(b!, "connect"), { label: "b before" });
+    feeds.push(first);
+    const fenceBefore = await sendText(A, conv.id, "before");
+    await first.waitForEvent(isMessage(conv.id, fenceBefore.seq), "a message before the secret");
+    const cursor = first.lastCursor;
+    first.close();
+
+    const text = marker("replayed");
+    const m = await sendText(A, conv.id, text);
+    await edit(A, conv.id, m.seq, `${text} edited`);
+    await remove(A, conv.id, m.seq);
+    const resumed = openLiveFeed(server.clientsFor(b!, "grpc"), { cursor, label: "b resumed" });
+    const feed = await resumed;
+    feeds.push(feed);
+    await feed.waitForEvent(
+      (e) => e.conversationId === conv.id && e.kind.case === "messageDeleted" && e.kind.value.messageSeq === m.seq,
+      "the replayed message_deleted",
+    );
+    const leaks = feed.events.filter((e) => {
+      const msg = e.kind.case === "messageCreated" || e.kind.case === "messageEdited" ? e.kind.value.message : undefined;
+      return msg?.seq === m.seq && (textOf(msg).includes(text) || msg.mentionedUserIds.length > 0);
+    });
+    assert.deepEqual(leaks.map((e) => e.kind.case), [], "no replayed event carries the deleted text");
+  });
+
+  it("lets a delete win for good over concurrent edits: no content and no history come back", async function () {
+    const databaseUrl = server.env.DATABASE_URL;
+    const [a, b, c] = await newUsers(server, 3, "editrace");
+    const A = server.clientsFor(a!, "grpc");
+    const conv = await createGroup(A, [b!, c!]);
+    const text = marker("race");
+    for (let round = 0; round < 5; round++) {
+      const m = await sendText(A, conv.id, `${text} v1`);
+      const results = await Promise.allSettled([
+        ...Array.from({ length: 4 }, (_, i) => edit(server.clientsFor(a!, i % 2 ? "grpc" : "connect"), conv.id, m.seq, `${text} v${i + 2}`)),
+        remove(A, conv.id, m.seq),
+        ...Array.from({ length: 4 }, (_, i) => edit(server.clientsFor(a!, i % 2 ? "connect" : "grpc"), conv.id, m.seq, `${text} w${i + 2}`)),
+      ]);
+      for (const r of results) {
+        if (r.status === "rejected") assert.equal((r.reason as { code?: Code }).code, Code.FailedPrecondition, `an edit that lost the race is FAILED_PRECONDITION: ${String(r.reason)}`);
+      }
+      const after = await getMessage(server.clientsFor(b!, "connect"), conv.id, m.seq);
+      assertTombstone(after, a!, `round ${round}`);
+      assert.deepEqual((await A.messages.listMessageEdits({ conversationId: conv.id, seq: m.seq })).edits, [], `round ${round}: no history`);
+    }
+    if (!databaseUrl) return;
+    assert.deepEqual(await findInDatabase(databaseUrl, [text]), [], "no version of any raced message is left in the database");
+  });
+
+  it("records one deletion when the sender and an admin delete at the same moment", async () => {
+    const [a, b, c] = await newUsers(server, 3, "delrace");
+    const A = server.clientsFor(a!, "grpc");
+    const B = server.clientsFor(b!, "connect");
+    const conv = await createGroup(A, [b!, c!]);
+    const feed = await openLiveFeed(server.clientsFor(c!, "grpc"), { label: "c" });
+    feeds.push(feed);
+    const seqs: bigint[] = [];
+    for (let i = 0; i < 6; i++) seqs.push((await sendText(B, conv.id, `contested ${i}`)).seq);
+    await Promise.all(seqs.flatMap((seq) => [remove(A, conv.id, seq), remove(B, conv.id, seq)]));
+    const fence = await sendText(A, conv.id, "fence");
+    await feed.waitForEvent(isMessage(conv.id, fence.seq), "the fence");
+    const log = (await A.messages.listModerationLog({ conversationId: conv.id })).entries;
+    for (const seq of seqs) {
+      const tomb = await getMessage(A, conv.id, seq);
+      const events = feed.events.filter((e) => e.kind.case === "messageDeleted" && e.kind.value.messageSeq === seq && e.conversationId === conv.id);
+      assert.equal(events.length, 1, `seq ${seq}: exactly one message_deleted`);
+      const ev = events[0]!.kind.case === "messageDeleted" ? events[0]!.kind.value : undefined;
+      assert.equal(ev?.deletion?.deletedBy, tomb.deletion?.deletedBy, `seq ${seq}: the event and the tombstone agree on who deleted it`);
+      const logged = log.filter((x) => x.messageSeq === seq);
+      assert.equal(logged.length, tomb.deletion?.deletedBy === a ? 1 : 0, `seq ${seq}: in the moderation log exactly when the admin's delete won`);
+      assert.equal(ev?.moderated, tomb.deletion?.deletedBy === a, `seq ${seq}: moderated exactly when the admin's delete won`);
+    }
+  });
+
+  it("takes no reactions on a deleted message", async () => {
+    const [a, b, c] = await newUsers(server, 3, "delreact");
+    const A = server.clientsFor(a!, "grpc");
+    const conv = await createGroup(A, [b!, c!]);
+    const m = await sendText(A, conv.id, "gone soon");
+    await remove(A, conv.id, m.seq);
+    await server.clientsFor(b!, "connect").messages.addReaction({ conversationId: conv.id, seq: m.seq, emoji: "😂" }).catch(() => undefined);
+    assert.deepEqual((await getMessage(A, conv.id, m.seq)).reactions, [], "the tombstone still has no reactions");
+  });
+
   it("deletes for everyone on every protocol: gRPC delete, Connect read", async () => {
     const [a, b, c] = await newUsers(server, 3, "crossproto");
     const conv = await createGroup(server.clientsFor(a!, "grpc"), [b!, c!]);

@@ -83,10 +83,10 @@ describe("Notifications", () => {
         const A = server.clientsFor(a!, protocol);
         const X = server.clientsFor(x!, protocol);
         const Y = server.clientsFor(y!, protocol);
-        const g = await createGroup(A, [x!, y!], "g");
-        const h = await createGroup(Y, [a!, z!], "h");
         const fx = await openLiveFeed(X, { label: `x/${protocol}` });
         feeds.push(fx);
+        const g = await createGroup(A, [x!, y!], "g"); // x and y added by a
+        const h = await createGroup(Y, [a!, z!], "h"); // a and z added by y
 
         const question = await sendText(X, g.id, "x asks something"); // 1
         const reply = await send(A, g.id, { body: "a answers", replyToSeq: question.seq }); // 2: reply
@@ -96,11 +96,10 @@ describe("Notifications", () => {
         await sendText(A, g.id, "nothing for anyone"); // 6
         await send(X, g.id, { body: "note to self", mentionUserIds: [x!] }); // 7: own mention
         await send(X, g.id, { body: "replying to myself", replyToSeq: question.seq }); // 8: own reply
-        await Y.conversations.addMembers({ conversationId: h.id, userIds: [x!] }); // added
+        await Y.conversations.addMembers({ conversationId: h.id, userIds: [x!] }); // x added by y
         const fence = await send(Y, h.id, { body: "@x fence", mentionUserIds: [x!] });
 
-        // x was added to g when a created it: not what this test is about. x was added to h later.
-        const mine = (await waitForNotification(X, (n) => n.conversationId === h.id && n.messageSeq === fence.seq, "the fence mention")).filter(notCreation([g.id]));
+        const mine = await waitForNotification(X, (n) => n.conversationId === h.id && n.messageSeq === fence.seq, "the fence mention");
         assert.deepEqual(
           mine.map((n) => `${n.conversationId === g.id ? "g" : "h"}:${describeNotification(n)}`),
           [
@@ -110,6 +109,7 @@ describe("Notifications", () => {
             `g:mention(everyone)#${everyone.seq} by ${a}`,
             `g:mention#${mention.seq} by ${y}`,
             `g:reply#${reply.seq} by ${a}`,
+            `g:added by ${a}`,
           ],
           "exactly these notifications, newest first",
         );
@@ -118,12 +118,11 @@ describe("Notifications", () => {
           assert.ok(Math.abs(ms(n.createdAt) - Date.now()) < 5 * 60_000, "created_at is about now");
           assert.ok(n.id, "an id");
         }
-        const added = mine[1]!;
-        assert.equal(added.messageSeq, 0n, "being added names no message");
+        assert.equal(mine[1]!.messageSeq, 0n, "being added names no message");
         const mentionPreview = mine.find((n) => n.messageSeq === mention.seq && n.conversationId === g.id)?.message;
         assert.equal(mentionPreview?.content.case === "text" ? mentionPreview.content.value : "", "@x look", "the list previews the message");
 
-        // Each one is an event on x's own feed, addressed to x alone.
+        // Each one is an event on x's own feed, addressed to x alone, once.
         await fx.waitUntil(
           () => mine.every((n) => fx.events.some((e) => e.kind.case === "notificationCreated" && e.kind.value.notification?.id === n.id)),
           "a notification_created event for every notification",
@@ -134,22 +133,19 @@ describe("Notifications", () => {
           assert.ok(e.cursor, "a stored event with a cursor");
         }
         const announcedIds = announced.map((e) => (e.kind.case === "notificationCreated" ? e.kind.value.notification?.id : ""));
-        assert.equal(new Set(announcedIds).size, announcedIds.length, "each notification announced once");
-        assert.deepEqual(
-          announcedIds.filter((id) => mine.some((n) => n.id === id)).length,
-          mine.length,
-          "the feed announced every listed notification",
-        );
-        assert.ok(announcedIds.every((id) => mine.some((n) => n.id === id)), `the feed announced nothing else: ${JSON.stringify(announcedIds)}`);
+        assert.deepEqual([...announcedIds].sort(), mine.map((n) => n.id).sort(), "the feed announced exactly the listed notifications, each once");
 
-        // Pushed: everything listed (including being added to g at its creation, if that notifies).
-        await assertPushedExactly(x!, (await allNotifications(X)).map((n) => n.id), "x");
+        await assertPushedExactly(x!, mine.map((n) => n.id), "x");
 
-        // y was only mentioned as everyone; z is in h only and nobody mentioned or replied to z.
-        const forY = (await waitForNotification(Y, (n) => n.messageSeq === everyone.seq, "a's @everyone")).filter(notCreation([g.id, h.id]));
-        assert.deepEqual(forY.map(describeNotification), [`mention(everyone)#${everyone.seq} by ${a}`], "y: only the @everyone");
-        const forA = (await allNotifications(A)).filter(notCreation([g.id, h.id]));
-        assert.deepEqual(forA.map(describeNotification), [], "a: nothing (its own @everyone does not notify itself)");
+        // y: added to g and mentioned as everyone; a: added to h, and nothing for its own @everyone;
+        // z: added to h, nothing else.
+        const fenceY = await send(A, g.id, { body: "@y fence", mentionUserIds: [y!] });
+        const forY = await waitForNotification(Y, (n) => n.messageSeq === fenceY.seq, "the fence mention of y");
+        assert.deepEqual(forY.map(describeNotification), [`mention#${fenceY.seq} by ${a}`, `mention(everyone)#${everyone.seq} by ${a}`, `added by ${a}`], "y");
+        const fenceA = await send(Y, h.id, { body: "@a fence", mentionUserIds: [a!] });
+        const forA = await waitForNotification(A, (n) => n.messageSeq === fenceA.seq, "the fence mention of a");
+        assert.deepEqual(forA.map(describeNotification), [`mention#${fenceA.seq} by ${y}`, `added by ${y}`], "a");
+        assert.deepEqual((await allNotifications(server.clientsFor(z!, protocol))).map(describeNotification), [`added by ${y}`], "z");
       });
 
       it("pages notifications newest first, filters unread, and marks them read by id or all at once", async () => {
@@ -225,14 +221,20 @@ describe("Notifications", () => {
       { name: "ALL, mute expired an hour ago", level: NotificationLevel.ALL, mutedUntil: anHourAgo, kinds: ["reply", "mention", "mention(everyone)"], pushed: true },
     ];
     const groups: { name: string; id: string; kinds: string[]; pushed: boolean }[] = [];
-    for (const c of cases) {
-      const g = await createGroup(A, [x!, y!], c.name);
-      const set = await X.notifications.setNotificationSettings({ conversationId: g.id, level: c.level, mutedUntil: c.mutedUntil });
+    for (const c of cases) groups.push({ name: c.name, id: (await createGroup(A, [x!, y!], c.name)).id, kinds: c.kinds, pushed: c.pushed });
+    // Being added to each group notified x under the default settings: let that happen first,
+    // so the settings below only govern what comes after them.
+    const isAddedToAll = (list: Notification[]) => groups.every((g) => list.some((n) => n.conversationId === g.id && n.kind === NotificationKind.ADDED_TO_CONVERSATION));
+    for (const clients of [X, server.clientsFor(y!, "grpc")]) {
+      await eventually(async () => isAddedToAll(await allNotifications(clients)), "notified of being added to every group", NOTIFY_DEADLINE_MS);
+    }
+    for (const [i, c] of cases.entries()) {
+      const id = groups[i]!.id;
+      const set = await X.notifications.setNotificationSettings({ conversationId: id, level: c.level, mutedUntil: c.mutedUntil });
       assert.equal(set.settings?.level, c.level, `${c.name}: level`);
-      const got = await server.clientsFor(x!, "grpc").notifications.getNotificationSettings({ conversationId: g.id });
+      const got = await server.clientsFor(x!, "grpc").notifications.getNotificationSettings({ conversationId: id });
       assert.equal(got.settings?.level, c.level, `${c.name}: level read back`);
       if (c.mutedUntil === inOneHour) assert.equal(ms(got.settings?.mutedUntil), ms(inOneHour), `${c.name}: muted_until read back`);
-      groups.push({ name: c.name, id: g.id, kinds: c.kinds, pushed: c.pushed });
     }
     const fx = await openLiveFeed(X, { label: "x" });
     feeds.push(fx);
@@ -244,9 +246,9 @@ describe("Notifications", () => {
       await sendText(A, g.id, "plain");
     }
     const fenceGroup = await createGroup(A, [x!, y!], "fence");
-    const fence = await send(A, fenceGroup.id, { body: "@x fence", mentionUserIds: [x!] });
-    const list = (await waitForNotification(X, (n) => n.conversationId === fenceGroup.id && n.messageSeq === fence.seq, "the fence"))
-      .filter(notCreation([...groups.map((g) => g.id), fenceGroup.id]));
+    const fence = await send(A, fenceGroup.id, { body: "@x @y fence", mentionUserIds: [x!, y!] });
+    const all = await waitForNotification(X, (n) => n.conversationId === fenceGroup.id && n.messageSeq === fence.seq, "the fence");
+    const list = all.filter(notCreation([...groups.map((g) => g.id), fenceGroup.id]));
 
     const problems: string[] = [];
     for (const g of groups) {
@@ -261,12 +263,18 @@ describe("Notifications", () => {
     const none = groups.find((g) => g.name === "NONE")!;
     assert.ok(!announced.includes(none.id), "nothing announced for a conversation set to NONE");
 
-    const pushedIds = list.filter((n) => n.conversationId === fenceGroup.id || groups.find((g) => g.id === n.conversationId)?.pushed).map((n) => n.id);
-    await assertPushedExactly(x!, pushedIds, "x across the settings");
+    // Pushed: being added (under the defaults), the fence group, and the groups whose settings push.
+    const pushed = (n: Notification) =>
+      n.kind === NotificationKind.ADDED_TO_CONVERSATION || n.conversationId === fenceGroup.id || groups.find((g) => g.id === n.conversationId)?.pushed === true;
+    await assertPushedExactly(x!, all.filter(pushed).map((n) => n.id), "x across the settings");
 
-    // y kept the default (ALL, not muted) everywhere: everything, pushed.
-    const forY = (await allNotifications(server.clientsFor(y!, "grpc"))).filter(notCreation([...groups.map((g) => g.id), fenceGroup.id]));
-    assert.equal(forY.filter((n) => n.viaEveryone).length, groups.length, "y: one @everyone per group, whatever x chose");
+    // y kept the defaults (ALL, not muted) everywhere: everything, pushed.
+    const Y = server.clientsFor(y!, "grpc");
+    const forY = await waitForNotification(Y, (n) => n.conversationId === fenceGroup.id && n.messageSeq === fence.seq, "the fence, for y");
+    for (const g of groups) {
+      const kinds = forY.filter((n) => n.conversationId === g.id).map((n) => describeNotification(n).split("#")[0]!).reverse();
+      assert.deepEqual(kinds, ["added", "mention(everyone)"], `y in ${g.name}: whatever x chose`);
+    }
     await assertPushedExactly(y!, forY.map((n) => n.id), "y");
   });
 

@@ -56,9 +56,9 @@ describe("the notifier killed with SIGKILL in the middle of a batch", function (
     nodes.push(first);
     const [admin, ...members] = await newUsers(first, MEMBERS, "burst");
     const group = await createGroup(first.clientsFor(admin!, "grpc"), members);
-    // Being added to the group notifies the members (or not): count what is there before the burst.
-    await new Promise((r) => setTimeout(r, 1_000));
-    const before = await outbox!.count();
+    // Being added to the group notifies every member: let those be pushed before the burst.
+    let before = 0;
+    await eventually(async () => (before = await outbox!.count()) >= members.length, "the push entries of being added", 30_000);
 
     const A = first.clientsFor(admin!, "grpc");
     const mentions = await Promise.all(

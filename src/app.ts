@@ -31,7 +31,9 @@ import { createObservabilityInterceptor } from "./server/observability-intercept
 import { createSinglePortServer } from "./server/single-port-server.ts";
 import { HealthStatus } from "./standard/health.ts";
 import { UserDirectory, UserService } from "./users/index.ts";
-import { createWorkerRuntime } from "./workers/index.ts";
+import { createWorkerRuntime, type Consumer } from "./workers/index.ts";
+import { createNotifierSpec } from "./workers/notifier.ts";
+import { createInProcessPushOutbox, createJetStreamPushOutbox, NotificationService, type PushOutbox } from "./notifications/index.ts";
 
 export interface App {
   /** The API port; valid after start(). */
@@ -39,6 +41,8 @@ export interface App {
   /** The metrics port, or null when metrics are off; valid after start(). */
   readonly metricsPort: number | null;
   readonly logger: Logger;
+  /** Where pushed notifications go (the `<PREFIX>_PUSH` stream, or in-process when embedded). */
+  readonly pushOutbox: PushOutbox;
   start(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -89,6 +93,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   }
   const publisher = createEventPublisher(bus, logger);
   const workers = createWorkerRuntime({ nats, subjects, bus, logger });
+  const pushOutbox = nats ? createJetStreamPushOutbox(nats, subjects) : createInProcessPushOutbox();
+  let notifier: Consumer | null = null;
   let hub: FeedHub;
   const relay = createOutboxRelay({
     db: database.db,
@@ -114,6 +120,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     conversations: new ConversationService(database.db, config.limits, publisher),
     messages: new MessageService(database.db, sends, reactions, config.limits, publisher),
     events: new EventService({ db: database.db, hub, bus, presence, feed: config.feed }),
+    notifications: new NotificationService(database.db),
     health,
   });
   const connectHandler = connectNodeAdapter({
@@ -139,9 +146,11 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       return metricsServer?.port ?? null;
     },
     logger,
+    pushOutbox,
     async start() {
       await hub.start();
       await relay.start();
+      notifier = await workers.startConsumer(createNotifierSpec({ db: database.db, events: publisher, push: pushOutbox, subjects }));
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
       logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres" }, "parley is serving");
@@ -157,6 +166,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await sends.drain();
       await reactions.drain();
       await publisher.flush();
+      await notifier?.stop();
       await workers.close();
       await relay.stop();
       await hub.stop();

@@ -26,6 +26,7 @@ import { ConversationService } from "../../gen/parley/v1/conversation_service_pb
 import { MessageService } from "../../gen/parley/v1/message_service_pb.ts";
 import { EventService } from "../../gen/parley/v1/event_service_pb.ts";
 import { NotificationService } from "../../gen/parley/v1/notification_service_pb.ts";
+import type { PushEntry } from "../../gen/parley/v1/notification_pb.ts";
 
 /**
  * How a client talks to the server. The main flows run over "grpc" and "connect"; the others
@@ -93,6 +94,8 @@ export interface RemoteServer {
 export interface TestServer extends RemoteServer {
   /** The environment the server was configured from. */
   readonly env: Readonly<Record<string, string | undefined>>;
+  /** The push outbox entries of a user, oldest first (JetStream or in-process, as the server runs). */
+  pushEntries(userId: string): Promise<PushEntry[]>;
   stop(): Promise<void>;
 }
 
@@ -160,6 +163,7 @@ export async function startTestServer(
   return {
     ...remote,
     env,
+    pushEntries: (userId) => app.pushOutbox.read(userId),
     async stop() {
       if (stopped) return;
       stopped = true;

@@ -6,9 +6,10 @@
  * The notifier works asynchronously, so the tests wait for what they expect. Negative checks
  * ("nothing for NONE") wait for a fence: a later notification of the same user, which the
  * notifier handles after the ones that must not exist. Push entries are read from the JetStream
- * push stream in PostgreSQL mode (real NATS); embedded mode checks everything but them.
+ * push stream in PostgreSQL mode (real NATS), from the server's in-process outbox in embedded mode.
  */
 import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { NotificationKind, NotificationLevel, type Notification } from "../../gen/parley/v1/notification_pb.ts";
@@ -18,8 +19,8 @@ import { createGroup, ms, sendText } from "../helpers/fixtures.ts";
 import { eventually, openLiveFeed, type Feed } from "../helpers/feed.ts";
 import { sharedRealtimeServer } from "../helpers/realtime.ts";
 import { remove, send } from "./support/messages.ts";
-import { allNotifications, describeNotification } from "./support/notifications.ts";
-import { PushOutbox } from "./support/push-outbox.ts";
+import { allNotifications, describeNotification, kindOf } from "./support/notifications.ts";
+import { PushOutbox, type PushRecord } from "./support/push-outbox.ts";
 
 /** How long the notifier may take to catch up in these tests. */
 const NOTIFY_DEADLINE_MS = 15_000;
@@ -50,15 +51,18 @@ describe("Notifications", () => {
   }
 
   /**
-   * Asserts the user's push entries are exactly one per notification id given (PostgreSQL mode;
-   * nothing to read in embedded mode). Waits for the expected ones first.
+   * Asserts the user's push entries are exactly one per notification id given. Waits for the
+   * expected ones first.
    */
   async function assertPushedExactly(userId: string, ids: readonly string[], what: string): Promise<void> {
-    if (!outbox) return;
-    const o = outbox;
-    let entries = await o.entriesFor(userId);
+    // On NATS, read the stream itself, headers included; embedded, ask the server's outbox.
+    const read = async (): Promise<PushRecord[]> =>
+      outbox
+        ? outbox.entriesFor(userId)
+        : (await server.pushEntries(userId)).map((entry) => ({ subject: "", msgId: entry.notification?.id ?? "", entry }));
+    let entries = await read();
     await eventually(async () => {
-      entries = await o.entriesFor(userId);
+      entries = await read();
       const have = new Set(entries.map((e) => e.msgId));
       return ids.every((id) => have.has(id));
     }, `${what}: the push entries of ${ids.length} notification(s) in the outbox`, NOTIFY_DEADLINE_MS).catch((err: unknown) => {
@@ -187,7 +191,7 @@ describe("Notifications", () => {
         const forY = await send(A, g.id, { body: "@y", mentionUserIds: [y!] });
         const yList = await waitForNotification(Y, (n) => n.messageSeq === forY.seq, "the mention of y");
         const yId = yList.find((n) => n.messageSeq === forY.seq)!.id;
-        const foreign = await X.notifications.markNotificationsRead({ notificationIds: [yId, "no-such-id"] });
+        const foreign = await X.notifications.markNotificationsRead({ notificationIds: [yId, randomUUID()] });
         assert.equal(foreign.marked, 0n, "foreign and unknown ids are ignored");
         assert.equal((await Y.notifications.listNotifications({})).notifications.find((n) => n.id === yId)?.read, false, "y's stays unread");
 
@@ -252,7 +256,7 @@ describe("Notifications", () => {
 
     const problems: string[] = [];
     for (const g of groups) {
-      const kinds = list.filter((n) => n.conversationId === g.id).map((n) => describeNotification(n).split("#")[0]!).reverse();
+      const kinds = list.filter((n) => n.conversationId === g.id).map(kindOf).reverse();
       if (JSON.stringify(kinds) !== JSON.stringify(g.kinds)) problems.push(`${g.name}: notified ${JSON.stringify(kinds)}, expected ${JSON.stringify(g.kinds)}`);
     }
     assert.deepEqual(problems, [], "each setting produced exactly its notifications");
@@ -272,7 +276,7 @@ describe("Notifications", () => {
     const Y = server.clientsFor(y!, "grpc");
     const forY = await waitForNotification(Y, (n) => n.conversationId === fenceGroup.id && n.messageSeq === fence.seq, "the fence, for y");
     for (const g of groups) {
-      const kinds = forY.filter((n) => n.conversationId === g.id).map((n) => describeNotification(n).split("#")[0]!).reverse();
+      const kinds = forY.filter((n) => n.conversationId === g.id).map(kindOf).reverse();
       assert.deepEqual(kinds, ["added", "mention(everyone)"], `y in ${g.name}: whatever x chose`);
     }
     await assertPushedExactly(y!, forY.map((n) => n.id), "y");

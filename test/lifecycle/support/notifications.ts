@@ -22,6 +22,11 @@ const KIND_NAMES: Record<number, string> = {
   [NotificationKind.ADDED_TO_CONVERSATION]: "added",
 };
 
+/** "mention", "mention(everyone)", "reply" or "added": what kind of notification, nothing more. */
+export function kindOf(n: Pick<Notification, "kind" | "viaEveryone">): string {
+  return `${KIND_NAMES[n.kind] ?? `kind${n.kind}`}${n.viaEveryone ? "(everyone)" : ""}`;
+}
+
 /** "mention#3 by alice", "mention(everyone)#5 by alice", "reply#4 by bob", "added by alice". */
 export function describeNotification(n: Pick<Notification, "kind" | "messageSeq" | "actorId" | "viaEveryone"> | undefined): string {
   if (!n) return "(none)";

@@ -2,7 +2,7 @@
  * Every SQL statement about conversations and their members. Functions take the Kysely
  * handle or a transaction first, so a service can combine several in one transaction.
  */
-import { sql, type Kysely, type Transaction } from "kysely";
+import { sql, type Kysely, type RawBuilder, type Transaction } from "kysely";
 import type { Database } from "../db/schema.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -39,29 +39,39 @@ export interface ConversationViewRow {
 /** Longest last-message preview, in characters. */
 export const PREVIEW_CHARS = 100;
 
-function conversationViewQuery(userId: string) {
-  // The unread counters are kept exact by every write that changes them (see
-  // migrations/0003_message_lifecycle.sql), so a page costs O(1) per conversation.
-  return sql`
-    select c.id, c.type, c.name, c.description, c.created_by, c.created_at, c.last_activity_at,
-      (extract(epoch from c.last_activity_at) * 1000000)::int8 as activity_us,
-      c.last_seq, c.member_count, m.role as my_role, m.last_read_seq as my_last_read_seq,
-      m.unread_count, m.unread_mention_count,
+/**
+ * The user's conversations that pass `where`, in `orderAndLimit` order, as ListConversations
+ * shows them. The page is chosen first, from the membership and conversation rows alone; only
+ * its rows then look up their last message and DIRECT peer. The unread counters are kept
+ * exact by every write that changes them (see migrations/0003_message_lifecycle.sql), so a
+ * page costs O(page) whatever the history holds.
+ */
+function conversationViews(userId: string, where: RawBuilder<unknown>, orderAndLimit: RawBuilder<unknown>) {
+  return sql<ConversationViewRow>`
+    select v.*,
       (select p.user_id from conversation_members p
-        where c.type = ${ConversationKind.DIRECT} and p.conversation_id = c.id and p.user_id <> m.user_id
+        where v.type = ${ConversationKind.DIRECT} and p.conversation_id = v.id and p.user_id <> ${userId}
         limit 1) as direct_peer_id,
       lm.seq as lm_seq, lm.sender_id as lm_sender_id, lm.created_at as lm_created_at,
       left(lm.body_text, ${PREVIEW_CHARS}) as lm_text, (lm.envelope_ciphertext is not null) as lm_encrypted,
       (lm.deleted_at is not null) as lm_deleted
-    from conversation_members m
-    join conversations c on c.id = m.conversation_id
-    left join messages lm on lm.conversation_id = c.id and lm.seq = c.last_seq
-    where m.user_id = ${userId}`;
+    from (
+      select c.id, c.type, c.name, c.description, c.created_by, c.created_at, c.last_activity_at,
+        (extract(epoch from c.last_activity_at) * 1000000)::int8 as activity_us,
+        c.last_seq, c.member_count, m.role as my_role, m.last_read_seq as my_last_read_seq,
+        m.unread_count, m.unread_mention_count
+      from conversation_members m
+      join conversations c on c.id = m.conversation_id
+      where m.user_id = ${userId} ${where}
+      ${orderAndLimit}
+    ) v
+    left join messages lm on lm.conversation_id = v.id and lm.seq = v.last_seq
+    ${orderAndLimit}`;
 }
 
 /** The conversation if the user is a member of it. */
 export async function findConversationView(db: Db, conversationId: string, userId: string): Promise<ConversationViewRow | undefined> {
-  const result = await sql<ConversationViewRow>`${conversationViewQuery(userId)} and c.id = ${conversationId}`.execute(db);
+  const result = await conversationViews(userId, sql`and c.id = ${conversationId}`, sql``).execute(db);
   return result.rows[0];
 }
 
@@ -75,8 +85,7 @@ export async function listConversationViews(db: Db, userId: string, limit: numbe
   const page = after
     ? sql`and ((extract(epoch from c.last_activity_at) * 1000000)::int8, c.id) < (${after.activityUs}::int8, ${after.id}::uuid)`
     : sql``;
-  const result = await sql<ConversationViewRow>`${conversationViewQuery(userId)} ${page}
-    order by activity_us desc, c.id desc limit ${limit}`.execute(db);
+  const result = await conversationViews(userId, page, sql`order by activity_us desc, id desc limit ${limit}`).execute(db);
   return result.rows;
 }
 

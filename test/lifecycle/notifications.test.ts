@@ -16,11 +16,12 @@ import { NotificationKind, NotificationLevel, type Notification } from "../../ge
 import { MAIN_PROTOCOLS, newUsers, type Clients, type TestServer } from "../helpers/test-server.ts";
 import { expectCode, expectInvalidArgument } from "../helpers/expect.ts";
 import { createGroup, ms, sendText } from "../helpers/fixtures.ts";
-import { eventually, openLiveFeed, type Feed } from "../helpers/feed.ts";
+import { eventually, isMessage, openLiveFeed, type Feed } from "../helpers/feed.ts";
 import { sharedRealtimeServer } from "../helpers/realtime.ts";
 import { remove, send } from "./support/messages.ts";
 import { allNotifications, describeNotification, kindOf } from "./support/notifications.ts";
 import { PushOutbox, type PushRecord } from "./support/push-outbox.ts";
+import { newConversationKey, seal } from "./support/sealed.ts";
 
 /** How long the notifier may take to catch up in these tests. */
 const NOTIFY_DEADLINE_MS = 15_000;
@@ -313,5 +314,69 @@ describe("Notifications", () => {
     await remove(A, g.id, m.seq);
     const n = (await allNotifications(X)).find((n) => n.conversationId === g.id && n.messageSeq === m.seq);
     assert.deepEqual(n?.message?.content, { case: "deleted", value: true }, "the preview says deleted, without the text");
+  });
+
+  it("notifies a mention inside an encrypted message, previewed as encrypted", async () => {
+    const [a, x, y] = await newUsers(server, 3, "notifsealed");
+    const A = server.clientsFor(a!, "grpc");
+    const X = server.clientsFor(x!, "connect");
+    const g = await createGroup(A, [x!, y!]);
+    const key = newConversationKey();
+    const m = await send(A, g.id, { body: seal(key, "@x the code is 4711"), mentionUserIds: [x!] });
+    const list = await waitForNotification(X, (n) => n.conversationId === g.id && n.messageSeq === m.seq, "the encrypted mention");
+    const n = list.find((n) => n.conversationId === g.id && n.messageSeq === m.seq)!;
+    assert.equal(kindOf(n), "mention");
+    assert.deepEqual(n.message?.content, { case: "encrypted", value: true }, "the server has no text to show");
+    await assertPushedExactly(x!, list.map((n) => n.id), "x");
+  });
+
+  it("notifies once when a message both mentions me by name and everyone, and replies to me", async () => {
+    const [a, x, y] = await newUsers(server, 3, "notifonce");
+    const A = server.clientsFor(a!, "grpc");
+    const X = server.clientsFor(x!, "connect");
+    const g = await createGroup(A, [x!, y!]);
+    const mine = await sendText(X, g.id, "x's message");
+    const m = await send(A, g.id, { body: "@x @everyone re", mentionUserIds: [x!], mentionEveryone: true, replyToSeq: mine.seq });
+    const fence = await send(A, g.id, { body: "@x fence", mentionUserIds: [x!] });
+    const list = await waitForNotification(X, (n) => n.messageSeq === fence.seq, "the fence");
+    const forMessage = list.filter((n) => n.conversationId === g.id && n.messageSeq === m.seq);
+    assert.deepEqual(forMessage.map(kindOf), ["mention"], "one notification: a mention by name");
+    await assertPushedExactly(x!, list.map((n) => n.id), "x");
+  });
+
+  it("does not notify a user who left of replies to their old messages", async () => {
+    const [a, x, y] = await newUsers(server, 3, "notifleft");
+    const A = server.clientsFor(a!, "grpc");
+    const X = server.clientsFor(x!, "connect");
+    const g = await createGroup(A, [x!, y!]);
+    const old = await sendText(X, g.id, "x was here");
+    await X.conversations.removeMember({ conversationId: g.id, userId: x! });
+    const reply = await send(A, g.id, { body: "replying to someone gone", replyToSeq: old.seq });
+    const other = await createGroup(A, [x!, y!], "fence");
+    const fence = await send(A, other.id, { body: "@x fence", mentionUserIds: [x!] });
+    const list = await waitForNotification(X, (n) => n.messageSeq === fence.seq && n.conversationId === other.id, "the fence");
+    assert.deepEqual(list.filter((n) => n.conversationId === g.id && n.messageSeq === reply.seq).map(describeNotification), [], "nothing about a conversation x left");
+  });
+
+  it("replays notification_created to a client resuming from its cursor after being offline", async () => {
+    const [a, x, y] = await newUsers(server, 3, "notifreplay");
+    const A = server.clientsFor(a!, "grpc");
+    const X = server.clientsFor(x!, "connect");
+    const g = await createGroup(A, [x!, y!]);
+    const first = await openLiveFeed(X, { label: "x online" });
+    feeds.push(first);
+    const hello = await sendText(A, g.id, "hello");
+    await first.waitForEvent(isMessage(g.id, hello.seq), "a message while online");
+    const cursor = first.lastCursor;
+    first.close();
+
+    const m = await send(A, g.id, { body: "@x while you were away", mentionUserIds: [x!] });
+    const list = await waitForNotification(X, (n) => n.messageSeq === m.seq && n.conversationId === g.id, "the mention");
+    const id = list.find((n) => n.messageSeq === m.seq && n.conversationId === g.id)!.id;
+    const back = await openLiveFeed(server.clientsFor(x!, "grpc"), { cursor, label: "x back" });
+    feeds.push(back);
+    const { event } = await back.waitForEvent((e) => e.kind.case === "notificationCreated" && e.kind.value.notification?.id === id, "the replayed notification_created");
+    assert.ok(event.cursor, "a replayable event has a cursor");
+    assert.equal(back.events.filter((e) => e.kind.case === "notificationCreated" && e.kind.value.notification?.id === id).length, 1, "once");
   });
 });

@@ -25,6 +25,9 @@ import { UserService } from "../../gen/parley/v1/user_service_pb.ts";
 import { ConversationService } from "../../gen/parley/v1/conversation_service_pb.ts";
 import { MessageService } from "../../gen/parley/v1/message_service_pb.ts";
 import { EventService } from "../../gen/parley/v1/event_service_pb.ts";
+import { SocialService } from "../../gen/parley/v1/social_service_pb.ts";
+import { MediaService } from "../../gen/parley/v1/media_service_pb.ts";
+import { StoryService } from "../../gen/parley/v1/story_service_pb.ts";
 
 /**
  * How a client talks to the server. The main flows run over "grpc" and "connect"; the others
@@ -47,6 +50,9 @@ export interface Clients {
   conversations: Client<typeof ConversationService>;
   messages: Client<typeof MessageService>;
   events: Client<typeof EventService>;
+  social: Client<typeof SocialService>;
+  media: Client<typeof MediaService>;
+  stories: Client<typeof StoryService>;
 }
 
 /** Clients on connections of their own, for a test that must control exactly when they close. */
@@ -243,6 +249,9 @@ export function connectTo(baseUrl: string, options: ConnectOptions): RemoteServe
       conversations: createClient(ConversationService, t),
       messages: createClient(MessageService, t),
       events: createClient(EventService, t),
+      social: createClient(SocialService, t),
+      media: createClient(MediaService, t),
+      stories: createClient(StoryService, t),
     };
   }
 

@@ -10,13 +10,15 @@ import type { Member, MemberRole } from "./conversation_pb.ts";
 import { file_parley_v1_conversation } from "./conversation_pb.ts";
 import type { Message as Message$1, MessageDeletion } from "./message_pb.ts";
 import { file_parley_v1_message } from "./message_pb.ts";
+import type { Story } from "./story_pb.ts";
+import { file_parley_v1_story } from "./story_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file parley/v1/event.proto.
  */
 export const file_parley_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChVwYXJsZXkvdjEvZXZlbnQucHJvdG8SCXBhcmxleS52MSKNBgoFRXZlbnQSCgoCaWQYASABKAkSDgoGY3Vyc29yGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIQCghhY3Rvcl9pZBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZUNyZWF0ZWRIABI+ChRjb252ZXJzYXRpb25fdXBkYXRlZBgLIAEoCzIeLnBhcmxleS52MS5Db252ZXJzYXRpb25VcGRhdGVkSAASLgoMbWVtYmVyX2FkZGVkGAwgASgLMhYucGFybGV5LnYxLk1lbWJlckFkZGVkSAASMgoObWVtYmVyX3JlbW92ZWQYDSABKAsyGC5wYXJsZXkudjEuTWVtYmVyUmVtb3ZlZEgAEjsKE21lbWJlcl9yb2xlX2NoYW5nZWQYDiABKAsyHC5wYXJsZXkudjEuTWVtYmVyUm9sZUNoYW5nZWRIABIyCg5yZWFjdGlvbl9hZGRlZBgPIAEoCzIYLnBhcmxleS52MS5SZWFjdGlvbkFkZGVkSAASNgoQcmVhY3Rpb25fcmVtb3ZlZBgQIAEoCzIaLnBhcmxleS52MS5SZWFjdGlvblJlbW92ZWRIABI7ChNyZWFkX3Bvc2l0aW9uX21vdmVkGBEgASgLMhwucGFybGV5LnYxLlJlYWRQb3NpdGlvbk1vdmVkSAASIwoGdHlwaW5nGBIgASgLMhEucGFybGV5LnYxLlR5cGluZ0gAEjYKEHByZXNlbmNlX2NoYW5nZWQYEyABKAsyGi5wYXJsZXkudjEuUHJlc2VuY2VDaGFuZ2VkSAASMgoObWVzc2FnZV9lZGl0ZWQYFCABKAsyGC5wYXJsZXkudjEuTWVzc2FnZUVkaXRlZEgAEjQKD21lc3NhZ2VfZGVsZXRlZBgVIAEoCzIZLnBhcmxleS52MS5NZXNzYWdlRGVsZXRlZEgAQgYKBGtpbmQiNQoOTWVzc2FnZUNyZWF0ZWQSIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlIjgKE0NvbnZlcnNhdGlvblVwZGF0ZWQSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCSIwCgtNZW1iZXJBZGRlZBIhCgZtZW1iZXIYASABKAsyES5wYXJsZXkudjEuTWVtYmVyIi4KDU1lbWJlclJlbW92ZWQSDwoHdXNlcl9pZBgBIAEoCRIMCgRsZWZ0GAIgASgIIkkKEU1lbWJlclJvbGVDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSIwoEcm9sZRgCIAEoDjIVLnBhcmxleS52MS5NZW1iZXJSb2xlIlMKDVJlYWN0aW9uQWRkZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVjb3VudBgEIAEoAyJVCg9SZWFjdGlvblJlbW92ZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVjb3VudBgEIAEoAyI7ChFSZWFkUG9zaXRpb25Nb3ZlZBIPCgd1c2VyX2lkGAEgASgJEhUKDWxhc3RfcmVhZF9zZXEYAiABKAMiSQoGVHlwaW5nEg8KB3VzZXJfaWQYASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZAoPUHJlc2VuY2VDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEjAKDGxhc3Rfc2Vlbl9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNAoNTWVzc2FnZUVkaXRlZBIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiegoOTWVzc2FnZURlbGV0ZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSEgoKbWVzc2FnZV9pZBgCIAEoCRIsCghkZWxldGlvbhgDIAEoCzIaLnBhcmxleS52MS5NZXNzYWdlRGVsZXRpb24SEQoJbW9kZXJhdGVkGAQgASgIYgZwcm90bzM", [file_google_protobuf_timestamp, file_parley_v1_conversation, file_parley_v1_message]);
+  fileDesc("ChVwYXJsZXkvdjEvZXZlbnQucHJvdG8SCXBhcmxleS52MSLRBwoFRXZlbnQSCgoCaWQYASABKAkSDgoGY3Vyc29yGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIQCghhY3Rvcl9pZBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZUNyZWF0ZWRIABI+ChRjb252ZXJzYXRpb25fdXBkYXRlZBgLIAEoCzIeLnBhcmxleS52MS5Db252ZXJzYXRpb25VcGRhdGVkSAASLgoMbWVtYmVyX2FkZGVkGAwgASgLMhYucGFybGV5LnYxLk1lbWJlckFkZGVkSAASMgoObWVtYmVyX3JlbW92ZWQYDSABKAsyGC5wYXJsZXkudjEuTWVtYmVyUmVtb3ZlZEgAEjsKE21lbWJlcl9yb2xlX2NoYW5nZWQYDiABKAsyHC5wYXJsZXkudjEuTWVtYmVyUm9sZUNoYW5nZWRIABIyCg5yZWFjdGlvbl9hZGRlZBgPIAEoCzIYLnBhcmxleS52MS5SZWFjdGlvbkFkZGVkSAASNgoQcmVhY3Rpb25fcmVtb3ZlZBgQIAEoCzIaLnBhcmxleS52MS5SZWFjdGlvblJlbW92ZWRIABI7ChNyZWFkX3Bvc2l0aW9uX21vdmVkGBEgASgLMhwucGFybGV5LnYxLlJlYWRQb3NpdGlvbk1vdmVkSAASIwoGdHlwaW5nGBIgASgLMhEucGFybGV5LnYxLlR5cGluZ0gAEjYKEHByZXNlbmNlX2NoYW5nZWQYEyABKAsyGi5wYXJsZXkudjEuUHJlc2VuY2VDaGFuZ2VkSAASMgoObWVzc2FnZV9lZGl0ZWQYFCABKAsyGC5wYXJsZXkudjEuTWVzc2FnZUVkaXRlZEgAEjQKD21lc3NhZ2VfZGVsZXRlZBgVIAEoCzIZLnBhcmxleS52MS5NZXNzYWdlRGVsZXRlZEgAEi4KDHN0b3J5X3Bvc3RlZBgeIAEoCzIWLnBhcmxleS52MS5TdG9yeVBvc3RlZEgAEi4KDHN0b3J5X3ZpZXdlZBgfIAEoCzIWLnBhcmxleS52MS5TdG9yeVZpZXdlZEgAEjAKDXN0b3J5X3JlYWN0ZWQYICABKAsyFy5wYXJsZXkudjEuU3RvcnlSZWFjdGVkSAASMAoNc3RvcnlfZXhwaXJlZBghIAEoCzIXLnBhcmxleS52MS5TdG9yeUV4cGlyZWRIAEIGCgRraW5kIjUKDk1lc3NhZ2VDcmVhdGVkEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSI4ChNDb252ZXJzYXRpb25VcGRhdGVkEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkiMAoLTWVtYmVyQWRkZWQSIQoGbWVtYmVyGAEgASgLMhEucGFybGV5LnYxLk1lbWJlciIuCg1NZW1iZXJSZW1vdmVkEg8KB3VzZXJfaWQYASABKAkSDAoEbGVmdBgCIAEoCCJJChFNZW1iZXJSb2xlQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEiMKBHJvbGUYAiABKA4yFS5wYXJsZXkudjEuTWVtYmVyUm9sZSJTCg1SZWFjdGlvbkFkZGVkEhMKC21lc3NhZ2Vfc2VxGAEgASgDEg0KBWVtb2ppGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSDQoFY291bnQYBCABKAMiVQoPUmVhY3Rpb25SZW1vdmVkEhMKC21lc3NhZ2Vfc2VxGAEgASgDEg0KBWVtb2ppGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSDQoFY291bnQYBCABKAMiOwoRUmVhZFBvc2l0aW9uTW92ZWQSDwoHdXNlcl9pZBgBIAEoCRIVCg1sYXN0X3JlYWRfc2VxGAIgASgDIkkKBlR5cGluZxIPCgd1c2VyX2lkGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImQKD1ByZXNlbmNlQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEg4KBm9ubGluZRgCIAEoCBIwCgxsYXN0X3NlZW5fYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjQKDU1lc3NhZ2VFZGl0ZWQSIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlInoKDk1lc3NhZ2VEZWxldGVkEhMKC21lc3NhZ2Vfc2VxGAEgASgDEhIKCm1lc3NhZ2VfaWQYAiABKAkSLAoIZGVsZXRpb24YAyABKAsyGi5wYXJsZXkudjEuTWVzc2FnZURlbGV0aW9uEhEKCW1vZGVyYXRlZBgEIAEoCCIuCgtTdG9yeVBvc3RlZBIfCgVzdG9yeRgBIAEoCzIQLnBhcmxleS52MS5TdG9yeSJGCgtTdG9yeVZpZXdlZBIQCghzdG9yeV9pZBgBIAEoCRIRCgl2aWV3ZXJfaWQYAiABKAkSEgoKdmlld19jb3VudBgDIAEoAyJeCgxTdG9yeVJlYWN0ZWQSEAoIc3RvcnlfaWQYASABKAkSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVhZGRlZBgEIAEoCBINCgVjb3VudBgFIAEoAyJECgxTdG9yeUV4cGlyZWQSEAoIc3RvcnlfaWQYASABKAkSEQoJYXV0aG9yX2lkGAIgASgJEg8KB2RlbGV0ZWQYAyABKAhiBnByb3RvMw", [file_google_protobuf_timestamp, file_parley_v1_conversation, file_parley_v1_message, file_parley_v1_story]);
 
 /**
  * Something a client should see, delivered by EventService.Subscribe. Events of one
@@ -158,12 +160,42 @@ export type Event = Message<"parley.v1.Event"> & {
     /**
      * A message was deleted.
      *
-     * Numbers 30-39 belong to stories.
-     *
      * @generated from field: parley.v1.MessageDeleted message_deleted = 21;
      */
     value: MessageDeleted;
     case: "messageDeleted";
+  } | {
+    /**
+     * A story the recipient may see was posted (numbers 30-39 belong to stories).
+     *
+     * @generated from field: parley.v1.StoryPosted story_posted = 30;
+     */
+    value: StoryPosted;
+    case: "storyPosted";
+  } | {
+    /**
+     * Someone viewed the recipient's story for the first time (sent to the author).
+     *
+     * @generated from field: parley.v1.StoryViewed story_viewed = 31;
+     */
+    value: StoryViewed;
+    case: "storyViewed";
+  } | {
+    /**
+     * A reaction on the recipient's story was added or taken back (sent to the author).
+     *
+     * @generated from field: parley.v1.StoryReacted story_reacted = 32;
+     */
+    value: StoryReacted;
+    case: "storyReacted";
+  } | {
+    /**
+     * A story expired or was deleted: drop it (sent to the author and to those it was posted to).
+     *
+     * @generated from field: parley.v1.StoryExpired story_expired = 33;
+     */
+    value: StoryExpired;
+    case: "storyExpired";
   } | { case: undefined; value?: undefined };
 };
 
@@ -537,4 +569,144 @@ export type MessageDeleted = Message<"parley.v1.MessageDeleted"> & {
  */
 export const MessageDeletedSchema: GenMessage<MessageDeleted> = /*@__PURE__*/
   messageDesc(file_parley_v1_event, 12);
+
+/**
+ * Payload of a story_posted event.
+ *
+ * @generated from message parley.v1.StoryPosted
+ */
+export type StoryPosted = Message<"parley.v1.StoryPosted"> & {
+  /**
+   * The new story, as the recipient sees it.
+   *
+   * @generated from field: parley.v1.Story story = 1;
+   */
+  story?: Story | undefined;
+};
+
+/**
+ * Describes the message parley.v1.StoryPosted.
+ * Use `create(StoryPostedSchema)` to create a new message.
+ */
+export const StoryPostedSchema: GenMessage<StoryPosted> = /*@__PURE__*/
+  messageDesc(file_parley_v1_event, 13);
+
+/**
+ * Payload of a story_viewed event.
+ *
+ * @generated from message parley.v1.StoryViewed
+ */
+export type StoryViewed = Message<"parley.v1.StoryViewed"> & {
+  /**
+   * The story's id.
+   *
+   * @generated from field: string story_id = 1;
+   */
+  storyId: string;
+
+  /**
+   * The user who viewed it.
+   *
+   * @generated from field: string viewer_id = 2;
+   */
+  viewerId: string;
+
+  /**
+   * How many distinct users have viewed it, after this view.
+   *
+   * @generated from field: int64 view_count = 3;
+   */
+  viewCount: bigint;
+};
+
+/**
+ * Describes the message parley.v1.StoryViewed.
+ * Use `create(StoryViewedSchema)` to create a new message.
+ */
+export const StoryViewedSchema: GenMessage<StoryViewed> = /*@__PURE__*/
+  messageDesc(file_parley_v1_event, 14);
+
+/**
+ * Payload of a story_reacted event.
+ *
+ * @generated from message parley.v1.StoryReacted
+ */
+export type StoryReacted = Message<"parley.v1.StoryReacted"> & {
+  /**
+   * The story's id.
+   *
+   * @generated from field: string story_id = 1;
+   */
+  storyId: string;
+
+  /**
+   * The emoji.
+   *
+   * @generated from field: string emoji = 2;
+   */
+  emoji: string;
+
+  /**
+   * The user who reacted or took the reaction back.
+   *
+   * @generated from field: string user_id = 3;
+   */
+  userId: string;
+
+  /**
+   * True when the reaction was added, false when it was taken back.
+   *
+   * @generated from field: bool added = 4;
+   */
+  added: boolean;
+
+  /**
+   * How many users have reacted to the story with this emoji, after this change.
+   *
+   * @generated from field: int64 count = 5;
+   */
+  count: bigint;
+};
+
+/**
+ * Describes the message parley.v1.StoryReacted.
+ * Use `create(StoryReactedSchema)` to create a new message.
+ */
+export const StoryReactedSchema: GenMessage<StoryReacted> = /*@__PURE__*/
+  messageDesc(file_parley_v1_event, 15);
+
+/**
+ * Payload of a story_expired event.
+ *
+ * @generated from message parley.v1.StoryExpired
+ */
+export type StoryExpired = Message<"parley.v1.StoryExpired"> & {
+  /**
+   * The story's id.
+   *
+   * @generated from field: string story_id = 1;
+   */
+  storyId: string;
+
+  /**
+   * The story's author.
+   *
+   * @generated from field: string author_id = 2;
+   */
+  authorId: string;
+
+  /**
+   * True when the author deleted it before its deadline.
+   *
+   * @generated from field: bool deleted = 3;
+   */
+  deleted: boolean;
+};
+
+/**
+ * Describes the message parley.v1.StoryExpired.
+ * Use `create(StoryExpiredSchema)` to create a new message.
+ */
+export const StoryExpiredSchema: GenMessage<StoryExpired> = /*@__PURE__*/
+  messageDesc(file_parley_v1_event, 16);
 

@@ -1,0 +1,54 @@
+/**
+ * Media type detection from the bytes themselves (magic numbers), never from what the client
+ * claims: a story is shown to other people, so only the formats we accept may get in.
+ */
+import { MediaType } from "../../gen/parley/v1/media_pb.ts";
+
+/** The MIME type of each accepted type. */
+export const CONTENT_TYPES: ReadonlyMap<MediaType, string> = new Map([
+  [MediaType.JPEG, "image/jpeg"],
+  [MediaType.PNG, "image/png"],
+  [MediaType.GIF, "image/gif"],
+  [MediaType.WEBP, "image/webp"],
+  [MediaType.MP4, "video/mp4"],
+  [MediaType.QUICKTIME, "video/quicktime"],
+]);
+
+/** ISO base media major brands that mean an MP4 video (ISO 14496-12/-14, Apple M4V, DASH). */
+const MP4_BRANDS = new Set(["isom", "iso2", "iso3", "iso4", "iso5", "iso6", "iso7", "iso8", "iso9", "mp41", "mp42", "mp71", "avc1", "dash", "M4V ", "M4VH", "M4VP", "mmp4", "msnv", "f4v "]);
+/** Top-level atoms a QuickTime file without an `ftyp` box (the original MOV layout) starts with. */
+const QUICKTIME_LEADING_ATOMS = new Set(["moov", "mdat", "wide", "pnot"]);
+
+const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+
+/** The type of the file, or null when it is none of the accepted ones. */
+export function detectMediaType(bytes: Uint8Array): MediaType | null {
+  if (startsWith(bytes, [0xff, 0xd8, 0xff])) return MediaType.JPEG;
+  if (startsWith(bytes, PNG_SIGNATURE)) return MediaType.PNG;
+  if (ascii(bytes, 0, 6) === "GIF87a" || ascii(bytes, 0, 6) === "GIF89a") return MediaType.GIF;
+  if (ascii(bytes, 0, 4) === "RIFF" && ascii(bytes, 8, 4) === "WEBP" && ascii(bytes, 12, 3) === "VP8") return MediaType.WEBP;
+  return detectIsoMedia(bytes);
+}
+
+/** MP4 and QuickTime share the ISO base media layout: [size:4][type:4]… boxes. */
+function detectIsoMedia(bytes: Uint8Array): MediaType | null {
+  if (bytes.length < 12) return null;
+  const boxSize = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0);
+  const boxType = ascii(bytes, 4, 4);
+  if (boxType === "ftyp") {
+    if (boxSize < 16) return null;
+    const brand = ascii(bytes, 8, 4);
+    if (brand === "qt  ") return MediaType.QUICKTIME;
+    return MP4_BRANDS.has(brand) ? MediaType.MP4 : null;
+  }
+  return boxSize >= 8 && QUICKTIME_LEADING_ATOMS.has(boxType) ? MediaType.QUICKTIME : null;
+}
+
+function startsWith(bytes: Uint8Array, prefix: readonly number[]): boolean {
+  return bytes.length >= prefix.length && prefix.every((b, i) => bytes[i] === b);
+}
+
+function ascii(bytes: Uint8Array, offset: number, length: number): string {
+  if (bytes.length < offset + length) return "";
+  return String.fromCharCode(...bytes.subarray(offset, offset + length));
+}

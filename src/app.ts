@@ -31,6 +31,7 @@ import { createObservabilityInterceptor } from "./server/observability-intercept
 import { createSinglePortServer } from "./server/single-port-server.ts";
 import { HealthStatus } from "./standard/health.ts";
 import { UserDirectory, UserService } from "./users/index.ts";
+import { createWorkerRuntime } from "./workers/index.ts";
 
 export interface App {
   /** The API port; valid after start(). */
@@ -87,6 +88,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     bus = createInProcessBus();
   }
   const publisher = createEventPublisher(bus, logger);
+  const workers = createWorkerRuntime({ nats, subjects, bus, logger });
   let hub: FeedHub;
   const relay = createOutboxRelay({
     db: database.db,
@@ -155,6 +157,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await sends.drain();
       await reactions.drain();
       await publisher.flush();
+      await workers.close();
       await relay.stop();
       await hub.stop();
       await presence.close();

@@ -5,14 +5,10 @@
  */
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { headers as natsHeaders, type JetStreamClient, type MsgHdrs, type NatsConnection, type Subscription } from "nats";
-import { EventSchema, type Event } from "../../gen/parley/v1/event_pb.ts";
-import type { EphemeralRoute, EventBus } from "./event-bus.ts";
-import type { StoredEvent } from "./event-log.ts";
+import { EventSchema } from "../../gen/parley/v1/event_pb.ts";
+import type { EventBus } from "./event-bus.ts";
+import { decodeStoredEvent, encodeEvent, ephemeralHeaders, ephemeralRoute, eventHeaders } from "./event-wire.ts";
 import type { Subjects } from "./subjects.ts";
-
-const POSITION = "Parley-Position";
-const CONVERSATION = "Parley-Conversation";
-const TARGET_USER = "Parley-Target-User";
 
 export interface NatsBusOptions {
   connection: NatsConnection;
@@ -20,16 +16,30 @@ export interface NatsBusOptions {
   onError: (error: unknown, what: string) => void;
 }
 
+/** NATS headers from a plain map. */
+export function toNatsHeaders(values: ReadonlyMap<string, string>): MsgHdrs {
+  const h = natsHeaders();
+  for (const [name, value] of values) h.set(name, value);
+  return h;
+}
+
+/** A plain map from NATS headers (empty when there are none). */
+export function fromNatsHeaders(h: MsgHdrs | undefined): Map<string, string> {
+  const values = new Map<string, string>();
+  if (h) for (const name of h.keys()) values.set(name, h.get(name));
+  return values;
+}
+
 export function createNatsBus({ connection, subjects, onError }: NatsBusOptions): EventBus {
   const js: JetStreamClient = connection.jetstream();
   const subscriptions: Subscription[] = [];
 
-  const subscribe = (subject: string, handle: (data: Uint8Array, headers: MsgHdrs | undefined) => void) => {
+  const subscribe = (subject: string, handle: (data: Uint8Array, headers: Map<string, string>) => void) => {
     const subscription = connection.subscribe(subject, {
       callback: (error, msg) => {
         if (error) return onError(error, `subscription ${subject}`);
         try {
-          handle(msg.data, msg.headers);
+          handle(msg.data, fromNatsHeaders(msg.headers));
         } catch (cause) {
           onError(cause, `a message on ${msg.subject}`);
         }
@@ -43,42 +53,21 @@ export function createNatsBus({ connection, subjects, onError }: NatsBusOptions)
     async publish(events) {
       // Pipelined: all acks are awaited together, never one round trip per event.
       await Promise.all(
-        events.map((stored) => {
-          const h = natsHeaders();
-          h.set(POSITION, stored.position.toString());
-          if (stored.conversationId !== null) h.set(CONVERSATION, stored.conversationId);
-          if (stored.targetUserId !== null) h.set(TARGET_USER, stored.targetUserId);
-          return js.publish(subjects.event(stored.conversationId, stored.targetUserId), toBinary(EventSchema, stored.event), {
-            msgID: stored.event.id,
-            headers: h,
-          });
-        }),
+        events.map((stored) =>
+          js.publish(subjects.event(stored), encodeEvent(stored), { msgID: stored.event.id, headers: toNatsHeaders(eventHeaders(stored)) }),
+        ),
       );
     },
     onEvent(handler) {
-      return subscribe(subjects.allEvents, (data, h) => {
-        const position = h?.get(POSITION);
-        if (!position) return;
-        handler({
-          position: BigInt(position),
-          conversationId: h?.get(CONVERSATION) || null,
-          targetUserId: h?.get(TARGET_USER) || null,
-          event: fromBinary(EventSchema, data),
-        });
-      });
+      return subscribe(subjects.allEvents, (data, headers) => handler(decodeStoredEvent(data, headers)));
     },
     publishEphemeral(route, event) {
-      const h = natsHeaders();
-      if ("conversationId" in route) h.set(CONVERSATION, route.conversationId);
-      else h.set(TARGET_USER, route.userId);
       const subject = "conversationId" in route ? subjects.typing(route.conversationId) : subjects.presence(route.userId);
-      connection.publish(subject, toBinary(EventSchema, event), { headers: h });
+      connection.publish(subject, toBinary(EventSchema, event), { headers: toNatsHeaders(ephemeralHeaders(route)) });
     },
     onEphemeral(handler) {
-      return subscribe(subjects.allEphemeral, (data, h) => {
-        const conversationId = h?.get(CONVERSATION);
-        const userId = h?.get(TARGET_USER);
-        const route: EphemeralRoute | null = conversationId ? { conversationId } : userId ? { userId } : null;
+      return subscribe(subjects.allEphemeral, (data, headers) => {
+        const route = ephemeralRoute(headers);
         if (route) handler(route, fromBinary(EventSchema, data));
       });
     },

@@ -4,10 +4,25 @@
  */
 export interface Subjects {
   readonly prefix: string;
-  /** Where a committed event is published: routed by conversation (or user). */
-  event(conversationId: string | null, targetUserId: string | null): string;
+  /**
+   * Where a committed event is published: routed by conversation (or user), then by kind,
+   * `<prefix>.events.conv.<id>.<category>.<action>`, so a consumer can filter one category.
+   */
+  event(route: EventRoute): string;
   /** Every committed event: what each node's feed hub subscribes to. */
   readonly allEvents: string;
+  /** Every committed event of conversations (not those addressed to a user alone). */
+  readonly allConversationEvents: string;
+  /** Every committed event of one category ("message" → created, edited, deleted). */
+  eventsOfCategory(category: string): string;
+  /** A work item's subject: `<prefix>.work.<tokens>`. */
+  work(...tokens: string[]): string;
+  /** Every work item. */
+  readonly allWork: string;
+  /** The JetStream stream that keeps work items until a consumer has done them. */
+  readonly workStream: string;
+  /** A durable consumer's name under this prefix. */
+  durable(name: string): string;
   /** The JetStream stream that keeps committed events for durable consumers. */
   readonly eventStream: string;
   /** Typing signals of one conversation (core NATS, never stored). */
@@ -20,6 +35,25 @@ export interface Subjects {
   readonly presenceBucket: string;
 }
 
+/** What the event subject is made of. */
+export interface EventRoute {
+  conversationId: string | null;
+  targetUserId: string | null;
+  event: { kind: { case: string | undefined } };
+}
+
+/**
+ * The subject tokens of an event kind: its first camelCase word, then the rest in snake_case
+ * (messageCreated → message.created, readPositionMoved → read.position_moved).
+ */
+export function eventKindTokens(kindCase: string | undefined): string {
+  if (!kindCase) return "unknown.unknown";
+  const match = /^([a-z0-9]+)(.*)$/.exec(kindCase);
+  const category = match?.[1] ?? kindCase;
+  const action = (match?.[2] ?? "").replace(/[A-Z]/g, (c, i: number) => (i === 0 ? "" : "_") + c.toLowerCase());
+  return `${category}.${action || "changed"}`;
+}
+
 /** NATS tokens cannot hold dots, spaces or wildcards; user ids can, so they are encoded. */
 export function subjectToken(value: string): string {
   return Buffer.from(value).toString("base64url") || "_";
@@ -30,9 +64,17 @@ export function createSubjects(prefix: string): Subjects {
   const streamPrefix = prefix.toUpperCase().replace(/-/g, "_");
   return {
     prefix,
-    event: (conversationId, targetUserId) =>
-      conversationId !== null ? `${prefix}.events.conv.${conversationId}` : `${prefix}.events.user.${subjectToken(targetUserId ?? "")}`,
+    event: ({ conversationId, targetUserId, event }) => {
+      const route = conversationId !== null ? `conv.${conversationId}` : `user.${subjectToken(targetUserId ?? "")}`;
+      return `${prefix}.events.${route}.${eventKindTokens(event.kind.case)}`;
+    },
     allEvents: `${prefix}.events.>`,
+    allConversationEvents: `${prefix}.events.conv.>`,
+    eventsOfCategory: (category) => `${prefix}.events.*.*.${category}.>`,
+    work: (...tokens) => `${prefix}.work.${tokens.join(".")}`,
+    allWork: `${prefix}.work.>`,
+    workStream: `${streamPrefix}_WORK`,
+    durable: (name) => `${streamPrefix}_${name.replace(/[^A-Za-z0-9_-]/g, "_")}`,
     eventStream: `${streamPrefix}_EVENTS`,
     typing: (conversationId) => `${prefix}.ephemeral.typing.${conversationId}`,
     allEphemeral: `${prefix}.ephemeral.>`,

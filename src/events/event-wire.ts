@@ -1,0 +1,46 @@
+/**
+ * How a committed event travels on NATS: the protobuf Event as the body, its log position and
+ * routing in headers. Shared by the live bus and the durable consumers so both read it alike.
+ */
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { EventSchema } from "../../gen/parley/v1/event_pb.ts";
+import type { StoredEvent } from "./event-log.ts";
+
+const POSITION = "Parley-Position";
+const CONVERSATION = "Parley-Conversation";
+const TARGET_USER = "Parley-Target-User";
+
+/** Header names and values for an event (a plain map, so any transport can carry it). */
+export function eventHeaders(stored: StoredEvent): Map<string, string> {
+  const headers = new Map<string, string>([[POSITION, stored.position.toString()]]);
+  if (stored.conversationId !== null) headers.set(CONVERSATION, stored.conversationId);
+  if (stored.targetUserId !== null) headers.set(TARGET_USER, stored.targetUserId);
+  return headers;
+}
+
+export function encodeEvent(stored: StoredEvent): Uint8Array {
+  return toBinary(EventSchema, stored.event);
+}
+
+/** The event back from its body and headers; throws when either is not one of ours. */
+export function decodeStoredEvent(data: Uint8Array, headers: ReadonlyMap<string, string>): StoredEvent {
+  const position = headers.get(POSITION);
+  if (!position || !/^\d+$/.test(position)) throw new Error("event without a valid position header");
+  return {
+    position: BigInt(position),
+    conversationId: headers.get(CONVERSATION) || null,
+    targetUserId: headers.get(TARGET_USER) || null,
+    event: fromBinary(EventSchema, data),
+  };
+}
+
+/** Ephemeral events carry only their route. */
+export function ephemeralHeaders(route: { conversationId: string } | { userId: string }): Map<string, string> {
+  return new Map("conversationId" in route ? [[CONVERSATION, route.conversationId]] : [[TARGET_USER, route.userId]]);
+}
+
+export function ephemeralRoute(headers: ReadonlyMap<string, string>): { conversationId: string } | { userId: string } | null {
+  const conversationId = headers.get(CONVERSATION);
+  const userId = headers.get(TARGET_USER);
+  return conversationId ? { conversationId } : userId ? { userId } : null;
+}

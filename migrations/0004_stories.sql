@@ -34,6 +34,8 @@ CREATE TABLE blocks (
 );
 CREATE INDEX blocks_by_blocker ON blocks (blocker_id, created_at DESC, blocked_id);
 CREATE INDEX blocks_by_blocked ON blocks (blocked_id, blocker_id);
+-- The send path asks whether a DIRECT conversation's pair has a block between them.
+CREATE INDEX direct_pairs_by_conversation ON direct_pairs (conversation_id);
 
 -- Uploaded images and videos. The bytes live in the blob store under the id.
 CREATE TABLE media (

@@ -1,7 +1,7 @@
 /** Message rows to protobuf messages and back. */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { EncryptedEnvelopeSchema, MessageSchema, type Message, type ReactionSummary } from "../../gen/parley/v1/message_pb.ts";
+import { EncryptedEnvelopeSchema, MessageSchema, StoryReferenceSchema, type Message, type ReactionSummary } from "../../gen/parley/v1/message_pb.ts";
 import type { MessageRow } from "./message-repository.ts";
 
 /** The message with its reactions as one viewer sees them (none for a message just sent). */
@@ -16,6 +16,7 @@ export function toMessage(row: MessageRow, reactions: ReactionSummary[] = []): M
     ...(row.reply_to_seq !== null && { replyToSeq: BigInt(row.reply_to_seq) }),
     content: toContent(row),
     reactions,
+    ...(row.story_id !== null && { story: create(StoryReferenceSchema, { storyId: row.story_id, authorId: row.story_author_id ?? "" }) }),
   });
 }
 

@@ -18,6 +18,7 @@ import { create } from "@bufbuild/protobuf";
 import { MessageCreatedSchema } from "../../gen/parley/v1/event_pb.ts";
 import { appendEvents, type StoredEvent } from "../events/event-log.ts";
 import { newId } from "../ids.ts";
+import { conversationUnavailable, findBlockedDirectConversations } from "../social/direct-block.ts";
 import { toMessage } from "./message-mapper.ts";
 import * as repo from "./message-repository.ts";
 import type { MessageRow, NewMessageRow } from "./message-repository.ts";
@@ -37,6 +38,8 @@ export interface SendCommand {
   clientMessageId: string;
   replyToSeq: bigint | null;
   content: { kind: "text"; text: string } | { kind: "envelope"; envelope: EnvelopeContent };
+  /** The story this message replies to (StoryService.ReplyToStory). */
+  story?: { storyId: string; authorId: string };
 }
 
 /** Batch size, concurrency and the after-commit hook (it receives the message-created events). */
@@ -69,6 +72,7 @@ export class SendBatcher {
       tx,
       uniqueBy(commands, (c) => `${c.conversationId}/${c.senderId}`).map((c) => ({ conversationId: c.conversationId, userId: c.senderId })),
     );
+    const blockedDirect = await findBlockedDirectConversations(tx, conversationIds);
     const stored = new Map((await repo.findByIdempotencyKeys(tx, commands)).map((row) => [keyOf({ ...row, conversationId: row.conversation_id, senderId: row.sender_id, clientMessageId: row.client_message_id }), row]));
 
     const outcomes: Outcome[] = [];
@@ -85,6 +89,7 @@ export class SendBatcher {
       if (original) return outcomes.push({ row: original });
       const twin = newRowIndex.get(key);
       if (twin !== undefined) return outcomes.push({ sameAs: twin });
+      if (blockedDirect.has(command.conversationId)) return outcomes.push({ error: conversationUnavailable() });
       if (command.replyToSeq !== null && command.replyToSeq > lastSeq) {
         return outcomes.push({ error: new InvalidInputError("reply_to_seq", "names no message in this conversation") });
       }
@@ -147,5 +152,7 @@ function toNewRow(command: SendCommand, seq: bigint): NewMessageRow {
     envelope_algorithm: envelope?.algorithm ?? null,
     envelope_key_id: envelope?.keyId ?? null,
     envelope_key_epoch: envelope?.keyEpoch ?? null,
+    story_id: command.story?.storyId ?? null,
+    story_author_id: command.story?.authorId ?? null,
   };
 }

@@ -94,10 +94,6 @@ function toStoryWithMedia(row: StoryWithMediaRow): StoryWithMedia {
   };
 }
 
-export async function insertStory(tx: Db, row: Insertable<StoriesTable>): Promise<StoryRow> {
-  return tx.insertInto("stories").values(row).returningAll().executeTakeFirstOrThrow();
-}
-
 /** A live story by id, with its media. */
 export async function findLiveStory(db: Db, storyId: string, now: Date): Promise<StoryWithMedia | undefined> {
   const result = await sql<StoryWithMediaRow>`
@@ -168,16 +164,26 @@ export async function listTrayAuthors(db: Db, viewerId: string, masks: ReadonlyM
   return result.rows;
 }
 
-/** Records a view; true when it is the viewer's first (and then bumps the count). Returns the count after. */
-export async function recordView(tx: Transaction<Database>, storyId: string, viewerId: string, at: Date): Promise<{ first: boolean; viewCount: bigint }> {
+/**
+ * Records a view. Returns whether it was the viewer's first (which bumps the count) and the
+ * count after it, or null when the story is gone (deleted since it was checked).
+ */
+export async function recordView(tx: Transaction<Database>, storyId: string, viewerId: string, at: Date): Promise<{ first: boolean; viewCount: bigint } | null> {
   const inserted = await sql`
-    insert into story_views (story_id, viewer_id, viewed_at) values (${storyId}, ${viewerId}, ${at})
+    insert into story_views (story_id, viewer_id, viewed_at) select id, ${viewerId}, ${at} from stories where id = ${storyId}
     on conflict do nothing`.execute(tx);
   const first = Number(inserted.numAffectedRows ?? 0) > 0;
   const row = first
-    ? await tx.updateTable("stories").set({ view_count: sql`view_count + 1` }).where("id", "=", storyId).returning("view_count").executeTakeFirstOrThrow()
-    : await tx.selectFrom("stories").select("view_count").where("id", "=", storyId).executeTakeFirstOrThrow();
-  return { first, viewCount: BigInt(row.view_count) };
+    ? await tx.updateTable("stories").set({ view_count: sql`view_count + 1` }).where("id", "=", storyId).returning("view_count").executeTakeFirst()
+    : await tx.selectFrom("stories").select("view_count").where("id", "=", storyId).executeTakeFirst();
+  return row ? { first, viewCount: BigInt(row.view_count) } : null;
+}
+
+/** Which of the stories the viewer has viewed. */
+export async function findSeen(db: Db, viewerId: string, storyIds: readonly string[]): Promise<Set<string>> {
+  if (storyIds.length === 0) return new Set();
+  const rows = await db.selectFrom("story_views").select("story_id").where("viewer_id", "=", viewerId).where("story_id", "in", storyIds).execute();
+  return new Set(rows.map((r) => r.story_id));
 }
 
 export interface ViewerRow {
@@ -196,18 +202,29 @@ export async function listViewers(db: Db, storyId: string, after: { micros: stri
   return result.rows;
 }
 
-/** Adds or takes back one reaction; returns whether it changed anything and the emoji's count after. */
-export async function changeReaction(tx: Transaction<Database>, op: "add" | "remove", storyId: string, emoji: string, userId: string): Promise<{ changed: boolean; count: bigint }> {
+/**
+ * Adds or takes back one reaction; returns whether it changed anything and the emoji's count
+ * after, or null when the story is gone (deleted since it was checked).
+ */
+export async function changeReaction(tx: Transaction<Database>, op: "add" | "remove", storyId: string, emoji: string, userId: string): Promise<{ changed: boolean; count: bigint } | null> {
   const changed =
     op === "add"
-      ? await sql`insert into story_reactions (story_id, emoji, user_id) values (${storyId}, ${emoji}, ${userId}) on conflict do nothing`.execute(tx)
+      ? await sql`insert into story_reactions (story_id, emoji, user_id) select id, ${emoji}, ${userId} from stories where id = ${storyId}
+                  on conflict do nothing`.execute(tx)
       : await sql`delete from story_reactions where story_id = ${storyId} and emoji = ${emoji} and user_id = ${userId}`.execute(tx);
   const delta = Number(changed.numAffectedRows ?? 0) * (op === "add" ? 1 : -1);
   const result = await sql<{ count: string }>`
-    insert into story_reaction_counts as rc (story_id, emoji, count) values (${storyId}, ${emoji}, ${Math.max(delta, 0)})
+    insert into story_reaction_counts as rc (story_id, emoji, count) select id, ${emoji}, ${Math.max(delta, 0)} from stories where id = ${storyId}
     on conflict (story_id, emoji) do update set count = rc.count + ${delta}
     returning count`.execute(tx);
-  return { changed: delta !== 0, count: BigInt(result.rows[0]!.count) };
+  const row = result.rows[0];
+  return row ? { changed: delta !== 0, count: BigInt(row.count) } : null;
+}
+
+/** Posts a story unless one already shows this media (a retried create); returns it, or null then. */
+export async function insertStoryIfNew(tx: Db, row: Insertable<StoriesTable>): Promise<StoryRow | null> {
+  const inserted = await tx.insertInto("stories").values(row).onConflict((oc) => oc.column("media_id").doNothing()).returningAll().executeTakeFirst();
+  return inserted ?? null;
 }
 
 export interface StoryReactionRow {

@@ -125,7 +125,7 @@ export async function storyRows(server: TestServer, story: Story): Promise<Recor
   }
 }
 
-/** Waits until the wall clock is at least `ms` past the timestamp (milliseconds since the epoch). */
+/** Waits until the wall clock reaches the time (milliseconds since the epoch). */
 export async function sleepUntil(epochMs: number): Promise<void> {
   for (let left = epochMs - Date.now(); left > 0; left = epochMs - Date.now()) {
     await new Promise((resolve) => setTimeout(resolve, left));

@@ -7,6 +7,7 @@ import { StoryPrivacy } from "../../gen/parley/v1/story_pb.ts";
 import { canSee, relationOf, visibleTiers, type Relation } from "../../src/stories/index.ts";
 
 const { PUBLIC, FOLLOWERS, CLOSE_FRIENDS } = StoryPrivacy;
+const TIER_NAMES: Record<number, string> = { [PUBLIC]: "PUBLIC", [FOLLOWERS]: "FOLLOWERS", [CLOSE_FRIENDS]: "CLOSE_FRIENDS" };
 const NOW = new Date("2026-01-01T12:00:00Z");
 const LIVE = new Date(NOW.getTime() + 1000);
 
@@ -31,7 +32,7 @@ const MATRIX: [StoryPrivacy, Relation, boolean][] = [
 
 describe("story privacy rule", () => {
   for (const [privacy, relation, visible] of MATRIX) {
-    it(`${StoryPrivacy[privacy]} story, ${relation}: ${visible ? "visible" : "hidden"}`, () => {
+    it(`${TIER_NAMES[privacy]} story, ${relation}: ${visible ? "visible" : "hidden"}`, () => {
       assert.equal(canSee({ privacy, expiresAt: LIVE }, relation, NOW), visible);
       assert.equal(visibleTiers(relation).includes(privacy), visible, "the tiers queries filter on agree");
     });

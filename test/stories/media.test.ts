@@ -28,6 +28,9 @@ const NOT_MEDIA = [
   { file: "random.bin", what: "random bytes" },
   { file: "document.pdf", what: "a PDF" },
   { file: "image.heic", what: "an HEIC image (ISO media, but not a video brand)" },
+  { file: "script.png", what: "a PNG signature followed by HTML" },
+  { file: "script.gif", what: "a GIF signature followed by HTML" },
+  { file: "script.jpg", what: "a JPEG start-of-image followed by HTML" },
 ] as const;
 
 describe("media", () => {

@@ -73,6 +73,8 @@ CREATE TABLE story_views (
   PRIMARY KEY (story_id, viewer_id)
 );
 CREATE INDEX story_views_newest ON story_views (story_id, viewed_at DESC, viewer_id);
+-- The tray reads one viewer's views of many stories at once: one range scan, hashed.
+CREATE INDEX story_views_by_viewer ON story_views (viewer_id, story_id);
 
 -- Story reactions, the same model as message reactions: unique per (story, emoji, user),
 -- with counts kept beside them.

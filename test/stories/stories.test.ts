@@ -99,12 +99,15 @@ describe("stories", () => {
         await clockPast(s1a.createdAt);
         const s1b = await postStory(as(a1), PUBLIC);
         await clockPast(s1b.createdAt);
-        const s2 = await postStory(as(a2), CLOSE_FRIENDS); // the viewer is not a2's close friend
         const s2b = await postStory(as(a2), FOLLOWERS);
         await clockPast(s2b.createdAt);
         const sCf = await postStory(as(cfAuthor), CLOSE_FRIENDS);
         await clockPast(sCf.createdAt);
         const s3 = await postStory(as(a3), PUBLIC);
+        await clockPast(s3.createdAt);
+        // a2's newest story is one the viewer may not see: it must not move a2 up the tray.
+        const s2 = await postStory(as(a2), CLOSE_FRIENDS);
+        await clockPast(s2.createdAt);
         const sStranger = await postStory(as(stranger), PUBLIC);
         const everyone = [viewer, a1, a2, a3, cfAuthor, stranger];
 
@@ -113,7 +116,9 @@ describe("stories", () => {
         const e1 = entries.find((e) => e.authorId === a1)!;
         assert.deepEqual(e1.stories.map((s) => s.id), [s1a.id, s1b.id], "an author's stories oldest first");
         assert.equal(ms(e1.latestStoryAt), ms(s1b.createdAt), "latest_story_at is the newest story's time");
-        assert.deepEqual(entries.find((e) => e.authorId === a2)!.stories.map((s) => s.id), [s2b.id], "a CLOSE_FRIENDS story of someone who did not add the viewer is left out");
+        const e2 = entries.find((e) => e.authorId === a2)!;
+        assert.deepEqual(e2.stories.map((s) => s.id), [s2b.id], "a CLOSE_FRIENDS story of someone who did not add the viewer is left out");
+        assert.equal(ms(e2.latestStoryAt), ms(s2b.createdAt), "latest_story_at counts only stories the viewer may see");
         assert.ok(!entries.some((e) => e.stories.some((s) => s.id === mine.id || s.id === s2.id)));
         assert.ok(entries.every((e) => e.hasUnseen && e.stories.every((s) => !s.seen)), "nothing seen yet");
 
@@ -210,6 +215,67 @@ describe("stories", () => {
         assert.equal((await F.stories.removeStoryReaction({ storyId: story.id, emoji: "👍" })).removed, false, "removing twice does nothing");
         await expectInvalidArgument(F.stories.addStoryReaction({ storyId: story.id, emoji: "" }), "emoji");
         await expectInvalidArgument(F.stories.addStoryReaction({ storyId: story.id, emoji: "not an emoji" }), "emoji");
+      });
+
+      it("posts one story when the same CreateStory races, and counts racing reactions and follows once each", async () => {
+        const [author, ...fans] = (await newUsers(server, 9, "race")) as string[];
+        const A = as(author!);
+        const mediaId = (await A.media.uploadMedia({ data: await fixture("pixel.webp") })).media!.id;
+        const posts = await Promise.all([1, 2, 3, 4, 5].map(() => A.stories.createStory({ mediaId, caption: "once", privacy: PUBLIC })));
+        assert.equal(posts.filter((p) => p.created).length, 1, "exactly one call created the story");
+        assert.equal(new Set(posts.map((p) => p.story?.id)).size, 1, "every call returns the same story");
+        assert.equal((await A.stories.listUserStories({ userId: author! })).stories.length, 1);
+        const storyId = posts[0]!.story!.id;
+
+        const follows = await Promise.all(fans.flatMap((f) => [1, 2].map(() => as(f).social.follow({ userId: author! }))));
+        assert.equal(follows.filter((f) => f.followed).length, fans.length, "one follow per fan");
+        const reactions = await Promise.all(fans.flatMap((f) => [1, 2].map(() => as(f).stories.addStoryReaction({ storyId, emoji: "👏" }))));
+        assert.equal(reactions.filter((r) => r.added).length, fans.length, "one reaction per fan");
+        const story = (await A.stories.getStory({ storyId })).story!;
+        assert.deepEqual(reactionsOf(story.reactions), [["👏", BigInt(fans.length), false]]);
+        const followers = await A.social.listFollowers({ userId: author!, pageSize: 3 });
+        const all = [...followers.followers.map((f) => f.userId)];
+        for (let token = followers.nextPageToken; token; ) {
+          const page = await A.social.listFollowers({ userId: author!, pageSize: 3, pageToken: token });
+          all.push(...page.followers.map((f) => f.userId));
+          token = page.nextPageToken;
+        }
+        assert.deepEqual(all.sort(), [...fans].sort(), "paging follows made at the same moment loses and repeats none");
+      });
+
+      it("answers malformed or unknown ids and bad page requests with INVALID_ARGUMENT or NOT_FOUND, never an internal error", async () => {
+        const [me] = (await newUsers(server, 1, "badid")) as [string];
+        const M = as(me);
+        const unknown = "7d3c1a9e-5b0f-4c8e-9a61-2f4b8c0d1e23";
+        for (const storyId of ["not a story id!", "", unknown]) {
+          const calls: Array<[string, Promise<unknown>]> = [
+            ["GetStory", M.stories.getStory({ storyId })],
+            ["DeleteStory", M.stories.deleteStory({ storyId })],
+            ["MarkStoryViewed", M.stories.markStoryViewed({ storyId })],
+            ["ListStoryViewers", M.stories.listStoryViewers({ storyId })],
+            ["AddStoryReaction", M.stories.addStoryReaction({ storyId, emoji: "👍" })],
+            ["ReplyToStory", M.stories.replyToStory({ storyId, clientMessageId: randomUUID(), content: { case: "text", value: "?" } })],
+          ];
+          for (const [name, call] of calls) {
+            const err = await call.then(
+              () => assert.fail(`${name}(${JSON.stringify(storyId)}) succeeded`),
+              (e: unknown) => ConnectError.from(e),
+            );
+            const expected = storyId === unknown ? [Code.NotFound] : [Code.InvalidArgument, Code.NotFound];
+            assert.ok(expected.includes(err.code), `${name}(${JSON.stringify(storyId)}): got ${Code[err.code]}: ${err.rawMessage}`);
+          }
+        }
+        for (const mediaId of ["../../etc/passwd", "not a media id!", ""]) {
+          for (const call of [M.media.getMedia({ mediaId }), M.media.downloadMedia({ mediaId }), M.stories.createStory({ mediaId, privacy: PUBLIC })]) {
+            const err = await call.then(() => assert.fail(`succeeded for media id ${JSON.stringify(mediaId)}`), (e: unknown) => ConnectError.from(e));
+            assert.ok([Code.InvalidArgument, Code.NotFound].includes(err.code), `media id ${JSON.stringify(mediaId)}: got ${Code[err.code]}: ${err.rawMessage}`);
+          }
+        }
+        await expectInvalidArgument(M.stories.listStoryFeed({ pageToken: "not-a-token" }), "page_token");
+        await expectInvalidArgument(M.stories.listStoryFeed({ pageSize: 101 }), "page_size");
+        await expectInvalidArgument(M.stories.listStoryFeed({ pageSize: -1 }), "page_size");
+        const story = await postStory(M, PUBLIC);
+        await expectInvalidArgument(M.stories.listStoryViewers({ storyId: story.id, pageToken: "not-a-token" }), "page_token");
       });
 
       it("sends a reply as a DIRECT message to the author that references the story; a retry sends nothing new", async () => {

@@ -248,16 +248,16 @@ describe("stories", () => {
         const M = as(me);
         const unknown = "7d3c1a9e-5b0f-4c8e-9a61-2f4b8c0d1e23";
         for (const storyId of ["not a story id!", "", unknown]) {
-          const calls: Array<[string, Promise<unknown>]> = [
-            ["GetStory", M.stories.getStory({ storyId })],
-            ["DeleteStory", M.stories.deleteStory({ storyId })],
-            ["MarkStoryViewed", M.stories.markStoryViewed({ storyId })],
-            ["ListStoryViewers", M.stories.listStoryViewers({ storyId })],
-            ["AddStoryReaction", M.stories.addStoryReaction({ storyId, emoji: "👍" })],
-            ["ReplyToStory", M.stories.replyToStory({ storyId, clientMessageId: randomUUID(), content: { case: "text", value: "?" } })],
+          const calls: Array<[string, () => Promise<unknown>]> = [
+            ["GetStory", () => M.stories.getStory({ storyId })],
+            ["DeleteStory", () => M.stories.deleteStory({ storyId })],
+            ["MarkStoryViewed", () => M.stories.markStoryViewed({ storyId })],
+            ["ListStoryViewers", () => M.stories.listStoryViewers({ storyId })],
+            ["AddStoryReaction", () => M.stories.addStoryReaction({ storyId, emoji: "👍" })],
+            ["ReplyToStory", () => M.stories.replyToStory({ storyId, clientMessageId: randomUUID(), content: { case: "text", value: "?" } })],
           ];
           for (const [name, call] of calls) {
-            const err = await call.then(
+            const err = await call().then(
               () => assert.fail(`${name}(${JSON.stringify(storyId)}) succeeded`),
               (e: unknown) => ConnectError.from(e),
             );
@@ -266,8 +266,8 @@ describe("stories", () => {
           }
         }
         for (const mediaId of ["../../etc/passwd", "not a media id!", ""]) {
-          for (const call of [M.media.getMedia({ mediaId }), M.media.downloadMedia({ mediaId }), M.stories.createStory({ mediaId, privacy: PUBLIC })]) {
-            const err = await call.then(() => assert.fail(`succeeded for media id ${JSON.stringify(mediaId)}`), (e: unknown) => ConnectError.from(e));
+          for (const call of [() => M.media.getMedia({ mediaId }), () => M.media.downloadMedia({ mediaId }), () => M.stories.createStory({ mediaId, privacy: PUBLIC })]) {
+            const err = await call().then(() => assert.fail(`succeeded for media id ${JSON.stringify(mediaId)}`), (e: unknown) => ConnectError.from(e));
             assert.ok([Code.InvalidArgument, Code.NotFound].includes(err.code), `media id ${JSON.stringify(mediaId)}: got ${Code[err.code]}: ${err.rawMessage}`);
           }
         }

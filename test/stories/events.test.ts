@@ -9,7 +9,7 @@ import { StoryPrivacy } from "../../gen/parley/v1/story_pb.ts";
 import type { Story } from "../../gen/parley/v1/story_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type Protocol } from "../helpers/test-server.ts";
 import { assertNoneArrived, openLiveFeed, type Feed } from "../helpers/feed.ts";
-import { postStory, startStoryServer, type StoryServer } from "./support.ts";
+import { postStory, sharedStoryServer, type StoryServer } from "./support.ts";
 
 const posted = (storyId: string) => (e: Event) => e.kind.case === "storyPosted" && e.kind.value.story?.id === storyId;
 const expired = (storyId: string) => (e: Event) => e.kind.case === "storyExpired" && e.kind.value.storyId === storyId;
@@ -26,10 +26,7 @@ describe("story events", () => {
   let server: StoryServer;
   const feeds: Feed[] = [];
   before(async () => {
-    server = await startStoryServer();
-  });
-  after(async () => {
-    await server?.stop();
+    server = await sharedStoryServer();
   });
   afterEach(() => {
     for (const f of feeds.splice(0)) f.close();

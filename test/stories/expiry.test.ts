@@ -79,6 +79,18 @@ describe("story expiry (2-second lifetime)", () => {
         const F = server.clientsFor(follower, protocol);
         cases.push({ protocol, A, F, story: await postWatchedStory(A, F, author) });
       }
+      for (const { F, story } of cases) {
+        // Still there just before the deadline (unless this very call ended after it).
+        await sleepUntil(ms(story.expiresAt) - 700);
+        const got = await F.stories.getStory({ storyId: story.id }).catch((err: unknown) => err);
+        if (Date.now() < ms(story.expiresAt)) assert.ok(!(got instanceof Error), `hidden before its deadline: ${String(got)}`);
+      }
+      for (const { A, F, story } of cases) {
+        // Gone the very moment the deadline passes, for everyone.
+        await sleepUntil(ms(story.expiresAt) + 1);
+        await expectCode(F.stories.getStory({ storyId: story.id }), Code.NotFound);
+        await expectCode(A.stories.getStory({ storyId: story.id }), Code.NotFound);
+      }
       await sleepUntil(Math.max(...cases.map((c) => ms(c.story.expiresAt))) + 1_000);
       for (const { protocol, A, F, story } of cases) {
         await assertGoneFor(A, story, true, `author over ${protocol}`);

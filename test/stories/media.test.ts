@@ -10,7 +10,7 @@ import { MediaType } from "../../gen/parley/v1/media_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type Clients } from "../helpers/test-server.ts";
 import { expectCode, expectInvalidArgument } from "../helpers/expect.ts";
 import { ms } from "../helpers/fixtures.ts";
-import { fixture, mediaFileExists, pngOfSize, startStoryServer, storedMediaFiles, TIERS, type StoryServer } from "./support.ts";
+import { fixture, mediaFileExists, pngOfSize, sharedStoryServer, startStoryServer, storedMediaFiles, TIERS, type StoryServer } from "./support.ts";
 
 const REAL_FILES = [
   { file: "pixel.jpg", type: MediaType.JPEG, mime: "image/jpeg" },
@@ -36,10 +36,7 @@ const NOT_MEDIA = [
 describe("media", () => {
   let server: StoryServer;
   before(async () => {
-    server = await startStoryServer();
-  });
-  after(async () => {
-    await server?.stop();
+    server = await sharedStoryServer();
   });
 
   for (const protocol of MAIN_PROTOCOLS) {

@@ -11,7 +11,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { Story } from "../../gen/parley/v1/story_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type Clients, type Protocol } from "../helpers/test-server.ts";
 import { expectCode } from "../helpers/expect.ts";
-import { fixture, postStory, startStoryServer, TIERS, type StoryServer } from "./support.ts";
+import { fixture, postStory, sharedStoryServer, TIERS, type StoryServer } from "./support.ts";
 
 type Relation = "author" | "close friend" | "follower" | "stranger" | "blocked";
 const RELATIONS: readonly Relation[] = ["author", "close friend", "follower", "stranger", "blocked"];
@@ -177,10 +177,7 @@ async function castOf(server: StoryServer, protocol: Protocol): Promise<Cast> {
 describe("story privacy matrix", () => {
   let server: StoryServer;
   before(async () => {
-    server = await startStoryServer();
-  });
-  after(async () => {
-    await server?.stop();
+    server = await sharedStoryServer();
   });
 
   for (const protocol of MAIN_PROTOCOLS) {

@@ -13,7 +13,7 @@ import { MAIN_PROTOCOLS, newUsers, uniqueId, type Clients } from "../helpers/tes
 import { expectCode, expectInvalidArgument } from "../helpers/expect.ts";
 import { createDirect, createGroup, listAllForward, ms, sendText } from "../helpers/fixtures.ts";
 import { assertNoneArrived, isMessage, openLiveFeed, type Feed } from "../helpers/feed.ts";
-import { postStory, startStoryServer, TIERS, type StoryServer } from "./support.ts";
+import { postStory, sharedStoryServer, TIERS, type StoryServer } from "./support.ts";
 
 type Page = { entries: SocialListEntry[]; nextPageToken: string };
 
@@ -55,10 +55,7 @@ describe("social graph", () => {
   let server: StoryServer;
   const feeds: Feed[] = [];
   before(async () => {
-    server = await startStoryServer();
-  });
-  after(async () => {
-    await server?.stop();
+    server = await sharedStoryServer();
   });
   afterEach(() => {
     for (const f of feeds.splice(0)) f.close();

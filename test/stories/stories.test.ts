@@ -14,7 +14,7 @@ import { MAIN_PROTOCOLS, newUsers, type Clients } from "../helpers/test-server.t
 import { expectCode, expectInvalidArgument } from "../helpers/expect.ts";
 import { clockPast, createDirect, listAllForward, ms } from "../helpers/fixtures.ts";
 import { eventually } from "../helpers/feed.ts";
-import { fixture, mediaFileExists, postStory, startStoryServer, storyRows, type StoryServer } from "./support.ts";
+import { fixture, mediaFileExists, postStory, sharedStoryServer, storyRows, type StoryServer } from "./support.ts";
 
 const { PUBLIC, FOLLOWERS, CLOSE_FRIENDS } = StoryPrivacy;
 
@@ -43,10 +43,7 @@ function reactionsOf(list: readonly ReactionSummary[]): Array<[string, bigint, b
 describe("stories", () => {
   let server: StoryServer;
   before(async () => {
-    server = await startStoryServer();
-  });
-  after(async () => {
-    await server?.stop();
+    server = await sharedStoryServer();
   });
 
   for (const protocol of MAIN_PROTOCOLS) {

@@ -77,6 +77,29 @@ export async function startStoryServer(overrides: Record<string, string | undefi
   };
 }
 
+let shared: Promise<StoryServer> | undefined;
+
+/**
+ * One default story server shared by the test files that need no special settings, started on
+ * first use and stopped after every file ran (a node on the embedded database takes seconds to
+ * start). Tests on it use fresh users, so they never see each other's private stories.
+ */
+export function sharedStoryServer(): Promise<StoryServer> {
+  shared ??= startStoryServer();
+  return shared;
+}
+
+// Registered while mocha loads the first spec file importing this module: a root hook that
+// runs after all files.
+if (typeof after === "function") {
+  after(async function () {
+    this.timeout(20_000);
+    const server = await shared?.catch(() => undefined);
+    shared = undefined;
+    await server?.stop();
+  });
+}
+
 /** Uploads a fixture (the 1×1 PNG by default) and posts it as a story. */
 export async function postStory(
   clients: Clients,

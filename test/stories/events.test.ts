@@ -7,8 +7,12 @@ import assert from "node:assert/strict";
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
 import { StoryPrivacy } from "../../gen/parley/v1/story_pb.ts";
 import type { Story } from "../../gen/parley/v1/story_pb.ts";
-import { MAIN_PROTOCOLS, newUsers, type Protocol } from "../helpers/test-server.ts";
+import { MAIN_PROTOCOLS, newUsers, type Protocol, type TestServer } from "../helpers/test-server.ts";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { assertNoneArrived, openLiveFeed, type Feed } from "../helpers/feed.ts";
+import { multiNodeAvailable, startCluster } from "../helpers/realtime.ts";
 import { postStory, sharedStoryServer, type StoryServer } from "./support.ts";
 
 const posted = (storyId: string) => (e: Event) => e.kind.case === "storyPosted" && e.kind.value.story?.id === storyId;
@@ -143,4 +147,29 @@ describe("story events", () => {
       });
     });
   }
+
+  it("story_posted and story_viewed cross nodes: author on one, follower on the other", async function () {
+    if (!multiNodeAvailable()) this.skip();
+    this.timeout(60_000);
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), "parley-stories-cluster-"));
+    const cluster = await startCluster(2, { DATA_DIR: dataDir });
+    try {
+      const [nodeA, nodeB] = cluster.nodes as [TestServer, TestServer];
+      const [author, follower] = (await newUsers(nodeA, 2, "xnode")) as [string, string];
+      await nodeB.clientsFor(follower, "grpc").social.follow({ userId: author });
+      const fa = await openLiveFeed(nodeA.clientsFor(author, "grpc"), { label: "author@A" });
+      const ff = await openLiveFeed(nodeB.clientsFor(follower, "grpc"), { label: "follower@B" });
+      feeds.push(fa, ff);
+      const story = await postStory(nodeA.clientsFor(author, "grpc"), StoryPrivacy.FOLLOWERS);
+      await ff.waitForEvent(posted(story.id), "story_posted on the other node");
+      const seen = await nodeB.clientsFor(follower, "connect").media.downloadMedia({ mediaId: story.media!.id });
+      assert.ok(seen.data.length > 0, "the other node serves the media too");
+      await nodeB.clientsFor(follower, "grpc").stories.markStoryViewed({ storyId: story.id });
+      await fa.waitForEvent((e) => e.kind.case === "storyViewed" && e.kind.value.storyId === story.id, "story_viewed from the other node");
+    } finally {
+      for (const f of feeds.splice(0)) f.close();
+      await cluster.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
 });

@@ -158,6 +158,8 @@ describe("social graph", () => {
         assert.deepEqual((await closeFriendsOf(B)).flat(), [], "alice left bob's close friends");
         await expectCode(B.social.follow({ userId: alice! }), Code.NotFound);
         await expectCode(A.social.follow({ userId: bob! }), Code.NotFound);
+        await expectCode(B.social.listFollowers({ userId: alice! }), Code.NotFound);
+        await expectCode(B.social.listFollowing({ userId: alice! }), Code.NotFound);
 
         assert.equal((await A.social.unblock({ userId: bob! })).unblocked, true);
         assert.equal((await A.social.unblock({ userId: bob! })).unblocked, false);

@@ -159,6 +159,13 @@ describe("stories", () => {
         const listed = await A.stories.listStoryViewers({ storyId: story.id, pageSize: 200 });
         assert.equal(listed.viewCount, BigInt(viewers.length));
         assert.deepEqual(listed.viewers.map((v) => v.userId).sort(), [...viewers].sort(), "every viewer once, the author not among them");
+        const paged: string[] = [];
+        for (let token = "", first = true; first || token; first = false) {
+          const page = await A.stories.listStoryViewers({ storyId: story.id, pageSize: 5, pageToken: token });
+          paged.push(...page.viewers.map((v) => v.userId));
+          token = page.nextPageToken;
+        }
+        assert.deepEqual(paged, listed.viewers.map((v) => v.userId), "pages of views made at the same moment lose and repeat none");
 
         const again = await as(viewers[0]!).stories.markStoryViewed({ storyId: story.id });
         assert.equal(again.firstView, false, "viewing again is not a first view");

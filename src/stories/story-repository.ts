@@ -51,15 +51,21 @@ export async function findRelations(db: Db, viewerId: string, authorIds: readonl
 /**
  * The authors that may belong in the viewer's tray, with the viewer's relation to each: those
  * the viewer follows, those who have the viewer as a close friend and, when asked, everyone
- * with a live PUBLIC story.
+ * with a live PUBLIC story. Set-based rather than relationFlagsSql's probes per author: the
+ * edges that make someone a candidate already say how, and the viewer's blocks are one set.
  */
 export async function findTrayCandidates(db: Db, viewerId: string, includePublic: boolean, now: Date): Promise<Map<string, RelationFlags>> {
   const result = await sql<FlagsRow>`
-    with candidates(id) as (
-      select followee_id from follows where follower_id = ${viewerId}
-      union select owner_id from close_friends where friend_id = ${viewerId}
-      union select author_id from stories where ${includePublic} and privacy = 1 and expires_at > ${now} and author_id <> ${viewerId})
-    select c.id as user_id, ${relationFlagsSql(viewerId, sql.ref("c.id"))} from candidates c`.execute(db);
+    with edges(id, follower, close_friend) as (
+      select followee_id, true, false from follows where follower_id = ${viewerId}
+      union all select owner_id, false, true from close_friends where friend_id = ${viewerId}
+      union all select distinct author_id, false, false from stories
+        where ${includePublic} and privacy = 1 and expires_at > ${now} and author_id <> ${viewerId}),
+    blocked(id) as (
+      select blocked_id from blocks where blocker_id = ${viewerId}
+      union select blocker_id from blocks where blocked_id = ${viewerId})
+    select id as user_id, bool_or(follower) as follower, bool_or(close_friend) as close_friend, id in (select id from blocked) as blocked
+    from edges group by id`.execute(db);
   return new Map(result.rows.map((row) => [row.user_id, toFlags(row, false)]));
 }
 
@@ -148,7 +154,10 @@ export async function listTrayAuthors(db: Db, viewerId: string, masks: ReadonlyM
   if (masks.size === 0) return [];
   const afterSql = after === null ? sql`true` : sql`
     (t.grp, -t.latest_micros, t.author_id) > (${after.group}, -${after.micros}::int8, ${after.authorId})`;
+  // The viewer's views are read once (one index range) and hashed: probing the views index
+  // once per story was three quarters of the query's time.
   const result = await sql<TrayAuthorRow>`
+    with seen as materialized (select story_id from story_views where viewer_id = ${viewerId})
     select author_id, latest_at, latest_micros::text, has_unseen from (
       select s.author_id, max(s.created_at) as latest_at,
         (extract(epoch from max(s.created_at)) * 1000000)::int8 as latest_micros,
@@ -156,7 +165,7 @@ export async function listTrayAuthors(db: Db, viewerId: string, masks: ReadonlyM
         case when bool_or(v.story_id is null) then 0 else 1 end as grp
       from unnest(${[...masks.keys()]}::text[], ${[...masks.values()]}::int4[]) as k(author_id, mask)
       join stories s on s.author_id = k.author_id and s.expires_at > ${now} and (k.mask >> s.privacy) & 1 = 1
-      left join story_views v on v.story_id = s.id and v.viewer_id = ${viewerId}
+      left join seen v on v.story_id = s.id
       group by s.author_id) t
     where ${afterSql}
     order by t.grp, t.latest_micros desc, t.author_id

@@ -52,4 +52,12 @@ describe("media type detection", () => {
     assert.equal(detectMediaType(ascii("RIFF\0\0\0\0WAVEfmt ")), null, "a WAV file");
     assert.equal(detectMediaType(ascii("RIFF\0\0\0\0WEBPXXXX")), null, "a RIFF/WEBP header without a VP8 chunk");
   });
+
+  it("refuses a signature glued onto a web page", () => {
+    const page = "<html><script>alert(1)</script></html>";
+    assert.equal(detectMediaType(new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, ...ascii(page)])), null, "PNG");
+    assert.equal(detectMediaType(ascii(`GIF89a${page}`)), null, "GIF");
+    assert.equal(detectMediaType(new Uint8Array([0xff, 0xd8, 0xff, ...ascii(page)])), null, "JPEG");
+    assert.equal(detectMediaType(new Uint8Array([0xff, 0xd8, 0xff, 0xe0, 0x7f, 0xff, ...ascii(page)])), null, "JPEG whose first segment overruns the file");
+  });
 });

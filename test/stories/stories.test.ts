@@ -282,6 +282,34 @@ describe("stories", () => {
         await expectInvalidArgument(M.stories.listStoryViewers({ storyId: story.id, pageToken: "not-a-token" }), "page_token");
       });
 
+      it("a story deleted while others view, react and download: each call succeeds or is NOT_FOUND, and nothing is left", async () => {
+        const [author, ...fans] = (await newUsers(server, 6, "delrace")) as string[];
+        const A = as(author!);
+        for (let round = 0; round < 4; round++) {
+          const story = await postStory(A, PUBLIC);
+          const storyId = story.id;
+          const mediaId = story.media!.id;
+          const calls: Array<[string, () => Promise<unknown>]> = fans.flatMap((f, i) => [
+            ["MarkStoryViewed", () => as(f).stories.markStoryViewed({ storyId })],
+            ["AddStoryReaction", () => as(f).stories.addStoryReaction({ storyId, emoji: i % 2 ? "🔥" : "👀" })],
+            ["DownloadMedia", () => as(f).media.downloadMedia({ mediaId })],
+            ["GetStory", () => as(f).stories.getStory({ storyId })],
+          ] as Array<[string, () => Promise<unknown>]>);
+          const half = Math.floor(calls.length / 2);
+          calls.splice(half, 0, ["DeleteStory", () => A.stories.deleteStory({ storyId })]);
+          const outcomes = await Promise.allSettled(calls.map(([, call]) => call()));
+          const unexpected = outcomes
+            .map((o, i) => ({ name: calls[i]![0], error: o.status === "rejected" ? ConnectError.from(o.reason) : null }))
+            .filter(({ error }) => error !== null && error.code !== Code.NotFound)
+            .map(({ name, error }) => `${name}: ${Code[error!.code]}: ${error!.rawMessage}`);
+          assert.deepEqual(unexpected, [], `round ${round}: calls racing the delete failed otherwise than NOT_FOUND`);
+          await expectCode(A.stories.getStory({ storyId }), Code.NotFound);
+          await eventually(async () => !(await mediaFileExists(server.dataDir, mediaId)), "the media file deleted");
+          const rows = await storyRows(server, story);
+          if (rows) assert.ok(Object.values(rows).every((n) => n === 0), `round ${round}: rows left behind: ${JSON.stringify(rows)}`);
+        }
+      });
+
       it("sends a reply as a DIRECT message to the author that references the story; a retry sends nothing new", async () => {
         const [author, fan] = (await newUsers(server, 2, "sreply")) as [string, string];
         const story = await postStory(as(author), PUBLIC);

@@ -22,6 +22,12 @@ export interface StoryExpiryScheduler {
 
 /** Stories the sweep removes per transaction. */
 const SWEEP_BATCH = 500;
+/**
+ * Longest wait before a not-yet-due story is looked at again. Timers (embedded mode) cannot
+ * wait longer than ~24.8 days, and a bounded delay also picks up a changed deadline; a
+ * 24-hour story costs four redeliveries.
+ */
+const MAX_WAIT_MS = 6 * 3600 * 1000;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**
@@ -34,7 +40,7 @@ export async function expireDue(db: Kysely<Database>, remover: StoryRemover, sto
   await remover.remove(due, null);
   return storyIds.map((id): Outcome => {
     const story = byId.get(id);
-    return story && story.expires_at.getTime() > now.getTime() ? { retryAfterMs: story.expires_at.getTime() - now.getTime() } : "done";
+    return story && story.expires_at.getTime() > now.getTime() ? { retryAfterMs: Math.min(story.expires_at.getTime() - now.getTime(), MAX_WAIT_MS) } : "done";
   });
 }
 

@@ -33,6 +33,11 @@ export function relationOf(flags: RelationFlags): Relation {
 
 const ALL = [StoryPrivacy.PUBLIC, StoryPrivacy.FOLLOWERS, StoryPrivacy.CLOSE_FRIENDS] as const;
 
+/** Whether the value names a tier a story can be posted with. */
+export function isTier(value: number): value is StoryPrivacy {
+  return (ALL as readonly number[]).includes(value);
+}
+
 const VISIBLE_TIERS: Readonly<Record<Relation, readonly StoryPrivacy[]>> = {
   author: ALL,
   close_friend: ALL,

@@ -10,7 +10,7 @@ import type { Kysely, Transaction } from "kysely";
 import { ConversationType } from "../../gen/parley/v1/conversation_pb.ts";
 import { CreateConversationRequestSchema } from "../../gen/parley/v1/conversation_service_pb.ts";
 import { SendMessageRequestSchema } from "../../gen/parley/v1/message_service_pb.ts";
-import { StoryPrivacy, type Story } from "../../gen/parley/v1/story_pb.ts";
+import type { Story } from "../../gen/parley/v1/story_pb.ts";
 import {
   AddStoryReactionResponseSchema,
   CreateStoryResponseSchema,
@@ -53,7 +53,7 @@ import type { StoryAccess } from "./story-access.ts";
 import { audienceOf, storyPosted, storyReacted, storyViewed } from "./story-events.ts";
 import type { StoryExpiryScheduler } from "./story-expiry.ts";
 import { toStory, toStoryReactions } from "./story-mapper.ts";
-import { relationOf, visibleTiers } from "./story-privacy.ts";
+import { isTier, relationOf, visibleTiers } from "./story-privacy.ts";
 import type { StoryRemover } from "./story-remover.ts";
 import * as repo from "./story-repository.ts";
 
@@ -86,7 +86,7 @@ export class StoryService implements ServiceImpl<typeof StoryServiceDesc> {
     const { userId } = requireCaller(ctx);
     const mediaId = requireUuid("media_id", req.mediaId);
     const caption = boundedText("caption", req.caption, this.#o.config.maxCaptionLength);
-    if (![StoryPrivacy.PUBLIC, StoryPrivacy.FOLLOWERS, StoryPrivacy.CLOSE_FRIENDS].includes(req.privacy as never)) {
+    if (!isTier(req.privacy)) {
       throw new InvalidInputError("privacy", "must be PUBLIC, FOLLOWERS or CLOSE_FRIENDS");
     }
     const media = await findMedia(this.#o.db, mediaId);

@@ -34,6 +34,9 @@ import { UserDirectory, UserService } from "./users/index.ts";
 import { createWorkerRuntime, type Consumer } from "./workers/index.ts";
 import { createNotifierSpec } from "./workers/notifier.ts";
 import { createInProcessPushOutbox, createJetStreamPushOutbox, NotificationService, type PushOutbox } from "./notifications/index.ts";
+import { createFileBlobStore, MediaService } from "./media/index.ts";
+import { SocialService } from "./social/index.ts";
+import { StoryAccess, StoryExpiry, StoryRemover, StoryService } from "./stories/index.ts";
 
 export interface App {
   /** The API port; valid after start(). */
@@ -115,17 +118,47 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const users = new UserDirectory(database.db);
   const metrics = createRpcMetrics();
   const shutdown = new AbortController();
+  const blobs = createFileBlobStore(config.stories.mediaDir);
+  const storyAccess = new StoryAccess(database.db);
+  const storyRemover = new StoryRemover({ db: database.db, blobs, publisher });
+  const storyExpiry = new StoryExpiry({
+    db: database.db,
+    remover: storyRemover,
+    workers,
+    subjects,
+    logger,
+    sweepIntervalMs: config.stories.sweepIntervalMs,
+    runConsumer: config.stories.expiryConsumer,
+  });
+  const conversations = new ConversationService(database.db, config.limits, publisher);
+  const messages = new MessageService(database.db, sends, reactions, config.limits, publisher);
   const routes = createRoutes({
     users: new UserService(database.db, config.limits),
-    conversations: new ConversationService(database.db, config.limits, publisher),
-    messages: new MessageService(database.db, sends, reactions, config.limits, publisher),
+    conversations,
+    messages,
     events: new EventService({ db: database.db, hub, bus, presence, feed: config.feed }),
     notifications: new NotificationService(database.db),
+    social: new SocialService(database.db, config.limits),
+    media: new MediaService({ db: database.db, blobs, maxBytes: config.stories.maxMediaBytes, mayRead: storyAccess.mayReadMedia }),
+    stories: new StoryService({
+      db: database.db,
+      access: storyAccess,
+      remover: storyRemover,
+      expiry: storyExpiry,
+      publisher,
+      conversations,
+      messages,
+      sends,
+      config: config.stories,
+      limits: config.limits,
+    }),
     health,
   });
   const connectHandler = connectNodeAdapter({
     routes,
     shutdownSignal: shutdown.signal,
+    // Room for a full-size media upload plus its framing; a larger one is refused before it is buffered.
+    readMaxBytes: config.stories.maxMediaBytes + 64 * 1024,
     interceptors: [
       createObservabilityInterceptor(logger, metrics),
       createAuthInterceptor({ verify, ensureUser: (id) => users.ensure(id) }),
@@ -151,6 +184,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await hub.start();
       await relay.start();
       notifier = await workers.startConsumer(createNotifierSpec({ db: database.db, events: publisher, push: pushOutbox, subjects }));
+      await storyExpiry.start();
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
       logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres" }, "parley is serving");
@@ -165,6 +199,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
       await sends.drain();
       await reactions.drain();
+      await storyExpiry.stop();
       await publisher.flush();
       await notifier?.stop();
       await workers.close();

@@ -46,6 +46,23 @@ export interface Config {
   readonly corsOrigins: readonly string[];
   readonly logLevel: string;
   readonly limits: Limits;
+  readonly stories: StoriesConfig;
+}
+
+/** Stories and their media. */
+export interface StoriesConfig {
+  /** How long a story lives: expires_at = created_at + this. */
+  readonly ttlMs: number;
+  /** How often the sweep deletes expired stories the expiry consumer missed. */
+  readonly sweepIntervalMs: number;
+  /** Whether this node runs the story-expiry consumer (the sweep always runs). */
+  readonly expiryConsumer: boolean;
+  /** Where the file blob store keeps media bytes. */
+  readonly mediaDir: string;
+  /** Largest upload, in bytes. */
+  readonly maxMediaBytes: number;
+  /** Longest story caption, in characters. */
+  readonly maxCaptionLength: number;
 }
 
 /** The real-time feed and its signals. */
@@ -129,6 +146,14 @@ export function loadConfig(env: Env = process.env): Config {
       maxNameLength: int(env, "MAX_NAME_LENGTH", 100, 1, 10_000),
       maxDescriptionLength: int(env, "MAX_DESCRIPTION_LENGTH", 1000, 0, 100_000),
       maxDisplayNameLength: int(env, "MAX_DISPLAY_NAME_LENGTH", 64, 1, 10_000),
+    }),
+    stories: Object.freeze({
+      ttlMs: int(env, "STORY_TTL_SECONDS", 24 * 3600, 1, 30 * 24 * 3600) * 1000,
+      sweepIntervalMs: int(env, "STORY_SWEEP_INTERVAL_SECONDS", 60, 1, 24 * 3600) * 1000,
+      expiryConsumer: oneOf(env, "STORY_EXPIRY_CONSUMER", "on", ["on", "off"]) === "on",
+      mediaDir: path.resolve(str(env, "MEDIA_DIR", path.join(dataDir, "media"))),
+      maxMediaBytes: int(env, "MAX_MEDIA_BYTES", 10 * 1024 * 1024, 1, 1024 * 1024 * 1024),
+      maxCaptionLength: int(env, "MAX_CAPTION_LENGTH", 500, 0, 100_000),
     }),
   });
 }

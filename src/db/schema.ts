@@ -67,6 +67,8 @@ export interface MessagesTable {
   deleted_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   mentioned_user_ids: Generated<string[]>;
   mentions_everyone: Generated<boolean>;
+  story_id: ColumnType<string | null, string | null | undefined, string | null>;
+  story_author_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface MessageEditsTable {
@@ -146,6 +148,63 @@ export interface MessageReactionCountsTable {
   count: Int8;
 }
 
+export interface FollowsTable {
+  follower_id: string;
+  followee_id: string;
+  created_at: Timestamp;
+}
+
+export interface CloseFriendsTable {
+  owner_id: string;
+  friend_id: string;
+  created_at: Timestamp;
+}
+
+export interface BlocksTable {
+  blocker_id: string;
+  blocked_id: string;
+  created_at: Timestamp;
+}
+
+export interface MediaTable {
+  id: string;
+  owner_id: string;
+  type: number;
+  content_type: string;
+  size_bytes: Int8;
+  created_at: Timestamp;
+}
+
+export interface StoriesTable {
+  id: string;
+  author_id: string;
+  media_id: string;
+  caption: Generated<string>;
+  privacy: number;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  view_count: Int8WithDefault;
+}
+
+export interface StoryViewsTable {
+  story_id: string;
+  viewer_id: string;
+  viewed_at: Timestamp;
+}
+
+export interface StoryReactionsTable {
+  story_id: string;
+  emoji: string;
+  user_id: string;
+  created_at: Timestamp;
+}
+
+export interface StoryReactionCountsTable {
+  story_id: string;
+  emoji: string;
+  count: Int8;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
@@ -160,4 +219,12 @@ export interface Database {
   moderation_log: ModerationLogTable;
   notifications: NotificationsTable;
   notification_settings: NotificationSettingsTable;
+  follows: FollowsTable;
+  close_friends: CloseFriendsTable;
+  blocks: BlocksTable;
+  media: MediaTable;
+  stories: StoriesTable;
+  story_views: StoryViewsTable;
+  story_reactions: StoryReactionsTable;
+  story_reaction_counts: StoryReactionCountsTable;
 }

@@ -6,6 +6,7 @@ import {
   MessageDeletionSchema,
   MessagePreviewSchema,
   MessageSchema,
+  StoryReferenceSchema,
   type Message,
   type MessagePreview,
   type ReactionSummary,
@@ -56,6 +57,7 @@ export function toMessage(row: MessageRow & Partial<ReplyPreviewColumns>, reacti
     mentionedUserIds: row.mentioned_user_ids ?? [],
     mentionsEveryone: row.mentions_everyone ?? false,
     ...(replyTo && { replyTo }),
+    ...(row.story_id !== null && { story: create(StoryReferenceSchema, { storyId: row.story_id, authorId: row.story_author_id ?? "" }) }),
   });
 }
 

@@ -69,7 +69,7 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
 
   async sendMessage(req: SendMessageRequest, ctx: HandlerContext) {
     const { userId } = requireCaller(ctx);
-    const row = await this.#sends.send(this.#toCommand(req, userId));
+    const row = await this.#sends.send(this.toCommand(req, userId));
     return create(SendMessageResponseSchema, { message: toMessage(row) });
   }
 
@@ -191,8 +191,11 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
     if ((await findRole(this.#db, conversationId, userId)) === undefined) throw new NotFoundError("conversation");
   }
 
-  /** Validates a send completely before it is queued, so a batch never holds a malformed one. */
-  #toCommand(req: SendMessageRequest, senderId: string): SendCommand {
+  /**
+   * Validates a send completely before it is queued, so a batch never holds a malformed one.
+   * Public so that other ways of sending (a reply to a story) apply exactly the same checks.
+   */
+  toCommand(req: SendMessageRequest, senderId: string): SendCommand {
     const conversationId = requireUuid("conversation_id", req.conversationId);
     const clientMessageId = req.clientMessageId;
     if (clientMessageId === "") throw new InvalidInputError("client_message_id", "is required (a client-generated id that makes retries safe)");

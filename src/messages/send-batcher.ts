@@ -20,6 +20,7 @@ import { MessageCreatedSchema } from "../../gen/parley/v1/event_pb.ts";
 import { appendEvents, type StoredEvent } from "../events/event-log.ts";
 import { newId } from "../ids.ts";
 import { contentColumns } from "./message-content.ts";
+import { conversationUnavailable, findBlockedDirectConversations } from "../social/direct-block.ts";
 import { toMessage } from "./message-mapper.ts";
 import * as repo from "./message-repository.ts";
 import type { MessageRow, NewMessageRow } from "./message-repository.ts";
@@ -43,6 +44,8 @@ export interface SendCommand {
   mentionUserIds?: readonly string[];
   /** Mentions everyone in the group (group admins only). */
   mentionEveryone?: boolean;
+  /** The story this message replies to (StoryService.ReplyToStory). */
+  story?: { storyId: string; authorId: string };
 }
 
 /** A validated body: text, or an envelope the server never opens. */
@@ -77,6 +80,7 @@ export class SendBatcher {
     const lastSeqs = new Map([...locked].map(([id, c]) => [id, c.lastSeq]));
     const people = commands.flatMap((c) => [c.senderId, ...(c.mentionUserIds ?? [])].map((userId) => ({ conversationId: c.conversationId, userId })));
     const roles = await repo.findRoles(tx, uniqueBy(people, (p) => `${p.conversationId}/${p.userId}`));
+    const blockedDirect = await findBlockedDirectConversations(tx, conversationIds);
     const stored = new Map((await repo.findByIdempotencyKeys(tx, commands)).map((row) => [keyOf({ ...row, conversationId: row.conversation_id, senderId: row.sender_id, clientMessageId: row.client_message_id }), row]));
 
     const outcomes: Outcome[] = [];
@@ -94,6 +98,7 @@ export class SendBatcher {
       if (original) return outcomes.push({ row: original });
       const twin = newRowIndex.get(key);
       if (twin !== undefined) return outcomes.push({ sameAs: twin });
+      if (blockedDirect.has(command.conversationId)) return outcomes.push({ error: conversationUnavailable() });
       if (command.replyToSeq !== null && command.replyToSeq > lastSeq) {
         return outcomes.push({ error: new InvalidInputError("reply_to_seq", "names no message in this conversation") });
       }
@@ -171,5 +176,7 @@ function toNewRow(command: SendCommand, seq: bigint): NewMessageRow {
     ...contentColumns(command.content),
     mentioned_user_ids: [...(command.mentionUserIds ?? [])],
     mentions_everyone: command.mentionEveryone ?? false,
+    story_id: command.story?.storyId ?? null,
+    story_author_id: command.story?.authorId ?? null,
   };
 }

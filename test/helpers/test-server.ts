@@ -27,6 +27,9 @@ import { MessageService } from "../../gen/parley/v1/message_service_pb.ts";
 import { EventService } from "../../gen/parley/v1/event_service_pb.ts";
 import { NotificationService } from "../../gen/parley/v1/notification_service_pb.ts";
 import type { PushEntry } from "../../gen/parley/v1/notification_pb.ts";
+import { SocialService } from "../../gen/parley/v1/social_service_pb.ts";
+import { MediaService } from "../../gen/parley/v1/media_service_pb.ts";
+import { StoryService } from "../../gen/parley/v1/story_service_pb.ts";
 
 /**
  * How a client talks to the server. The main flows run over "grpc" and "connect"; the others
@@ -50,6 +53,9 @@ export interface Clients {
   messages: Client<typeof MessageService>;
   events: Client<typeof EventService>;
   notifications: Client<typeof NotificationService>;
+  social: Client<typeof SocialService>;
+  media: Client<typeof MediaService>;
+  stories: Client<typeof StoryService>;
 }
 
 /** Clients on connections of their own, for a test that must control exactly when they close. */
@@ -250,6 +256,9 @@ export function connectTo(baseUrl: string, options: ConnectOptions): RemoteServe
       messages: createClient(MessageService, t),
       events: createClient(EventService, t),
       notifications: createClient(NotificationService, t),
+      social: createClient(SocialService, t),
+      media: createClient(MediaService, t),
+      stories: createClient(StoryService, t),
     };
   }
 

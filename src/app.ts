@@ -33,6 +33,11 @@ import { createSinglePortServer } from "./server/single-port-server.ts";
 import { HealthStatus } from "./standard/health.ts";
 import { UserDirectory, UserService } from "./users/index.ts";
 import { createWorkerRuntime, decodeStoredEvent, type Consumer } from "./workers/index.ts";
+import { createNotifierSpec } from "./workers/notifier.ts";
+import { createInProcessPushOutbox, createJetStreamPushOutbox, NotificationService, type PushOutbox } from "./notifications/index.ts";
+import { createFileBlobStore, MediaService } from "./media/index.ts";
+import { SocialService } from "./social/index.ts";
+import { StoryAccess, StoryExpiry, StoryRemover, StoryService } from "./stories/index.ts";
 
 export interface App {
   /** The API port; valid after start(). */
@@ -40,6 +45,8 @@ export interface App {
   /** The metrics port, or null when metrics are off; valid after start(). */
   readonly metricsPort: number | null;
   readonly logger: Logger;
+  /** Where pushed notifications go (the `<PREFIX>_PUSH` stream, or in-process when embedded). */
+  readonly pushOutbox: PushOutbox;
   start(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -92,6 +99,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   }
   const publisher = createEventPublisher(bus, logger);
   const workers = createWorkerRuntime({ nats, subjects, bus, logger });
+  const pushOutbox = nats ? createJetStreamPushOutbox(nats, subjects) : createInProcessPushOutbox();
+  let notifier: Consumer | null = null;
   let hub: FeedHub;
   const relay = createOutboxRelay({
     db: database.db,
@@ -115,17 +124,48 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const indexer = createSearchIndexer({ index: searchIndex, metrics: createSearchMetrics(metrics.registry), logger });
   let searchIndexer: Consumer | null = null;
   const shutdown = new AbortController();
+  const blobs = createFileBlobStore(config.stories.mediaDir);
+  const storyAccess = new StoryAccess(database.db);
+  const storyRemover = new StoryRemover({ db: database.db, blobs, publisher });
+  const storyExpiry = new StoryExpiry({
+    db: database.db,
+    remover: storyRemover,
+    workers,
+    subjects,
+    logger,
+    sweepIntervalMs: config.stories.sweepIntervalMs,
+    runConsumer: config.stories.expiryConsumer,
+  });
+  const conversations = new ConversationService(database.db, config.limits, publisher);
+  const messages = new MessageService(database.db, sends, reactions, config.limits, publisher);
   const routes = createRoutes({
     users: new UserService(database.db, config.limits),
-    conversations: new ConversationService(database.db, config.limits, publisher),
-    messages: new MessageService(database.db, sends, reactions, config.limits),
+    conversations,
+    messages,
     events: new EventService({ db: database.db, hub, bus, presence, feed: config.feed }),
     search: new SearchService(database.db, searchIndex),
+    notifications: new NotificationService(database.db),
+    social: new SocialService(database.db, config.limits),
+    media: new MediaService({ db: database.db, blobs, maxBytes: config.stories.maxMediaBytes, mayRead: storyAccess.mayReadMedia }),
+    stories: new StoryService({
+      db: database.db,
+      access: storyAccess,
+      remover: storyRemover,
+      expiry: storyExpiry,
+      publisher,
+      conversations,
+      messages,
+      sends,
+      config: config.stories,
+      limits: config.limits,
+    }),
     health,
   });
   const connectHandler = connectNodeAdapter({
     routes,
     shutdownSignal: shutdown.signal,
+    // Room for a full-size media upload plus its framing; a larger one is refused before it is buffered.
+    readMaxBytes: config.stories.maxMediaBytes + 64 * 1024,
     interceptors: [
       createObservabilityInterceptor(logger, metrics),
       createAuthInterceptor({ verify, ensureUser: (id) => users.ensure(id) }),
@@ -146,6 +186,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       return metricsServer?.port ?? null;
     },
     logger,
+    pushOutbox,
     async start() {
       await hub.start();
       await relay.start();
@@ -156,6 +197,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         handle: indexer.handle,
         batchSize: SEARCH_INDEX_BATCH,
       });
+      notifier = await workers.startConsumer(createNotifierSpec({ db: database.db, events: publisher, push: pushOutbox, subjects }));
+      await storyExpiry.start();
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
       logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres" }, "parley is serving");
@@ -170,8 +213,10 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
       await sends.drain();
       await reactions.drain();
+      await storyExpiry.stop();
       await publisher.flush();
       await searchIndexer?.stop();
+      await notifier?.stop();
       await workers.close();
       await relay.stop();
       await hub.stop();

@@ -47,6 +47,7 @@ export interface Config {
   readonly logLevel: string;
   readonly limits: Limits;
   readonly search: SearchConfig;
+  readonly stories: StoriesConfig;
 }
 
 /** Where messages are indexed for search. */
@@ -55,6 +56,22 @@ export interface SearchConfig {
   readonly opensearchUrl: string | null;
   /** Names OpenSearch's index template, indices (`<name>-v<time>`) and aliases (`<name>`, `<name>-write`). */
   readonly opensearchIndex: string;
+}
+
+/** Stories and their media. */
+export interface StoriesConfig {
+  /** How long a story lives: expires_at = created_at + this. */
+  readonly ttlMs: number;
+  /** How often the sweep deletes expired stories the expiry consumer missed. */
+  readonly sweepIntervalMs: number;
+  /** Whether this node runs the story-expiry consumer (the sweep always runs). */
+  readonly expiryConsumer: boolean;
+  /** Where the file blob store keeps media bytes. */
+  readonly mediaDir: string;
+  /** Largest upload, in bytes. */
+  readonly maxMediaBytes: number;
+  /** Longest story caption, in characters. */
+  readonly maxCaptionLength: number;
 }
 
 /** The real-time feed and its signals. */
@@ -142,6 +159,14 @@ export function loadConfig(env: Env = process.env): Config {
     search: Object.freeze({
       opensearchUrl: env.OPENSEARCH_URL ? url(env, "OPENSEARCH_URL", ["http:", "https:"]) : null,
       opensearchIndex: opensearchIndex(env),
+    }),
+    stories: Object.freeze({
+      ttlMs: int(env, "STORY_TTL_SECONDS", 24 * 3600, 1, 30 * 24 * 3600) * 1000,
+      sweepIntervalMs: int(env, "STORY_SWEEP_INTERVAL_SECONDS", 60, 1, 24 * 3600) * 1000,
+      expiryConsumer: oneOf(env, "STORY_EXPIRY_CONSUMER", "on", ["on", "off"]) === "on",
+      mediaDir: path.resolve(str(env, "MEDIA_DIR", path.join(dataDir, "media"))),
+      maxMediaBytes: int(env, "MAX_MEDIA_BYTES", 10 * 1024 * 1024, 1, 1024 * 1024 * 1024),
+      maxCaptionLength: int(env, "MAX_CAPTION_LENGTH", 500, 0, 100_000),
     }),
   });
 }

@@ -5,11 +5,19 @@ import { ConversationService as ConversationServiceDesc, file_parley_v1_conversa
 import { EventService as EventServiceDesc, file_parley_v1_event_service } from "../gen/parley/v1/event_service_pb.ts";
 import { MessageService as MessageServiceDesc, file_parley_v1_message_service } from "../gen/parley/v1/message_service_pb.ts";
 import { SearchService as SearchServiceDesc, file_parley_v1_search_service } from "../gen/parley/v1/search_service_pb.ts";
+import { NotificationService as NotificationServiceDesc, file_parley_v1_notification_service } from "../gen/parley/v1/notification_service_pb.ts";
 import { UserService as UserServiceDesc, file_parley_v1_user_service } from "../gen/parley/v1/user_service_pb.ts";
+import { SocialService as SocialServiceDesc, file_parley_v1_social_service } from "../gen/parley/v1/social_service_pb.ts";
+import { MediaService as MediaServiceDesc, file_parley_v1_media_service } from "../gen/parley/v1/media_service_pb.ts";
+import { StoryService as StoryServiceDesc, file_parley_v1_story_service } from "../gen/parley/v1/story_service_pb.ts";
+import type { MediaService } from "./media/index.ts";
+import type { SocialService } from "./social/index.ts";
+import type { StoryService } from "./stories/index.ts";
 import type { ConversationService } from "./conversations/index.ts";
 import type { EventService } from "./events/index.ts";
 import type { MessageService } from "./messages/index.ts";
 import type { SearchService } from "./search/index.ts";
+import type { NotificationService } from "./notifications/index.ts";
 import { registerHealth, type HealthStatus } from "./standard/health.ts";
 import { createFileRegistryOf, registerReflection } from "./standard/reflection.ts";
 import type { UserService } from "./users/index.ts";
@@ -20,11 +28,15 @@ export interface Services {
   messages: MessageService;
   events: EventService;
   search: SearchService;
+  notifications: NotificationService;
+  social: SocialService;
+  media: MediaService;
+  stories: StoryService;
   health: HealthStatus;
 }
 
 /** The services reflection lists, by their fully qualified names. */
-const PUBLIC_API = [UserServiceDesc, ConversationServiceDesc, MessageServiceDesc, EventServiceDesc, SearchServiceDesc];
+const PUBLIC_API = [UserServiceDesc, ConversationServiceDesc, MessageServiceDesc, EventServiceDesc, NotificationServiceDesc, SocialServiceDesc, MediaServiceDesc, StoryServiceDesc, SearchServiceDesc];
 
 export function createRoutes(services: Services): (router: ConnectRouter) => void {
   const registry = createFileRegistryOf(
@@ -33,6 +45,10 @@ export function createRoutes(services: Services): (router: ConnectRouter) => voi
     file_parley_v1_message_service,
     file_parley_v1_event_service,
     file_parley_v1_search_service,
+    file_parley_v1_notification_service,
+    file_parley_v1_social_service,
+    file_parley_v1_media_service,
+    file_parley_v1_story_service,
     file_grpc_health_v1_health,
   );
   return (router) => {
@@ -41,6 +57,10 @@ export function createRoutes(services: Services): (router: ConnectRouter) => voi
     router.service(MessageServiceDesc, services.messages);
     router.service(EventServiceDesc, services.events);
     router.service(SearchServiceDesc, services.search);
+    router.service(NotificationServiceDesc, services.notifications);
+    router.service(SocialServiceDesc, services.social);
+    router.service(MediaServiceDesc, services.media);
+    router.service(StoryServiceDesc, services.stories);
     registerHealth(router, services.health);
     registerReflection(router, registry, [...PUBLIC_API.map((s) => s.typeName), "grpc.health.v1.Health"]);
   };

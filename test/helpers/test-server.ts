@@ -26,6 +26,11 @@ import { ConversationService } from "../../gen/parley/v1/conversation_service_pb
 import { MessageService } from "../../gen/parley/v1/message_service_pb.ts";
 import { EventService } from "../../gen/parley/v1/event_service_pb.ts";
 import { SearchService } from "../../gen/parley/v1/search_service_pb.ts";
+import { NotificationService } from "../../gen/parley/v1/notification_service_pb.ts";
+import type { PushEntry } from "../../gen/parley/v1/notification_pb.ts";
+import { SocialService } from "../../gen/parley/v1/social_service_pb.ts";
+import { MediaService } from "../../gen/parley/v1/media_service_pb.ts";
+import { StoryService } from "../../gen/parley/v1/story_service_pb.ts";
 
 /**
  * How a client talks to the server. The main flows run over "grpc" and "connect"; the others
@@ -49,6 +54,10 @@ export interface Clients {
   messages: Client<typeof MessageService>;
   events: Client<typeof EventService>;
   search: Client<typeof SearchService>;
+  notifications: Client<typeof NotificationService>;
+  social: Client<typeof SocialService>;
+  media: Client<typeof MediaService>;
+  stories: Client<typeof StoryService>;
 }
 
 /** Clients on connections of their own, for a test that must control exactly when they close. */
@@ -95,6 +104,8 @@ export interface TestServer extends RemoteServer {
   readonly env: Readonly<Record<string, string | undefined>>;
   /** The port metrics are served on (start with METRICS_PORT=0 for a free one), or null when off. */
   readonly metricsPort: number | null;
+  /** The push outbox entries of a user, oldest first (JetStream or in-process, as the server runs). */
+  pushEntries(userId: string): Promise<PushEntry[]>;
   stop(): Promise<void>;
 }
 
@@ -163,6 +174,7 @@ export async function startTestServer(
     ...remote,
     env,
     metricsPort: app.metricsPort,
+    pushEntries: (userId) => app.pushOutbox.read(userId),
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -249,6 +261,10 @@ export function connectTo(baseUrl: string, options: ConnectOptions): RemoteServe
       messages: createClient(MessageService, t),
       events: createClient(EventService, t),
       search: createClient(SearchService, t),
+      notifications: createClient(NotificationService, t),
+      social: createClient(SocialService, t),
+      media: createClient(MediaService, t),
+      stories: createClient(StoryService, t),
     };
   }
 

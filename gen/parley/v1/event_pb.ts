@@ -10,13 +10,17 @@ import type { Member, MemberRole } from "./conversation_pb.ts";
 import { file_parley_v1_conversation } from "./conversation_pb.ts";
 import type { Message as Message$1, MessageDeletion } from "./message_pb.ts";
 import { file_parley_v1_message } from "./message_pb.ts";
+import type { Notification } from "./notification_pb.ts";
+import { file_parley_v1_notification } from "./notification_pb.ts";
+import type { Story } from "./story_pb.ts";
+import { file_parley_v1_story } from "./story_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file parley/v1/event.proto.
  */
 export const file_parley_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChVwYXJsZXkvdjEvZXZlbnQucHJvdG8SCXBhcmxleS52MSKNBgoFRXZlbnQSCgoCaWQYASABKAkSDgoGY3Vyc29yGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIQCghhY3Rvcl9pZBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZUNyZWF0ZWRIABI+ChRjb252ZXJzYXRpb25fdXBkYXRlZBgLIAEoCzIeLnBhcmxleS52MS5Db252ZXJzYXRpb25VcGRhdGVkSAASLgoMbWVtYmVyX2FkZGVkGAwgASgLMhYucGFybGV5LnYxLk1lbWJlckFkZGVkSAASMgoObWVtYmVyX3JlbW92ZWQYDSABKAsyGC5wYXJsZXkudjEuTWVtYmVyUmVtb3ZlZEgAEjsKE21lbWJlcl9yb2xlX2NoYW5nZWQYDiABKAsyHC5wYXJsZXkudjEuTWVtYmVyUm9sZUNoYW5nZWRIABIyCg5yZWFjdGlvbl9hZGRlZBgPIAEoCzIYLnBhcmxleS52MS5SZWFjdGlvbkFkZGVkSAASNgoQcmVhY3Rpb25fcmVtb3ZlZBgQIAEoCzIaLnBhcmxleS52MS5SZWFjdGlvblJlbW92ZWRIABI7ChNyZWFkX3Bvc2l0aW9uX21vdmVkGBEgASgLMhwucGFybGV5LnYxLlJlYWRQb3NpdGlvbk1vdmVkSAASIwoGdHlwaW5nGBIgASgLMhEucGFybGV5LnYxLlR5cGluZ0gAEjYKEHByZXNlbmNlX2NoYW5nZWQYEyABKAsyGi5wYXJsZXkudjEuUHJlc2VuY2VDaGFuZ2VkSAASMgoObWVzc2FnZV9lZGl0ZWQYFCABKAsyGC5wYXJsZXkudjEuTWVzc2FnZUVkaXRlZEgAEjQKD21lc3NhZ2VfZGVsZXRlZBgVIAEoCzIZLnBhcmxleS52MS5NZXNzYWdlRGVsZXRlZEgAQgYKBGtpbmQiNQoOTWVzc2FnZUNyZWF0ZWQSIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlIjgKE0NvbnZlcnNhdGlvblVwZGF0ZWQSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCSIwCgtNZW1iZXJBZGRlZBIhCgZtZW1iZXIYASABKAsyES5wYXJsZXkudjEuTWVtYmVyIi4KDU1lbWJlclJlbW92ZWQSDwoHdXNlcl9pZBgBIAEoCRIMCgRsZWZ0GAIgASgIIkkKEU1lbWJlclJvbGVDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSIwoEcm9sZRgCIAEoDjIVLnBhcmxleS52MS5NZW1iZXJSb2xlIlMKDVJlYWN0aW9uQWRkZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVjb3VudBgEIAEoAyJVCg9SZWFjdGlvblJlbW92ZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVjb3VudBgEIAEoAyI7ChFSZWFkUG9zaXRpb25Nb3ZlZBIPCgd1c2VyX2lkGAEgASgJEhUKDWxhc3RfcmVhZF9zZXEYAiABKAMiSQoGVHlwaW5nEg8KB3VzZXJfaWQYASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZAoPUHJlc2VuY2VDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEjAKDGxhc3Rfc2Vlbl9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNAoNTWVzc2FnZUVkaXRlZBIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiegoOTWVzc2FnZURlbGV0ZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSEgoKbWVzc2FnZV9pZBgCIAEoCRIsCghkZWxldGlvbhgDIAEoCzIaLnBhcmxleS52MS5NZXNzYWdlRGVsZXRpb24SEQoJbW9kZXJhdGVkGAQgASgIYgZwcm90bzM", [file_google_protobuf_timestamp, file_parley_v1_conversation, file_parley_v1_message]);
+  fileDesc("ChVwYXJsZXkvdjEvZXZlbnQucHJvdG8SCXBhcmxleS52MSKRCAoFRXZlbnQSCgoCaWQYASABKAkSDgoGY3Vyc29yGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIQCghhY3Rvcl9pZBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZUNyZWF0ZWRIABI+ChRjb252ZXJzYXRpb25fdXBkYXRlZBgLIAEoCzIeLnBhcmxleS52MS5Db252ZXJzYXRpb25VcGRhdGVkSAASLgoMbWVtYmVyX2FkZGVkGAwgASgLMhYucGFybGV5LnYxLk1lbWJlckFkZGVkSAASMgoObWVtYmVyX3JlbW92ZWQYDSABKAsyGC5wYXJsZXkudjEuTWVtYmVyUmVtb3ZlZEgAEjsKE21lbWJlcl9yb2xlX2NoYW5nZWQYDiABKAsyHC5wYXJsZXkudjEuTWVtYmVyUm9sZUNoYW5nZWRIABIyCg5yZWFjdGlvbl9hZGRlZBgPIAEoCzIYLnBhcmxleS52MS5SZWFjdGlvbkFkZGVkSAASNgoQcmVhY3Rpb25fcmVtb3ZlZBgQIAEoCzIaLnBhcmxleS52MS5SZWFjdGlvblJlbW92ZWRIABI7ChNyZWFkX3Bvc2l0aW9uX21vdmVkGBEgASgLMhwucGFybGV5LnYxLlJlYWRQb3NpdGlvbk1vdmVkSAASIwoGdHlwaW5nGBIgASgLMhEucGFybGV5LnYxLlR5cGluZ0gAEjYKEHByZXNlbmNlX2NoYW5nZWQYEyABKAsyGi5wYXJsZXkudjEuUHJlc2VuY2VDaGFuZ2VkSAASMgoObWVzc2FnZV9lZGl0ZWQYFCABKAsyGC5wYXJsZXkudjEuTWVzc2FnZUVkaXRlZEgAEjQKD21lc3NhZ2VfZGVsZXRlZBgVIAEoCzIZLnBhcmxleS52MS5NZXNzYWdlRGVsZXRlZEgAEj4KFG5vdGlmaWNhdGlvbl9jcmVhdGVkGBYgASgLMh4ucGFybGV5LnYxLk5vdGlmaWNhdGlvbkNyZWF0ZWRIABIuCgxzdG9yeV9wb3N0ZWQYHiABKAsyFi5wYXJsZXkudjEuU3RvcnlQb3N0ZWRIABIuCgxzdG9yeV92aWV3ZWQYHyABKAsyFi5wYXJsZXkudjEuU3RvcnlWaWV3ZWRIABIwCg1zdG9yeV9yZWFjdGVkGCAgASgLMhcucGFybGV5LnYxLlN0b3J5UmVhY3RlZEgAEjAKDXN0b3J5X2V4cGlyZWQYISABKAsyFy5wYXJsZXkudjEuU3RvcnlFeHBpcmVkSABCBgoEa2luZCI1Cg5NZXNzYWdlQ3JlYXRlZBIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiOAoTQ29udmVyc2F0aW9uVXBkYXRlZBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJIjAKC01lbWJlckFkZGVkEiEKBm1lbWJlchgBIAEoCzIRLnBhcmxleS52MS5NZW1iZXIiLgoNTWVtYmVyUmVtb3ZlZBIPCgd1c2VyX2lkGAEgASgJEgwKBGxlZnQYAiABKAgiSQoRTWVtYmVyUm9sZUNoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCRIjCgRyb2xlGAIgASgOMhUucGFybGV5LnYxLk1lbWJlclJvbGUiUwoNUmVhY3Rpb25BZGRlZBITCgttZXNzYWdlX3NlcRgBIAEoAxINCgVlbW9qaRgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEg0KBWNvdW50GAQgASgDIlUKD1JlYWN0aW9uUmVtb3ZlZBITCgttZXNzYWdlX3NlcRgBIAEoAxINCgVlbW9qaRgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEg0KBWNvdW50GAQgASgDIjsKEVJlYWRQb3NpdGlvbk1vdmVkEg8KB3VzZXJfaWQYASABKAkSFQoNbGFzdF9yZWFkX3NlcRgCIAEoAyJJCgZUeXBpbmcSDwoHdXNlcl9pZBgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJkCg9QcmVzZW5jZUNoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCRIOCgZvbmxpbmUYAiABKAgSMAoMbGFzdF9zZWVuX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI0Cg1NZXNzYWdlRWRpdGVkEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSJ6Cg5NZXNzYWdlRGVsZXRlZBITCgttZXNzYWdlX3NlcRgBIAEoAxISCgptZXNzYWdlX2lkGAIgASgJEiwKCGRlbGV0aW9uGAMgASgLMhoucGFybGV5LnYxLk1lc3NhZ2VEZWxldGlvbhIRCgltb2RlcmF0ZWQYBCABKAgiRAoTTm90aWZpY2F0aW9uQ3JlYXRlZBItCgxub3RpZmljYXRpb24YASABKAsyFy5wYXJsZXkudjEuTm90aWZpY2F0aW9uIi4KC1N0b3J5UG9zdGVkEh8KBXN0b3J5GAEgASgLMhAucGFybGV5LnYxLlN0b3J5IkYKC1N0b3J5Vmlld2VkEhAKCHN0b3J5X2lkGAEgASgJEhEKCXZpZXdlcl9pZBgCIAEoCRISCgp2aWV3X2NvdW50GAMgASgDIl4KDFN0b3J5UmVhY3RlZBIQCghzdG9yeV9pZBgBIAEoCRINCgVlbW9qaRgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEg0KBWFkZGVkGAQgASgIEg0KBWNvdW50GAUgASgDIkQKDFN0b3J5RXhwaXJlZBIQCghzdG9yeV9pZBgBIAEoCRIRCglhdXRob3JfaWQYAiABKAkSDwoHZGVsZXRlZBgDIAEoCGIGcHJvdG8z", [file_google_protobuf_timestamp, file_parley_v1_conversation, file_parley_v1_message, file_parley_v1_notification, file_parley_v1_story]);
 
 /**
  * Something a client should see, delivered by EventService.Subscribe. Events of one
@@ -158,12 +162,50 @@ export type Event = Message<"parley.v1.Event"> & {
     /**
      * A message was deleted.
      *
-     * Numbers 30-39 belong to stories.
-     *
      * @generated from field: parley.v1.MessageDeleted message_deleted = 21;
      */
     value: MessageDeleted;
     case: "messageDeleted";
+  } | {
+    /**
+     * The user was notified (addressed to that user only; conversation_id is empty).
+     *
+     * @generated from field: parley.v1.NotificationCreated notification_created = 22;
+     */
+    value: NotificationCreated;
+    case: "notificationCreated";
+  } | {
+    /**
+     * A story the recipient may see was posted (numbers 30-39 belong to stories).
+     *
+     * @generated from field: parley.v1.StoryPosted story_posted = 30;
+     */
+    value: StoryPosted;
+    case: "storyPosted";
+  } | {
+    /**
+     * Someone viewed the recipient's story for the first time (sent to the author).
+     *
+     * @generated from field: parley.v1.StoryViewed story_viewed = 31;
+     */
+    value: StoryViewed;
+    case: "storyViewed";
+  } | {
+    /**
+     * A reaction on the recipient's story was added or taken back (sent to the author).
+     *
+     * @generated from field: parley.v1.StoryReacted story_reacted = 32;
+     */
+    value: StoryReacted;
+    case: "storyReacted";
+  } | {
+    /**
+     * A story expired or was deleted: drop it (sent to the author and to those it was posted to).
+     *
+     * @generated from field: parley.v1.StoryExpired story_expired = 33;
+     */
+    value: StoryExpired;
+    case: "storyExpired";
   } | { case: undefined; value?: undefined };
 };
 
@@ -537,4 +579,165 @@ export type MessageDeleted = Message<"parley.v1.MessageDeleted"> & {
  */
 export const MessageDeletedSchema: GenMessage<MessageDeleted> = /*@__PURE__*/
   messageDesc(file_parley_v1_event, 12);
+
+/**
+ * Payload of a notification_created event.
+ *
+ * @generated from message parley.v1.NotificationCreated
+ */
+export type NotificationCreated = Message<"parley.v1.NotificationCreated"> & {
+  /**
+   * The notification (without a message preview).
+   *
+   * @generated from field: parley.v1.Notification notification = 1;
+   */
+  notification?: Notification | undefined;
+};
+
+/**
+ * Describes the message parley.v1.NotificationCreated.
+ * Use `create(NotificationCreatedSchema)` to create a new message.
+ */
+export const NotificationCreatedSchema: GenMessage<NotificationCreated> = /*@__PURE__*/
+  messageDesc(file_parley_v1_event, 13);
+
+/**
+ * Payload of a story_posted event.
+ *
+ * @generated from message parley.v1.StoryPosted
+ */
+export type StoryPosted = Message<"parley.v1.StoryPosted"> & {
+  /**
+   * The new story, as the recipient sees it.
+   *
+   * @generated from field: parley.v1.Story story = 1;
+   */
+  story?: Story | undefined;
+};
+
+/**
+ * Describes the message parley.v1.StoryPosted.
+ * Use `create(StoryPostedSchema)` to create a new message.
+ */
+export const StoryPostedSchema: GenMessage<StoryPosted> = /*@__PURE__*/
+  messageDesc(file_parley_v1_event, 14);
+
+/**
+ * Payload of a story_viewed event.
+ *
+ * @generated from message parley.v1.StoryViewed
+ */
+export type StoryViewed = Message<"parley.v1.StoryViewed"> & {
+  /**
+   * The story's id.
+   *
+   * @generated from field: string story_id = 1;
+   */
+  storyId: string;
+
+  /**
+   * The user who viewed it.
+   *
+   * @generated from field: string viewer_id = 2;
+   */
+  viewerId: string;
+
+  /**
+   * How many distinct users have viewed it, after this view.
+   *
+   * @generated from field: int64 view_count = 3;
+   */
+  viewCount: bigint;
+};
+
+/**
+ * Describes the message parley.v1.StoryViewed.
+ * Use `create(StoryViewedSchema)` to create a new message.
+ */
+export const StoryViewedSchema: GenMessage<StoryViewed> = /*@__PURE__*/
+  messageDesc(file_parley_v1_event, 15);
+
+/**
+ * Payload of a story_reacted event.
+ *
+ * @generated from message parley.v1.StoryReacted
+ */
+export type StoryReacted = Message<"parley.v1.StoryReacted"> & {
+  /**
+   * The story's id.
+   *
+   * @generated from field: string story_id = 1;
+   */
+  storyId: string;
+
+  /**
+   * The emoji.
+   *
+   * @generated from field: string emoji = 2;
+   */
+  emoji: string;
+
+  /**
+   * The user who reacted or took the reaction back.
+   *
+   * @generated from field: string user_id = 3;
+   */
+  userId: string;
+
+  /**
+   * True when the reaction was added, false when it was taken back.
+   *
+   * @generated from field: bool added = 4;
+   */
+  added: boolean;
+
+  /**
+   * How many users have reacted to the story with this emoji, after this change.
+   *
+   * @generated from field: int64 count = 5;
+   */
+  count: bigint;
+};
+
+/**
+ * Describes the message parley.v1.StoryReacted.
+ * Use `create(StoryReactedSchema)` to create a new message.
+ */
+export const StoryReactedSchema: GenMessage<StoryReacted> = /*@__PURE__*/
+  messageDesc(file_parley_v1_event, 16);
+
+/**
+ * Payload of a story_expired event.
+ *
+ * @generated from message parley.v1.StoryExpired
+ */
+export type StoryExpired = Message<"parley.v1.StoryExpired"> & {
+  /**
+   * The story's id.
+   *
+   * @generated from field: string story_id = 1;
+   */
+  storyId: string;
+
+  /**
+   * The story's author.
+   *
+   * @generated from field: string author_id = 2;
+   */
+  authorId: string;
+
+  /**
+   * True when the author deleted it before its deadline.
+   *
+   * @generated from field: bool deleted = 3;
+   */
+  deleted: boolean;
+};
+
+/**
+ * Describes the message parley.v1.StoryExpired.
+ * Use `create(StoryExpiredSchema)` to create a new message.
+ */
+export const StoryExpiredSchema: GenMessage<StoryExpired> = /*@__PURE__*/
+  messageDesc(file_parley_v1_event, 17);
 

@@ -12,7 +12,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file parley/v1/message.proto.
  */
 export const file_parley_v1_message: GenFile = /*@__PURE__*/
-  fileDesc("ChdwYXJsZXkvdjEvbWVzc2FnZS5wcm90bxIJcGFybGV5LnYxIpMECgdNZXNzYWdlEgoKAmlkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCRILCgNzZXEYAyABKAMSEQoJc2VuZGVyX2lkGAQgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKDHJlcGx5X3RvX3NlcRgHIAEoA0gBiAEBEg4KBHRleHQYCCABKAlIABIwCghlbnZlbG9wZRgJIAEoCzIcLnBhcmxleS52MS5FbmNyeXB0ZWRFbnZlbG9wZUgAEi0KCXJlYWN0aW9ucxgKIAMoCzIaLnBhcmxleS52MS5SZWFjdGlvblN1bW1hcnkSDwoHdmVyc2lvbhgLIAEoBRItCgllZGl0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGRlbGV0aW9uGA0gASgLMhoucGFybGV5LnYxLk1lc3NhZ2VEZWxldGlvbhIaChJtZW50aW9uZWRfdXNlcl9pZHMYDiADKAkSGQoRbWVudGlvbnNfZXZlcnlvbmUYDyABKAgSKwoIcmVwbHlfdG8YECABKAsyGS5wYXJsZXkudjEuTWVzc2FnZVByZXZpZXdCCQoHY29udGVudEIPCg1fcmVwbHlfdG9fc2VxIlUKD01lc3NhZ2VEZWxldGlvbhISCgpkZWxldGVkX2J5GAEgASgJEi4KCmRlbGV0ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkYKD1JlYWN0aW9uU3VtbWFyeRINCgVlbW9qaRgBIAEoCRINCgVjb3VudBgCIAEoAxIVCg1yZWFjdGVkX2J5X21lGAMgASgIImwKEUVuY3J5cHRlZEVudmVsb3BlEhIKCmNpcGhlcnRleHQYASABKAwSDQoFbm9uY2UYAiABKAwSEQoJYWxnb3JpdGhtGAMgASgJEg4KBmtleV9pZBgEIAEoCRIRCglrZXlfZXBvY2gYBSABKA0iowEKDk1lc3NhZ2VQcmV2aWV3EgsKA3NlcRgBIAEoAxIRCglzZW5kZXJfaWQYAiABKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoEdGV4dBgEIAEoCUgAEhMKCWVuY3J5cHRlZBgFIAEoCEgAEhEKB2RlbGV0ZWQYBiABKAhIAEIJCgdjb250ZW50YgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChdwYXJsZXkvdjEvbWVzc2FnZS5wcm90bxIJcGFybGV5LnYxIr0ECgdNZXNzYWdlEgoKAmlkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCRILCgNzZXEYAyABKAMSEQoJc2VuZGVyX2lkGAQgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKDHJlcGx5X3RvX3NlcRgHIAEoA0gBiAEBEg4KBHRleHQYCCABKAlIABIwCghlbnZlbG9wZRgJIAEoCzIcLnBhcmxleS52MS5FbmNyeXB0ZWRFbnZlbG9wZUgAEi0KCXJlYWN0aW9ucxgKIAMoCzIaLnBhcmxleS52MS5SZWFjdGlvblN1bW1hcnkSDwoHdmVyc2lvbhgLIAEoBRItCgllZGl0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGRlbGV0aW9uGA0gASgLMhoucGFybGV5LnYxLk1lc3NhZ2VEZWxldGlvbhIaChJtZW50aW9uZWRfdXNlcl9pZHMYDiADKAkSGQoRbWVudGlvbnNfZXZlcnlvbmUYDyABKAgSKwoIcmVwbHlfdG8YECABKAsyGS5wYXJsZXkudjEuTWVzc2FnZVByZXZpZXcSKAoFc3RvcnkYESABKAsyGS5wYXJsZXkudjEuU3RvcnlSZWZlcmVuY2VCCQoHY29udGVudEIPCg1fcmVwbHlfdG9fc2VxIlUKD01lc3NhZ2VEZWxldGlvbhISCgpkZWxldGVkX2J5GAEgASgJEi4KCmRlbGV0ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkYKD1JlYWN0aW9uU3VtbWFyeRINCgVlbW9qaRgBIAEoCRINCgVjb3VudBgCIAEoAxIVCg1yZWFjdGVkX2J5X21lGAMgASgIImwKEUVuY3J5cHRlZEVudmVsb3BlEhIKCmNpcGhlcnRleHQYASABKAwSDQoFbm9uY2UYAiABKAwSEQoJYWxnb3JpdGhtGAMgASgJEg4KBmtleV9pZBgEIAEoCRIRCglrZXlfZXBvY2gYBSABKA0iowEKDk1lc3NhZ2VQcmV2aWV3EgsKA3NlcRgBIAEoAxIRCglzZW5kZXJfaWQYAiABKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoEdGV4dBgEIAEoCUgAEhMKCWVuY3J5cHRlZBgFIAEoCEgAEhEKB2RlbGV0ZWQYBiABKAhIAEIJCgdjb250ZW50IjUKDlN0b3J5UmVmZXJlbmNlEhAKCHN0b3J5X2lkGAEgASgJEhEKCWF1dGhvcl9pZBgCIAEoCWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * A message in a conversation. Its position is `seq`: gapless and strictly increasing
@@ -142,6 +142,13 @@ export type Message = Message$1<"parley.v1.Message"> & {
    * @generated from field: parley.v1.MessagePreview reply_to = 16;
    */
   replyTo?: MessagePreview | undefined;
+
+  /**
+   * Set when the message replies to a story (sent with StoryService.ReplyToStory).
+   *
+   * @generated from field: parley.v1.StoryReference story = 17;
+   */
+  story?: StoryReference | undefined;
 };
 
 /**
@@ -328,4 +335,32 @@ export type MessagePreview = Message$1<"parley.v1.MessagePreview"> & {
  */
 export const MessagePreviewSchema: GenMessage<MessagePreview> = /*@__PURE__*/
   messageDesc(file_parley_v1_message, 4);
+
+/**
+ * Points from a message to the story it replies to. The story may have expired since.
+ *
+ * @generated from message parley.v1.StoryReference
+ */
+export type StoryReference = Message$1<"parley.v1.StoryReference"> & {
+  /**
+   * The story's id.
+   *
+   * @generated from field: string story_id = 1;
+   */
+  storyId: string;
+
+  /**
+   * The story's author.
+   *
+   * @generated from field: string author_id = 2;
+   */
+  authorId: string;
+};
+
+/**
+ * Describes the message parley.v1.StoryReference.
+ * Use `create(StoryReferenceSchema)` to create a new message.
+ */
+export const StoryReferenceSchema: GenMessage<StoryReference> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message, 5);
 

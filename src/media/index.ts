@@ -1,0 +1,5 @@
+export { createFileBlobStore, type BlobStore } from "./blob-store.ts";
+export { MediaService, type MediaAudienceCheck, type MediaServiceOptions } from "./media-service.ts";
+export { detectMediaType, CONTENT_TYPES } from "./media-type.ts";
+export { deleteMedia, findMedia, type MediaRow } from "./media-repository.ts";
+export { toMedia } from "./media-mapper.ts";

@@ -1,0 +1,20 @@
+/** Every SQL statement about media objects. */
+import type { Insertable, Kysely, Selectable, Transaction } from "kysely";
+import type { Database, MediaTable } from "../db/schema.ts";
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+export type MediaRow = Selectable<MediaTable>;
+
+export async function insertMedia(db: Db, row: Insertable<MediaTable>): Promise<MediaRow> {
+  return db.insertInto("media").values(row).returningAll().executeTakeFirstOrThrow();
+}
+
+export async function findMedia(db: Db, mediaId: string): Promise<MediaRow | undefined> {
+  return db.selectFrom("media").selectAll().where("id", "=", mediaId).executeTakeFirst();
+}
+
+export async function deleteMedia(db: Db, mediaIds: readonly string[]): Promise<void> {
+  if (mediaIds.length === 0) return;
+  await db.deleteFrom("media").where("id", "in", mediaIds).execute();
+}

@@ -1,0 +1,85 @@
+/**
+ * MediaService: uploads (type detected from the bytes, size bounded) and downloads. Who may
+ * read a media object that is not theirs is the stories' business (the privacy of the story
+ * that shows it), so that check comes in as a function.
+ */
+import { create } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { Kysely } from "kysely";
+import {
+  DownloadMediaResponseSchema,
+  GetMediaResponseSchema,
+  UploadMediaResponseSchema,
+  type DownloadMediaRequest,
+  type GetMediaRequest,
+  type MediaService as MediaServiceDesc,
+  type UploadMediaRequest,
+} from "../../gen/parley/v1/media_service_pb.ts";
+import { requireCaller } from "../auth/user-context.ts";
+import type { Database } from "../db/schema.ts";
+import { InvalidInputError, NotFoundError } from "../errors.ts";
+import { newId } from "../ids.ts";
+import { requireUuid } from "../validation.ts";
+import type { BlobStore } from "./blob-store.ts";
+import { toMedia } from "./media-mapper.ts";
+import { findMedia, insertMedia, type MediaRow } from "./media-repository.ts";
+import { CONTENT_TYPES, detectMediaType } from "./media-type.ts";
+
+/** Whether a user may read a media object they do not own. */
+export type MediaAudienceCheck = (viewerId: string, media: MediaRow, now: Date) => Promise<boolean>;
+
+export interface MediaServiceOptions {
+  db: Kysely<Database>;
+  blobs: BlobStore;
+  maxBytes: number;
+  /** Decides for everyone but the owner, and for the owner too once the media's story is gone. */
+  mayRead: MediaAudienceCheck;
+}
+
+export class MediaService implements ServiceImpl<typeof MediaServiceDesc> {
+  readonly #options: MediaServiceOptions;
+
+  constructor(options: MediaServiceOptions) {
+    this.#options = options;
+  }
+
+  async uploadMedia(req: UploadMediaRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    const { data } = req;
+    if (data.length === 0) throw new InvalidInputError("data", "must not be empty");
+    if (data.length > this.#options.maxBytes) throw new InvalidInputError("data", `is ${data.length} bytes; the limit is ${this.#options.maxBytes}`);
+    const type = detectMediaType(data);
+    const contentType = type === null ? undefined : CONTENT_TYPES.get(type);
+    if (type === null || contentType === undefined) {
+      throw new InvalidInputError("data", "is not a JPEG, PNG, GIF, WebP, MP4 or QuickTime file");
+    }
+    if (req.contentType !== "" && req.contentType.trim().toLowerCase() !== contentType) {
+      throw new InvalidInputError("content_type", `says ${req.contentType} but the data is ${contentType}`);
+    }
+    const id = newId();
+    // Bytes first: a row never points at a missing file. A file whose row insert failed is
+    // unreachable garbage, which is the cheaper failure.
+    await this.#options.blobs.put(id, data);
+    const row = await insertMedia(this.#options.db, { id, owner_id: userId, type, content_type: contentType, size_bytes: data.length, created_at: new Date() });
+    return create(UploadMediaResponseSchema, { media: toMedia(row) });
+  }
+
+  async getMedia(req: GetMediaRequest, ctx: HandlerContext) {
+    const row = await this.#readable(req.mediaId, ctx);
+    return create(GetMediaResponseSchema, { media: toMedia(row) });
+  }
+
+  async downloadMedia(req: DownloadMediaRequest, ctx: HandlerContext) {
+    const row = await this.#readable(req.mediaId, ctx);
+    const data = await this.#options.blobs.get(row.id);
+    if (data === null) throw new NotFoundError("media"); // deleted with its story a moment ago
+    return create(DownloadMediaResponseSchema, { media: toMedia(row), data });
+  }
+
+  async #readable(mediaId: string, ctx: HandlerContext): Promise<MediaRow> {
+    const { userId } = requireCaller(ctx);
+    const row = await findMedia(this.#options.db, requireUuid("media_id", mediaId));
+    if (!row || !(await this.#options.mayRead(userId, row, new Date()))) throw new NotFoundError("media");
+    return row;
+  }
+}

@@ -35,3 +35,10 @@ export function wipeSearchTable(server: TestServer): Promise<void> {
     await client.query("delete from message_search");
   });
 }
+
+/** Refreshes PostgreSQL's statistics on the search table, as autovacuum does on its own. */
+export function analyzeSearchTable(server: TestServer): Promise<void> {
+  return withDatabase(server, async (client) => {
+    await client.query("analyze message_search");
+  });
+}

@@ -8,50 +8,26 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import type { Message } from "../../gen/parley/v1/message_pb.ts";
-import { MessageService } from "../../gen/parley/v1/message_service_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type Clients, type TestServer } from "../helpers/test-server.ts";
 import { createGroup, sendText } from "../helpers/fixtures.ts";
 import { eventually } from "../helpers/feed.ts";
 import { multiNodeAvailable, sharedRealtimeServer, startRealtimeServer } from "../helpers/realtime.ts";
-import { expectHits, expectNoHits, hitIds, SEARCH_DEADLINE_MS, snippetOf, transparentEnvelope, uniqueWord, waitForHits, type Envelope } from "./helpers.ts";
+import {
+  expectHits,
+  expectNoHits,
+  hitIds,
+  lifecycleOf,
+  SEARCH_DEADLINE_MS,
+  snippetOf,
+  transparentEnvelope,
+  uniqueWord,
+  waitForHits,
+  type Lifecycle,
+} from "./helpers.ts";
 import { searchRowsHolding, wipeSearchTable } from "./search-table.ts";
 import { createdEventOf, editedEventOf, EventReplayer } from "./replay.ts";
 
-/**
- * EditMessage and DeleteMessage come from issue 5. Until they are in the contract this file
- * skips (naming why) instead of breaking the typecheck of the rest of the suite.
- */
-interface Lifecycle {
-  editText(conversationId: string, seq: bigint, text: string): Promise<Message>;
-  editEnvelope(conversationId: string, seq: bigint, envelope: Envelope): Promise<Message>;
-  delete(conversationId: string, seq: bigint): Promise<Message>;
-}
-
-function lifecycleOf(clients: Clients): Lifecycle {
-  type Call = (request: object) => Promise<{ message?: Message }>;
-  const messages = clients.messages as unknown as Record<string, Call | undefined>;
-  const edit = messages.editMessage?.bind(messages);
-  const del = messages.deleteMessage?.bind(messages);
-  if (!edit || !del) throw new Error("the MessageService client has no EditMessage/DeleteMessage");
-  const messageOf = async (call: Promise<{ message?: Message }>, what: string) => {
-    const res = await call;
-    if (!res.message) throw new Error(`${what} returned no message`);
-    return res.message;
-  };
-  return {
-    editText: (conversationId, seq, text) => messageOf(edit({ conversationId, seq, content: { case: "text", value: text } }), "EditMessage"),
-    editEnvelope: (conversationId, seq, envelope) =>
-      messageOf(edit({ conversationId, seq, content: { case: "envelope", value: envelope } }), "EditMessage"),
-    delete: (conversationId, seq) => messageOf(del({ conversationId, seq }), "DeleteMessage"),
-  };
-}
-
-const lifecycleInContract = "editMessage" in MessageService.method && "deleteMessage" in MessageService.method;
-/** Skips the whole file, saying why in its title, while the RPCs are missing. */
-const describeLifecycle = lifecycleInContract ? describe : describe.skip;
-const SKIP_REASON = lifecycleInContract ? "" : " (SKIPPED: EditMessage/DeleteMessage from issue 5 are not in this branch's contract yet)";
-
-describeLifecycle(`SearchMessages: edits and deletes${SKIP_REASON}`, () => {
+describe("SearchMessages: edits and deletes", () => {
   let server: TestServer;
   before(async () => {
     server = await sharedRealtimeServer();

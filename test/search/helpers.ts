@@ -157,6 +157,28 @@ export function transparentEnvelope(plaintext: string): Envelope {
   return { ciphertext: bytes, nonce: bytes.slice(0, 24), algorithm: plaintext, keyId: plaintext, keyEpoch: 1 };
 }
 
+/** The lifecycle calls (issue 5) as these tests use them: each returns the stored message. */
+export interface Lifecycle {
+  editText(conversationId: string, seq: bigint, text: string): Promise<Message>;
+  editEnvelope(conversationId: string, seq: bigint, envelope: Envelope): Promise<Message>;
+  delete(conversationId: string, seq: bigint): Promise<Message>;
+}
+
+export function lifecycleOf(clients: Clients): Lifecycle {
+  const messageOf = async (call: Promise<{ message?: Message }>, what: string) => {
+    const res = await call;
+    if (!res.message) throw new Error(`${what} returned no message`);
+    return res.message;
+  };
+  return {
+    editText: (conversationId, seq, text) =>
+      messageOf(clients.messages.editMessage({ conversationId, seq, content: { case: "text", value: text } }), "EditMessage"),
+    editEnvelope: (conversationId, seq, envelope) =>
+      messageOf(clients.messages.editMessage({ conversationId, seq, content: { case: "envelope", value: envelope } }), "EditMessage"),
+    delete: (conversationId, seq) => messageOf(clients.messages.deleteMessage({ conversationId, seq }), "DeleteMessage"),
+  };
+}
+
 /** A word no other test uses: letters only, so every backend sees one token. */
 export function uniqueWord(prefix = "zq"): string {
   let word = prefix;

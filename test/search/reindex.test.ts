@@ -1,7 +1,8 @@
 /**
  * `npm run reindex` (issue 7): an operator rebuilds the index from PostgreSQL with one
  * command. After the search table is wiped (a lost index), search finds nothing; after the
- * command, it finds every text message again — and still no encrypted one. PostgreSQL mode
+ * command, it finds every text message again, edited ones as they are now — and still no
+ * encrypted or deleted one. PostgreSQL mode
  * only: the command needs a database it can share with the running server.
  */
 import assert from "node:assert/strict";
@@ -14,7 +15,7 @@ import type { Message } from "../../gen/parley/v1/message_pb.ts";
 import { newUsers, type TestServer } from "../helpers/test-server.ts";
 import { createGroup, sendText } from "../helpers/fixtures.ts";
 import { startRealtimeServer } from "../helpers/realtime.ts";
-import { expectHits, expectNoHits, transparentEnvelope, uniqueWord, waitForHits } from "./helpers.ts";
+import { expectHits, expectNoHits, lifecycleOf, transparentEnvelope, uniqueWord, waitForHits } from "./helpers.ts";
 import { searchRowsHolding, wipeSearchTable } from "./search-table.ts";
 
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
@@ -45,7 +46,7 @@ describe("npm run reindex", () => {
     await server?.stop();
   });
 
-  it("rebuilds a wiped index: every text message is found again, no encrypted one", async function () {
+  it("rebuilds a wiped index: every text message found again as it is now, no encrypted or deleted one", async function () {
     this.timeout(90_000);
     const [a, b, c] = await newUsers(server, 3, "reindex");
     const A = server.clientsFor(a!, "grpc");
@@ -62,6 +63,14 @@ describe("npm run reindex", () => {
         content: { case: "envelope", value: transparentEnvelope(`${word} ${secretWord}`) },
       });
     }
+    // An edited message must come back as its current version, a deleted one not at all.
+    const [oldWord, newWord, goneWord] = [uniqueWord("ro"), uniqueWord("rn"), uniqueWord("rg")];
+    const lifecycle = lifecycleOf(A);
+    const edited = await sendText(A, groups[0]!.id, `${word} ${oldWord}`);
+    await lifecycle.editText(groups[0]!.id, edited.seq, `${word} ${newWord}`);
+    const deleted = await sendText(A, groups[0]!.id, `${word} ${goneWord}`);
+    await lifecycle.delete(groups[0]!.id, deleted.seq);
+    texts.push(edited);
     await waitForHits(A, { query: word }, texts, { what: "everything indexed" });
 
     await wipeSearchTable(server);
@@ -70,9 +79,14 @@ describe("npm run reindex", () => {
     const { stdout } = await runReindex(server);
     assert.match(stdout, /done/, `the command reports that it finished: ${stdout}`);
     await expectHits(A, { query: word }, texts, "right after the rebuild");
-    await expectHits(B, { query: `${word} two` }, texts.slice(12), "the second group, for another member");
+    await expectHits(B, { query: `${word} two` }, texts.slice(12, 24), "the second group, for another member");
     await expectNoHits(A, { query: secretWord }, "an encrypted message's word");
     assert.equal(await searchRowsHolding(server, secretWord), 0, "no encrypted content in the search table");
+    await expectHits(A, { query: newWord }, [edited], "the edited message by its new text");
+    for (const gone of [oldWord, goneWord]) {
+      await expectNoHits(A, { query: gone }, `replaced or deleted text (${gone})`);
+      assert.equal(await searchRowsHolding(server, gone), 0, `the rebuild put replaced or deleted text (${gone}) into the search table`);
+    }
 
     // Live indexing goes on after a rebuild, and a second run changes nothing.
     const later = await sendText(A, groups[0]!.id, `${word} after the rebuild`);

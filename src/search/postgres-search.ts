@@ -78,15 +78,13 @@ interface HitRow {
 
 /** A query whose words are in at least this share of all messages is broad. */
 const BROAD_SHARE = 0.02;
-/** How many of the newest matches a broad query ranks by relevance, across the caller's conversations. */
-const BROAD_RELEVANCE_CANDIDATES = 1000;
 
 /**
- * Two plans. A selective query reads its matches from the GIN index and ranks them all. A
- * broad one (a very common word) would rank tens of thousands of rows, so it walks each of
- * the caller's conversations newest first (index message_search_recent) and stops after
- * enough matches: exact for RECENCY, and for RELEVANCE a ranking of the newest matches of
- * each conversation (BROAD_RELEVANCE_CANDIDATES in all).
+ * Two plans. Normally the matches come from the GIN index and are all ranked. A broad query
+ * in RECENCY order (a very common word: tens of thousands of matches) instead walks each of
+ * the caller's conversations newest first (index message_search_recent) and stops after a
+ * page's worth of matches in each, which gives exactly the newest matches. RELEVANCE must see
+ * every match to rank it, so it always takes the first plan.
  */
 async function search(db: Kysely<Database>, stats: LexemeStats, q: IndexQuery): Promise<IndexPage> {
   const tsquery = toTsquery(q.query);
@@ -98,14 +96,13 @@ async function search(db: Kysely<Database>, stats: LexemeStats, q: IndexQuery): 
   const afterKey = q.after === null ? null : afterValues(q.after, relevance);
   if (!relevance && afterKey !== null) conditions.push(sql`(s.created_at, s.message_id) < (${sql.join(afterKey)})`);
   const columns = sql`s.conversation_id, s.seq, s.message_id, s.version, s.created_at, s.tsv`;
-  const broad = (await stats.shareOf(q.query)) >= BROAD_SHARE;
-  const perConversation = relevance ? Math.max(q.limit + 1, Math.ceil(BROAD_RELEVANCE_CANDIDATES / q.conversationIds.length)) : q.limit + 1;
-  const candidates = broad
+  const newestFirst = !relevance && (await stats.shareOf(q.query)) >= BROAD_SHARE;
+  const candidates = newestFirst
     ? sql`
         select c.* from unnest(${[...q.conversationIds]}::uuid[]) as conversation(id) cross join lateral (
           select ${columns} from message_search s
           where s.conversation_id = conversation.id and ${sql.join(conditions, sql` and `)}
-          order by s.created_at desc, s.message_id desc limit ${perConversation}) c`
+          order by s.created_at desc, s.message_id desc limit ${q.limit + 1}) c`
     : sql`select ${columns} from message_search s where s.conversation_id = any(${[...q.conversationIds]}::uuid[]) and ${sql.join(conditions, sql` and `)}`;
   // Every sort key is descending, so "after the previous page" is one row comparison.
   const after = relevance && afterKey !== null ? sql`(x.score, x.created_at, x.message_id) < (${sql.join(afterKey)})` : sql`true`;

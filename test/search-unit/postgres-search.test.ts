@@ -139,7 +139,7 @@ describe("search indexer on the PostgreSQL backend", () => {
     }
   });
 
-  it("answers a query for a very common word (per PostgreSQL's statistics) exactly in recency order and ranks its newest matches", async () => {
+  it("answers a query for a very common word (per PostgreSQL's statistics) newest first, and pages every match in both orders", async () => {
     const conversations = [randomUUID(), randomUUID(), randomUUID()];
     const t = Date.UTC(2026, 2, 1);
     const messages = conversations.flatMap((c, k) =>
@@ -163,7 +163,7 @@ describe("search indexer on the PostgreSQL backend", () => {
     const newestFirst = [...messages].sort((a, b) => Number(b.createdAt!.seconds - a.createdAt!.seconds)).map((m) => m.id);
     assert.deepEqual(await walk("recency"), newestFirst);
     const relevance = await walk("relevance");
-    assert.equal(new Set(relevance).size, relevance.length, "no hit twice");
+    assert.deepEqual([...relevance].sort(), [...newestFirst].sort(), "every match once");
     const strong = messages.filter((m) => m.content.value === "ubiquitous ubiquitous alpha").map((m) => m.id);
     assert.deepEqual(new Set(relevance.slice(0, strong.length)), new Set(strong), "the best matches first");
   });

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import type { Message } from "../../gen/parley/v1/message_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type TestServer } from "../helpers/test-server.ts";
-import { absentIdLike, createGroup, listAllForward, sendText } from "../helpers/fixtures.ts";
+import { absentIdLike, createDirect, createGroup, listAllForward, sendText } from "../helpers/fixtures.ts";
 import { expectInvalidArgument } from "../helpers/expect.ts";
 import { sharedRealtimeServer } from "../helpers/realtime.ts";
 import { SearchOrder } from "../../gen/parley/v1/search_service_pb.ts";
@@ -24,21 +24,19 @@ describe("SearchMessages: who finds what", () => {
   // Once, not per protocol: it is about how many conversations, not how they are reached.
   it("searches every conversation of a user in more than a hundred", async function () {
     this.timeout(120_000);
-    const [a, b, c] = await newUsers(server, 3, "many");
+    // Direct conversations with 101 peers: the cheapest way past the 100 a request may name.
+    const [a, ...peers] = await newUsers(server, 102, "many");
     const A = server.clientsFor(a!, "connect");
     const word = uniqueWord();
     const sent: Message[] = [];
-    for (let batch = 0; batch < 6; batch++) {
-      sent.push(
-        ...(await Promise.all(
-          Array.from({ length: 20 }, async (_, i) => {
-            const group = await createGroup(A, [b!, c!], `group ${batch * 20 + i}`);
-            return sendText(A, group.id, `${word} in group ${batch * 20 + i}`);
-          }),
-        )),
-      );
+    for (let i = 0; i < peers.length; i += 20) {
+      const batch = peers.slice(i, i + 20).map(async (peer) => {
+        const P = server.clientsFor(peer, "connect");
+        return sendText(P, (await createDirect(P, a!)).id, `${word} from ${peer}`);
+      });
+      sent.push(...(await Promise.all(batch)));
     }
-    await waitForHits(server.clientsFor(b!, "grpc"), { query: word }, sent, { what: "all 120 conversations searched" });
+    await waitForHits(A, { query: word }, sent, { what: "all 101 conversations searched" });
   });
 
   for (const protocol of MAIN_PROTOCOLS) {

@@ -96,7 +96,8 @@ async function search(db: Kysely<Database>, stats: LexemeStats, q: IndexQuery): 
   const afterKey = q.after === null ? null : afterValues(q.after, relevance);
   if (!relevance && afterKey !== null) conditions.push(sql`(s.created_at, s.message_id) < (${sql.join(afterKey)})`);
   const columns = sql`s.conversation_id, s.seq, s.message_id, s.version, s.created_at, s.tsv`;
-  const newestFirst = !relevance && (await stats.shareOf(q.query)) >= BROAD_SHARE;
+  // A sender filter is not in that index: walking newest first could read a whole conversation.
+  const newestFirst = !relevance && q.senderId === null && (await stats.shareOf(q.query)) >= BROAD_SHARE;
   const candidates = newestFirst
     ? sql`
         select c.* from unnest(${[...q.conversationIds]}::uuid[]) as conversation(id) cross join lateral (

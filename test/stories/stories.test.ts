@@ -91,6 +91,7 @@ describe("stories", () => {
         const V = as(viewer);
         for (const a of [a1, a2, a3]) await V.social.follow({ userId: a });
         await as(cfAuthor).social.addCloseFriend({ userId: viewer });
+        await V.social.follow({ userId: cfAuthor }); // followed and a close friend: still one entry
         const mine = await postStory(V, PUBLIC);
         const s1a = await postStory(as(a1), FOLLOWERS);
         await clockPast(s1a.createdAt);
@@ -130,6 +131,10 @@ describe("stories", () => {
 
         const withPublic = await trayOrder(V, everyone, true);
         assert.deepEqual(withPublic, [stranger, cfAuthor, a2, a1, a3], "public stories of others only when asked for, in the same order");
+        for (const includePublic of [false, true]) {
+          const authors = (await wholeTray(V, includePublic)).flat().map((e) => e.authorId);
+          assert.equal(new Set(authors).size, authors.length, `one entry per author (include_public=${includePublic}): ${authors.join(", ")}`);
+        }
         const strangerEntry = (await wholeTray(V, true)).flat().find((e) => e.authorId === stranger)!;
         assert.deepEqual(strangerEntry.stories.map((s) => s.id), [sStranger.id]);
       });
@@ -328,6 +333,11 @@ describe("stories", () => {
         const second = (await F.stories.replyToStory({ storyId: story.id, clientMessageId: randomUUID(), content: { case: "text", value: "again" } })).message!;
         assert.equal(second.conversationId, direct.id, "the same conversation is reused");
         assert.equal(second.seq, reply.seq + 1n);
+
+        await expectInvalidArgument(F.stories.replyToStory({ storyId: story.id, clientMessageId: randomUUID(), content: { case: "text", value: "" } }), "text", "content");
+        await expectInvalidArgument(F.stories.replyToStory({ storyId: story.id, clientMessageId: randomUUID() }), "content", "text", "envelope");
+        await expectInvalidArgument(F.stories.replyToStory({ storyId: story.id, clientMessageId: "", content: { case: "text", value: "x" } }), "client_message_id");
+        assert.equal((await listAllForward(F, direct.id)).length, 2, "the rejected replies stored nothing");
       });
 
       it("lets only the author delete a story, which takes its views, reactions and media with it", async () => {

@@ -31,7 +31,9 @@ import { createObservabilityInterceptor } from "./server/observability-intercept
 import { createSinglePortServer } from "./server/single-port-server.ts";
 import { HealthStatus } from "./standard/health.ts";
 import { UserDirectory, UserService } from "./users/index.ts";
-import { createWorkerRuntime } from "./workers/index.ts";
+import { createWorkerRuntime, type Consumer } from "./workers/index.ts";
+import { createNotifierSpec } from "./workers/notifier.ts";
+import { createInProcessPushOutbox, createJetStreamPushOutbox, NotificationService, type PushOutbox } from "./notifications/index.ts";
 import { createFileBlobStore, MediaService } from "./media/index.ts";
 import { SocialService } from "./social/index.ts";
 import { StoryAccess, StoryExpiry, StoryRemover, StoryService } from "./stories/index.ts";
@@ -42,6 +44,8 @@ export interface App {
   /** The metrics port, or null when metrics are off; valid after start(). */
   readonly metricsPort: number | null;
   readonly logger: Logger;
+  /** Where pushed notifications go (the `<PREFIX>_PUSH` stream, or in-process when embedded). */
+  readonly pushOutbox: PushOutbox;
   start(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -92,6 +96,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   }
   const publisher = createEventPublisher(bus, logger);
   const workers = createWorkerRuntime({ nats, subjects, bus, logger });
+  const pushOutbox = nats ? createJetStreamPushOutbox(nats, subjects) : createInProcessPushOutbox();
+  let notifier: Consumer | null = null;
   let hub: FeedHub;
   const relay = createOutboxRelay({
     db: database.db,
@@ -125,12 +131,13 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     runConsumer: config.stories.expiryConsumer,
   });
   const conversations = new ConversationService(database.db, config.limits, publisher);
-  const messages = new MessageService(database.db, sends, reactions, config.limits);
+  const messages = new MessageService(database.db, sends, reactions, config.limits, publisher);
   const routes = createRoutes({
     users: new UserService(database.db, config.limits),
     conversations,
     messages,
     events: new EventService({ db: database.db, hub, bus, presence, feed: config.feed }),
+    notifications: new NotificationService(database.db),
     social: new SocialService(database.db, config.limits),
     media: new MediaService({ db: database.db, blobs, maxBytes: config.stories.maxMediaBytes, mayRead: storyAccess.mayReadMedia }),
     stories: new StoryService({
@@ -172,9 +179,11 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       return metricsServer?.port ?? null;
     },
     logger,
+    pushOutbox,
     async start() {
       await hub.start();
       await relay.start();
+      notifier = await workers.startConsumer(createNotifierSpec({ db: database.db, events: publisher, push: pushOutbox, subjects }));
       await storyExpiry.start();
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
@@ -192,6 +201,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await reactions.drain();
       await storyExpiry.stop();
       await publisher.flush();
+      await notifier?.stop();
       await workers.close();
       await relay.stop();
       await hub.stop();

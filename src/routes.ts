@@ -4,6 +4,7 @@ import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.ts";
 import { ConversationService as ConversationServiceDesc, file_parley_v1_conversation_service } from "../gen/parley/v1/conversation_service_pb.ts";
 import { EventService as EventServiceDesc, file_parley_v1_event_service } from "../gen/parley/v1/event_service_pb.ts";
 import { MessageService as MessageServiceDesc, file_parley_v1_message_service } from "../gen/parley/v1/message_service_pb.ts";
+import { NotificationService as NotificationServiceDesc, file_parley_v1_notification_service } from "../gen/parley/v1/notification_service_pb.ts";
 import { UserService as UserServiceDesc, file_parley_v1_user_service } from "../gen/parley/v1/user_service_pb.ts";
 import { SocialService as SocialServiceDesc, file_parley_v1_social_service } from "../gen/parley/v1/social_service_pb.ts";
 import { MediaService as MediaServiceDesc, file_parley_v1_media_service } from "../gen/parley/v1/media_service_pb.ts";
@@ -14,6 +15,7 @@ import type { StoryService } from "./stories/index.ts";
 import type { ConversationService } from "./conversations/index.ts";
 import type { EventService } from "./events/index.ts";
 import type { MessageService } from "./messages/index.ts";
+import type { NotificationService } from "./notifications/index.ts";
 import { registerHealth, type HealthStatus } from "./standard/health.ts";
 import { createFileRegistryOf, registerReflection } from "./standard/reflection.ts";
 import type { UserService } from "./users/index.ts";
@@ -23,6 +25,7 @@ export interface Services {
   conversations: ConversationService;
   messages: MessageService;
   events: EventService;
+  notifications: NotificationService;
   social: SocialService;
   media: MediaService;
   stories: StoryService;
@@ -30,7 +33,7 @@ export interface Services {
 }
 
 /** The services reflection lists, by their fully qualified names. */
-const PUBLIC_API = [UserServiceDesc, ConversationServiceDesc, MessageServiceDesc, EventServiceDesc, SocialServiceDesc, MediaServiceDesc, StoryServiceDesc];
+const PUBLIC_API = [UserServiceDesc, ConversationServiceDesc, MessageServiceDesc, EventServiceDesc, NotificationServiceDesc, SocialServiceDesc, MediaServiceDesc, StoryServiceDesc];
 
 export function createRoutes(services: Services): (router: ConnectRouter) => void {
   const registry = createFileRegistryOf(
@@ -38,6 +41,7 @@ export function createRoutes(services: Services): (router: ConnectRouter) => voi
     file_parley_v1_conversation_service,
     file_parley_v1_message_service,
     file_parley_v1_event_service,
+    file_parley_v1_notification_service,
     file_parley_v1_social_service,
     file_parley_v1_media_service,
     file_parley_v1_story_service,
@@ -48,6 +52,7 @@ export function createRoutes(services: Services): (router: ConnectRouter) => voi
     router.service(ConversationServiceDesc, services.conversations);
     router.service(MessageServiceDesc, services.messages);
     router.service(EventServiceDesc, services.events);
+    router.service(NotificationServiceDesc, services.notifications);
     router.service(SocialServiceDesc, services.social);
     router.service(MediaServiceDesc, services.media);
     router.service(StoryServiceDesc, services.stories);

@@ -7,6 +7,11 @@ import { MAX_USER_ID_LENGTH } from "./auth/token-verifier.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** Whether the value has the shape of an id Parley generates. */
+export function isUuid(value: string): boolean {
+  return UUID.test(value);
+}
+
 /** A resource id Parley generated (a UUID); a malformed one can name nothing. */
 export function requireUuid(field: string, value: string): string {
   if (value === "") throw new InvalidInputError(field, "is required");

@@ -12,7 +12,7 @@ import {
 import type { NewEvent } from "../events/event-log.ts";
 
 /** Sent to the conversation and to the new member, whose streams start following it. */
-export function memberAdded(conversationId: string, actorId: string, userId: string, role: number, joinedAt: Date): NewEvent {
+export function memberAdded(conversationId: string, actorId: string, userId: string, role: number, joinedAt: Date, lastReadSeq = 0n): NewEvent {
   return {
     conversationId,
     targetUserId: userId,
@@ -20,7 +20,7 @@ export function memberAdded(conversationId: string, actorId: string, userId: str
     kind: {
       case: "memberAdded",
       value: create(MemberAddedSchema, {
-        member: create(MemberSchema, { userId, role: role as MemberRole, joinedAt: timestampFromDate(joinedAt), lastReadSeq: 0n }),
+        member: create(MemberSchema, { userId, role: role as MemberRole, joinedAt: timestampFromDate(joinedAt), lastReadSeq }),
       }),
     },
   };

@@ -1,8 +1,17 @@
 /** Conversation and member rows to protobuf messages. */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { ConversationSchema, MemberSchema, type Conversation, type ConversationType, type Member, type MemberRole } from "../../gen/parley/v1/conversation_pb.ts";
-import { MessagePreviewSchema } from "../../gen/parley/v1/message_pb.ts";
+import {
+  ConversationSchema,
+  MemberSchema,
+  ReadPositionSchema,
+  type Conversation,
+  type ConversationType,
+  type Member,
+  type MemberRole,
+  type ReadPosition,
+} from "../../gen/parley/v1/conversation_pb.ts";
+import { toPreview } from "../messages/message-mapper.ts";
 import type { ConversationViewRow, MemberRow } from "./conversation-repository.ts";
 
 export function toConversation(row: ConversationViewRow): Conversation {
@@ -20,14 +29,15 @@ export function toConversation(row: ConversationViewRow): Conversation {
     myLastReadSeq: BigInt(row.my_last_read_seq),
     unreadCount: BigInt(row.unread_count),
     directPeerId: row.direct_peer_id ?? "",
+    unreadMentionCount: BigInt(row.unread_mention_count),
     ...(row.lm_seq !== null && {
-      lastMessage: create(MessagePreviewSchema, {
-        seq: BigInt(row.lm_seq),
+      lastMessage: toPreview({
+        seq: row.lm_seq,
         senderId: row.lm_sender_id ?? "",
-        ...(row.lm_created_at && { createdAt: timestampFromDate(row.lm_created_at) }),
-        content: row.lm_encrypted
-          ? { case: "encrypted", value: true }
-          : { case: "text", value: row.lm_text ?? "" },
+        createdAt: row.lm_created_at,
+        text: row.lm_text,
+        encrypted: row.lm_encrypted ?? false,
+        deleted: row.lm_deleted ?? false,
       }),
     }),
   });
@@ -39,5 +49,13 @@ export function toMember(row: MemberRow): Member {
     role: row.role as MemberRole,
     joinedAt: timestampFromDate(row.joined_at),
     lastReadSeq: BigInt(row.last_read_seq),
+  });
+}
+
+export function toReadPosition(row: { user_id: string; last_read_seq: string; read_at: Date | null }): ReadPosition {
+  return create(ReadPositionSchema, {
+    userId: row.user_id,
+    lastReadSeq: BigInt(row.last_read_seq),
+    ...(row.read_at && { readAt: timestampFromDate(row.read_at) }),
   });
 }

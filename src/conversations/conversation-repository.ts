@@ -2,7 +2,7 @@
  * Every SQL statement about conversations and their members. Functions take the Kysely
  * handle or a transaction first, so a service can combine several in one transaction.
  */
-import { sql, type Kysely, type Transaction } from "kysely";
+import { sql, type Kysely, type RawBuilder, type Transaction } from "kysely";
 import type { Database } from "../db/schema.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -26,40 +26,52 @@ export interface ConversationViewRow {
   my_role: number;
   my_last_read_seq: string;
   unread_count: string;
+  unread_mention_count: string;
   direct_peer_id: string | null;
   lm_seq: string | null;
   lm_sender_id: string | null;
   lm_created_at: Date | null;
   lm_text: string | null;
   lm_encrypted: boolean | null;
+  lm_deleted: boolean | null;
 }
 
 /** Longest last-message preview, in characters. */
 export const PREVIEW_CHARS = 100;
 
-function conversationViewQuery(userId: string) {
-  // The unread count counts rows after the read position; the (conversation_id, seq)
-  // primary key bounds the scan to the unread messages themselves.
-  return sql`
-    select c.id, c.type, c.name, c.description, c.created_by, c.created_at, c.last_activity_at,
-      (extract(epoch from c.last_activity_at) * 1000000)::int8 as activity_us,
-      c.last_seq, c.member_count, m.role as my_role, m.last_read_seq as my_last_read_seq,
-      (select count(*) from messages u
-        where u.conversation_id = c.id and u.seq > m.last_read_seq and u.sender_id <> m.user_id) as unread_count,
+/**
+ * The user's conversations that pass `where`, in `orderAndLimit` order, as ListConversations
+ * shows them. The page is chosen first, from the membership and conversation rows alone; only
+ * its rows then look up their last message and DIRECT peer. The unread counters are kept
+ * exact by every write that changes them (see migrations/0003_message_lifecycle.sql), so a
+ * page costs O(page) whatever the history holds.
+ */
+function conversationViews(userId: string, where: RawBuilder<unknown>, orderAndLimit: RawBuilder<unknown>) {
+  return sql<ConversationViewRow>`
+    select v.*,
       (select p.user_id from conversation_members p
-        where c.type = ${ConversationKind.DIRECT} and p.conversation_id = c.id and p.user_id <> m.user_id
+        where v.type = ${ConversationKind.DIRECT} and p.conversation_id = v.id and p.user_id <> ${userId}
         limit 1) as direct_peer_id,
       lm.seq as lm_seq, lm.sender_id as lm_sender_id, lm.created_at as lm_created_at,
-      left(lm.body_text, ${PREVIEW_CHARS}) as lm_text, (lm.envelope_ciphertext is not null) as lm_encrypted
-    from conversation_members m
-    join conversations c on c.id = m.conversation_id
-    left join messages lm on lm.conversation_id = c.id and lm.seq = c.last_seq
-    where m.user_id = ${userId}`;
+      left(lm.body_text, ${PREVIEW_CHARS}) as lm_text, (lm.envelope_ciphertext is not null) as lm_encrypted,
+      (lm.deleted_at is not null) as lm_deleted
+    from (
+      select c.id, c.type, c.name, c.description, c.created_by, c.created_at, c.last_activity_at,
+        (extract(epoch from c.last_activity_at) * 1000000)::int8 as activity_us,
+        c.last_seq, c.member_count, m.role as my_role, m.last_read_seq as my_last_read_seq,
+        m.unread_count, m.unread_mention_count
+      from conversation_members m
+      join conversations c on c.id = m.conversation_id
+      where m.user_id = ${userId} ${where}
+      ${orderAndLimit}
+    ) v
+    left join messages lm on lm.conversation_id = v.id and lm.seq = v.last_seq
+    ${orderAndLimit}`;
 }
 
 /** The conversation if the user is a member of it. */
 export async function findConversationView(db: Db, conversationId: string, userId: string): Promise<ConversationViewRow | undefined> {
-  const result = await sql<ConversationViewRow>`${conversationViewQuery(userId)} and c.id = ${conversationId}`.execute(db);
+  const result = await conversationViews(userId, sql`and c.id = ${conversationId}`, sql``).execute(db);
   return result.rows[0];
 }
 
@@ -73,8 +85,7 @@ export async function listConversationViews(db: Db, userId: string, limit: numbe
   const page = after
     ? sql`and ((extract(epoch from c.last_activity_at) * 1000000)::int8, c.id) < (${after.activityUs}::int8, ${after.id}::uuid)`
     : sql``;
-  const result = await sql<ConversationViewRow>`${conversationViewQuery(userId)} ${page}
-    order by activity_us desc, c.id desc limit ${limit}`.execute(db);
+  const result = await conversationViews(userId, page, sql`order by activity_us desc, id desc limit ${limit}`).execute(db);
   return result.rows;
 }
 
@@ -162,10 +173,15 @@ export async function findMemberIds(db: Db, conversationId: string, userIds: rea
   return new Set(rows.map((r) => r.user_id));
 }
 
-export async function insertMembers(tx: Db, conversationId: string, userIds: readonly string[]) {
+/**
+ * Adds members who start with everything already sent counted as read (history from before
+ * they joined is never unread), so their counters start at zero. Runs under the conversation's
+ * lock, so no send slips in between.
+ */
+export async function insertMembers(tx: Db, conversationId: string, userIds: readonly string[], lastSeq: string) {
   const rows = await tx
     .insertInto("conversation_members")
-    .values(userIds.map((userId) => ({ conversation_id: conversationId, user_id: userId, role: Role.MEMBER })))
+    .values(userIds.map((userId) => ({ conversation_id: conversationId, user_id: userId, role: Role.MEMBER, last_read_seq: lastSeq })))
     .returningAll()
     .execute();
   await adjustMemberCount(tx, conversationId, rows.length);
@@ -259,41 +275,61 @@ export async function updateConversationDetails(tx: Db, conversationId: string, 
     .execute();
 }
 
-/** Moves the read position forward to seq; returns the new position, or undefined if it was already there or beyond. */
-export async function advanceReadPosition(db: Db, conversationId: string, userId: string, seq: bigint) {
-  const row = await db
-    .updateTable("conversation_members")
-    .set({ last_read_seq: seq.toString() })
-    .where("conversation_id", "=", conversationId)
-    .where("user_id", "=", userId)
-    .where("last_read_seq", "<", seq.toString())
-    .returning("last_read_seq")
-    .executeTakeFirst();
-  return row?.last_read_seq;
+/** A member's read position and unread counters. */
+export interface ReadCounters {
+  last_read_seq: string;
+  unread_count: string;
+  unread_mention_count: string;
 }
 
-export async function findReadPosition(db: Db, conversationId: string, userId: string): Promise<string | undefined> {
-  const row = await db
+/**
+ * Moves the read position forward to seq and recomputes the member's counters from what
+ * remains unread (bounded by the unread messages themselves); undefined if it was already there
+ * or beyond. The caller holds the conversation's lock (shared), so no send, delete or join
+ * changes the counters between the count and the update.
+ */
+export async function advanceReadPosition(tx: Transaction<Database>, conversationId: string, userId: string, seq: bigint): Promise<ReadCounters | undefined> {
+  const result = await sql<ReadCounters>`
+    update conversation_members m set last_read_seq = ${seq.toString()}, read_at = now(),
+      unread_count = u.unread, unread_mention_count = u.mentions
+    from (
+      select count(*) as unread,
+        count(*) filter (where x.mentions_everyone or ${userId} = any(x.mentioned_user_ids)) as mentions
+      from messages x
+      where x.conversation_id = ${conversationId} and x.seq > ${seq.toString()}
+        and x.sender_id <> ${userId} and x.deleted_at is null
+    ) u
+    where m.conversation_id = ${conversationId} and m.user_id = ${userId} and m.last_read_seq < ${seq.toString()}
+    returning m.last_read_seq, m.unread_count, m.unread_mention_count`.execute(tx);
+  return result.rows[0];
+}
+
+/** Takes the conversation's lock shared: concurrent reads proceed, sends, deletes and joins wait. */
+export async function lockConversationShared(tx: Transaction<Database>, conversationId: string): Promise<boolean> {
+  const row = await tx.selectFrom("conversations").select("id").where("id", "=", conversationId).forShare().executeTakeFirst();
+  return row !== undefined;
+}
+
+export async function findReadCounters(db: Db, conversationId: string, userId: string): Promise<ReadCounters | undefined> {
+  return db
     .selectFrom("conversation_members")
-    .select("last_read_seq")
+    .select(["last_read_seq", "unread_count", "unread_mention_count"])
     .where("conversation_id", "=", conversationId)
     .where("user_id", "=", userId)
     .executeTakeFirst();
-  return row?.last_read_seq;
+}
+
+/** Every member's read position, in join order (groups have at most a few hundred members). */
+export async function listReadPositions(db: Db, conversationId: string) {
+  return db
+    .selectFrom("conversation_members")
+    .select(["user_id", "last_read_seq", "read_at"])
+    .where("conversation_id", "=", conversationId)
+    .orderBy("joined_at")
+    .orderBy("user_id")
+    .execute();
 }
 
 export async function findConversationDetails(db: Db, conversationId: string) {
   return db.selectFrom("conversations").select(["name", "description"]).where("id", "=", conversationId).executeTakeFirstOrThrow();
-}
-
-/** Messages after the given seq that others sent. */
-export async function countUnread(db: Db, conversationId: string, userId: string, afterSeq: string): Promise<string> {
-  const row = await db
-    .selectFrom("messages")
-    .select((eb) => eb.fn.countAll<string>().as("n"))
-    .where("conversation_id", "=", conversationId)
-    .where("seq", ">", afterSeq)
-    .where("sender_id", "<>", userId)
-    .executeTakeFirstOrThrow();
-  return String(row.n);
 }

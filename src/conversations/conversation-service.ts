@@ -13,6 +13,7 @@ import {
   AddMembersResponseSchema,
   CreateConversationResponseSchema,
   GetConversationResponseSchema,
+  GetReadStateResponseSchema,
   ListConversationsResponseSchema,
   ListMembersResponseSchema,
   MarkReadResponseSchema,
@@ -23,6 +24,7 @@ import {
   type ConversationService as ConversationServiceDesc,
   type CreateConversationRequest,
   type GetConversationRequest,
+  type GetReadStateRequest,
   type ListConversationsRequest,
   type ListMembersRequest,
   type MarkReadRequest,
@@ -41,7 +43,7 @@ import * as events from "./conversation-events.ts";
 import { decodePageToken, encodePageToken } from "../page-token.ts";
 import { findUsers } from "../users/user-repository.ts";
 import { boundedText, pageSize, requireSeq, requireUserId, requireUuid } from "../validation.ts";
-import { toConversation, toMember } from "./conversation-mapper.ts";
+import { toConversation, toMember, toReadPosition } from "./conversation-mapper.ts";
 import * as repo from "./conversation-repository.ts";
 
 const DEFAULT_CONVERSATION_PAGE = 20;
@@ -189,8 +191,8 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
       if (locked.member_count + newcomers.length > this.#limits.maxGroupMembers) {
         throw new InvalidInputError("user_ids", `would make the group larger than ${this.#limits.maxGroupMembers} members`);
       }
-      const rows = newcomers.length === 0 ? [] : await repo.insertMembers(tx, conversationId, newcomers);
-      recorded.push(...rows.map((m) => events.memberAdded(conversationId, userId, m.user_id, m.role, m.joined_at)));
+      const rows = newcomers.length === 0 ? [] : await repo.insertMembers(tx, conversationId, newcomers, locked.last_seq);
+      recorded.push(...rows.map((m) => events.memberAdded(conversationId, userId, m.user_id, m.role, m.joined_at, BigInt(m.last_read_seq))));
       return rows;
     });
     return create(AddMembersResponseSchema, {
@@ -265,14 +267,28 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     const view = await repo.findConversationView(this.#db, conversationId, userId);
     if (!view) throw new NotFoundError("conversation");
     if (seq > BigInt(view.last_seq)) throw new InvalidInputError("seq", `is beyond the conversation's last message (${view.last_seq})`);
-    const lastRead = await this.#write(async (tx, recorded) => {
+    const counters = await this.#write(async (tx, recorded) => {
+      // Shared lock: sends, deletes and joins (which change the counters) wait for this one.
+      if (!(await repo.lockConversationShared(tx, conversationId))) throw new NotFoundError("conversation");
       const moved = await repo.advanceReadPosition(tx, conversationId, userId, seq);
-      if (moved === undefined) return (await repo.findReadPosition(tx, conversationId, userId)) ?? view.my_last_read_seq;
-      recorded.push(events.readPositionMoved(conversationId, userId, BigInt(moved)));
+      if (moved === undefined) return repo.findReadCounters(tx, conversationId, userId);
+      recorded.push(events.readPositionMoved(conversationId, userId, BigInt(moved.last_read_seq)));
       return moved;
     });
-    const unread = await repo.countUnread(this.#db, conversationId, userId, lastRead);
-    return create(MarkReadResponseSchema, { lastReadSeq: BigInt(lastRead), unreadCount: BigInt(unread) });
+    if (!counters) throw new NotFoundError("conversation"); // left in the meantime
+    return create(MarkReadResponseSchema, {
+      lastReadSeq: BigInt(counters.last_read_seq),
+      unreadCount: BigInt(counters.unread_count),
+      unreadMentionCount: BigInt(counters.unread_mention_count),
+    });
+  }
+
+  async getReadState(req: GetReadStateRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    const conversationId = requireUuid("conversation_id", req.conversationId);
+    if ((await repo.findRole(this.#db, conversationId, userId)) === undefined) throw new NotFoundError("conversation");
+    const rows = await repo.listReadPositions(this.#db, conversationId);
+    return create(GetReadStateResponseSchema, { positions: rows.map(toReadPosition) });
   }
 
   async #view(conversationId: string, userId: string) {
@@ -296,7 +312,7 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
   async #asGroupAdmin<T>(
     conversationId: string,
     userId: string,
-    work: (tx: Transaction<Database>, locked: { member_count: number }, recorded: NewEvent[]) => Promise<T>,
+    work: (tx: Transaction<Database>, locked: { member_count: number; last_seq: string }, recorded: NewEvent[]) => Promise<T>,
   ): Promise<T> {
     return this.#write(async (tx, recorded) => {
       const { locked, role } = await this.#lockGroupAsMember(tx, conversationId, userId);

@@ -42,6 +42,9 @@ export interface ConversationMembersTable {
   role: number;
   joined_at: Timestamp;
   last_read_seq: Int8WithDefault;
+  unread_count: Int8WithDefault;
+  unread_mention_count: Int8WithDefault;
+  read_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface MessagesTable {
@@ -58,8 +61,59 @@ export interface MessagesTable {
   envelope_algorithm: string | null;
   envelope_key_id: string | null;
   envelope_key_epoch: Int8 | null;
+  version: Generated<number>;
+  edited_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  deleted_by: ColumnType<string | null, string | null | undefined, string | null>;
+  deleted_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  mentioned_user_ids: Generated<string[]>;
+  mentions_everyone: Generated<boolean>;
   story_id: ColumnType<string | null, string | null | undefined, string | null>;
   story_author_id: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+export interface MessageEditsTable {
+  conversation_id: string;
+  seq: Int8;
+  version: number;
+  body_text: string | null;
+  envelope_ciphertext: Uint8Array | null;
+  envelope_nonce: Uint8Array | null;
+  envelope_algorithm: string | null;
+  envelope_key_id: string | null;
+  envelope_key_epoch: Int8 | null;
+  created_at: Date;
+  replaced_at: Date;
+}
+
+export interface ModerationLogTable {
+  conversation_id: string;
+  message_seq: Int8;
+  message_id: string;
+  sender_id: string;
+  deleted_by: string;
+  deleted_at: Date;
+}
+
+export interface NotificationsTable {
+  id: string;
+  user_id: string;
+  source_event_id: string;
+  kind: number;
+  conversation_id: string;
+  actor_id: string;
+  message_seq: Int8WithDefault;
+  via_everyone: Generated<boolean>;
+  created_at: Timestamp;
+  read_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  push: boolean;
+  pushed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export interface NotificationSettingsTable {
+  user_id: string;
+  conversation_id: string;
+  level: number;
+  muted_until: Date | null;
 }
 
 export interface EventLogHeadTable {
@@ -75,6 +129,8 @@ export interface EventsTable {
   target_user_id: string | null;
   payload: Uint8Array;
   created_at: Timestamp;
+  message_seq: ColumnType<string | null, string | number | bigint | null | undefined, string | number | bigint | null>;
+  reply_to_seq: ColumnType<string | null, string | number | bigint | null | undefined, string | number | bigint | null>;
 }
 
 export interface MessageReactionsTable {
@@ -159,6 +215,10 @@ export interface Database {
   events: EventsTable;
   message_reactions: MessageReactionsTable;
   message_reaction_counts: MessageReactionCountsTable;
+  message_edits: MessageEditsTable;
+  moderation_log: ModerationLogTable;
+  notifications: NotificationsTable;
+  notification_settings: NotificationSettingsTable;
   follows: FollowsTable;
   close_friends: CloseFriendsTable;
   blocks: BlocksTable;

@@ -67,10 +67,18 @@ export async function appendEvents(tx: Transaction<Database>, events: readonly N
         target_user_id: s.targetUserId,
         payload: toBinary(EventSchema, s.event),
         created_at: now,
+        ...messageSeqs(s.event),
       })),
     )
     .execute();
   return stored;
+}
+
+/** The message whose content the event carries and the one it quotes (so a delete can erase them). */
+function messageSeqs(event: Event): { message_seq: string | null; reply_to_seq: string | null } {
+  const { kind } = event;
+  const message = kind.case === "messageCreated" || kind.case === "messageEdited" ? kind.value.message : undefined;
+  return { message_seq: message?.seq.toString() ?? null, reply_to_seq: message?.replyToSeq?.toString() ?? null };
 }
 
 interface EventRow {
@@ -161,4 +169,22 @@ export async function advanceRelayedThrough(db: Db, position: bigint): Promise<v
 export async function pruneEvents(db: Db, olderThan: Date): Promise<number> {
   const result = await db.deleteFrom("events").where("created_at", "<", olderThan).executeTakeFirst();
   return Number(result.numDeletedRows);
+}
+
+/**
+ * Rewrites the stored payloads of the events that carry a message's content (its
+ * message_created and message_edited events, and those of replies quoting it), e.g. to erase a
+ * deleted message's text from the replay window. Runs in the transaction that changes the message.
+ */
+export async function rewriteMessageEvents(tx: Transaction<Database>, conversationId: string, seq: bigint, rewrite: (event: Event) => Event): Promise<void> {
+  const rows = await tx
+    .selectFrom("events")
+    .select(["position", "payload"])
+    .where("conversation_id", "=", conversationId)
+    .where((eb) => eb.or([eb("message_seq", "=", seq.toString()), eb("reply_to_seq", "=", seq.toString())]))
+    .execute();
+  for (const row of rows) {
+    const payload = toBinary(EventSchema, rewrite(fromBinary(EventSchema, row.payload)));
+    await tx.updateTable("events").set({ payload }).where("position", "=", row.position).execute();
+  }
 }

@@ -8,6 +8,10 @@ import type { Subjects } from "./subjects.ts";
 
 const NANOS_PER_MS = 1_000_000;
 const WORK_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
+/** A push entry older than this is stale for a device anyway. */
+const PUSH_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
+/** The notifier republishes unconfirmed entries after a restart; within this window JetStream drops the repeats. */
+const PUSH_DUPLICATE_WINDOW_MS = 30 * 60 * 1000;
 
 export interface ProvisionOptions {
   /** How long the stream keeps events (the feed's replay window is served from PostgreSQL). */
@@ -39,6 +43,15 @@ export async function provisionNats(connection: NatsConnection, subjects: Subjec
     // Work items (e.g. a story's expiry) wait for their consumer; a week outlives any of them.
     max_age: WORK_RETENTION_MS * NANOS_PER_MS,
     duplicate_window: 2 * 60 * 1000 * NANOS_PER_MS,
+  });
+  await ensureStream(jsm, {
+    name: subjects.pushStream,
+    subjects: [subjects.allPush],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    discard: DiscardPolicy.Old,
+    max_age: PUSH_RETENTION_MS * NANOS_PER_MS,
+    duplicate_window: PUSH_DUPLICATE_WINDOW_MS * NANOS_PER_MS,
   });
   await connection.jetstream().views.kv(subjects.presenceBucket, { ttl: options.presenceTtlMs, history: 1 });
 }

@@ -33,6 +33,12 @@ export interface Subjects {
   presence(userId: string): string;
   /** The KV bucket holding who is connected where, with a TTL. */
   readonly presenceBucket: string;
+  /** One user's push outbox entries: `<prefix>.push.<base64url user id>`. */
+  push(userId: string): string;
+  /** Every push outbox entry. */
+  readonly allPush: string;
+  /** The JetStream stream a push gateway consumes (the push outbox). */
+  readonly pushStream: string;
 }
 
 /** What the event subject is made of. */
@@ -80,5 +86,8 @@ export function createSubjects(prefix: string): Subjects {
     allEphemeral: `${prefix}.ephemeral.>`,
     presence: (userId) => `${prefix}.ephemeral.presence.${subjectToken(userId)}`,
     presenceBucket: `${streamPrefix}_presence`,
+    push: (userId) => `${prefix}.push.${subjectToken(userId)}`,
+    allPush: `${prefix}.push.>`,
+    pushStream: `${streamPrefix}_PUSH`,
   };
 }

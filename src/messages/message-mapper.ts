@@ -1,11 +1,44 @@
 /** Message rows to protobuf messages and back. */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { EncryptedEnvelopeSchema, MessageSchema, StoryReferenceSchema, type Message, type ReactionSummary } from "../../gen/parley/v1/message_pb.ts";
-import type { MessageRow } from "./message-repository.ts";
+import {
+  EncryptedEnvelopeSchema,
+  MessageDeletionSchema,
+  MessagePreviewSchema,
+  MessageSchema,
+  StoryReferenceSchema,
+  type Message,
+  type MessagePreview,
+  type ReactionSummary,
+} from "../../gen/parley/v1/message_pb.ts";
+import type { MessageRow, ReplyPreviewColumns } from "./message-repository.ts";
 
-/** The message with its reactions as one viewer sees them (none for a message just sent). */
-export function toMessage(row: MessageRow, reactions: ReactionSummary[] = []): Message {
+/** The stored body columns, shared by messages and their earlier versions. */
+export interface ContentColumns {
+  body_text: string | null;
+  envelope_ciphertext: Uint8Array | null;
+  envelope_nonce: Uint8Array | null;
+  envelope_algorithm: string | null;
+  envelope_key_id: string | null;
+  envelope_key_epoch: string | number | null;
+}
+
+/**
+ * The message with its reactions as one viewer sees them (none for a message just sent), and
+ * the preview of the message it replies to when the row was read with one.
+ */
+export function toMessage(row: MessageRow & Partial<ReplyPreviewColumns>, reactions: ReactionSummary[] = []): Message {
+  const replyTo =
+    row.reply_to_seq !== null && row.reply_sender_id
+      ? toPreview({
+          seq: row.reply_to_seq,
+          senderId: row.reply_sender_id,
+          createdAt: row.reply_created_at ?? null,
+          text: row.reply_text ?? null,
+          encrypted: row.reply_encrypted ?? false,
+          deleted: row.reply_deleted ?? false,
+        })
+      : undefined;
   return create(MessageSchema, {
     id: row.id,
     conversationId: row.conversation_id,
@@ -15,24 +48,55 @@ export function toMessage(row: MessageRow, reactions: ReactionSummary[] = []): M
     createdAt: timestampFromDate(row.created_at),
     ...(row.reply_to_seq !== null && { replyToSeq: BigInt(row.reply_to_seq) }),
     content: toContent(row),
-    reactions,
+    reactions: row.deleted_at ? [] : reactions,
+    version: row.version ?? 1,
+    ...(row.edited_at && { editedAt: timestampFromDate(row.edited_at) }),
+    ...(row.deleted_at && {
+      deletion: create(MessageDeletionSchema, { deletedBy: row.deleted_by ?? "", deletedAt: timestampFromDate(row.deleted_at) }),
+    }),
+    mentionedUserIds: row.mentioned_user_ids ?? [],
+    mentionsEveryone: row.mentions_everyone ?? false,
+    ...(replyTo && { replyTo }),
     ...(row.story_id !== null && { story: create(StoryReferenceSchema, { storyId: row.story_id, authorId: row.story_author_id ?? "" }) }),
   });
 }
 
-function toContent(row: MessageRow): Message["content"] {
-  if (row.envelope_ciphertext !== null) {
-    return {
-      case: "envelope",
-      value: create(EncryptedEnvelopeSchema, {
-        ciphertext: row.envelope_ciphertext,
-        nonce: row.envelope_nonce ?? new Uint8Array(),
-        algorithm: row.envelope_algorithm ?? "",
-        keyId: row.envelope_key_id ?? "",
-        keyEpoch: Number(row.envelope_key_epoch ?? 0),
-      }),
-    };
-  }
+/** What a preview is made of (last message of a conversation, quoted reply, notification). */
+export interface PreviewParts {
+  seq: string | bigint;
+  senderId: string;
+  createdAt: Date | null;
+  text: string | null;
+  encrypted: boolean;
+  deleted: boolean;
+}
+
+export function toPreview(parts: PreviewParts): MessagePreview {
+  return create(MessagePreviewSchema, {
+    seq: BigInt(parts.seq),
+    senderId: parts.senderId,
+    ...(parts.createdAt && { createdAt: timestampFromDate(parts.createdAt) }),
+    content: parts.deleted
+      ? { case: "deleted", value: true }
+      : parts.encrypted
+        ? { case: "encrypted", value: true }
+        : { case: "text", value: parts.text ?? "" },
+  });
+}
+
+/** The body as the oneof the wire uses (none for a tombstone). */
+export function toContent(row: ContentColumns): { case: "text"; value: string } | { case: "envelope"; value: ReturnType<typeof toEnvelope> } | { case: undefined; value?: undefined } {
+  if (row.envelope_ciphertext !== null) return { case: "envelope", value: toEnvelope(row) };
   if (row.body_text !== null) return { case: "text", value: row.body_text };
   return { case: undefined };
+}
+
+function toEnvelope(row: ContentColumns) {
+  return create(EncryptedEnvelopeSchema, {
+    ciphertext: row.envelope_ciphertext ?? new Uint8Array(),
+    nonce: row.envelope_nonce ?? new Uint8Array(),
+    algorithm: row.envelope_algorithm ?? "",
+    keyId: row.envelope_key_id ?? "",
+    keyEpoch: Number(row.envelope_key_epoch ?? 0),
+  });
 }

@@ -7,21 +7,27 @@ type Db = Kysely<Database> | Transaction<Database>;
 export type MessageRow = Selectable<MessagesTable>;
 export type NewMessageRow = Insertable<MessagesTable>;
 
-/** Locks the conversations (in id order, so concurrent batches never deadlock). */
-export async function lockConversations(tx: Transaction<Database>, conversationIds: readonly string[]) {
-  const rows = await sql<{ id: string; last_seq: string }>`
-    select id, last_seq from conversations where id = any(${[...conversationIds].sort()}::uuid[])
-    order by id for update`.execute(tx);
-  return new Map(rows.rows.map((r) => [r.id, BigInt(r.last_seq)]));
+/** A locked conversation: its kind and newest seq. */
+export interface LockedConversation {
+  type: number;
+  lastSeq: bigint;
 }
 
-/** Which (conversation, user) pairs are memberships. Keys are `${conversationId}/${userId}`. */
-export async function findMemberships(db: Db, pairs: readonly { conversationId: string; userId: string }[]): Promise<Set<string>> {
-  const rows = await sql<{ conversation_id: string; user_id: string }>`
-    select m.conversation_id, m.user_id from conversation_members m
+/** Locks the conversations (in id order, so concurrent batches never deadlock). */
+export async function lockConversations(tx: Transaction<Database>, conversationIds: readonly string[]): Promise<Map<string, LockedConversation>> {
+  const rows = await sql<{ id: string; type: number; last_seq: string }>`
+    select id, type, last_seq from conversations where id = any(${[...conversationIds].sort()}::uuid[])
+    order by id for update`.execute(tx);
+  return new Map(rows.rows.map((r) => [r.id, { type: r.type, lastSeq: BigInt(r.last_seq) }]));
+}
+
+/** The role of each (conversation, user) pair that is a membership. Keys are `${conversationId}/${userId}`. */
+export async function findRoles(db: Db, pairs: readonly { conversationId: string; userId: string }[]): Promise<Map<string, number>> {
+  const rows = await sql<{ conversation_id: string; user_id: string; role: number }>`
+    select m.conversation_id, m.user_id, m.role from conversation_members m
     join unnest(${pairs.map((p) => p.conversationId)}::uuid[], ${pairs.map((p) => p.userId)}::text[]) as k(c, u)
       on m.conversation_id = k.c and m.user_id = k.u`.execute(db);
-  return new Set(rows.rows.map((r) => `${r.conversation_id}/${r.user_id}`));
+  return new Map(rows.rows.map((r) => [`${r.conversation_id}/${r.user_id}`, r.role]));
 }
 
 export interface IdempotencyKey {
@@ -53,18 +59,82 @@ export async function insertMessages(tx: Transaction<Database>, rows: readonly N
   return tx.insertInto("messages").values([...rows]).returningAll().execute();
 }
 
-export async function findMessage(db: Db, conversationId: string, seq: bigint): Promise<MessageRow | undefined> {
+/**
+ * Adds the new messages to the other members' unread counters, in one statement for the whole
+ * batch. Runs under the conversations' locks, which every other counter change also takes.
+ */
+export async function countAsUnread(tx: Transaction<Database>, messages: readonly { conversation_id: string; seq: string }[]): Promise<void> {
+  await sql`
+    update conversation_members m set
+      unread_count = m.unread_count + d.unread,
+      unread_mention_count = m.unread_mention_count + d.mentions
+    from (
+      select mm.conversation_id, mm.user_id, count(*) as unread,
+        count(*) filter (where msg.mentions_everyone or mm.user_id = any(msg.mentioned_user_ids)) as mentions
+      from unnest(${messages.map((r) => r.conversation_id)}::uuid[], ${messages.map((r) => r.seq)}::int8[]) as k(c, s)
+      join messages msg on msg.conversation_id = k.c and msg.seq = k.s
+      join conversation_members mm on mm.conversation_id = msg.conversation_id
+        and mm.user_id <> msg.sender_id and mm.last_read_seq < msg.seq
+      group by mm.conversation_id, mm.user_id
+    ) d
+    where m.conversation_id = d.conversation_id and m.user_id = d.user_id`.execute(tx);
+}
+
+/** What a read shows of the message a reply quotes. */
+export interface ReplyPreviewColumns {
+  reply_sender_id: string | null;
+  reply_created_at: Date | null;
+  reply_text: string | null;
+  reply_encrypted: boolean | null;
+  reply_deleted: boolean | null;
+}
+
+export type MessageWithReplyRow = MessageRow & ReplyPreviewColumns;
+
+/** Longest reply-quote preview, in characters. */
+export const REPLY_PREVIEW_CHARS = 100;
+
+/** Messages joined with the message each one replies to, for reads. */
+function selectWithReply(db: Db) {
   return db
-    .selectFrom("messages")
-    .selectAll()
-    .where("conversation_id", "=", conversationId)
-    .where("seq", "=", seq.toString())
-    .executeTakeFirst();
+    .selectFrom("messages as m")
+    .leftJoin("messages as r", (join) => join.onRef("r.conversation_id", "=", "m.conversation_id").onRef("r.seq", "=", "m.reply_to_seq"))
+    .selectAll("m")
+    .select([
+      "r.sender_id as reply_sender_id",
+      "r.created_at as reply_created_at",
+      sql<string | null>`left(r.body_text, ${REPLY_PREVIEW_CHARS})`.as("reply_text"),
+      sql<boolean | null>`r.envelope_ciphertext is not null`.as("reply_encrypted"),
+      sql<boolean | null>`r.deleted_at is not null`.as("reply_deleted"),
+    ]);
+}
+
+export async function findMessage(db: Db, conversationId: string, seq: bigint): Promise<MessageWithReplyRow | undefined> {
+  return selectWithReply(db).where("m.conversation_id", "=", conversationId).where("m.seq", "=", seq.toString()).executeTakeFirst();
+}
+
+/** The messages at these positions, with their reply previews (for a batch just inserted). */
+export async function findMessagesWithReply(db: Db, at: readonly { conversation_id: string; seq: string }[]): Promise<MessageWithReplyRow[]> {
+  if (at.length === 0) return [];
+  return selectWithReply(db)
+    .where(sql<boolean>`(m.conversation_id, m.seq) in (select * from unnest(${at.map((r) => r.conversation_id)}::uuid[], ${at.map((r) => r.seq)}::int8[]))`)
+    .execute();
 }
 
 /** A page of history: seq below `from` descending, or above it ascending. */
 export async function listMessages(db: Db, conversationId: string, direction: "backward" | "forward", from: bigint | null, limit: number) {
-  let query = db.selectFrom("messages").selectAll().where("conversation_id", "=", conversationId);
-  if (from !== null) query = query.where("seq", direction === "backward" ? "<" : ">", from.toString());
-  return query.orderBy("seq", direction === "backward" ? "desc" : "asc").limit(limit).execute();
+  let query = selectWithReply(db).where("m.conversation_id", "=", conversationId);
+  if (from !== null) query = query.where("m.seq", direction === "backward" ? "<" : ">", from.toString());
+  return query.orderBy("m.seq", direction === "backward" ? "desc" : "asc").limit(limit).execute();
+}
+
+/** Locks one message for an edit or a delete. */
+export async function lockMessage(tx: Transaction<Database>, conversationId: string, seq: bigint): Promise<MessageRow | undefined> {
+  return tx
+    .selectFrom("messages")
+    .selectAll()
+    .where("conversation_id", "=", conversationId)
+    .where("seq", "=", seq.toString())
+    .forUpdate()
+    .executeTakeFirst();
 }

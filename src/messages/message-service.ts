@@ -7,6 +7,14 @@ import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Kysely } from "kysely";
 import {
+  DeleteMessageResponseSchema,
+  EditMessageResponseSchema,
+  ListMessageEditsResponseSchema,
+  ListModerationLogResponseSchema,
+  type DeleteMessageRequest,
+  type EditMessageRequest,
+  type ListMessageEditsRequest,
+  type ListModerationLogRequest,
   GetMessageResponseSchema,
   type AddReactionRequest,
   ListDirection,
@@ -20,24 +28,27 @@ import {
 } from "../../gen/parley/v1/message_service_pb.ts";
 import { requireCaller } from "../auth/user-context.ts";
 import type { Limits } from "../config.ts";
-import { findRole } from "../conversations/conversation-repository.ts";
+import { findRole, Role } from "../conversations/conversation-repository.ts";
 import type { Database } from "../db/schema.ts";
-import { InvalidInputError, NotFoundError } from "../errors.ts";
+import { InvalidInputError, NotFoundError, PermissionDeniedError } from "../errors.ts";
+import type { EventPublisher } from "../events/event-publisher.ts";
 import { decodePageToken, encodePageToken } from "../page-token.ts";
 import type { ReactionBatcher } from "../reactions/reaction-batcher.ts";
 import * as reactionHandlers from "../reactions/reaction-handlers.ts";
 import { toReactionSummaries } from "../reactions/reaction-mapper.ts";
 import { findReactionSummaries, targetKey } from "../reactions/reaction-repository.ts";
-import { pageSize, requireSeq, requireUuid } from "../validation.ts";
+import { pageSize, requireSeq, requireUserId, requireUuid } from "../validation.ts";
+import { parseContent } from "./message-content.ts";
 import { toMessage } from "./message-mapper.ts";
-import { findMessage, listMessages, type MessageRow } from "./message-repository.ts";
+import { MessageLifecycle } from "./message-lifecycle.ts";
+import * as lifecycle from "./message-lifecycle-repository.ts";
+import { toMessageEdit, toModerationEntry } from "./message-lifecycle-mapper.ts";
+import { findMessage, listMessages, type MessageWithReplyRow } from "./message-repository.ts";
 import type { SendBatcher, SendCommand } from "./send-batcher.ts";
 
 const DEFAULT_MESSAGE_PAGE = 50;
 const MAX_CLIENT_MESSAGE_ID = 64;
-const MAX_NONCE_BYTES = 64;
-const MAX_ALGORITHM_CHARS = 64;
-const MAX_KEY_ID_CHARS = 128;
+const MAX_MENTIONS = 50;
 /** Printable ASCII without spaces: UUIDs, ULIDs and similar client ids. */
 const CLIENT_MESSAGE_ID = /^[\x21-\x7e]+$/;
 
@@ -46,9 +57,11 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
   readonly #sends: SendBatcher;
   readonly #reactions: ReactionBatcher;
   readonly #limits: Limits;
+  readonly #lifecycle: MessageLifecycle;
 
-  constructor(db: Kysely<Database>, sends: SendBatcher, reactions: ReactionBatcher, limits: Limits) {
+  constructor(db: Kysely<Database>, sends: SendBatcher, reactions: ReactionBatcher, limits: Limits, events: EventPublisher) {
     this.#db = db;
+    this.#lifecycle = new MessageLifecycle(db, events);
     this.#sends = sends;
     this.#reactions = reactions;
     this.#limits = limits;
@@ -88,11 +101,7 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
     const { userId } = requireCaller(ctx);
     const conversationId = requireUuid("conversation_id", req.conversationId);
     const seq = requireSeq("seq", req.seq);
-    await this.#requireMember(conversationId, userId);
-    const row = await findMessage(this.#db, conversationId, seq);
-    if (!row) throw new NotFoundError("message");
-    const [message] = await this.#withReactions([row], userId);
-    return create(GetMessageResponseSchema, { message });
+    return create(GetMessageResponseSchema, { message: await this.#read(conversationId, seq, userId) });
   }
 
   addReaction(req: AddReactionRequest, ctx: HandlerContext) {
@@ -103,8 +112,76 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
     return reactionHandlers.removeReaction(this.#reactions, req, ctx);
   }
 
+  async editMessage(req: EditMessageRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    const conversationId = requireUuid("conversation_id", req.conversationId);
+    const seq = requireSeq("seq", req.seq);
+    await this.#lifecycle.edit(conversationId, seq, userId, parseContent(req.content, this.#limits));
+    return create(EditMessageResponseSchema, { message: await this.#read(conversationId, seq, userId) });
+  }
+
+  async deleteMessage(req: DeleteMessageRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    const conversationId = requireUuid("conversation_id", req.conversationId);
+    const seq = requireSeq("seq", req.seq);
+    await this.#lifecycle.delete(conversationId, seq, userId);
+    return create(DeleteMessageResponseSchema, { message: await this.#read(conversationId, seq, userId) });
+  }
+
+  async listMessageEdits(req: ListMessageEditsRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    const conversationId = requireUuid("conversation_id", req.conversationId);
+    const seq = requireSeq("seq", req.seq);
+    const limit = pageSize(req.pageSize, DEFAULT_MESSAGE_PAGE, this.#limits.maxPageSize);
+    let afterVersion = 0;
+    if (req.pageToken !== "") {
+      const token = decodePageToken("message-edits", req.pageToken, ["c", "s", "v"] as const);
+      if (token.c !== conversationId || String(token.s) !== seq.toString()) throw new InvalidInputError("page_token", "belongs to another message");
+      afterVersion = Number(token.v);
+    }
+    await this.#read(conversationId, seq, userId); // members only, and the message must exist
+    const rows = await lifecycle.listEdits(this.#db, conversationId, seq, afterVersion, limit + 1);
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    return create(ListMessageEditsResponseSchema, {
+      edits: page.map(toMessageEdit),
+      nextPageToken: rows.length > limit && last ? encodePageToken("message-edits", { c: conversationId, s: seq.toString(), v: last.version }) : "",
+    });
+  }
+
+  async listModerationLog(req: ListModerationLogRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    const conversationId = requireUuid("conversation_id", req.conversationId);
+    const limit = pageSize(req.pageSize, DEFAULT_MESSAGE_PAGE, this.#limits.maxPageSize);
+    let after: lifecycle.ModerationCursor | null = null;
+    if (req.pageToken !== "") {
+      const token = decodePageToken("moderation", req.pageToken, ["c", "d", "s"] as const);
+      if (token.c !== conversationId) throw new InvalidInputError("page_token", "belongs to another conversation");
+      after = { deletedUs: String(token.d), seq: String(token.s) };
+    }
+    const role = await findRole(this.#db, conversationId, userId);
+    if (role === undefined) throw new NotFoundError("conversation");
+    if (role !== Role.ADMIN) throw new PermissionDeniedError("only group admins can read the moderation log", "NOT_ADMIN");
+    const rows = await lifecycle.listModeration(this.#db, conversationId, limit + 1, after);
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    return create(ListModerationLogResponseSchema, {
+      entries: page.map(toModerationEntry),
+      nextPageToken: rows.length > limit && last ? encodePageToken("moderation", { c: conversationId, d: last.deleted_us, s: last.message_seq }) : "",
+    });
+  }
+
+  /** One message as a member sees it; NOT_FOUND for non-members and unknown seqs. */
+  async #read(conversationId: string, seq: bigint, userId: string) {
+    await this.#requireMember(conversationId, userId);
+    const row = await findMessage(this.#db, conversationId, seq);
+    if (!row) throw new NotFoundError("message");
+    const [message] = await this.#withReactions([row], userId);
+    return message!;
+  }
+
   /** Maps the rows, loading every message's reactions (as the viewer sees them) in one query. */
-  async #withReactions(rows: MessageRow[], viewerId: string) {
+  async #withReactions(rows: MessageWithReplyRow[], viewerId: string) {
     const targets = rows.map((r) => ({ conversationId: r.conversation_id, seq: r.seq, userId: viewerId }));
     const reactions = toReactionSummaries(await findReactionSummaries(this.#db, targets));
     return rows.map((row, i) => toMessage(row, reactions.get(targetKey(targets[i]!)) ?? []));
@@ -126,44 +203,16 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
       throw new InvalidInputError("client_message_id", `must be 1 to ${MAX_CLIENT_MESSAGE_ID} printable ASCII characters without spaces`);
     }
     const replyToSeq = req.replyToSeq === undefined ? null : requireSeq("reply_to_seq", req.replyToSeq);
-    const base = { conversationId, senderId, clientMessageId, replyToSeq };
-    const { content } = req;
-    switch (content.case) {
-      case "text": {
-        if (content.value.trim() === "") throw new InvalidInputError("text", "must not be blank");
-        const bytes = Buffer.byteLength(content.value, "utf8");
-        if (bytes > this.#limits.maxMessageBytes) {
-          throw new InvalidInputError("text", `is ${bytes} bytes; the limit is ${this.#limits.maxMessageBytes}`);
-        }
-        return { ...base, content: { kind: "text", text: content.value } };
-      }
-      case "envelope": {
-        const envelope = content.value;
-        if (envelope.ciphertext.length === 0) throw new InvalidInputError("envelope.ciphertext", "must not be empty");
-        if (envelope.ciphertext.length > this.#limits.maxEnvelopeBytes) {
-          throw new InvalidInputError("envelope.ciphertext", `is ${envelope.ciphertext.length} bytes; the limit is ${this.#limits.maxEnvelopeBytes}`);
-        }
-        if (envelope.nonce.length > MAX_NONCE_BYTES) throw new InvalidInputError("envelope.nonce", `is longer than ${MAX_NONCE_BYTES} bytes`);
-        if (envelope.algorithm === "" || envelope.algorithm.length > MAX_ALGORITHM_CHARS) {
-          throw new InvalidInputError("envelope.algorithm", `must be 1 to ${MAX_ALGORITHM_CHARS} characters`);
-        }
-        if (envelope.keyId.length > MAX_KEY_ID_CHARS) throw new InvalidInputError("envelope.key_id", `is longer than ${MAX_KEY_ID_CHARS} characters`);
-        return {
-          ...base,
-          content: {
-            kind: "envelope",
-            envelope: {
-              ciphertext: envelope.ciphertext,
-              nonce: envelope.nonce,
-              algorithm: envelope.algorithm,
-              keyId: envelope.keyId,
-              keyEpoch: envelope.keyEpoch,
-            },
-          },
-        };
-      }
-      default:
-        throw new InvalidInputError("content", "one of text or envelope is required");
-    }
+    const mentionUserIds = [...new Set(req.mentionUserIds.map((id, i) => requireUserId(`mention_user_ids[${i}]`, id)))];
+    if (mentionUserIds.length > MAX_MENTIONS) throw new InvalidInputError("mention_user_ids", `must name at most ${MAX_MENTIONS} users`);
+    return {
+      conversationId,
+      senderId,
+      clientMessageId,
+      replyToSeq,
+      content: parseContent(req.content, this.#limits),
+      mentionUserIds,
+      mentionEveryone: req.mentionEveryone,
+    };
   }
 }

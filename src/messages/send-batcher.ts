@@ -13,11 +13,13 @@
 import type { Kysely, Transaction } from "kysely";
 import { GroupCommit, type BatchOutcome, type GroupCommitOptions } from "../db/group-commit.ts";
 import type { Database } from "../db/schema.ts";
-import { InvalidInputError, NotFoundError } from "../errors.ts";
+import { ConversationKind, Role } from "../conversations/conversation-repository.ts";
+import { InvalidInputError, NotFoundError, PermissionDeniedError } from "../errors.ts";
 import { create } from "@bufbuild/protobuf";
 import { MessageCreatedSchema } from "../../gen/parley/v1/event_pb.ts";
 import { appendEvents, type StoredEvent } from "../events/event-log.ts";
 import { newId } from "../ids.ts";
+import { contentColumns } from "./message-content.ts";
 import { conversationUnavailable, findBlockedDirectConversations } from "../social/direct-block.ts";
 import { toMessage } from "./message-mapper.ts";
 import * as repo from "./message-repository.ts";
@@ -37,10 +39,17 @@ export interface SendCommand {
   senderId: string;
   clientMessageId: string;
   replyToSeq: bigint | null;
-  content: { kind: "text"; text: string } | { kind: "envelope"; envelope: EnvelopeContent };
+  content: MessageContent;
+  /** Users mentioned (deduplicated); each must be a member when the batch is written. */
+  mentionUserIds?: readonly string[];
+  /** Mentions everyone in the group (group admins only). */
+  mentionEveryone?: boolean;
   /** The story this message replies to (StoryService.ReplyToStory). */
   story?: { storyId: string; authorId: string };
 }
+
+/** A validated body: text, or an envelope the server never opens. */
+export type MessageContent = { kind: "text"; text: string } | { kind: "envelope"; envelope: EnvelopeContent };
 
 /** Batch size, concurrency and the after-commit hook (it receives the message-created events). */
 export type SendBatcherOptions = GroupCommitOptions;
@@ -67,11 +76,10 @@ export class SendBatcher {
 
   async #write(tx: Transaction<Database>, commands: SendCommand[]): Promise<{ outcomes: BatchOutcome<MessageRow>[]; events: StoredEvent[] }> {
     const conversationIds = [...new Set(commands.map((c) => c.conversationId))];
-    const lastSeqs = await repo.lockConversations(tx, conversationIds);
-    const memberships = await repo.findMemberships(
-      tx,
-      uniqueBy(commands, (c) => `${c.conversationId}/${c.senderId}`).map((c) => ({ conversationId: c.conversationId, userId: c.senderId })),
-    );
+    const locked = await repo.lockConversations(tx, conversationIds);
+    const lastSeqs = new Map([...locked].map(([id, c]) => [id, c.lastSeq]));
+    const people = commands.flatMap((c) => [c.senderId, ...(c.mentionUserIds ?? [])].map((userId) => ({ conversationId: c.conversationId, userId })));
+    const roles = await repo.findRoles(tx, uniqueBy(people, (p) => `${p.conversationId}/${p.userId}`));
     const blockedDirect = await findBlockedDirectConversations(tx, conversationIds);
     const stored = new Map((await repo.findByIdempotencyKeys(tx, commands)).map((row) => [keyOf({ ...row, conversationId: row.conversation_id, senderId: row.sender_id, clientMessageId: row.client_message_id }), row]));
 
@@ -80,7 +88,8 @@ export class SendBatcher {
     const newRowIndex = new Map<string, number>(); // idempotency key → index in commands
     commands.forEach((command, i) => {
       const lastSeq = lastSeqs.get(command.conversationId);
-      if (lastSeq === undefined || !memberships.has(`${command.conversationId}/${command.senderId}`)) {
+      const senderRole = roles.get(`${command.conversationId}/${command.senderId}`);
+      if (lastSeq === undefined || senderRole === undefined) {
         outcomes.push({ error: new NotFoundError("conversation") });
         return;
       }
@@ -93,6 +102,8 @@ export class SendBatcher {
       if (command.replyToSeq !== null && command.replyToSeq > lastSeq) {
         return outcomes.push({ error: new InvalidInputError("reply_to_seq", "names no message in this conversation") });
       }
+      const mentionError = checkMentions(command, locked.get(command.conversationId)!.type, senderRole, roles);
+      if (mentionError) return outcomes.push({ error: mentionError });
       const seq = lastSeq + 1n;
       lastSeqs.set(command.conversationId, seq);
       newRowIndex.set(key, i);
@@ -104,7 +115,11 @@ export class SendBatcher {
     const touched = new Map([...new Set(newRows.map((r) => r.conversation_id))].map((id) => [id, lastSeqs.get(id)!]));
     await repo.setLastSeqs(tx, touched);
     const inserted = new Map((await repo.insertMessages(tx, newRows)).map((row) => [`${row.conversation_id}/${row.seq}`, row]));
+    // Replies carry a preview of the message they quote, in the response and the event.
+    const replies = await repo.findMessagesWithReply(tx, [...inserted.values()].filter((row) => row.reply_to_seq !== null));
+    for (const row of replies) inserted.set(`${row.conversation_id}/${row.seq}`, row);
     const insertedInOrder = newRows.map((r) => inserted.get(`${r.conversation_id}/${r.seq}`)!);
+    await repo.countAsUnread(tx, insertedInOrder);
     for (const [i, row] of [...newRowIndex.values()].entries()) outcomes[row] = { row: insertedInOrder[i]! };
     // Last statement of the transaction: it takes the event log's head lock until commit.
     const events = await appendEvents(
@@ -117,6 +132,19 @@ export class SendBatcher {
     );
     return { outcomes: settle(outcomes), events };
   }
+}
+
+/**
+ * Why the send's mentions are not allowed, or null: only current members can be mentioned,
+ * and only group admins may mention everyone.
+ */
+function checkMentions(command: SendCommand, conversationType: number, senderRole: number, roles: ReadonlyMap<string, number>): Error | null {
+  const outsider = (command.mentionUserIds ?? []).findIndex((userId) => !roles.has(`${command.conversationId}/${userId}`));
+  if (outsider >= 0) return new InvalidInputError(`mention_user_ids[${outsider}]`, "is not a member of this conversation");
+  if (!command.mentionEveryone) return null;
+  if (conversationType !== ConversationKind.GROUP) return new InvalidInputError("mention_everyone", "is only for groups");
+  if (senderRole !== Role.ADMIN) return new PermissionDeniedError("only group admins can mention everyone", "NOT_ADMIN");
+  return null;
 }
 
 /** Gives each send of an identical pair the first one's result. */
@@ -138,7 +166,6 @@ function uniqueBy<T>(items: T[], key: (item: T) => string): T[] {
 }
 
 function toNewRow(command: SendCommand, seq: bigint): NewMessageRow {
-  const envelope = command.content.kind === "envelope" ? command.content.envelope : null;
   return {
     conversation_id: command.conversationId,
     seq: seq.toString(),
@@ -146,12 +173,9 @@ function toNewRow(command: SendCommand, seq: bigint): NewMessageRow {
     sender_id: command.senderId,
     client_message_id: command.clientMessageId,
     reply_to_seq: command.replyToSeq === null ? null : command.replyToSeq.toString(),
-    body_text: command.content.kind === "text" ? command.content.text : null,
-    envelope_ciphertext: envelope?.ciphertext ?? null,
-    envelope_nonce: envelope?.nonce ?? null,
-    envelope_algorithm: envelope?.algorithm ?? null,
-    envelope_key_id: envelope?.keyId ?? null,
-    envelope_key_epoch: envelope?.keyEpoch ?? null,
+    ...contentColumns(command.content),
+    mentioned_user_ids: [...(command.mentionUserIds ?? [])],
+    mentions_everyone: command.mentionEveryone ?? false,
     story_id: command.story?.storyId ?? null,
     story_author_id: command.story?.authorId ?? null,
   };

@@ -52,7 +52,8 @@ export function countKey(k: { conversationId: string; seq: string; emoji: string
 }
 
 /**
- * The targets whose user is a member of the conversation and whose message exists, keyed by
+ * The targets whose user is a member of the conversation and whose message exists (and is
+ * not deleted: a tombstone takes no reactions), keyed by
  * targetKey. Locks what the batch depends on until commit: each message row (FOR NO KEY
  * UPDATE, taken in (conversation, seq) order so concurrent batches never deadlock) serializes
  * every reaction write to that message, so the reads and upserts that follow see no
@@ -67,7 +68,7 @@ export async function lockReactionTargets(tx: Transaction<Database>, targets: re
     from unnest(${targets.map((t) => t.conversationId)}::uuid[], ${targets.map((t) => t.seq)}::int8[],
                 ${targets.map((t) => t.userId)}::text[]) as k(c, s, u)
     join conversation_members m on m.conversation_id = k.c and m.user_id = k.u
-    join messages msg on msg.conversation_id = k.c and msg.seq = k.s
+    join messages msg on msg.conversation_id = k.c and msg.seq = k.s and msg.deleted_at is null
     order by msg.conversation_id, msg.seq
     for no key update of msg for key share of m`.execute(tx);
   return new Set(result.rows.map((r) => targetKey({ conversationId: r.conversation_id, seq: r.seq, userId: r.user_id })));

@@ -25,6 +25,8 @@ import { UserService } from "../../gen/parley/v1/user_service_pb.ts";
 import { ConversationService } from "../../gen/parley/v1/conversation_service_pb.ts";
 import { MessageService } from "../../gen/parley/v1/message_service_pb.ts";
 import { EventService } from "../../gen/parley/v1/event_service_pb.ts";
+import { NotificationService } from "../../gen/parley/v1/notification_service_pb.ts";
+import type { PushEntry } from "../../gen/parley/v1/notification_pb.ts";
 import { SocialService } from "../../gen/parley/v1/social_service_pb.ts";
 import { MediaService } from "../../gen/parley/v1/media_service_pb.ts";
 import { StoryService } from "../../gen/parley/v1/story_service_pb.ts";
@@ -50,6 +52,7 @@ export interface Clients {
   conversations: Client<typeof ConversationService>;
   messages: Client<typeof MessageService>;
   events: Client<typeof EventService>;
+  notifications: Client<typeof NotificationService>;
   social: Client<typeof SocialService>;
   media: Client<typeof MediaService>;
   stories: Client<typeof StoryService>;
@@ -97,6 +100,8 @@ export interface RemoteServer {
 export interface TestServer extends RemoteServer {
   /** The environment the server was configured from. */
   readonly env: Readonly<Record<string, string | undefined>>;
+  /** The push outbox entries of a user, oldest first (JetStream or in-process, as the server runs). */
+  pushEntries(userId: string): Promise<PushEntry[]>;
   stop(): Promise<void>;
 }
 
@@ -164,6 +169,7 @@ export async function startTestServer(
   return {
     ...remote,
     env,
+    pushEntries: (userId) => app.pushOutbox.read(userId),
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -249,6 +255,7 @@ export function connectTo(baseUrl: string, options: ConnectOptions): RemoteServe
       conversations: createClient(ConversationService, t),
       messages: createClient(MessageService, t),
       events: createClient(EventService, t),
+      notifications: createClient(NotificationService, t),
       social: createClient(SocialService, t),
       media: createClient(MediaService, t),
       stories: createClient(StoryService, t),

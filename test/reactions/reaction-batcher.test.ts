@@ -313,7 +313,7 @@ describe("ReactionBatcher", () => {
 
   it("shows reactions in GetMessage and ListMessages as the caller sees them, and takes AddReaction / RemoveReaction", async () => {
     const limits: Limits = { maxMessageBytes: 16384, maxEnvelopeBytes: 65536, maxGroupMembers: 1000, maxPageSize: 200, maxNameLength: 100, maxDescriptionLength: 1000, maxDisplayNameLength: 100 };
-    const service = new MessageService(db, sends, reactions, limits);
+    const service = new MessageService(db, sends, reactions, limits, { publish() {}, flush: async () => {} });
     const [alice, bob] = members;
     const older = await newMessage();
     const seq = await newMessage();

@@ -14,7 +14,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file parley/v1/conversation.proto.
  */
 export const file_parley_v1_conversation: GenFile = /*@__PURE__*/
-  fileDesc("ChxwYXJsZXkvdjEvY29udmVyc2F0aW9uLnByb3RvEglwYXJsZXkudjEiqwMKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoCRIpCgR0eXBlGAIgASgOMhsucGFybGV5LnYxLkNvbnZlcnNhdGlvblR5cGUSDAoEbmFtZRgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRISCgpjcmVhdGVkX2J5GAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEGxhc3RfYWN0aXZpdHlfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDG1lbWJlcl9jb3VudBgIIAEoBRIQCghsYXN0X3NlcRgJIAEoAxIvCgxsYXN0X21lc3NhZ2UYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZVByZXZpZXcSJgoHbXlfcm9sZRgLIAEoDjIVLnBhcmxleS52MS5NZW1iZXJSb2xlEhgKEG15X2xhc3RfcmVhZF9zZXEYDCABKAMSFAoMdW5yZWFkX2NvdW50GA0gASgDEhYKDmRpcmVjdF9wZWVyX2lkGA4gASgJIoQBCgZNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIjCgRyb2xlGAIgASgOMhUucGFybGV5LnYxLk1lbWJlclJvbGUSLQoJam9pbmVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1sYXN0X3JlYWRfc2VxGAQgASgDKnAKEENvbnZlcnNhdGlvblR5cGUSIQodQ09OVkVSU0FUSU9OX1RZUEVfVU5TUEVDSUZJRUQQABIcChhDT05WRVJTQVRJT05fVFlQRV9ESVJFQ1QQARIbChdDT05WRVJTQVRJT05fVFlQRV9HUk9VUBACKlgKCk1lbWJlclJvbGUSGwoXTUVNQkVSX1JPTEVfVU5TUEVDSUZJRUQQABIWChJNRU1CRVJfUk9MRV9NRU1CRVIQARIVChFNRU1CRVJfUk9MRV9BRE1JThACYgZwcm90bzM", [file_google_protobuf_timestamp, file_parley_v1_message]);
+  fileDesc("ChxwYXJsZXkvdjEvY29udmVyc2F0aW9uLnByb3RvEglwYXJsZXkudjEiyQMKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoCRIpCgR0eXBlGAIgASgOMhsucGFybGV5LnYxLkNvbnZlcnNhdGlvblR5cGUSDAoEbmFtZRgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRISCgpjcmVhdGVkX2J5GAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEGxhc3RfYWN0aXZpdHlfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDG1lbWJlcl9jb3VudBgIIAEoBRIQCghsYXN0X3NlcRgJIAEoAxIvCgxsYXN0X21lc3NhZ2UYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZVByZXZpZXcSJgoHbXlfcm9sZRgLIAEoDjIVLnBhcmxleS52MS5NZW1iZXJSb2xlEhgKEG15X2xhc3RfcmVhZF9zZXEYDCABKAMSFAoMdW5yZWFkX2NvdW50GA0gASgDEhYKDmRpcmVjdF9wZWVyX2lkGA4gASgJEhwKFHVucmVhZF9tZW50aW9uX2NvdW50GA8gASgDIoQBCgZNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIjCgRyb2xlGAIgASgOMhUucGFybGV5LnYxLk1lbWJlclJvbGUSLQoJam9pbmVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1sYXN0X3JlYWRfc2VxGAQgASgDImMKDFJlYWRQb3NpdGlvbhIPCgd1c2VyX2lkGAEgASgJEhUKDWxhc3RfcmVhZF9zZXEYAiABKAMSKwoHcmVhZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqcAoQQ29udmVyc2F0aW9uVHlwZRIhCh1DT05WRVJTQVRJT05fVFlQRV9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9UWVBFX0RJUkVDVBABEhsKF0NPTlZFUlNBVElPTl9UWVBFX0dST1VQEAIqWAoKTWVtYmVyUm9sZRIbChdNRU1CRVJfUk9MRV9VTlNQRUNJRklFRBAAEhYKEk1FTUJFUl9ST0xFX01FTUJFUhABEhUKEU1FTUJFUl9ST0xFX0FETUlOEAJiBnByb3RvMw", [file_google_protobuf_timestamp, file_parley_v1_message]);
 
 /**
  * A conversation as the calling user sees it.
@@ -119,6 +119,13 @@ export type Conversation = Message<"parley.v1.Conversation"> & {
    * @generated from field: string direct_peer_id = 14;
    */
   directPeerId: string;
+
+  /**
+   * Of the unread messages, how many mention the caller (by id or as everyone).
+   *
+   * @generated from field: int64 unread_mention_count = 15;
+   */
+  unreadMentionCount: bigint;
 };
 
 /**
@@ -169,6 +176,41 @@ export type Member = Message<"parley.v1.Member"> & {
  */
 export const MemberSchema: GenMessage<Member> = /*@__PURE__*/
   messageDesc(file_parley_v1_conversation, 1);
+
+/**
+ * How far one member has read.
+ *
+ * @generated from message parley.v1.ReadPosition
+ */
+export type ReadPosition = Message<"parley.v1.ReadPosition"> & {
+  /**
+   * The member's user id.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * The highest seq the member has marked read (0: nothing yet).
+   *
+   * @generated from field: int64 last_read_seq = 2;
+   */
+  lastReadSeq: bigint;
+
+  /**
+   * When the member last moved it forward; unset when they never did.
+   *
+   * @generated from field: google.protobuf.Timestamp read_at = 3;
+   */
+  readAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message parley.v1.ReadPosition.
+ * Use `create(ReadPositionSchema)` to create a new message.
+ */
+export const ReadPositionSchema: GenMessage<ReadPosition> = /*@__PURE__*/
+  messageDesc(file_parley_v1_conversation, 2);
 
 /**
  * The kind of a conversation.

@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Conversation, ConversationType, Member, MemberRole } from "./conversation_pb.ts";
+import type { Conversation, ConversationType, Member, MemberRole, ReadPosition } from "./conversation_pb.ts";
 import { file_parley_v1_conversation } from "./conversation_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/conversation_service.proto.
  */
 export const file_parley_v1_conversation_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRwYXJsZXkvdjEvY29udmVyc2F0aW9uX3NlcnZpY2UucHJvdG8SCXBhcmxleS52MSJ9ChlDcmVhdGVDb252ZXJzYXRpb25SZXF1ZXN0EikKBHR5cGUYASABKA4yGy5wYXJsZXkudjEuQ29udmVyc2F0aW9uVHlwZRISCgptZW1iZXJfaWRzGAIgAygJEgwKBG5hbWUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkiXAoaQ3JlYXRlQ29udmVyc2F0aW9uUmVzcG9uc2USLQoMY29udmVyc2F0aW9uGAEgASgLMhcucGFybGV5LnYxLkNvbnZlcnNhdGlvbhIPCgdjcmVhdGVkGAIgASgIIjEKFkdldENvbnZlcnNhdGlvblJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJIkgKF0dldENvbnZlcnNhdGlvblJlc3BvbnNlEi0KDGNvbnZlcnNhdGlvbhgBIAEoCzIXLnBhcmxleS52MS5Db252ZXJzYXRpb24iQQoYTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJImQKGUxpc3RDb252ZXJzYXRpb25zUmVzcG9uc2USLgoNY29udmVyc2F0aW9ucxgBIAMoCzIXLnBhcmxleS52MS5Db252ZXJzYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInoKGVVwZGF0ZUNvbnZlcnNhdGlvblJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEhEKBG5hbWUYAiABKAlIAIgBARIYCgtkZXNjcmlwdGlvbhgDIAEoCUgBiAEBQgcKBV9uYW1lQg4KDF9kZXNjcmlwdGlvbiJLChpVcGRhdGVDb252ZXJzYXRpb25SZXNwb25zZRItCgxjb252ZXJzYXRpb24YASABKAsyFy5wYXJsZXkudjEuQ29udmVyc2F0aW9uIj4KEUFkZE1lbWJlcnNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIQCgh1c2VyX2lkcxgCIAMoCSJlChJBZGRNZW1iZXJzUmVzcG9uc2USIAoFYWRkZWQYASADKAsyES5wYXJsZXkudjEuTWVtYmVyEi0KDGNvbnZlcnNhdGlvbhgCIAEoCzIXLnBhcmxleS52MS5Db252ZXJzYXRpb24iPwoTUmVtb3ZlTWVtYmVyUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSIWChRSZW1vdmVNZW1iZXJSZXNwb25zZSJlChRTZXRNZW1iZXJSb2xlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIjCgRyb2xlGAMgASgOMhUucGFybGV5LnYxLk1lbWJlclJvbGUiOgoVU2V0TWVtYmVyUm9sZVJlc3BvbnNlEiEKBm1lbWJlchgBIAEoCzIRLnBhcmxleS52MS5NZW1iZXIiVAoSTGlzdE1lbWJlcnNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJSChNMaXN0TWVtYmVyc1Jlc3BvbnNlEiIKB21lbWJlcnMYASADKAsyES5wYXJsZXkudjEuTWVtYmVyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI3Cg9NYXJrUmVhZFJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyI/ChBNYXJrUmVhZFJlc3BvbnNlEhUKDWxhc3RfcmVhZF9zZXEYASABKAMSFAoMdW5yZWFkX2NvdW50GAIgASgDMqcGChNDb252ZXJzYXRpb25TZXJ2aWNlEmEKEkNyZWF0ZUNvbnZlcnNhdGlvbhIkLnBhcmxleS52MS5DcmVhdGVDb252ZXJzYXRpb25SZXF1ZXN0GiUucGFybGV5LnYxLkNyZWF0ZUNvbnZlcnNhdGlvblJlc3BvbnNlEl0KD0dldENvbnZlcnNhdGlvbhIhLnBhcmxleS52MS5HZXRDb252ZXJzYXRpb25SZXF1ZXN0GiIucGFybGV5LnYxLkdldENvbnZlcnNhdGlvblJlc3BvbnNlIgOQAgESYwoRTGlzdENvbnZlcnNhdGlvbnMSIy5wYXJsZXkudjEuTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0GiQucGFybGV5LnYxLkxpc3RDb252ZXJzYXRpb25zUmVzcG9uc2UiA5ACARJhChJVcGRhdGVDb252ZXJzYXRpb24SJC5wYXJsZXkudjEuVXBkYXRlQ29udmVyc2F0aW9uUmVxdWVzdBolLnBhcmxleS52MS5VcGRhdGVDb252ZXJzYXRpb25SZXNwb25zZRJJCgpBZGRNZW1iZXJzEhwucGFybGV5LnYxLkFkZE1lbWJlcnNSZXF1ZXN0Gh0ucGFybGV5LnYxLkFkZE1lbWJlcnNSZXNwb25zZRJPCgxSZW1vdmVNZW1iZXISHi5wYXJsZXkudjEuUmVtb3ZlTWVtYmVyUmVxdWVzdBofLnBhcmxleS52MS5SZW1vdmVNZW1iZXJSZXNwb25zZRJSCg1TZXRNZW1iZXJSb2xlEh8ucGFybGV5LnYxLlNldE1lbWJlclJvbGVSZXF1ZXN0GiAucGFybGV5LnYxLlNldE1lbWJlclJvbGVSZXNwb25zZRJRCgtMaXN0TWVtYmVycxIdLnBhcmxleS52MS5MaXN0TWVtYmVyc1JlcXVlc3QaHi5wYXJsZXkudjEuTGlzdE1lbWJlcnNSZXNwb25zZSIDkAIBEkMKCE1hcmtSZWFkEhoucGFybGV5LnYxLk1hcmtSZWFkUmVxdWVzdBobLnBhcmxleS52MS5NYXJrUmVhZFJlc3BvbnNlYgZwcm90bzM", [file_parley_v1_conversation]);
+  fileDesc("CiRwYXJsZXkvdjEvY29udmVyc2F0aW9uX3NlcnZpY2UucHJvdG8SCXBhcmxleS52MSJ9ChlDcmVhdGVDb252ZXJzYXRpb25SZXF1ZXN0EikKBHR5cGUYASABKA4yGy5wYXJsZXkudjEuQ29udmVyc2F0aW9uVHlwZRISCgptZW1iZXJfaWRzGAIgAygJEgwKBG5hbWUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkiXAoaQ3JlYXRlQ29udmVyc2F0aW9uUmVzcG9uc2USLQoMY29udmVyc2F0aW9uGAEgASgLMhcucGFybGV5LnYxLkNvbnZlcnNhdGlvbhIPCgdjcmVhdGVkGAIgASgIIjEKFkdldENvbnZlcnNhdGlvblJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJIkgKF0dldENvbnZlcnNhdGlvblJlc3BvbnNlEi0KDGNvbnZlcnNhdGlvbhgBIAEoCzIXLnBhcmxleS52MS5Db252ZXJzYXRpb24iQQoYTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJImQKGUxpc3RDb252ZXJzYXRpb25zUmVzcG9uc2USLgoNY29udmVyc2F0aW9ucxgBIAMoCzIXLnBhcmxleS52MS5Db252ZXJzYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInoKGVVwZGF0ZUNvbnZlcnNhdGlvblJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEhEKBG5hbWUYAiABKAlIAIgBARIYCgtkZXNjcmlwdGlvbhgDIAEoCUgBiAEBQgcKBV9uYW1lQg4KDF9kZXNjcmlwdGlvbiJLChpVcGRhdGVDb252ZXJzYXRpb25SZXNwb25zZRItCgxjb252ZXJzYXRpb24YASABKAsyFy5wYXJsZXkudjEuQ29udmVyc2F0aW9uIj4KEUFkZE1lbWJlcnNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIQCgh1c2VyX2lkcxgCIAMoCSJlChJBZGRNZW1iZXJzUmVzcG9uc2USIAoFYWRkZWQYASADKAsyES5wYXJsZXkudjEuTWVtYmVyEi0KDGNvbnZlcnNhdGlvbhgCIAEoCzIXLnBhcmxleS52MS5Db252ZXJzYXRpb24iPwoTUmVtb3ZlTWVtYmVyUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSIWChRSZW1vdmVNZW1iZXJSZXNwb25zZSJlChRTZXRNZW1iZXJSb2xlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIjCgRyb2xlGAMgASgOMhUucGFybGV5LnYxLk1lbWJlclJvbGUiOgoVU2V0TWVtYmVyUm9sZVJlc3BvbnNlEiEKBm1lbWJlchgBIAEoCzIRLnBhcmxleS52MS5NZW1iZXIiVAoSTGlzdE1lbWJlcnNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJSChNMaXN0TWVtYmVyc1Jlc3BvbnNlEiIKB21lbWJlcnMYASADKAsyES5wYXJsZXkudjEuTWVtYmVyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI3Cg9NYXJrUmVhZFJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyJdChBNYXJrUmVhZFJlc3BvbnNlEhUKDWxhc3RfcmVhZF9zZXEYASABKAMSFAoMdW5yZWFkX2NvdW50GAIgASgDEhwKFHVucmVhZF9tZW50aW9uX2NvdW50GAMgASgDIi4KE0dldFJlYWRTdGF0ZVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJIkIKFEdldFJlYWRTdGF0ZVJlc3BvbnNlEioKCXBvc2l0aW9ucxgBIAMoCzIXLnBhcmxleS52MS5SZWFkUG9zaXRpb24y/QYKE0NvbnZlcnNhdGlvblNlcnZpY2USYQoSQ3JlYXRlQ29udmVyc2F0aW9uEiQucGFybGV5LnYxLkNyZWF0ZUNvbnZlcnNhdGlvblJlcXVlc3QaJS5wYXJsZXkudjEuQ3JlYXRlQ29udmVyc2F0aW9uUmVzcG9uc2USXQoPR2V0Q29udmVyc2F0aW9uEiEucGFybGV5LnYxLkdldENvbnZlcnNhdGlvblJlcXVlc3QaIi5wYXJsZXkudjEuR2V0Q29udmVyc2F0aW9uUmVzcG9uc2UiA5ACARJjChFMaXN0Q29udmVyc2F0aW9ucxIjLnBhcmxleS52MS5MaXN0Q29udmVyc2F0aW9uc1JlcXVlc3QaJC5wYXJsZXkudjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZSIDkAIBEmEKElVwZGF0ZUNvbnZlcnNhdGlvbhIkLnBhcmxleS52MS5VcGRhdGVDb252ZXJzYXRpb25SZXF1ZXN0GiUucGFybGV5LnYxLlVwZGF0ZUNvbnZlcnNhdGlvblJlc3BvbnNlEkkKCkFkZE1lbWJlcnMSHC5wYXJsZXkudjEuQWRkTWVtYmVyc1JlcXVlc3QaHS5wYXJsZXkudjEuQWRkTWVtYmVyc1Jlc3BvbnNlEk8KDFJlbW92ZU1lbWJlchIeLnBhcmxleS52MS5SZW1vdmVNZW1iZXJSZXF1ZXN0Gh8ucGFybGV5LnYxLlJlbW92ZU1lbWJlclJlc3BvbnNlElIKDVNldE1lbWJlclJvbGUSHy5wYXJsZXkudjEuU2V0TWVtYmVyUm9sZVJlcXVlc3QaIC5wYXJsZXkudjEuU2V0TWVtYmVyUm9sZVJlc3BvbnNlElEKC0xpc3RNZW1iZXJzEh0ucGFybGV5LnYxLkxpc3RNZW1iZXJzUmVxdWVzdBoeLnBhcmxleS52MS5MaXN0TWVtYmVyc1Jlc3BvbnNlIgOQAgESQwoITWFya1JlYWQSGi5wYXJsZXkudjEuTWFya1JlYWRSZXF1ZXN0GhsucGFybGV5LnYxLk1hcmtSZWFkUmVzcG9uc2USVAoMR2V0UmVhZFN0YXRlEh4ucGFybGV5LnYxLkdldFJlYWRTdGF0ZVJlcXVlc3QaHy5wYXJsZXkudjEuR2V0UmVhZFN0YXRlUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_parley_v1_conversation]);
 
 /**
  * Request for ConversationService.CreateConversation.
@@ -503,6 +503,13 @@ export type MarkReadResponse = Message<"parley.v1.MarkReadResponse"> & {
    * @generated from field: int64 unread_count = 2;
    */
   unreadCount: bigint;
+
+  /**
+   * The caller's unread-mention count after the call.
+   *
+   * @generated from field: int64 unread_mention_count = 3;
+   */
+  unreadMentionCount: bigint;
 };
 
 /**
@@ -511,6 +518,48 @@ export type MarkReadResponse = Message<"parley.v1.MarkReadResponse"> & {
  */
 export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*/
   messageDesc(file_parley_v1_conversation_service, 17);
+
+/**
+ * Request for ConversationService.GetReadState.
+ *
+ * @generated from message parley.v1.GetReadStateRequest
+ */
+export type GetReadStateRequest = Message<"parley.v1.GetReadStateRequest"> & {
+  /**
+   * The conversation's id.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+};
+
+/**
+ * Describes the message parley.v1.GetReadStateRequest.
+ * Use `create(GetReadStateRequestSchema)` to create a new message.
+ */
+export const GetReadStateRequestSchema: GenMessage<GetReadStateRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_conversation_service, 18);
+
+/**
+ * Response for ConversationService.GetReadState.
+ *
+ * @generated from message parley.v1.GetReadStateResponse
+ */
+export type GetReadStateResponse = Message<"parley.v1.GetReadStateResponse"> & {
+  /**
+   * One entry per current member (at most 500), in the order they joined.
+   *
+   * @generated from field: repeated parley.v1.ReadPosition positions = 1;
+   */
+  positions: ReadPosition[];
+};
+
+/**
+ * Describes the message parley.v1.GetReadStateResponse.
+ * Use `create(GetReadStateResponseSchema)` to create a new message.
+ */
+export const GetReadStateResponseSchema: GenMessage<GetReadStateResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_conversation_service, 19);
 
 /**
  * Conversations and their members. A conversation the caller is not a member of is
@@ -603,7 +652,8 @@ export const ConversationService: GenService<{
     output: typeof ListMembersResponseSchema;
   },
   /**
-   * Moves the caller's read position forward to a seq. It never moves back.
+   * Moves the caller's read position forward to a seq. It never moves back. When it
+   * moves, the other members get a read_position_moved event (read receipts).
    *
    * @generated from rpc parley.v1.ConversationService.MarkRead
    */
@@ -611,6 +661,16 @@ export const ConversationService: GenService<{
     methodKind: "unary";
     input: typeof MarkReadRequestSchema;
     output: typeof MarkReadResponseSchema;
+  },
+  /**
+   * Returns every member's read position (for "seen by"). Members only.
+   *
+   * @generated from rpc parley.v1.ConversationService.GetReadState
+   */
+  getReadState: {
+    methodKind: "unary";
+    input: typeof GetReadStateRequestSchema;
+    output: typeof GetReadStateResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_parley_v1_conversation_service, 0);

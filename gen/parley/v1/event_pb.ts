@@ -10,6 +10,8 @@ import type { Member, MemberRole } from "./conversation_pb.ts";
 import { file_parley_v1_conversation } from "./conversation_pb.ts";
 import type { Message as Message$1, MessageDeletion } from "./message_pb.ts";
 import { file_parley_v1_message } from "./message_pb.ts";
+import type { Notification } from "./notification_pb.ts";
+import { file_parley_v1_notification } from "./notification_pb.ts";
 import type { Story } from "./story_pb.ts";
 import { file_parley_v1_story } from "./story_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
@@ -18,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/event.proto.
  */
 export const file_parley_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChVwYXJsZXkvdjEvZXZlbnQucHJvdG8SCXBhcmxleS52MSLRBwoFRXZlbnQSCgoCaWQYASABKAkSDgoGY3Vyc29yGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIQCghhY3Rvcl9pZBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZUNyZWF0ZWRIABI+ChRjb252ZXJzYXRpb25fdXBkYXRlZBgLIAEoCzIeLnBhcmxleS52MS5Db252ZXJzYXRpb25VcGRhdGVkSAASLgoMbWVtYmVyX2FkZGVkGAwgASgLMhYucGFybGV5LnYxLk1lbWJlckFkZGVkSAASMgoObWVtYmVyX3JlbW92ZWQYDSABKAsyGC5wYXJsZXkudjEuTWVtYmVyUmVtb3ZlZEgAEjsKE21lbWJlcl9yb2xlX2NoYW5nZWQYDiABKAsyHC5wYXJsZXkudjEuTWVtYmVyUm9sZUNoYW5nZWRIABIyCg5yZWFjdGlvbl9hZGRlZBgPIAEoCzIYLnBhcmxleS52MS5SZWFjdGlvbkFkZGVkSAASNgoQcmVhY3Rpb25fcmVtb3ZlZBgQIAEoCzIaLnBhcmxleS52MS5SZWFjdGlvblJlbW92ZWRIABI7ChNyZWFkX3Bvc2l0aW9uX21vdmVkGBEgASgLMhwucGFybGV5LnYxLlJlYWRQb3NpdGlvbk1vdmVkSAASIwoGdHlwaW5nGBIgASgLMhEucGFybGV5LnYxLlR5cGluZ0gAEjYKEHByZXNlbmNlX2NoYW5nZWQYEyABKAsyGi5wYXJsZXkudjEuUHJlc2VuY2VDaGFuZ2VkSAASMgoObWVzc2FnZV9lZGl0ZWQYFCABKAsyGC5wYXJsZXkudjEuTWVzc2FnZUVkaXRlZEgAEjQKD21lc3NhZ2VfZGVsZXRlZBgVIAEoCzIZLnBhcmxleS52MS5NZXNzYWdlRGVsZXRlZEgAEi4KDHN0b3J5X3Bvc3RlZBgeIAEoCzIWLnBhcmxleS52MS5TdG9yeVBvc3RlZEgAEi4KDHN0b3J5X3ZpZXdlZBgfIAEoCzIWLnBhcmxleS52MS5TdG9yeVZpZXdlZEgAEjAKDXN0b3J5X3JlYWN0ZWQYICABKAsyFy5wYXJsZXkudjEuU3RvcnlSZWFjdGVkSAASMAoNc3RvcnlfZXhwaXJlZBghIAEoCzIXLnBhcmxleS52MS5TdG9yeUV4cGlyZWRIAEIGCgRraW5kIjUKDk1lc3NhZ2VDcmVhdGVkEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSI4ChNDb252ZXJzYXRpb25VcGRhdGVkEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkiMAoLTWVtYmVyQWRkZWQSIQoGbWVtYmVyGAEgASgLMhEucGFybGV5LnYxLk1lbWJlciIuCg1NZW1iZXJSZW1vdmVkEg8KB3VzZXJfaWQYASABKAkSDAoEbGVmdBgCIAEoCCJJChFNZW1iZXJSb2xlQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEiMKBHJvbGUYAiABKA4yFS5wYXJsZXkudjEuTWVtYmVyUm9sZSJTCg1SZWFjdGlvbkFkZGVkEhMKC21lc3NhZ2Vfc2VxGAEgASgDEg0KBWVtb2ppGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSDQoFY291bnQYBCABKAMiVQoPUmVhY3Rpb25SZW1vdmVkEhMKC21lc3NhZ2Vfc2VxGAEgASgDEg0KBWVtb2ppGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSDQoFY291bnQYBCABKAMiOwoRUmVhZFBvc2l0aW9uTW92ZWQSDwoHdXNlcl9pZBgBIAEoCRIVCg1sYXN0X3JlYWRfc2VxGAIgASgDIkkKBlR5cGluZxIPCgd1c2VyX2lkGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImQKD1ByZXNlbmNlQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEg4KBm9ubGluZRgCIAEoCBIwCgxsYXN0X3NlZW5fYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjQKDU1lc3NhZ2VFZGl0ZWQSIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlInoKDk1lc3NhZ2VEZWxldGVkEhMKC21lc3NhZ2Vfc2VxGAEgASgDEhIKCm1lc3NhZ2VfaWQYAiABKAkSLAoIZGVsZXRpb24YAyABKAsyGi5wYXJsZXkudjEuTWVzc2FnZURlbGV0aW9uEhEKCW1vZGVyYXRlZBgEIAEoCCIuCgtTdG9yeVBvc3RlZBIfCgVzdG9yeRgBIAEoCzIQLnBhcmxleS52MS5TdG9yeSJGCgtTdG9yeVZpZXdlZBIQCghzdG9yeV9pZBgBIAEoCRIRCgl2aWV3ZXJfaWQYAiABKAkSEgoKdmlld19jb3VudBgDIAEoAyJeCgxTdG9yeVJlYWN0ZWQSEAoIc3RvcnlfaWQYASABKAkSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVhZGRlZBgEIAEoCBINCgVjb3VudBgFIAEoAyJECgxTdG9yeUV4cGlyZWQSEAoIc3RvcnlfaWQYASABKAkSEQoJYXV0aG9yX2lkGAIgASgJEg8KB2RlbGV0ZWQYAyABKAhiBnByb3RvMw", [file_google_protobuf_timestamp, file_parley_v1_conversation, file_parley_v1_message, file_parley_v1_story]);
+  fileDesc("ChVwYXJsZXkvdjEvZXZlbnQucHJvdG8SCXBhcmxleS52MSKRCAoFRXZlbnQSCgoCaWQYASABKAkSDgoGY3Vyc29yGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIQCghhY3Rvcl9pZBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZUNyZWF0ZWRIABI+ChRjb252ZXJzYXRpb25fdXBkYXRlZBgLIAEoCzIeLnBhcmxleS52MS5Db252ZXJzYXRpb25VcGRhdGVkSAASLgoMbWVtYmVyX2FkZGVkGAwgASgLMhYucGFybGV5LnYxLk1lbWJlckFkZGVkSAASMgoObWVtYmVyX3JlbW92ZWQYDSABKAsyGC5wYXJsZXkudjEuTWVtYmVyUmVtb3ZlZEgAEjsKE21lbWJlcl9yb2xlX2NoYW5nZWQYDiABKAsyHC5wYXJsZXkudjEuTWVtYmVyUm9sZUNoYW5nZWRIABIyCg5yZWFjdGlvbl9hZGRlZBgPIAEoCzIYLnBhcmxleS52MS5SZWFjdGlvbkFkZGVkSAASNgoQcmVhY3Rpb25fcmVtb3ZlZBgQIAEoCzIaLnBhcmxleS52MS5SZWFjdGlvblJlbW92ZWRIABI7ChNyZWFkX3Bvc2l0aW9uX21vdmVkGBEgASgLMhwucGFybGV5LnYxLlJlYWRQb3NpdGlvbk1vdmVkSAASIwoGdHlwaW5nGBIgASgLMhEucGFybGV5LnYxLlR5cGluZ0gAEjYKEHByZXNlbmNlX2NoYW5nZWQYEyABKAsyGi5wYXJsZXkudjEuUHJlc2VuY2VDaGFuZ2VkSAASMgoObWVzc2FnZV9lZGl0ZWQYFCABKAsyGC5wYXJsZXkudjEuTWVzc2FnZUVkaXRlZEgAEjQKD21lc3NhZ2VfZGVsZXRlZBgVIAEoCzIZLnBhcmxleS52MS5NZXNzYWdlRGVsZXRlZEgAEj4KFG5vdGlmaWNhdGlvbl9jcmVhdGVkGBYgASgLMh4ucGFybGV5LnYxLk5vdGlmaWNhdGlvbkNyZWF0ZWRIABIuCgxzdG9yeV9wb3N0ZWQYHiABKAsyFi5wYXJsZXkudjEuU3RvcnlQb3N0ZWRIABIuCgxzdG9yeV92aWV3ZWQYHyABKAsyFi5wYXJsZXkudjEuU3RvcnlWaWV3ZWRIABIwCg1zdG9yeV9yZWFjdGVkGCAgASgLMhcucGFybGV5LnYxLlN0b3J5UmVhY3RlZEgAEjAKDXN0b3J5X2V4cGlyZWQYISABKAsyFy5wYXJsZXkudjEuU3RvcnlFeHBpcmVkSABCBgoEa2luZCI1Cg5NZXNzYWdlQ3JlYXRlZBIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiOAoTQ29udmVyc2F0aW9uVXBkYXRlZBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJIjAKC01lbWJlckFkZGVkEiEKBm1lbWJlchgBIAEoCzIRLnBhcmxleS52MS5NZW1iZXIiLgoNTWVtYmVyUmVtb3ZlZBIPCgd1c2VyX2lkGAEgASgJEgwKBGxlZnQYAiABKAgiSQoRTWVtYmVyUm9sZUNoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCRIjCgRyb2xlGAIgASgOMhUucGFybGV5LnYxLk1lbWJlclJvbGUiUwoNUmVhY3Rpb25BZGRlZBITCgttZXNzYWdlX3NlcRgBIAEoAxINCgVlbW9qaRgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEg0KBWNvdW50GAQgASgDIlUKD1JlYWN0aW9uUmVtb3ZlZBITCgttZXNzYWdlX3NlcRgBIAEoAxINCgVlbW9qaRgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEg0KBWNvdW50GAQgASgDIjsKEVJlYWRQb3NpdGlvbk1vdmVkEg8KB3VzZXJfaWQYASABKAkSFQoNbGFzdF9yZWFkX3NlcRgCIAEoAyJJCgZUeXBpbmcSDwoHdXNlcl9pZBgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJkCg9QcmVzZW5jZUNoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCRIOCgZvbmxpbmUYAiABKAgSMAoMbGFzdF9zZWVuX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI0Cg1NZXNzYWdlRWRpdGVkEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSJ6Cg5NZXNzYWdlRGVsZXRlZBITCgttZXNzYWdlX3NlcRgBIAEoAxISCgptZXNzYWdlX2lkGAIgASgJEiwKCGRlbGV0aW9uGAMgASgLMhoucGFybGV5LnYxLk1lc3NhZ2VEZWxldGlvbhIRCgltb2RlcmF0ZWQYBCABKAgiRAoTTm90aWZpY2F0aW9uQ3JlYXRlZBItCgxub3RpZmljYXRpb24YASABKAsyFy5wYXJsZXkudjEuTm90aWZpY2F0aW9uIi4KC1N0b3J5UG9zdGVkEh8KBXN0b3J5GAEgASgLMhAucGFybGV5LnYxLlN0b3J5IkYKC1N0b3J5Vmlld2VkEhAKCHN0b3J5X2lkGAEgASgJEhEKCXZpZXdlcl9pZBgCIAEoCRISCgp2aWV3X2NvdW50GAMgASgDIl4KDFN0b3J5UmVhY3RlZBIQCghzdG9yeV9pZBgBIAEoCRINCgVlbW9qaRgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEg0KBWFkZGVkGAQgASgIEg0KBWNvdW50GAUgASgDIkQKDFN0b3J5RXhwaXJlZBIQCghzdG9yeV9pZBgBIAEoCRIRCglhdXRob3JfaWQYAiABKAkSDwoHZGVsZXRlZBgDIAEoCGIGcHJvdG8z", [file_google_protobuf_timestamp, file_parley_v1_conversation, file_parley_v1_message, file_parley_v1_notification, file_parley_v1_story]);
 
 /**
  * Something a client should see, delivered by EventService.Subscribe. Events of one
@@ -164,6 +166,14 @@ export type Event = Message<"parley.v1.Event"> & {
      */
     value: MessageDeleted;
     case: "messageDeleted";
+  } | {
+    /**
+     * The user was notified (addressed to that user only; conversation_id is empty).
+     *
+     * @generated from field: parley.v1.NotificationCreated notification_created = 22;
+     */
+    value: NotificationCreated;
+    case: "notificationCreated";
   } | {
     /**
      * A story the recipient may see was posted (numbers 30-39 belong to stories).
@@ -571,6 +581,27 @@ export const MessageDeletedSchema: GenMessage<MessageDeleted> = /*@__PURE__*/
   messageDesc(file_parley_v1_event, 12);
 
 /**
+ * Payload of a notification_created event.
+ *
+ * @generated from message parley.v1.NotificationCreated
+ */
+export type NotificationCreated = Message<"parley.v1.NotificationCreated"> & {
+  /**
+   * The notification (without a message preview).
+   *
+   * @generated from field: parley.v1.Notification notification = 1;
+   */
+  notification?: Notification | undefined;
+};
+
+/**
+ * Describes the message parley.v1.NotificationCreated.
+ * Use `create(NotificationCreatedSchema)` to create a new message.
+ */
+export const NotificationCreatedSchema: GenMessage<NotificationCreated> = /*@__PURE__*/
+  messageDesc(file_parley_v1_event, 13);
+
+/**
  * Payload of a story_posted event.
  *
  * @generated from message parley.v1.StoryPosted
@@ -589,7 +620,7 @@ export type StoryPosted = Message<"parley.v1.StoryPosted"> & {
  * Use `create(StoryPostedSchema)` to create a new message.
  */
 export const StoryPostedSchema: GenMessage<StoryPosted> = /*@__PURE__*/
-  messageDesc(file_parley_v1_event, 13);
+  messageDesc(file_parley_v1_event, 14);
 
 /**
  * Payload of a story_viewed event.
@@ -624,7 +655,7 @@ export type StoryViewed = Message<"parley.v1.StoryViewed"> & {
  * Use `create(StoryViewedSchema)` to create a new message.
  */
 export const StoryViewedSchema: GenMessage<StoryViewed> = /*@__PURE__*/
-  messageDesc(file_parley_v1_event, 14);
+  messageDesc(file_parley_v1_event, 15);
 
 /**
  * Payload of a story_reacted event.
@@ -673,7 +704,7 @@ export type StoryReacted = Message<"parley.v1.StoryReacted"> & {
  * Use `create(StoryReactedSchema)` to create a new message.
  */
 export const StoryReactedSchema: GenMessage<StoryReacted> = /*@__PURE__*/
-  messageDesc(file_parley_v1_event, 15);
+  messageDesc(file_parley_v1_event, 16);
 
 /**
  * Payload of a story_expired event.
@@ -708,5 +739,5 @@ export type StoryExpired = Message<"parley.v1.StoryExpired"> & {
  * Use `create(StoryExpiredSchema)` to create a new message.
  */
 export const StoryExpiredSchema: GenMessage<StoryExpired> = /*@__PURE__*/
-  messageDesc(file_parley_v1_event, 16);
+  messageDesc(file_parley_v1_event, 17);
 

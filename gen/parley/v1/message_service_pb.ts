@@ -4,6 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { EncryptedEnvelope, Message as Message$1, ReactionSummary } from "./message_pb.ts";
 import { file_parley_v1_message } from "./message_pb.ts";
 import type { Message, UnknownEnum } from "@bufbuild/protobuf";
@@ -12,7 +14,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file parley/v1/message_service.proto.
  */
 export const file_parley_v1_message_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9wYXJsZXkvdjEvbWVzc2FnZV9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEiwQEKElNlbmRNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAiABKAkSDgoEdGV4dBgDIAEoCUgAEjAKCGVudmVsb3BlGAQgASgLMhwucGFybGV5LnYxLkVuY3J5cHRlZEVudmVsb3BlSAASGQoMcmVwbHlfdG9fc2VxGAUgASgDSAGIAQFCCQoHY29udGVudEIPCg1fcmVwbHlfdG9fc2VxIjoKE1NlbmRNZXNzYWdlUmVzcG9uc2USIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlIpUBChNMaXN0TWVzc2FnZXNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIrCglkaXJlY3Rpb24YBCABKA4yGC5wYXJsZXkudjEuTGlzdERpcmVjdGlvbhIRCglzdGFydF9zZXEYBSABKAMiVQoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USJAoIbWVzc2FnZXMYASADKAsyEi5wYXJsZXkudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOQoRR2V0TWVzc2FnZVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyI5ChJHZXRNZXNzYWdlUmVzcG9uc2USIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlIkkKEkFkZFJlYWN0aW9uUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDEg0KBWVtb2ppGAMgASgJIlMKE0FkZFJlYWN0aW9uUmVzcG9uc2USDQoFYWRkZWQYASABKAgSLQoJcmVhY3Rpb25zGAIgAygLMhoucGFybGV5LnYxLlJlYWN0aW9uU3VtbWFyeSJMChVSZW1vdmVSZWFjdGlvblJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxINCgVlbW9qaRgDIAEoCSJYChZSZW1vdmVSZWFjdGlvblJlc3BvbnNlEg8KB3JlbW92ZWQYASABKAgSLQoJcmVhY3Rpb25zGAIgAygLMhoucGFybGV5LnYxLlJlYWN0aW9uU3VtbWFyeSpoCg1MaXN0RGlyZWN0aW9uEh4KGkxJU1RfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASGwoXTElTVF9ESVJFQ1RJT05fQkFDS1dBUkQQARIaChZMSVNUX0RJUkVDVElPTl9GT1JXQVJEEAIyswMKDk1lc3NhZ2VTZXJ2aWNlEkwKC1NlbmRNZXNzYWdlEh0ucGFybGV5LnYxLlNlbmRNZXNzYWdlUmVxdWVzdBoeLnBhcmxleS52MS5TZW5kTWVzc2FnZVJlc3BvbnNlElQKDExpc3RNZXNzYWdlcxIeLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0Gh8ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIgOQAgESTgoKR2V0TWVzc2FnZRIcLnBhcmxleS52MS5HZXRNZXNzYWdlUmVxdWVzdBodLnBhcmxleS52MS5HZXRNZXNzYWdlUmVzcG9uc2UiA5ACARJRCgtBZGRSZWFjdGlvbhIdLnBhcmxleS52MS5BZGRSZWFjdGlvblJlcXVlc3QaHi5wYXJsZXkudjEuQWRkUmVhY3Rpb25SZXNwb25zZSIDkAICEloKDlJlbW92ZVJlYWN0aW9uEiAucGFybGV5LnYxLlJlbW92ZVJlYWN0aW9uUmVxdWVzdBohLnBhcmxleS52MS5SZW1vdmVSZWFjdGlvblJlc3BvbnNlIgOQAgJiBnByb3RvMw", [file_parley_v1_message]);
+  fileDesc("Ch9wYXJsZXkvdjEvbWVzc2FnZV9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEi9QEKElNlbmRNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAiABKAkSDgoEdGV4dBgDIAEoCUgAEjAKCGVudmVsb3BlGAQgASgLMhwucGFybGV5LnYxLkVuY3J5cHRlZEVudmVsb3BlSAASGQoMcmVwbHlfdG9fc2VxGAUgASgDSAGIAQESGAoQbWVudGlvbl91c2VyX2lkcxgGIAMoCRIYChBtZW50aW9uX2V2ZXJ5b25lGAcgASgIQgkKB2NvbnRlbnRCDwoNX3JlcGx5X3RvX3NlcSI6ChNTZW5kTWVzc2FnZVJlc3BvbnNlEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSKVAQoTTGlzdE1lc3NhZ2VzUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkSKwoJZGlyZWN0aW9uGAQgASgOMhgucGFybGV5LnYxLkxpc3REaXJlY3Rpb24SEQoJc3RhcnRfc2VxGAUgASgDIlUKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEiQKCG1lc3NhZ2VzGAEgAygLMhIucGFybGV5LnYxLk1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjkKEUdldE1lc3NhZ2VSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMiOQoSR2V0TWVzc2FnZVJlc3BvbnNlEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSJJChJBZGRSZWFjdGlvblJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxINCgVlbW9qaRgDIAEoCSJTChNBZGRSZWFjdGlvblJlc3BvbnNlEg0KBWFkZGVkGAEgASgIEi0KCXJlYWN0aW9ucxgCIAMoCzIaLnBhcmxleS52MS5SZWFjdGlvblN1bW1hcnkiTAoVUmVtb3ZlUmVhY3Rpb25SZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMSDQoFZW1vamkYAyABKAkiWAoWUmVtb3ZlUmVhY3Rpb25SZXNwb25zZRIPCgdyZW1vdmVkGAEgASgIEi0KCXJlYWN0aW9ucxgCIAMoCzIaLnBhcmxleS52MS5SZWFjdGlvblN1bW1hcnkihwEKEkVkaXRNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDEg4KBHRleHQYAyABKAlIABIwCghlbnZlbG9wZRgEIAEoCzIcLnBhcmxleS52MS5FbmNyeXB0ZWRFbnZlbG9wZUgAQgkKB2NvbnRlbnQiOgoTRWRpdE1lc3NhZ2VSZXNwb25zZRIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiPAoURGVsZXRlTWVzc2FnZVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyI8ChVEZWxldGVNZXNzYWdlUmVzcG9uc2USIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlIswBCgtNZXNzYWdlRWRpdBIPCgd2ZXJzaW9uGAEgASgFEg4KBHRleHQYAiABKAlIABIwCghlbnZlbG9wZRgDIAEoCzIcLnBhcmxleS52MS5FbmNyeXB0ZWRFbnZlbG9wZUgAEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3JlcGxhY2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIJCgdjb250ZW50ImYKF0xpc3RNZXNzYWdlRWRpdHNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiWgoYTGlzdE1lc3NhZ2VFZGl0c1Jlc3BvbnNlEiUKBWVkaXRzGAEgAygLMhYucGFybGV5LnYxLk1lc3NhZ2VFZGl0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKUAQoSTW9kZXJhdGlvbkxvZ0VudHJ5EhIKCm1lc3NhZ2VfaWQYASABKAkSEwoLbWVzc2FnZV9zZXEYAiABKAMSEQoJc2VuZGVyX2lkGAMgASgJEhIKCmRlbGV0ZWRfYnkYBCABKAkSLgoKZGVsZXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWgoYTGlzdE1vZGVyYXRpb25Mb2dSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJkChlMaXN0TW9kZXJhdGlvbkxvZ1Jlc3BvbnNlEi4KB2VudHJpZXMYASADKAsyHS5wYXJsZXkudjEuTW9kZXJhdGlvbkxvZ0VudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSpoCg1MaXN0RGlyZWN0aW9uEh4KGkxJU1RfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASGwoXTElTVF9ESVJFQ1RJT05fQkFDS1dBUkQQARIaChZMSVNUX0RJUkVDVElPTl9GT1JXQVJEEAIyoQYKDk1lc3NhZ2VTZXJ2aWNlEkwKC1NlbmRNZXNzYWdlEh0ucGFybGV5LnYxLlNlbmRNZXNzYWdlUmVxdWVzdBoeLnBhcmxleS52MS5TZW5kTWVzc2FnZVJlc3BvbnNlElQKDExpc3RNZXNzYWdlcxIeLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0Gh8ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIgOQAgESTgoKR2V0TWVzc2FnZRIcLnBhcmxleS52MS5HZXRNZXNzYWdlUmVxdWVzdBodLnBhcmxleS52MS5HZXRNZXNzYWdlUmVzcG9uc2UiA5ACARJRCgtBZGRSZWFjdGlvbhIdLnBhcmxleS52MS5BZGRSZWFjdGlvblJlcXVlc3QaHi5wYXJsZXkudjEuQWRkUmVhY3Rpb25SZXNwb25zZSIDkAICEloKDlJlbW92ZVJlYWN0aW9uEiAucGFybGV5LnYxLlJlbW92ZVJlYWN0aW9uUmVxdWVzdBohLnBhcmxleS52MS5SZW1vdmVSZWFjdGlvblJlc3BvbnNlIgOQAgISTAoLRWRpdE1lc3NhZ2USHS5wYXJsZXkudjEuRWRpdE1lc3NhZ2VSZXF1ZXN0Gh4ucGFybGV5LnYxLkVkaXRNZXNzYWdlUmVzcG9uc2USVwoNRGVsZXRlTWVzc2FnZRIfLnBhcmxleS52MS5EZWxldGVNZXNzYWdlUmVxdWVzdBogLnBhcmxleS52MS5EZWxldGVNZXNzYWdlUmVzcG9uc2UiA5ACAhJgChBMaXN0TWVzc2FnZUVkaXRzEiIucGFybGV5LnYxLkxpc3RNZXNzYWdlRWRpdHNSZXF1ZXN0GiMucGFybGV5LnYxLkxpc3RNZXNzYWdlRWRpdHNSZXNwb25zZSIDkAIBEmMKEUxpc3RNb2RlcmF0aW9uTG9nEiMucGFybGV5LnYxLkxpc3RNb2RlcmF0aW9uTG9nUmVxdWVzdBokLnBhcmxleS52MS5MaXN0TW9kZXJhdGlvbkxvZ1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_google_protobuf_timestamp, file_parley_v1_message]);
 
 /**
  * Request for MessageService.SendMessage.
@@ -59,11 +61,29 @@ export type SendMessageRequest = Message<"parley.v1.SendMessageRequest"> & {
   } | { case: undefined; value?: undefined };
 
   /**
-   * The seq of a message in the same conversation that this one replies to.
+   * The seq of a message in the same conversation that this one replies to; an unknown
+   * seq is INVALID_ARGUMENT.
    *
    * @generated from field: optional int64 reply_to_seq = 5;
    */
   replyToSeq?: bigint | undefined;
+
+  /**
+   * Users the message mentions; each must be a current member of the conversation (else
+   * INVALID_ARGUMENT). Duplicates count once; at most 50. Mentioning yourself is allowed
+   * and notifies nobody.
+   *
+   * @generated from field: repeated string mention_user_ids = 6;
+   */
+  mentionUserIds: string[];
+
+  /**
+   * Mentions every member of the group. Group admins only (others: PERMISSION_DENIED;
+   * in a DIRECT conversation: INVALID_ARGUMENT).
+   *
+   * @generated from field: bool mention_everyone = 7;
+   */
+  mentionEveryone: boolean;
 };
 
 /**
@@ -349,6 +369,368 @@ export const RemoveReactionResponseSchema: GenMessage<RemoveReactionResponse> = 
   messageDesc(file_parley_v1_message_service, 9);
 
 /**
+ * Request for MessageService.EditMessage.
+ *
+ * @generated from message parley.v1.EditMessageRequest
+ */
+export type EditMessageRequest = Message<"parley.v1.EditMessageRequest"> & {
+  /**
+   * The conversation's id.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * The seq of the message to edit.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * The new body. It must be of the same kind as the original: text for a text message,
+   * an envelope for an encrypted one (else INVALID_ARGUMENT).
+   *
+   * @generated from oneof parley.v1.EditMessageRequest.content
+   */
+  content: {
+    /**
+     * The new plain text (same limits as SendMessage).
+     *
+     * @generated from field: string text = 3;
+     */
+    value: string;
+    case: "text";
+  } | {
+    /**
+     * The new encrypted envelope.
+     *
+     * @generated from field: parley.v1.EncryptedEnvelope envelope = 4;
+     */
+    value: EncryptedEnvelope;
+    case: "envelope";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message parley.v1.EditMessageRequest.
+ * Use `create(EditMessageRequestSchema)` to create a new message.
+ */
+export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message_service, 10);
+
+/**
+ * Response for MessageService.EditMessage.
+ *
+ * @generated from message parley.v1.EditMessageResponse
+ */
+export type EditMessageResponse = Message<"parley.v1.EditMessageResponse"> & {
+  /**
+   * The message after the edit.
+   *
+   * @generated from field: parley.v1.Message message = 1;
+   */
+  message?: Message$1 | undefined;
+};
+
+/**
+ * Describes the message parley.v1.EditMessageResponse.
+ * Use `create(EditMessageResponseSchema)` to create a new message.
+ */
+export const EditMessageResponseSchema: GenMessage<EditMessageResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message_service, 11);
+
+/**
+ * Request for MessageService.DeleteMessage.
+ *
+ * @generated from message parley.v1.DeleteMessageRequest
+ */
+export type DeleteMessageRequest = Message<"parley.v1.DeleteMessageRequest"> & {
+  /**
+   * The conversation's id.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * The seq of the message to delete.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+};
+
+/**
+ * Describes the message parley.v1.DeleteMessageRequest.
+ * Use `create(DeleteMessageRequestSchema)` to create a new message.
+ */
+export const DeleteMessageRequestSchema: GenMessage<DeleteMessageRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message_service, 12);
+
+/**
+ * Response for MessageService.DeleteMessage.
+ *
+ * @generated from message parley.v1.DeleteMessageResponse
+ */
+export type DeleteMessageResponse = Message<"parley.v1.DeleteMessageResponse"> & {
+  /**
+   * The tombstone: no content, mentions or reactions; deletion says who and when.
+   *
+   * @generated from field: parley.v1.Message message = 1;
+   */
+  message?: Message$1 | undefined;
+};
+
+/**
+ * Describes the message parley.v1.DeleteMessageResponse.
+ * Use `create(DeleteMessageResponseSchema)` to create a new message.
+ */
+export const DeleteMessageResponseSchema: GenMessage<DeleteMessageResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message_service, 13);
+
+/**
+ * One earlier version of an edited message.
+ *
+ * @generated from message parley.v1.MessageEdit
+ */
+export type MessageEdit = Message<"parley.v1.MessageEdit"> & {
+  /**
+   * The version number this content had (1 is the original).
+   *
+   * @generated from field: int32 version = 1;
+   */
+  version: number;
+
+  /**
+   * The content of that version.
+   *
+   * @generated from oneof parley.v1.MessageEdit.content
+   */
+  content: {
+    /**
+     * Plain text.
+     *
+     * @generated from field: string text = 2;
+     */
+    value: string;
+    case: "text";
+  } | {
+    /**
+     * The encrypted envelope.
+     *
+     * @generated from field: parley.v1.EncryptedEnvelope envelope = 3;
+     */
+    value: EncryptedEnvelope;
+    case: "envelope";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * When this version was written (the send time for version 1).
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 4;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * When the next edit replaced it.
+   *
+   * @generated from field: google.protobuf.Timestamp replaced_at = 5;
+   */
+  replacedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message parley.v1.MessageEdit.
+ * Use `create(MessageEditSchema)` to create a new message.
+ */
+export const MessageEditSchema: GenMessage<MessageEdit> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message_service, 14);
+
+/**
+ * Request for MessageService.ListMessageEdits.
+ *
+ * @generated from message parley.v1.ListMessageEditsRequest
+ */
+export type ListMessageEditsRequest = Message<"parley.v1.ListMessageEditsRequest"> & {
+  /**
+   * The conversation's id.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * The seq of the message.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * How many versions to return at most (default 50, maximum 200).
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of a previous response, to continue from there.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message parley.v1.ListMessageEditsRequest.
+ * Use `create(ListMessageEditsRequestSchema)` to create a new message.
+ */
+export const ListMessageEditsRequestSchema: GenMessage<ListMessageEditsRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message_service, 15);
+
+/**
+ * Response for MessageService.ListMessageEdits.
+ *
+ * @generated from message parley.v1.ListMessageEditsResponse
+ */
+export type ListMessageEditsResponse = Message<"parley.v1.ListMessageEditsResponse"> & {
+  /**
+   * Previous versions, oldest first; empty for a message never edited (or deleted).
+   *
+   * @generated from field: repeated parley.v1.MessageEdit edits = 1;
+   */
+  edits: MessageEdit[];
+
+  /**
+   * Pass as page_token for the next page; empty when there are no more.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message parley.v1.ListMessageEditsResponse.
+ * Use `create(ListMessageEditsResponseSchema)` to create a new message.
+ */
+export const ListMessageEditsResponseSchema: GenMessage<ListMessageEditsResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message_service, 16);
+
+/**
+ * One moderation: a group admin deleted someone else's message.
+ *
+ * @generated from message parley.v1.ModerationLogEntry
+ */
+export type ModerationLogEntry = Message<"parley.v1.ModerationLogEntry"> & {
+  /**
+   * The id of the deleted message.
+   *
+   * @generated from field: string message_id = 1;
+   */
+  messageId: string;
+
+  /**
+   * Its seq.
+   *
+   * @generated from field: int64 message_seq = 2;
+   */
+  messageSeq: bigint;
+
+  /**
+   * Who had sent it.
+   *
+   * @generated from field: string sender_id = 3;
+   */
+  senderId: string;
+
+  /**
+   * The admin who deleted it.
+   *
+   * @generated from field: string deleted_by = 4;
+   */
+  deletedBy: string;
+
+  /**
+   * When it was deleted.
+   *
+   * @generated from field: google.protobuf.Timestamp deleted_at = 5;
+   */
+  deletedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message parley.v1.ModerationLogEntry.
+ * Use `create(ModerationLogEntrySchema)` to create a new message.
+ */
+export const ModerationLogEntrySchema: GenMessage<ModerationLogEntry> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message_service, 17);
+
+/**
+ * Request for MessageService.ListModerationLog.
+ *
+ * @generated from message parley.v1.ListModerationLogRequest
+ */
+export type ListModerationLogRequest = Message<"parley.v1.ListModerationLogRequest"> & {
+  /**
+   * The group's id.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * How many entries to return at most (default 50, maximum 200).
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of a previous response, to continue from there.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message parley.v1.ListModerationLogRequest.
+ * Use `create(ListModerationLogRequestSchema)` to create a new message.
+ */
+export const ListModerationLogRequestSchema: GenMessage<ListModerationLogRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message_service, 18);
+
+/**
+ * Response for MessageService.ListModerationLog.
+ *
+ * @generated from message parley.v1.ListModerationLogResponse
+ */
+export type ListModerationLogResponse = Message<"parley.v1.ListModerationLogResponse"> & {
+  /**
+   * Moderations, newest first.
+   *
+   * @generated from field: repeated parley.v1.ModerationLogEntry entries = 1;
+   */
+  entries: ModerationLogEntry[];
+
+  /**
+   * Pass as page_token for the next page; empty when there are no more.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message parley.v1.ListModerationLogResponse.
+ * Use `create(ListModerationLogResponseSchema)` to create a new message.
+ */
+export const ListModerationLogResponseSchema: GenMessage<ListModerationLogResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_message_service, 19);
+
+/**
  * Which way ListMessages walks through history.
  *
  * @generated from enum parley.v1.ListDirection
@@ -446,6 +828,52 @@ export const MessageService: GenService<{
     methodKind: "unary";
     input: typeof RemoveReactionRequestSchema;
     output: typeof RemoveReactionResponseSchema;
+  },
+  /**
+   * Replaces a message's content. Sender only (others: PERMISSION_DENIED); a deleted
+   * message is FAILED_PRECONDITION. Bumps version and edited_at, keeps the previous
+   * version in the edit history; seq, mentions and everyone's read state are unchanged.
+   *
+   * @generated from rpc parley.v1.MessageService.EditMessage
+   */
+  editMessage: {
+    methodKind: "unary";
+    input: typeof EditMessageRequestSchema;
+    output: typeof EditMessageResponseSchema;
+  },
+  /**
+   * Deletes a message for everyone, leaving a tombstone at its seq. The sender may delete
+   * their own messages; a group admin may delete any message of the group (recorded in the
+   * moderation log). Content, edit history, mentions and reactions are erased. Deleting a
+   * deleted message returns the tombstone and changes nothing.
+   *
+   * @generated from rpc parley.v1.MessageService.DeleteMessage
+   */
+  deleteMessage: {
+    methodKind: "unary";
+    input: typeof DeleteMessageRequestSchema;
+    output: typeof DeleteMessageResponseSchema;
+  },
+  /**
+   * Lists the previous versions of a message, oldest first. Members only.
+   *
+   * @generated from rpc parley.v1.MessageService.ListMessageEdits
+   */
+  listMessageEdits: {
+    methodKind: "unary";
+    input: typeof ListMessageEditsRequestSchema;
+    output: typeof ListMessageEditsResponseSchema;
+  },
+  /**
+   * Lists the messages group admins deleted in a group, newest first. Admins only (other
+   * members: PERMISSION_DENIED).
+   *
+   * @generated from rpc parley.v1.MessageService.ListModerationLog
+   */
+  listModerationLog: {
+    methodKind: "unary";
+    input: typeof ListModerationLogRequestSchema;
+    output: typeof ListModerationLogResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_parley_v1_message_service, 0);

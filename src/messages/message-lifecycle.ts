@@ -1,0 +1,119 @@
+/**
+ * Edits and deletes. Each runs in one transaction that locks what it changes, records its event
+ * as the last statement and publishes it after commit:
+ * - an edit locks the message row, keeps the current version in message_edits and writes the
+ *   next one; it never touches seq, mentions or unread counters;
+ * - a delete locks the conversation row first (as sends, reads and joins do, so the unread
+ *   counters it decrements cannot race them), then the message; it takes the message out of
+ *   the counters, erases content, history, mentions and reactions, rewrites the events that
+ *   carried the text, and logs moderation when a group admin deleted someone else's message.
+ */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { Kysely, Transaction } from "kysely";
+import { MessageDeletedSchema, MessageEditedSchema, type Event } from "../../gen/parley/v1/event_pb.ts";
+import { MessageDeletionSchema, type Message } from "../../gen/parley/v1/message_pb.ts";
+import { ConversationKind, findRole, lockConversation, Role } from "../conversations/conversation-repository.ts";
+import type { Database } from "../db/schema.ts";
+import { FailedPreconditionError, InvalidInputError, NotFoundError, PermissionDeniedError } from "../errors.ts";
+import { appendEvents, rewriteMessageEvents, type NewEvent } from "../events/event-log.ts";
+import type { EventPublisher } from "../events/event-publisher.ts";
+import * as lifecycle from "./message-lifecycle-repository.ts";
+import { contentColumns } from "./message-content.ts";
+import { toMessage } from "./message-mapper.ts";
+import { findMessage, lockMessage, type MessageRow } from "./message-repository.ts";
+import type { MessageContent } from "./send-batcher.ts";
+
+export class MessageLifecycle {
+  readonly #db: Kysely<Database>;
+  readonly #events: EventPublisher;
+
+  constructor(db: Kysely<Database>, events: EventPublisher) {
+    this.#db = db;
+    this.#events = events;
+  }
+
+  /** Replaces the content of the caller's own message with the next version. */
+  async edit(conversationId: string, seq: bigint, userId: string, content: MessageContent): Promise<void> {
+    await this.#write(async (tx, recorded) => {
+      if ((await findRole(tx, conversationId, userId)) === undefined) throw new NotFoundError("conversation");
+      const message = await lockMessage(tx, conversationId, seq);
+      if (!message) throw new NotFoundError("message");
+      if (message.deleted_at) throw new FailedPreconditionError("a deleted message cannot be edited", "MESSAGE_DELETED");
+      if (message.sender_id !== userId) throw new PermissionDeniedError("only the sender can edit a message", "NOT_SENDER");
+      const wasEncrypted = message.envelope_ciphertext !== null;
+      if (wasEncrypted !== (content.kind === "envelope")) {
+        throw new InvalidInputError(content.kind, wasEncrypted ? "the message is encrypted: send a new envelope" : "the message is plain text: send new text");
+      }
+      const now = new Date();
+      await lifecycle.keepCurrentVersion(tx, conversationId, seq, now);
+      await lifecycle.writeNextVersion(tx, conversationId, seq, contentColumns(content), now);
+      const edited = (await findMessage(tx, conversationId, seq))!; // with its reply preview
+      recorded.push({
+        conversationId,
+        actorId: userId,
+        kind: { case: "messageEdited", value: create(MessageEditedSchema, { message: toMessage(edited) }) },
+      });
+    });
+  }
+
+  /** Deletes a message for everyone (its sender, or a group admin); deleting a tombstone changes nothing. */
+  async delete(conversationId: string, seq: bigint, userId: string): Promise<void> {
+    await this.#write(async (tx, recorded) => {
+      const conversation = await lockConversation(tx, conversationId);
+      const role = conversation && (await findRole(tx, conversationId, userId));
+      if (!conversation || role === undefined) throw new NotFoundError("conversation");
+      const message = await lockMessage(tx, conversationId, seq);
+      if (!message) throw new NotFoundError("message");
+      const moderated = message.sender_id !== userId;
+      if (moderated && !(conversation.type === ConversationKind.GROUP && role === Role.ADMIN)) {
+        throw new PermissionDeniedError("only the sender or a group admin can delete a message", "NOT_SENDER");
+      }
+      if (message.deleted_at) return;
+      await lifecycle.uncountDeleted(tx, message);
+      const tombstone = await lifecycle.eraseMessage(tx, conversationId, seq, userId, new Date());
+      if (moderated) await lifecycle.recordModeration(tx, tombstone);
+      const erased = toMessage(tombstone);
+      await rewriteMessageEvents(tx, conversationId, seq, (event) => eraseFromEvent(event, erased));
+      recorded.push(deletedEvent(tombstone, moderated));
+    });
+  }
+
+  /** Runs work in a transaction, records its events last, and publishes them after commit. */
+  async #write(work: (tx: Transaction<Database>, recorded: NewEvent[]) => Promise<void>): Promise<void> {
+    const stored = await this.#db.transaction().execute(async (tx) => {
+      const recorded: NewEvent[] = [];
+      await work(tx, recorded);
+      return appendEvents(tx, recorded);
+    });
+    this.#events.publish(stored);
+  }
+}
+
+/**
+ * The event (message_created / message_edited) without the deleted message's content: its own
+ * event carries the tombstone instead, a reply's event quotes it as deleted.
+ */
+function eraseFromEvent(event: Event, tombstone: Message): Event {
+  if (event.kind.case !== "messageCreated" && event.kind.case !== "messageEdited") return event;
+  const carried = event.kind.value.message;
+  if (carried?.seq === tombstone.seq) event.kind.value.message = tombstone;
+  else if (carried?.replyTo) carried.replyTo.content = { case: "deleted", value: true };
+  return event;
+}
+
+function deletedEvent(tombstone: MessageRow, moderated: boolean): NewEvent {
+  return {
+    conversationId: tombstone.conversation_id,
+    actorId: tombstone.deleted_by!,
+    kind: {
+      case: "messageDeleted",
+      value: create(MessageDeletedSchema, {
+        messageSeq: BigInt(tombstone.seq),
+        messageId: tombstone.id,
+        deletion: create(MessageDeletionSchema, { deletedBy: tombstone.deleted_by!, deletedAt: timestampFromDate(tombstone.deleted_at!) }),
+        moderated,
+      }),
+    },
+  };
+}

@@ -127,6 +127,7 @@ export async function listVisibleStories(db: Db, viewerId: string, masks: Readon
     join stories s on s.author_id = k.author_id and s.expires_at > ${now} and (k.mask >> s.privacy) & 1 = 1
     join media m on m.id = s.media_id
     left join story_views v on v.story_id = s.id and v.viewer_id = ${viewerId}
+    where s.author_id = any(${[...masks.keys()]}::text[]) -- lets the planner use stories_by_author
     order by s.author_id, s.created_at, s.id`.execute(db);
   return result.rows.map((row) => ({ ...toStoryWithMedia(row), seen: row.seen }));
 }
@@ -166,6 +167,7 @@ export async function listTrayAuthors(db: Db, viewerId: string, masks: ReadonlyM
       from unnest(${[...masks.keys()]}::text[], ${[...masks.values()]}::int4[]) as k(author_id, mask)
       join stories s on s.author_id = k.author_id and s.expires_at > ${now} and (k.mask >> s.privacy) & 1 = 1
       left join seen v on v.story_id = s.id
+      where s.author_id = any(${[...masks.keys()]}::text[]) -- lets the planner use stories_by_author
       group by s.author_id) t
     where ${afterSql}
     order by t.grp, t.latest_micros desc, t.author_id

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.ts";
 import type { SocialListEntry } from "../../gen/parley/v1/social_service_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, uniqueId, type Clients } from "../helpers/test-server.ts";
@@ -170,6 +170,28 @@ describe("social graph", () => {
         assert.deepEqual((await followingOf(A, alice!)).flat(), [], "follows are not restored");
         assert.deepEqual((await closeFriendsOf(A)).flat(), [], "close friends are not restored");
         assert.equal((await B.social.follow({ userId: alice! })).followed, true, "following works again");
+      });
+
+      it("a follow racing a block never survives it", async () => {
+        for (let round = 0; round < 5; round++) {
+          const [alice, bob] = await newUsers(server, 2, "brace");
+          const A = as(alice!);
+          const B = as(bob!);
+          const outcomes = await Promise.allSettled([
+            B.social.follow({ userId: alice! }),
+            A.social.follow({ userId: bob! }),
+            A.social.block({ userId: bob! }),
+            B.social.follow({ userId: alice! }),
+            B.social.addCloseFriend({ userId: alice! }),
+            A.social.follow({ userId: bob! }),
+          ]);
+          for (const o of outcomes) {
+            if (o.status === "rejected") assert.equal(ConnectError.from(o.reason).code, Code.NotFound, `round ${round}: ${String(o.reason)}`);
+          }
+          assert.deepEqual((await followersOf(A, alice!)).flat(), [], `round ${round}: bob follows alice despite the block`);
+          assert.deepEqual((await followingOf(A, alice!)).flat(), [], `round ${round}: alice follows bob despite the block`);
+          assert.deepEqual((await closeFriendsOf(B)).flat(), [], `round ${round}: alice is on bob's close friends despite the block`);
+        }
       });
 
       it("pages through the blocked list, most recent first", async () => {

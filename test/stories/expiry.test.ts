@@ -112,6 +112,9 @@ describe("story expiry (2-second lifetime)", () => {
       const F = server.clientsFor(follower, "connect");
       feeds.push(await openLiveFeed(A, { label: "author" }), await openLiveFeed(F, { label: "follower" }));
       const story = await postWatchedStory(A, F, author);
+      // Deleted long before its deadline: when the consumer's turn comes, there is nothing to do.
+      const deleted = await postStory(A, StoryPrivacy.PUBLIC);
+      await A.stories.deleteStory({ storyId: deleted.id });
       assert.ok(await mediaFileExists(server.dataDir, story.media!.id), "the file is stored while the story lives");
       const rows = await storyRows(server, story);
       if (rows) assert.deepEqual(rows, { stories: 1, story_views: 1, story_reactions: 1, story_reaction_counts: 1, media: 1 }, "rows while it lives");
@@ -128,6 +131,11 @@ describe("story expiry (2-second lifetime)", () => {
         assert.ok(Date.now() >= ms(story.expiresAt), "not before the deadline");
       }
       await assertCleanedUp(server, server.dataDir, story, "the consumer");
+      await sleepUntil(ms(deleted.expiresAt) + 1_000);
+      for (const feed of feeds) {
+        const notices = feed.events.filter((e) => e.kind.case === "storyExpired" && e.kind.value.storyId === deleted.id);
+        assert.deepEqual(notices.map((e) => e.kind.case === "storyExpired" && e.kind.value.deleted), [true], `${feed.label}: one story_expired (deleted) for the deleted story, none again at its deadline`);
+      }
       const direct = await createDirect(F, author);
       const kept = await listAllForward(A, direct.id);
       assert.deepEqual(kept.map((m) => [m.content.value, m.story?.storyId]), [["see you tomorrow", story.id]], "the reply outlives the story, still pointing at it");

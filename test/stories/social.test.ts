@@ -8,48 +8,11 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.ts";
-import type { SocialListEntry } from "../../gen/parley/v1/social_service_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, uniqueId, type Clients } from "../helpers/test-server.ts";
 import { expectCode, expectInvalidArgument } from "../helpers/expect.ts";
 import { createDirect, createGroup, listAllForward, ms, sendText } from "../helpers/fixtures.ts";
 import { assertNoneArrived, isMessage, openLiveFeed, type Feed } from "../helpers/feed.ts";
-import { postStory, sharedStoryServer, TIERS, type StoryServer } from "./support.ts";
-
-type Page = { entries: SocialListEntry[]; nextPageToken: string };
-
-/** Walks a social list page by page; returns the pages' user ids. */
-async function pages(list: (pageToken: string) => Promise<Page>): Promise<string[][]> {
-  const out: string[][] = [];
-  let token = "";
-  for (let i = 0; i < 100; i++) {
-    const page = await list(token);
-    out.push(page.entries.map((e) => e.userId));
-    if (!page.nextPageToken) return out;
-    token = page.nextPageToken;
-  }
-  throw new Error("the list never stopped returning a next_page_token");
-}
-
-const followersOf = (c: Clients, userId: string, pageSize = 200) =>
-  pages(async (pageToken) => {
-    const r = await c.social.listFollowers({ userId, pageSize, pageToken });
-    return { entries: r.followers, nextPageToken: r.nextPageToken };
-  });
-const followingOf = (c: Clients, userId: string, pageSize = 200) =>
-  pages(async (pageToken) => {
-    const r = await c.social.listFollowing({ userId, pageSize, pageToken });
-    return { entries: r.following, nextPageToken: r.nextPageToken };
-  });
-const closeFriendsOf = (c: Clients, pageSize = 200) =>
-  pages(async (pageToken) => {
-    const r = await c.social.listCloseFriends({ pageSize, pageToken });
-    return { entries: r.closeFriends, nextPageToken: r.nextPageToken };
-  });
-const blockedBy = (c: Clients, pageSize = 200) =>
-  pages(async (pageToken) => {
-    const r = await c.social.listBlocked({ pageSize, pageToken });
-    return { entries: r.blocked, nextPageToken: r.nextPageToken };
-  });
+import { blockedBy, closeFriendsOf, followersOf, followingOf, postStory, sharedStoryServer, TIERS, type StoryServer } from "./support.ts";
 
 describe("social graph", () => {
   let server: StoryServer;

@@ -16,13 +16,13 @@
  *           calls, and reports P50/P95/P99. Also: the full walk through every page (page
  *           size 100) and the first page with include_public. Target: P95 < 20 ms.
  *   expiry  --expiring stories (default 1,000) posted through the API (UploadMedia +
- *           CreateStory, 16 at a time) by bulk-loaded authors (so each has followers to be
+ *           CreateStory, --post-concurrency at a time, default 4) by bulk-loaded authors (so each has followers to be
  *           told) on a node with STORY_TTL_SECONDS = --ttl; a poller, running from the first post
  *           on, reads which of them still exist every 20 ms and records, per story, deleted-at minus expires_at (lateness;
  *           the 20 ms polling adds up to 20 ms). The sweep runs every 10 minutes here, so the
  *           figure is the JetStream consumer's. Target: P99 < 2 s.
  *
- * Flags: --scenario all|tray|expiry (default all)   --authors --stories-per-author --followed --others --calls --warmup --expiring --ttl
+ * Flags: --scenario all|tray|expiry (default all)   --post-concurrency   --authors --stories-per-author --followed --others --calls --warmup --expiring --ttl
  *        --database-url URL (default postgres://postgres@127.0.0.1:5432/postgres)
  *        --nats-url URL (default nats://127.0.0.1:4222)   --json FILE
  * The last line of stdout is the JSON summary.
@@ -56,6 +56,7 @@ const { values: flags } = parseArgs({
     warmup: { type: "string", default: "200" },
     expiring: { type: "string", default: "1000" },
     scenario: { type: "string", default: "all" },
+    "post-concurrency": { type: "string", default: "4" },
     ttl: { type: "string", default: "5" },
     "database-url": { type: "string", default: process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres" },
     "nats-url": { type: "string", default: "nats://127.0.0.1:4222" },
@@ -75,6 +76,7 @@ const CALLS = intFlag("calls", flags.calls, 1, 1_000_000);
 const WARMUP = intFlag("warmup", flags.warmup, 0, 1_000_000);
 const EXPIRING = intFlag("expiring", flags.expiring, 1, 100_000);
 const TTL_SECONDS = intFlag("ttl", flags.ttl, 1, 3600);
+const POST_CONCURRENCY = intFlag("post-concurrency", flags["post-concurrency"], 1, 256);
 const SCENARIO = flags.scenario;
 if (!["all", "tray", "expiry"].includes(SCENARIO)) throw new Error("--scenario must be all, tray or expiry");
 const ADMIN_URL = flags["database-url"];
@@ -216,7 +218,7 @@ async function expiryScenario(baseUrl: string, url: string) {
   const started = performance.now();
   const errors = new ErrorTally();
   try {
-    await eachLimited(Array.from({ length: EXPIRING }, (_, i) => i), 16, async (i) => {
+    await eachLimited(Array.from({ length: EXPIRING }, (_, i) => i), POST_CONCURRENCY, async (i) => {
       const { media, stories, options } = clients.get(authors[i % authors.length]!)!;
       try {
         const uploaded = (await media.uploadMedia({ data: PNG }, options)).media!;

@@ -70,6 +70,15 @@ export async function listEdges(db: Db, kind: EdgeKind, direction: "outgoing" | 
   return result.rows;
 }
 
+/**
+ * Serializes changes to the edges between two users (in either direction) until commit, so a
+ * follow checked against blocks cannot slip in beside a block being made.
+ */
+export async function lockPair(tx: Transaction<Database>, a: string, b: string): Promise<void> {
+  const key = JSON.stringify(a < b ? [a, b] : [b, a]);
+  await sql`select pg_advisory_xact_lock(hashtextextended(${key}, 0))`.execute(tx);
+}
+
 /** True when either user blocked the other. */
 export async function isBlockedEitherWay(db: Db, a: string, b: string): Promise<boolean> {
   const result = await sql`

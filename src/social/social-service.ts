@@ -5,7 +5,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import type { Kysely } from "kysely";
+import type { Kysely, Transaction } from "kysely";
 import {
   AddCloseFriendResponseSchema,
   BlockResponseSchema,
@@ -53,8 +53,7 @@ export class SocialService implements ServiceImpl<typeof SocialServiceDesc> {
 
   async follow(req: FollowRequest, ctx: HandlerContext) {
     const { userId } = requireCaller(ctx);
-    const other = await this.#requireReachableOther(userId, req.userId);
-    return create(FollowResponseSchema, { followed: await repo.addEdge(this.#db, repo.FOLLOWS, userId, other) });
+    return create(FollowResponseSchema, { followed: await this.#addUnlessBlocked(repo.FOLLOWS, userId, req.userId) });
   }
 
   async unfollow(req: UnfollowRequest, ctx: HandlerContext) {
@@ -75,8 +74,7 @@ export class SocialService implements ServiceImpl<typeof SocialServiceDesc> {
 
   async addCloseFriend(req: AddCloseFriendRequest, ctx: HandlerContext) {
     const { userId } = requireCaller(ctx);
-    const other = await this.#requireReachableOther(userId, req.userId);
-    return create(AddCloseFriendResponseSchema, { added: await repo.addEdge(this.#db, repo.CLOSE_FRIENDS, userId, other) });
+    return create(AddCloseFriendResponseSchema, { added: await this.#addUnlessBlocked(repo.CLOSE_FRIENDS, userId, req.userId) });
   }
 
   async removeCloseFriend(req: RemoveCloseFriendRequest, ctx: HandlerContext) {
@@ -96,6 +94,7 @@ export class SocialService implements ServiceImpl<typeof SocialServiceDesc> {
     const other = this.#requireOther(userId, req.userId);
     if (!(await repo.userExists(this.#db, other))) throw new NotFoundError("user");
     const blocked = await this.#db.transaction().execute(async (tx) => {
+      await repo.lockPair(tx, userId, other);
       const added = await repo.addEdge(tx, repo.BLOCKS, userId, other);
       await repo.removeEdgesBetween(tx, repo.FOLLOWS, userId, other);
       await repo.removeEdgesBetween(tx, repo.CLOSE_FRIENDS, userId, other);
@@ -132,7 +131,7 @@ export class SocialService implements ServiceImpl<typeof SocialServiceDesc> {
       if (token.o !== owner) throw new InvalidInputError("page_token", "belongs to another list");
       after = { micros: String(token.t), id: String(token.u) };
     }
-    if (owner !== userId) await this.#requireReachable(userId, owner);
+    if (owner !== userId) await requireReachable(this.#db, userId, owner);
     const rows = await repo.listEdges(this.#db, kind, direction, owner, after, limit + 1);
     const page = rows.slice(0, limit);
     const last = page.at(-1);
@@ -148,15 +147,22 @@ export class SocialService implements ServiceImpl<typeof SocialServiceDesc> {
     return other;
   }
 
-  async #requireReachableOther(userId: string, requested: string): Promise<string> {
+  /**
+   * Makes a follow or close-friend edge, checked against blocks under the pair's lock: a
+   * block committed first makes this NOT_FOUND, one committed later removes the edge.
+   */
+  async #addUnlessBlocked(kind: EdgeKind, userId: string, requested: string): Promise<boolean> {
     const other = this.#requireOther(userId, requested);
-    await this.#requireReachable(userId, other);
-    return other;
+    return this.#db.transaction().execute(async (tx) => {
+      await repo.lockPair(tx, userId, other);
+      await requireReachable(tx, userId, other);
+      return repo.addEdge(tx, kind, userId, other);
+    });
   }
 
-  /** The other user exists and has no block with the caller; otherwise NOT_FOUND, the same either way. */
-  async #requireReachable(userId: string, other: string): Promise<void> {
-    const [exists, blocked] = await Promise.all([repo.userExists(this.#db, other), repo.isBlockedEitherWay(this.#db, userId, other)]);
-    if (!exists || blocked) throw new NotFoundError("user");
-  }
+}
+
+/** The other user exists and has no block with the caller; otherwise NOT_FOUND, the same either way. */
+async function requireReachable(db: Kysely<Database> | Transaction<Database>, userId: string, other: string): Promise<void> {
+  if (!(await repo.userExists(db, other)) || (await repo.isBlockedEitherWay(db, userId, other))) throw new NotFoundError("user");
 }

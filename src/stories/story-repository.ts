@@ -127,6 +127,7 @@ export async function listVisibleStories(db: Db, viewerId: string, masks: Readon
     join stories s on s.author_id = k.author_id and s.expires_at > ${now} and (k.mask >> s.privacy) & 1 = 1
     join media m on m.id = s.media_id
     left join story_views v on v.story_id = s.id and v.viewer_id = ${viewerId}
+    where s.author_id = any(${[...masks.keys()]}::text[]) -- lets the planner use stories_by_author
     order by s.author_id, s.created_at, s.id`.execute(db);
   return result.rows.map((row) => ({ ...toStoryWithMedia(row), seen: row.seen }));
 }
@@ -166,6 +167,7 @@ export async function listTrayAuthors(db: Db, viewerId: string, masks: ReadonlyM
       from unnest(${[...masks.keys()]}::text[], ${[...masks.values()]}::int4[]) as k(author_id, mask)
       join stories s on s.author_id = k.author_id and s.expires_at > ${now} and (k.mask >> s.privacy) & 1 = 1
       left join seen v on v.story_id = s.id
+      where s.author_id = any(${[...masks.keys()]}::text[]) -- lets the planner use stories_by_author
       group by s.author_id) t
     where ${afterSql}
     order by t.grp, t.latest_micros desc, t.author_id
@@ -174,18 +176,28 @@ export async function listTrayAuthors(db: Db, viewerId: string, masks: ReadonlyM
 }
 
 /**
+ * Locks the story against deletion until commit (FOR KEY SHARE: a concurrent DeleteStory or
+ * expiry waits, views and reactions do not), so the rows written next can reference it.
+ * False when it is already gone.
+ */
+async function holdStory(tx: Transaction<Database>, storyId: string): Promise<boolean> {
+  const result = await sql`select 1 from stories where id = ${storyId} for key share`.execute(tx);
+  return result.rows.length > 0;
+}
+
+/**
  * Records a view. Returns whether it was the viewer's first (which bumps the count) and the
  * count after it, or null when the story is gone (deleted since it was checked).
  */
 export async function recordView(tx: Transaction<Database>, storyId: string, viewerId: string, at: Date): Promise<{ first: boolean; viewCount: bigint } | null> {
+  if (!(await holdStory(tx, storyId))) return null;
   const inserted = await sql`
-    insert into story_views (story_id, viewer_id, viewed_at) select id, ${viewerId}, ${at} from stories where id = ${storyId}
-    on conflict do nothing`.execute(tx);
+    insert into story_views (story_id, viewer_id, viewed_at) values (${storyId}, ${viewerId}, ${at}) on conflict do nothing`.execute(tx);
   const first = Number(inserted.numAffectedRows ?? 0) > 0;
   const row = first
-    ? await tx.updateTable("stories").set({ view_count: sql`view_count + 1` }).where("id", "=", storyId).returning("view_count").executeTakeFirst()
-    : await tx.selectFrom("stories").select("view_count").where("id", "=", storyId).executeTakeFirst();
-  return row ? { first, viewCount: BigInt(row.view_count) } : null;
+    ? await tx.updateTable("stories").set({ view_count: sql`view_count + 1` }).where("id", "=", storyId).returning("view_count").executeTakeFirstOrThrow()
+    : await tx.selectFrom("stories").select("view_count").where("id", "=", storyId).executeTakeFirstOrThrow();
+  return { first, viewCount: BigInt(row.view_count) };
 }
 
 /** Which of the stories the viewer has viewed. */
@@ -216,18 +228,17 @@ export async function listViewers(db: Db, storyId: string, after: { micros: stri
  * after, or null when the story is gone (deleted since it was checked).
  */
 export async function changeReaction(tx: Transaction<Database>, op: "add" | "remove", storyId: string, emoji: string, userId: string): Promise<{ changed: boolean; count: bigint } | null> {
+  if (!(await holdStory(tx, storyId))) return null;
   const changed =
     op === "add"
-      ? await sql`insert into story_reactions (story_id, emoji, user_id) select id, ${emoji}, ${userId} from stories where id = ${storyId}
-                  on conflict do nothing`.execute(tx)
+      ? await sql`insert into story_reactions (story_id, emoji, user_id) values (${storyId}, ${emoji}, ${userId}) on conflict do nothing`.execute(tx)
       : await sql`delete from story_reactions where story_id = ${storyId} and emoji = ${emoji} and user_id = ${userId}`.execute(tx);
   const delta = Number(changed.numAffectedRows ?? 0) * (op === "add" ? 1 : -1);
   const result = await sql<{ count: string }>`
-    insert into story_reaction_counts as rc (story_id, emoji, count) select id, ${emoji}, ${Math.max(delta, 0)} from stories where id = ${storyId}
+    insert into story_reaction_counts as rc (story_id, emoji, count) values (${storyId}, ${emoji}, ${Math.max(delta, 0)})
     on conflict (story_id, emoji) do update set count = rc.count + ${delta}
     returning count`.execute(tx);
-  const row = result.rows[0];
-  return row ? { changed: delta !== 0, count: BigInt(row.count) } : null;
+  return { changed: delta !== 0, count: BigInt(result.rows[0]!.count) };
 }
 
 /** Posts a story unless one already shows this media (a retried create); returns it, or null then. */

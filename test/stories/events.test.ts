@@ -128,21 +128,32 @@ describe("story events", () => {
         assertNoneArrived(fv, (f) => f.case === "event" && (f.value.kind.case === "storyViewed" || f.value.kind.case === "storyReacted"), "the author's story_viewed/story_reacted reached the viewer");
       });
 
-      it("deleting a story sends story_expired (deleted) to the author and those it was posted to", async () => {
-        const [author, follower, friend] = (await newUsers(server, 3, "deleted")) as string[];
+      it("deleting a story sends story_expired (deleted) to the author and those it was posted to, and to no one else", async () => {
+        const [author, follower, friend, stranger, blocked, fence] = (await newUsers(server, 6, "deleted")) as string[];
         const A = server.clientsFor(author!, protocol);
         await server.clientsFor(follower!, protocol).social.follow({ userId: author! });
         await A.social.addCloseFriend({ userId: friend! });
+        await server.clientsFor(blocked!, protocol).social.follow({ userId: author! });
+        await A.social.block({ userId: blocked! });
+        for (const u of [stranger, blocked]) await server.clientsFor(u!, protocol).social.follow({ userId: fence! });
         const fa = await live(author!, protocol, "author");
         const ff = await live(follower!, protocol, "follower");
         const fc = await live(friend!, protocol, "close friend");
+        const fs = await live(stranger!, protocol, "stranger");
+        const fb = await live(blocked!, protocol, "blocked");
         const story = await postStory(A, StoryPrivacy.FOLLOWERS);
         await A.stories.deleteStory({ storyId: story.id });
         for (const f of [fa, ff, fc]) {
           const { event } = await f.waitForEvent(expired(story.id), "story_expired");
+          assertStoryEvent(event, author!);
           assert.ok(event.kind.case === "storyExpired");
           assert.equal(event.kind.value.deleted, true);
           assert.equal(event.kind.value.authorId, author);
+        }
+        const fenceStory = await postStory(server.clientsFor(fence!, protocol), StoryPrivacy.FOLLOWERS);
+        for (const f of [fs, fb]) {
+          await f.waitForEvent(posted(fenceStory.id), "the fence story");
+          assertNoneArrived(f, (fr) => fr.case === "event" && (expired(story.id)(fr.value) || posted(story.id)(fr.value)), "news of a story they could never see");
         }
       });
     });

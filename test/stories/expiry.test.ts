@@ -12,12 +12,12 @@ import path from "node:path";
 import { Code } from "@connectrpc/connect";
 import type { Story } from "../../gen/parley/v1/story_pb.ts";
 import { StoryPrivacy } from "../../gen/parley/v1/story_pb.ts";
-import { MAIN_PROTOCOLS, newUsers, startTestServer, createTestDatabase, type Clients, type TestServer } from "../helpers/test-server.ts";
+import { MAIN_PROTOCOLS, newUsers, startTestServer, createTestDatabase, type Clients } from "../helpers/test-server.ts";
 import { expectCode } from "../helpers/expect.ts";
 import { createDirect, listAllForward, ms } from "../helpers/fixtures.ts";
-import { eventually, openLiveFeed, type Feed } from "../helpers/feed.ts";
+import { openLiveFeed, type Feed } from "../helpers/feed.ts";
 import { deleteNatsState, multiNodeAvailable, natsPrefix, realtimeEnv } from "../helpers/realtime.ts";
-import { mediaFileExists, postStory, sleepUntil, startStoryServer, storyRows, type StoryServer } from "./support.ts";
+import { mediaFileExists, postStory, sleepUntil, startStoryServer, storyRows, waitUntilErased } from "./support.ts";
 
 const TTL = { STORY_TTL_SECONDS: "2" };
 /** Long enough that no sweep runs during a test: whatever is deleted, the consumer deleted. */
@@ -55,16 +55,6 @@ async function postWatchedStory(author: Clients, follower: Clients, authorId: st
   await follower.stories.addStoryReaction({ storyId: story.id, emoji: "⏳" });
   await follower.stories.replyToStory({ storyId: story.id, clientMessageId: randomUUID(), content: { case: "text", value: "see you tomorrow" } });
   return story;
-}
-
-async function assertCleanedUp(server: TestServer, dataDir: string, story: Story, by: string): Promise<void> {
-  const deadline = ms(story.expiresAt) + CLEANUP_DEADLINE_MS;
-  const left = () => Math.max(deadline - Date.now(), 1);
-  await eventually(async () => !(await mediaFileExists(dataDir, story.media!.id)), `the media file deleted by ${by}`, left());
-  await eventually(async () => {
-    const rows = await storyRows(server, story);
-    return rows === null || Object.values(rows).every((n) => n === 0);
-  }, `every row of the story deleted by ${by}`, left());
 }
 
 describe("story expiry (2-second lifetime)", () => {
@@ -112,6 +102,9 @@ describe("story expiry (2-second lifetime)", () => {
       const F = server.clientsFor(follower, "connect");
       feeds.push(await openLiveFeed(A, { label: "author" }), await openLiveFeed(F, { label: "follower" }));
       const story = await postWatchedStory(A, F, author);
+      // Deleted long before its deadline: when the consumer's turn comes, there is nothing to do.
+      const deleted = await postStory(A, StoryPrivacy.PUBLIC);
+      await A.stories.deleteStory({ storyId: deleted.id });
       assert.ok(await mediaFileExists(server.dataDir, story.media!.id), "the file is stored while the story lives");
       const rows = await storyRows(server, story);
       if (rows) assert.deepEqual(rows, { stories: 1, story_views: 1, story_reactions: 1, story_reaction_counts: 1, media: 1 }, "rows while it lives");
@@ -127,7 +120,12 @@ describe("story expiry (2-second lifetime)", () => {
         assert.equal(event.kind.value.deleted, false, "expired, not deleted");
         assert.ok(Date.now() >= ms(story.expiresAt), "not before the deadline");
       }
-      await assertCleanedUp(server, server.dataDir, story, "the consumer");
+      await waitUntilErased(server, server.dataDir, story, "the consumer", ms(story.expiresAt) + CLEANUP_DEADLINE_MS - Date.now());
+      await sleepUntil(ms(deleted.expiresAt) + 1_000);
+      for (const feed of feeds) {
+        const notices = feed.events.filter((e) => e.kind.case === "storyExpired" && e.kind.value.storyId === deleted.id);
+        assert.deepEqual(notices.map((e) => e.kind.case === "storyExpired" && e.kind.value.deleted), [true], `${feed.label}: one story_expired (deleted) for the deleted story, none again at its deadline`);
+      }
       const direct = await createDirect(F, author);
       const kept = await listAllForward(A, direct.id);
       assert.deepEqual(kept.map((m) => [m.content.value, m.story?.storyId]), [["see you tomorrow", story.id]], "the reply outlives the story, still pointing at it");
@@ -166,13 +164,7 @@ describe("story expiry (2-second lifetime)", () => {
       const node = await startNode(second);
       try {
         await expectCode(node.clientsFor(story.authorId, "connect").stories.getStory({ storyId: story.id }), Code.NotFound);
-        const cleanupDeadline = Date.now() + CLEANUP_DEADLINE_MS;
-        const left = () => Math.max(cleanupDeadline - Date.now(), 1);
-        await eventually(async () => !(await mediaFileExists(dataDir, story.media!.id)), `the media file deleted by ${by}`, left());
-        await eventually(async () => {
-          const rows = await storyRows(node, story);
-          return rows === null || Object.values(rows).every((n) => n === 0);
-        }, `every row deleted by ${by}`, left());
+        await waitUntilErased(node, dataDir, story, by, CLEANUP_DEADLINE_MS);
       } finally {
         await node.stop();
       }

@@ -124,6 +124,22 @@ describe("media", () => {
     });
   }
 
+  it("serves stories and media to browsers: gRPC-Web, Connect JSON and Connect GET", async () => {
+    const [author, fan] = (await newUsers(server, 2, "browser")) as [string, string];
+    await server.clientsFor(fan, "connect").social.follow({ userId: author });
+    const bytes = await fixture("pixel.webp");
+    const upload = await server.clientsFor(author, "grpc-web").media.uploadMedia({ data: bytes });
+    const story = (await server.clientsFor(author, "connect-json").stories.createStory({ mediaId: upload.media!.id, privacy: TIERS[1].privacy })).story!;
+    for (const protocol of ["grpc-web", "connect-json", "connect-get"] as const) {
+      const F = server.clientsFor(fan, protocol);
+      assert.equal((await F.stories.getStory({ storyId: story.id })).story?.id, story.id, `GetStory over ${protocol}`);
+      const tray = await F.stories.listStoryFeed({});
+      assert.ok(tray.entries.some((e) => e.authorId === author), `ListStoryFeed over ${protocol}`);
+      const down = await F.media.downloadMedia({ mediaId: story.media!.id });
+      assert.deepEqual(Buffer.from(down.data), Buffer.from(bytes), `DownloadMedia over ${protocol}`);
+    }
+  });
+
   it("honours MAX_MEDIA_BYTES", async () => {
     const small = await startStoryServer({ MAX_MEDIA_BYTES: "2048" });
     try {

@@ -11,7 +11,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { Story } from "../../gen/parley/v1/story_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type Clients, type Protocol } from "../helpers/test-server.ts";
 import { expectCode } from "../helpers/expect.ts";
-import { fixture, postStory, sharedStoryServer, TIERS, type StoryServer } from "./support.ts";
+import { fixture, postStory, sharedStoryServer, TIERS, wholeTray, type StoryServer } from "./support.ts";
 
 type Relation = "author" | "close friend" | "follower" | "stranger" | "blocked";
 const RELATIONS: readonly Relation[] = ["author", "close friend", "follower", "stranger", "blocked"];
@@ -42,15 +42,7 @@ interface Probe {
 
 /** Every story of the author in the caller's tray (all pages, public stories included). */
 async function trayStoryIds(caller: Clients, authorId: string): Promise<string[]> {
-  const ids: string[] = [];
-  let pageToken = "";
-  for (let page = 0; page < 100; page++) {
-    const res = await caller.stories.listStoryFeed({ includePublic: true, pageSize: 100, pageToken });
-    for (const e of res.entries) if (e.authorId === authorId) ids.push(...e.stories.map((s) => s.id));
-    if (!res.nextPageToken) return ids;
-    pageToken = res.nextPageToken;
-  }
-  throw new Error("ListStoryFeed never stopped returning a next_page_token");
+  return (await wholeTray(caller, true)).flat().filter((e) => e.authorId === authorId).flatMap((e) => e.stories.map((s) => s.id));
 }
 
 /** The author's stories the caller gets from ListUserStories; a caller who may not see the author at all may get NOT_FOUND instead. */

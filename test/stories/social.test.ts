@@ -6,50 +6,13 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.ts";
-import type { SocialListEntry } from "../../gen/parley/v1/social_service_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, uniqueId, type Clients } from "../helpers/test-server.ts";
 import { expectCode, expectInvalidArgument } from "../helpers/expect.ts";
 import { createDirect, createGroup, listAllForward, ms, sendText } from "../helpers/fixtures.ts";
 import { assertNoneArrived, isMessage, openLiveFeed, type Feed } from "../helpers/feed.ts";
-import { postStory, sharedStoryServer, TIERS, type StoryServer } from "./support.ts";
-
-type Page = { entries: SocialListEntry[]; nextPageToken: string };
-
-/** Walks a social list page by page; returns the pages' user ids. */
-async function pages(list: (pageToken: string) => Promise<Page>): Promise<string[][]> {
-  const out: string[][] = [];
-  let token = "";
-  for (let i = 0; i < 100; i++) {
-    const page = await list(token);
-    out.push(page.entries.map((e) => e.userId));
-    if (!page.nextPageToken) return out;
-    token = page.nextPageToken;
-  }
-  throw new Error("the list never stopped returning a next_page_token");
-}
-
-const followersOf = (c: Clients, userId: string, pageSize = 200) =>
-  pages(async (pageToken) => {
-    const r = await c.social.listFollowers({ userId, pageSize, pageToken });
-    return { entries: r.followers, nextPageToken: r.nextPageToken };
-  });
-const followingOf = (c: Clients, userId: string, pageSize = 200) =>
-  pages(async (pageToken) => {
-    const r = await c.social.listFollowing({ userId, pageSize, pageToken });
-    return { entries: r.following, nextPageToken: r.nextPageToken };
-  });
-const closeFriendsOf = (c: Clients, pageSize = 200) =>
-  pages(async (pageToken) => {
-    const r = await c.social.listCloseFriends({ pageSize, pageToken });
-    return { entries: r.closeFriends, nextPageToken: r.nextPageToken };
-  });
-const blockedBy = (c: Clients, pageSize = 200) =>
-  pages(async (pageToken) => {
-    const r = await c.social.listBlocked({ pageSize, pageToken });
-    return { entries: r.blocked, nextPageToken: r.nextPageToken };
-  });
+import { blockedBy, closeFriendsOf, followersOf, followingOf, postStory, sharedStoryServer, TIERS, type StoryServer } from "./support.ts";
 
 describe("social graph", () => {
   let server: StoryServer;
@@ -130,7 +93,10 @@ describe("social graph", () => {
         await feed.waitForEvent(isMessage(conv.id, fence.seq), "the fence message");
         assertNoneArrived(
           feed,
-          (f) => f.case === "event" && f.value.conversationId === "" && f.value.kind.case !== "presenceChanged",
+          // Conversation events, presence and the notification of the fence message itself are fine.
+          (f) =>
+            f.case === "event" && f.value.conversationId === "" && f.value.kind.case !== "presenceChanged" &&
+            !(f.value.kind.case === "notificationCreated" && f.value.kind.value.notification?.conversationId === conv.id),
           "an event about being added to close friends",
         );
 
@@ -167,6 +133,28 @@ describe("social graph", () => {
         assert.deepEqual((await followingOf(A, alice!)).flat(), [], "follows are not restored");
         assert.deepEqual((await closeFriendsOf(A)).flat(), [], "close friends are not restored");
         assert.equal((await B.social.follow({ userId: alice! })).followed, true, "following works again");
+      });
+
+      it("a follow racing a block never survives it", async () => {
+        for (let round = 0; round < 5; round++) {
+          const [alice, bob] = await newUsers(server, 2, "brace");
+          const A = as(alice!);
+          const B = as(bob!);
+          const outcomes = await Promise.allSettled([
+            B.social.follow({ userId: alice! }),
+            A.social.follow({ userId: bob! }),
+            A.social.block({ userId: bob! }),
+            B.social.follow({ userId: alice! }),
+            B.social.addCloseFriend({ userId: alice! }),
+            A.social.follow({ userId: bob! }),
+          ]);
+          for (const o of outcomes) {
+            if (o.status === "rejected") assert.equal(ConnectError.from(o.reason).code, Code.NotFound, `round ${round}: ${String(o.reason)}`);
+          }
+          assert.deepEqual((await followersOf(A, alice!)).flat(), [], `round ${round}: bob follows alice despite the block`);
+          assert.deepEqual((await followingOf(A, alice!)).flat(), [], `round ${round}: alice follows bob despite the block`);
+          assert.deepEqual((await closeFriendsOf(B)).flat(), [], `round ${round}: alice is on bob's close friends despite the block`);
+        }
       });
 
       it("pages through the blocked list, most recent first", async () => {

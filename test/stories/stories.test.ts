@@ -6,30 +6,16 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { StoryTrayEntry } from "../../gen/parley/v1/story_service_pb.ts";
 import { MediaType } from "../../gen/parley/v1/media_pb.ts";
 import { StoryPrivacy } from "../../gen/parley/v1/story_pb.ts";
 import type { ReactionSummary } from "../../gen/parley/v1/message_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type Clients } from "../helpers/test-server.ts";
 import { expectCode, expectInvalidArgument } from "../helpers/expect.ts";
 import { clockPast, createDirect, listAllForward, ms } from "../helpers/fixtures.ts";
-import { eventually } from "../helpers/feed.ts";
-import { fixture, mediaFileExists, postStory, sharedStoryServer, storyRows, type StoryServer } from "./support.ts";
+import { EVENT_DEADLINE_MS } from "../helpers/feed.ts";
+import { fixture, followersOf, postStory, sharedStoryServer, viewerPages, waitUntilErased, wholeTray, type StoryServer } from "./support.ts";
 
 const { PUBLIC, FOLLOWERS, CLOSE_FRIENDS } = StoryPrivacy;
-
-/** The caller's whole tray, page by page. */
-async function wholeTray(c: Clients, includePublic: boolean, pageSize = 100): Promise<StoryTrayEntry[][]> {
-  const pages: StoryTrayEntry[][] = [];
-  let pageToken = "";
-  for (let i = 0; i < 1000; i++) {
-    const res = await c.stories.listStoryFeed({ includePublic, pageSize, pageToken });
-    pages.push(res.entries);
-    if (!res.nextPageToken) return pages;
-    pageToken = res.nextPageToken;
-  }
-  throw new Error("ListStoryFeed never stopped returning a next_page_token");
-}
 
 /** The tray as author ids, only those of `authors` (other tests post public stories too). */
 async function trayOrder(c: Clients, authors: readonly string[], includePublic = false): Promise<string[]> {
@@ -91,6 +77,7 @@ describe("stories", () => {
         const V = as(viewer);
         for (const a of [a1, a2, a3]) await V.social.follow({ userId: a });
         await as(cfAuthor).social.addCloseFriend({ userId: viewer });
+        await V.social.follow({ userId: cfAuthor }); // followed and a close friend: still one entry
         const mine = await postStory(V, PUBLIC);
         const s1a = await postStory(as(a1), FOLLOWERS);
         await clockPast(s1a.createdAt);
@@ -130,6 +117,10 @@ describe("stories", () => {
 
         const withPublic = await trayOrder(V, everyone, true);
         assert.deepEqual(withPublic, [stranger, cfAuthor, a2, a1, a3], "public stories of others only when asked for, in the same order");
+        for (const includePublic of [false, true]) {
+          const authors = (await wholeTray(V, includePublic)).flat().map((e) => e.authorId);
+          assert.equal(new Set(authors).size, authors.length, `one entry per author (include_public=${includePublic}): ${authors.join(", ")}`);
+        }
         const strangerEntry = (await wholeTray(V, true)).flat().find((e) => e.authorId === stranger)!;
         assert.deepEqual(strangerEntry.stories.map((s) => s.id), [sStranger.id]);
       });
@@ -159,12 +150,7 @@ describe("stories", () => {
         const listed = await A.stories.listStoryViewers({ storyId: story.id, pageSize: 200 });
         assert.equal(listed.viewCount, BigInt(viewers.length));
         assert.deepEqual(listed.viewers.map((v) => v.userId).sort(), [...viewers].sort(), "every viewer once, the author not among them");
-        const paged: string[] = [];
-        for (let token = "", first = true; first || token; first = false) {
-          const page = await A.stories.listStoryViewers({ storyId: story.id, pageSize: 5, pageToken: token });
-          paged.push(...page.viewers.map((v) => v.userId));
-          token = page.nextPageToken;
-        }
+        const paged = (await viewerPages(A, story.id, 5)).flat().map((v) => v.userId);
         assert.deepEqual(paged, listed.viewers.map((v) => v.userId), "pages of views made at the same moment lose and repeat none");
 
         const again = await as(viewers[0]!).stories.markStoryViewed({ storyId: story.id });
@@ -183,19 +169,11 @@ describe("stories", () => {
           await new Promise((r) => setTimeout(r, 5)); // distinct view times
         }
         await as(viewers[0]!).stories.markStoryViewed({ storyId: story.id });
-        const pages: string[][] = [];
-        let pageToken = "";
-        let lastAt = Infinity;
-        do {
-          const res = await A.stories.listStoryViewers({ storyId: story.id, pageSize: 2, pageToken });
-          assert.equal(res.viewCount, 5n);
-          for (const v of res.viewers) {
-            assert.ok(ms(v.viewedAt) <= lastAt, "newest first");
-            lastAt = ms(v.viewedAt);
-          }
-          pages.push(res.viewers.map((v) => v.userId));
-          pageToken = res.nextPageToken;
-        } while (pageToken && pages.length < 10);
+        const viewerList = await viewerPages(A, story.id, 2);
+        const times = viewerList.flat().map((v) => ms(v.viewedAt));
+        assert.deepEqual(times, [...times].sort((x, y) => y - x), "newest first");
+        const pages = viewerList.map((p) => p.map((v) => v.userId));
+        assert.equal((await A.stories.listStoryViewers({ storyId: story.id })).viewCount, 5n);
         assert.deepEqual(pages.map((p) => p.length), [2, 2, 1]);
         assert.deepEqual(pages.flat(), [...viewers].reverse(), "the repeated view did not move the first viewer up");
       });
@@ -237,13 +215,7 @@ describe("stories", () => {
         assert.equal(reactions.filter((r) => r.added).length, fans.length, "one reaction per fan");
         const story = (await A.stories.getStory({ storyId })).story!;
         assert.deepEqual(reactionsOf(story.reactions), [["👏", BigInt(fans.length), false]]);
-        const followers = await A.social.listFollowers({ userId: author!, pageSize: 3 });
-        const all = [...followers.followers.map((f) => f.userId)];
-        for (let token = followers.nextPageToken; token; ) {
-          const page = await A.social.listFollowers({ userId: author!, pageSize: 3, pageToken: token });
-          all.push(...page.followers.map((f) => f.userId));
-          token = page.nextPageToken;
-        }
+        const all = (await followersOf(A, author!, 3)).flat();
         assert.deepEqual(all.sort(), [...fans].sort(), "paging follows made at the same moment loses and repeats none");
       });
 
@@ -304,9 +276,7 @@ describe("stories", () => {
             .map(({ name, error }) => `${name}: ${Code[error!.code]}: ${error!.rawMessage}`);
           assert.deepEqual(unexpected, [], `round ${round}: calls racing the delete failed otherwise than NOT_FOUND`);
           await expectCode(A.stories.getStory({ storyId }), Code.NotFound);
-          await eventually(async () => !(await mediaFileExists(server.dataDir, mediaId)), "the media file deleted");
-          const rows = await storyRows(server, story);
-          if (rows) assert.ok(Object.values(rows).every((n) => n === 0), `round ${round}: rows left behind: ${JSON.stringify(rows)}`);
+          await waitUntilErased(server, server.dataDir, story, `DeleteStory (round ${round})`, EVENT_DEADLINE_MS);
         }
       });
 
@@ -328,6 +298,11 @@ describe("stories", () => {
         const second = (await F.stories.replyToStory({ storyId: story.id, clientMessageId: randomUUID(), content: { case: "text", value: "again" } })).message!;
         assert.equal(second.conversationId, direct.id, "the same conversation is reused");
         assert.equal(second.seq, reply.seq + 1n);
+
+        await expectInvalidArgument(F.stories.replyToStory({ storyId: story.id, clientMessageId: randomUUID(), content: { case: "text", value: "" } }), "text", "content");
+        await expectInvalidArgument(F.stories.replyToStory({ storyId: story.id, clientMessageId: randomUUID() }), "content", "text", "envelope");
+        await expectInvalidArgument(F.stories.replyToStory({ storyId: story.id, clientMessageId: "", content: { case: "text", value: "x" } }), "client_message_id");
+        assert.equal((await listAllForward(F, direct.id)).length, 2, "the rejected replies stored nothing");
       });
 
       it("lets only the author delete a story, which takes its views, reactions and media with it", async () => {
@@ -353,9 +328,7 @@ describe("stories", () => {
           // Deleting again may succeed (idempotent) or be NOT_FOUND (the story is gone).
           assert.equal(ConnectError.from(err).code, Code.NotFound, `deleting again: ${String(err)}`);
         }
-        await eventually(async () => !(await mediaFileExists(server.dataDir, story.media!.id)), "the media file deleted");
-        const rows = await storyRows(server, story);
-        if (rows) assert.deepEqual(Object.values(rows).reduce((a, b) => a + b, 0), 0, `no rows left: ${JSON.stringify(rows)}`);
+        await waitUntilErased(server, server.dataDir, story, "DeleteStory", EVENT_DEADLINE_MS);
       });
     });
   }

@@ -11,9 +11,11 @@ import path from "node:path";
 import pg from "pg";
 import { crc32 } from "node:zlib";
 import type { Story } from "../../gen/parley/v1/story_pb.ts";
+import type { StoryTrayEntry, StoryViewer } from "../../gen/parley/v1/story_service_pb.ts";
 import { StoryPrivacy } from "../../gen/parley/v1/story_pb.ts";
 import type { Clients, TestServer } from "../helpers/test-server.ts";
 import { startRealtimeServer } from "../helpers/realtime.ts";
+import { eventually } from "../helpers/feed.ts";
 
 const fixtureDir = new URL("./fixtures/", import.meta.url);
 
@@ -148,9 +150,85 @@ export async function storyRows(server: TestServer, story: Story): Promise<Recor
   }
 }
 
+/**
+ * Waits until nothing of the story is left: no media file and (in PostgreSQL mode) no rows.
+ * Fails after the timeout saying what remained, naming who should have deleted it.
+ */
+export async function waitUntilErased(server: TestServer, dataDir: string, story: Story, by: string, timeoutMs: number): Promise<void> {
+  let left = "";
+  try {
+    await eventually(async () => {
+      const file = await mediaFileExists(dataDir, story.media!.id);
+      const rows = await storyRows(server, story);
+      const remaining = Object.entries(rows ?? {}).filter(([, n]) => n > 0).map(([table, n]) => `${n} in ${table}`);
+      left = [...(file ? ["the media file"] : []), ...remaining].join(", ");
+      return left === "";
+    }, `the story erased by ${by}`, Math.max(timeoutMs, 1));
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; left: ${left}`);
+  }
+}
+
 /** Waits until the wall clock reaches the time (milliseconds since the epoch). */
 export async function sleepUntil(epochMs: number): Promise<void> {
   for (let left = epochMs - Date.now(); left > 0; left = epochMs - Date.now()) {
     await new Promise((resolve) => setTimeout(resolve, left));
   }
 }
+
+/** One page of a list call: its items and the token of the next page ("" on the last). */
+export interface Page<T> {
+  items: T[];
+  next: string;
+}
+
+/** Walks a paginated list from the first page to the last; returns the pages. */
+export async function allPages<T>(fetch: (pageToken: string) => Promise<Page<T>>): Promise<T[][]> {
+  const pages: T[][] = [];
+  let token = "";
+  for (let i = 0; i < 1000; i++) {
+    const page = await fetch(token);
+    pages.push(page.items);
+    if (!page.next) return pages;
+    token = page.next;
+  }
+  throw new Error("the list never stopped returning a next_page_token");
+}
+
+/** The caller's whole story tray, page by page. */
+export function wholeTray(c: Clients, includePublic: boolean, pageSize = 100): Promise<StoryTrayEntry[][]> {
+  return allPages(async (pageToken) => {
+    const res = await c.stories.listStoryFeed({ includePublic, pageSize, pageToken });
+    return { items: res.entries, next: res.nextPageToken };
+  });
+}
+
+/** Everyone who viewed the story (the caller must be its author), page by page. */
+export function viewerPages(c: Clients, storyId: string, pageSize: number): Promise<StoryViewer[][]> {
+  return allPages(async (pageToken) => {
+    const res = await c.stories.listStoryViewers({ storyId, pageSize, pageToken });
+    return { items: res.viewers, next: res.nextPageToken };
+  });
+}
+
+/** User ids of a social list, page by page. */
+export const followersOf = (c: Clients, userId: string, pageSize = 200) =>
+  allPages(async (pageToken) => {
+    const r = await c.social.listFollowers({ userId, pageSize, pageToken });
+    return { items: r.followers.map((e) => e.userId), next: r.nextPageToken };
+  });
+export const followingOf = (c: Clients, userId: string, pageSize = 200) =>
+  allPages(async (pageToken) => {
+    const r = await c.social.listFollowing({ userId, pageSize, pageToken });
+    return { items: r.following.map((e) => e.userId), next: r.nextPageToken };
+  });
+export const closeFriendsOf = (c: Clients, pageSize = 200) =>
+  allPages(async (pageToken) => {
+    const r = await c.social.listCloseFriends({ pageSize, pageToken });
+    return { items: r.closeFriends.map((e) => e.userId), next: r.nextPageToken };
+  });
+export const blockedBy = (c: Clients, pageSize = 200) =>
+  allPages(async (pageToken) => {
+    const r = await c.social.listBlocked({ pageSize, pageToken });
+    return { items: r.blocked.map((e) => e.userId), next: r.nextPageToken };
+  });

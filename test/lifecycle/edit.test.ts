@@ -121,13 +121,15 @@ describe("EditMessage and ListMessageEdits", () => {
         assert.equal(tomb.content.case, undefined, "still without content");
       });
 
-      it("rejects blank text with INVALID_ARGUMENT and keeps the message as it was", async () => {
+      it("rejects blank or oversized text with INVALID_ARGUMENT and keeps the message as it was", async () => {
         const [a, b, c] = await newUsers(server, 3, "editblank");
         const A = server.clientsFor(a!, protocol);
         const conv = await createGroup(A, [b!, c!]);
         const m = await sendText(A, conv.id, "keep me");
         await expectInvalidArgument(A.messages.editMessage({ conversationId: conv.id, seq: m.seq, content: { case: "text", value: "   " } }), "text", "content");
         await expectInvalidArgument(A.messages.editMessage({ conversationId: conv.id, seq: m.seq }), "text", "content");
+        // The same size limit as a send: 16,386 bytes is over 16 KiB.
+        await expectInvalidArgument(A.messages.editMessage({ conversationId: conv.id, seq: m.seq, content: { case: "text", value: "é".repeat(8193) } }), "text", "content");
         const after = await getMessage(A, conv.id, m.seq);
         assert.equal(textOf(after), "keep me");
         assert.equal(after.version, 1);

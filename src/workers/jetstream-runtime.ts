@@ -55,7 +55,7 @@ export function createJetStreamRuntime({ connection, subjects, logger }: JetStre
         // A new consumer of events starts from now (history is for reindex/backfill tools);
         // work items wait for their consumer however long it takes to appear.
         deliver_policy: isWork ? DeliverPolicy.All : DeliverPolicy.New,
-        ack_wait: ACK_WAIT_MS * NANOS_PER_MS,
+        ack_wait: (spec.ackWaitMs ?? ACK_WAIT_MS) * NANOS_PER_MS,
         // Scheduling naks ("not due yet") must never exhaust a delivery: the runner enforces
         // maxDeliver for failures itself.
         max_deliver: -1,

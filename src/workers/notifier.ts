@@ -31,6 +31,8 @@ export interface NotifierOptions {
 
 /** Events per batch: an @everyone in a 500-member group is one event, so batches stay small in rows. */
 const BATCH_SIZE = 128;
+/** A batch takes well under a second; a dead node's batch is retried after this. */
+const ACK_WAIT_MS = 10_000;
 
 export function createNotifierSpec(options: NotifierOptions): ConsumerSpec<StoredEvent> {
   return {
@@ -38,6 +40,8 @@ export function createNotifierSpec(options: NotifierOptions): ConsumerSpec<Store
     filterSubject: options.subjects.allConversationEvents,
     decode: decodeStoredEvent,
     batchSize: BATCH_SIZE,
+    // After a node dies, its batch in hand is redelivered this soon (mentions arrive late by that much).
+    ackWaitMs: ACK_WAIT_MS,
     async handle(batch) {
       await notify(options, batch.map((d) => d.value));
       return batch.map(() => "done" as const);

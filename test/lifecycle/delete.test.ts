@@ -334,6 +334,40 @@ describe("DeleteMessage", () => {
     }
   });
 
+  it("pages the moderation log newest first; a direct conversation has none", async () => {
+    const [a, b, c] = await newUsers(server, 3, "modpages");
+    const A = server.clientsFor(a!, "connect");
+    const B = server.clientsFor(b!, "grpc");
+    const conv = await createGroup(A, [b!, c!]);
+    const seqs: bigint[] = [];
+    for (let i = 0; i < 5; i++) seqs.push((await sendText(B, conv.id, `spam ${i}`)).seq);
+    for (const seq of seqs) await remove(A, conv.id, seq);
+    const walked: bigint[] = [];
+    let pageToken = "";
+    for (let i = 0; i < 10; i++) {
+      const res = await A.messages.listModerationLog({ conversationId: conv.id, pageSize: 2, pageToken });
+      assert.ok(res.entries.length <= 2, "a page holds at most page_size");
+      walked.push(...res.entries.map((e) => e.messageSeq));
+      if (!res.nextPageToken) break;
+      pageToken = res.nextPageToken;
+    }
+    assert.deepEqual(walked, [...seqs].reverse(), "every moderation once, newest first");
+    const direct = await createDirect(A, b!);
+    await expectCode(A.messages.listModerationLog({ conversationId: direct.id }), Code.PermissionDenied);
+  });
+
+  it("counts a direct conversation's unread messages without the deleted ones", async () => {
+    const [a, b] = await newUsers(server, 2, "directunread");
+    const A = server.clientsFor(a!, "grpc");
+    const B = server.clientsFor(b!, "connect");
+    const direct = await createDirect(A, b!);
+    for (let i = 0; i < 3; i++) await sendText(A, direct.id, `dm ${i}`);
+    await remove(A, direct.id, 2n);
+    const listed = (await listAllConversations(B)).find((x) => x.id === direct.id);
+    assert.equal(listed?.unreadCount, 2n);
+    assert.equal(listed?.lastMessage?.seq, 3n);
+  });
+
   it("takes no reactions on a deleted message", async () => {
     const [a, b, c] = await newUsers(server, 3, "delreact");
     const A = server.clientsFor(a!, "grpc");

@@ -111,7 +111,7 @@ describe("Unread counts", () => {
     const watch = await openLiveFeed(clients(admin), { label: `admin/${protocol}` });
     feeds.push(watch);
     const body = (text: string) => (key ? seal(key, text) : text);
-    const PER_SENDER = 24;
+    const PER_SENDER = 18;
     const members = [...senders, leaver];
 
     const sendLoop = async (sender: string) => {

@@ -40,6 +40,7 @@ import { cleanupAll, guardProcess, onCleanup } from "./lib/cleanup.ts";
 import { createBenchDatabase, postgresVersion } from "./lib/database.ts";
 import { grpcConnection } from "./lib/grpc.ts";
 import { natsPrefixForRun } from "./lib/nats.ts";
+import { CpuMeter, formatCpu } from "./lib/proc.ts";
 import { ParleyNode } from "./lib/server.ts";
 import { formatLatency, Samples } from "./lib/stats.ts";
 import { intFlag, printHelp, requireLocalUrl, round } from "./lib/util.ts";
@@ -183,13 +184,19 @@ async function main(): Promise<void> {
   log(`first page: ${first.conversations.length} conversations, ${unread} unread, ${mentions} unread mentions`);
   for (let i = 0; i < WARMUP; i++) await conversations.listConversations({ pageSize: PAGE }, { headers });
   const list = new Samples();
+  const cpu = new CpuMeter({ server: node.pid });
+  cpu.start();
   for (let i = 0; i < CALLS; i++) {
     const t0 = performance.now();
     await conversations.listConversations({ pageSize: PAGE }, { headers });
     list.add(performance.now() - t0);
   }
+  const cpuReport = cpu.stop();
   const listSummary = list.summary();
+  // CPU time per call does not depend on how busy the machine is, unlike the latencies.
+  const serverCpuMsPerCall = round((cpuReport.server! * cpuReport.wallSeconds * 1000) / CALLS);
   console.log(`ListConversations (page of ${PAGE}, ${CONVERSATIONS} conversations, ${MESSAGES} messages): ${formatLatency(listSummary)}`);
+  console.log(`  server CPU ${serverCpuMsPerCall} ms per call; ${formatCpu(cpuReport)}`);
 
   // Fan-out: @everyone → one push entry per other member.
   const nc = await connectNats({ servers: flags["nats-url"] });
@@ -219,7 +226,7 @@ async function main(): Promise<void> {
   const summary = {
     postgres: await postgresVersion(database.url),
     cores: os.cpus().length,
-    listConversations: listSummary,
+    listConversations: { ...listSummary, serverCpuMsPerCall, otherLoadCores: cpuReport.other },
     fanoutMs: { median: round(sorted[Math.floor(sorted.length / 2)]!, 1), max: round(sorted.at(-1)!, 1), rounds: fanout.map((v) => round(v, 1)) },
   };
   console.log(JSON.stringify(summary));

@@ -24,6 +24,7 @@
  *   --group-members N   members of the fan-out group besides the owner (default 500)
  *   --calls N           measured ListConversations calls (default 1000)   --warmup N (default 100)
  *   --rounds N          fan-out rounds (default 5)
+ *   --server-node-arg A extra node argument for the measured server, e.g. --cpu-prof (repeatable)
  *   --database-url URL  the PostgreSQL server to create the bench database on
  *   --nats-url URL      (default nats://127.0.0.1:4222)
  */
@@ -60,6 +61,7 @@ const { values: flags } = parseArgs({
     calls: { type: "string", default: "1000" },
     warmup: { type: "string", default: "100" },
     rounds: { type: "string", default: "5" },
+    "server-node-arg": { type: "string", multiple: true, default: [] },
     "database-url": { type: "string", default: process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres" },
     "nats-url": { type: "string", default: process.env.BENCH_NATS_URL ?? "nats://127.0.0.1:4222" },
     help: { type: "boolean", default: false },
@@ -169,7 +171,7 @@ async function main(): Promise<void> {
   let node = await ParleyNode.start({ label: "migrate", env });
   await node.stop();
   const fanoutGroup = await bulkLoad(database.url);
-  node = await ParleyNode.start({ label: "inbox", env });
+  node = await ParleyNode.start({ label: "inbox", env, nodeArgs: flags["server-node-arg"] });
 
   const token = `Bearer ${await mintToken({ secret: SECRET, issuer: ISSUER, audience: AUDIENCE, userId: OWNER, expiresIn: "2h" })}`;
   const { transport } = grpcConnection(node.baseUrl);

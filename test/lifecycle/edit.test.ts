@@ -241,6 +241,17 @@ describe("EditMessage and ListMessageEdits", () => {
         assert.equal(textOf(await getMessage(B, conv.id, m.seq)), "draft 6");
       });
 
+      it("shows the edited text in the conversation list's last-message preview", async () => {
+        const [a, b, c] = await newUsers(server, 3, "editpreview");
+        const A = server.clientsFor(a!, protocol);
+        const conv = await createGroup(A, [b!, c!]);
+        const m = await sendText(A, conv.id, "Dinner at 7?");
+        await edit(A, conv.id, m.seq, "Dinner at 8?");
+        const listed = (await listAllConversations(server.clientsFor(b!, protocol))).find((x) => x.id === conv.id);
+        assert.equal(listed?.lastMessage?.seq, m.seq);
+        assert.deepEqual(listed?.lastMessage?.content, { case: "text", value: "Dinner at 8?" }, "the preview is the message as it is now");
+      });
+
       it("keeps the mentions of a message through an edit", async () => {
         const [a, b, c] = await newUsers(server, 3, "editmention");
         const A = server.clientsFor(a!, protocol);

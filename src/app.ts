@@ -62,7 +62,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     url: config.databaseUrl,
     embeddedPath: config.embeddedDatabasePath,
     poolSize: config.databasePoolSize,
-    onIdleConnectionError: (err) => logger.warn({ err }, "an idle database connection was closed by the server; the pool opens a new one"),
+    onConnectionError: (err) => logger.warn({ err }, "a database connection was closed by the server; the pool opens a new one"),
   });
   try {
     const applied = await migrate(database.db);

@@ -24,6 +24,7 @@
  *   --group-members N   members of the fan-out group besides the owner (default 500)
  *   --calls N           measured ListConversations calls (default 1000)   --warmup N (default 100)
  *   --rounds N          fan-out rounds (default 5)
+ *   --server-node-arg A extra node argument for the measured server, e.g. --cpu-prof (repeatable)
  *   --database-url URL  the PostgreSQL server to create the bench database on
  *   --nats-url URL      (default nats://127.0.0.1:4222)
  */
@@ -40,6 +41,7 @@ import { cleanupAll, guardProcess, onCleanup } from "./lib/cleanup.ts";
 import { createBenchDatabase, postgresVersion } from "./lib/database.ts";
 import { grpcConnection } from "./lib/grpc.ts";
 import { natsPrefixForRun } from "./lib/nats.ts";
+import { CpuMeter, formatCpu } from "./lib/proc.ts";
 import { ParleyNode } from "./lib/server.ts";
 import { formatLatency, Samples } from "./lib/stats.ts";
 import { intFlag, printHelp, requireLocalUrl, round } from "./lib/util.ts";
@@ -59,6 +61,7 @@ const { values: flags } = parseArgs({
     calls: { type: "string", default: "1000" },
     warmup: { type: "string", default: "100" },
     rounds: { type: "string", default: "5" },
+    "server-node-arg": { type: "string", multiple: true, default: [] },
     "database-url": { type: "string", default: process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres" },
     "nats-url": { type: "string", default: process.env.BENCH_NATS_URL ?? "nats://127.0.0.1:4222" },
     help: { type: "boolean", default: false },
@@ -168,7 +171,7 @@ async function main(): Promise<void> {
   let node = await ParleyNode.start({ label: "migrate", env });
   await node.stop();
   const fanoutGroup = await bulkLoad(database.url);
-  node = await ParleyNode.start({ label: "inbox", env });
+  node = await ParleyNode.start({ label: "inbox", env, nodeArgs: flags["server-node-arg"] });
 
   const token = `Bearer ${await mintToken({ secret: SECRET, issuer: ISSUER, audience: AUDIENCE, userId: OWNER, expiresIn: "2h" })}`;
   const { transport } = grpcConnection(node.baseUrl);
@@ -183,13 +186,19 @@ async function main(): Promise<void> {
   log(`first page: ${first.conversations.length} conversations, ${unread} unread, ${mentions} unread mentions`);
   for (let i = 0; i < WARMUP; i++) await conversations.listConversations({ pageSize: PAGE }, { headers });
   const list = new Samples();
+  const cpu = new CpuMeter({ server: node.pid });
+  cpu.start();
   for (let i = 0; i < CALLS; i++) {
     const t0 = performance.now();
     await conversations.listConversations({ pageSize: PAGE }, { headers });
     list.add(performance.now() - t0);
   }
+  const cpuReport = cpu.stop();
   const listSummary = list.summary();
+  // CPU time per call does not depend on how busy the machine is, unlike the latencies.
+  const serverCpuMsPerCall = round((cpuReport.server! * cpuReport.wallSeconds * 1000) / CALLS);
   console.log(`ListConversations (page of ${PAGE}, ${CONVERSATIONS} conversations, ${MESSAGES} messages): ${formatLatency(listSummary)}`);
+  console.log(`  server CPU ${serverCpuMsPerCall} ms per call; ${formatCpu(cpuReport)}`);
 
   // Fan-out: @everyone → one push entry per other member.
   const nc = await connectNats({ servers: flags["nats-url"] });
@@ -219,7 +228,7 @@ async function main(): Promise<void> {
   const summary = {
     postgres: await postgresVersion(database.url),
     cores: os.cpus().length,
-    listConversations: listSummary,
+    listConversations: { ...listSummary, serverCpuMsPerCall, otherLoadCores: cpuReport.other },
     fanoutMs: { median: round(sorted[Math.floor(sorted.length / 2)]!, 1), max: round(sorted.at(-1)!, 1), rounds: fanout.map((v) => round(v, 1)) },
   };
   console.log(JSON.stringify(summary));

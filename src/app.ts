@@ -64,7 +64,12 @@ const STREAM_DRAIN_MS = 2_000;
 
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
   const logger = options.logger ?? pino({ level: config.logLevel, base: { service: "parley" } });
-  const database = await openDatabase({ url: config.databaseUrl, embeddedPath: config.embeddedDatabasePath, poolSize: config.databasePoolSize });
+  const database = await openDatabase({
+    url: config.databaseUrl,
+    embeddedPath: config.embeddedDatabasePath,
+    poolSize: config.databasePoolSize,
+    onConnectionError: (err) => logger.warn({ err }, "a database connection was closed by the server; the pool opens a new one"),
+  });
   try {
     const applied = await migrate(database.db);
     if (applied.length > 0) logger.info({ applied }, "applied migrations");

@@ -4,6 +4,7 @@
  */
 import { sql, type Kysely, type RawBuilder, type Transaction } from "kysely";
 import type { Database } from "../db/schema.ts";
+import { previewColumns } from "../messages/message-repository.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -36,9 +37,6 @@ export interface ConversationViewRow {
   lm_deleted: boolean | null;
 }
 
-/** Longest last-message preview, in characters. */
-export const PREVIEW_CHARS = 100;
-
 /**
  * The user's conversations that pass `where`, in `orderAndLimit` order, as ListConversations
  * shows them. The page is chosen first, from the membership and conversation rows alone; only
@@ -52,9 +50,7 @@ function conversationViews(userId: string, where: RawBuilder<unknown>, orderAndL
       (select p.user_id from conversation_members p
         where v.type = ${ConversationKind.DIRECT} and p.conversation_id = v.id and p.user_id <> ${userId}
         limit 1) as direct_peer_id,
-      lm.seq as lm_seq, lm.sender_id as lm_sender_id, lm.created_at as lm_created_at,
-      left(lm.body_text, ${PREVIEW_CHARS}) as lm_text, (lm.envelope_ciphertext is not null) as lm_encrypted,
-      (lm.deleted_at is not null) as lm_deleted
+      lm.seq as lm_seq, ${previewColumns("lm", "lm")}
     from (
       select c.id, c.type, c.name, c.description, c.created_by, c.created_at, c.last_activity_at,
         (extract(epoch from c.last_activity_at) * 1000000)::int8 as activity_us,

@@ -15,6 +15,12 @@ export interface DatabaseOptions {
   /** PGlite data directory, or "memory://" to keep it in RAM. */
   embeddedPath: string;
   poolSize: number;
+  /**
+   * Told when PostgreSQL ends a pooled connection (restart, failover, pg_terminate_backend, a
+   * pooler's idle timeout). The pool opens a new one on next use; the error only needs
+   * reporting (left unhandled, it would end the process).
+   */
+  onConnectionError?: (error: Error) => void;
 }
 
 /** A Kysely handle plus what was needed to open it. */
@@ -34,6 +40,12 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
     // int8 stays a string: a JavaScript number would silently lose precision.
     types: { getTypeParser: (oid, format) => (oid === INT8_OID ? (v: string) => v : pg.types.getTypeParser(oid, format)) },
   });
+  // A connection the server ends emits 'error' on its client whether it is idle or checked out
+  // (a checked-out client has no pool listener, and nobody else listens): report it once, here.
+  // The query in flight, if any, fails on its own; the pool replaces the connection.
+  pool.on("connect", (client) => client.on("error", (error) => options.onConnectionError?.(error)));
+  // The pool re-emits idle clients' errors, already reported above.
+  pool.on("error", () => {});
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return { db, embedded: false, close: () => db.destroy() };
 }

@@ -91,8 +91,20 @@ export interface ReplyPreviewColumns {
 
 export type MessageWithReplyRow = MessageRow & ReplyPreviewColumns;
 
-/** Longest reply-quote preview, in characters. */
-export const REPLY_PREVIEW_CHARS = 100;
+/** Longest preview (last message, reply quote, notification), in characters. */
+export const PREVIEW_CHARS = 100;
+
+/**
+ * The columns a MessagePreview is made of, from the messages row aliased `alias`, named
+ * `<prefix>_sender_id`, `_created_at`, `_text`, `_encrypted`, `_deleted` (for raw queries;
+ * both names are constants of the caller, never input).
+ */
+export function previewColumns(alias: string, prefix: string) {
+  const [a, p] = [sql.raw(alias), sql.raw(prefix)];
+  return sql`${a}.sender_id as ${p}_sender_id, ${a}.created_at as ${p}_created_at,
+    left(${a}.body_text, ${PREVIEW_CHARS}) as ${p}_text, (${a}.envelope_ciphertext is not null) as ${p}_encrypted,
+    (${a}.deleted_at is not null) as ${p}_deleted`;
+}
 
 /** Messages joined with the message each one replies to, for reads. */
 function selectWithReply(db: Db) {
@@ -103,7 +115,7 @@ function selectWithReply(db: Db) {
     .select([
       "r.sender_id as reply_sender_id",
       "r.created_at as reply_created_at",
-      sql<string | null>`left(r.body_text, ${REPLY_PREVIEW_CHARS})`.as("reply_text"),
+      sql<string | null>`left(r.body_text, ${PREVIEW_CHARS})`.as("reply_text"),
       sql<boolean | null>`r.envelope_ciphertext is not null`.as("reply_encrypted"),
       sql<boolean | null>`r.deleted_at is not null`.as("reply_deleted"),
     ]);

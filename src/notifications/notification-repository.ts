@@ -1,7 +1,7 @@
 /** Every SQL statement about notifications and notification settings. */
 import { sql, type Kysely, type Selectable, type Transaction } from "kysely";
 import type { Database, NotificationsTable } from "../db/schema.ts";
-import { REPLY_PREVIEW_CHARS } from "../messages/message-repository.ts";
+import { previewColumns } from "../messages/message-repository.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -107,9 +107,7 @@ export async function listNotifications(db: Db, userId: string, unreadOnly: bool
   const unread = unreadOnly ? sql`and n.read_at is null` : sql``;
   const result = await sql<ListedNotificationRow>`
     select n.*, (extract(epoch from n.created_at) * 1000000)::int8 as created_us,
-      msg.sender_id as msg_sender_id, msg.created_at as msg_created_at,
-      left(msg.body_text, ${REPLY_PREVIEW_CHARS}) as msg_text,
-      (msg.envelope_ciphertext is not null) as msg_encrypted, (msg.deleted_at is not null) as msg_deleted
+      ${previewColumns("msg", "msg")}
     from notifications n
     left join messages msg on n.message_seq > 0 and msg.conversation_id = n.conversation_id and msg.seq = n.message_seq
     where n.user_id = ${userId} ${unread} ${page}

@@ -33,6 +33,12 @@ export interface ConsumerSpec<T> {
   batchSize?: number;
   /** Failed (thrown) deliveries are terminated and logged after this many; default 20. */
   maxDeliver?: number;
+  /**
+   * JetStream only: how long a delivery may stay unsettled before it is redelivered (default
+   * 10 s). Also how long work in hand waits after a node dies. Handlers are idempotent, so a
+   * short one only risks a harmless repeat of a slow batch.
+   */
+  ackWaitMs?: number;
 }
 
 export interface Consumer {

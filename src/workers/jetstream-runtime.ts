@@ -11,8 +11,12 @@ import { BatchQueue, type RawDelivery } from "./batch-runner.ts";
 import { DEFAULT_BATCH_SIZE, type Consumer, type ConsumerSpec, type WorkerRuntime } from "./consumer.ts";
 
 const NANOS_PER_MS = 1_000_000;
-/** A delivery not settled within this time is redelivered (handlers are idempotent). */
-const ACK_WAIT_MS = 60_000;
+/**
+ * A delivery not settled within this time is redelivered (handlers are idempotent). It is also
+ * how long the batch a dead node had in hand waits, so it is short: batches take well under a
+ * second, and a slow one only risks a harmless repeat.
+ */
+const ACK_WAIT_MS = 10_000;
 
 export interface JetStreamRuntimeOptions {
   connection: NatsConnection;
@@ -55,7 +59,7 @@ export function createJetStreamRuntime({ connection, subjects, logger }: JetStre
         // A new consumer of events starts from now (history is for reindex/backfill tools);
         // work items wait for their consumer however long it takes to appear.
         deliver_policy: isWork ? DeliverPolicy.All : DeliverPolicy.New,
-        ack_wait: ACK_WAIT_MS * NANOS_PER_MS,
+        ack_wait: (spec.ackWaitMs ?? ACK_WAIT_MS) * NANOS_PER_MS,
         // Scheduling naks ("not due yet") must never exhaust a delivery: the runner enforces
         // maxDeliver for failures itself.
         max_deliver: -1,

@@ -5,8 +5,8 @@
  *      (user, source event): a redelivered event inserts nothing) and records a
  *      notification_created event for each new row on its user's feed, last;
  *   2. after commit, every notification of the batch's events that should be pushed and is not
- *      yet known to be is published to the push outbox with its id as the message id, then
- *      marked pushed.
+ *      yet known to be is published to the push outbox with its id as the message id (then
+ *      the feed events go out), then marked pushed.
  * A crash anywhere repeats at most step 2 for some rows on redelivery; the outbox drops
  * entries whose id it has seen (JetStream's duplicate window), so each push entry exists once.
  */
@@ -61,9 +61,10 @@ export async function notify({ db, events, push }: NotifierOptions, batch: reado
       })),
     );
   });
-  events.publish(stored);
+  // Pushes first: the feed reads PostgreSQL anyway, a device that is away only has the push.
   const unpushed = await repo.findUnpushed(db, [...new Set(intents.map((i) => i.eventId))]);
   await push.publish(unpushed.map(toPushEntry));
+  events.publish(stored);
   await repo.markPushed(db, unpushed.map((row) => row.id));
 }
 

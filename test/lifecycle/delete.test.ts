@@ -11,12 +11,13 @@ import type { Event } from "../../gen/parley/v1/event_pb.ts";
 import type { Message } from "../../gen/parley/v1/message_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type Clients, type TestServer } from "../helpers/test-server.ts";
 import { expectCode } from "../helpers/expect.ts";
-import { createDirect, createGroup, listAllConversations, listAllForward, ms, sendText } from "../helpers/fixtures.ts";
+import { createDirect, createGroup, listAllForward, ms, sendText } from "../helpers/fixtures.ts";
 import { assertStoredEvent, eventually, isMessage, openLiveFeed, type Feed } from "../helpers/feed.ts";
 import { sharedRealtimeServer } from "../helpers/realtime.ts";
 import { findInDatabase } from "./support/database-scan.ts";
 import { edit, getMessage, remove, send, textOf } from "./support/messages.ts";
 import { allNotifications } from "./support/notifications.ts";
+import { listedConversation, walkPages } from "./support/pages.ts";
 import { newConversationKey, seal } from "./support/sealed.ts";
 
 /** A string that appears nowhere else: the test looks for it in every table. */
@@ -190,7 +191,7 @@ describe("DeleteMessage", () => {
         const tomb = await getMessage(B, conv.id, m.seq);
         assertTombstone(tomb, a!, "after delete");
         assert.deepEqual((await B.messages.listMessageEdits({ conversationId: conv.id, seq: m.seq })).edits, [], "no edit history");
-        const listed = (await listAllConversations(B)).find((x) => x.id === conv.id)!;
+        const listed = (await listedConversation(B, conv.id))!;
         const preview = listed.lastMessage?.content;
         assert.ok(!(preview?.case === "text" && preview.value.includes(text)), `the conversation list does not preview deleted text: ${JSON.stringify(preview)}`);
         assert.equal(listed.unreadCount, 0n, "a deleted message is not unread");
@@ -332,6 +333,35 @@ describe("DeleteMessage", () => {
       assert.equal(logged.length, tomb.deletion?.deletedBy === a ? 1 : 0, `seq ${seq}: in the moderation log exactly when the admin's delete won`);
       assert.equal(ev?.moderated, tomb.deletion?.deletedBy === a, `seq ${seq}: moderated exactly when the admin's delete won`);
     }
+  });
+
+  it("pages the moderation log newest first; a direct conversation has none", async () => {
+    const [a, b, c] = await newUsers(server, 3, "modpages");
+    const A = server.clientsFor(a!, "connect");
+    const B = server.clientsFor(b!, "grpc");
+    const conv = await createGroup(A, [b!, c!]);
+    const seqs: bigint[] = [];
+    for (let i = 0; i < 5; i++) seqs.push((await sendText(B, conv.id, `spam ${i}`)).seq);
+    for (const seq of seqs) await remove(A, conv.id, seq);
+    const pages = await walkPages(2, async (pageToken) => {
+      const res = await A.messages.listModerationLog({ conversationId: conv.id, pageSize: 2, pageToken });
+      return { items: res.entries, nextPageToken: res.nextPageToken };
+    });
+    assert.deepEqual(pages.flat().map((e) => e.messageSeq), [...seqs].reverse(), "every moderation once, newest first");
+    const direct = await createDirect(A, b!);
+    await expectCode(A.messages.listModerationLog({ conversationId: direct.id }), Code.PermissionDenied);
+  });
+
+  it("counts a direct conversation's unread messages without the deleted ones", async () => {
+    const [a, b] = await newUsers(server, 2, "directunread");
+    const A = server.clientsFor(a!, "grpc");
+    const B = server.clientsFor(b!, "connect");
+    const direct = await createDirect(A, b!);
+    for (let i = 0; i < 3; i++) await sendText(A, direct.id, `dm ${i}`);
+    await remove(A, direct.id, 2n);
+    const listed = await listedConversation(B, direct.id);
+    assert.equal(listed?.unreadCount, 2n);
+    assert.equal(listed?.lastMessage?.seq, 3n);
   });
 
   it("takes no reactions on a deleted message", async () => {

@@ -9,10 +9,11 @@ import { MemberRole } from "../../gen/parley/v1/conversation_pb.ts";
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type TestServer } from "../helpers/test-server.ts";
 import { expectCode, expectInvalidArgument } from "../helpers/expect.ts";
-import { clockPast, createGroup, listAllConversations, ms, sendText } from "../helpers/fixtures.ts";
+import { clockPast, createGroup, ms, sendText } from "../helpers/fixtures.ts";
 import { assertStoredEvent, openLiveFeed, type Feed } from "../helpers/feed.ts";
 import { sharedRealtimeServer } from "../helpers/realtime.ts";
 import { edit, getMessage, remove, send, textOf } from "./support/messages.ts";
+import { listedConversation, walkPages } from "./support/pages.ts";
 import { newConversationKey, open, seal } from "./support/sealed.ts";
 
 describe("EditMessage and ListMessageEdits", () => {
@@ -121,13 +122,15 @@ describe("EditMessage and ListMessageEdits", () => {
         assert.equal(tomb.content.case, undefined, "still without content");
       });
 
-      it("rejects blank text with INVALID_ARGUMENT and keeps the message as it was", async () => {
+      it("rejects blank or oversized text with INVALID_ARGUMENT and keeps the message as it was", async () => {
         const [a, b, c] = await newUsers(server, 3, "editblank");
         const A = server.clientsFor(a!, protocol);
         const conv = await createGroup(A, [b!, c!]);
         const m = await sendText(A, conv.id, "keep me");
         await expectInvalidArgument(A.messages.editMessage({ conversationId: conv.id, seq: m.seq, content: { case: "text", value: "   " } }), "text", "content");
         await expectInvalidArgument(A.messages.editMessage({ conversationId: conv.id, seq: m.seq }), "text", "content");
+        // The same size limit as a send: 16,386 bytes is over 16 KiB.
+        await expectInvalidArgument(A.messages.editMessage({ conversationId: conv.id, seq: m.seq, content: { case: "text", value: "é".repeat(8193) } }), "text", "content");
         const after = await getMessage(A, conv.id, m.seq);
         assert.equal(textOf(after), "keep me");
         assert.equal(after.version, 1);
@@ -148,7 +151,7 @@ describe("EditMessage and ListMessageEdits", () => {
         await edit(A, conv.id, m2.seq, "two, edited again");
 
         const counts = async (clients: typeof B) => {
-          const listed = (await listAllConversations(clients)).find((x) => x.id === conv.id)!;
+          const listed = (await listedConversation(clients, conv.id))!;
           return { unread: listed.unreadCount, lastRead: listed.myLastReadSeq, lastSeq: listed.lastSeq };
         };
         assert.deepEqual(await counts(B), { unread: 0n, lastRead: 2n, lastSeq: 2n }, "b read both: still nothing unread after the edits");
@@ -223,20 +226,26 @@ describe("EditMessage and ListMessageEdits", () => {
         const m = await sendText(A, conv.id, "draft 1");
         for (let v = 2; v <= 6; v++) await edit(A, conv.id, m.seq, `draft ${v}`);
         const B = server.clientsFor(b!, protocol);
-        const versions: number[] = [];
-        const texts: string[] = [];
-        let pageToken = "";
-        for (let i = 0; i < 10; i++) {
-          const res = await B.messages.listMessageEdits({ conversationId: conv.id, seq: m.seq, pageSize: 2, pageToken });
-          assert.ok(res.edits.length <= 2, "a page holds at most page_size");
-          versions.push(...res.edits.map((e) => e.version));
-          texts.push(...res.edits.map((e) => (e.content.case === "text" ? e.content.value : "")));
-          if (!res.nextPageToken) break;
-          pageToken = res.nextPageToken;
-        }
-        assert.deepEqual(versions, [1, 2, 3, 4, 5], "every earlier version once, oldest first");
-        assert.deepEqual(texts, ["draft 1", "draft 2", "draft 3", "draft 4", "draft 5"]);
+        const edits = (
+          await walkPages(2, async (pageToken) => {
+            const res = await B.messages.listMessageEdits({ conversationId: conv.id, seq: m.seq, pageSize: 2, pageToken });
+            return { items: res.edits, nextPageToken: res.nextPageToken };
+          })
+        ).flat();
+        assert.deepEqual(edits.map((e) => e.version), [1, 2, 3, 4, 5], "every earlier version once, oldest first");
+        assert.deepEqual(edits.map((e) => (e.content.case === "text" ? e.content.value : "")), ["draft 1", "draft 2", "draft 3", "draft 4", "draft 5"]);
         assert.equal(textOf(await getMessage(B, conv.id, m.seq)), "draft 6");
+      });
+
+      it("shows the edited text in the conversation list's last-message preview", async () => {
+        const [a, b, c] = await newUsers(server, 3, "editpreview");
+        const A = server.clientsFor(a!, protocol);
+        const conv = await createGroup(A, [b!, c!]);
+        const m = await sendText(A, conv.id, "Dinner at 7?");
+        await edit(A, conv.id, m.seq, "Dinner at 8?");
+        const listed = await listedConversation(server.clientsFor(b!, protocol), conv.id);
+        assert.equal(listed?.lastMessage?.seq, m.seq);
+        assert.deepEqual(listed?.lastMessage?.content, { case: "text", value: "Dinner at 8?" }, "the preview is the message as it is now");
       });
 
       it("keeps the mentions of a message through an edit", async () => {

@@ -20,6 +20,7 @@ import { eventually, isMessage, openLiveFeed, type Feed } from "../helpers/feed.
 import { sharedRealtimeServer } from "../helpers/realtime.ts";
 import { remove, send } from "./support/messages.ts";
 import { allNotifications, describeNotification, kindOf } from "./support/notifications.ts";
+import { walkPages } from "./support/pages.ts";
 import { PushOutbox, type PushRecord } from "./support/push-outbox.ts";
 import { newConversationKey, seal } from "./support/sealed.ts";
 
@@ -164,15 +165,10 @@ describe("Notifications", () => {
         await waitForNotification(X, (n) => n.messageSeq === last, "the seventh mention");
 
         const mentions = (n: Notification) => n.kind === NotificationKind.MENTION;
-        const pages: Notification[][] = [];
-        let pageToken = "";
-        for (let i = 0; i < 10; i++) {
+        const pages = await walkPages(3, async (pageToken) => {
           const res = await X.notifications.listNotifications({ pageSize: 3, pageToken });
-          assert.ok(res.notifications.length <= 3, "a page holds at most page_size");
-          pages.push(res.notifications);
-          if (!res.nextPageToken) break;
-          pageToken = res.nextPageToken;
-        }
+          return { items: res.notifications, nextPageToken: res.nextPageToken };
+        });
         const walked = pages.flat().filter(mentions);
         assert.deepEqual(walked.map((n) => n.messageSeq), [...sent].reverse(), "every mention once, newest first across pages");
         for (let i = 1; i < walked.length; i++) assert.ok(ms(walked[i - 1]!.createdAt) >= ms(walked[i]!.createdAt), "created_at never increases");

@@ -86,6 +86,19 @@ describe("Read receipts and GetReadState", () => {
     });
   }
 
+  it("tells the sender of a direct message when the peer read it", async () => {
+    const [a, b] = await newUsers(server, 2, "dmreceipt");
+    const A = server.clientsFor(a!, "grpc");
+    const direct = await createDirect(A, b!);
+    const m = await sendText(A, direct.id, "did you see this?");
+    const fa = await openLiveFeed(A, { label: "a" });
+    feeds.push(fa);
+    await server.clientsFor(b!, "connect").conversations.markRead({ conversationId: direct.id, seq: m.seq });
+    await fa.waitForEvent(isReadBy(direct.id, b!, m.seq), "read_position_moved(b) on a's feed");
+    const { positions } = await A.conversations.getReadState({ conversationId: direct.id });
+    assert.equal(positions.find((p) => p.userId === b)?.lastReadSeq, m.seq, "seen");
+  });
+
   it("gives the read positions of all 500 members of a full group", async function () {
     this.timeout(120_000);
     const [owner, ...others] = await newUsers(server, 500, "big");

@@ -9,10 +9,11 @@ import { MemberRole } from "../../gen/parley/v1/conversation_pb.ts";
 import type { Message, MessagePreview } from "../../gen/parley/v1/message_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type TestServer } from "../helpers/test-server.ts";
 import { expectCode, expectInvalidArgument } from "../helpers/expect.ts";
-import { createDirect, createGroup, listAllConversations, listAllForward, ms, sendText } from "../helpers/fixtures.ts";
+import { createDirect, createGroup, listAllForward, ms, sendText } from "../helpers/fixtures.ts";
 import { isMessage, openLiveFeed, type Feed } from "../helpers/feed.ts";
 import { sharedRealtimeServer } from "../helpers/realtime.ts";
 import { edit, getMessage, remove, send, textOf } from "./support/messages.ts";
+import { listedConversation } from "./support/pages.ts";
 import { newConversationKey, open, seal } from "./support/sealed.ts";
 
 function previewText(p: MessagePreview | undefined): string {
@@ -183,9 +184,9 @@ describe("Mentions", () => {
         const got = await getMessage(B, conv.id, m.seq);
         assert.deepEqual(got.mentionedUserIds, [b], "the mention is readable though the content is not");
         assert.equal(open(key, got.content.case === "envelope" ? got.content.value : undefined), "@b can you check this?");
-        const forB = (await listAllConversations(B)).find((x) => x.id === conv.id)!;
+        const forB = (await listedConversation(B, conv.id))!;
         assert.equal(forB.unreadMentionCount, 1n, "b has one unread mention");
-        const forC = (await listAllConversations(server.clientsFor(c!, protocol))).find((x) => x.id === conv.id)!;
+        const forC = (await listedConversation(server.clientsFor(c!, protocol), conv.id))!;
         assert.equal(forC.unreadMentionCount, 0n, "c was not mentioned");
         assert.equal(forC.unreadCount, 1n);
       });
@@ -196,7 +197,7 @@ describe("Mentions", () => {
         const conv = await createGroup(A, [b!, c!]);
         const m = await send(A, conv.id, { body: "note to self", mentionUserIds: [a!] });
         assert.deepEqual(m.mentionedUserIds, [a]);
-        const mine = (await listAllConversations(A)).find((x) => x.id === conv.id)!;
+        const mine = (await listedConversation(A, conv.id))!;
         assert.equal(mine.unreadMentionCount, 0n);
         assert.equal(mine.unreadCount, 0n);
       });

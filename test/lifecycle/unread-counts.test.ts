@@ -8,13 +8,13 @@ import assert from "node:assert/strict";
 import { randomInt } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { MemberRole } from "../../gen/parley/v1/conversation_pb.ts";
-import type { Conversation } from "../../gen/parley/v1/conversation_pb.ts";
 import type { Message } from "../../gen/parley/v1/message_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type Clients, type Protocol, type TestServer } from "../helpers/test-server.ts";
-import { createGroup, listAllConversations, listAllForward } from "../helpers/fixtures.ts";
+import { createGroup, listAllForward } from "../helpers/fixtures.ts";
 import { openLiveFeed, type Feed } from "../helpers/feed.ts";
 import { sharedRealtimeServer } from "../helpers/realtime.ts";
 import { edit, remove, send } from "./support/messages.ts";
+import { listedConversation } from "./support/pages.ts";
 import { newConversationKey, seal, type ConversationKey } from "./support/sealed.ts";
 
 /** What the badge must say for a user, from the final messages. */
@@ -27,10 +27,6 @@ function expectedCounts(messages: readonly Message[], userId: string, readThroug
     if (m.mentionsEveryone || m.mentionedUserIds.includes(userId)) mentions++;
   }
   return { unread, mentions };
-}
-
-async function listed(clients: Clients, conversationId: string): Promise<Conversation | undefined> {
-  return (await listAllConversations(clients)).find((x) => x.id === conversationId);
 }
 
 describe("Unread counts", () => {
@@ -52,7 +48,7 @@ describe("Unread counts", () => {
         const C = server.clientsFor(c!, protocol);
         const conv = await createGroup(A, [b!, c!]);
         const counts = async (clients: Clients) => {
-          const x = await listed(clients, conv.id);
+          const x = await listedConversation(clients, conv.id);
           return [x?.unreadCount, x?.unreadMentionCount];
         };
 
@@ -88,9 +84,9 @@ describe("Unread counts", () => {
         for (let i = 0; i < 3; i++) await send(A, conv.id, { body: `before ${i}`, mentionEveryone: i === 0 });
         await A.conversations.addMembers({ conversationId: conv.id, userIds: [d!] });
         const D = server.clientsFor(d!, protocol);
-        assert.deepEqual([(await listed(D, conv.id))?.unreadCount, (await listed(D, conv.id))?.unreadMentionCount], [0n, 0n]);
+        assert.deepEqual([(await listedConversation(D, conv.id))?.unreadCount, (await listedConversation(D, conv.id))?.unreadMentionCount], [0n, 0n]);
         await send(A, conv.id, { body: "welcome @d", mentionUserIds: [d!] });
-        const after = await listed(D, conv.id);
+        const after = await listedConversation(D, conv.id);
         assert.deepEqual([after?.unreadCount, after?.unreadMentionCount], [1n, 1n]);
       });
     });
@@ -111,7 +107,7 @@ describe("Unread counts", () => {
     const watch = await openLiveFeed(clients(admin), { label: `admin/${protocol}` });
     feeds.push(watch);
     const body = (text: string) => (key ? seal(key, text) : text);
-    const PER_SENDER = 24;
+    const PER_SENDER = 18;
     const members = [...senders, leaver];
 
     const sendLoop = async (sender: string) => {
@@ -178,7 +174,7 @@ describe("Unread counts", () => {
 
     const problems: string[] = [];
     for (const u of [...senders, leaver, joiner]) {
-      const x = await listed(clients(u), conv.id);
+      const x = await listedConversation(clients(u), conv.id);
       if (!x) {
         problems.push(`${u}: the conversation is not listed`);
         continue;

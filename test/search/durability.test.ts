@@ -124,7 +124,7 @@ describe("SearchMessages: a node killed with SIGKILL in the middle of a send sto
     const stored: Message[] = await listAllForward(B, conv.id);
     assert.ok(stored.length >= KILL_AFTER, `every acknowledged send is stored (${stored.length})`);
     // Deliveries the dead node had fetched but not acknowledged come back only after the
-    // consumers' ack wait (60 s in src/workers/jetstream-runtime.ts), so allow for that.
-    await waitForHits(B, { query: word }, stored, { what: `all ${stored.length} committed messages found after the crash`, timeoutMs: 75_000 });
+    // consumers' ack wait (10 s in src/workers/jetstream-runtime.ts), so allow for that.
+    await waitForHits(B, { query: word }, stored, { what: `all ${stored.length} committed messages found after the crash`, timeoutMs: 30_000 });
   });
 });

@@ -2,18 +2,15 @@
 import type { Notification } from "../../../gen/parley/v1/notification_pb.ts";
 import { NotificationKind } from "../../../gen/parley/v1/notification_pb.ts";
 import type { Clients } from "../../helpers/test-server.ts";
+import { walkPages } from "./pages.ts";
 
 /** Every notification of the caller, newest first, following next_page_token. */
 export async function allNotifications(clients: Clients, pageSize = 100): Promise<Notification[]> {
-  const all: Notification[] = [];
-  let pageToken = "";
-  for (let pages = 0; pages < 1_000; pages++) {
+  const pages = await walkPages(pageSize, async (pageToken) => {
     const res = await clients.notifications.listNotifications({ pageSize, pageToken });
-    all.push(...res.notifications);
-    if (!res.nextPageToken) return all;
-    pageToken = res.nextPageToken;
-  }
-  throw new Error("ListNotifications never stopped returning a next_page_token");
+    return { items: res.notifications, nextPageToken: res.nextPageToken };
+  });
+  return pages.flat();
 }
 
 const KIND_NAMES: Record<number, string> = {

@@ -85,7 +85,7 @@ import { ConversationService } from "../gen/parley/v1/conversation_service_pb.ts
 import { MessageService } from "../gen/parley/v1/message_service_pb.ts";
 import { UserService } from "../gen/parley/v1/user_service_pb.ts";
 import { mintToken } from "../src/auth/index.ts";
-import { cleanupAll, guardProcess, onCleanup } from "./lib/cleanup.ts";
+import { onCleanup, runBench } from "./lib/cleanup.ts";
 import { createBenchDatabase, postgresVersion, type BenchDatabase } from "./lib/database.ts";
 import { closeConnections, grpcConnections, type Connection } from "./lib/grpc.ts";
 import { Inspector } from "./lib/inspector.ts";
@@ -201,7 +201,6 @@ const WATCHDOG_MS =
     (RUN.includes("group") ? 90 + WARMUP + SECONDS : 0) +
     (RUN.includes("reactions") ? 90 + ROUNDS * 30 + REACTORS / 50 : 0) +
     (RUN.includes("idle") ? 120 + (Math.max(STREAMS, PUSH_TO) / 100) + (HEARTBEAT_SECONDS ?? 15) * 4 * (1 + Math.ceil(Math.max(0, PUSH_TO - STREAMS) / PUSH_STEP)) : 0));
-const guard = guardProcess(WATCHDOG_MS);
 
 // ---------------------------------------------------------------------------------------
 // Shared plumbing
@@ -1253,13 +1252,4 @@ async function main(): Promise<boolean> {
   return allOk;
 }
 
-let exitCode = 1;
-try {
-  exitCode = (await main()) ? 0 : 1;
-} catch (error) {
-  console.error(`bench: ${(error as Error).stack ?? error}`);
-} finally {
-  guard.disarm();
-  await cleanupAll();
-}
-process.exit(exitCode);
+await runBench(main, WATCHDOG_MS);

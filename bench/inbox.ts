@@ -37,7 +37,7 @@ import { createClient } from "@connectrpc/connect";
 import { ConversationService } from "../gen/parley/v1/conversation_service_pb.ts";
 import { MessageService } from "../gen/parley/v1/message_service_pb.ts";
 import { mintToken } from "../src/auth/index.ts";
-import { cleanupAll, guardProcess, onCleanup } from "./lib/cleanup.ts";
+import { onCleanup, runBench } from "./lib/cleanup.ts";
 import { createBenchDatabase, postgresVersion } from "./lib/database.ts";
 import { grpcConnection } from "./lib/grpc.ts";
 import { natsPrefixForRun } from "./lib/nats.ts";
@@ -80,7 +80,6 @@ const ROUNDS = intFlag("rounds", flags.rounds, 1, 1_000);
 requireLocalUrl("database-url", flags["database-url"]);
 requireLocalUrl("nats-url", flags["nats-url"]);
 
-const guard = guardProcess(30 * 60_000);
 const log = (line: string) => console.error(`bench: ${line}`);
 
 /** Loads users, conversations, members and messages straight into the database. */
@@ -234,12 +233,4 @@ async function main(): Promise<void> {
   console.log(JSON.stringify(summary));
 }
 
-try {
-  await main();
-} catch (error) {
-  console.error(error);
-  process.exitCode = 1;
-} finally {
-  guard.disarm();
-  await cleanupAll();
-}
+await runBench(main, 30 * 60_000);

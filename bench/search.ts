@@ -38,7 +38,7 @@ import { SearchOrder, SearchService, type SearchMessagesRequestSchema } from "..
 import { mintToken } from "../src/auth/index.ts";
 import { newId } from "../src/ids.ts";
 import { indexableText } from "../src/search/text-analysis.ts";
-import { cleanupAll, guardProcess, onCleanup } from "./lib/cleanup.ts";
+import { onCleanup, runBench } from "./lib/cleanup.ts";
 import { createRandom, message, vocabulary, zipfRank } from "./lib/corpus.ts";
 import { createBenchDatabase, postgresVersion } from "./lib/database.ts";
 import { grpcConnection } from "./lib/grpc.ts";
@@ -87,7 +87,6 @@ const MAX_SENDS_IN_FLIGHT = 512;
 const SECRET = randomBytes(32).toString("hex");
 const CALL_TIMEOUT_MS = 10_000;
 
-const guard = guardProcess(30 * 60_000);
 const random = createRandom(20261125);
 const words = vocabulary(VOCABULARY, random);
 
@@ -397,13 +396,4 @@ async function main(): Promise<boolean> {
   return ok;
 }
 
-let exitCode = 1;
-try {
-  exitCode = (await main()) ? 0 : 1;
-} catch (error) {
-  console.error(`bench: ${(error as Error).stack ?? error}`);
-} finally {
-  guard.disarm();
-  await cleanupAll();
-}
-process.exit(exitCode);
+await runBench(main, 30 * 60_000);

@@ -38,7 +38,7 @@ import { StoryPrivacy } from "../gen/parley/v1/story_pb.ts";
 import { MediaService } from "../gen/parley/v1/media_service_pb.ts";
 import { StoryService } from "../gen/parley/v1/story_service_pb.ts";
 import { mintToken } from "../src/auth/index.ts";
-import { cleanupAll, guardProcess, onCleanup } from "./lib/cleanup.ts";
+import { onCleanup, runBench } from "./lib/cleanup.ts";
 import { createBenchDatabase, postgresVersion } from "./lib/database.ts";
 import { grpcConnection } from "./lib/grpc.ts";
 import { natsPrefixForRun } from "./lib/nats.ts";
@@ -93,7 +93,6 @@ const VIEWER = "viewer";
 const PNG = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=", "base64");
 
 // Generous: bulk loading alone takes minutes on a busy machine.
-const guard = guardProcess(1000 * (900 + CALLS / 10 + EXPIRING / 5 + TTL_SECONDS * 2));
 
 async function clientsFor(baseUrl: string, userId: string) {
   const { transport } = grpcConnection(baseUrl);
@@ -291,12 +290,4 @@ async function main() {
   console.log(summary);
 }
 
-try {
-  await main();
-} catch (error) {
-  console.error(`bench:stories failed: ${(error as Error).stack ?? error}`);
-  process.exitCode = 1;
-} finally {
-  guard.disarm();
-  await cleanupAll();
-}
+await runBench(main, 1000 * (900 + CALLS / 10 + EXPIRING / 5 + TTL_SECONDS * 2));

@@ -51,3 +51,21 @@ export function guardProcess(watchdogMs: number): { disarm(): void } {
   watchdog.unref();
   return { disarm: () => clearTimeout(watchdog) };
 }
+
+/**
+ * Runs a benchmark's main under guardProcess, cleans up whatever happens, and exits: 0 when
+ * main returned true or nothing, 1 when it returned false or threw.
+ */
+export async function runBench(main: () => Promise<boolean | void>, watchdogMs: number): Promise<never> {
+  const guard = guardProcess(watchdogMs);
+  let exitCode = 1;
+  try {
+    exitCode = (await main()) === false ? 1 : 0;
+  } catch (error) {
+    console.error(`bench: ${(error as Error).stack ?? error}`);
+  } finally {
+    guard.disarm();
+    await cleanupAll();
+  }
+  process.exit(exitCode);
+}

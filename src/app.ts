@@ -139,7 +139,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     subjects,
     logger,
     sweepIntervalMs: config.stories.sweepIntervalMs,
-    runConsumer: config.stories.expiryConsumer,
+    runConsumer: config.runConsumers && config.stories.expiryConsumer,
   });
   const conversations = new ConversationService(database.db, config.limits, publisher);
   const messages = new MessageService(database.db, sends, reactions, config.limits, publisher);
@@ -195,14 +195,16 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     async start() {
       await hub.start();
       await relay.start();
-      searchIndexer = await workers.startConsumer({
-        name: "search-indexer",
-        filterSubject: subjects.eventsOfCategory("message"),
-        decode: decodeStoredEvent,
-        handle: indexer.handle,
-        batchSize: SEARCH_INDEX_BATCH,
-      });
-      notifier = await workers.startConsumer(createNotifierSpec({ db: database.db, events: publisher, push: pushOutbox, subjects }));
+      if (config.runConsumers) {
+        searchIndexer = await workers.startConsumer({
+          name: "search-indexer",
+          filterSubject: subjects.eventsOfCategory("message"),
+          decode: decodeStoredEvent,
+          handle: indexer.handle,
+          batchSize: SEARCH_INDEX_BATCH,
+        });
+        notifier = await workers.startConsumer(createNotifierSpec({ db: database.db, events: publisher, push: pushOutbox, subjects }));
+      }
       await storyExpiry.start();
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);

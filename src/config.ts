@@ -40,6 +40,11 @@ export interface Config {
   readonly databasePoolSize: number;
   /** NATS URL; null means the in-process bus. */
   readonly natsUrl: string | null;
+  /**
+   * Whether this node runs the durable consumers (search indexer, notifier, story expiry).
+   * Off makes it an API-only node; another node must run them (so off needs NATS).
+   */
+  readonly runConsumers: boolean;
   readonly jwt: JwtConfig;
   readonly feed: FeedConfig;
   /** Origins allowed by CORS; empty disables CORS, ["*"] allows any. */
@@ -130,6 +135,7 @@ export function loadConfig(env: Env = process.env): Config {
     embeddedDatabasePath: str(env, "PGLITE_PATH", path.join(dataDir, "pglite")),
     databasePoolSize: int(env, "DATABASE_POOL_SIZE", 10, 1, 1000),
     natsUrl: env.NATS_URL ? url(env, "NATS_URL", ["nats:", "tls:"]) : null,
+    runConsumers: consumersSetting(env),
     jwt: Object.freeze({
       secret,
       jwksUrl,
@@ -169,6 +175,12 @@ export function loadConfig(env: Env = process.env): Config {
       maxCaptionLength: int(env, "MAX_CAPTION_LENGTH", 500, 0, 100_000),
     }),
   });
+}
+
+function consumersSetting(env: Env): boolean {
+  const on = oneOf(env, "CONSUMERS", "on", ["on", "off"]) === "on";
+  if (!on && !env.NATS_URL) throw new ConfigError("CONSUMERS=off needs NATS_URL: without NATS no other node can run the consumers.");
+  return on;
 }
 
 function natsPrefix(env: Env): string {

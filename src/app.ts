@@ -32,7 +32,7 @@ import { createObservabilityInterceptor } from "./server/observability-intercept
 import { createSinglePortServer } from "./server/single-port-server.ts";
 import { HealthStatus } from "./standard/health.ts";
 import { UserDirectory, UserService } from "./users/index.ts";
-import { createWorkerRuntime, decodeStoredEvent, type Consumer } from "./workers/index.ts";
+import { createWorkerRuntime, decodeStoredEvent } from "./workers/index.ts";
 import { createNotifierSpec } from "./workers/notifier.ts";
 import { createInProcessPushOutbox, createJetStreamPushOutbox, NotificationService, type PushOutbox } from "./notifications/index.ts";
 import { createFileBlobStore, MediaService } from "./media/index.ts";
@@ -105,7 +105,6 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const publisher = createEventPublisher(bus, logger);
   const workers = createWorkerRuntime({ nats, subjects, bus, logger });
   const pushOutbox = nats ? createJetStreamPushOutbox(nats, subjects) : createInProcessPushOutbox();
-  let notifier: Consumer | null = null;
   let hub: FeedHub;
   const relay = createOutboxRelay({
     db: database.db,
@@ -127,7 +126,6 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const metrics = createRpcMetrics();
   const searchIndex = createSearchIndex(config.search, database.db);
   const indexer = createSearchIndexer({ index: searchIndex, metrics: createSearchMetrics(metrics.registry), logger });
-  let searchIndexer: Consumer | null = null;
   const shutdown = new AbortController();
   const blobs = createFileBlobStore(config.stories.mediaDir);
   const storyAccess = new StoryAccess(database.db);
@@ -196,14 +194,14 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await hub.start();
       await relay.start();
       if (config.runConsumers) {
-        searchIndexer = await workers.startConsumer({
+        await workers.startConsumer({
           name: "search-indexer",
           filterSubject: subjects.eventsOfCategory("message"),
           decode: decodeStoredEvent,
           handle: indexer.handle,
           batchSize: SEARCH_INDEX_BATCH,
         });
-        notifier = await workers.startConsumer(createNotifierSpec({ db: database.db, events: publisher, push: pushOutbox, subjects }));
+        await workers.startConsumer(createNotifierSpec({ db: database.db, events: publisher, push: pushOutbox, subjects }));
       }
       await storyExpiry.start();
       port = await server.listen(config.port, config.host);
@@ -221,10 +219,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await sends.drain();
       await reactions.drain();
       await storyExpiry.stop();
-      await publisher.flush();
-      await searchIndexer?.stop();
-      await notifier?.stop();
+      // Every consumer stops with its batch in hand done; then what they recorded is published.
       await workers.close();
+      await publisher.flush();
       await relay.stop();
       await hub.stop();
       await searchIndex.close();

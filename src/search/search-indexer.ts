@@ -8,21 +8,15 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import type { Message } from "../../gen/parley/v1/message_pb.ts";
 import type { StoredEvent } from "../events/index.ts";
-import type { Delivered, Outcome } from "../workers/index.ts";
+import { failureBackoffMs, type Delivered, type Outcome } from "../workers/index.ts";
 import { toIndexedMessage } from "./message-document.ts";
 import type { IndexedMessage, RemovedMessage, SearchIndex } from "./search-index.ts";
 import type { SearchMetrics } from "./search-metrics.ts";
-
 
 export interface SearchIndexerOptions {
   index: SearchIndex;
   metrics: SearchMetrics;
   logger: Logger;
-}
-
-/** Redelivery delay after a failed write: doubling from half a second, at most half a minute. */
-export function retryDelayMs(deliveryCount: number): number {
-  return Math.min(30_000, 500 * 2 ** Math.min(deliveryCount - 1, 10));
 }
 
 /** What an event asks of the index, or why it cannot be handled. */
@@ -39,7 +33,7 @@ export function createSearchIndexer({ index, metrics, logger }: SearchIndexerOpt
           await index.apply({ upserts, removals });
         } catch (error) {
           logger.warn({ err: error, events: batch.length }, "search index write failed; the events will be redelivered");
-          return changes.map((c, i) => (typeof c === "object" && "poison" in c ? c : { retryAfterMs: retryDelayMs(batch[i]!.deliveryCount) }));
+          return changes.map((c, i) => (typeof c === "object" && "poison" in c ? c : { retryAfterMs: failureBackoffMs(batch[i]!.deliveryCount) }));
         }
       }
       const now = Date.now();

@@ -9,6 +9,7 @@ import { createJetStreamRuntime } from "./jetstream-runtime.ts";
 
 export type { Consumer, ConsumerSpec, Delivered, Outcome, WorkerRuntime } from "./consumer.ts";
 export { decodeStoredEvent } from "../events/event-wire.ts";
+export { failureBackoffMs } from "./batch-runner.ts";
 
 export interface WorkerRuntimeOptions {
   /** The NATS connection, or null in embedded mode. */

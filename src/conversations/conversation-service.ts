@@ -36,7 +36,8 @@ import { requireCaller } from "../auth/user-context.ts";
 import type { Limits } from "../config.ts";
 import type { Database } from "../db/schema.ts";
 import { FailedPreconditionError, InvalidInputError, NotFoundError, PermissionDeniedError } from "../errors.ts";
-import { appendEvents, type NewEvent } from "../events/event-log.ts";
+import type { NewEvent } from "../events/event-log.ts";
+import { writeWithEvents } from "../events/event-publisher.ts";
 import type { EventPublisher } from "../events/event-publisher.ts";
 import { newId } from "../ids.ts";
 import * as events from "./conversation-events.ts";
@@ -321,18 +322,8 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     });
   }
 
-  /**
-   * Runs work in one transaction, records the events it collected as the transaction's last
-   * statement (so they commit with the change, or not at all), and publishes them after commit.
-   */
-  async #write<T>(work: (tx: Transaction<Database>, recorded: NewEvent[]) => Promise<T>): Promise<T> {
-    const { result, stored } = await this.#db.transaction().execute(async (tx) => {
-      const recorded: NewEvent[] = [];
-      const result = await work(tx, recorded);
-      return { result, stored: await appendEvents(tx, recorded) };
-    });
-    this.#events.publish(stored);
-    return result;
+  #write<T>(work: (tx: Transaction<Database>, recorded: NewEvent[]) => Promise<T>): Promise<T> {
+    return writeWithEvents(this.#db, this.#events, work);
   }
 
   /**

@@ -100,3 +100,10 @@ export class GroupCommit<C, R> {
     });
   }
 }
+
+/** The items with distinct keys, first of each kept (for building a batch's lookups). */
+export function uniqueBy<T>(items: readonly T[], key: (item: T) => string): T[] {
+  const seen = new Map<string, T>();
+  for (const item of items) if (!seen.has(key(item))) seen.set(key(item), item);
+  return [...seen.values()];
+}

@@ -3,9 +3,11 @@
  * for it: if a publish is lost, every node's feed hub notices the hole in positions and reads
  * the events from PostgreSQL, and the relay republishes them to JetStream.
  */
+import type { Kysely, Transaction } from "kysely";
 import type { Logger } from "pino";
+import type { Database } from "../db/schema.ts";
 import type { EventBus } from "./event-bus.ts";
-import type { StoredEvent } from "./event-log.ts";
+import { appendEvents, type NewEvent, type StoredEvent } from "./event-log.ts";
 
 export interface EventPublisher {
   publish(events: readonly StoredEvent[]): void;
@@ -28,4 +30,22 @@ export function createEventPublisher(bus: EventBus, logger: Logger): EventPublis
       await Promise.all([...inFlight]);
     },
   };
+}
+
+/**
+ * Runs work in one transaction, records the events it collected as the transaction's last
+ * statement (so they commit with the change, or not at all), and publishes them after commit.
+ */
+export async function writeWithEvents<T>(
+  db: Kysely<Database>,
+  publisher: EventPublisher,
+  work: (tx: Transaction<Database>, recorded: NewEvent[]) => Promise<T>,
+): Promise<T> {
+  const { result, stored } = await db.transaction().execute(async (tx) => {
+    const recorded: NewEvent[] = [];
+    const result = await work(tx, recorded);
+    return { result, stored: await appendEvents(tx, recorded) };
+  });
+  publisher.publish(stored);
+  return result;
 }

@@ -4,7 +4,7 @@ export type { EventBus, EphemeralRoute } from "./event-bus.ts";
 export { createInProcessBus } from "./in-process-bus.ts";
 export { createNatsBus } from "./nats-bus.ts";
 export { provisionNats } from "./provision.ts";
-export { createEventPublisher, type EventPublisher } from "./event-publisher.ts";
+export { createEventPublisher, writeWithEvents, type EventPublisher } from "./event-publisher.ts";
 export { FeedHub } from "./feed-hub.ts";
 export { EventService } from "./event-service.ts";
 export { createOutboxRelay, type OutboxRelay } from "./outbox-relay.ts";

@@ -16,12 +16,13 @@ import { MessageDeletionSchema, type Message } from "../../gen/parley/v1/message
 import { ConversationKind, findRole, lockConversation, Role } from "../conversations/conversation-repository.ts";
 import type { Database } from "../db/schema.ts";
 import { FailedPreconditionError, InvalidInputError, NotFoundError, PermissionDeniedError } from "../errors.ts";
-import { appendEvents, rewriteMessageEvents, type NewEvent } from "../events/event-log.ts";
+import { rewriteMessageEvents, type NewEvent } from "../events/event-log.ts";
+import { writeWithEvents } from "../events/event-publisher.ts";
 import type { EventPublisher } from "../events/event-publisher.ts";
 import * as lifecycle from "./message-lifecycle-repository.ts";
 import { contentColumns } from "./message-content.ts";
 import { toMessage } from "./message-mapper.ts";
-import { findMessage, lockMessage, type MessageRow } from "./message-repository.ts";
+import { findMessage, lockMessage, type MessageRow, type MessageWithReplyRow } from "./message-repository.ts";
 import type { MessageContent } from "./send-batcher.ts";
 
 export class MessageLifecycle {
@@ -34,8 +35,9 @@ export class MessageLifecycle {
   }
 
   /** Replaces the content of the caller's own message with the next version. */
-  async edit(conversationId: string, seq: bigint, userId: string, content: MessageContent): Promise<void> {
-    await this.#write(async (tx, recorded) => {
+  /** Edits the message and returns it as it is now (with its reply preview). */
+  async edit(conversationId: string, seq: bigint, userId: string, content: MessageContent): Promise<MessageWithReplyRow> {
+    return this.#write(async (tx, recorded) => {
       if ((await findRole(tx, conversationId, userId)) === undefined) throw new NotFoundError("conversation");
       const message = await lockMessage(tx, conversationId, seq);
       if (!message) throw new NotFoundError("message");
@@ -54,6 +56,7 @@ export class MessageLifecycle {
         actorId: userId,
         kind: { case: "messageEdited", value: create(MessageEditedSchema, { message: toMessage(edited) }) },
       });
+      return edited;
     });
   }
 
@@ -79,14 +82,8 @@ export class MessageLifecycle {
     });
   }
 
-  /** Runs work in a transaction, records its events last, and publishes them after commit. */
-  async #write(work: (tx: Transaction<Database>, recorded: NewEvent[]) => Promise<void>): Promise<void> {
-    const stored = await this.#db.transaction().execute(async (tx) => {
-      const recorded: NewEvent[] = [];
-      await work(tx, recorded);
-      return appendEvents(tx, recorded);
-    });
-    this.#events.publish(stored);
+  #write<T>(work: (tx: Transaction<Database>, recorded: NewEvent[]) => Promise<T>): Promise<T> {
+    return writeWithEvents(this.#db, this.#events, work);
   }
 }
 

@@ -116,8 +116,9 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
     const { userId } = requireCaller(ctx);
     const conversationId = requireUuid("conversation_id", req.conversationId);
     const seq = requireSeq("seq", req.seq);
-    await this.#lifecycle.edit(conversationId, seq, userId, parseContent(req.content, this.#limits));
-    return create(EditMessageResponseSchema, { message: await this.#read(conversationId, seq, userId) });
+    const edited = await this.#lifecycle.edit(conversationId, seq, userId, parseContent(req.content, this.#limits));
+    const [message] = await this.#withReactions([edited], userId);
+    return create(EditMessageResponseSchema, { message });
   }
 
   async deleteMessage(req: DeleteMessageRequest, ctx: HandlerContext) {

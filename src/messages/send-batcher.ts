@@ -11,7 +11,7 @@
  * Per-conversation order follows queue order within a batch and lock order across batches.
  */
 import type { Kysely, Transaction } from "kysely";
-import { GroupCommit, type BatchOutcome, type GroupCommitOptions } from "../db/group-commit.ts";
+import { GroupCommit, uniqueBy, type BatchOutcome, type GroupCommitOptions } from "../db/group-commit.ts";
 import type { Database } from "../db/schema.ts";
 import { ConversationKind, Role } from "../conversations/conversation-repository.ts";
 import { InvalidInputError, NotFoundError, PermissionDeniedError } from "../errors.ts";
@@ -157,12 +157,6 @@ function settle(outcomes: Outcome[]): BatchOutcome<MessageRow>[] {
 
 function keyOf(key: repo.IdempotencyKey): string {
   return JSON.stringify([key.conversationId, key.senderId, key.clientMessageId]);
-}
-
-function uniqueBy<T>(items: T[], key: (item: T) => string): T[] {
-  const seen = new Map<string, T>();
-  for (const item of items) if (!seen.has(key(item))) seen.set(key(item), item);
-  return [...seen.values()];
 }
 
 function toNewRow(command: SendCommand, seq: bigint): NewMessageRow {

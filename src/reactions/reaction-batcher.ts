@@ -23,7 +23,7 @@ import { create } from "@bufbuild/protobuf";
 import type { Kysely, Transaction } from "kysely";
 import { ReactionAddedSchema, ReactionRemovedSchema } from "../../gen/parley/v1/event_pb.ts";
 import type { ReactionSummary } from "../../gen/parley/v1/message_pb.ts";
-import { GroupCommit, type BatchOutcome } from "../db/group-commit.ts";
+import { GroupCommit, uniqueBy, type BatchOutcome } from "../db/group-commit.ts";
 import type { Database } from "../db/schema.ts";
 import { NotFoundError } from "../errors.ts";
 import { appendEvents, type NewEvent, type StoredEvent } from "../events/event-log.ts";
@@ -169,8 +169,3 @@ function rounds(indexes: number[], keyOf: (i: number) => string, opOf: (i: numbe
   return result;
 }
 
-function uniqueBy<T>(items: T[], key: (item: T) => string): T[] {
-  const seen = new Map<string, T>();
-  for (const item of items) if (!seen.has(key(item))) seen.set(key(item), item);
-  return [...seen.values()];
-}

@@ -41,7 +41,7 @@ import type { Limits, StoriesConfig } from "../config.ts";
 import type { ConversationService } from "../conversations/index.ts";
 import type { Database } from "../db/schema.ts";
 import { InvalidInputError, NotFoundError, PermissionDeniedError } from "../errors.ts";
-import { appendEvents, type EventPublisher, type NewEvent, type StoredEvent } from "../events/index.ts";
+import { writeWithEvents, type EventPublisher, type NewEvent } from "../events/index.ts";
 import { newId } from "../ids.ts";
 import { findMedia } from "../media/index.ts";
 import { toMessage } from "../messages/message-mapper.ts";
@@ -274,15 +274,7 @@ export class StoryService implements ServiceImpl<typeof StoryServiceDesc> {
     return found.map((f) => toStory(f, { viewerId, seen: seen.has(f.story.id), reactions: reactions.get(f.story.id) }));
   }
 
-  /** Runs the work in a transaction that records its events last, then publishes them. */
-  async #write<T>(work: (tx: Transaction<Database>, recorded: NewEvent[]) => Promise<T>): Promise<T> {
-    const { result, stored } = await this.#o.db.transaction().execute(async (tx) => {
-      const recorded: NewEvent[] = [];
-      const result = await work(tx, recorded);
-      const stored: StoredEvent[] = await appendEvents(tx, recorded);
-      return { result, stored };
-    });
-    this.#o.publisher.publish(stored);
-    return result;
+  #write<T>(work: (tx: Transaction<Database>, recorded: NewEvent[]) => Promise<T>): Promise<T> {
+    return writeWithEvents(this.#o.db, this.#o.publisher, work);
   }
 }

@@ -80,7 +80,8 @@ export class SendBatcher {
     const lastSeqs = new Map([...locked].map(([id, c]) => [id, c.lastSeq]));
     const people = commands.flatMap((c) => [c.senderId, ...(c.mentionUserIds ?? [])].map((userId) => ({ conversationId: c.conversationId, userId })));
     const roles = await repo.findRoles(tx, uniqueBy(people, (p) => `${p.conversationId}/${p.userId}`));
-    const blockedDirect = await findBlockedDirectConversations(tx, conversationIds);
+    // Blocks only stop DIRECT conversations, so group-only batches skip the lookup.
+    const blockedDirect = await findBlockedDirectConversations(tx, conversationIds.filter((id) => locked.get(id)?.type === ConversationKind.DIRECT));
     const stored = new Map((await repo.findByIdempotencyKeys(tx, commands)).map((row) => [keyOf({ ...row, conversationId: row.conversation_id, senderId: row.sender_id, clientMessageId: row.client_message_id }), row]));
 
     const outcomes: Outcome[] = [];

@@ -14,6 +14,7 @@ import type { Subjects } from "../events/index.ts";
 import type { Consumer, ConsumerSpec, Delivered, Outcome, WorkerRuntime } from "../workers/index.ts";
 import type { StoryRemover } from "./story-remover.ts";
 import { findDoomed, findExpired } from "./story-repository.ts";
+import { isUuid } from "../validation.ts";
 
 /** What CreateStory needs: hand the new story to whatever deletes it at its deadline. */
 export interface StoryExpiryScheduler {
@@ -28,7 +29,6 @@ const SWEEP_BATCH = 500;
  * 24-hour story costs four redeliveries.
  */
 const MAX_WAIT_MS = 6 * 3600 * 1000;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**
  * The consumer's handler, pure apart from the repository and remover: for each story id,
@@ -109,7 +109,7 @@ export class StoryExpiry implements StoryExpiryScheduler {
       filterSubject: this.#subject,
       decode(data) {
         const storyId = new TextDecoder().decode(data);
-        if (!UUID.test(storyId)) throw new Error(`not a story id: "${storyId.slice(0, 40)}"`);
+        if (!isUuid(storyId)) throw new Error(`not a story id: "${storyId.slice(0, 40)}"`);
         return storyId;
       },
       handle: (batch: readonly Delivered<string>[]) => expireDue(db, remover, batch.map((d) => d.value), new Date()),

@@ -7,7 +7,7 @@
 import type { Kysely } from "kysely";
 import type { StoryPrivacy } from "../../gen/parley/v1/story_pb.ts";
 import type { Database } from "../db/schema.ts";
-import { appendEvents, type EventPublisher, type NewEvent } from "../events/index.ts";
+import { writeWithEvents, type EventPublisher } from "../events/index.ts";
 import { deleteMedia, type BlobStore } from "../media/index.ts";
 import { storyExpired, audienceOf } from "./story-events.ts";
 import { deleteStories, type DoomedStory } from "./story-repository.ts";
@@ -34,17 +34,14 @@ export class StoryRemover {
     if (stories.length === 0) return;
     const { db, blobs, publisher } = this.#options;
     await Promise.all(stories.map((s) => blobs.delete(s.media_id)));
-    const stored = await db.transaction().execute(async (tx) => {
+    await writeWithEvents(db, publisher, async (tx, recorded) => {
       const gone = new Set(await deleteStories(tx, stories.map((s) => s.id)));
       const removed = stories.filter((s) => gone.has(s.id));
       await deleteMedia(tx, removed.map((s) => s.media_id));
-      const events: NewEvent[] = [];
       for (const story of removed) {
         const audience = await audienceOf(tx, story.author_id, story.privacy as StoryPrivacy);
-        events.push(...storyExpired(story.id, story.author_id, audience, deletedBy ?? story.author_id, deletedBy !== null));
+        recorded.push(...storyExpired(story.id, story.author_id, audience, deletedBy ?? story.author_id, deletedBy !== null));
       }
-      return appendEvents(tx, events);
     });
-    publisher.publish(stored);
   }
 }

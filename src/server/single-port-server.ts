@@ -7,7 +7,6 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import { Duplex } from "node:stream";
 
 type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
 
@@ -45,10 +44,14 @@ export function createSinglePortServer(handler: Handler): SinglePortServer {
       socket.off("data", onData);
       socket.pause();
       const n = Math.min(head.length, PREFACE.length);
+      // Put the sniffed bytes back into the paused socket's buffer. The HTTP/2 session reads
+      // from the native handle, but first feeds itself whatever the socket already buffered
+      // (Node's answer to protocol sniffing, nodejs/node#35475), so the HTTP/2 path keeps the
+      // native fast path instead of going through a JS stream wrapper.
+      socket.unshift(head);
       if (head.subarray(0, n).equals(PREFACE.subarray(0, n))) {
-        h2.emit("connection", new ReplayingSocket(socket, head));
+        h2.emit("connection", socket);
       } else {
-        socket.unshift(head);
         h1.emit("connection", socket);
         socket.resume();
       }
@@ -76,50 +79,4 @@ export function createSinglePortServer(handler: Handler): SinglePortServer {
       clearTimeout(timer);
     },
   };
-}
-
-/**
- * The socket with the sniffed bytes put back in front. The HTTP/2 server reads a plain
- * net.Socket straight from its native handle, where unshifted bytes would be lost, so it
- * is given this stream instead.
- */
-class ReplayingSocket extends Duplex {
-  readonly #socket: net.Socket;
-
-  constructor(socket: net.Socket, head: Buffer) {
-    super();
-    this.#socket = socket;
-    this.push(head);
-    socket.on("data", (chunk: Buffer) => {
-      if (!this.push(chunk)) socket.pause();
-    });
-    socket.on("end", () => this.push(null));
-    socket.on("error", (error) => this.destroy(error));
-    socket.on("close", () => this.destroy());
-  }
-
-  get remoteAddress() {
-    return this.#socket.remoteAddress;
-  }
-
-  get remotePort() {
-    return this.#socket.remotePort;
-  }
-
-  override _read(): void {
-    this.#socket.resume();
-  }
-
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.#socket.write(chunk, callback);
-  }
-
-  override _final(callback: (error?: Error | null) => void): void {
-    this.#socket.end(callback);
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.#socket.destroy(error ?? undefined);
-    callback(error);
-  }
 }

@@ -7,8 +7,8 @@
  * starts its own nodes, runs for a fixed time and is bounded; traffic goes to 127.0.0.1 only.
  *
  *   pairs      1:1 throughput and latency. P pairs of users with DIRECT conversations; each
- *              receiver holds an EventService.Subscribe stream on node A, the senders send on
- *              node B at a fixed aggregate rate (open loop: sends are issued on a schedule,
+ *              receiver holds an EventService.Subscribe stream on the node its sender does not
+ *              send on (--layout), the senders send at a fixed aggregate rate (open loop: sends are issued on a schedule,
  *              never waiting for earlier ones, so a slow server cannot hide its latency by
  *              slowing the generator down). Each text carries its scheduled send time
  *              (performance.timeOrigin + performance.now()); the receiver computes
@@ -36,6 +36,9 @@
  *   --warmup N                   seconds of traffic before the window (default 2)
  *   --rate N                     pairs: aggregate target send rate, messages/s (default 3000)
  *   --pairs N                    pairs: sender/receiver pairs (default 200)
+ *   --layout split|one-way       pairs: split (default): half the pairs send on node a and receive on
+ *                                node b, half the other way, as behind a load balancer; one-way:
+ *                                all send on b and receive on a (one node takes every send)
  *   --connections N              HTTP/2 connections per node for each side (default 4)
  *   --sender-client raw|connect  how senders send and reactors react: a lean gRPC client
  *                                straight on node:http2 (default; same wire protocol, about
@@ -110,6 +113,7 @@ const { values: flags } = parseArgs({
     pairs: { type: "string", default: "200" },
     connections: { type: "string", default: "4" },
     "sender-client": { type: "string", default: "raw" },
+    layout: { type: "string", default: "split" },
     "group-size": { type: "string", default: "500" },
     "group-rate": { type: "string", default: "20" },
     "group-senders": { type: "string", default: "4" },
@@ -152,6 +156,11 @@ const RATE = intFlag("rate", flags.rate, 1, 100_000);
 const PAIRS = intFlag("pairs", flags.pairs, 1, 10_000);
 const CONNECTIONS = intFlag("connections", flags.connections, 1, 100);
 const SENDER_CLIENT = flags["sender-client"];
+const PAIRS_LAYOUT = flags.layout;
+if (PAIRS_LAYOUT !== "split" && PAIRS_LAYOUT !== "one-way") {
+  console.error(`bench: --layout must be split or one-way, got "${PAIRS_LAYOUT}"`);
+  process.exit(2);
+}
 if (SENDER_CLIENT !== "raw" && SENDER_CLIENT !== "connect") {
   console.error(`bench: --sender-client must be raw or connect, got "${SENDER_CLIENT}"`);
   process.exit(2);
@@ -706,22 +715,51 @@ async function scenarioPairs(env: Env) {
   try {
     const senders = await makeUsers(`fp-${RUN_ID}-s`, PAIRS);
     const receivers = await makeUsers(`fp-${RUN_ID}-r`, PAIRS);
-    await Promise.race([failed, Promise.all([ensureUsers(senders, toB), ensureUsers(receivers, toA)])]);
+    // Pair i sends on one node and receives on the other, so every delivery crosses nodes.
+    // "split": even pairs send on b, odd pairs on a (both nodes take sends, as behind a load
+    // balancer); "one-way": every pair sends on b and receives on a.
+    const sendsOnA = (i: number) => PAIRS_LAYOUT === "split" && i % 2 === 1;
+    const side = (onA: boolean) => (onA ? { node: a, connections: toA } : { node: b, connections: toB });
+    const senderSide = (i: number) => side(sendsOnA(i));
+    const receiverSide = (i: number) => side(!sendsOnA(i));
+    const byNode = <T,>(items: readonly T[], where: (i: number) => boolean) => items.filter((_, i) => where(i));
+    await Promise.race([
+      failed,
+      Promise.all([
+        ensureUsers(byNode(senders, sendsOnA), toA),
+        ensureUsers(byNode(senders, (i) => !sendsOnA(i)), toB),
+        ensureUsers(byNode(receivers, (i) => !sendsOnA(i)), toA),
+        ensureUsers(byNode(receivers, sendsOnA), toB),
+      ]),
+    ]);
     const conversationIds: string[] = new Array(PAIRS);
     await Promise.race([
       failed,
       eachLimited(senders, 16, async (sender, i) => {
-        const res = await createClient(ConversationService, toB[i % CONNECTIONS]!.transport).createConversation(
+        const { connections } = senderSide(i);
+        const res = await createClient(ConversationService, connections[i % CONNECTIONS]!.transport).createConversation(
           { type: ConversationType.DIRECT, memberIds: [receivers[i]!.id] },
           { headers: sender.headers, timeoutMs: CALL_TIMEOUT_MS },
         );
         conversationIds[i] = res.conversation!.id;
       }),
     ]);
+    const routeOnA = senderConnections(a.baseUrl, toA);
     const routeOnB = senderConnections(b.baseUrl, toB);
-    const routes: Route[] = senders.map((sender, i) => routeOnB(i, sender, conversationIds[i]!));
+    const routes: Route[] = senders.map((sender, i) => (sendsOnA(i) ? routeOnA : routeOnB)(i, sender, conversationIds[i]!));
     const traffic = new PacedTraffic(routes, RATE, 1, `${RUN_ID}-p-`, CONNECTIONS * MAX_IN_FLIGHT_PER_CONNECTION, (i, stream) => (stream === i % PAIRS ? 0 : -1));
-    const streams = await Promise.race([failed, openStreams(receivers, toA, traffic.deliver)]);
+    // Streams keep their pair's number, whichever node they are on.
+    const receiverStreams = await Promise.race([
+      failed,
+      Promise.all(
+        [a, b].map((node) => {
+          const indexes = receivers.map((_, i) => i).filter((i) => receiverSide(i).node === node);
+          const connections = node === a ? toA : toB;
+          return openStreams(indexes.map((i) => receivers[i]!), connections, (event, at, k) => traffic.deliver(event, at, indexes[k]!));
+        }),
+      ),
+    ]);
+    const streams = receiverStreams.flat();
     const measured = await measureTraffic(env, traffic, nodes, failed, conversationIds, profileWindow);
     const result = traffic.result();
     const streamsLost = streams.filter((s) => !s.open).length;
@@ -736,7 +774,7 @@ async function scenarioPairs(env: Env) {
     const ok =
       verification.rowsMatchAcked && result.undeliveredTotal === 0 && result.duplicateDeliveries === 0 && result.misroutedDeliveries === 0 && result.errors.total === 0 && result.skippedByGenerator === 0 && streamsLost === 0;
     const summary = {
-      config: { pairs: PAIRS, rate: RATE, seconds: SECONDS, warmup: WARMUP, connectionsPerSide: CONNECTIONS, senderClient: SENDER_CLIENT, receiversOn: "a", sendersOn: "b" },
+      config: { pairs: PAIRS, layout: PAIRS_LAYOUT, rate: RATE, seconds: SECONDS, warmup: WARMUP, connectionsPerSide: CONNECTIONS, senderClient: SENDER_CLIENT },
       persistedPerSecond,
       ...result,
       verification,
@@ -746,7 +784,7 @@ async function scenarioPairs(env: Env) {
       target: { rate: 3000, p99Ms: 100, met: persistedPerSecond >= 3000 && result.latencyMs.p99 < 100 },
       ok,
     };
-    printBlock(`pairs  ${PAIRS} DIRECT pairs, receivers subscribed on node a, senders on node b (${SENDER_CLIENT} gRPC client), ${RATE} msg/s target, ${SECONDS} s (+${WARMUP} s warm-up)`, [
+    printBlock(`pairs  ${PAIRS} DIRECT pairs, ${PAIRS_LAYOUT === "split" ? "half sending on node a and receiving on b, half the other way" : "receivers subscribed on node a, senders on node b"} (${SENDER_CLIENT} gRPC client), ${RATE} msg/s target, ${SECONDS} s (+${WARMUP} s warm-up)`, [
       ["persisted", `${persistedPerSecond} messages/s   (${measured.rows.in_window} rows created in the window; ${result.ackedInWindow} of ${result.scheduledInWindow} scheduled sends acknowledged)`],
       ["deliveries", `${result.deliveriesPerSecond} /s   (${result.deliveriesInWindow} in the window)`],
       ["send→deliver ms", formatLatency(result.latencyMs)],

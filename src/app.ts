@@ -3,6 +3,7 @@
  * metrics endpoint. start() listens; stop() drains and closes everything in order.
  */
 import { setTimeout as delay } from "node:timers/promises";
+import type { Http2ServerResponse } from "node:http2";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { connect as connectNats, type NatsConnection } from "nats";
 import { pino, type Logger } from "pino";
@@ -29,6 +30,7 @@ import { createSearchIndex, createSearchIndexer, createSearchMetrics, SearchServ
 import { createCorsHandler } from "./server/cors.ts";
 import { createRpcMetrics, startMetricsServer } from "./server/metrics.ts";
 import { createObservabilityInterceptor } from "./server/observability-interceptor.ts";
+import { createGrpcUnaryHandler } from "./server/grpc-unary.ts";
 import { createSinglePortServer } from "./server/single-port-server.ts";
 import { HealthStatus } from "./standard/health.ts";
 import { UserDirectory, UserService } from "./users/index.ts";
@@ -164,19 +166,16 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     }),
     health,
   });
-  const connectHandler = connectNodeAdapter({
-    routes,
-    shutdownSignal: shutdown.signal,
-    // Room for a full-size media upload plus its framing; a larger one is refused before it is buffered.
-    readMaxBytes: config.stories.maxMediaBytes + 64 * 1024,
-    interceptors: [
-      createObservabilityInterceptor(logger, metrics),
-      createAuthInterceptor({ verify, ensureUser: (id) => users.ensure(id) }),
-    ],
-  });
+  const interceptors = [createObservabilityInterceptor(logger, metrics), createAuthInterceptor({ verify, ensureUser: (id) => users.ensure(id) })];
+  // Room for a full-size media upload plus its framing; a larger one is refused before it is buffered.
+  const readMaxBytes = config.stories.maxMediaBytes + 64 * 1024;
+  const connectHandler = connectNodeAdapter({ routes, shutdownSignal: shutdown.signal, readMaxBytes, interceptors });
+  const grpcUnary = createGrpcUnaryHandler({ routes, interceptors, readMaxBytes });
   const cors = createCorsHandler(config.corsOrigins);
   const server = createSinglePortServer((req, res) => {
-    if (!cors(req, res)) connectHandler(req, res);
+    if (cors(req, res)) return;
+    if ("stream" in req && grpcUnary(req, res as Http2ServerResponse)) return;
+    connectHandler(req, res);
   });
 
   let port = 0;

@@ -37,16 +37,8 @@ export interface StoredEvent {
  */
 export async function appendEvents(tx: Transaction<Database>, events: readonly NewEvent[]): Promise<StoredEvent[]> {
   if (events.length === 0) return [];
-  const head = await tx
-    .updateTable("event_log_head")
-    .set({ position: sql`position + ${events.length}` })
-    .where("shard", "=", SHARD)
-    .returning("position")
-    .executeTakeFirstOrThrow();
-  const first = BigInt(head.position) - BigInt(events.length) + 1n;
   const now = new Date();
-  const stored = events.map((e, i): StoredEvent => ({
-    position: first + BigInt(i),
+  const built = events.map((e) => ({
     conversationId: e.conversationId,
     targetUserId: e.targetUserId ?? null,
     event: create(EventSchema, {
@@ -57,21 +49,23 @@ export async function appendEvents(tx: Transaction<Database>, events: readonly N
       kind: e.kind,
     }),
   }));
-  await tx
-    .insertInto("events")
-    .values(
-      stored.map((s) => ({
-        position: s.position.toString(),
-        id: s.event.id,
-        conversation_id: s.conversationId,
-        target_user_id: s.targetUserId,
-        payload: toBinary(EventSchema, s.event),
-        created_at: now,
-        ...messageSeqs(s.event),
-      })),
+  const seqs = built.map((b) => messageSeqs(b.event));
+  // One round trip: bump the head and insert the rows at the positions it handed out.
+  const result = await sql<{ first: string }>`
+    with head as (
+      update event_log_head set position = position + ${events.length} where shard = ${SHARD} returning position
+    ), inserted as (
+      insert into events (position, id, conversation_id, target_user_id, payload, created_at, message_seq, reply_to_seq)
+      select head.position - ${events.length} + e.ord, e.id, e.conversation_id, e.target_user_id, e.payload, ${now}, e.message_seq, e.reply_to_seq
+      from head, unnest(
+        ${built.map((b) => b.event.id)}::uuid[], ${built.map((b) => b.conversationId)}::uuid[], ${built.map((b) => b.targetUserId)}::text[],
+        ${built.map((b) => toBinary(EventSchema, b.event))}::bytea[], ${seqs.map((q) => q.message_seq)}::int8[], ${seqs.map((q) => q.reply_to_seq)}::int8[]
+      ) with ordinality as e(id, conversation_id, target_user_id, payload, message_seq, reply_to_seq, ord)
+      returning position
     )
-    .execute();
-  return stored;
+    select min(position)::text as first from inserted`.execute(tx);
+  const first = BigInt(result.rows[0]!.first);
+  return built.map((b, i): StoredEvent => ({ position: first + BigInt(i), ...b }));
 }
 
 /** The message whose content the event carries and the one it quotes (so a delete can erase them). */

@@ -1,5 +1,5 @@
 /** Every SQL statement about messages. */
-import { sql, type Insertable, type Kysely, type Selectable, type Transaction } from "kysely";
+import { sql, type Insertable, type Kysely, type RawBuilder, type Selectable, type Transaction } from "kysely";
 import type { Database, MessagesTable } from "../db/schema.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -21,50 +21,71 @@ export async function lockConversations(tx: Transaction<Database>, conversationI
   return new Map(rows.rows.map((r) => [r.id, { type: r.type, lastSeq: BigInt(r.last_seq) }]));
 }
 
-/** The role of each (conversation, user) pair that is a membership. Keys are `${conversationId}/${userId}`. */
-export async function findRoles(db: Db, pairs: readonly { conversationId: string; userId: string }[]): Promise<Map<string, number>> {
-  const rows = await sql<{ conversation_id: string; user_id: string; role: number }>`
-    select m.conversation_id, m.user_id, m.role from conversation_members m
-    join unnest(${pairs.map((p) => p.conversationId)}::uuid[], ${pairs.map((p) => p.userId)}::text[]) as k(c, u)
-      on m.conversation_id = k.c and m.user_id = k.u`.execute(db);
-  return new Map(rows.rows.map((r) => [`${r.conversation_id}/${r.user_id}`, r.role]));
-}
-
 export interface IdempotencyKey {
   conversationId: string;
   senderId: string;
   clientMessageId: string;
 }
 
-/** Messages already stored under these idempotency keys. */
-export async function findByIdempotencyKeys(db: Db, keys: readonly IdempotencyKey[]): Promise<MessageRow[]> {
-  const result = await sql<MessageRow>`
-    select m.* from messages m
-    join unnest(${keys.map((k) => k.conversationId)}::uuid[], ${keys.map((k) => k.senderId)}::text[],
-                ${keys.map((k) => k.clientMessageId)}::text[]) as k(c, s, i)
-      on m.conversation_id = k.c and m.sender_id = k.s and m.client_message_id = k.i`.execute(db);
-  return result.rows;
-}
-
-/** Moves each conversation's last_seq to the given value and marks the activity. */
-export async function setLastSeqs(tx: Transaction<Database>, lastSeqs: ReadonlyMap<string, bigint>): Promise<void> {
-  const ids = [...lastSeqs.keys()];
-  await sql`
-    update conversations c set last_seq = v.last_seq, last_activity_at = now()
-    from unnest(${ids}::uuid[], ${ids.map((id) => lastSeqs.get(id)!.toString())}::int8[]) as v(id, last_seq)
-    where c.id = v.id`.execute(tx);
-}
-
-export async function insertMessages(tx: Transaction<Database>, rows: readonly NewMessageRow[]): Promise<MessageRow[]> {
-  return tx.insertInto("messages").values([...rows]).returningAll().execute();
+/** What a send batch must know before it writes, read under the conversations' locks. */
+export interface SendLookups {
+  /** The role of each asked (conversation, user) pair that is a membership, keyed `${conversationId}/${userId}`. */
+  roles: Map<string, number>;
+  /** The asked DIRECT conversations whose two members have a block between them. */
+  blockedDirect: Set<string>;
+  /** Where messages already stored under the batch's idempotency keys are (retries). */
+  stored: { conversation_id: string; seq: string }[];
 }
 
 /**
- * Adds the new messages to the other members' unread counters, in one statement for the whole
- * batch. Runs under the conversations' locks, which every other counter change also takes.
+ * The batch's three lookups in one round trip: memberships of the senders and mentioned
+ * users, blocks on DIRECT conversations, and idempotency keys already used.
  */
-export async function countAsUnread(tx: Transaction<Database>, messages: readonly { conversation_id: string; seq: string }[]): Promise<void> {
+export async function findSendLookups(
+  tx: Transaction<Database>,
+  members: readonly { conversationId: string; userId: string }[],
+  blocked: RawBuilder<{ conversation_id: string }>,
+  keys: readonly IdempotencyKey[],
+): Promise<SendLookups> {
+  const rows = await sql<{ kind: "role" | "blocked" | "stored"; conversation_id: string; user_id: string | null; n: string | null }>`
+    select 'role' as kind, m.conversation_id::text as conversation_id, m.user_id, m.role::int8 as n
+      from conversation_members m
+      join unnest(${members.map((p) => p.conversationId)}::uuid[], ${members.map((p) => p.userId)}::text[]) as k(c, u)
+        on m.conversation_id = k.c and m.user_id = k.u
+    union all
+    select 'blocked', b.conversation_id::text, null, null from (${blocked}) b
+    union all
+    select 'stored', m.conversation_id::text, null, m.seq
+      from messages m
+      join unnest(${keys.map((k) => k.conversationId)}::uuid[], ${keys.map((k) => k.senderId)}::text[],
+                  ${keys.map((k) => k.clientMessageId)}::text[]) as k(c, s, i)
+        on m.conversation_id = k.c and m.sender_id = k.s and m.client_message_id = k.i`.execute(tx);
+  const lookups: SendLookups = { roles: new Map(), blockedDirect: new Set(), stored: [] };
+  for (const row of rows.rows) {
+    if (row.kind === "role") lookups.roles.set(`${row.conversation_id}/${row.user_id}`, Number(row.n));
+    else if (row.kind === "blocked") lookups.blockedDirect.add(row.conversation_id);
+    else lookups.stored.push({ conversation_id: row.conversation_id, seq: row.n! });
+  }
+  return lookups;
+}
+
+/**
+ * After a batch's insert: moves each conversation's last_seq (and last activity) and adds the
+ * new messages to the other members' unread counters, in one statement. Runs under the
+ * conversations' locks, which every other counter change also takes.
+ */
+export async function advanceConversations(
+  tx: Transaction<Database>,
+  lastSeqs: ReadonlyMap<string, bigint>,
+  messages: readonly { conversation_id: string; seq: string }[],
+): Promise<void> {
+  const ids = [...lastSeqs.keys()];
   await sql`
+    with moved as (
+      update conversations c set last_seq = v.last_seq, last_activity_at = now()
+      from unnest(${ids}::uuid[], ${ids.map((id) => lastSeqs.get(id)!.toString())}::int8[]) as v(id, last_seq)
+      where c.id = v.id
+    )
     update conversation_members m set
       unread_count = m.unread_count + d.unread,
       unread_mention_count = m.unread_mention_count + d.mentions
@@ -78,6 +99,10 @@ export async function countAsUnread(tx: Transaction<Database>, messages: readonl
       group by mm.conversation_id, mm.user_id
     ) d
     where m.conversation_id = d.conversation_id and m.user_id = d.user_id`.execute(tx);
+}
+
+export async function insertMessages(tx: Transaction<Database>, rows: readonly NewMessageRow[]): Promise<MessageRow[]> {
+  return tx.insertInto("messages").values([...rows]).returningAll().execute();
 }
 
 /** What a read shows of the message a reply quotes. */

@@ -20,7 +20,7 @@ import { MessageCreatedSchema } from "../../gen/parley/v1/event_pb.ts";
 import { appendEvents, type StoredEvent } from "../events/event-log.ts";
 import { newId } from "../ids.ts";
 import { contentColumns } from "./message-content.ts";
-import { conversationUnavailable, findBlockedDirectConversations } from "../social/direct-block.ts";
+import { blockedDirectConversations, conversationUnavailable } from "../social/direct-block.ts";
 import { toMessage } from "./message-mapper.ts";
 import * as repo from "./message-repository.ts";
 import type { MessageRow, NewMessageRow } from "./message-repository.ts";
@@ -79,10 +79,17 @@ export class SendBatcher {
     const locked = await repo.lockConversations(tx, conversationIds);
     const lastSeqs = new Map([...locked].map(([id, c]) => [id, c.lastSeq]));
     const people = commands.flatMap((c) => [c.senderId, ...(c.mentionUserIds ?? [])].map((userId) => ({ conversationId: c.conversationId, userId })));
-    const roles = await repo.findRoles(tx, uniqueBy(people, (p) => `${p.conversationId}/${p.userId}`));
-    // Blocks only stop DIRECT conversations, so group-only batches skip the lookup.
-    const blockedDirect = await findBlockedDirectConversations(tx, conversationIds.filter((id) => locked.get(id)?.type === ConversationKind.DIRECT));
-    const stored = new Map((await repo.findByIdempotencyKeys(tx, commands)).map((row) => [keyOf({ ...row, conversationId: row.conversation_id, senderId: row.sender_id, clientMessageId: row.client_message_id }), row]));
+    // Blocks only stop DIRECT conversations, so only those are looked up.
+    const direct = conversationIds.filter((id) => locked.get(id)?.type === ConversationKind.DIRECT);
+    const { roles, blockedDirect, stored: storedAt } = await repo.findSendLookups(
+      tx,
+      uniqueBy(people, (p) => `${p.conversationId}/${p.userId}`),
+      blockedDirectConversations(direct),
+      commands,
+    );
+    // A retry is answered with the message its first attempt stored.
+    const storedRows = storedAt.length === 0 ? [] : await repo.findMessagesWithReply(tx, storedAt);
+    const stored = new Map(storedRows.map((row) => [keyOf({ conversationId: row.conversation_id, senderId: row.sender_id, clientMessageId: row.client_message_id }), row]));
 
     const outcomes: Outcome[] = [];
     const newRows: NewMessageRow[] = [];
@@ -114,13 +121,12 @@ export class SendBatcher {
     if (newRows.length === 0) return { outcomes: settle(outcomes), events: [] };
 
     const touched = new Map([...new Set(newRows.map((r) => r.conversation_id))].map((id) => [id, lastSeqs.get(id)!]));
-    await repo.setLastSeqs(tx, touched);
     const inserted = new Map((await repo.insertMessages(tx, newRows)).map((row) => [`${row.conversation_id}/${row.seq}`, row]));
     // Replies carry a preview of the message they quote, in the response and the event.
     const replies = await repo.findMessagesWithReply(tx, [...inserted.values()].filter((row) => row.reply_to_seq !== null));
     for (const row of replies) inserted.set(`${row.conversation_id}/${row.seq}`, row);
     const insertedInOrder = newRows.map((r) => inserted.get(`${r.conversation_id}/${r.seq}`)!);
-    await repo.countAsUnread(tx, insertedInOrder);
+    await repo.advanceConversations(tx, touched, insertedInOrder);
     for (const [i, row] of [...newRowIndex.values()].entries()) outcomes[row] = { row: insertedInOrder[i]! };
     // Last statement of the transaction: it takes the event log's head lock until commit.
     const events = await appendEvents(

@@ -14,7 +14,8 @@
 import type http2 from "node:http2";
 import { fromBinary, toBinary, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, createServiceImplSpec, type ConnectRouter, type HandlerContext, type Interceptor, type MethodImplSpec } from "@connectrpc/connect";
-import { invokeUnaryImplementation } from "@connectrpc/connect/protocol";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import { compressionNegotiate, invokeUnaryImplementation, type Compression } from "@connectrpc/connect/protocol";
 import { grpcStatusOk, parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 
 type UnarySpec = Extract<MethodImplSpec, { kind: "unary" }>;
@@ -33,6 +34,11 @@ export interface GrpcUnaryOptions {
 /** What the content-type of a binary gRPC request is; JSON-coded gRPC goes to connect-node. */
 const BINARY_GRPC = /^application\/grpc(\+proto)?$/i;
 const ENVELOPE_HEADER_BYTES = 5;
+const COMPRESSED_FLAG = 0b1;
+/** What connect-node offers, in its order of preference. */
+const RESPONSE_COMPRESSIONS: Compression[] = [compressionGzip, compressionBrotli];
+/** Smaller replies are sent uncompressed (connect-node's compressMinBytes default). */
+const COMPRESS_MIN_BYTES = 1024;
 /** Aborts the signal of a call whose client went away before the reply was written. */
 const CLIENT_GONE = new ConnectError("the client went away", Code.Canceled);
 const DEADLINE_PASSED = new ConnectError("the deadline passed", Code.DeadlineExceeded);
@@ -78,15 +84,17 @@ async function serve(spec: UnarySpec, req: http2.Http2ServerRequest, res: http2.
   res.once("close", () => {
     if (!replied) aborter.abort(CLIENT_GONE);
   });
-  const timeout = parseTimeout(req.headers["grpc-timeout"] as string | undefined ?? null, Number.MAX_SAFE_INTEGER);
+  const timeout = parseTimeout(header(req, "grpc-timeout"), Number.MAX_SAFE_INTEGER);
   const deadline = timeout.timeoutMs === undefined ? null : setTimeout(() => aborter.abort(DEADLINE_PASSED), timeout.timeoutMs);
   const context = handlerContext(spec.method, req, aborter.signal, timeout.timeoutMs);
+  const compression = compressionNegotiate(RESPONSE_COMPRESSIONS, null, header(req, "grpc-accept-encoding"), "Grpc-Accept-Encoding").response;
+  if (compression) context.responseHeader.set("grpc-encoding", compression.name);
   let reply: Uint8Array | null = null;
   try {
     if (timeout.error) throw timeout.error;
-    const input = decode(spec.method, unwrapEnvelope(await readBody(req, options.readMaxBytes + ENVELOPE_HEADER_BYTES), options.readMaxBytes));
+    const input = onlyMessage(spec.method, await readBody(req, options.readMaxBytes + ENVELOPE_HEADER_BYTES), options.readMaxBytes);
     const output = await invokeUnaryImplementation(spec, context, input, options.interceptors);
-    reply = envelope(toBinary(spec.method.output, output));
+    reply = await envelope(toBinary(spec.method.output, output), compression);
   } catch (error) {
     setTrailerStatus(context.responseTrailer, error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error));
   } finally {
@@ -94,14 +102,21 @@ async function serve(spec: UnarySpec, req: http2.Http2ServerRequest, res: http2.
   }
   replied = true;
   if (res.closed || res.destroyed) return;
-  const trailers: Record<string, string> = {};
-  context.responseTrailer.forEach((value, name) => (trailers[name] = value));
-  const headers: Record<string, string> = {};
-  context.responseHeader.forEach((value, name) => (headers[name] = value));
-  res.writeHead(200, headers);
-  res.addTrailers(trailers);
+  res.writeHead(200, toRecord(context.responseHeader));
+  res.addTrailers(toRecord(context.responseTrailer));
   if (reply) res.end(reply);
   else res.end();
+}
+
+function header(req: http2.Http2ServerRequest, name: string): string | null {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value.join(",") : (value ?? null);
+}
+
+function toRecord(headers: Headers): Record<string, string> {
+  const record: Record<string, string> = {};
+  headers.forEach((value, name) => (record[name] = value));
+  return record;
 }
 
 function handlerContext(method: DescMethod, req: http2.Http2ServerRequest, signal: AbortSignal, timeoutMs: number | undefined): HandlerContext {
@@ -127,41 +142,54 @@ function handlerContext(method: DescMethod, req: http2.Http2ServerRequest, signa
   };
 }
 
-/** The whole request body, refused once it is larger than maxBytes. */
+/**
+ * The request body, or as much of it as fits in maxBytes (the rest is read and dropped; the
+ * envelope's declared length then tells the client what was too large).
+ */
 function readBody(req: http2.Http2ServerRequest, maxBytes: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     req.on("data", (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > maxBytes) {
-        req.removeAllListeners("data");
-        req.resume();
-        reject(new ConnectError(`message size is larger than configured readMaxBytes ${maxBytes - ENVELOPE_HEADER_BYTES}`, Code.ResourceExhausted));
-        return;
-      }
+      if (size >= maxBytes) return;
       chunks.push(chunk);
+      size += chunk.length;
     });
-    req.once("end", () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
+    req.once("end", () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
     req.once("error", reject);
   });
 }
 
-/** The one message of a unary request body: a 5-byte header (flags, big-endian length), then the message. */
-function unwrapEnvelope(body: Buffer, readMaxBytes: number): Uint8Array {
-  if (body.length === 0) throw new ConnectError("protocol error: missing input message for unary method", Code.Unimplemented);
-  if (body.length < ENVELOPE_HEADER_BYTES) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
-  const flags = body[0]!;
-  const length = body.readUInt32BE(1);
-  if (length > readMaxBytes) throw new ConnectError(`message size ${length} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
-  if (flags & 0b1) throw new ConnectError("protocol error: received compressed envelope, but no grpc-encoding was negotiated", Code.Internal);
-  const end = ENVELOPE_HEADER_BYTES + length;
-  if (body.length < end) throw new ConnectError(`protocol error: promised ${length} bytes, received ${body.length - ENVELOPE_HEADER_BYTES}`, Code.InvalidArgument);
-  if (body.length > end) throw new ConnectError("protocol error: received extra input message for unary method", Code.Unimplemented);
-  return body.subarray(ENVELOPE_HEADER_BYTES, end);
+/**
+ * The one message of a unary request body: envelopes (a flags byte, a big-endian length, the
+ * message) are read in order and checked the way connect-node checks them, so a malformed
+ * body gets the same code and message on either path.
+ */
+function onlyMessage(method: DescMethod, body: Buffer, readMaxBytes: number) {
+  const first = nextEnvelope(body, 0, readMaxBytes);
+  if (!first) throw new ConnectError("protocol error: missing input message for unary method", Code.Unimplemented);
+  const message = decode(method, first.message);
+  if (nextEnvelope(body, first.end, readMaxBytes)) throw new ConnectError("protocol error: received extra input message for unary method", Code.Unimplemented);
+  return message;
 }
 
-/** The request message; a body that is not one is INTERNAL, as connect-node answers it. */
+/** The envelope starting at offset: null at the end of the body; an error for a broken one. */
+function nextEnvelope(body: Buffer, offset: number, readMaxBytes: number): { message: Uint8Array; end: number } | null {
+  if (offset === body.length) return null;
+  if (body.length - offset < ENVELOPE_HEADER_BYTES) throw incompleteEnvelope();
+  const length = body.readUInt32BE(offset + 1);
+  if (length > readMaxBytes) throw new ConnectError(`message size ${length} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
+  const end = offset + ENVELOPE_HEADER_BYTES + length;
+  if (body.length < end) throw incompleteEnvelope();
+  if (body[offset]! & COMPRESSED_FLAG) throw new ConnectError("received compressed envelope, but do not know how to decompress", Code.Internal);
+  return { message: body.subarray(offset + ENVELOPE_HEADER_BYTES, end), end };
+}
+
+function incompleteEnvelope(): ConnectError {
+  return new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
+}
+
+/** A request message; bytes that are not one are INTERNAL, as connect-node answers them. */
 function decode(method: DescMethod, bytes: Uint8Array) {
   try {
     return fromBinary(method.input, bytes);
@@ -170,10 +198,13 @@ function decode(method: DescMethod, bytes: Uint8Array) {
   }
 }
 
-function envelope(message: Uint8Array): Buffer {
-  const framed = Buffer.allocUnsafe(ENVELOPE_HEADER_BYTES + message.length);
-  framed[0] = 0;
-  framed.writeUInt32BE(message.length, 1);
-  framed.set(message, ENVELOPE_HEADER_BYTES);
+/** The reply in its envelope, compressed when the client accepts it and it is worth it. */
+async function envelope(message: Uint8Array, compression: Compression | null): Promise<Buffer> {
+  const compressed = compression !== null && message.length >= COMPRESS_MIN_BYTES;
+  const payload = compressed ? await compression.compress(message) : message;
+  const framed = Buffer.allocUnsafe(ENVELOPE_HEADER_BYTES + payload.length);
+  framed[0] = compressed ? COMPRESSED_FLAG : 0;
+  framed.writeUInt32BE(payload.length, 1);
+  framed.set(payload, ENVELOPE_HEADER_BYTES);
   return framed;
 }

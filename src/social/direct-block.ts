@@ -5,20 +5,20 @@
  * blocked user that they were blocked (and, unlike NOT_FOUND, does not contradict the
  * conversation they can still read).
  */
-import { sql, type Transaction } from "kysely";
-import type { Database } from "../db/schema.ts";
+import { sql, type RawBuilder } from "kysely";
 import { FailedPreconditionError } from "../errors.ts";
 
-/** Of these conversations, the DIRECT ones whose two members have a block between them. */
-export async function findBlockedDirectConversations(tx: Transaction<Database>, conversationIds: readonly string[]): Promise<Set<string>> {
-  if (conversationIds.length === 0) return new Set();
-  const result = await sql<{ conversation_id: string }>`
+/**
+ * Of these conversations, the DIRECT ones whose two members have a block between them: a
+ * query returning `conversation_id`, for the send path to fold into its own lookups.
+ */
+export function blockedDirectConversations(conversationIds: readonly string[]): RawBuilder<{ conversation_id: string }> {
+  return sql<{ conversation_id: string }>`
     select p.conversation_id from direct_pairs p
     where p.conversation_id = any(${[...conversationIds]}::uuid[])
       and exists (select 1 from blocks b
         where (b.blocker_id = p.user_low and b.blocked_id = p.user_high)
-           or (b.blocker_id = p.user_high and b.blocked_id = p.user_low))`.execute(tx);
-  return new Set(result.rows.map((r) => r.conversation_id));
+           or (b.blocker_id = p.user_high and b.blocked_id = p.user_low))`;
 }
 
 /** What a send into such a conversation fails with. */

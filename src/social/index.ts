@@ -1,2 +1,2 @@
 export { SocialService } from "./social-service.ts";
-export { conversationUnavailable, findBlockedDirectConversations } from "./direct-block.ts";
+export { blockedDirectConversations, conversationUnavailable } from "./direct-block.ts";

@@ -4,6 +4,7 @@
  */
 import { setTimeout as delay } from "node:timers/promises";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { EventService as EventServiceDesc } from "../gen/parley/v1/event_service_pb.ts";
 import { connect as connectNats, type NatsConnection } from "nats";
 import { pino, type Logger } from "pino";
 import { createAuthInterceptor, createTokenVerifier, loadOrCreateDevSecret } from "./auth/index.ts";
@@ -29,6 +30,7 @@ import { createSearchIndex, createSearchIndexer, createSearchMetrics, SearchServ
 import { createCorsHandler } from "./server/cors.ts";
 import { createRpcMetrics, startMetricsServer } from "./server/metrics.ts";
 import { createObservabilityInterceptor } from "./server/observability-interceptor.ts";
+import { createLeanServerStreaming } from "./server/lean-grpc-streaming.ts";
 import { createSinglePortServer } from "./server/single-port-server.ts";
 import { HealthStatus } from "./standard/health.ts";
 import { UserDirectory, UserService } from "./users/index.ts";
@@ -59,6 +61,8 @@ export interface AppOptions {
 const SHUTDOWN_GRACE_MS = 5_000;
 /** Most message events per search index write (one bulk request or statement). */
 const SEARCH_INDEX_BATCH = 256;
+/** A SubscribeRequest is a cursor; anything near this size is not one. */
+const SUBSCRIBE_READ_MAX_BYTES = 64 * 1024;
 /** How long streams get to send their last frame when the server stops. */
 const STREAM_DRAIN_MS = 2_000;
 
@@ -141,11 +145,12 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   });
   const conversations = new ConversationService(database.db, config.limits, publisher);
   const messages = new MessageService(database.db, sends, reactions, config.limits, publisher);
+  const events = new EventService({ db: database.db, hub, bus, presence, feed: config.feed });
   const routes = createRoutes({
     users: new UserService(database.db, config.limits),
     conversations,
     messages,
-    events: new EventService({ db: database.db, hub, bus, presence, feed: config.feed }),
+    events,
     search: new SearchService(database.db, searchIndex),
     notifications: new NotificationService(database.db),
     social: new SocialService(database.db, config.limits),
@@ -164,19 +169,25 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     }),
     health,
   });
+  const interceptors = [createObservabilityInterceptor(logger, metrics), createAuthInterceptor({ verify, ensureUser: (id) => users.ensure(id) })];
   const connectHandler = connectNodeAdapter({
     routes,
     shutdownSignal: shutdown.signal,
     // Room for a full-size media upload plus its framing; a larger one is refused before it is buffered.
     readMaxBytes: config.stories.maxMediaBytes + 64 * 1024,
-    interceptors: [
-      createObservabilityInterceptor(logger, metrics),
-      createAuthInterceptor({ verify, ensureUser: (id) => users.ensure(id) }),
-    ],
+    interceptors,
+  });
+  // Feed streams mostly wait; over gRPC they skip connect's per-stream pipeline (see the module).
+  const leanSubscribe = createLeanServerStreaming({
+    method: EventServiceDesc.method.subscribe,
+    impl: (req, ctx) => events.subscribe(req, ctx),
+    interceptors,
+    shutdownSignal: shutdown.signal,
+    readMaxBytes: SUBSCRIBE_READ_MAX_BYTES,
   });
   const cors = createCorsHandler(config.corsOrigins);
   const server = createSinglePortServer((req, res) => {
-    if (!cors(req, res)) connectHandler(req, res);
+    if (!cors(req, res) && !leanSubscribe(req, res)) connectHandler(req, res);
   });
 
   let port = 0;

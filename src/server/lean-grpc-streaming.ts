@@ -11,19 +11,17 @@
  * stream instead.
  *
  * What stays the same as connect: the interceptors (the same instances, applied in the same
- * order), the handler context (connect's createHandlerContext, so deadline, shutdown and client
- * cancellation reach ctx.signal alike), and the status trailers (connect's setTrailerStatus,
- * error details included). What a client could notice: responses are never compressed, and
+ * order), the handler context (deadline, shutdown and the client leaving abort ctx.signal, as
+ * there), and the status trailers (connect's setTrailerStatus, error details included). What a client could notice: responses are never compressed, and
  * grpc-accept-encoding is not advertised. Anything else (the Connect and gRPC-Web protocols,
  * HTTP/1.1, JSON, a compressed request) is left to connect.
  */
 import http2 from "node:http2";
-import { fromBinary, toBinary, type DescMessage, type DescMethodServerStreaming, type MessageShape } from "@bufbuild/protobuf";
+import { fromBinary, toBinary, type DescMessage, type DescMethod, type DescMethodServerStreaming, type MessageShape } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
   createContextValues,
-  createHandlerContext,
   type HandlerContext,
   type Interceptor,
   type StreamRequest,
@@ -65,26 +63,12 @@ async function serve<I extends DescMessage, O extends DescMessage>(
   req: http2.Http2ServerRequest,
   res: http2.Http2ServerResponse,
 ): Promise<void> {
-  const clientGone = new AbortController();
-  req.once("close", () => clientGone.abort(new ConnectError("the client went away", Code.Canceled)));
   const timeout = parseTimeout(firstValue(req.headers["grpc-timeout"]) ?? null, Number.MAX_SAFE_INTEGER);
-  const context = createHandlerContext({
-    service: method.parent,
-    method,
-    protocolName: "grpc",
-    requestMethod: "POST",
-    url: `http://${req.authority}${req.url}`,
-    timeoutMs: timeout.timeoutMs,
-    shutdownSignal,
-    requestSignal: clientGone.signal,
-    requestHeader: toWebHeaders(req.headers),
-    contextValues: createContextValues(),
-    responseHeader: { "content-type": contentTypeProto },
-    responseTrailer: { "grpc-status": grpcStatusOk },
-  });
+  const { context, abort, dispose } = createStreamContext(method, req, shutdownSignal, timeout.timeoutMs);
   const invoke: AnyFn = async (request) => {
     const input = await single(request.message as AsyncIterable<MessageShape<I>>);
-    const message = impl(input, { ...context, service: request.service, requestHeader: request.header, signal: request.signal, values: request.contextValues });
+    const unchanged = request.service === context.service && request.header === context.requestHeader && request.signal === context.signal && request.contextValues === context.values;
+    const message = impl(input, unchanged ? context : { ...context, service: request.service, requestHeader: request.header, signal: request.signal, values: request.contextValues });
     const response: StreamResponse<I, O> = { stream: true, service: method.parent, method, header: context.responseHeader, trailer: context.responseTrailer, message };
     return response as StreamResponse;
   };
@@ -96,7 +80,6 @@ async function serve<I extends DescMessage, O extends DescMessage>(
   let output: AsyncIterator<MessageShape<O>> | undefined;
   try {
     if (timeout.error) throw timeout.error;
-    const body = await readBody(req, readMaxBytes);
     const request: StreamRequest<I, O> = {
       stream: true,
       service: method.parent,
@@ -106,7 +89,7 @@ async function serve<I extends DescMessage, O extends DescMessage>(
       signal: context.signal,
       header: context.requestHeader,
       contextValues: context.values,
-      message: once(parseSingleEnvelope(method.input, body)),
+      message: once(await readRequest(req, method.input, readMaxBytes)),
     };
     const response = await call(request as StreamRequest);
     if (!response.stream) throw new ConnectError("an interceptor answered a stream with a unary response", Code.Internal);
@@ -118,17 +101,59 @@ async function serve<I extends DescMessage, O extends DescMessage>(
       if (!res.write(encodeEnvelope(0, toBinary(method.output, next.value)))) await drained(res);
     }
   } catch (error) {
-    context.abort(error);
+    abort(error);
     setTrailerStatus(trailer, error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error));
   } finally {
     // Runs the implementation's finally blocks when the client left mid-stream.
     await output?.return?.().catch(() => {});
-    context.abort();
+    dispose();
   }
   if (gone()) return;
   if (!res.headersSent) res.writeHead(200, toNodeHeaders(header));
   res.addTrailers(toNodeHeaders(trailer));
   res.end();
+}
+
+/**
+ * The handler context of one stream, with one AbortController that the client leaving, the
+ * deadline and server shutdown abort directly. (connect's createHandlerContext links three
+ * more controllers with a listener on each, which an idle stream would keep for its life.)
+ */
+function createStreamContext(method: DescMethod, req: http2.Http2ServerRequest, shutdownSignal: AbortSignal, timeoutMs: number | undefined) {
+  const controller = new AbortController();
+  const abort = (reason?: unknown) => {
+    if (!controller.signal.aborted) controller.abort(reason);
+  };
+  const onShutdown = () => abort(shutdownSignal.reason);
+  if (shutdownSignal.aborted) onShutdown();
+  else shutdownSignal.addEventListener("abort", onShutdown, { once: true });
+  req.once("close", () => abort(new ConnectError("the client went away", Code.Canceled)));
+  const deadlineAt = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+  const deadline = timeoutMs === undefined ? undefined : setTimeout(() => abort(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeoutMs);
+  const context: HandlerContext = {
+    method,
+    service: method.parent,
+    signal: controller.signal,
+    timeoutMs: () => (deadlineAt === undefined ? undefined : deadlineAt - Date.now()),
+    requestMethod: "POST",
+    requestHeader: toWebHeaders(req.headers),
+    responseHeader: new Headers({ "content-type": contentTypeProto }),
+    responseTrailer: new Headers({ "grpc-status": grpcStatusOk }),
+    protocolName: "grpc",
+    values: createContextValues(),
+    url: `http://${req.authority}${req.url}`,
+  };
+  const dispose = () => {
+    clearTimeout(deadline);
+    shutdownSignal.removeEventListener("abort", onShutdown);
+    abort();
+  };
+  return { context, abort, dispose };
+}
+
+/** Reads the body and parses its one message (a function of its own, so no stream keeps the bytes). */
+async function readRequest<I extends DescMessage>(req: http2.Http2ServerRequest, schema: I, maxBytes: number): Promise<MessageShape<I>> {
+  return parseSingleEnvelope(schema, await readBody(req, maxBytes));
 }
 
 /** The request message from the single gRPC envelope in body, the way connect checks it. */

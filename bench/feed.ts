@@ -1099,7 +1099,15 @@ async function scenarioIdle(env: Env) {
       await sleep(3000);
       const heap = inspector ? await inspector.gcAndHeap() : null;
       await sleep(2000);
-      return { rssKiB: rssKiB(node.pid)!, heapUsedKiB: heap ? Math.round(heap.usedBytes / 1024) : null };
+      // What RSS is made of: the V8 heap the node holds (used + committed slack) and memory
+      // outside it (Buffers' backing stores are "external"; the rest is native: nghttp2, malloc).
+      const usage = inspector ? await inspector.memoryUsage() : null;
+      return {
+        rssKiB: rssKiB(node.pid)!,
+        heapUsedKiB: heap ? Math.round(heap.usedBytes / 1024) : null,
+        heapTotalKiB: heap ? Math.round(heap.totalBytes / 1024) : null,
+        externalKiB: usage ? Math.round(usage.external / 1024) : null,
+      };
     };
     const baseline = await measure();
     const snapshotDir = flags["heap-snapshot"];
@@ -1107,7 +1115,7 @@ async function scenarioIdle(env: Env) {
       mkdirSync(snapshotDir, { recursive: true });
       await inspector.heapSnapshot(path.join(snapshotDir, "baseline.heapsnapshot"));
     }
-    const steps: { streams: number; alive: number; open: number; idleCpuCores: { node: number; nats: number; machine: number; seconds: number }; rssKiB: number; heapUsedKiB: number | null; kibPerStreamRss: number; kibPerStreamHeap: number | null; openSeconds: number; failures: number }[] = [];
+    const steps: { streams: number; alive: number; open: number; idleCpuCores: { node: number; nats: number; machine: number; seconds: number }; rssKiB: number; heapUsedKiB: number | null; heapTotalKiB: number | null; externalKiB: number | null; kibPerStreamRss: number; kibPerStreamHeap: number | null; openSeconds: number; failures: number }[] = [];
     let held = 0;
     let stopReason = "";
     const failures = new ErrorTally();
@@ -1184,6 +1192,8 @@ async function scenarioIdle(env: Env) {
         idleCpuCores: { node: idleCpu.nodeA ?? NaN, nats: idleCpu.nats ?? NaN, machine: idleCpu.machine, seconds: idleCpu.wallSeconds },
         rssKiB: m.rssKiB,
         heapUsedKiB: m.heapUsedKiB,
+        heapTotalKiB: m.heapTotalKiB,
+        externalKiB: m.externalKiB,
         kibPerStreamRss: round((m.rssKiB - baseline.rssKiB) / n, 2),
         kibPerStreamHeap: m.heapUsedKiB === null || baseline.heapUsedKiB === null ? null : round((m.heapUsedKiB - baseline.heapUsedKiB) / n, 2),
         openSeconds: round(opened.seconds),
@@ -1222,10 +1232,10 @@ async function scenarioIdle(env: Env) {
       ok,
     };
     printBlock(`idle  ${STREAMS} idle Subscribe streams on node a (${PER_CONNECTION} per HTTP/2 connection), distinct users${PUSH_TO > STREAMS ? `, then pushed toward ${PUSH_TO} in steps of ${PUSH_STEP}` : ""}`, [
-      ["baseline", `RSS ${(baseline.rssKiB / 1024).toFixed(1)} MiB${baseline.heapUsedKiB !== null ? `, V8 heap used ${(baseline.heapUsedKiB / 1024).toFixed(1)} MiB (after forced GC)` : ""}  (${target} users known through GetMe, ${round(getMeSeconds)} s)`],
+      ["baseline", `RSS ${(baseline.rssKiB / 1024).toFixed(1)} MiB${baseline.heapUsedKiB !== null ? `, V8 heap used ${(baseline.heapUsedKiB / 1024).toFixed(1)} MiB of ${((baseline.heapTotalKiB ?? 0) / 1024).toFixed(1)}, external ${((baseline.externalKiB ?? 0) / 1024).toFixed(1)} MiB (after forced GC)` : ""}  (${target} users known through GetMe, ${round(getMeSeconds)} s)`],
       ...steps.map((s): [string, string] => [
         `${s.streams} streams`,
-        `RSS ${(s.rssKiB / 1024).toFixed(1)} MiB → ${s.kibPerStreamRss} KiB/stream${s.kibPerStreamHeap !== null ? `; V8 heap ${((s.heapUsedKiB ?? 0) / 1024).toFixed(1)} MiB → ${s.kibPerStreamHeap} KiB/stream` : ""}; open ${s.open}, alive (heartbeat seen) ${s.alive}/${s.streams}; idle CPU node ${s.idleCpuCores.node} nats ${s.idleCpuCores.nats} cores; opened in ${s.openSeconds} s${s.failures ? `; ${s.failures} failed` : ""}`,
+        `RSS ${(s.rssKiB / 1024).toFixed(1)} MiB → ${s.kibPerStreamRss} KiB/stream${s.kibPerStreamHeap !== null ? `; V8 heap ${((s.heapUsedKiB ?? 0) / 1024).toFixed(1)} MiB → ${s.kibPerStreamHeap} KiB/stream (heap total ${((s.heapTotalKiB ?? 0) / 1024).toFixed(1)} MiB, external ${((s.externalKiB ?? 0) / 1024).toFixed(1)} MiB)` : ""}; open ${s.open}, alive (heartbeat seen) ${s.alive}/${s.streams}; idle CPU node ${s.idleCpuCores.node} nats ${s.idleCpuCores.nats} cores; opened in ${s.openSeconds} s${s.failures ? `; ${s.failures} failed` : ""}`,
       ]),
       ["most held", `${held} concurrent streams${stopReason ? ` (stopped: ${stopReason})` : PUSH_TO > STREAMS ? " (reached --push-to)" : ""}; node peak RSS ${peak !== null ? (peak / 1024).toFixed(1) : "?"} MiB; load generator RSS ${benchRssMiB} MiB (not the server's)`],
       ["target", `<= 20 KiB per idle stream at ${STREAMS}: ${summary.target.met ? "MET" : "NOT MET"} (${perStream} KiB)`],

@@ -3,7 +3,6 @@
  * metrics endpoint. start() listens; stop() drains and closes everything in order.
  */
 import { setTimeout as delay } from "node:timers/promises";
-import type { Http2ServerResponse } from "node:http2";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { connect as connectNats, type NatsConnection } from "nats";
 import { pino, type Logger } from "pino";
@@ -30,7 +29,7 @@ import { createSearchIndex, createSearchIndexer, createSearchMetrics, SearchServ
 import { createCorsHandler } from "./server/cors.ts";
 import { createRpcMetrics, startMetricsServer } from "./server/metrics.ts";
 import { createObservabilityInterceptor } from "./server/observability-interceptor.ts";
-import { createGrpcUnaryHandler } from "./server/grpc-unary.ts";
+import { createLeanGrpcHandler } from "./server/lean-grpc.ts";
 import { createSinglePortServer } from "./server/single-port-server.ts";
 import { HealthStatus } from "./standard/health.ts";
 import { UserDirectory, UserService } from "./users/index.ts";
@@ -170,12 +169,11 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   // Room for a full-size media upload plus its framing; a larger one is refused before it is buffered.
   const readMaxBytes = config.stories.maxMediaBytes + 64 * 1024;
   const connectHandler = connectNodeAdapter({ routes, shutdownSignal: shutdown.signal, readMaxBytes, interceptors });
-  const grpcUnary = createGrpcUnaryHandler({ routes, interceptors, readMaxBytes });
+  // Unary and server-streaming gRPC calls skip connect-node's per-call pipeline (see the module).
+  const leanGrpc = createLeanGrpcHandler({ routes, interceptors, readMaxBytes, shutdownSignal: shutdown.signal });
   const cors = createCorsHandler(config.corsOrigins);
   const server = createSinglePortServer((req, res) => {
-    if (cors(req, res)) return;
-    if ("stream" in req && grpcUnary(req, res as Http2ServerResponse)) return;
-    connectHandler(req, res);
+    if (!cors(req, res) && !leanGrpc(req, res)) connectHandler(req, res);
   });
 
   let port = 0;

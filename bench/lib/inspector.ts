@@ -71,6 +71,12 @@ export class Inspector {
     return { usedBytes: usage.usedSize, totalBytes: usage.totalSize };
   }
 
+  /** The node's process.memoryUsage(), evaluated in its main context. */
+  async memoryUsage(): Promise<NodeJS.MemoryUsage> {
+    const { result } = await this.call<{ result: { value: NodeJS.MemoryUsage } }>("Runtime.evaluate", { expression: "process.memoryUsage()", returnByValue: true });
+    return result.value;
+  }
+
   /** Starts the CPU profiler (sampling every intervalUs). */
   async startProfile(intervalUs = 1000): Promise<void> {
     await this.call("Profiler.enable");

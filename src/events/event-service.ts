@@ -41,6 +41,7 @@ import type { EventBus } from "./event-bus.ts";
 import { findCreatedAt, readEventsForUser, readFeedPage, readHead, type StoredEvent } from "./event-log.ts";
 import { isVisibleTo, membershipAt, membershipChange } from "./membership-filter.ts";
 import type { FeedHub } from "./feed-hub.ts";
+import type { FeedSubscription } from "./feed-subscription.ts";
 
 const REPLAY_PAGE = 500;
 const MAX_PRESENCE_USERS = 100;
@@ -64,8 +65,8 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
     const { userId } = requireCaller(ctx);
     const { db, hub, presence, feed } = this.#options;
     const requested = req.cursor === "" ? null : decodeCursor(req.cursor);
-    const memberships = await db.selectFrom("conversation_members").select("conversation_id").where("user_id", "=", userId).execute();
-    const subscription = hub.open(userId, memberships.map((m) => m.conversation_id));
+    const conversationIds = await findConversationIdsOf(db, userId);
+    const subscription = hub.open(userId, conversationIds);
     presence.streamOpened(userId);
     try {
       let delivered = hub.position;
@@ -75,29 +76,9 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
           yield frame({ case: "resyncRequired", value: create(ResyncRequiredSchema, { reason: resync, cursor: encodeCursor(hub.position) }) });
           return;
         }
-        // Catch up from the log with the membership the user had at the cursor, changing it
-        // at their own join/leave events exactly as the live stream does. If the live queue
-        // overflowed meanwhile, catch up again from where the replay got to.
-        delivered = requested;
-        const current = memberships.map((m) => m.conversation_id);
-        const ownEvents = await readEventsForUser(db, userId, requested);
-        const following = membershipAt(current, ownEvents, userId);
-        const candidates = [...new Set([...following, ...current, ...ownEvents.flatMap((e) => (e.conversationId ? [e.conversationId] : []))])];
-        do {
-          subscription.resetAfterCatchUp();
-          for (;;) {
-            const page = await readFeedPage(db, candidates, userId, delivered, REPLAY_PAGE);
-            for (const stored of page) {
-              delivered = stored.position;
-              if (!isVisibleTo(stored, userId, following)) continue;
-              const change = membershipChange(stored, userId);
-              if (change && "follow" in change) following.add(change.follow);
-              if (change && "unfollow" in change) following.delete(change.unfollow);
-              yield eventFrame(stored);
-            }
-            if (page.length < REPLAY_PAGE) break;
-          }
-        } while (subscription.overflowed);
+        // A generator of its own: what the catch-up needs is dropped when it ends, instead of
+        // staying in this generator's frame for as long as the stream lives.
+        delivered = yield* this.#catchUp(userId, requested, conversationIds, subscription);
       }
       yield frame({ case: "caughtUp", value: create(CaughtUpSchema, { cursor: encodeCursor(delivered) }) });
 
@@ -160,6 +141,36 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
     });
   }
 
+  /**
+   * Replays from the log everything after `requested` with the membership the user had at the
+   * cursor, changing it at their own join/leave events exactly as the live stream does. If the
+   * live queue overflowed meanwhile, catches up again from where the replay got to. Returns
+   * the position delivered up to.
+   */
+  async *#catchUp(userId: string, requested: bigint, current: string[], subscription: FeedSubscription): AsyncGenerator<SubscribeResponse, bigint> {
+    const { db } = this.#options;
+    let delivered = requested;
+    const ownEvents = await readEventsForUser(db, userId, requested);
+    const following = membershipAt(current, ownEvents, userId);
+    const candidates = [...new Set([...following, ...current, ...ownEvents.flatMap((e) => (e.conversationId ? [e.conversationId] : []))])];
+    do {
+      subscription.resetAfterCatchUp();
+      for (;;) {
+        const page = await readFeedPage(db, candidates, userId, delivered, REPLAY_PAGE);
+        for (const stored of page) {
+          delivered = stored.position;
+          if (!isVisibleTo(stored, userId, following)) continue;
+          const change = membershipChange(stored, userId);
+          if (change && "follow" in change) following.add(change.follow);
+          if (change && "unfollow" in change) following.delete(change.unfollow);
+          yield eventFrame(stored);
+        }
+        if (page.length < REPLAY_PAGE) break;
+      }
+    } while (subscription.overflowed);
+    return delivered;
+  }
+
   /** Why a cursor cannot be replayed, or null when it can. */
   async #resyncReason(position: bigint): Promise<string | null> {
     const { db, feed } = this.#options;
@@ -172,6 +183,11 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
     }
     return null;
   }
+}
+
+async function findConversationIdsOf(db: Kysely<Database>, userId: string): Promise<string[]> {
+  const rows = await db.selectFrom("conversation_members").select("conversation_id").where("user_id", "=", userId).execute();
+  return rows.map((row) => row.conversation_id);
 }
 
 function frame(value: SubscribeResponse["frame"]): SubscribeResponse {

@@ -909,6 +909,9 @@ async function scenarioReactions(env: Env) {
     let seqOfRound = 0n;
     let issuedAt = new Float64Array(REACTORS);
     const perSubscriber = [new Samples(REACTORS * ROUNDS), new Samples(REACTORS * ROUNDS)];
+    // Propagation alone: from the moment the server recorded the reaction's event (its
+    // created_at, taken in the batch's transaction just before commit) to its arrival.
+    const recordedToEvent = new Samples(REACTORS * ROUNDS * 2);
     const seen = [new Uint8Array(REACTORS), new Uint8Array(REACTORS)];
     const maxCount = [0n, 0n];
     let strangers = 0;
@@ -924,6 +927,7 @@ async function scenarioReactions(env: Env) {
       else {
         seen[s]![i] = 1;
         perSubscriber[s]!.add(at - issuedAt[i]!);
+        if (event.createdAt) recordedToEvent.add(wall(at) - (Number(event.createdAt.seconds) * 1000 + event.createdAt.nanos / 1e6));
         firstEventAt = Math.min(firstEventAt, at);
         lastEventAt = Math.max(lastEventAt, at);
       }
@@ -1017,6 +1021,7 @@ async function scenarioReactions(env: Env) {
     const summary = {
       config: { reactors: REACTORS, rounds: ROUNDS, emoji: EMOJI, client: SENDER_CLIENT, maxGroupMembers: Math.max(500, REACTORS), oneGroup: true, callsOn: "half on node a, half on node b", subscribers: "one on node a, one on node b" },
       latencyMs,
+      recordedToEventMs: recordedToEvent.summary(),
       rounds,
       errors: errors.toJSON(),
       duplicates,
@@ -1036,6 +1041,7 @@ async function scenarioReactions(env: Env) {
     }
     printBlock(`reactions  ${REACTORS} users of one group (MAX_GROUP_MEMBERS=${Math.max(500, REACTORS)}) react ${EMOJI} to one message at once (${SENDER_CLIENT} gRPC client), calls half on each node, a subscriber on each node, ${ROUNDS} rounds`, [
       ["issue→event ms", `${formatLatency(latencyMs)}   (all rounds, both subscribers)`],
+      ["recorded→event ms", `${formatLatency(recordedToEvent.summary())}   (propagation: event recorded in the reaction's transaction → arrival)`],
       ...lines,
       ["errors", `${errors.total}${errors.total ? "  " + JSON.stringify(Object.fromEntries(errors.byCode)) + "  " + errors.samples.slice(0, 4).join(" | ") : ""}; duplicate events ${duplicates}; streams ended early ${streamsLost}`],
       ["cpu", formatCpu(cpu)],

@@ -1,14 +1,18 @@
 /**
- * The NATS bus. Committed events are published to JetStream (Nats-Msg-Id = event id, so a
- * republished event is stored once) on subjects that every node also receives through a core
- * subscription for live delivery. Ephemeral signals use core NATS only and are never stored.
+ * The NATS bus. Committed events are published onto the events stream's subjects
+ * (Nats-Msg-Id = event id, so a republished event is stored once), which every node also
+ * receives through a core subscription for live delivery. Ephemeral signals use core NATS
+ * only and are never stored.
  */
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { headers as natsHeaders, type JetStreamClient, type MsgHdrs, type NatsConnection, type Subscription } from "nats";
+import { headers as natsHeaders, type MsgHdrs, type NatsConnection, type Subscription } from "nats";
 import { EventSchema } from "../../gen/parley/v1/event_pb.ts";
 import type { EventBus } from "./event-bus.ts";
 import { decodeStoredEvent, encodeEvent, ephemeralHeaders, ephemeralRoute, eventHeaders } from "./event-wire.ts";
 import type { Subjects } from "./subjects.ts";
+
+/** JetStream's de-duplication header: a republished event is stored once. */
+const MSG_ID = "Nats-Msg-Id";
 
 export interface NatsBusOptions {
   connection: NatsConnection;
@@ -31,7 +35,6 @@ export function fromNatsHeaders(h: MsgHdrs | undefined): Map<string, string> {
 }
 
 export function createNatsBus({ connection, subjects, onError }: NatsBusOptions): EventBus {
-  const js: JetStreamClient = connection.jetstream();
   const subscriptions: Subscription[] = [];
 
   const subscribe = (subject: string, handle: (data: Uint8Array, headers: Map<string, string>) => void) => {
@@ -51,12 +54,16 @@ export function createNatsBus({ connection, subjects, onError }: NatsBusOptions)
 
   return {
     async publish(events) {
-      // Pipelined: all acks are awaited together, never one round trip per event.
-      await Promise.all(
-        events.map((stored) =>
-          js.publish(subjects.event(stored), encodeEvent(stored), { msgID: stored.event.id, headers: toNatsHeaders(eventHeaders(stored)) }),
-        ),
-      );
+      // A core publish onto the stream's subject: JetStream stores it (once per Nats-Msg-Id)
+      // and every node's live subscription receives it. No PubAck is awaited: nothing would act
+      // on one (a lost event is found by the feed hubs' hole check and republished by the relay
+      // from PostgreSQL), and waiting for one cost about a tenth of a node's CPU under a send
+      // storm (a request, a reply subscription, a timer and two Error objects per event).
+      for (const stored of events) {
+        const headers = eventHeaders(stored);
+        headers.set(MSG_ID, stored.event.id);
+        connection.publish(subjects.event(stored), encodeEvent(stored), { headers: toNatsHeaders(headers) });
+      }
     },
     onEvent(handler) {
       return subscribe(subjects.allEvents, (data, headers) => handler(decodeStoredEvent(data, headers)));

@@ -29,6 +29,25 @@ export interface StoredEvent {
   conversationId: string | null;
   targetUserId: string | null;
   event: Event;
+  /** The event's protobuf encoding, as stored and as published (encoded once). */
+  payload: Uint8Array;
+}
+
+/**
+ * A stored event read back from its encoding, decoded only when something reads `event`: a
+ * node receives every event of the cluster, and most concern none of its streams.
+ */
+export function storedEventFrom(position: bigint, conversationId: string | null, targetUserId: string | null, payload: Uint8Array): StoredEvent {
+  let event: Event | undefined;
+  return {
+    position,
+    conversationId,
+    targetUserId,
+    payload,
+    get event() {
+      return (event ??= fromBinary(EventSchema, payload));
+    },
+  };
 }
 
 /**
@@ -38,17 +57,16 @@ export interface StoredEvent {
 export async function appendEvents(tx: Transaction<Database>, events: readonly NewEvent[]): Promise<StoredEvent[]> {
   if (events.length === 0) return [];
   const now = new Date();
-  const built = events.map((e) => ({
-    conversationId: e.conversationId,
-    targetUserId: e.targetUserId ?? null,
-    event: create(EventSchema, {
+  const built = events.map((e) => {
+    const event = create(EventSchema, {
       id: newId(now.getTime()),
       conversationId: e.conversationId ?? "",
       actorId: e.actorId,
       createdAt: timestampFromDate(now),
       kind: e.kind,
-    }),
-  }));
+    });
+    return { conversationId: e.conversationId, targetUserId: e.targetUserId ?? null, event, payload: toBinary(EventSchema, event) };
+  });
   const seqs = built.map((b) => messageSeqs(b.event));
   // One round trip: bump the head and insert the rows at the positions it handed out.
   const result = await sql<{ first: string }>`
@@ -59,7 +77,7 @@ export async function appendEvents(tx: Transaction<Database>, events: readonly N
       select head.position - ${events.length} + e.ord, e.id, e.conversation_id, e.target_user_id, e.payload, ${now}, e.message_seq, e.reply_to_seq
       from head, unnest(
         ${built.map((b) => b.event.id)}::uuid[], ${built.map((b) => b.conversationId)}::uuid[], ${built.map((b) => b.targetUserId)}::text[],
-        ${built.map((b) => toBinary(EventSchema, b.event))}::bytea[], ${seqs.map((q) => q.message_seq)}::int8[], ${seqs.map((q) => q.reply_to_seq)}::int8[]
+        ${built.map((b) => b.payload)}::bytea[], ${seqs.map((q) => q.message_seq)}::int8[], ${seqs.map((q) => q.reply_to_seq)}::int8[]
       ) with ordinality as e(id, conversation_id, target_user_id, payload, message_seq, reply_to_seq, ord)
       returning position
     )
@@ -83,12 +101,7 @@ interface EventRow {
 }
 
 function toStored(row: EventRow): StoredEvent {
-  return {
-    position: BigInt(row.position),
-    conversationId: row.conversation_id,
-    targetUserId: row.target_user_id,
-    event: fromBinary(EventSchema, row.payload),
-  };
+  return storedEventFrom(BigInt(row.position), row.conversation_id, row.target_user_id, row.payload);
 }
 
 /** The last position handed out. */

@@ -2,9 +2,7 @@
  * How a committed event travels on NATS: the protobuf Event as the body, its log position and
  * routing in headers. Shared by the live bus and the durable consumers so both read it alike.
  */
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { EventSchema } from "../../gen/parley/v1/event_pb.ts";
-import type { StoredEvent } from "./event-log.ts";
+import { storedEventFrom, type StoredEvent } from "./event-log.ts";
 
 const POSITION = "Parley-Position";
 const CONVERSATION = "Parley-Conversation";
@@ -18,20 +16,21 @@ export function eventHeaders(stored: StoredEvent): Map<string, string> {
   return headers;
 }
 
-export function encodeEvent(stored: StoredEvent): Uint8Array {
-  return toBinary(EventSchema, stored.event);
-}
-
-/** The event back from its body and headers; throws when either is not one of ours. */
-export function decodeStoredEvent(data: Uint8Array, headers: ReadonlyMap<string, string>): StoredEvent {
+/**
+ * The event back from its body and headers, decoded when first read (see storedEventFrom);
+ * throws when the headers are not an event's.
+ */
+export function receiveStoredEvent(data: Uint8Array, headers: ReadonlyMap<string, string>): StoredEvent {
   const position = headers.get(POSITION);
   if (!position || !/^\d+$/.test(position)) throw new Error("event without a valid position header");
-  return {
-    position: BigInt(position),
-    conversationId: headers.get(CONVERSATION) || null,
-    targetUserId: headers.get(TARGET_USER) || null,
-    event: fromBinary(EventSchema, data),
-  };
+  return storedEventFrom(BigInt(position), headers.get(CONVERSATION) || null, headers.get(TARGET_USER) || null, data);
+}
+
+/** The event back from its body and headers, decoded now; throws when either is not one of ours. */
+export function decodeStoredEvent(data: Uint8Array, headers: ReadonlyMap<string, string>): StoredEvent {
+  const stored = receiveStoredEvent(data, headers);
+  void stored.event;
+  return stored;
 }
 
 /** Ephemeral events carry only their route. */

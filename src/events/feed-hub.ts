@@ -132,7 +132,13 @@ export class FeedHub implements MembershipIndex {
     const targets = new Set<FeedSubscription>();
     if (event.conversationId !== null) this.#byConversation.get(event.conversationId)?.forEach((s) => targets.add(s));
     if (event.targetUserId !== null) this.#byUser.get(event.targetUserId)?.forEach((s) => targets.add(s));
-    for (const subscription of targets) subscription.offer(event);
+    try {
+      for (const subscription of targets) subscription.offer(event);
+    } catch (error) {
+      // The payload is decoded here, on first use; one that is not an event must not stop the
+      // hub (its position is already passed, as any event's that concerns no stream).
+      this.#options.logger.warn({ err: error, position: String(event.position) }, "feed hub dropped an event it could not decode");
+    }
   }
 
   #dispatchEphemeral(route: EphemeralRoute, event: Event): void {

@@ -8,7 +8,7 @@ import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { headers as natsHeaders, type MsgHdrs, type NatsConnection, type Subscription } from "nats";
 import { EventSchema } from "../../gen/parley/v1/event_pb.ts";
 import type { EventBus } from "./event-bus.ts";
-import { decodeStoredEvent, encodeEvent, ephemeralHeaders, ephemeralRoute, eventHeaders } from "./event-wire.ts";
+import { ephemeralHeaders, ephemeralRoute, eventHeaders, receiveStoredEvent } from "./event-wire.ts";
 import type { Subjects } from "./subjects.ts";
 
 /** JetStream's de-duplication header: a republished event is stored once. */
@@ -62,11 +62,11 @@ export function createNatsBus({ connection, subjects, onError }: NatsBusOptions)
       for (const stored of events) {
         const headers = eventHeaders(stored);
         headers.set(MSG_ID, stored.event.id);
-        connection.publish(subjects.event(stored), encodeEvent(stored), { headers: toNatsHeaders(headers) });
+        connection.publish(subjects.event(stored), stored.payload, { headers: toNatsHeaders(headers) });
       }
     },
     onEvent(handler) {
-      return subscribe(subjects.allEvents, (data, headers) => handler(decodeStoredEvent(data, headers)));
+      return subscribe(subjects.allEvents, (data, headers) => handler(receiveStoredEvent(data, headers)));
     },
     publishEphemeral(route, event) {
       const subject = "conversationId" in route ? subjects.typing(route.conversationId) : subjects.presence(route.userId);

@@ -5,7 +5,7 @@
  */
 import type { Logger } from "pino";
 import type { EventBus } from "../events/event-bus.ts";
-import { encodeEvent, eventHeaders } from "../events/event-wire.ts";
+import { eventHeaders } from "../events/event-wire.ts";
 import type { Subjects } from "../events/subjects.ts";
 import { BatchQueue, type RawDelivery } from "./batch-runner.ts";
 import type { Consumer, ConsumerSpec, WorkerRuntime } from "./consumer.ts";
@@ -55,7 +55,7 @@ export function createInProcessRuntime({ bus, subjects, logger }: InProcessRunti
     },
   });
 
-  const unsubscribe = bus.onEvent((stored) => deliver(subjects.event(stored), encodeEvent(stored), eventHeaders(stored)));
+  const unsubscribe = bus.onEvent((stored) => deliver(subjects.event(stored), stored.payload, eventHeaders(stored)));
 
   const stop = async (consumer: Registered) => {
     consumer.stopped = true;

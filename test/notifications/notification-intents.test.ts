@@ -1,6 +1,6 @@
 /** Unit tests of what the notifier reads out of an event (recipients are resolved in SQL). */
 import assert from "node:assert/strict";
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { MemberSchema } from "../../gen/parley/v1/conversation_pb.ts";
 import { EventSchema, MemberAddedSchema, MessageCreatedSchema, MessageEditedSchema } from "../../gen/parley/v1/event_pb.ts";
 import { MessageSchema } from "../../gen/parley/v1/message_pb.ts";
@@ -11,7 +11,8 @@ const CONV = "0190a0b0-0000-7000-8000-000000000001";
 const EVENT = "0190a0b0-0000-7000-8000-0000000000e1";
 
 function stored(kind: StoredEvent["event"]["kind"], conversationId: string | null = CONV): StoredEvent {
-  return { position: 1n, conversationId, targetUserId: null, event: create(EventSchema, { id: EVENT, actorId: "alice", conversationId: conversationId ?? "", kind }) };
+  const event = create(EventSchema, { id: EVENT, actorId: "alice", conversationId: conversationId ?? "", kind });
+  return { position: 1n, conversationId, targetUserId: null, event, payload: toBinary(EventSchema, event) };
 }
 
 function sent(fields: Partial<{ mentionedUserIds: string[]; mentionsEveryone: boolean; replyToSeq: bigint }>): StoredEvent {

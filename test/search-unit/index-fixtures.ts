@@ -1,6 +1,6 @@
 /** Builders for index-level search tests: constructed message events and index queries. */
 import { randomUUID } from "node:crypto";
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventSchema, MessageDeletedSchema, type Event } from "../../gen/parley/v1/event_pb.ts";
 import { EncryptedEnvelopeSchema, MessageSchema, type Message } from "../../gen/parley/v1/message_pb.ts";
@@ -38,7 +38,7 @@ export function message(spec: MessageSpec): Message {
 function stored(conversationId: string, kind: Event["kind"], createdAtMs = Date.now()): Delivered<StoredEvent> {
   position += 1n;
   const event = create(EventSchema, { id: randomUUID(), conversationId, actorId: "alice", createdAt: timestampFromMs(createdAtMs), kind });
-  const value: StoredEvent = { position, conversationId, targetUserId: null, event };
+  const value: StoredEvent = { position, conversationId, targetUserId: null, event, payload: toBinary(EventSchema, event) };
   return { value, subject: "test.events.message", deliveryCount: 1 };
 }
 

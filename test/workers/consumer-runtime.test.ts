@@ -4,7 +4,7 @@
  * through the real bus, exactly as the services publish them after a commit.
  */
 import assert from "node:assert/strict";
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { connect, type NatsConnection } from "nats";
 import { pino } from "pino";
 import { EventSchema } from "../../gen/parley/v1/event_pb.ts";
@@ -43,12 +43,8 @@ async function stopHarness(h: Harness): Promise<void> {
 let position = 0n;
 function storedEvent(conversationId: string, kind: MessageInitShape<typeof EventSchema>["kind"]): StoredEvent {
   position += 1n;
-  return {
-    position,
-    conversationId,
-    targetUserId: null,
-    event: create(EventSchema, { id: crypto.randomUUID(), conversationId, actorId: "alice", kind }),
-  };
+  const event = create(EventSchema, { id: crypto.randomUUID(), conversationId, actorId: "alice", kind });
+  return { position, conversationId, targetUserId: null, event, payload: toBinary(EventSchema, event) };
 }
 
 const messageCreated = (conversationId: string, text: string) =>

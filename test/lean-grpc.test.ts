@@ -1,6 +1,6 @@
 /**
- * Black-box checks that a unary gRPC call answered by the lean path (src/server/grpc-unary.ts)
- * looks to a client exactly like one answered by connect-node.
+ * Black-box checks that a gRPC call answered by the lean path (src/server/lean-grpc.ts), unary or
+ * a Subscribe stream, looks to a client exactly like one answered by connect-node.
  *
  * The same bytes can be put in front of connect-node by adding a query string to the path:
  * connect-node routes on the path alone, while the lean path only takes an exact method path.
@@ -11,17 +11,20 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import * as http2 from "node:http2";
 import { setTimeout as delay } from "node:timers/promises";
-import { gzipSync } from "node:zlib";
+import { gunzipSync, gzipSync } from "node:zlib";
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary, toBinary, type DescMessage, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { Code, createClient } from "@connectrpc/connect";
 import { compressionGzip, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
 import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.ts";
 import { UserService } from "../gen/parley/v1/user_service_pb.ts";
 import { MessageService } from "../gen/parley/v1/message_service_pb.ts";
+import type { Message } from "../gen/parley/v1/message_pb.ts";
+import { EndReason, EventService, SubscribeRequestSchema, SubscribeResponseSchema, type SubscribeResponse } from "../gen/parley/v1/event_service_pb.ts";
 import { createGroup, sendText } from "./helpers/fixtures.ts";
 import { expectCode, expectInvalidArgument } from "./helpers/expect.ts";
+import { eventually } from "./helpers/feed.ts";
 import { newUsers, startTestServer, uniqueId, withDeadline, type TestServer } from "./helpers/test-server.ts";
 
 /** Appended to a method path, it sends the request to connect-node instead of the lean path. */
@@ -51,7 +54,7 @@ interface Status {
   message: string;
 }
 
-function pathOf(method: DescMethodUnary): string {
+function pathOf(method: DescMethod): string {
   return `/${method.parent.typeName}/${method.name}`;
 }
 
@@ -157,7 +160,123 @@ function assertGrpcJsCode(result: { error: grpc.ServiceError | null }, code: grp
   return result.error;
 }
 
-describe("the lean unary gRPC path answers as connect-node does", () => {
+const SUBSCRIBE = pathOf(EventService.method.subscribe);
+
+/** A Subscribe request body: one envelope holding the cursor (empty: start now). */
+function subscribeBody(cursor = ""): Buffer {
+  return envelope(toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, { cursor })));
+}
+
+/** One envelope of a response body as it came over the wire (payload still compressed if flagged). */
+interface RawFrame {
+  compressed: boolean;
+  payload: Buffer;
+}
+
+/** The envelopes of a response body, in order; fails on a body that does not split into whole ones. */
+function splitEnvelopes(body: Buffer): RawFrame[] {
+  const frames: RawFrame[] = [];
+  let offset = 0;
+  while (body.length - offset >= 5) {
+    const end = offset + 5 + body.readUInt32BE(offset + 1);
+    if (end > body.length) break;
+    frames.push({ compressed: (body[offset]! & 1) === 1, payload: body.subarray(offset + 5, end) });
+    offset = end;
+  }
+  assert.equal(offset, body.length, "the body is whole envelopes");
+  return frames;
+}
+
+/** A Subscribe frame; a compressed one is gzip (the only encoding these tests accept). */
+function decodeFrame(frame: RawFrame): SubscribeResponse {
+  return fromBinary(SubscribeResponseSchema, frame.compressed ? gunzipSync(frame.payload) : frame.payload);
+}
+
+/**
+ * What a client sees of a stream's frames, heartbeats left out (they come on a timer). caught_up
+ * is shown by kind only: its cursor is the hub's position when the stream opened, which two
+ * streams opened one after the other need not share; every other frame byte for byte.
+ */
+type ObservableFrame = "caught_up" | { compressed: boolean; hex: string };
+
+function observableFrames(frames: RawFrame[]): ObservableFrame[] {
+  return frames.flatMap((frame): ObservableFrame[] => {
+    const kind = decodeFrame(frame).frame.case;
+    if (kind === "heartbeat") return [];
+    if (kind === "caughtUp") return ["caught_up"];
+    return [{ compressed: frame.compressed, hex: frame.payload.toString("hex") }];
+  });
+}
+
+/**
+ * A server-streaming call on a bare HTTP/2 stream, read as the bytes arrive, so a test can wait
+ * for frames while the call is open and end it from the client side.
+ */
+class RawStream {
+  headers: RawAnswer["headers"] | undefined;
+  /** Null until trailers arrive, and for a trailers-only answer. */
+  trailers: http2.IncomingHttpHeaders | null = null;
+  readonly frames: RawFrame[] = [];
+  /** When the stream closed (Date.now()), once it has. */
+  closedAt: number | undefined;
+  readonly closed: Promise<void>;
+  readonly #req: http2.ClientHttp2Stream;
+  #pending = Buffer.alloc(0);
+
+  constructor(session: http2.ClientHttp2Session, path: string, headers: Record<string, string>, body: Buffer) {
+    this.#req = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", ...headers });
+    this.#req.on("response", (h) => (this.headers = h));
+    this.#req.on("trailers", (t) => (this.trailers = t));
+    this.#req.on("data", (chunk: Buffer) => this.#take(chunk));
+    this.#req.on("error", () => undefined); // judged by what arrived
+    this.closed = new Promise((resolve) =>
+      this.#req.on("close", () => {
+        this.closedAt = Date.now();
+        resolve();
+      }),
+    );
+    this.#req.end(body);
+  }
+
+  #take(chunk: Buffer): void {
+    this.#pending = Buffer.concat([this.#pending, chunk]);
+    while (this.#pending.length >= 5) {
+      const end = 5 + this.#pending.readUInt32BE(1);
+      if (this.#pending.length < end) break;
+      this.frames.push({ compressed: (this.#pending[0]! & 1) === 1, payload: this.#pending.subarray(5, end) });
+      this.#pending = this.#pending.subarray(end);
+    }
+  }
+
+  get decoded(): SubscribeResponse["frame"][] {
+    return this.frames.map((f) => decodeFrame(f).frame);
+  }
+
+  /** Waits until a frame that `match` accepts has arrived; fails if the stream closes first. */
+  async until(match: (frame: SubscribeResponse["frame"]) => boolean, what: string): Promise<void> {
+    await eventually(async () => {
+      assert.equal(this.closedAt, undefined, `${what}: the stream closed early; got ${this.decoded.map((f) => f.case).join(", ")}`);
+      return this.decoded.some(match);
+    }, what, ANSWER_DEADLINE_MS);
+  }
+
+  async caughtUp(what: string): Promise<void> {
+    await this.until((f) => f.case === "caughtUp", `${what}: caught_up`);
+  }
+
+  /** Ends the call from the client with RST_STREAM(CANCEL), as a gRPC client cancelling does. */
+  cancel(): void {
+    this.#req.close(http2.constants.NGHTTP2_CANCEL);
+  }
+
+  /** Everything a client can observe once the stream is over, except the Date header. */
+  observable() {
+    const { date: _date, ...headers } = this.headers ?? {};
+    return { headers, trailersOnly: this.trailers === null, trailers: this.trailers, frames: observableFrames(this.frames) };
+  }
+}
+
+describe("the lean gRPC path answers as connect-node does", () => {
   let server: TestServer;
   let session: http2.ClientHttp2Session;
   let grpcJs: grpc.Client;
@@ -479,6 +598,218 @@ describe("the lean unary gRPC path answers as connect-node does", () => {
       assert.deepEqual(after.content, { case: "text", value: "still here" });
       const fresh = await grpcJsCall(grpcJs, UserService.method.getMe, {}, await asMe());
       assert.equal(fresh.response?.user?.id, me);
+    });
+  });
+
+  describe("Subscribe streams", () => {
+    /** Headers for a call as the user, with an x-request-id of their own (else each path makes one up). */
+    async function bearerFor(userId: string, extra: Record<string, string> = {}): Promise<Record<string, string>> {
+      return { ...PLAIN_HEADERS, authorization: `Bearer ${await server.tokenFor(userId)}`, "x-request-id": `req-${randomUUID()}`, ...extra };
+    }
+
+    it("show a client that accepts gzip the same headers and frames: caught_up, then live messages in order, an 8 KiB one gzipped", async () => {
+      const [reader, writer, third] = await newUsers(server, 3, "leanfeed");
+      const conv = await createGroup(server.clientsFor(writer!, "grpc"), [reader!, third!], "lean feed");
+      const headers = await bearerFor(reader!, GRPC_JS_HEADERS);
+      const lean = new RawStream(session, SUBSCRIBE, headers, subscribeBody());
+      const connectNode = new RawStream(session, SUBSCRIBE + VIA_CONNECT_NODE, headers, subscribeBody());
+      try {
+        await lean.caughtUp("lean");
+        await connectNode.caughtUp("connect-node");
+        const big = "eight kibibytes ".repeat(512);
+        const sent: Message[] = [];
+        for (const text of ["first", big, "last"]) sent.push(await sendText(server.clientsFor(writer!, "grpc"), conv.id, text));
+        const isLast = (f: SubscribeResponse["frame"]) => f.case === "event" && f.value.kind.case === "messageCreated" && f.value.kind.value.message?.id === sent[2]!.id;
+        await lean.until(isLast, "lean: the last message");
+        await connectNode.until(isLast, "connect-node: the last message");
+
+        assert.equal(lean.headers?.["content-type"], "application/grpc+proto");
+        assert.equal(lean.headers?.["grpc-encoding"], "gzip");
+        const frames = lean.frames.filter((f) => decodeFrame(f).frame.case !== "heartbeat");
+        assert.equal(decodeFrame(frames[0]!).frame.case, "caughtUp", "caught_up comes first");
+        // With NATS, the group's own events (recorded before the streams opened) may reach the hub
+        // after one stream opened and before the other: only the messages are certain to be on both.
+        const messagesOf = (stream: RawStream) =>
+          stream.frames.filter((f) => {
+            const { frame } = decodeFrame(f);
+            return frame.case === "event" && frame.value.kind.case === "messageCreated";
+          });
+        const texts = messagesOf(lean).map((f) => {
+          const { frame } = decodeFrame(f);
+          const message = frame.case === "event" && frame.value.kind.case === "messageCreated" ? frame.value.kind.value.message : undefined;
+          return { seq: message?.seq, text: message?.content.case === "text" ? message.content.value : undefined, compressed: f.compressed };
+        });
+        assert.deepEqual(texts, [
+          { seq: sent[0]!.seq, text: "first", compressed: false },
+          { seq: sent[1]!.seq, text: big, compressed: true },
+          { seq: sent[2]!.seq, text: "last", compressed: false },
+        ]);
+        assert.deepEqual(lean.observable().headers, connectNode.observable().headers);
+        assert.deepEqual(observableFrames(messagesOf(lean)), observableFrames(messagesOf(connectNode)));
+      } finally {
+        lean.cancel();
+        connectNode.cancel();
+      }
+    });
+
+    it("free a stream the client resets or whose connection drops: the user goes offline and the server keeps serving, as via connect-node", async () => {
+      const users = await newUsers(server, 5, "leanrst");
+      const watcher = server.clientsFor(users[4]!, "grpc").events;
+      const online = async (userId: string) => (await watcher.getPresence({ userIds: [userId] })).presences[0]?.online === true;
+      const dropped = [http2.connect(server.baseUrl), http2.connect(server.baseUrl)];
+      for (const s of dropped) s.on("error", () => undefined);
+      const calls = [
+        { how: "lean, RST_STREAM", session, path: SUBSCRIBE, end: (s: RawStream) => s.cancel() },
+        { how: "connect-node, RST_STREAM", session, path: SUBSCRIBE + VIA_CONNECT_NODE, end: (s: RawStream) => s.cancel() },
+        { how: "lean, connection dropped", session: dropped[0]!, path: SUBSCRIBE, end: () => dropped[0]!.destroy() },
+        { how: "connect-node, connection dropped", session: dropped[1]!, path: SUBSCRIBE + VIA_CONNECT_NODE, end: () => dropped[1]!.destroy() },
+      ];
+      const streams = await Promise.all(calls.map(async (c, i) => new RawStream(c.session, c.path, await bearerFor(users[i]!), subscribeBody())));
+      await Promise.all(streams.map((s, i) => s.caughtUp(calls[i]!.how)));
+      await Promise.all(users.slice(0, 4).map((u, i) => eventually(() => online(u), `${calls[i]!.how}: the user online`)));
+
+      calls.forEach((c, i) => c.end(streams[i]!));
+      const endedAt = Date.now();
+      const offlineAfter = await Promise.all(
+        users.slice(0, 4).map(async (u, i) => {
+          await eventually(async () => !(await online(u)), `${calls[i]!.how}: the user offline once the stream ended`);
+          return Date.now() - endedAt;
+        }),
+      );
+      // Presence TTL is 30 s: offline within a few seconds means the server closed the stream itself.
+      for (const [i, ms] of offlineAfter.entries()) assert.ok(ms < 5_000, `${calls[i]!.how}: offline after ${ms} ms`);
+
+      const again = new RawStream(session, SUBSCRIBE, await bearerFor(users[0]!), subscribeBody());
+      try {
+        await again.caughtUp("a new lean stream on the same connection");
+        await eventually(() => online(users[0]!), "the user online again");
+      } finally {
+        again.cancel();
+      }
+      const answer = await answered(exchange(session, pathOf(UserService.method.getMe), authorized(), envelope(new Uint8Array())));
+      assert.equal(statusOf(answer).code, 0);
+    });
+
+    it("answer a call without a token with UNAUTHENTICATED, header for header and trailer for trailer", async () => {
+      const { lean, connectNode } = await bothWays(SUBSCRIBE, { ...PLAIN_HEADERS, "x-request-id": `req-${randomUUID()}` }, subscribeBody());
+      assert.equal(statusOf(lean).code, Code.Unauthenticated);
+      assert.deepEqual(observable(lean), observable(connectNode));
+    });
+
+    it("answer a malformed cursor with INVALID_ARGUMENT and the same details", async () => {
+      const { lean, connectNode } = await bothWays(SUBSCRIBE, authorized({ "x-request-id": `req-${randomUUID()}` }), subscribeBody("not-a-cursor"));
+      const status = statusOf(lean);
+      assert.equal(status.code, Code.InvalidArgument, status.message);
+      assert.deepEqual(observable(lean), observable(connectNode));
+    });
+
+    const valid = toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, { cursor: "" }));
+    const notProtobuf = Buffer.from([0x0a, 0x10, 0x01]);
+    const malformed: Array<{ what: string; body: Buffer; code: Code; message?: string }> = [
+      { what: "an empty body", body: Buffer.alloc(0), code: Code.Unimplemented, message: "protocol error: missing input message for server-streaming method" },
+      { what: "two messages", body: Buffer.concat([envelope(valid), envelope(valid)]), code: Code.Unimplemented, message: "protocol error: received extra input message for server-streaming method" },
+      { what: "a body that is not protobuf", body: envelope(notProtobuf), code: Code.Internal },
+      { what: "two messages of which the first is not protobuf", body: Buffer.concat([envelope(notProtobuf), envelope(valid)]), code: Code.Internal },
+      { what: "a message followed by a cut-short envelope", body: Buffer.concat([envelope(valid), Buffer.from([0, 0])]), code: Code.InvalidArgument },
+      { what: "an envelope with the compressed flag but no grpc-encoding", body: envelope(valid, 1), code: Code.Internal },
+      { what: "an envelope that promises more than readMaxBytes", body: envelope(valid, 0, READ_MAX_BYTES + 1), code: Code.ResourceExhausted },
+    ];
+    /** An answer as observable() shows it, but without the x-request-id trailer (compared on its own below). */
+    const besidesRequestIdTrailer = (answer: RawAnswer | "no answer") => {
+      const seen = observable(answer);
+      if (seen === "no answer" || seen.trailers === null) return seen;
+      const { "x-request-id": _id, ...trailers } = seen.trailers;
+      return { ...seen, trailers };
+    };
+    for (const c of malformed) {
+      it(`answer ${c.what} with ${Code[c.code]} and the same headers, message and trailers as connect-node`, async () => {
+        const { lean, connectNode } = await bothWays(SUBSCRIBE, authorized({ "x-request-id": `req-${randomUUID()}` }), c.body);
+        const status = statusOf(lean);
+        assert.equal(status.code, c.code, `expected ${Code[c.code]}, got ${Code[status.code]}: ${status.message}`);
+        if (c.message) assert.equal(status.message, c.message);
+        assert.deepEqual(besidesRequestIdTrailer(lean), besidesRequestIdTrailer(connectNode));
+      });
+    }
+
+    it("echo the client's x-request-id in the trailers of a malformed body's or grpc-timeout's error, as connect-node does", async () => {
+      const calls = [...malformed.map((c) => ({ ...c, headers: {} })), { what: "grpc-timeout: abc", headers: { "grpc-timeout": "abc" }, body: subscribeBody() }];
+      const echoed: Array<{ what: string; connectNode: boolean; lean: boolean }> = [];
+      for (const c of calls) {
+        const requestId = `req-${randomUUID()}`;
+        const { lean, connectNode } = await bothWays(SUBSCRIBE, authorized({ ...c.headers, "x-request-id": requestId }), c.body);
+        const echoes = (a: RawAnswer | "no answer") => a !== "no answer" && (a.trailers ?? a.headers)["x-request-id"] === requestId;
+        echoed.push({ what: c.what, connectNode: echoes(connectNode), lean: echoes(lean) });
+      }
+      assert.ok(echoed.every((e) => e.connectNode), "connect-node echoes it every time");
+      assert.deepEqual(echoed.filter((e) => !e.lean).map((e) => e.what), [], "calls whose x-request-id the lean path does not echo");
+    });
+
+    // Which check comes first shows when a request is both unauthenticated and malformed.
+    const unauthenticatedAndMalformed: Array<{ what: string; headers: Record<string, string>; body: Buffer }> = [
+      { what: "an empty body", headers: {}, body: Buffer.alloc(0) },
+      { what: "a malformed grpc-timeout", headers: { "grpc-timeout": "abc" }, body: subscribeBody() },
+    ];
+    for (const c of unauthenticatedAndMalformed) {
+      it(`answer a call without a token and with ${c.what} with the same code as connect-node`, async () => {
+        const { lean, connectNode } = await bothWays(SUBSCRIBE, { ...PLAIN_HEADERS, "x-request-id": `req-${randomUUID()}`, ...c.headers }, c.body);
+        assert.deepEqual(statusOf(lean), statusOf(connectNode));
+      });
+    }
+
+    it("end a stream at its grpc-timeout (300m) as connect-node does", async () => {
+      const [reader] = await newUsers(server, 1, "leantimeout");
+      const headers = await bearerFor(reader!, { "grpc-timeout": "300m" });
+      const started = Date.now();
+      const lean = await answered(exchange(session, SUBSCRIBE, headers, subscribeBody()));
+      const leanMs = Date.now() - started;
+      const viaStart = Date.now();
+      const connectNode = await answered(exchange(session, SUBSCRIBE + VIA_CONNECT_NODE, headers, subscribeBody()));
+      const connectNodeMs = Date.now() - viaStart;
+      const outcome = (a: RawAnswer) => {
+        const { headers: h, trailersOnly, trailers } = observable(a) as Exclude<ReturnType<typeof observable>, "no answer">;
+        return { headers: h, trailersOnly, trailers, frames: observableFrames(splitEnvelopes(a.body)) };
+      };
+      assert.deepEqual(outcome(lean), outcome(connectNode));
+      assert.ok(leanMs >= 250 && leanMs < 3_000, `the lean stream ended ${leanMs} ms after it started (connect-node: ${connectNodeMs} ms)`);
+    });
+
+    it("answer a stream whose deadline is already past (1n) as connect-node does", async () => {
+      const { lean, connectNode } = await bothWays(SUBSCRIBE, authorized({ "grpc-timeout": "1n" }), subscribeBody());
+      assert.deepEqual(statusOf(lean), statusOf(connectNode));
+    });
+  });
+
+  describe("Subscribe streams when the server stops", () => {
+    let stopping: TestServer;
+    let own: http2.ClientHttp2Session;
+    before(async () => {
+      stopping = await startTestServer();
+      own = http2.connect(stopping.baseUrl);
+      own.on("error", () => undefined);
+    });
+    after(async () => {
+      own?.destroy();
+      await stopping?.stop();
+    });
+
+    it("end with the resumable ending frame (SERVER_DRAINING, a cursor) and grpc-status 0, as via connect-node", async () => {
+      const [reader] = await newUsers(stopping, 1, "leandrain");
+      const headers = { ...GRPC_JS_HEADERS, authorization: `Bearer ${await stopping.tokenFor(reader!)}`, "x-request-id": `req-${randomUUID()}` };
+      const lean = new RawStream(own, SUBSCRIBE, headers, subscribeBody());
+      const connectNode = new RawStream(own, SUBSCRIBE + VIA_CONNECT_NODE, headers, subscribeBody());
+      await lean.caughtUp("lean");
+      await connectNode.caughtUp("connect-node");
+      const stopped = stopping.stop();
+      await withDeadline(Promise.all([lean.closed, connectNode.closed]), ANSWER_DEADLINE_MS, "both streams ending as the server stops");
+      own.close();
+      await stopped;
+
+      const last = lean.decoded.at(-1);
+      assert.ok(last?.case === "ending", `the last frame is ending; got ${lean.decoded.map((f) => f.case).join(", ")}`);
+      assert.equal(last.value.reason, EndReason.SERVER_DRAINING);
+      assert.ok(last.value.cursor, "the ending frame carries a cursor");
+      assert.equal(lean.trailers?.["grpc-status"], "0");
+      assert.deepEqual(lean.observable(), connectNode.observable());
     });
   });
 

@@ -45,6 +45,8 @@ import type { FeedSubscription } from "./feed-subscription.ts";
 
 const REPLAY_PAGE = 500;
 const MAX_PRESENCE_USERS = 100;
+/** Each event's frame on this node (see eventFrame). */
+const framesOf = new WeakMap<StoredEvent, SubscribeResponse>();
 
 export interface EventServiceOptions {
   db: Kysely<Database>;
@@ -194,7 +196,17 @@ function frame(value: SubscribeResponse["frame"]): SubscribeResponse {
   return create(SubscribeResponseSchema, { frame: value });
 }
 
+/**
+ * The frame that delivers an event: one object per event per node, shared by every stream
+ * that delivers it, so a group message fanned out to hundreds of local streams is encoded
+ * once (the lean gRPC path caches encodings by message object).
+ */
 function eventFrame(stored: StoredEvent): SubscribeResponse {
-  return frame({ case: "event", value: { ...stored.event, cursor: encodeCursor(stored.position) } });
+  let shared = framesOf.get(stored);
+  if (!shared) {
+    shared = frame({ case: "event", value: { ...stored.event, cursor: encodeCursor(stored.position) } });
+    framesOf.set(stored, shared);
+  }
+  return shared;
 }
 

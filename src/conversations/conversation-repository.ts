@@ -329,3 +329,9 @@ export async function listReadPositions(db: Db, conversationId: string) {
 export async function findConversationDetails(db: Db, conversationId: string) {
   return db.selectFrom("conversations").select(["name", "description"]).where("id", "=", conversationId).executeTakeFirstOrThrow();
 }
+
+/** The conversations the user is a member of (a feed's and a presence change's audience). */
+export async function findConversationIdsOf(db: Kysely<Database>, userId: string): Promise<string[]> {
+  const rows = await db.selectFrom("conversation_members").select("conversation_id").where("user_id", "=", userId).execute();
+  return rows.map((row) => row.conversation_id);
+}

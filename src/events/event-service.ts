@@ -41,6 +41,7 @@ import type { EventBus } from "./event-bus.ts";
 import { findCreatedAt, readEventsForUser, readFeedPage, readHead, type StoredEvent } from "./event-log.ts";
 import { isVisibleTo, membershipAt, membershipChange } from "./membership-filter.ts";
 import type { FeedHub } from "./feed-hub.ts";
+import { findConversationIdsOf } from "../conversations/conversation-repository.ts";
 import type { FeedSubscription } from "./feed-subscription.ts";
 
 const REPLAY_PAGE = 500;
@@ -185,11 +186,6 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
     }
     return null;
   }
-}
-
-async function findConversationIdsOf(db: Kysely<Database>, userId: string): Promise<string[]> {
-  const rows = await db.selectFrom("conversation_members").select("conversation_id").where("user_id", "=", userId).execute();
-  return rows.map((row) => row.conversation_id);
 }
 
 function frame(value: SubscribeResponse["frame"]): SubscribeResponse {

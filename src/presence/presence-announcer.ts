@@ -10,7 +10,8 @@ import { EventSchema, PresenceChangedSchema } from "../../gen/parley/v1/event_pb
 import type { Database } from "../db/schema.ts";
 import type { EventBus } from "../events/event-bus.ts";
 import { newId } from "../ids.ts";
-import { findConversationIds, findLastSeen, recordLastSeen } from "./presence-repository.ts";
+import { findConversationIdsOf } from "../conversations/conversation-repository.ts";
+import { findLastSeen, recordLastSeen } from "./presence-repository.ts";
 
 export interface PresenceAnnouncerOptions {
   db: Kysely<Database>;
@@ -34,7 +35,7 @@ export interface PresenceAnnouncer {
 export function createPresenceAnnouncer({ db, bus }: PresenceAnnouncerOptions): PresenceAnnouncer {
   return {
     async announce(userId, online, lastSeenAt) {
-      const conversationIds = await findConversationIds(db, userId);
+      const conversationIds = await findConversationIdsOf(db, userId);
       if (conversationIds.length === 0) return;
       const now = new Date();
       const id = newId(now.getTime());

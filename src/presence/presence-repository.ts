@@ -25,8 +25,3 @@ export async function findLastSeen(db: Kysely<Database>, userIds: readonly strin
   return new Map(rows.map((row) => [row.id, row.last_seen_at]));
 }
 
-/** The conversations the user is a member of (conversation_members_by_user). */
-export async function findConversationIds(db: Kysely<Database>, userId: string): Promise<string[]> {
-  const rows = await db.selectFrom("conversation_members").select("conversation_id").where("user_id", "=", userId).execute();
-  return rows.map((row) => row.conversation_id);
-}

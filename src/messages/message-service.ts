@@ -35,11 +35,10 @@ import type { EventPublisher } from "../events/event-publisher.ts";
 import { decodePageToken, encodePageToken } from "../page-token.ts";
 import type { ReactionBatcher } from "../reactions/reaction-batcher.ts";
 import * as reactionHandlers from "../reactions/reaction-handlers.ts";
-import { toReactionSummaries } from "../reactions/reaction-mapper.ts";
-import { findReactionSummaries, targetKey } from "../reactions/reaction-repository.ts";
 import { pageSize, requireSeq, requireUserId, requireUuid } from "../validation.ts";
 import { parseContent } from "./message-content.ts";
 import { toMessage } from "./message-mapper.ts";
+import { toMessagesWithReactions } from "./messages-with-reactions.ts";
 import { MessageLifecycle } from "./message-lifecycle.ts";
 import * as lifecycle from "./message-lifecycle-repository.ts";
 import { toMessageEdit, toModerationEntry } from "./message-lifecycle-mapper.ts";
@@ -182,10 +181,8 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
   }
 
   /** Maps the rows, loading every message's reactions (as the viewer sees them) in one query. */
-  async #withReactions(rows: MessageWithReplyRow[], viewerId: string) {
-    const targets = rows.map((r) => ({ conversationId: r.conversation_id, seq: r.seq, userId: viewerId }));
-    const reactions = toReactionSummaries(await findReactionSummaries(this.#db, targets));
-    return rows.map((row, i) => toMessage(row, reactions.get(targetKey(targets[i]!)) ?? []));
+  #withReactions(rows: MessageWithReplyRow[], viewerId: string) {
+    return toMessagesWithReactions(this.#db, rows, viewerId);
   }
 
   async #requireMember(conversationId: string, userId: string): Promise<void> {

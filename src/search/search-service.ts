@@ -21,11 +21,9 @@ import {
 import { requireCaller } from "../auth/user-context.ts";
 import type { Database } from "../db/schema.ts";
 import { InvalidInputError } from "../errors.ts";
-import { toMessage } from "../messages/message-mapper.ts";
+import { toMessagesWithReactions } from "../messages/messages-with-reactions.ts";
 import { findMessagesWithReply } from "../messages/message-repository.ts";
 import { decodePageToken, encodePageToken } from "../page-token.ts";
-import { toReactionSummaries } from "../reactions/reaction-mapper.ts";
-import { findReactionSummaries, targetKey } from "../reactions/reaction-repository.ts";
 import { pageSize, requireUserId, requireUuid } from "../validation.ts";
 import { snippet } from "./highlighter.ts";
 import { parseQuery } from "./query-parser.ts";
@@ -78,9 +76,8 @@ export class SearchService implements ServiceImpl<typeof SearchServiceDesc> {
   /** The stored messages behind the hits, with reactions as the caller sees them, by "conversation/seq". */
   async #currentMessages(hits: readonly IndexHit[], viewerId: string): Promise<Map<string, Message>> {
     const rows = await findMessagesWithReply(this.#db, hits.map((h) => ({ conversation_id: h.conversationId, seq: h.seq.toString() })));
-    const targets = rows.map((r) => ({ conversationId: r.conversation_id, seq: r.seq, userId: viewerId }));
-    const reactions = toReactionSummaries(await findReactionSummaries(this.#db, targets));
-    return new Map(rows.map((row, i) => [`${row.conversation_id}/${row.seq}`, toMessage(row, reactions.get(targetKey(targets[i]!)) ?? [])]));
+    const messages = await toMessagesWithReactions(this.#db, rows, viewerId);
+    return new Map(rows.map((row, i) => [`${row.conversation_id}/${row.seq}`, messages[i]!]));
   }
 }
 

@@ -42,7 +42,7 @@ import { toMessagesWithReactions } from "./messages-with-reactions.ts";
 import { MessageLifecycle } from "./message-lifecycle.ts";
 import * as lifecycle from "./message-lifecycle-repository.ts";
 import { toMessageEdit, toModerationEntry } from "./message-lifecycle-mapper.ts";
-import { findMessage, listMessages, type MessageWithReplyRow } from "./message-repository.ts";
+import { findMessage, listMessages } from "./message-repository.ts";
 import type { SendBatcher, SendCommand } from "./send-batcher.ts";
 
 const DEFAULT_MESSAGE_PAGE = 50;
@@ -91,7 +91,7 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
     const last = page.at(-1);
     const more = rows.length > limit && last !== undefined;
     return create(ListMessagesResponseSchema, {
-      messages: await this.#withReactions(page, userId),
+      messages: await toMessagesWithReactions(this.#db, page, userId),
       nextPageToken: more ? encodePageToken("messages", { c: conversationId, d: direction === "forward" ? "f" : "b", s: last.seq }) : "",
     });
   }
@@ -116,7 +116,7 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
     const conversationId = requireUuid("conversation_id", req.conversationId);
     const seq = requireSeq("seq", req.seq);
     const edited = await this.#lifecycle.edit(conversationId, seq, userId, parseContent(req.content, this.#limits));
-    const [message] = await this.#withReactions([edited], userId);
+    const [message] = await toMessagesWithReactions(this.#db, [edited], userId);
     return create(EditMessageResponseSchema, { message });
   }
 
@@ -176,13 +176,8 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
     await this.#requireMember(conversationId, userId);
     const row = await findMessage(this.#db, conversationId, seq);
     if (!row) throw new NotFoundError("message");
-    const [message] = await this.#withReactions([row], userId);
+    const [message] = await toMessagesWithReactions(this.#db, [row], userId);
     return message!;
-  }
-
-  /** Maps the rows, loading every message's reactions (as the viewer sees them) in one query. */
-  #withReactions(rows: MessageWithReplyRow[], viewerId: string) {
-    return toMessagesWithReactions(this.#db, rows, viewerId);
   }
 
   async #requireMember(conversationId: string, userId: string): Promise<void> {

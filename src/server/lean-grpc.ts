@@ -184,7 +184,7 @@ interface Call {
   /** A malformed grpc-timeout, answered as connect-node answers it. */
   timeoutError: ConnectError | undefined;
   abort(reason: unknown): void;
-  /** Releases the deadline timer and the shutdown listener; aborts the signal of a call left unfinished. */
+  /** Releases the deadline timer and the shutdown listener; the client leaving no longer aborts the call. */
   finish(): void;
 }
 
@@ -272,12 +272,12 @@ function readBody(req: http2.Http2ServerRequest, maxBytes: number): Promise<Buff
  */
 function onlyMessage(schema: DescMessage, body: Buffer, readMaxBytes: number, kind: string) {
   const first = nextEnvelope(body, 0, readMaxBytes);
-  if (!first) throw new ConnectError(`protocol error: missing input message for ${kind} method`, Code.Unimplemented);
+  if (!first) throw missingInput(kind);
   const message = decode(schema, first.message);
   const second = nextEnvelope(body, first.end, readMaxBytes);
   if (second) {
     decode(schema, second.message);
-    throw new ConnectError(`protocol error: received extra input message for ${kind} method`, Code.Unimplemented);
+    throw extraInput(kind);
   }
   return message;
 }
@@ -292,6 +292,14 @@ function nextEnvelope(body: Buffer, offset: number, readMaxBytes: number): { mes
   if (body.length < end) throw incompleteEnvelope();
   if (body[offset]! & COMPRESSED_FLAG) throw new ConnectError("received compressed envelope, but do not know how to decompress", Code.Internal);
   return { message: body.subarray(offset + ENVELOPE_HEADER_BYTES, end), end };
+}
+
+function missingInput(kind: string): ConnectError {
+  return new ConnectError(`protocol error: missing input message for ${kind} method`, Code.Unimplemented);
+}
+
+function extraInput(kind: string): ConnectError {
+  return new ConnectError(`protocol error: received extra input message for ${kind} method`, Code.Unimplemented);
 }
 
 function incompleteEnvelope(): ConnectError {
@@ -340,8 +348,8 @@ function asConnectError(error: unknown): ConnectError {
 async function single<T>(messages: AsyncIterable<T>): Promise<T> {
   const it = messages[Symbol.asyncIterator]();
   const first = await it.next();
-  if (first.done === true) throw new ConnectError("protocol error: missing input message for server-streaming method", Code.Unimplemented);
-  if ((await it.next()).done !== true) throw new ConnectError("protocol error: received extra input message for server-streaming method", Code.Unimplemented);
+  if (first.done === true) throw missingInput("server-streaming");
+  if ((await it.next()).done !== true) throw extraInput("server-streaming");
   return first.value;
 }
 

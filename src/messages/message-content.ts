@@ -1,8 +1,18 @@
-/** Validation of a message body, shared by SendMessage and EditMessage. */
+/** A message body: its types, and the validation shared by SendMessage and EditMessage. */
 import type { EncryptedEnvelope } from "../../gen/parley/v1/message_pb.ts";
 import type { Limits } from "../config.ts";
 import { InvalidInputError } from "../errors.ts";
-import type { MessageContent } from "./send-batcher.ts";
+
+export interface EnvelopeContent {
+  ciphertext: Uint8Array;
+  nonce: Uint8Array;
+  algorithm: string;
+  keyId: string;
+  keyEpoch: number;
+}
+
+/** A validated body: text, or an envelope the server never opens. */
+export type MessageContent = { kind: "text"; text: string } | { kind: "envelope"; envelope: EnvelopeContent };
 
 const MAX_NONCE_BYTES = 64;
 const MAX_ALGORITHM_CHARS = 64;

@@ -23,7 +23,7 @@ import * as lifecycle from "./message-lifecycle-repository.ts";
 import { contentColumns } from "./message-content.ts";
 import { toMessage } from "./message-mapper.ts";
 import { findMessage, lockMessage, type MessageRow, type MessageWithReplyRow } from "./message-repository.ts";
-import type { MessageContent } from "./send-batcher.ts";
+import type { MessageContent } from "./message-content.ts";
 
 export class MessageLifecycle {
   readonly #db: Kysely<Database>;

@@ -20,19 +20,11 @@ import { MessageCreatedSchema } from "../../gen/parley/v1/event_pb.ts";
 import { appendEvents, type EventLogLayout, type StoredEvent } from "../log/event-log.ts";
 import { partitionOf } from "../log/partitions.ts";
 import { newId } from "../ids.ts";
-import { contentColumns } from "./message-content.ts";
+import { contentColumns, type MessageContent } from "./message-content.ts";
 import { blockedDirectConversations, conversationUnavailable } from "../social/direct-block.ts";
 import { toMessage } from "./message-mapper.ts";
 import * as repo from "./message-repository.ts";
 import type { MessageRow, NewMessageRow } from "./message-repository.ts";
-
-export interface EnvelopeContent {
-  ciphertext: Uint8Array;
-  nonce: Uint8Array;
-  algorithm: string;
-  keyId: string;
-  keyEpoch: number;
-}
 
 /** A validated send, ready to be stored. */
 export interface SendCommand {
@@ -48,9 +40,6 @@ export interface SendCommand {
   /** The story this message replies to (StoryService.ReplyToStory). */
   story?: { storyId: string; authorId: string };
 }
-
-/** A validated body: text, or an envelope the server never opens. */
-export type MessageContent = { kind: "text"; text: string } | { kind: "envelope"; envelope: EnvelopeContent };
 
 /** Batch size, concurrency and the after-commit hook (it receives the message-created events). */
 export type SendBatcherOptions = GroupCommitOptions;

@@ -186,7 +186,7 @@ export class FeedHub implements MembershipIndex {
   async #fill(partition: number, upTo?: bigint): Promise<void> {
     const state = this.#partitions[partition]!;
     if (state.filling) return state.filling;
-    state.filling = (async () => {
+    const filling = (async () => {
       try {
         const highestPending = [...state.pending.keys()].reduce((a, b) => (a > b ? a : b), 0n);
         const target = upTo ?? highestPending - 1n;
@@ -209,10 +209,13 @@ export class FeedHub implements MembershipIndex {
           state.holeTimer = null;
           void this.#fill(partition);
         }, 1000);
-      } finally {
-        state.filling = null;
       }
     })();
+    // Cleared when it settles, not in the body: a fill with nothing to read settles before the
+    // assignment below, and a flag cleared first would then stay set, stopping every later fill.
+    state.filling = filling.finally(() => {
+      state.filling = null;
+    });
     return state.filling;
   }
 }

@@ -182,10 +182,11 @@ export class FeedHub implements MembershipIndex {
           this.#holeTimer = null;
           void this.#fill();
         }, 1000);
-      } finally {
-        this.#filling = null;
       }
-    })();
+      // Cleared in a callback, never in the body: a fill with nothing to read finishes before
+      // the assignment below, and clearing it there left #filling set for good (no fill ever ran
+      // again, so a lost publish stalled every stream of the node).
+    })().finally(() => (this.#filling = null));
     return this.#filling;
   }
 }

@@ -7,7 +7,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { accessSync, constants, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { createServer, type Server } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
@@ -80,17 +80,28 @@ export function findNatsServer(): string | null {
   return null;
 }
 
-/** A loopback TCP port nobody listens on right now. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
+/**
+ * `count` distinct loopback TCP ports nobody listens on right now (never 4222, the shared NATS).
+ * All are held open until every one is found, so no two are the same.
+ */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers: Server[] = [];
+  const ports: number[] = [];
+  try {
+    while (ports.length < count) {
+      const server = createServer();
+      servers.push(server);
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(0, "127.0.0.1", () => resolve());
+      });
       const address = server.address();
-      server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))));
-    });
-  });
+      if (typeof address === "object" && address && address.port !== 4222) ports.push(address.port);
+    }
+  } finally {
+    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+  }
+  return ports;
 }
 
 // Every server still running, so none outlives this process (a test run that fails, Ctrl-C).
@@ -105,6 +116,8 @@ interface Node {
   readonly index: number;
   readonly args: string[];
   child: ChildProcess | null;
+  /** Started and not stopped or killed on purpose: exiting would be a failure. */
+  expected: boolean;
   exited: Promise<void>;
   output: string;
 }
@@ -115,18 +128,10 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
   if (!Number.isInteger(size) || size < 1) throw new Error(`a cluster needs at least one server, got ${size}`);
   const binary = options.binary ?? findNatsServer();
   if (!binary) throw new Error("nats-server is not installed (not on PATH, /usr/sbin or /usr/local/bin)");
-  const ports = async (given: readonly number[] | undefined, what: string) => {
-    if (given && given.length !== size) throw new Error(`${what}: ${given.length} given for ${size} servers`);
-    const out = given ? [...given] : [];
-    while (out.length < size) {
-      const port = await freePort();
-      if (port !== 4222 && !out.includes(port)) out.push(port);
-    }
-    return out;
-  };
-  const clientPorts = await ports(options.clientPorts, "clientPorts");
-  const clusterPorts = await ports(options.clusterPorts, "clusterPorts");
-  const monitorPorts = await ports(options.monitorPorts, "monitorPorts");
+  const given = [options.clientPorts, options.clusterPorts, options.monitorPorts];
+  for (const ports of given) if (ports && ports.length !== size) throw new Error(`${ports.length} ports given for ${size} servers`);
+  const free = await freePorts(given.filter((ports) => !ports).length * size);
+  const [clientPorts, clusterPorts, monitorPorts] = given.map((ports) => (ports ? [...ports] : free.splice(0, size))) as [number[], number[], number[]];
   const ownDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? mkdtempSync(path.join(os.tmpdir(), "parley-nats-"));
   if (ownDir) tempDirs.add(dataDir);
@@ -149,6 +154,7 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
       "--routes", clusterPorts.filter((_, j) => j !== i).map((p) => `nats://127.0.0.1:${p}`).join(","),
     ],
     child: null,
+    expected: false,
     exited: Promise.resolve(),
     output: "",
   }));
@@ -156,6 +162,7 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
   const launch = (node: Node) => {
     const child = spawn(binary, node.args, { stdio: ["ignore", "pipe", "pipe"] });
     node.child = child;
+    node.expected = true;
     live.add(child);
     let pending = "";
     const take = (chunk: Buffer) => {
@@ -189,9 +196,11 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
   const ready = async (i: number) => {
     const deadline = Date.now() + readyTimeoutMs;
     let lastProblem = "not tried";
-    const peers = nodes.filter((n) => n.index !== i && n.child !== null).length;
+    const peers = nodes.filter((n) => n.index !== i && n.expected).length;
     while (Date.now() < deadline) {
       if (!running(i)) throw new Error(`nats-server n${i + 1} exited while starting:\n${nodes[i]!.output.slice(-3000)}`);
+      const dead = nodes.find((n) => n.expected && !n.child);
+      if (dead) throw new Error(`nats-server n${dead.index + 1} exited:\n${dead.output.slice(-3000)}`);
       try {
         const routez = (await (await fetch(`${monitorUrls[i]}/routez`, { signal: AbortSignal.timeout(1_000) })).json()) as { num_routes?: number };
         if ((routez.num_routes ?? 0) < peers) throw new Error(`${routez.num_routes ?? 0} of ${peers} routes`);
@@ -212,6 +221,7 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
   };
 
   const halt = async (node: Node, signal: NodeJS.Signals) => {
+    node.expected = false;
     const child = node.child;
     if (!child) return;
     child.kill(signal);

@@ -97,8 +97,9 @@ describe("a NATS server SIGKILLed in the middle of a send storm (3-server cluste
     nats = await startNatsCluster();
     const { urls } = nats;
     // Every server's URL, each node's list starting elsewhere (nats.js shuffles it anyway).
+    // TEST_LOG_LEVEL=warn shows what the nodes log, when this test fails.
     const allFrom = (i: number) => [...urls.slice(i), ...urls.slice(0, i)].join(",");
-    cluster = await startCluster(2, (i) => ({ NATS_URL: allFrom(i), NATS_STREAM_REPLICAS: "3", NODE_ID: nodeIds[i] }), { natsUrl: nats.url });
+    cluster = await startCluster(2, (i) => ({ NATS_URL: allFrom(i), NATS_STREAM_REPLICAS: "3", NODE_ID: nodeIds[i], LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent" }), { natsUrl: nats.url });
     [nodeA, nodeB] = cluster.nodes as [TestServer, TestServer];
   });
   afterEach(function () {
@@ -215,9 +216,10 @@ describe("a NATS server SIGKILLed in the middle of a send storm (3-server cluste
     assert.deepEqual(lost.map((r) => r.clientMessageId).slice(0, 10), [], "every acknowledged send is stored as acknowledged");
 
     // Every subscriber ends with exactly the stored messages.
-    for (const sub of subscribers) {
-      await eventually(async () => sub.received() >= stored.size, `${sub.label} has all ${stored.size} messages (has ${sub.received()})`, 20_000);
-    }
+    const counts = () => subscribers.map((s) => `${s.label}: ${s.received()}${s.endings.length ? ` (reopened after ${s.endings.join("; ")})` : ""}`).join(", ");
+    await eventually(async () => subscribers.every((s) => s.received() >= stored.size), `every subscriber has all ${stored.size} messages`, 20_000).catch(
+      (error: unknown) => assert.fail(`${String(error)}; they have ${counts()}`),
+    );
     for (const sub of subscribers) {
       await sub.stop();
       assertReceivedExactly(sub.ledger, stored, sub.endings.length ? `resumed after: ${sub.endings.join("; ")}` : "one stream throughout");

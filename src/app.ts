@@ -104,8 +104,12 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   let bus: EventBus;
   if (config.natsUrl !== null) {
     try {
-      nats = await connectNats({ servers: config.natsUrl, name: `parley-${config.feed.nodeId}`, maxReconnectAttempts: -1 });
-      await provisionNats(nats, subjects, { retentionMs: config.feed.replayWindowMs, presenceTtlMs: config.feed.presenceTtlMs });
+      nats = await connectNats({ servers: config.natsUrl.split(","), name: `parley-${config.feed.nodeId}`, maxReconnectAttempts: -1 });
+      await provisionNats(nats, subjects, {
+        retentionMs: config.feed.replayWindowMs,
+        presenceTtlMs: config.feed.presenceTtlMs,
+        replicas: config.natsStreamReplicas,
+      });
     } catch (error) {
       // Release what was opened, so a caller that retries (or a test) leaks nothing.
       await nats?.close();

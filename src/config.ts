@@ -42,8 +42,10 @@ export interface Config {
   readonly embeddedDatabasePath: string;
   /** Connections in the PostgreSQL pool. */
   readonly databasePoolSize: number;
-  /** NATS URL; null means the in-process bus. */
+  /** NATS URL, or several comma-separated (the servers of a cluster); null means the in-process bus. */
   readonly natsUrl: string | null;
+  /** Copies JetStream keeps of each of Parley's streams (3 on a three-server cluster survives losing one). */
+  readonly natsStreamReplicas: number;
   /**
    * Whether this node runs the durable consumers (search indexer, notifier, story expiry).
    * Off makes it an API-only node; another node must run them (so off needs NATS).
@@ -140,7 +142,8 @@ export function loadConfig(env: Env = process.env): Config {
     databaseUrl: env.DATABASE_URL ? url(env, "DATABASE_URL", ["postgres:", "postgresql:"]) : null,
     embeddedDatabasePath: str(env, "PGLITE_PATH", path.join(dataDir, "pglite")),
     databasePoolSize: int(env, "DATABASE_POOL_SIZE", 10, 1, 1000),
-    natsUrl: env.NATS_URL ? url(env, "NATS_URL", ["nats:", "tls:"]) : null,
+    natsUrl: env.NATS_URL ? urls(env, "NATS_URL", ["nats:", "tls:"]) : null,
+    natsStreamReplicas: int(env, "NATS_STREAM_REPLICAS", 1, 1, 5),
     runConsumers: consumersSetting(env),
     jwt: Object.freeze({
       secret,
@@ -215,6 +218,13 @@ function int(env: Env, name: string, fallback: number, min: number, max: number)
     throw new ConfigError(`${name} must be a whole number from ${min} to ${max}, got "${raw}".`);
   }
   return value;
+}
+
+/** A comma-separated list of URLs, each checked like url(); returned as given. */
+function urls(env: Env, name: string, protocols: string[]): string {
+  const raw = env[name] ?? "";
+  for (const one of raw.split(",")) url({ [name]: one.trim() }, name, protocols);
+  return raw;
 }
 
 function url(env: Env, name: string, protocols: string[]): string {

@@ -18,6 +18,11 @@ export interface ProvisionOptions {
   retentionMs: number;
   /** How long a presence entry lives without a heartbeat. */
   presenceTtlMs: number;
+  /**
+   * Copies of each stream and bucket on a cluster (default 1). A stream already there is scaled
+   * to it; an existing presence bucket keeps its own (its entries live seconds anyway).
+   */
+  replicas?: number;
 }
 
 export async function provisionNats(connection: NatsConnection, subjects: Subjects, options: ProvisionOptions): Promise<void> {
@@ -26,6 +31,7 @@ export async function provisionNats(connection: NatsConnection, subjects: Subjec
     name: subjects.eventStream,
     subjects: [subjects.allEvents],
     storage: StorageType.File,
+    num_replicas: options.replicas ?? 1,
     retention: RetentionPolicy.Limits,
     discard: DiscardPolicy.Old,
     max_age: options.retentionMs * NANOS_PER_MS,
@@ -38,6 +44,7 @@ export async function provisionNats(connection: NatsConnection, subjects: Subjec
     name: subjects.workStream,
     subjects: [subjects.allWork],
     storage: StorageType.File,
+    num_replicas: options.replicas ?? 1,
     retention: RetentionPolicy.Limits,
     discard: DiscardPolicy.Old,
     // Work items (e.g. a story's expiry) wait for their consumer; a week outlives any of them.
@@ -48,12 +55,13 @@ export async function provisionNats(connection: NatsConnection, subjects: Subjec
     name: subjects.pushStream,
     subjects: [subjects.allPush],
     storage: StorageType.File,
+    num_replicas: options.replicas ?? 1,
     retention: RetentionPolicy.Limits,
     discard: DiscardPolicy.Old,
     max_age: PUSH_RETENTION_MS * NANOS_PER_MS,
     duplicate_window: PUSH_DUPLICATE_WINDOW_MS * NANOS_PER_MS,
   });
-  await connection.jetstream().views.kv(subjects.presenceBucket, { ttl: options.presenceTtlMs, history: 1 });
+  await connection.jetstream().views.kv(subjects.presenceBucket, { ttl: options.presenceTtlMs, history: 1, replicas: options.replicas ?? 1 });
 }
 
 /** Creates the stream, or brings an existing one to this configuration. */

@@ -56,10 +56,9 @@ export function realtimeEnv(prefix: string, overrides: Record<string, string | u
  * Deletes the JetStream streams (and KV buckets, which are streams) a test run created under
  * its prefix, so runs do not pile up state on the shared NATS. Best effort.
  */
-export async function deleteNatsState(prefix: string): Promise<void> {
-  const servers = testNatsUrl();
+export async function deleteNatsState(prefix: string, servers = testNatsUrl()): Promise<void> {
   if (!servers) return;
-  const nc = await connect({ servers, timeout: 2_000 });
+  const nc = await connect({ servers: servers.split(","), timeout: 2_000 });
   try {
     const jsm = await nc.jetstreamManager();
     const doomed: string[] = [];
@@ -124,6 +123,8 @@ if (typeof after === "function") {
 export interface Cluster {
   readonly nodes: TestServer[];
   readonly prefix: string;
+  /** The NATS (one server, or a cluster's servers comma-separated) the nodes share. */
+  readonly natsUrl: string;
   readonly databaseUrl: string;
   readonly secret: string;
   /** Starts one more node of the cluster. */
@@ -132,32 +133,49 @@ export interface Cluster {
   stop(): Promise<void>;
 }
 
-/** Starts `count` in-process nodes of one cluster. Needs multiNodeAvailable(). */
-export async function startCluster(count: number, overrides: Record<string, string | undefined> = {}): Promise<Cluster> {
-  if (!multiNodeAvailable()) throw new Error("a cluster needs DATABASE_URL and NATS");
+/** Environment overrides for every node, or per node (by its index in `nodes`). */
+export type NodeOverrides = Record<string, string | undefined> | ((index: number) => Record<string, string | undefined>);
+
+export interface ClusterOptions {
+  /**
+   * The NATS the nodes share, e.g. a NatsCluster's url (default testNatsUrl()). A node's own
+   * NATS_URL override may name just some of its servers.
+   */
+  natsUrl?: string;
+}
+
+/**
+ * Starts `count` in-process nodes of one cluster. Needs DATABASE_URL and a NATS (multiNodeAvailable(),
+ * or options.natsUrl).
+ */
+export async function startCluster(count: number, overrides: NodeOverrides = {}, options: ClusterOptions = {}): Promise<Cluster> {
+  const natsUrl = options.natsUrl ?? testNatsUrl();
+  if (!process.env.DATABASE_URL || natsUrl === undefined) throw new Error("a cluster needs DATABASE_URL and NATS");
   const database = (await createTestDatabase())!;
   const prefix = natsPrefix();
   const secret = randomBytes(32).toString("hex");
   const nodes: TestServer[] = [];
-  const start = (extra: Record<string, string | undefined> = {}) =>
-    startTestServer(realtimeEnv(prefix, { JWT_SECRET: secret, ...overrides, ...extra }), { databaseUrl: database.url });
+  const envOf = typeof overrides === "function" ? overrides : () => overrides;
+  const start = (index: number, extra: Record<string, string | undefined> = {}) =>
+    startTestServer(realtimeEnv(prefix, { NATS_URL: natsUrl, JWT_SECRET: secret, ...envOf(index), ...extra }), { databaseUrl: database.url });
   try {
     // The first node migrates the database; the others start together.
-    nodes.push(await start());
-    nodes.push(...(await Promise.all(Array.from({ length: count - 1 }, () => start()))));
+    nodes.push(await start(0));
+    nodes.push(...(await Promise.all(Array.from({ length: count - 1 }, (_, i) => start(i + 1)))));
   } catch (err) {
     await Promise.allSettled(nodes.map((n) => n.stop()));
     await database.drop();
-    await deleteNatsState(prefix).catch(() => undefined);
+    await deleteNatsState(prefix, natsUrl).catch(() => undefined);
     throw err;
   }
   return {
     nodes,
     prefix,
+    natsUrl,
     databaseUrl: database.url,
     secret,
     async addNode(extra = {}) {
-      const node = await start(extra);
+      const node = await start(nodes.length, extra);
       nodes.push(node);
       return node;
     },
@@ -166,7 +184,7 @@ export async function startCluster(count: number, overrides: Record<string, stri
         await Promise.allSettled(nodes.map((n) => n.stop()));
       } finally {
         await database.drop();
-        await deleteNatsState(prefix).catch(() => undefined);
+        await deleteNatsState(prefix, natsUrl).catch(() => undefined);
       }
     },
   };

@@ -1,33 +1,88 @@
 /**
  * Several nodes on one PostgreSQL and one NATS (issue 4, "Multi-node"): live delivery crosses
  * nodes, a client may resume on any node, typing and presence are cluster-wide.
- * Needs DATABASE_URL and NATS (the embedded database cannot be shared); skipped otherwise.
+ * Runs twice: on the one NATS server, and on a three-server NATS cluster with streams at three
+ * replicas where each Parley node talks to a different server.
+ * Needs DATABASE_URL and NATS (the embedded database cannot be shared), and nats-server for the
+ * cluster run; skipped otherwise.
  */
 import assert from "node:assert/strict";
 import { randomInt } from "node:crypto";
+import { connect } from "nats";
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type TestServer } from "../helpers/test-server.ts";
 import { createDirect, createGroup, sendText } from "../helpers/fixtures.ts";
 import { describeError, eventually, isMessage, openFeed, openLiveFeed, type Feed } from "../helpers/feed.ts";
 import { assertReceivedExactly, DeliveryLedger, failureSummary, sendLoop, storedMessages } from "../helpers/ledger.ts";
+import { natsClusterAvailable, startNatsCluster, type NatsCluster } from "../helpers/nats-cluster.ts";
 import { multiNodeAvailable, startCluster, type Cluster } from "../helpers/realtime.ts";
 
-describe("multi-node (PostgreSQL + NATS)", function () {
+/** A bus the two Parley nodes share, and how to start them on it. */
+interface BusSetup {
+  readonly name: string;
+  available(): boolean;
+  start(): Promise<Cluster>;
+  stop(): Promise<void>;
+}
+
+let natsCluster: NatsCluster | undefined;
+const BUSES: BusSetup[] = [
+  { name: "NATS", available: multiNodeAvailable, start: () => startCluster(2), stop: async () => undefined },
+  {
+    name: "a 3-server NATS cluster, streams at R3",
+    available: () => Boolean(process.env.DATABASE_URL) && natsClusterAvailable(),
+    async start() {
+      natsCluster = await startNatsCluster();
+      const { urls, url } = natsCluster;
+      // Node i talks to server i (it learns the others from the cluster, for reconnecting).
+      const cluster = await startCluster(2, (i) => ({ NATS_URL: urls[i % urls.length], NATS_STREAM_REPLICAS: "3" }), { natsUrl: url });
+      await assertStreamsReplicated(url, cluster.prefix, 3);
+      return cluster;
+    },
+    async stop() {
+      await natsCluster?.stop();
+      natsCluster = undefined;
+    },
+  },
+];
+
+/** Fails unless every stream and bucket Parley made under the prefix has this many replicas. */
+async function assertStreamsReplicated(servers: string, prefix: string, replicas: number): Promise<void> {
+  const nc = await connect({ servers: servers.split(","), timeout: 2_000 });
+  try {
+    const found: string[] = [];
+    for await (const si of (await nc.jetstreamManager()).streams.list()) {
+      const mine = si.config.name.toLowerCase().includes(prefix) || si.config.subjects?.some((s) => s.toLowerCase().includes(prefix));
+      if (mine) found.push(`${si.config.name}:R${si.config.num_replicas}`);
+    }
+    assert.ok(found.length >= 4, `the event, work and push streams and the presence bucket exist: ${found.join(" ")}`);
+    assert.deepEqual(found.filter((f) => !f.endsWith(`:R${replicas}`)), [], `every stream at R${replicas}`);
+  } finally {
+    await nc.close();
+  }
+}
+
+for (const bus of BUSES) describe(`multi-node (PostgreSQL + ${bus.name})`, function () {
   let cluster: Cluster;
   let nodeA: TestServer;
   let nodeB: TestServer;
   const feeds: Feed[] = [];
   before(async function () {
-    if (!multiNodeAvailable()) this.skip();
+    if (!bus.available()) this.skip();
     this.timeout(60_000);
-    cluster = await startCluster(2);
+    cluster = await bus.start();
     [nodeA, nodeB] = cluster.nodes as [TestServer, TestServer];
   });
   afterEach(() => {
     for (const f of feeds.splice(0)) f.close();
   });
-  after(async () => {
-    await cluster?.stop();
+  after(async function () {
+    this.timeout(30_000);
+    try {
+      await cluster?.stop();
+    } finally {
+      await bus.stop();
+    }
   });
 
   const node = (n: "A" | "B") => (n === "A" ? nodeA : nodeB);

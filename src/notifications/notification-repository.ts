@@ -44,17 +44,17 @@ export async function insertNotifications(tx: Transaction<Database>, intents: re
         ${column((i) => i.eventId)}::uuid[], ${column((i) => i.conversationId)}::uuid[], ${column((i) => i.actorId)}::text[],
         ${column((i) => i.messageSeq.toString())}::int8[], ${column((i) => i.what)}::text[], ${column((i) => i.userId)}::text[],
         ${column((i) => i.replyToSeq?.toString() ?? null)}::int8[]
-      ) as t(event_id, conversation_id, actor_id, message_seq, what, user_id, reply_to_seq)
+      ) with ordinality as t(event_id, conversation_id, actor_id, message_seq, what, user_id, reply_to_seq, ord)
     ),
     candidate as (
-      select i.event_id, i.conversation_id, i.actor_id, i.message_seq, i.user_id,
+      select i.ord, i.event_id, i.conversation_id, i.actor_id, i.message_seq, i.user_id,
         case i.what when 'added' then ${Kind.ADDED}::int2 else ${Kind.MENTION}::int2 end as kind, false as via_everyone
       from intent i where i.what in ('mention', 'added')
       union all
-      select i.event_id, i.conversation_id, i.actor_id, i.message_seq, m.user_id, ${Kind.MENTION}::int2, true
+      select i.ord, i.event_id, i.conversation_id, i.actor_id, i.message_seq, m.user_id, ${Kind.MENTION}::int2, true
       from intent i join conversation_members m on m.conversation_id = i.conversation_id where i.what = 'everyone'
       union all
-      select i.event_id, i.conversation_id, i.actor_id, i.message_seq, r.sender_id, ${Kind.REPLY}::int2, false
+      select i.ord, i.event_id, i.conversation_id, i.actor_id, i.message_seq, r.sender_id, ${Kind.REPLY}::int2, false
       from intent i join messages r on r.conversation_id = i.conversation_id and r.seq = i.reply_to_seq where i.what = 'reply'
     ),
     best as (
@@ -62,9 +62,13 @@ export async function insertNotifications(tx: Transaction<Database>, intents: re
       where c.user_id <> c.actor_id
       order by c.event_id, c.user_id, c.kind, c.via_everyone
     )
-    insert into notifications (id, user_id, source_event_id, kind, conversation_id, actor_id, message_seq, via_everyone, push)
+    insert into notifications (id, user_id, source_event_id, kind, conversation_id, actor_id, message_seq, via_everyone, push, created_at)
     select gen_random_uuid(), b.user_id, b.event_id, b.kind, b.conversation_id, b.actor_id, b.message_seq, b.via_everyone,
-      (s.muted_until is null or s.muted_until <= now())
+      (s.muted_until is null or s.muted_until <= now()),
+      -- One batch's notifications would tie on now() and list in random id order; a microsecond
+      -- per place in the batch (which follows each conversation's log order) keeps them in the
+      -- order their events happened.
+      now() + b.ord * interval '1 microsecond'
     from best b
     join conversation_members cm on cm.conversation_id = b.conversation_id and cm.user_id = b.user_id
     left join messages msg on b.message_seq > 0 and msg.conversation_id = b.conversation_id and msg.seq = b.message_seq

@@ -2,18 +2,22 @@
 import { createApp } from "./app.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 
-let config;
-try {
-  config = loadConfig();
-} catch (error) {
-  if (error instanceof ConfigError) {
-    console.error(`parley: configuration error: ${error.message}`);
-    process.exit(2);
+/** A configuration error ends the process with its message alone (no stack: nothing crashed). */
+async function orExitOnConfigError<T>(work: () => T | Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`parley: configuration error: ${error.message}`);
+      process.exit(2);
+    }
+    throw error;
   }
-  throw error;
 }
 
-const app = await createApp(config);
+const config = await orExitOnConfigError(loadConfig);
+// The database can disagree with the configuration too (EVENT_PARTITIONS).
+const app = await orExitOnConfigError(() => createApp(config));
 await app.start();
 
 let stopping = false;

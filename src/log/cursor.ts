@@ -62,10 +62,13 @@ function writeVarint(out: number[], value: bigint): void {
   out.push(Number(rest));
 }
 
-/** The next varint, or null when the bytes end inside it or it exceeds a bigint. */
+/** Most bytes a varint of a 63-bit value takes. */
+const MAX_VARINT_BYTES = 9n;
+
+/** The next varint, or null when the bytes end inside it, run past 9 bytes, or exceed a bigint. */
 function readVarint(reader: { bytes: Uint8Array; offset: number }): bigint | null {
   let value = 0n;
-  for (let shift = 0n; reader.offset < reader.bytes.length; shift += 7n) {
+  for (let shift = 0n; reader.offset < reader.bytes.length && shift < 7n * MAX_VARINT_BYTES; shift += 7n) {
     const byte = reader.bytes[reader.offset++]!;
     value |= BigInt(byte & 0x7f) << shift;
     if (value >= MAX_POSITION) return null;

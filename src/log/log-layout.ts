@@ -6,6 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { sql, type Kysely } from "kysely";
+import { ConfigError } from "../config.ts";
 import type { Database } from "../db/schema.ts";
 import type { EventLogLayout } from "./event-log.ts";
 
@@ -19,7 +20,7 @@ export async function openEventLog(db: Kysely<Database>, partitions: number): Pr
     const existing = await tx.selectFrom("event_log").select(["log_id", "partitions"]).executeTakeFirst();
     if (!existing) return createLayout(tx, partitions);
     if (existing.partitions !== partitions) {
-      throw new Error(
+      throw new ConfigError(
         `EVENT_PARTITIONS is ${partitions} but this database's event log has ${existing.partitions} partitions. ` +
           `Set EVENT_PARTITIONS=${existing.partitions}, or stop every node and run \`npm run event-partitions -- ${partitions}\`.`,
       );

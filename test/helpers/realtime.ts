@@ -18,6 +18,7 @@ import {
   startTestServer,
   withDeadline,
   type RemoteServer,
+  type StartOptions,
   type TestServer,
 } from "./test-server.ts";
 
@@ -126,25 +127,34 @@ export interface Cluster {
   readonly prefix: string;
   readonly databaseUrl: string;
   readonly secret: string;
-  /** Starts one more node of the cluster. */
-  addNode(overrides?: Record<string, string | undefined>): Promise<TestServer>;
+  /** Starts one more node of the cluster (with these createApp options, if given). */
+  addNode(overrides?: Record<string, string | undefined>, appOptions?: StartOptions["appOptions"]): Promise<TestServer>;
   /** Stops every node still running, drops the database and the NATS state. */
   stop(): Promise<void>;
 }
 
+export interface ClusterOptions {
+  /** createApp options of the node with this index (0 = the first), e.g. fault hooks for one node. */
+  appOptionsFor?: (index: number) => StartOptions["appOptions"];
+}
+
 /** Starts `count` in-process nodes of one cluster. Needs multiNodeAvailable(). */
-export async function startCluster(count: number, overrides: Record<string, string | undefined> = {}): Promise<Cluster> {
+export async function startCluster(
+  count: number,
+  overrides: Record<string, string | undefined> = {},
+  options: ClusterOptions = {},
+): Promise<Cluster> {
   if (!multiNodeAvailable()) throw new Error("a cluster needs DATABASE_URL and NATS");
   const database = (await createTestDatabase())!;
   const prefix = natsPrefix();
   const secret = randomBytes(32).toString("hex");
   const nodes: TestServer[] = [];
-  const start = (extra: Record<string, string | undefined> = {}) =>
-    startTestServer(realtimeEnv(prefix, { JWT_SECRET: secret, ...overrides, ...extra }), { databaseUrl: database.url });
+  const start = (extra: Record<string, string | undefined> = {}, appOptions?: StartOptions["appOptions"]) =>
+    startTestServer(realtimeEnv(prefix, { JWT_SECRET: secret, ...overrides, ...extra }), { databaseUrl: database.url, appOptions });
   try {
     // The first node migrates the database; the others start together.
-    nodes.push(await start());
-    nodes.push(...(await Promise.all(Array.from({ length: count - 1 }, () => start()))));
+    nodes.push(await start({}, options.appOptionsFor?.(0)));
+    nodes.push(...(await Promise.all(Array.from({ length: count - 1 }, (_, i) => start({}, options.appOptionsFor?.(i + 1))))));
   } catch (err) {
     await Promise.allSettled(nodes.map((n) => n.stop()));
     await database.drop();
@@ -156,8 +166,8 @@ export async function startCluster(count: number, overrides: Record<string, stri
     prefix,
     databaseUrl: database.url,
     secret,
-    async addNode(extra = {}) {
-      const node = await start(extra);
+    async addNode(extra = {}, appOptions) {
+      const node = await start(extra, appOptions);
       nodes.push(node);
       return node;
     },

@@ -269,6 +269,7 @@ describe("Subscribe cursors on the partitioned log", function () {
           ["trailing byte 0x00", () => toBase64url([...cursorBytes(deployment), 0x00])],
           ["trailing bytes 0x01 0x02", () => toBase64url([...cursorBytes(deployment), 0x01, 0x02])],
           ["a position varint of 11 bytes", () => toBase64url([...cursorBytes({ ...deployment, positions: deployment.positions.slice(0, -1), count: PARTITIONS }), ...Array(10).fill(0xff), 0x01])],
+          ["a position varint of 12 bytes that encodes 0 (longer than any 64-bit varint)", () => toBase64url([...cursorBytes({ ...deployment, positions: deployment.positions.slice(0, -1), count: PARTITIONS }), ...Array(11).fill(0x80), 0x00])],
           ["a position of 2^64 (does not fit 64 bits)", () => toBase64url([...cursorBytes({ ...deployment, positions: deployment.positions.slice(0, -1), count: PARTITIONS }), ...varint(2n ** 64n)])],
           ["an N varint that overflows", () => toBase64url([0x02, ...Buffer.from(deployment.logId, "hex"), ...Array(10).fill(0xff), 0x01])],
           ["N = 0", () => toBase64url([0x02, ...Buffer.from(deployment.logId, "hex"), 0x00])],

@@ -584,12 +584,18 @@ async function main() {
     // The event log (outbox): positions gapless up to the head, one message-created event per stored message.
     const eventTables = await verify.query(`select to_regclass('events') is not null as present`);
     if (eventTables.rows[0].present) {
-      const head = BigInt((await verify.query(`select position::text as p from event_log_head where shard = 0`)).rows[0]?.p ?? "0");
-      const rows = (await verify.query({ text: `select position::text as p, payload from events order by position`, rowMode: "array" })).rows as [string, Uint8Array][];
+      // Per partition: positions 1..head with none missing.
+      const heads = new Map(
+        ((await verify.query({ text: `select partition, position::text from event_log_partitions`, rowMode: "array" })).rows as [number, string][]).map(([p, h]) => [p, BigInt(h)]),
+      );
+      const head = [...heads.values()].reduce((a, b) => a + b, 0n);
+      const rows = (await verify.query({ text: `select partition, position::text as p, payload from events order by partition, position`, rowMode: "array" })).rows as [number, string, Uint8Array][];
       let gapless = BigInt(rows.length) === head;
       const eventKeys = new Set<string>();
-      rows.forEach(([position, payload], i) => {
-        if (BigInt(position) !== BigInt(i + 1)) gapless = false;
+      let expected = 1n;
+      rows.forEach(([partition, position, payload], i) => {
+        if (i > 0 && rows[i - 1]![0] !== partition) expected = 1n;
+        if (BigInt(position) !== expected++) gapless = false;
         const event = fromBinary(EventSchema, payload);
         if (event.kind.case === "messageCreated") eventKeys.add(`${event.kind.value.message?.conversationId}/${event.kind.value.message?.seq}`);
       });

@@ -10,17 +10,20 @@ import { createAuthInterceptor, createTokenVerifier, loadOrCreateDevSecret } fro
 import type { Config } from "./config.ts";
 import { ConversationService } from "./conversations/index.ts";
 import { migrate, openDatabase } from "./db/index.ts";
+import { findConversationIdsOf, findRole } from "./conversations/conversation-repository.ts";
+import { EventService, FeedHub, type FeedMemberships } from "./feed/index.ts";
 import {
   createEventPublisher,
   createInProcessBus,
   createNatsBus,
   createOutboxRelay,
   createSubjects,
-  EventService,
-  FeedHub,
+  openEventLog,
   provisionNats,
   type EventBus,
-} from "./events/index.ts";
+  type EventLogLayout,
+  type PublishFaults,
+} from "./log/index.ts";
 import { createPresenceTracker } from "./presence/index.ts";
 import { ReactionBatcher } from "./reactions/index.ts";
 import { MessageService, SendBatcher } from "./messages/index.ts";
@@ -54,17 +57,18 @@ export interface App {
 
 export interface AppOptions {
   logger?: Logger;
+  /** Test-only fault injection (e.g. lost publishes). */
+  faults?: PublishFaults;
 }
 
 /** How long open connections get to finish when the server stops. */
 const SHUTDOWN_GRACE_MS = 5_000;
 /**
- * Send batch transactions one node runs at once. Every writing transaction queues on the event
- * log's head row, so more in flight only means smaller batches waiting longer: measured with
- * bench:send and bench:feed, 2 instead of 4 gave +24 % msg/s, a third less PostgreSQL CPU per
- * message and a lower P99 at every rate (1 was no better than 2).
+ * Send batch transactions one node runs at once, one per event-log partition at a time (a
+ * batch holds one partition's head until commit, so a second one in the same partition would
+ * only queue behind it).
  */
-const SEND_BATCHES_IN_FLIGHT = 2;
+const SEND_BATCHES_IN_FLIGHT = 4;
 /** Most message events per search index write (one bulk request or statement). */
 const SEARCH_INDEX_BATCH = 256;
 /** How long streams get to send their last frame when the server stops. */
@@ -78,9 +82,11 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     poolSize: config.databasePoolSize,
     onConnectionError: (err) => logger.warn({ err }, "a database connection was closed by the server; the pool opens a new one"),
   });
+  let log: EventLogLayout;
   try {
     const applied = await migrate(database.db);
     if (applied.length > 0) logger.info({ applied }, "applied migrations");
+    log = await openEventLog(database.db, config.feed.eventPartitions);
   } catch (error) {
     await database.close();
     throw error;
@@ -110,7 +116,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   } else {
     bus = createInProcessBus();
   }
-  const publisher = createEventPublisher(bus, logger);
+  const publisher = createEventPublisher(bus, log, logger, options.faults);
   const workers = createWorkerRuntime({ nats, subjects, bus, logger });
   const pushOutbox = nats ? createJetStreamPushOutbox(nats, subjects) : createInProcessPushOutbox();
   let hub: FeedHub;
@@ -124,11 +130,15 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   hub = new FeedHub({ db: database.db, bus, logger, bufferEvents: config.feed.bufferEvents, onFilled: (events) => relay.republish(events) });
   const presence = createPresenceTracker({ nats, subjects, db: database.db, bus, nodeId: config.feed.nodeId, ttlMs: config.feed.presenceTtlMs, logger });
 
-  const sends = new SendBatcher(database.db, {
+  const sends = new SendBatcher(database.db, log, {
     maxInFlight: Math.max(1, Math.min(SEND_BATCHES_IN_FLIGHT, config.databasePoolSize - 1)),
     onCommitted: (events) => publisher.publish(events),
   });
-  const reactions = new ReactionBatcher(database.db, (events) => publisher.publish(events), { maxInFlight: 2 });
+  const reactions = new ReactionBatcher(database.db, log, (events) => publisher.publish(events), { maxInFlight: 2 });
+  const memberships: FeedMemberships = {
+    conversationIdsOf: (userId) => findConversationIdsOf(database.db, userId),
+    isMember: async (conversationId, userId) => (await findRole(database.db, conversationId, userId)) !== undefined,
+  };
   const health = new HealthStatus();
   const users = new UserDirectory(database.db);
   const metrics = createRpcMetrics();
@@ -153,7 +163,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     users: new UserService(database.db, config.limits),
     conversations,
     messages,
-    events: new EventService({ db: database.db, hub, bus, presence, feed: config.feed }),
+    events: new EventService({ db: database.db, log, memberships, hub, bus, presence, feed: config.feed }),
     search: new SearchService(database.db, searchIndex),
     notifications: new NotificationService(database.db),
     social: new SocialService(database.db, config.limits),

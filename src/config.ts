@@ -6,6 +6,10 @@
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import path from "node:path";
+import { MAX_PARTITIONS } from "./log/partitions.ts";
+
+/** Event log partitions when EVENT_PARTITIONS is not set (chosen by measurement: see docs/). */
+const DEFAULT_EVENT_PARTITIONS = 16;
 
 /** Size and count bounds; every one can be changed through the environment. */
 export interface Limits {
@@ -87,6 +91,8 @@ export interface FeedConfig {
   readonly nodeId: string;
   /** How far back a cursor can be replayed; older ones get resync_required. */
   readonly replayWindowMs: number;
+  /** Partitions of the event log (fixed per deployment; see `npm run event-partitions`). */
+  readonly eventPartitions: number;
   /** Live events buffered per stream before a slow reader is ended with its cursor. */
   readonly bufferEvents: number;
   /** Idle time after which a stream gets a heartbeat frame. */
@@ -146,6 +152,7 @@ export function loadConfig(env: Env = process.env): Config {
       natsPrefix: natsPrefix(env),
       nodeId: str(env, "NODE_ID", `${os.hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`).replace(/[^A-Za-z0-9_-]/g, "_"),
       replayWindowMs: int(env, "EVENT_REPLAY_WINDOW_SECONDS", 3 * 24 * 3600, 1, 365 * 24 * 3600) * 1000,
+      eventPartitions: int(env, "EVENT_PARTITIONS", DEFAULT_EVENT_PARTITIONS, 1, MAX_PARTITIONS),
       bufferEvents: int(env, "FEED_BUFFER_EVENTS", 1000, 1, 1_000_000),
       heartbeatMs: int(env, "FEED_HEARTBEAT_SECONDS", 15, 1, 3600) * 1000,
       typingTtlMs: int(env, "TYPING_TTL_SECONDS", 5, 1, 60) * 1000,

@@ -14,7 +14,7 @@ import type { MediaService } from "./media/index.ts";
 import type { SocialService } from "./social/index.ts";
 import type { StoryService } from "./stories/index.ts";
 import type { ConversationService } from "./conversations/index.ts";
-import type { EventService } from "./events/index.ts";
+import type { EventService } from "./feed/index.ts";
 import type { MessageService } from "./messages/index.ts";
 import type { SearchService } from "./search/index.ts";
 import type { NotificationService } from "./notifications/index.ts";

@@ -8,7 +8,7 @@ import { onCleanup } from "./cleanup.ts";
  * (the event stream, the KV buckets' streams) is deleted.
  */
 export function natsPrefixForRun(natsUrl: string, prefix = `bench_${randomBytes(4).toString("hex")}`): string {
-  // Parley names streams <PREFIX>_… with the prefix upper-cased and "-" as "_" (src/events/subjects.ts).
+  // Parley names streams <PREFIX>_… with the prefix upper-cased and "-" as "_" (src/log/subjects.ts).
   const streamPrefix = prefix.toUpperCase().replace(/-/g, "_");
   onCleanup(`delete NATS streams of ${prefix}`, async () => {
     const nc = await connect({ servers: natsUrl, timeout: 5_000, maxReconnectAttempts: 0 });

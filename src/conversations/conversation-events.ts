@@ -9,7 +9,7 @@ import {
   MemberRoleChangedSchema,
   ReadPositionMovedSchema,
 } from "../../gen/parley/v1/event_pb.ts";
-import type { NewEvent } from "../events/event-log.ts";
+import type { NewEvent } from "../log/event-log.ts";
 
 /** Sent to the conversation and to the new member, whose streams start following it. */
 export function memberAdded(conversationId: string, actorId: string, userId: string, role: number, joinedAt: Date, lastReadSeq = 0n): NewEvent {

@@ -1,7 +1,11 @@
 /**
  * Group commit: concurrent commands queue up, and each transaction writes a whole batch of
- * them, so the cost of a commit (and of the event log's head lock) is shared. Up to
- * maxInFlight batch transactions run at once, each on its own pool connection.
+ * them, so the cost of a commit (and of the event log's head lock) is shared.
+ *
+ * Commands are queued in lanes (one per event-log partition): a batch holds commands of one
+ * lane, so it takes one partition's head, and batches of different lanes never queue on the
+ * same head row. Up to maxInFlight batch transactions run at once, each on its own pool
+ * connection, at most maxInFlightPerLane of them in one lane; lanes take turns.
  *
  * Each caller still gets its own result: `write` reports an outcome per command, so a
  * command that is not allowed fails alone inside its batch. If the transaction itself fails,
@@ -9,7 +13,7 @@
  * neighbours.
  */
 import type { Kysely, Transaction } from "kysely";
-import type { StoredEvent } from "../events/event-log.ts";
+import type { StoredEvent } from "../log/event-log.ts";
 import type { Database } from "./schema.ts";
 
 /** What one command of a batch came to. */
@@ -23,6 +27,8 @@ export interface GroupCommitOptions {
   maxBatch?: number;
   /** Most batch transactions running at once. */
   maxInFlight?: number;
+  /** Most batch transactions of one lane running at once. */
+  maxInFlightPerLane?: number;
   /** Called after each commit with the events it recorded (the app publishes them). */
   onCommitted?: (events: StoredEvent[]) => void;
 }
@@ -33,46 +39,79 @@ interface Pending<C, R> {
   reject: (error: unknown) => void;
 }
 
+interface Lane<C, R> {
+  queue: Pending<C, R>[];
+  inFlight: number;
+  /** In the ready list (has queued commands and room for another batch). */
+  ready: boolean;
+}
+
 export class GroupCommit<C, R> {
   readonly #db: Kysely<Database>;
   readonly #write: BatchWriter<C, R>;
+  readonly #laneOf: (command: C) => number;
   readonly #maxBatch: number;
   readonly #maxInFlight: number;
+  readonly #maxInFlightPerLane: number;
   readonly #onCommitted: (events: StoredEvent[]) => void;
-  #queue: Pending<C, R>[] = [];
+  readonly #lanes = new Map<number, Lane<C, R>>();
+  /** Lanes with work and room, in the order they became ready (so they take turns). */
+  #ready: Lane<C, R>[] = [];
   #inFlight = 0;
+  #queued = 0;
   #idle: (() => void)[] = [];
 
-  constructor(db: Kysely<Database>, write: BatchWriter<C, R>, options: GroupCommitOptions = {}) {
+  /** `laneOf` names a command's lane (its event-log partition). */
+  constructor(db: Kysely<Database>, write: BatchWriter<C, R>, laneOf: (command: C) => number, options: GroupCommitOptions = {}) {
     this.#db = db;
     this.#write = write;
+    this.#laneOf = laneOf;
     this.#maxBatch = options.maxBatch ?? 256;
     this.#maxInFlight = options.maxInFlight ?? 2;
+    this.#maxInFlightPerLane = options.maxInFlightPerLane ?? 1;
     this.#onCommitted = options.onCommitted ?? (() => {});
   }
 
   /** Queues the command; resolves with its own result once its batch has committed. */
   submit(command: C): Promise<R> {
     return new Promise((resolve, reject) => {
-      this.#queue.push({ command, resolve, reject });
+      const key = this.#laneOf(command);
+      let lane = this.#lanes.get(key);
+      if (!lane) this.#lanes.set(key, (lane = { queue: [], inFlight: 0, ready: false }));
+      lane.queue.push({ command, resolve, reject });
+      this.#queued++;
+      this.#markReady(lane);
       this.#pump();
     });
   }
 
   /** Resolves once every queued command has been written. */
   async drain(): Promise<void> {
-    if (this.#inFlight === 0 && this.#queue.length === 0) return;
+    if (this.#inFlight === 0 && this.#queued === 0) return;
     await new Promise<void>((resolve) => this.#idle.push(resolve));
   }
 
+  #markReady(lane: Lane<C, R>): void {
+    if (lane.ready || lane.queue.length === 0 || lane.inFlight >= this.#maxInFlightPerLane) return;
+    lane.ready = true;
+    this.#ready.push(lane);
+  }
+
   #pump(): void {
-    while (this.#inFlight < this.#maxInFlight && this.#queue.length > 0) {
-      const batch = this.#queue.splice(0, this.#maxBatch);
+    while (this.#inFlight < this.#maxInFlight && this.#ready.length > 0) {
+      const lane = this.#ready.shift()!;
+      lane.ready = false;
+      const batch = lane.queue.splice(0, this.#maxBatch);
+      this.#queued -= batch.length;
       this.#inFlight++;
+      lane.inFlight++;
+      this.#markReady(lane);
       void this.#commit(batch).finally(() => {
         this.#inFlight--;
+        lane.inFlight--;
+        this.#markReady(lane);
         this.#pump();
-        if (this.#inFlight === 0 && this.#queue.length === 0) this.#idle.splice(0).forEach((resolve) => resolve());
+        if (this.#inFlight === 0 && this.#queued === 0) this.#idle.splice(0).forEach((resolve) => resolve());
       });
     }
   }

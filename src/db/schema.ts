@@ -116,13 +116,20 @@ export interface NotificationSettingsTable {
   muted_until: Date | null;
 }
 
-export interface EventLogHeadTable {
-  shard: number;
-  position: Int8;
+export interface EventLogTable {
+  singleton: Generated<boolean>;
+  log_id: string;
+  partitions: number;
+}
+
+export interface EventLogPartitionsTable {
+  partition: number;
+  position: Int8WithDefault;
   relayed_through: Int8WithDefault;
 }
 
 export interface EventsTable {
+  partition: number;
   position: Int8;
   id: string;
   conversation_id: string | null;
@@ -211,7 +218,8 @@ export interface Database {
   direct_pairs: DirectPairsTable;
   conversation_members: ConversationMembersTable;
   messages: MessagesTable;
-  event_log_head: EventLogHeadTable;
+  event_log: EventLogTable;
+  event_log_partitions: EventLogPartitionsTable;
   events: EventsTable;
   message_reactions: MessageReactionsTable;
   message_reaction_counts: MessageReactionCountsTable;

@@ -16,9 +16,9 @@ import { MessageDeletionSchema, type Message } from "../../gen/parley/v1/message
 import { ConversationKind, findRole, lockConversation, Role } from "../conversations/conversation-repository.ts";
 import type { Database } from "../db/schema.ts";
 import { FailedPreconditionError, InvalidInputError, NotFoundError, PermissionDeniedError } from "../errors.ts";
-import { rewriteMessageEvents, type NewEvent } from "../events/event-log.ts";
-import { writeWithEvents } from "../events/event-publisher.ts";
-import type { EventPublisher } from "../events/event-publisher.ts";
+import { rewriteMessageEvents, type NewEvent } from "../log/event-log.ts";
+import { writeWithEvents } from "../log/event-publisher.ts";
+import type { EventPublisher } from "../log/event-publisher.ts";
 import * as lifecycle from "./message-lifecycle-repository.ts";
 import { contentColumns } from "./message-content.ts";
 import { toMessage } from "./message-mapper.ts";

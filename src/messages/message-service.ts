@@ -31,7 +31,7 @@ import type { Limits } from "../config.ts";
 import { findRole, Role } from "../conversations/conversation-repository.ts";
 import type { Database } from "../db/schema.ts";
 import { InvalidInputError, NotFoundError, PermissionDeniedError } from "../errors.ts";
-import type { EventPublisher } from "../events/event-publisher.ts";
+import type { EventPublisher } from "../log/event-publisher.ts";
 import { decodePageToken, encodePageToken } from "../page-token.ts";
 import type { ReactionBatcher } from "../reactions/reaction-batcher.ts";
 import * as reactionHandlers from "../reactions/reaction-handlers.ts";

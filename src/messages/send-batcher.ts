@@ -17,7 +17,8 @@ import { ConversationKind, Role } from "../conversations/conversation-repository
 import { InvalidInputError, NotFoundError, PermissionDeniedError } from "../errors.ts";
 import { create } from "@bufbuild/protobuf";
 import { MessageCreatedSchema } from "../../gen/parley/v1/event_pb.ts";
-import { appendEvents, type StoredEvent } from "../events/event-log.ts";
+import { appendEvents, type EventLogLayout, type StoredEvent } from "../log/event-log.ts";
+import { partitionOf } from "../log/partitions.ts";
 import { newId } from "../ids.ts";
 import { contentColumns } from "./message-content.ts";
 import { blockedDirectConversations, conversationUnavailable } from "../social/direct-block.ts";
@@ -59,9 +60,13 @@ type Outcome = { row: MessageRow } | { sameAs: number } | { error: Error };
 
 export class SendBatcher {
   readonly #queue: GroupCommit<SendCommand, MessageRow>;
+  readonly #log: EventLogLayout;
 
-  constructor(db: Kysely<Database>, options: SendBatcherOptions = {}) {
-    this.#queue = new GroupCommit(db, (tx, commands) => this.#write(tx, commands), options);
+  constructor(db: Kysely<Database>, log: EventLogLayout, options: SendBatcherOptions = {}) {
+    this.#log = log;
+    // A batch holds sends of one event-log partition, so it takes one head row.
+    const laneOf = (command: SendCommand) => partitionOf(command.conversationId, log.partitions);
+    this.#queue = new GroupCommit(db, (tx, commands) => this.#write(tx, commands), laneOf, options);
   }
 
   /** Stores the message (or finds the one a retry refers to) and returns its row. */
@@ -128,9 +133,10 @@ export class SendBatcher {
     const insertedInOrder = newRows.map((r) => inserted.get(`${r.conversation_id}/${r.seq}`)!);
     await repo.advanceConversations(tx, touched, insertedInOrder);
     for (const [i, row] of [...newRowIndex.values()].entries()) outcomes[row] = { row: insertedInOrder[i]! };
-    // Last statement of the transaction: it takes the event log's head lock until commit.
+    // Last statement of the transaction: it takes the partition head's lock until commit.
     const events = await appendEvents(
       tx,
+      this.#log,
       insertedInOrder.map((row) => ({
         conversationId: row.conversation_id,
         actorId: row.sender_id,

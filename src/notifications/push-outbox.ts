@@ -9,7 +9,7 @@
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { DeliverPolicy, type NatsConnection } from "nats";
 import { PushEntrySchema, type PushEntry } from "../../gen/parley/v1/notification_pb.ts";
-import type { Subjects } from "../events/subjects.ts";
+import type { Subjects } from "../log/subjects.ts";
 
 export interface PushOutbox {
   /** Adds the entries; an entry whose notification id was added before is dropped. */

@@ -6,7 +6,7 @@
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import type { Database } from "../db/schema.ts";
-import type { EventBus } from "../events/event-bus.ts";
+import type { EventBus } from "../log/event-bus.ts";
 import { createLocalPresence } from "./local-presence.ts";
 import { createPresenceAnnouncer } from "./presence-announcer.ts";
 import type { PresenceTracker } from "./presence-tracker.ts";

@@ -8,7 +8,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Kysely } from "kysely";
 import { EventSchema, PresenceChangedSchema } from "../../gen/parley/v1/event_pb.ts";
 import type { Database } from "../db/schema.ts";
-import type { EventBus } from "../events/event-bus.ts";
+import type { EventBus } from "../log/event-bus.ts";
 import { newId } from "../ids.ts";
 import { findConversationIdsOf } from "../conversations/conversation-repository.ts";
 import { findLastSeen, recordLastSeen } from "./presence-repository.ts";

@@ -26,7 +26,8 @@ import type { ReactionSummary } from "../../gen/parley/v1/message_pb.ts";
 import { GroupCommit, uniqueBy, type BatchOutcome } from "../db/group-commit.ts";
 import type { Database } from "../db/schema.ts";
 import { NotFoundError } from "../errors.ts";
-import { appendEvents, type NewEvent, type StoredEvent } from "../events/event-log.ts";
+import { appendEvents, type EventLogLayout, type NewEvent, type StoredEvent } from "../log/event-log.ts";
+import { partitionOf } from "../log/partitions.ts";
 import { toReactionSummaries } from "./reaction-mapper.ts";
 import * as repo from "./reaction-repository.ts";
 import type { ReactionKey } from "./reaction-repository.ts";
@@ -66,9 +67,12 @@ type Outcome = BatchOutcome<ReactionOutcome>;
 
 export class ReactionBatcher {
   readonly #queue: GroupCommit<ReactionCommand, ReactionOutcome>;
+  readonly #log: EventLogLayout;
 
-  constructor(db: Kysely<Database>, onCommitted: OnReactionsCommitted, options: ReactionBatcherOptions = {}) {
-    this.#queue = new GroupCommit(db, (tx, commands) => this.#write(tx, commands), { ...options, onCommitted });
+  constructor(db: Kysely<Database>, log: EventLogLayout, onCommitted: OnReactionsCommitted, options: ReactionBatcherOptions = {}) {
+    this.#log = log;
+    const laneOf = (command: ReactionCommand) => partitionOf(command.conversationId, log.partitions);
+    this.#queue = new GroupCommit(db, (tx, commands) => this.#write(tx, commands), laneOf, { ...options, onCommitted });
   }
 
   /** Applies the command (in queue order with every other) and returns what it came to. */
@@ -137,7 +141,7 @@ export class ReactionBatcher {
             : { case: "reactionRemoved", value: create(ReactionRemovedSchema, payload) },
       };
     });
-    const stored = await appendEvents(tx, events); // last: it takes the log head's lock until commit
+    const stored = await appendEvents(tx, this.#log, events); // last: it takes the partition head's lock until commit
 
     const outcomes = commands.map((_, i): Outcome => {
       if (!allowed.has(repo.targetKey(keys[i]!))) return { error: new NotFoundError("message") };

@@ -7,7 +7,7 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import type { Message } from "../../gen/parley/v1/message_pb.ts";
-import type { StoredEvent } from "../events/index.ts";
+import type { StoredEvent } from "../log/index.ts";
 import { failureBackoffMs, type Delivered, type Outcome } from "../workers/index.ts";
 import { toIndexedMessage } from "./message-document.ts";
 import type { IndexedMessage, RemovedMessage, SearchIndex } from "./search-index.ts";

@@ -9,7 +9,7 @@ import { StoryExpiredSchema, StoryPostedSchema, StoryReactedSchema, StoryViewedS
 import type { Story, StoryPrivacy } from "../../gen/parley/v1/story_pb.ts";
 import type { Transaction } from "kysely";
 import type { Database } from "../db/schema.ts";
-import type { NewEvent } from "../events/index.ts";
+import type { NewEvent } from "../log/index.ts";
 import { findAudienceCandidates } from "./story-repository.ts";
 import { relationOf, visibleTiers } from "./story-privacy.ts";
 

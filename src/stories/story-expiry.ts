@@ -10,7 +10,7 @@
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import type { Database } from "../db/schema.ts";
-import type { Subjects } from "../events/index.ts";
+import type { Subjects } from "../log/index.ts";
 import type { Consumer, ConsumerSpec, Delivered, Outcome, WorkerRuntime } from "../workers/index.ts";
 import type { StoryRemover } from "./story-remover.ts";
 import { findDoomed, findExpired } from "./story-repository.ts";

@@ -7,7 +7,7 @@
 import type { Kysely } from "kysely";
 import type { StoryPrivacy } from "../../gen/parley/v1/story_pb.ts";
 import type { Database } from "../db/schema.ts";
-import { writeWithEvents, type EventPublisher } from "../events/index.ts";
+import { writeWithEvents, type EventPublisher } from "../log/index.ts";
 import { deleteMedia, type BlobStore } from "../media/index.ts";
 import { storyExpired, audienceOf } from "./story-events.ts";
 import { deleteStories, type DoomedStory } from "./story-repository.ts";

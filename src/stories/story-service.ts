@@ -41,7 +41,7 @@ import type { Limits, StoriesConfig } from "../config.ts";
 import type { ConversationService } from "../conversations/index.ts";
 import type { Database } from "../db/schema.ts";
 import { InvalidInputError, NotFoundError, PermissionDeniedError } from "../errors.ts";
-import { writeWithEvents, type EventPublisher, type NewEvent } from "../events/index.ts";
+import { writeWithEvents, type EventPublisher, type NewEvent } from "../log/index.ts";
 import { newId } from "../ids.ts";
 import { findMedia } from "../media/index.ts";
 import { toMessage } from "../messages/message-mapper.ts";

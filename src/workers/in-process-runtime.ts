@@ -4,9 +4,9 @@
  * consumer keeps its own way to reconcile (idempotent keys, the story sweep, reindex).
  */
 import type { Logger } from "pino";
-import type { EventBus } from "../events/event-bus.ts";
-import { eventHeaders } from "../events/event-wire.ts";
-import type { Subjects } from "../events/subjects.ts";
+import type { EventBus } from "../log/event-bus.ts";
+import { eventHeaders } from "../log/event-wire.ts";
+import type { Subjects } from "../log/subjects.ts";
 import { BatchQueue, type RawDelivery } from "./batch-runner.ts";
 import type { Consumer, ConsumerSpec, WorkerRuntime } from "./consumer.ts";
 import { subjectMatches } from "./subject-match.ts";

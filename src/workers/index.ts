@@ -1,14 +1,14 @@
 /** Background work: durable consumers on JetStream, or in-process in embedded mode. */
 import type { NatsConnection } from "nats";
 import type { Logger } from "pino";
-import type { EventBus } from "../events/event-bus.ts";
-import type { Subjects } from "../events/subjects.ts";
+import type { EventBus } from "../log/event-bus.ts";
+import type { Subjects } from "../log/subjects.ts";
 import type { WorkerRuntime } from "./consumer.ts";
 import { createInProcessRuntime } from "./in-process-runtime.ts";
 import { createJetStreamRuntime } from "./jetstream-runtime.ts";
 
 export type { Consumer, ConsumerSpec, Delivered, Outcome, WorkerRuntime } from "./consumer.ts";
-export { decodeStoredEvent } from "../events/event-wire.ts";
+export { decodeStoredEvent } from "../log/event-wire.ts";
 export { failureBackoffMs } from "./batch-runner.ts";
 
 export interface WorkerRuntimeOptions {

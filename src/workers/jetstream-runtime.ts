@@ -5,8 +5,8 @@
  */
 import { AckPolicy, DeliverPolicy, type ConsumerConfig, type JsMsg, type NatsConnection } from "nats";
 import type { Logger } from "pino";
-import type { Subjects } from "../events/subjects.ts";
-import { fromNatsHeaders } from "../events/nats-bus.ts";
+import type { Subjects } from "../log/subjects.ts";
+import { fromNatsHeaders } from "../log/nats-bus.ts";
 import { BatchQueue, type RawDelivery } from "./batch-runner.ts";
 import { DEFAULT_BATCH_SIZE, type Consumer, type ConsumerSpec, type WorkerRuntime } from "./consumer.ts";
 

@@ -14,9 +14,9 @@ import { create } from "@bufbuild/protobuf";
 import type { Kysely } from "kysely";
 import { NotificationCreatedSchema } from "../../gen/parley/v1/event_pb.ts";
 import type { Database } from "../db/schema.ts";
-import { appendEvents, type StoredEvent } from "../events/event-log.ts";
-import type { EventPublisher } from "../events/event-publisher.ts";
-import type { Subjects } from "../events/subjects.ts";
+import { appendEvents, type StoredEvent } from "../log/event-log.ts";
+import type { EventPublisher } from "../log/event-publisher.ts";
+import type { Subjects } from "../log/subjects.ts";
 import { toNotification, toPushEntry } from "../notifications/notification-mapper.ts";
 import * as repo from "../notifications/notification-repository.ts";
 import type { PushOutbox } from "../notifications/push-outbox.ts";
@@ -53,6 +53,7 @@ export async function notify({ db, events, push }: NotifierOptions, batch: reado
     const rows = await repo.insertNotifications(tx, intents);
     return appendEvents(
       tx,
+      events.log,
       rows.map((row) => ({
         conversationId: null,
         targetUserId: row.user_id,

@@ -4,7 +4,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { MemberSchema } from "../../gen/parley/v1/conversation_pb.ts";
 import { EventSchema, MemberAddedSchema, MessageCreatedSchema, MessageEditedSchema } from "../../gen/parley/v1/event_pb.ts";
 import { MessageSchema } from "../../gen/parley/v1/message_pb.ts";
-import type { StoredEvent } from "../../src/events/event-log.ts";
+import type { StoredEvent } from "../../src/log/event-log.ts";
 import { notificationIntents } from "../../src/workers/notifier.ts";
 
 const CONV = "0190a0b0-0000-7000-8000-000000000001";
@@ -12,7 +12,7 @@ const EVENT = "0190a0b0-0000-7000-8000-0000000000e1";
 
 function stored(kind: StoredEvent["event"]["kind"], conversationId: string | null = CONV): StoredEvent {
   const event = create(EventSchema, { id: EVENT, actorId: "alice", conversationId: conversationId ?? "", kind });
-  return { position: 1n, conversationId, targetUserId: null, event, payload: toBinary(EventSchema, event) };
+  return { partition: 0, position: 1n, conversationId, targetUserId: null, event, payload: toBinary(EventSchema, event) };
 }
 
 function sent(fields: Partial<{ mentionedUserIds: string[]; mentionsEveryone: boolean; replyToSeq: bigint }>): StoredEvent {

@@ -14,11 +14,11 @@ import type { Logger } from "pino";
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
 import { ConversationKind, Role, insertConversation } from "../../src/conversations/conversation-repository.ts";
 import { migrate, openDatabase, type Database, type DatabaseHandle } from "../../src/db/index.ts";
-import type { EventBus } from "../../src/events/event-bus.ts";
-import { createInProcessBus } from "../../src/events/in-process-bus.ts";
-import { createNatsBus } from "../../src/events/nats-bus.ts";
-import { provisionNats } from "../../src/events/provision.ts";
-import { createSubjects, type Subjects } from "../../src/events/subjects.ts";
+import type { EventBus } from "../../src/log/event-bus.ts";
+import { createInProcessBus } from "../../src/log/in-process-bus.ts";
+import { createNatsBus } from "../../src/log/nats-bus.ts";
+import { provisionNats } from "../../src/log/provision.ts";
+import { createSubjects, type Subjects } from "../../src/log/subjects.ts";
 import { createMemoryPresenceTracker, createNatsPresenceTracker, type PresenceTracker } from "../../src/presence/index.ts";
 import { insertUserIfMissing } from "../../src/users/user-repository.ts";
 

@@ -22,7 +22,8 @@ import type { Limits } from "../../src/config.ts";
 import { ConversationKind, Role, insertConversation } from "../../src/conversations/conversation-repository.ts";
 import { migrate, openDatabase, type Database, type DatabaseHandle } from "../../src/db/index.ts";
 import { InvalidInputError, NotFoundError } from "../../src/errors.ts";
-import type { StoredEvent } from "../../src/events/event-log.ts";
+import type { EventLogLayout, StoredEvent } from "../../src/log/event-log.ts";
+import { openEventLog } from "../../src/log/log-layout.ts";
 import { MessageService, SendBatcher } from "../../src/messages/index.ts";
 import { ReactionBatcher, type ReactionCommand, type ReactionOutcome } from "../../src/reactions/index.ts";
 import { findReactionSummaries } from "../../src/reactions/reaction-repository.ts";
@@ -34,6 +35,7 @@ const FAMILY = "👨‍👩‍👧‍👦";
 
 interface TestDatabase {
   handle: DatabaseHandle;
+  log: EventLogLayout;
   drop(): Promise<void>;
 }
 
@@ -43,7 +45,7 @@ async function openTestDatabase(): Promise<TestDatabase> {
   if (!adminUrl) {
     const handle = await openDatabase({ url: null, embeddedPath: "memory://", poolSize: 1 });
     await migrate(handle.db);
-    return { handle, drop: async () => {} };
+    return { handle, log: await openEventLog(handle.db, 4), drop: async () => {} };
   }
   const name = `parley_test_${randomBytes(6).toString("hex")}`;
   await withAdmin(adminUrl, (c) => c.query(`create database ${name}`));
@@ -51,7 +53,7 @@ async function openTestDatabase(): Promise<TestDatabase> {
   url.pathname = `/${name}`;
   const handle = await openDatabase({ url: url.toString(), embeddedPath: "memory://", poolSize: 8 });
   await migrate(handle.db);
-  return { handle, drop: () => withAdmin(adminUrl, (c) => c.query(`drop database if exists ${name} with (force)`)) };
+  return { handle, log: await openEventLog(handle.db, 4), drop: () => withAdmin(adminUrl, (c) => c.query(`drop database if exists ${name} with (force)`)) };
 }
 
 async function withAdmin(url: string, work: (client: pg.Client) => Promise<unknown>): Promise<void> {
@@ -95,7 +97,7 @@ describe("ReactionBatcher", () => {
       createdBy: owner,
       members: [{ userId: owner, role: Role.ADMIN }, ...members.map((userId) => ({ userId, role: Role.MEMBER }))],
     });
-    sends = new SendBatcher(db);
+    sends = new SendBatcher(db, database.log);
   });
 
   beforeEach(() => {
@@ -117,6 +119,7 @@ describe("ReactionBatcher", () => {
   function newBatcher(options: { maxInFlight?: number } = {}): ReactionBatcher {
     return new ReactionBatcher(
       db,
+      database.log,
       (stored) => {
         batches++;
         for (const s of stored) reported.push({ batch: batches, stored: s });
@@ -195,7 +198,7 @@ describe("ReactionBatcher", () => {
     assert.ok(batches <= 10, `300 reactions were written in ${batches} transactions; expected a few batches`);
 
     const positions = eventsFor(seq).map((r) => r.stored.position.toString());
-    const logged = await db.selectFrom("events").select((eb) => eb.fn.countAll<string>().as("n")).where("position", "in", positions).executeTakeFirstOrThrow();
+    const logged = await db.selectFrom("events").select((eb) => eb.fn.countAll<string>().as("n")).where("conversation_id", "=", conversationId).where("position", "in", positions).executeTakeFirstOrThrow();
     assert.equal(Number(logged.n), 300, "every reported event is in the log");
   });
 
@@ -313,7 +316,7 @@ describe("ReactionBatcher", () => {
 
   it("shows reactions in GetMessage and ListMessages as the caller sees them, and takes AddReaction / RemoveReaction", async () => {
     const limits: Limits = { maxMessageBytes: 16384, maxEnvelopeBytes: 65536, maxGroupMembers: 1000, maxPageSize: 200, maxNameLength: 100, maxDescriptionLength: 1000, maxDisplayNameLength: 100 };
-    const service = new MessageService(db, sends, reactions, limits, { publish() {}, flush: async () => {} });
+    const service = new MessageService(db, sends, reactions, limits, { log: database.log, publish() {}, flush: async () => {} });
     const [alice, bob] = members;
     const older = await newMessage();
     const seq = await newMessage();

@@ -4,7 +4,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventSchema, MessageDeletedSchema, type Event } from "../../gen/parley/v1/event_pb.ts";
 import { EncryptedEnvelopeSchema, MessageSchema, type Message } from "../../gen/parley/v1/message_pb.ts";
-import type { StoredEvent } from "../../src/events/index.ts";
+import type { StoredEvent } from "../../src/log/index.ts";
 import { parseQuery } from "../../src/search/query-parser.ts";
 import type { IndexQuery } from "../../src/search/search-index.ts";
 import type { Delivered } from "../../src/workers/index.ts";
@@ -38,7 +38,7 @@ export function message(spec: MessageSpec): Message {
 function stored(conversationId: string, kind: Event["kind"], createdAtMs = Date.now()): Delivered<StoredEvent> {
   position += 1n;
   const event = create(EventSchema, { id: randomUUID(), conversationId, actorId: "alice", createdAt: timestampFromMs(createdAtMs), kind });
-  const value: StoredEvent = { position, conversationId, targetUserId: null, event, payload: toBinary(EventSchema, event) };
+  const value: StoredEvent = { partition: 0, position, conversationId, targetUserId: null, event, payload: toBinary(EventSchema, event) };
   return { value, subject: "test.events.message", deliveryCount: 1 };
 }
 

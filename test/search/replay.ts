@@ -30,7 +30,7 @@ export class EventReplayer {
     const servers = testNatsUrl();
     const prefix = server.env.NATS_PREFIX;
     if (!servers || !prefix) throw new Error("replaying events needs a server on the real NATS");
-    // The stream name the server derives from its prefix (src/events/subjects.ts).
+    // The stream name the server derives from its prefix (src/log/subjects.ts).
     const stream = `${prefix.toUpperCase().replace(/-/g, "_")}_EVENTS`;
     return new EventReplayer(await connect({ servers, timeout: 2_000 }), stream);
   }

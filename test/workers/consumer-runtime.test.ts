@@ -8,8 +8,8 @@ import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { connect, type NatsConnection } from "nats";
 import { pino } from "pino";
 import { EventSchema } from "../../gen/parley/v1/event_pb.ts";
-import { createInProcessBus, createNatsBus, createSubjects, provisionNats, type EventBus } from "../../src/events/index.ts";
-import type { StoredEvent } from "../../src/events/event-log.ts";
+import { createInProcessBus, createNatsBus, createSubjects, provisionNats, type EventBus } from "../../src/log/index.ts";
+import type { StoredEvent } from "../../src/log/event-log.ts";
 import { createWorkerRuntime, decodeStoredEvent, type Consumer, type Delivered, type Outcome, type WorkerRuntime } from "../../src/workers/index.ts";
 import { deleteNatsState, natsPrefix, testNatsUrl } from "../helpers/realtime.ts";
 
@@ -44,7 +44,7 @@ let position = 0n;
 function storedEvent(conversationId: string, kind: MessageInitShape<typeof EventSchema>["kind"]): StoredEvent {
   position += 1n;
   const event = create(EventSchema, { id: crypto.randomUUID(), conversationId, actorId: "alice", kind });
-  return { position, conversationId, targetUserId: null, event, payload: toBinary(EventSchema, event) };
+  return { partition: 0, position, conversationId, targetUserId: null, event, payload: toBinary(EventSchema, event) };
 }
 
 const messageCreated = (conversationId: string, text: string) =>

@@ -1,11 +1,12 @@
 /**
  * The outbox relay and log upkeep. Publishing right after commit is the fast path; this is
  * the safety net that makes JetStream complete anyway:
- * - at start-up, events recorded after the relay's checkpoint (a node died between commit
- *   and publish, or all nodes were down) are published again;
+ * - at start-up, events recorded after the relay's checkpoint of their partition (a node died
+ *   between commit and publish, or all nodes were down) are published again;
  * - events the feed hub had to read from PostgreSQL (their publish was lost) are published;
- * - one node at a time (a transaction-scoped advisory lock) advances the checkpoint to what
- *   the hub has seen in order, and prunes events older than the replay window.
+ * - one node at a time (a transaction-scoped advisory lock) advances each partition's
+ *   checkpoint to what the hub has seen in order there, and prunes events older than the
+ *   replay window.
  * Republishing is safe: JetStream stores an event id once within its duplicate window, and
  * every consumer is idempotent by log position.
  */
@@ -13,7 +14,8 @@ import { sql, type Kysely } from "kysely";
 import type { Logger } from "pino";
 import type { Database } from "../db/schema.ts";
 import type { EventBus } from "./event-bus.ts";
-import { advanceRelayedThrough, pruneEvents, readHead, readRange, readRelayedThrough, type StoredEvent } from "./event-log.ts";
+import { advanceRelayedThrough, pruneEvents, readHeads, readRange, readRelayedThrough, type StoredEvent } from "./event-log.ts";
+import type { LogPosition } from "./log-position.ts";
 
 /** Names the relay leader among advisory locks. */
 const RELAY_LOCK_ID = 7_462_315_002;
@@ -23,8 +25,8 @@ export interface OutboxRelayOptions {
   db: Kysely<Database>;
   /** The bus to (re)publish to; null in embedded mode, where there is nothing to relay to. */
   bus: EventBus | null;
-  /** What this node has seen in order (the feed hub's position). */
-  seenThrough: () => bigint;
+  /** What this node has seen in order in each partition (the feed hub's position). */
+  seenThrough: () => LogPosition;
   replayWindowMs: number;
   logger: Logger;
   intervalMs?: number;
@@ -59,12 +61,15 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   return {
     async start() {
       if (bus) {
-        const from = (await readRelayedThrough(db)) + 1n;
-        const head = await readHead(db);
-        for (let start = from; start <= head; start += REPUBLISH_PAGE) {
-          await bus.publish(await readRange(db, start, start + REPUBLISH_PAGE - 1n));
+        const relayed = await readRelayedThrough(db);
+        const heads = await readHeads(db);
+        for (const [partition, head] of heads.entries()) {
+          const from = relayed[partition]! + 1n;
+          for (let start = from; start <= head; start += REPUBLISH_PAGE) {
+            await bus.publish(await readRange(db, partition, start, start + REPUBLISH_PAGE - 1n));
+          }
+          if (head >= from) logger.info({ partition, from: String(from), to: String(head) }, "relay republished events after the checkpoint");
         }
-        if (head >= from) logger.info({ from: String(from), to: String(head) }, "relay republished events after the checkpoint");
       }
       timer = setInterval(() => {
         running = tick().catch((error: unknown) => logger.warn({ err: error }, "relay tick failed"));

@@ -5,13 +5,19 @@
  * that adds or removes its user.
  */
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
-import type { StoredEvent } from "./event-log.ts";
+import type { StoredEvent } from "../log/event-log.ts";
+import type { LogPosition } from "../log/log-position.ts";
 import { isVisibleTo, membershipChange } from "./membership-filter.ts";
 
 /** How many recent ephemeral event ids a stream remembers to drop repeats. */
 const RECENT_EPHEMERAL = 32;
 
-export type LiveItem = { stored: StoredEvent } | { ephemeral: Event };
+/**
+ * A live event and the log position the hub had reached when it dispatched it. The stream's
+ * queue keeps dispatch order, so once the event is delivered, everything the stream was
+ * offered up to `at` has been delivered too.
+ */
+export type LiveItem = { stored: StoredEvent; at: LogPosition } | { ephemeral: Event };
 
 /** What the stream should do next. */
 export type Wakeup = { item: LiveItem } | { overflowed: true } | { draining: true } | { idle: true };
@@ -40,12 +46,12 @@ export class FeedSubscription {
   }
 
   /** Called by the hub, in log order, for every event routed to this stream. */
-  offer(stored: StoredEvent): void {
+  offer(stored: StoredEvent, at: LogPosition): void {
     if (!isVisibleTo(stored, this.userId, this.conversations)) return;
     const change = membershipChange(stored, this.userId);
     if (change && "follow" in change) this.#index.follow(this, change.follow);
     if (change && "unfollow" in change) this.#index.unfollow(this, change.unfollow);
-    this.#push({ stored });
+    this.#push({ stored, at });
   }
 
   /**

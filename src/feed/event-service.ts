@@ -3,9 +3,9 @@
  *
  * Subscribe registers the stream with the node's feed hub FIRST, so live events start
  * queueing, then replays from the log everything after the client's cursor, then drains the
- * live queue skipping what the replay already sent. Both sides are ordered by log position,
- * which follows commit order, so per-conversation seq order holds across the switch-over
- * and nothing is sent twice.
+ * live queue skipping what the replay already sent. Both sides are ordered by position within
+ * each partition of the log, and a conversation's events all stand in one partition, so
+ * per-conversation seq order holds across the switch-over and nothing is sent twice.
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -21,36 +21,44 @@ import {
   ResyncRequiredSchema,
   SendTypingResponseSchema,
   StreamEndingSchema,
+  SubscribeResponseSchema,
   type EventService as EventServiceDesc,
   type GetPresenceRequest,
   type SendTypingRequest,
   type SubscribeRequest,
   type SubscribeResponse,
 } from "../../gen/parley/v1/event_service_pb.ts";
-import { SubscribeResponseSchema } from "../../gen/parley/v1/event_service_pb.ts";
 import { requireCaller } from "../auth/user-context.ts";
 import type { FeedConfig } from "../config.ts";
-import { findRole } from "../conversations/conversation-repository.ts";
 import type { Database } from "../db/schema.ts";
 import { InvalidInputError, NotFoundError } from "../errors.ts";
 import { newId } from "../ids.ts";
+import { decodeCursor, encodeCursor, type FeedCursor } from "../log/cursor.ts";
+import type { EventBus } from "../log/event-bus.ts";
+import { findNextCreatedAt, readEventsForUser, readFeedPage, readHeads, type EventLogLayout, type StoredEvent } from "../log/event-log.ts";
+import { covers, furthest, withPartitionAt, type LogPosition } from "../log/log-position.ts";
 import type { PresenceTracker } from "../presence/presence-tracker.ts";
 import { requireUserId, requireUuid } from "../validation.ts";
-import { decodeCursor, encodeCursor } from "./cursor.ts";
-import type { EventBus } from "./event-bus.ts";
-import { findCreatedAt, readEventsForUser, readFeedPage, readHead, type StoredEvent } from "./event-log.ts";
-import { isVisibleTo, membershipAt, membershipChange } from "./membership-filter.ts";
 import type { FeedHub } from "./feed-hub.ts";
-import { findConversationIdsOf } from "../conversations/conversation-repository.ts";
 import type { FeedSubscription } from "./feed-subscription.ts";
+import { isVisibleTo, membershipAt, membershipChange } from "./membership-filter.ts";
+
+/** What the feed needs to know of conversation membership (the conversations module answers). */
+export interface FeedMemberships {
+  /** The conversations the user is a member of now. */
+  conversationIdsOf(userId: string): Promise<string[]>;
+  isMember(conversationId: string, userId: string): Promise<boolean>;
+}
 
 const REPLAY_PAGE = 500;
 const MAX_PRESENCE_USERS = 100;
-/** Each event's frame on this node (see eventFrame). */
+/** Each live event's shared frame on this node (see sharedEventFrame). */
 const framesOf = new WeakMap<StoredEvent, SubscribeResponse>();
 
 export interface EventServiceOptions {
   db: Kysely<Database>;
+  log: EventLogLayout;
+  memberships: FeedMemberships;
   hub: FeedHub;
   bus: EventBus;
   presence: PresenceTracker;
@@ -66,42 +74,45 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
 
   async *subscribe(req: SubscribeRequest, ctx: HandlerContext): AsyncGenerator<SubscribeResponse> {
     const { userId } = requireCaller(ctx);
-    const { db, hub, presence, feed } = this.#options;
+    const { hub, presence, feed, memberships } = this.#options;
     const requested = req.cursor === "" ? null : decodeCursor(req.cursor);
-    const conversationIds = await findConversationIdsOf(db, userId);
+    const conversationIds = await memberships.conversationIdsOf(userId);
     const subscription = hub.open(userId, conversationIds);
     presence.streamOpened(userId);
     try {
       let delivered = hub.position;
       if (requested !== null) {
-        const resync = await this.#resyncReason(requested);
-        if (resync) {
-          yield frame({ case: "resyncRequired", value: create(ResyncRequiredSchema, { reason: resync, cursor: encodeCursor(hub.position) }) });
+        const resync = requested.legacy ? "the cursor was issued before the event log was partitioned" : await this.#resyncReason(requested);
+        if (resync !== null || requested.legacy) {
+          yield frame({ case: "resyncRequired", value: create(ResyncRequiredSchema, { reason: resync ?? "", cursor: this.#cursor(hub.position) }) });
           return;
         }
         // A generator of its own: what the catch-up needs is dropped when it ends, instead of
         // staying in this generator's frame for as long as the stream lives.
-        delivered = yield* this.#catchUp(userId, requested, conversationIds, subscription);
+        delivered = yield* this.#catchUp(userId, requested.positions, conversationIds, subscription);
       }
-      yield frame({ case: "caughtUp", value: create(CaughtUpSchema, { cursor: encodeCursor(delivered) }) });
+      yield frame({ case: "caughtUp", value: create(CaughtUpSchema, { cursor: this.#cursor(delivered) }) });
 
       for (;;) {
         const wakeup = await subscription.next(feed.heartbeatMs, ctx.signal);
         if ("item" in wakeup) {
           const { item } = wakeup;
           if ("ephemeral" in item) yield frame({ case: "event", value: item.ephemeral });
-          else if (item.stored.position > delivered) {
-            yield eventFrame(item.stored);
-            delivered = item.stored.position;
+          else if (item.stored.position > delivered[item.stored.partition]!) {
+            // Past catch-up the hub's position covers what this stream delivered, and every
+            // stream on this node shares the event's frame; until then the frame is its own.
+            const shared = covers(item.at, delivered);
+            delivered = shared ? item.at : furthest(item.at, delivered);
+            yield shared ? this.#sharedEventFrame(item.stored, item.at) : this.#eventFrame(item.stored, delivered);
           }
         } else if ("idle" in wakeup) {
           // Nothing is queued, so everything the hub dispatched so far has reached this stream.
-          if (subscription.idle && hub.position > delivered) delivered = hub.position;
-          yield frame({ case: "heartbeat", value: create(HeartbeatSchema, { cursor: encodeCursor(delivered), serverTime: timestampFromDate(new Date()) }) });
+          if (subscription.idle && !covers(delivered, hub.position)) delivered = furthest(delivered, hub.position);
+          yield frame({ case: "heartbeat", value: create(HeartbeatSchema, { cursor: this.#cursor(delivered), serverTime: timestampFromDate(new Date()) }) });
         } else {
           if (ctx.signal.aborted) return;
           const reason = "overflowed" in wakeup ? EndReason.SLOW_CONSUMER : EndReason.SERVER_DRAINING;
-          yield frame({ case: "ending", value: create(StreamEndingSchema, { reason, cursor: encodeCursor(delivered) }) });
+          yield frame({ case: "ending", value: create(StreamEndingSchema, { reason, cursor: this.#cursor(delivered) }) });
           return;
         }
       }
@@ -114,7 +125,7 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
   async sendTyping(req: SendTypingRequest, ctx: HandlerContext) {
     const { userId } = requireCaller(ctx);
     const conversationId = requireUuid("conversation_id", req.conversationId);
-    if ((await findRole(this.#options.db, conversationId, userId)) === undefined) throw new NotFoundError("conversation");
+    if (!(await this.#options.memberships.isMember(conversationId, userId))) throw new NotFoundError("conversation");
     const now = new Date();
     const event: Event = create(EventSchema, {
       id: newId(now.getTime()),
@@ -150,7 +161,7 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
    * live queue overflowed meanwhile, catches up again from where the replay got to. Returns
    * the position delivered up to.
    */
-  async *#catchUp(userId: string, requested: bigint, current: string[], subscription: FeedSubscription): AsyncGenerator<SubscribeResponse, bigint> {
+  async *#catchUp(userId: string, requested: LogPosition, current: string[], subscription: FeedSubscription): AsyncGenerator<SubscribeResponse, LogPosition> {
     const { db } = this.#options;
     let delivered = requested;
     const ownEvents = await readEventsForUser(db, userId, requested);
@@ -161,12 +172,12 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
       for (;;) {
         const page = await readFeedPage(db, candidates, userId, delivered, REPLAY_PAGE);
         for (const stored of page) {
-          delivered = stored.position;
+          delivered = withPartitionAt(delivered, stored.partition, stored.position);
           if (!isVisibleTo(stored, userId, following)) continue;
           const change = membershipChange(stored, userId);
           if (change && "follow" in change) following.add(change.follow);
           if (change && "unfollow" in change) following.delete(change.unfollow);
-          yield eventFrame(stored);
+          yield this.#eventFrame(stored, delivered);
         }
         if (page.length < REPLAY_PAGE) break;
       }
@@ -174,35 +185,44 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
     return delivered;
   }
 
-  /** Why a cursor cannot be replayed, or null when it can. */
-  async #resyncReason(position: bigint): Promise<string | null> {
-    const { db, feed } = this.#options;
-    const head = await readHead(db);
-    if (position > head) return "the cursor is ahead of this deployment's event log";
-    if (position === head) return null;
-    const next = await findCreatedAt(db, position + 1n);
-    if (next === null || next.getTime() < Date.now() - feed.replayWindowMs) {
+  /** Why a cursor cannot be replayed here, or null when it can. */
+  async #resyncReason({ logId, positions: position }: FeedCursor): Promise<string | null> {
+    const { db, feed, log } = this.#options;
+    if (logId !== log.logId) return "the cursor belongs to another event log (another deployment, or one since repartitioned)";
+    if (position.length !== log.partitions) return `the cursor has ${position.length} partitions; this event log has ${log.partitions}`;
+    const heads = await readHeads(db);
+    if (!covers(heads, position)) return "the cursor is ahead of this deployment's event log";
+    const next = await findNextCreatedAt(db, position, heads);
+    if (next.some((createdAt) => createdAt === null || createdAt.getTime() < Date.now() - feed.replayWindowMs)) {
       return `the cursor is older than the replay window (${Math.round(feed.replayWindowMs / 1000)} s)`;
     }
     return null;
+  }
+
+  #cursor(position: LogPosition): string {
+    return encodeCursor({ logId: this.#options.log.logId, positions: position });
+  }
+
+  /** A frame that delivers an event with the cursor after it. */
+  #eventFrame(stored: StoredEvent, after: LogPosition): SubscribeResponse {
+    return frame({ case: "event", value: { ...stored.event, cursor: this.#cursor(after) } });
+  }
+
+  /**
+   * The frame that delivers a live event at the hub's position: one object per event per node,
+   * shared by every stream that delivers it, so a group message fanned out to hundreds of local
+   * streams is encoded once (the lean gRPC path caches encodings by message object).
+   */
+  #sharedEventFrame(stored: StoredEvent, at: LogPosition): SubscribeResponse {
+    let shared = framesOf.get(stored);
+    if (!shared) {
+      shared = this.#eventFrame(stored, at);
+      framesOf.set(stored, shared);
+    }
+    return shared;
   }
 }
 
 function frame(value: SubscribeResponse["frame"]): SubscribeResponse {
   return create(SubscribeResponseSchema, { frame: value });
 }
-
-/**
- * The frame that delivers an event: one object per event per node, shared by every stream
- * that delivers it, so a group message fanned out to hundreds of local streams is encoded
- * once (the lean gRPC path caches encodings by message object).
- */
-function eventFrame(stored: StoredEvent): SubscribeResponse {
-  let shared = framesOf.get(stored);
-  if (!shared) {
-    shared = frame({ case: "event", value: { ...stored.event, cursor: encodeCursor(stored.position) } });
-    framesOf.set(stored, shared);
-  }
-  return shared;
-}
-

@@ -1,19 +1,21 @@
 /**
  * Each node's live fan-out. It receives every committed event (from any node, through the
- * bus), puts them back in log order, and hands each to the local streams that follow its
- * conversation or its target user.
+ * bus), puts each partition's events back in position order, and hands each to the local
+ * streams that follow its conversation or its target user.
  *
- * Positions are gapless, so a missing position is a lost or late publish, never a rollback.
- * A hole that stays open for holeTimeoutMs (or a head that moves without events arriving)
- * is filled from PostgreSQL, and the filled events are given to onFilled (the relay
- * republishes them). Hence no node depends on any publish arriving.
+ * Positions are gapless per partition, so a missing position is a lost or late publish, never
+ * a rollback. A hole that stays open for holeTimeoutMs (or a head that moves without events
+ * arriving) is filled from PostgreSQL, and the filled events are given to onFilled (the relay
+ * republishes them). A hole holds back only its own partition. Hence no node depends on any
+ * publish arriving.
  */
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
 import type { Database } from "../db/schema.ts";
-import type { EphemeralRoute, EventBus } from "./event-bus.ts";
-import { readHead, readRange, type StoredEvent } from "./event-log.ts";
+import type { EphemeralRoute, EventBus } from "../log/event-bus.ts";
+import { readHeads, readRange, type StoredEvent } from "../log/event-log.ts";
+import type { LogPosition } from "../log/log-position.ts";
 import { FeedSubscription, type MembershipIndex } from "./feed-subscription.ts";
 
 export interface FeedHubOptions {
@@ -24,7 +26,7 @@ export interface FeedHubOptions {
   bufferEvents: number;
   /** How long a hole in positions may stay open before it is read from the database. */
   holeTimeoutMs?: number;
-  /** How often the log head is polled, to notice events whose publish never came. */
+  /** How often the log heads are polled, to notice events whose publish never came. */
   headPollMs?: number;
   /** Events that had to be read from the database (their publish was lost). */
   onFilled?: (events: StoredEvent[]) => void;
@@ -33,43 +35,53 @@ export interface FeedHubOptions {
 /** Most events read from the database in one hole fill. */
 const FILL_BATCH = 1000;
 
+/** One partition's place in the log on this node. */
+class PartitionState {
+  /** The next position to dispatch. */
+  next = 1n;
+  readonly pending = new Map<bigint, StoredEvent>();
+  holeTimer: NodeJS.Timeout | null = null;
+  filling: Promise<void> | null = null;
+  lastProgress = Date.now();
+}
+
 export class FeedHub implements MembershipIndex {
   readonly #options: FeedHubOptions;
-  #next = 1n;
-  readonly #pending = new Map<bigint, StoredEvent>();
+  #partitions: PartitionState[] = [];
+  /** Everything up to here has been dispatched; a new array each time it moves. */
+  #position: LogPosition = [];
   readonly #byConversation = new Map<string, Set<FeedSubscription>>();
   readonly #byUser = new Map<string, Set<FeedSubscription>>();
-  #holeTimer: NodeJS.Timeout | null = null;
   #pollTimer: NodeJS.Timeout | null = null;
-  #filling: Promise<void> | null = null;
-  #lastProgress = Date.now();
   #unsubscribe: (() => void)[] = [];
 
   constructor(options: FeedHubOptions) {
     this.#options = options;
   }
 
-  /** Every event up to this position has been dispatched. */
-  get position(): bigint {
-    return this.#next - 1n;
+  /** Every event up to this position has been dispatched (never mutated: safe to keep). */
+  get position(): LogPosition {
+    return this.#position;
   }
 
   async start(): Promise<void> {
-    this.#next = (await readHead(this.#options.db)) + 1n;
+    const heads = await readHeads(this.#options.db);
+    this.#partitions = heads.map((head) => Object.assign(new PartitionState(), { next: head + 1n }));
+    this.#position = heads;
     this.#unsubscribe.push(
       this.#options.bus.onEvent((event) => this.#receive(event)),
       this.#options.bus.onEphemeral((route, event) => this.#dispatchEphemeral(route, event)),
     );
     const pollMs = this.#options.headPollMs ?? 1000;
-    this.#pollTimer = setInterval(() => void this.#pollHead(), pollMs);
+    this.#pollTimer = setInterval(() => void this.#pollHeads(), pollMs);
     this.#pollTimer.unref();
   }
 
   async stop(): Promise<void> {
     for (const unsubscribe of this.#unsubscribe) unsubscribe();
     if (this.#pollTimer) clearInterval(this.#pollTimer);
-    if (this.#holeTimer) clearTimeout(this.#holeTimer);
-    await this.#filling;
+    for (const state of this.#partitions) if (state.holeTimer) clearTimeout(state.holeTimer);
+    await Promise.all(this.#partitions.map((state) => state.filling));
   }
 
   /** Registers a stream; it receives every event dispatched from now on that concerns it. */
@@ -107,37 +119,46 @@ export class FeedHub implements MembershipIndex {
   }
 
   #receive(event: StoredEvent): void {
-    if (event.position < this.#next) return; // already dispatched (a republish or a fill)
-    this.#pending.set(event.position, event);
-    this.#drainInOrder();
-    if (this.#pending.size > 0 && !this.#holeTimer) {
-      this.#holeTimer = setTimeout(() => {
-        this.#holeTimer = null;
-        void this.#fill();
+    const state = this.#partitions[event.partition];
+    if (!state) {
+      this.#options.logger.warn({ partition: event.partition }, "feed hub received an event of a partition this log does not have");
+      return;
+    }
+    if (event.position < state.next) return; // already dispatched (a republish or a fill)
+    state.pending.set(event.position, event);
+    this.#drainInOrder(event.partition, state);
+    if (state.pending.size > 0 && !state.holeTimer) {
+      state.holeTimer = setTimeout(() => {
+        state.holeTimer = null;
+        void this.#fill(event.partition);
       }, this.#options.holeTimeoutMs ?? 250);
-      this.#holeTimer.unref();
+      state.holeTimer.unref();
     }
   }
 
-  #drainInOrder(): void {
-    for (let event = this.#pending.get(this.#next); event; event = this.#pending.get(this.#next)) {
-      this.#pending.delete(this.#next);
-      this.#next++;
-      this.#lastProgress = Date.now();
-      this.#dispatch(event);
+  #drainInOrder(partition: number, state: PartitionState): void {
+    for (let event = state.pending.get(state.next); event; event = state.pending.get(state.next)) {
+      state.pending.delete(state.next);
+      state.next++;
+      state.lastProgress = Date.now();
+      const position = [...this.#position];
+      position[partition] = event.position;
+      this.#position = position;
+      this.#dispatch(event, position);
     }
   }
 
-  #dispatch(event: StoredEvent): void {
+  /** Offers the event to the streams it concerns, with the log position it brings them to. */
+  #dispatch(event: StoredEvent, at: LogPosition): void {
     const targets = new Set<FeedSubscription>();
     if (event.conversationId !== null) this.#byConversation.get(event.conversationId)?.forEach((s) => targets.add(s));
     if (event.targetUserId !== null) this.#byUser.get(event.targetUserId)?.forEach((s) => targets.add(s));
     try {
-      for (const subscription of targets) subscription.offer(event);
+      for (const subscription of targets) subscription.offer(event, at);
     } catch (error) {
       // The payload is decoded here, on first use; one that is not an event must not stop the
       // hub (its position is already passed, as any event's that concerns no stream).
-      this.#options.logger.warn({ err: error, position: String(event.position) }, "feed hub dropped an event it could not decode");
+      this.#options.logger.warn({ err: error, partition: event.partition, position: String(event.position) }, "feed hub dropped an event it could not decode");
     }
   }
 
@@ -146,47 +167,53 @@ export class FeedHub implements MembershipIndex {
     targets?.forEach((subscription) => subscription.offerEphemeral(event));
   }
 
-  async #pollHead(): Promise<void> {
-    if (Date.now() - this.#lastProgress < (this.#options.headPollMs ?? 1000)) return;
+  async #pollHeads(): Promise<void> {
+    const pollMs = this.#options.headPollMs ?? 1000;
+    const now = Date.now();
+    if (this.#partitions.every((state) => now - state.lastProgress < pollMs)) return;
     try {
-      const head = await readHead(this.#options.db);
-      if (head >= this.#next) await this.#fill(head);
+      const heads = await readHeads(this.#options.db);
+      for (const [partition, head] of heads.entries()) {
+        const state = this.#partitions[partition];
+        if (state && head >= state.next && Date.now() - state.lastProgress >= pollMs) await this.#fill(partition, head);
+      }
     } catch (error) {
-      this.#options.logger.warn({ err: error }, "feed hub could not read the log head");
+      this.#options.logger.warn({ err: error }, "feed hub could not read the log heads");
     }
   }
 
-  /** Reads missing events from the database, up to the highest pending one (or `upTo`). */
-  async #fill(upTo?: bigint): Promise<void> {
-    if (this.#filling) return this.#filling;
-    this.#filling = (async () => {
+  /** Reads a partition's missing events from the database, up to its highest pending one (or `upTo`). */
+  async #fill(partition: number, upTo?: bigint): Promise<void> {
+    const state = this.#partitions[partition]!;
+    if (state.filling) return state.filling;
+    state.filling = (async () => {
       try {
-        const highestPending = [...this.#pending.keys()].reduce((a, b) => (a > b ? a : b), 0n);
+        const highestPending = [...state.pending.keys()].reduce((a, b) => (a > b ? a : b), 0n);
         const target = upTo ?? highestPending - 1n;
-        while (this.#next <= target) {
-          const from = this.#next;
+        while (state.next <= target) {
+          const from = state.next;
           const to = from + BigInt(FILL_BATCH) - 1n < target ? from + BigInt(FILL_BATCH) - 1n : target;
-          const events = await readRange(this.#options.db, from, to);
-          const missing = events.filter((e) => !this.#pending.has(e.position) && e.position >= this.#next);
+          const events = await readRange(this.#options.db, partition, from, to);
+          const missing = events.filter((e) => !state.pending.has(e.position) && e.position >= state.next);
           if (events.length === 0 || events[0]!.position !== from) {
             // Pruned from the log (beyond the replay window): nothing can deliver it any more.
-            this.#options.logger.warn({ from: String(from) }, "feed hub skipped events that are no longer in the log");
-            this.#next = events[0]?.position ?? to + 1n;
+            this.#options.logger.warn({ partition, from: String(from) }, "feed hub skipped events that are no longer in the log");
+            state.next = events[0]?.position ?? to + 1n;
           }
           for (const event of events) this.#receive(event);
           if (missing.length > 0) this.#options.onFilled?.(missing);
         }
       } catch (error) {
-        this.#options.logger.warn({ err: error }, "feed hub could not fill a hole from the database; retrying");
-        this.#holeTimer ??= setTimeout(() => {
-          this.#holeTimer = null;
-          void this.#fill();
+        this.#options.logger.warn({ err: error, partition }, "feed hub could not fill a hole from the database; retrying");
+        state.holeTimer ??= setTimeout(() => {
+          state.holeTimer = null;
+          void this.#fill(partition);
         }, 1000);
       } finally {
-        this.#filling = null;
+        state.filling = null;
       }
     })();
-    return this.#filling;
+    return state.filling;
   }
 }
 

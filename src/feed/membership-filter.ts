@@ -3,7 +3,7 @@
  * event's position, plus those addressed to them. Live delivery and replay both run this one
  * rule in log order, so a replay shows exactly what a live stream showed.
  */
-import type { StoredEvent } from "./event-log.ts";
+import type { StoredEvent } from "../log/event-log.ts";
 
 /** What an event does to the set of conversations a user follows. */
 export type MembershipChange = { follow: string } | { unfollow: string } | null;

@@ -1,16 +1,21 @@
 /**
- * How a committed event travels on NATS: the protobuf Event as the body, its log position and
- * routing in headers. Shared by the live bus and the durable consumers so both read it alike.
+ * How a committed event travels on NATS: the protobuf Event as the body; its log partition,
+ * position and routing in headers. Shared by the live bus and the durable consumers so both
+ * read it alike.
  */
 import { storedEventFrom, type StoredEvent } from "./event-log.ts";
 
+const PARTITION = "Parley-Partition";
 const POSITION = "Parley-Position";
 const CONVERSATION = "Parley-Conversation";
 const TARGET_USER = "Parley-Target-User";
 
 /** Header names and values for an event (a plain map, so any transport can carry it). */
 export function eventHeaders(stored: StoredEvent): Map<string, string> {
-  const headers = new Map<string, string>([[POSITION, stored.position.toString()]]);
+  const headers = new Map<string, string>([
+    [PARTITION, String(stored.partition)],
+    [POSITION, stored.position.toString()],
+  ]);
   if (stored.conversationId !== null) headers.set(CONVERSATION, stored.conversationId);
   if (stored.targetUserId !== null) headers.set(TARGET_USER, stored.targetUserId);
   return headers;
@@ -21,9 +26,10 @@ export function eventHeaders(stored: StoredEvent): Map<string, string> {
  * throws when the headers are not an event's.
  */
 export function receiveStoredEvent(data: Uint8Array, headers: ReadonlyMap<string, string>): StoredEvent {
+  const partition = headers.get(PARTITION);
   const position = headers.get(POSITION);
-  if (!position || !/^\d+$/.test(position)) throw new Error("event without a valid position header");
-  return storedEventFrom(BigInt(position), headers.get(CONVERSATION) || null, headers.get(TARGET_USER) || null, data);
+  if (!partition || !/^\d{1,4}$/.test(partition) || !position || !/^\d+$/.test(position)) throw new Error("event without valid partition and position headers");
+  return storedEventFrom(Number(partition), BigInt(position), headers.get(CONVERSATION) || null, headers.get(TARGET_USER) || null, data);
 }
 
 /** The event back from its body and headers, decoded now; throws when either is not one of ours. */

@@ -1,0 +1,242 @@
+/**
+ * The event log: the outbox table behind the feed, in partitions. appendEvents runs inside the
+ * transaction that makes the change, so an event exists exactly when its change does.
+ *
+ * Each partition has its own head row and gapless positions in commit order; transactions that
+ * write to different partitions never wait for each other.
+ */
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { sql, type Kysely, type Transaction } from "kysely";
+import { EventSchema, type Event } from "../../gen/parley/v1/event_pb.ts";
+import type { Database } from "../db/schema.ts";
+import { newId } from "../ids.ts";
+import type { LogPosition } from "./log-position.ts";
+import { eventPartitionKey, partitionOf } from "./partitions.ts";
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+/** The deployment's log: its id (carried by cursors) and its partition count. */
+export interface EventLogLayout {
+  readonly logId: string;
+  readonly partitions: number;
+}
+
+/** An event to record: where it goes and what it says. */
+export interface NewEvent {
+  /** The conversation whose members receive it (null for user-only events). */
+  conversationId: string | null;
+  /** A user who receives it even if not (or no longer) a member. */
+  targetUserId?: string | null;
+  actorId: string;
+  kind: Event["kind"];
+}
+
+/** An event as committed: its partition and position there, plus the protobuf event (cursor not yet set). */
+export interface StoredEvent {
+  partition: number;
+  position: bigint;
+  conversationId: string | null;
+  targetUserId: string | null;
+  event: Event;
+  /** The event's protobuf encoding, as stored and as published (encoded once). */
+  payload: Uint8Array;
+}
+
+/**
+ * A stored event read back from its encoding, decoded only when something reads `event`: a
+ * node receives every event of the cluster, and most concern none of its streams.
+ */
+export function storedEventFrom(partition: number, position: bigint, conversationId: string | null, targetUserId: string | null, payload: Uint8Array): StoredEvent {
+  let event: Event | undefined;
+  return {
+    partition,
+    position,
+    conversationId,
+    targetUserId,
+    payload,
+    get event() {
+      return (event ??= fromBinary(EventSchema, payload));
+    },
+  };
+}
+
+/**
+ * Records events in the log. It must be the LAST statement of its transaction: it takes the
+ * head row of each partition it writes to, held until commit, which is what keeps positions in
+ * commit order. A transaction that writes to several partitions first locks their heads in
+ * partition order, so two such transactions cannot deadlock.
+ */
+export async function appendEvents(tx: Transaction<Database>, layout: EventLogLayout, events: readonly NewEvent[]): Promise<StoredEvent[]> {
+  if (events.length === 0) return [];
+  const now = new Date();
+  const counts = new Map<number, number>();
+  const built = events.map((e) => {
+    const event = create(EventSchema, {
+      id: newId(now.getTime()),
+      conversationId: e.conversationId ?? "",
+      actorId: e.actorId,
+      createdAt: timestampFromDate(now),
+      kind: e.kind,
+    });
+    const partition = partitionOf(eventPartitionKey(e), layout.partitions);
+    // Where the event stands among this statement's events of its partition (1-based).
+    const rank = (counts.get(partition) ?? 0) + 1;
+    counts.set(partition, rank);
+    return { partition, rank, conversationId: e.conversationId, targetUserId: e.targetUserId ?? null, event, payload: toBinary(EventSchema, event) };
+  });
+  const partitions = [...counts.keys()].sort((a, b) => a - b);
+  if (partitions.length > 1) {
+    await sql`select 1 from event_log_partitions where partition = any(${partitions}::int2[]) order by partition for update`.execute(tx);
+  }
+  const seqs = built.map((b) => messageSeqs(b.event));
+  // One round trip: bump the heads and insert the rows at the positions they handed out.
+  const result = await sql<{ partition: number; base: string }>`
+    with head as (
+      update event_log_partitions h set position = h.position + c.n
+      from unnest(${partitions}::int2[], ${partitions.map((p) => counts.get(p)!)}::int8[]) as c(partition, n)
+      where h.partition = c.partition
+      returning h.partition, h.position - c.n as base
+    ), inserted as (
+      insert into events (partition, position, id, conversation_id, target_user_id, payload, created_at, message_seq, reply_to_seq)
+      select e.partition, head.base + e.rank, e.id, e.conversation_id, e.target_user_id, e.payload, ${now}, e.message_seq, e.reply_to_seq
+      from unnest(
+        ${built.map((b) => b.partition)}::int2[], ${built.map((b) => b.rank)}::int8[], ${built.map((b) => b.event.id)}::uuid[],
+        ${built.map((b) => b.conversationId)}::uuid[], ${built.map((b) => b.targetUserId)}::text[], ${built.map((b) => b.payload)}::bytea[],
+        ${seqs.map((q) => q.message_seq)}::int8[], ${seqs.map((q) => q.reply_to_seq)}::int8[]
+      ) as e(partition, rank, id, conversation_id, target_user_id, payload, message_seq, reply_to_seq)
+      join head on head.partition = e.partition
+      returning 1
+    )
+    select head.partition, head.base::text as base from head`.execute(tx);
+  if (result.rows.length !== partitions.length) throw new Error("the event log has no head row for a partition (EVENT_PARTITIONS changed without `npm run event-partitions`?)");
+  const bases = new Map(result.rows.map((row) => [Number(row.partition), BigInt(row.base)]));
+  return built.map(({ partition, rank, conversationId, targetUserId, event, payload }): StoredEvent => ({
+    partition,
+    position: bases.get(partition)! + BigInt(rank),
+    conversationId,
+    targetUserId,
+    event,
+    payload,
+  }));
+}
+
+/** The message whose content the event carries and the one it quotes (so a delete can erase them). */
+function messageSeqs(event: Event): { message_seq: string | null; reply_to_seq: string | null } {
+  const { kind } = event;
+  const message = kind.case === "messageCreated" || kind.case === "messageEdited" ? kind.value.message : undefined;
+  return { message_seq: message?.seq.toString() ?? null, reply_to_seq: message?.replyToSeq?.toString() ?? null };
+}
+
+interface EventRow {
+  partition: number;
+  position: string;
+  conversation_id: string | null;
+  target_user_id: string | null;
+  payload: Uint8Array;
+}
+
+const EVENT_COLUMNS = ["partition", "position", "conversation_id", "target_user_id", "payload"] as const;
+
+function toStored(row: EventRow): StoredEvent {
+  return storedEventFrom(Number(row.partition), BigInt(row.position), row.conversation_id, row.target_user_id, row.payload);
+}
+
+/** The last position handed out in each partition. */
+export async function readHeads(db: Db): Promise<LogPosition> {
+  const rows = await db.selectFrom("event_log_partitions").select(["partition", "position"]).orderBy("partition").execute();
+  return rows.map((row) => BigInt(row.position));
+}
+
+/** One partition's events in [from, to], in position order (for filling holes in live delivery). */
+export async function readRange(db: Db, partition: number, from: bigint, to: bigint): Promise<StoredEvent[]> {
+  const rows = await db
+    .selectFrom("events")
+    .select(EVENT_COLUMNS)
+    .where("partition", "=", partition)
+    .where("position", ">=", from.toString())
+    .where("position", "<=", to.toString())
+    .orderBy("position")
+    .execute();
+  return rows.map(toStored);
+}
+
+/**
+ * A page of candidate feed events after a log position: those of the given conversations, plus
+ * those addressed to the user, ordered by (partition, position). The caller filters them by
+ * membership at each position (a conversation's events, its membership changes among them, all
+ * stand in one partition, so this order is their log order).
+ */
+export async function readFeedPage(db: Db, conversationIds: readonly string[], userId: string, after: LogPosition, limit: number): Promise<StoredEvent[]> {
+  const afterArray = after.map(String);
+  const result = await sql<EventRow>`
+    select partition, position, conversation_id, target_user_id, payload from (
+      (select e.partition, e.position, e.conversation_id, e.target_user_id, e.payload from events e
+        where e.conversation_id = any(${[...conversationIds]}::uuid[]) and e.position > (${afterArray}::int8[])[e.partition + 1]
+        order by e.partition, e.position limit ${limit})
+      union
+      (select e.partition, e.position, e.conversation_id, e.target_user_id, e.payload from events e
+        where e.target_user_id = ${userId} and e.position > (${afterArray}::int8[])[e.partition + 1]
+        order by e.partition, e.position limit ${limit})
+    ) page order by partition, position limit ${limit}`.execute(db);
+  return result.rows.map(toStored);
+}
+
+/** Events addressed to the user after a log position (their own membership changes among them). */
+export async function readEventsForUser(db: Db, userId: string, after: LogPosition): Promise<StoredEvent[]> {
+  const result = await sql<EventRow>`
+    select partition, position, conversation_id, target_user_id, payload from events e
+    where e.target_user_id = ${userId} and e.position > (${after.map(String)}::int8[])[e.partition + 1]
+    order by e.partition, e.position`.execute(db);
+  return result.rows.map(toStored);
+}
+
+/**
+ * When the event right after `after` was committed, in each partition where the log has moved
+ * past it; a partition whose next event is no longer in the log is reported with null.
+ */
+export async function findNextCreatedAt(db: Db, after: LogPosition, heads: LogPosition): Promise<(Date | null)[]> {
+  const behind = after.flatMap((position, partition) => (position < heads[partition]! ? [partition] : []));
+  if (behind.length === 0) return [];
+  const result = await sql<{ created_at: Date | null }>`
+    select e.created_at from unnest(${behind}::int2[], ${behind.map((p) => String(after[p]! + 1n))}::int8[]) as next(partition, position)
+    left join events e on e.partition = next.partition and e.position = next.position`.execute(db);
+  return result.rows.map((row) => row.created_at);
+}
+
+/** The relay's checkpoint in each partition: everything up to it is in JetStream. */
+export async function readRelayedThrough(db: Db): Promise<LogPosition> {
+  const rows = await db.selectFrom("event_log_partitions").select(["partition", "relayed_through"]).orderBy("partition").execute();
+  return rows.map((row) => BigInt(row.relayed_through));
+}
+
+export async function advanceRelayedThrough(db: Db, through: LogPosition): Promise<void> {
+  await sql`
+    update event_log_partitions h set relayed_through = greatest(h.relayed_through, t.position)
+    from unnest(${through.map((_, i) => i)}::int2[], ${through.map(String)}::int8[]) as t(partition, position)
+    where h.partition = t.partition and h.relayed_through < t.position`.execute(db);
+}
+
+/** Deletes events older than the cutoff (the replay window); returns how many. */
+export async function pruneEvents(db: Db, olderThan: Date): Promise<number> {
+  const result = await db.deleteFrom("events").where("created_at", "<", olderThan).executeTakeFirst();
+  return Number(result.numDeletedRows);
+}
+
+/**
+ * Rewrites the stored payloads of the events that carry a message's content (its
+ * message_created and message_edited events, and those of replies quoting it), e.g. to erase a
+ * deleted message's text from the replay window. Runs in the transaction that changes the message.
+ */
+export async function rewriteMessageEvents(tx: Transaction<Database>, conversationId: string, seq: bigint, rewrite: (event: Event) => Event): Promise<void> {
+  const rows = await tx
+    .selectFrom("events")
+    .select(["partition", "position", "payload"])
+    .where("conversation_id", "=", conversationId)
+    .where((eb) => eb.or([eb("message_seq", "=", seq.toString()), eb("reply_to_seq", "=", seq.toString())]))
+    .execute();
+  for (const row of rows) {
+    const payload = toBinary(EventSchema, rewrite(fromBinary(EventSchema, row.payload)));
+    await tx.updateTable("events").set({ payload }).where("partition", "=", row.partition).where("position", "=", row.position).execute();
+  }
+}

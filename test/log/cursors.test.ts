@@ -235,9 +235,9 @@ describe("Subscribe cursors on the partitioned log", function () {
       });
 
       it("replays only what the caller may see for a forged cursor of position 0 everywhere", async () => {
-        const [a, b, c, x, y] = await newUsers(server, 5, "forged");
+        const [a, b, c, x, y, z] = await newUsers(server, 6, "forged");
         const mine = await createGroup(server.clientsFor(a!, protocol), [b!, c!], "mine");
-        const theirs = await createGroup(server.clientsFor(x!, protocol), [y!], "not b's");
+        const theirs = await createGroup(server.clientsFor(x!, protocol), [y!, z!], "not b's");
         const m1 = await sendText(server.clientsFor(a!, protocol), mine.id, "for b");
         const secret = await sendText(server.clientsFor(x!, protocol), theirs.id, "not for b");
         const zero = forgeCursor({ logId: deployment.logId, positions: Array.from({ length: PARTITIONS }, () => 0n) });
@@ -281,7 +281,7 @@ describe("Subscribe cursors on the partitioned log", function () {
             const [b] = await newUsers(server, 1, "malformed");
             const cursor = make();
             const feed = track(openFeed(server.clientsFor(b!, protocol), { cursor, label: `b/${what}/${protocol}` }));
-            const end = await feed.ended(`with a malformed cursor (${what}): ${cursor.slice(0, 60)}`);
+            const end = await feed.ended(`with a malformed cursor (${what}): ${cursor.slice(0, 60)}`, 3_000);
             assert.equal(end.error?.code, Code.InvalidArgument, `${what}: expected INVALID_ARGUMENT; got ${feed.summary()}`);
             assert.equal(feed.received.length, 0, `${what}: no frame before the error`);
             const fields = violatedFields(end.error!);

@@ -49,6 +49,14 @@ describe("a multi-conversation storm across two nodes with subscribers disconnec
     }
     assert.ok(partitions.size >= 5, `precondition: conversations in at least 5 partitions (got ${partitions.size})`);
 
+    // The first streams are live before the first send: everything sent is owed to them.
+    const first = async (userId: string, startNode: 0 | 1, protocol: Protocol) => {
+      const feed = openFeed(nodes[startNode].clientsFor(userId, protocol), { label: `${userId}#0@${"AB"[startNode]}/${protocol}` });
+      open.push(feed);
+      await feed.ready();
+      return feed;
+    };
+    const firstFeeds = [await first(s1!, 0, "grpc"), await first(s2!, 1, "connect")];
     let done = false;
     const storm = Promise.all(
       senders.map((id, i) =>
@@ -62,12 +70,10 @@ describe("a multi-conversation storm across two nodes with subscribers disconnec
 
     // Each subscriber: read for a random while (0–150 ms: often before caught_up), disconnect,
     // resume from the last cursor on a random node over a random protocol.
-    const hop = async (userId: string, startNode: 0 | 1): Promise<{ ledger: DeliveryLedger; feed: Feed; reconnects: number; errors: string[]; midReplay: number }> => {
+    const hop = async (userId: string, initial: Feed): Promise<{ ledger: DeliveryLedger; feed: Feed; reconnects: number; errors: string[]; midReplay: number }> => {
       const ledger = new DeliveryLedger(userId);
       const errors: string[] = [];
-      let feed = openFeed(nodes[startNode].clientsFor(userId, "grpc"), { label: `${userId}#0@${"AB"[startNode]}` });
-      open.push(feed);
-      await feed.ready();
+      let feed = initial;
       let reconnects = 0;
       let midReplay = 0;
       while (!done && reconnects < MAX_RECONNECTS) {
@@ -85,7 +91,7 @@ describe("a multi-conversation storm across two nodes with subscribers disconnec
       }
       return { ledger, feed, reconnects, errors, midReplay };
     };
-    const hoppers = await Promise.all([hop(s1!, 0), hop(s2!, 1)]);
+    const hoppers = await Promise.all([hop(s1!, firstFeeds[0]!), hop(s2!, firstFeeds[1]!)]);
     const records = (await storm).flat();
     assert.equal(records.filter((r) => r.error).length, 0, `every send succeeded: ${failureSummary(records)}`);
     const stored = await storedMessages(nodes[1].clientsFor(s1!), convs);
@@ -94,11 +100,16 @@ describe("a multi-conversation storm across two nodes with subscribers disconnec
     for (const h of hoppers) {
       const count = () => h.ledger.keys().size + h.feed.events.filter((e) => e.kind.case === "messageCreated").length;
       await h.feed.caughtUp(15_000);
-      await h.feed.waitUntil(() => count() >= stored.size, `all ${stored.size} messages for ${h.ledger.label}`, 15_000).catch((err: unknown) => {
+      const complete = await h.feed.waitUntil(() => count() >= stored.size, `all ${stored.size} messages for ${h.ledger.label}`, 15_000).then(
+        () => true,
+        () => false,
+      );
+      if (!complete) {
+        // Report exactly what is missing (assertReceivedExactly below names it).
         h.feed.close();
         h.ledger.absorb(h.feed);
-        throw err;
-      });
+        assertReceivedExactly(h.ledger, stored, `${h.reconnects} reconnects, ${h.midReplay} before caught_up; incomplete after 15 s`);
+      }
       // A moment more, so a late duplicate would be seen too.
       await new Promise((r) => setTimeout(r, 300));
       h.feed.close();

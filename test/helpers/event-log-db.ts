@@ -51,7 +51,7 @@ export async function readEventLog(url: string): Promise<EventLogRow[]> {
 export async function readPartitionHeads(url: string): Promise<PartitionRow[]> {
   return withDatabase(url, async (c) => {
     const { rows } = await c.query<{ partition: number; position: string; relayed_through: string }>(
-      "select partition, position::text as position, relayed_through::text as relayed_through from event_log_partitions order by partition",
+      "select p.partition, p.position::text as position, p.relayed_through::text as relayed_through from event_log_partitions p order by p.partition",
     );
     return rows.map((r) => ({ partition: Number(r.partition), position: BigInt(r.position), relayedThrough: BigInt(r.relayed_through) }));
   });
@@ -68,8 +68,9 @@ export async function readEvents(url: string): Promise<EventRow[]> {
       target_user_id: string | null;
       payload: Buffer;
     }>(
-      "select partition, position::text as position, id::text as id, conversation_id::text as conversation_id, target_user_id, payload " +
-        "from events order by partition, position",
+      // Ordered by the table's columns: the text aliases would sort "10" before "2".
+      "select e.partition, e.position::text as position, e.id::text as id, e.conversation_id::text as conversation_id, e.target_user_id, e.payload " +
+        "from events e order by e.partition, e.position",
     );
     return rows.map((r) => ({
       partition: Number(r.partition),

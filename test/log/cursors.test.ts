@@ -337,21 +337,25 @@ describe("a cursor older than the replay window in one partition", function () {
       assert.notEqual(pOld, pFresh, "precondition: two partitions");
 
       const fb = track(await openLiveFeed(server.clientsFor(b!, protocol), { label: `b/window/${protocol}` }));
-      const before = readCursor(fb.lastCursor);
+      // Cursors taken from delivered events, so each covers everything before it in its partition.
+      const warmUp = await sendText(A, first.id, "warm-up");
+      const beforeStale = readCursor((await fb.waitForEvent(isMessage(first.id, warmUp.seq), "the warm-up message")).event.cursor);
       const stale = await sendText(A, first.id, "will be older than the window");
       await fb.waitForEvent(isMessage(first.id, stale.seq), "the message that will be too old");
+      const fence = await sendText(A, second.id, "fence");
+      const beforeFresh = readCursor((await fb.waitForEvent(isMessage(second.id, fence.seq), "the fence message")).event.cursor);
       await new Promise((r) => setTimeout(r, WINDOW_SECONDS * 1000 + 600)); // precondition: outlive the window
       const fresh = await sendText(A, second.id, "fresh");
       const { event } = await fb.waitForEvent(isMessage(second.id, fresh.seq), "the fresh message");
       const now = readCursor(event.cursor);
 
       // Only the stale partition behind: the next event there is older than the window.
-      const staleBehind = forgeCursor({ logId: now.logId, positions: now.positions.map((x, i) => (i === pOld ? before.positions[i]! : x)) });
+      const staleBehind = forgeCursor({ logId: now.logId, positions: now.positions.map((x, i) => (i === pOld ? beforeStale.positions[i]! : x)) });
       const r = await expectResyncOn(server, track, b!, protocol, staleBehind);
       assert.match(r.reason, /window|old/i, `the reason names the replay window; got ${JSON.stringify(r.reason)}`);
 
       // Only the fresh partition behind: replayed, exactly the fresh message, nothing of the stale one.
-      const freshBehind = forgeCursor({ logId: now.logId, positions: now.positions.map((x, i) => (i === pFresh ? before.positions[i]! : x)) });
+      const freshBehind = forgeCursor({ logId: now.logId, positions: now.positions.map((x, i) => (i === pFresh ? beforeFresh.positions[i]! : x)) });
       const replay = track(await openLiveFeed(server.clientsFor(b!, protocol), { cursor: freshBehind, label: `b/fresh-behind/${protocol}` }));
       const msgs = replay.events.filter((e) => e.kind.case === "messageCreated");
       assert.deepEqual(msgs.map((e) => e.conversationId), [second.id], `only the fresh message is replayed; got ${replay.summary()}`);

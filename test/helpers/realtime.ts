@@ -18,6 +18,7 @@ import {
   startTestServer,
   withDeadline,
   type RemoteServer,
+  type StartOptions,
   type TestServer,
 } from "./test-server.ts";
 
@@ -127,8 +128,8 @@ export interface Cluster {
   readonly natsUrl: string;
   readonly databaseUrl: string;
   readonly secret: string;
-  /** Starts one more node of the cluster. */
-  addNode(overrides?: Record<string, string | undefined>): Promise<TestServer>;
+  /** Starts one more node of the cluster (with these createApp options, if given). */
+  addNode(overrides?: Record<string, string | undefined>, appOptions?: StartOptions["appOptions"]): Promise<TestServer>;
   /** Stops every node still running, drops the database and the NATS state. */
   stop(): Promise<void>;
 }
@@ -142,6 +143,8 @@ export interface ClusterOptions {
    * NATS_URL override may name just some of its servers.
    */
   natsUrl?: string;
+  /** createApp options of the node with this index (0 = the first), e.g. fault hooks for one node. */
+  appOptionsFor?: (index: number) => StartOptions["appOptions"];
 }
 
 /**
@@ -156,8 +159,8 @@ export async function startCluster(count: number, overrides: NodeOverrides = {},
   const secret = randomBytes(32).toString("hex");
   const nodes: TestServer[] = [];
   const envOf = typeof overrides === "function" ? overrides : () => overrides;
-  const start = (index: number, extra: Record<string, string | undefined> = {}) =>
-    startTestServer(realtimeEnv(prefix, { NATS_URL: natsUrl, JWT_SECRET: secret, ...envOf(index), ...extra }), { databaseUrl: database.url });
+  const start = (index: number, extra: Record<string, string | undefined> = {}, appOptions = options.appOptionsFor?.(index)) =>
+    startTestServer(realtimeEnv(prefix, { NATS_URL: natsUrl, JWT_SECRET: secret, ...envOf(index), ...extra }), { databaseUrl: database.url, appOptions });
   try {
     // The first node migrates the database; the others start together.
     nodes.push(await start(0));
@@ -174,8 +177,8 @@ export async function startCluster(count: number, overrides: NodeOverrides = {},
     natsUrl,
     databaseUrl: database.url,
     secret,
-    async addNode(extra = {}) {
-      const node = await start(nodes.length, extra);
+    async addNode(extra = {}, appOptions) {
+      const node = await start(nodes.length, extra, appOptions);
       nodes.push(node);
       return node;
     },

@@ -19,7 +19,7 @@ import {
   Http2SessionManager,
 } from "@connectrpc/connect-node";
 import { loadConfig } from "../../src/config.ts";
-import { createApp } from "../../src/app.ts";
+import { createApp, type AppOptions } from "../../src/app.ts";
 import { mintToken } from "../../src/auth/index.ts";
 import { UserService } from "../../gen/parley/v1/user_service_pb.ts";
 import { ConversationService } from "../../gen/parley/v1/conversation_service_pb.ts";
@@ -115,6 +115,8 @@ export interface StartOptions {
    * it); stop() leaves it in place.
    */
   databaseUrl?: string;
+  /** Passed to createApp as its options (e.g. the test-only fault hooks). */
+  appOptions?: AppOptions;
 }
 
 /** The longest any single RPC may take in these tests. */
@@ -153,7 +155,7 @@ export async function startTestServer(
 
   let app: Awaited<ReturnType<typeof createApp>>;
   try {
-    app = await createApp(loadConfig(env));
+    app = await createApp(loadConfig(env), options.appOptions);
   } catch (err) {
     await database?.drop();
     throw err;

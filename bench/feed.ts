@@ -92,7 +92,7 @@ import { createBenchDatabase, postgresVersion, type BenchDatabase } from "./lib/
 import { closeConnections, grpcConnections, type Connection } from "./lib/grpc.ts";
 import { Inspector } from "./lib/inspector.ts";
 import { RawGrpcConnection } from "./lib/raw-grpc.ts";
-import { natsPrefixForRun } from "./lib/nats.ts";
+import { natsPrefixForRun, natsServerPid } from "./lib/nats.ts";
 import { startPgSampler } from "./lib/pg-sampler.ts";
 import { busyCores, CpuMeter, formatCpu, peakRssKiB, pidsByComm, rssKiB, type CpuReport } from "./lib/proc.ts";
 import { ParleyNode } from "./lib/server.ts";
@@ -323,8 +323,8 @@ const PACED: PacedOptions = { warmupSeconds: WARMUP, seconds: SECONDS, drainMs: 
 function cpuPids(nodes: readonly ParleyNode[]): Record<string, number> {
   const pids: Record<string, number> = {};
   for (const node of nodes) pids[`node${node.label.toUpperCase()}`] = node.pid;
-  const nats = pidsByComm("nats-server");
-  if (nats.length === 1) pids.nats = nats[0]!;
+  const nats = natsServerPid(NATS_URL);
+  if (nats !== null) pids.nats = nats;
   return pids;
 }
 

@@ -37,10 +37,18 @@
  * measured messages delivered by the end of the drain / measured window. Lost = measured
  * messages not delivered by then. Latency: send→deliver in the load generator's own clock
  * (bench.js: from the tick that sent it; Parley: from its scheduled send time, so generator lag
- * counts against Parley). CPU per message = (server process + every `postgres` process on the
- * machine) CPU over the measured window / delivered messages; Parley's NATS is shown beside it.
- * "Held" = P99 < --p99-ms and 0 lost. After a system's first rate that does not hold, it runs
- * at most --beyond more rates and then stops (past saturation the queues only grow).
+ * counts against Parley). CPU per message = (server process + PostgreSQL) CPU over the
+ * measured window / delivered messages, where PostgreSQL is the backends connected to the
+ * system's own database plus the server's background processes (WAL writer, checkpointer, …),
+ * read from /proc (bench/lib/pg-cpu.ts); every `postgres` process on the machine (bench.js's
+ * --db-comm figure, which includes other people's databases on a shared machine) is in the JSON
+ * as pgAllCpuMsPerMsg. Parley's NATS CPU is shown beside it, not added. "Held" = P99 < --p99-ms
+ * and 0 lost. A system that misses --beyond + 1 rates in a row runs no higher rates (past
+ * saturation the queues only grow).
+ *
+ * Order (--order): interleaved (default) sets both systems up, then runs each rate on ejabberd
+ * and right after on Parley, so background load that drifts over the run hits both alike;
+ * sequential runs all of ejabberd's rates, stops it, then all of Parley's.
  *
  * Flags:
  *   --rates LIST            offered msg/s, rising (default 500,1000,1500,2000,3000,4000,6000)
@@ -49,9 +57,10 @@
  *   --users N               (default 200)
  *   --partners N            Parley: other users each one may message (default users-1: any)
  *   --systems LIST          ejabberd,parley (default both, ejabberd first)
+ *   --order interleaved|sequential   (default interleaved, see above)
  *   --ejabberd-archive pg|none   pg (default): mod_mam on PostgreSQL; none: routing only
  *   --p99-ms N              the latency bound of "held" (default 100)
- *   --beyond N              rates run after the first one not held (default 1)
+ *   --beyond N              a system stops after N + 1 rates in a row not held (default 1)
  *   --target-ratio N        Parley must hold N× ejabberd's highest held rate (default 3)
  *   --connections N         Parley: HTTP/2 connections for senders, and again for streams (default 4)
  *   --sender-client raw|connect   (default raw)
@@ -79,10 +88,10 @@ import { ConversationService } from "../gen/parley/v1/conversation_service_pb.ts
 import { onCleanup, runBench } from "./lib/cleanup.ts";
 import { createBenchDatabase, postgresVersion } from "./lib/database.ts";
 import { closeConnections, grpcConnections } from "./lib/grpc.ts";
-import { natsPrefixForRun } from "./lib/nats.ts";
-import { busyCores, CpuMeter, formatCpu, pidsByComm, procCpu } from "./lib/proc.ts";
+import { natsPrefixForRun, natsServerPid } from "./lib/nats.ts";
+import { PgCpuMeter } from "./lib/pg-cpu.ts";
+import { busyCores, CpuMeter, procCpu, type CpuReport } from "./lib/proc.ts";
 import { ParleyNode, ROOT } from "./lib/server.ts";
-import { formatLatency } from "./lib/stats.ts";
 import {
   closeStreams,
   countRows,
@@ -109,6 +118,7 @@ const { values: flags } = parseArgs({
     users: { type: "string", default: "200" },
     partners: { type: "string" },
     systems: { type: "string", default: "ejabberd,parley" },
+    order: { type: "string", default: "interleaved" },
     "ejabberd-archive": { type: "string", default: "pg" },
     "p99-ms": { type: "string", default: "100" },
     beyond: { type: "string", default: "1" },
@@ -142,6 +152,11 @@ const PARTNERS = flags.partners === undefined ? USERS - 1 : intFlag("partners", 
 const SYSTEMS = flags.systems.split(",").map((s) => s.trim());
 if (SYSTEMS.length === 0 || SYSTEMS.some((s) => s !== "ejabberd" && s !== "parley")) {
   console.error(`bench: --systems must list ejabberd and/or parley, got ${flags.systems}`);
+  process.exit(2);
+}
+const ORDER = flags.order;
+if (ORDER !== "interleaved" && ORDER !== "sequential") {
+  console.error(`bench: --order must be interleaved or sequential, got ${ORDER}`);
   process.exit(2);
 }
 const EJ_ARCHIVE = flags["ejabberd-archive"];
@@ -205,12 +220,14 @@ interface RunResult {
   p99: number;
   max: number;
   lost: number;
-  /** Server process + PostgreSQL CPU per delivered message, ms. */
+  /** Server process + PostgreSQL (its database's backends + background processes) CPU per delivered message, ms. */
   cpuMsPerMsg: number;
   serverCpuMsPerMsg: number;
   pgCpuMsPerMsg: number;
-  /** Parley only: NATS CPU per delivered message, ms. */
-  natsCpuMsPerMsg?: number;
+  /** Every `postgres` process on the machine (other databases too) per delivered message, ms. */
+  pgAllCpuMsPerMsg: number;
+  /** Parley only: NATS CPU per delivered message, ms (null: its process was not found). */
+  natsCpuMsPerMsg?: number | null;
   /** Messages persisted per second of the window (archive rows / rows per message). */
   persistedPerSecond: number | null;
   loadToolCores: number;
@@ -243,12 +260,24 @@ async function waitSettled(pid: number, maxMs = 60_000): Promise<void> {
 }
 
 /** Runs a command to completion (bounded), output to a log file; resolves with its stdout. */
-function run(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs: number; log: string }): Promise<{ code: number | null; stdout: string }> {
+function run(
+  command: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs: number; log: string; onLine?: (line: string) => void },
+): Promise<{ code: number | null; stdout: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { cwd: options.cwd ?? LOG_DIR, env: options.env ?? process.env, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let both = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => ((stdout += d), (both += d)));
+    let partial = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => {
+      stdout += d;
+      both += d;
+      if (!options.onLine) return;
+      const lines = (partial + d).split("\n");
+      partial = lines.pop()!;
+      for (const line of lines) options.onLine(line);
+    });
     child.stderr.setEncoding("utf8").on("data", (d: string) => (both += d));
     const timer = setTimeout(() => {
       both += `\n[bench:peer] killed after ${options.timeoutMs} ms\n`;
@@ -272,249 +301,313 @@ function tail(text: string, lines = 15): string {
 }
 
 // ---------------------------------------------------------------------------------------
-// ejabberd through its harness
+// The two systems: set up once, run one rate at a time, torn down at the end
 
-async function runEjabberd(): Promise<{ setup: Record<string, unknown>; runs: RunResult[] }> {
-  const ports = { c2s: await freePort(), http: await freePort(), dist: await freePort() };
-  const runDir = path.join(os.tmpdir(), `parley-peer-ejabberd-${RUN_ID}`);
-  const pgDb = `parley_peer_ej_${RUN_ID}`;
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    EJ_RUN: runDir,
-    EJ_NODE: `parley_peer_${RUN_ID}@localhost`,
-    EJ_C2S_PORT: String(ports.c2s),
-    EJ_HTTP_PORT: String(ports.http),
-    EJ_DIST_PORT: String(ports.dist),
-    EJ_USERS: String(USERS),
-    EJ_MAM: EJ_ARCHIVE === "pg" ? "pg" : "",
-    EJ_PG_DB: pgDb,
-    EJ_PG_HOST: "127.0.0.1",
-    EJ_PG_PORT: String(new URL(ADMIN_URL).port || 5432),
-    EJ_PG_USER: decodeURIComponent(new URL(ADMIN_URL).username || "postgres"),
-  };
-  // Undone newest first: stop ejabberd, then remove its directory and its database.
-  onCleanup(`drop database ${pgDb}`, async () => {
-    const admin = new pg.Client({ connectionString: ADMIN_URL });
-    try {
-      await admin.connect();
-      await admin.query(`drop database if exists ${pgDb} with (force)`);
-    } finally {
-      await admin.end().catch(() => {});
-    }
-  });
-  onCleanup(`remove ${runDir}`, () => rmSync(runDir, { recursive: true, force: true }));
-  const stopEjabberd = onCleanup("stop ejabberd (stop.sh)", async () => {
-    const r = await run("bash", [path.join(PEER_DIR, "stop.sh")], { env, timeoutMs: 90_000, log: path.join(LOG_DIR, "ejabberd-stop.log") });
-    if (r.code !== 0) console.log(`   ejabberd stop.sh exited ${r.code}; see ${LOG_DIR}/ejabberd-stop.log`);
-  });
-
-  console.log(`\n== ejabberd: ${PEER_DIR}/setup.sh with EJ_MAM=${env.EJ_MAM || "(none)"}, EJ_RUN=${runDir}, c2s 127.0.0.1:${ports.c2s}${EJ_ARCHIVE === "pg" ? `, archive database ${pgDb}` : ""}`);
-  const t0 = performance.now();
-  const setupLog = path.join(LOG_DIR, "ejabberd-setup.log");
-  const setup = await run("bash", [path.join(PEER_DIR, "setup.sh")], { env, timeoutMs: 600_000, log: setupLog });
-  if (setup.code !== 0) throw new Error(`ejabberd setup.sh exited ${setup.code}:\n${tail(readFileSync(setupLog, "utf8"))}`);
-  const pid = Number(readFileSync(path.join(runDir, "ejabberd.pid"), "utf8").trim());
-  const comm = procCpu(pid)?.comm;
-  const config = readFileSync(path.join(runDir, "conf", "ejabberd.yml"), "utf8");
-  const archiveOnPg = /^\s*mod_mam:\s*\n\s*db_type: sql/m.test(config) && /^sql_type: pgsql/m.test(config);
-  const version = /ejabberd (\S+) is running/.exec(readFileSync(setupLog, "utf8"))?.[1] ?? "?";
-  console.log(`   ejabberd ${version} up in ${round((performance.now() - t0) / 1000, 1)} s, pid ${pid} (${comm}); archive on PostgreSQL (mod_mam, db_type sql, sql_type pgsql): ${archiveOnPg ? "yes" : "NO"}; ${USERS} users registered`);
-  if (EJ_ARCHIVE === "pg" && !archiveOnPg) throw new Error(`ejabberd's generated config has no mod_mam on PostgreSQL (${runDir}/conf/ejabberd.yml)`);
-
-  const runs: RunResult[] = [];
-  let failedAt = -1;
-  for (const [k, rate] of RATES.entries()) {
-    if (failedAt >= 0 && k - failedAt > BEYOND) break;
-    await waitSettled(pid);
-    const busy = await waitQuiet();
-    const args = [
-      path.join(PEER_DIR, "bench.js"),
-      "--mode=1to1",
-      `--users=${USERS}`,
-      `--rate=${rate}`,
-      `--duration=${SECONDS}`,
-      `--warmup=${WARMUP}`,
-      `--drain=${DRAIN}`,
-      `--port=${ports.c2s}`,
-      `--server-pid=${pid}`,
-      `--db-comm=postgres`,
-      `--label=parley-peer-${RUN_ID}`,
-      ...(EJ_ARCHIVE === "pg" ? [`--pg-archive-db=${pgDb}`, `--pg-port=${env.EJ_PG_PORT}`, `--pg-user=${env.EJ_PG_USER}`] : []),
-    ];
-    const log = path.join(LOG_DIR, `ejabberd-bench-${rate}.log`);
-    const r = await run(process.execPath, args, { timeoutMs: (60 + WARMUP + SECONDS + DRAIN + 20 + 30) * 1000, log });
-    const line = r.stdout.trim().split("\n").filter((l) => l.startsWith("{")).at(-1);
-    if (r.code !== 0 || !line) throw new Error(`bench.js at ${rate} msg/s exited ${r.code}:\n${tail(readFileSync(log, "utf8"))}`);
-    const j = JSON.parse(line);
-    const wallS: number = j.cpu.wallS;
-    const delivered: number = j.delivered;
-    const perMsg = (pct: number) => round(((pct / 100) * wallS * 1000) / Math.max(1, delivered), 3);
-    const rowsPerMsg = 2;
-    const result: RunResult = {
-      system: "ejabberd",
-      offered: rate,
-      deliveredPerSecond: j.deliveredRate,
-      p50: j.latencyMs.p50,
-      p99: j.latencyMs.p99,
-      max: j.latencyMs.max,
-      lost: j.lost,
-      serverCpuMsPerMsg: perMsg(j.cpu.serverCpuPct),
-      pgCpuMsPerMsg: perMsg(j.cpu.dbCpuPct ?? 0),
-      cpuMsPerMsg: perMsg(j.cpu.serverCpuPct + (j.cpu.dbCpuPct ?? 0)),
-      persistedPerSecond: j.archive && typeof j.archive.rowsPerS === "number" ? round(j.archive.rowsPerS / rowsPerMsg, 1) : null,
-      loadToolCores: round(j.cpu.loadToolCpuPct / 100),
-      otherCores: round(j.cpu.otherCpuPct / 100),
-      busyCoresBefore: busy,
-      held: held(j.latencyMs.p99, j.lost),
-      raw: j,
-    };
-    runs.push(result);
-    printRun(result, `errors ${j.errors}, disconnects ${j.disconnects}, dup ${j.dup}; archive ${j.archive ? `${j.archive.rowsMeasuredWindow} rows in the window (${j.archive.rowsPerRecvMsg} per received message)` : "-"}; tool loop delay p99 ${j.loadToolLoopDelayMs.p99} ms`);
-    if (!result.held && failedAt < 0) failedAt = k;
-  }
-  await stopEjabberd();
-  return { setup: { version, pid, archiveOnPostgres: archiveOnPg, archiveDatabase: EJ_ARCHIVE === "pg" ? pgDb : null, rowsPerMessage: EJ_ARCHIVE === "pg" ? 2 : 0, ports, runDir, setupSeconds: round((performance.now() - t0) / 1000, 1) }, runs };
+interface System {
+  name: "ejabberd" | "parley";
+  setup(): Promise<Record<string, unknown>>;
+  runRate(rate: number): Promise<RunResult>;
+  teardown(): Promise<void>;
 }
 
-// ---------------------------------------------------------------------------------------
-// Parley: one node, real PostgreSQL + NATS
-
-async function runParley(): Promise<{ setup: Record<string, unknown>; runs: RunResult[] }> {
-  const db = await createBenchDatabase(ADMIN_URL);
-  const natsPrefix = natsPrefixForRun(NATS_URL);
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), "parley-peer-data-"));
-  onCleanup("remove data dir", () => rmSync(dataDir, { recursive: true, force: true }));
-  console.log(`\n== Parley: one node, database ${db.name}, NATS prefix ${natsPrefix}`);
-  const node = await ParleyNode.start({
-    label: "a",
-    logFile: path.join(LOG_DIR, "parley-node.log"),
-    env: {
-      DATABASE_URL: db.url,
-      NATS_URL,
-      NATS_PREFIX: natsPrefix,
-      JWT_SECRET: SECRET,
-      JWT_ISSUER: ISSUER,
-      JWT_AUDIENCE: AUDIENCE,
-      LOG_LEVEL: "warn",
-      METRICS_PORT: "off",
-      NODE_ID: "a",
-      DATA_DIR: dataDir,
-      ...EXTRA_ENV,
-    },
-  });
-  const failed = node.failed;
-  const setupConnections = grpcConnections(node.baseUrl, CONNECTIONS);
-  const streamConnections = grpcConnections(node.baseUrl, CONNECTIONS);
-  try {
-    const tokens = new Tokens(SECRET, ISSUER, AUDIENCE);
-    const users = await tokens.makeUsers(`pp-${RUN_ID}`, USERS);
-    const t0 = performance.now();
-    await Promise.race([failed, ensureUsers(users, setupConnections, CALL_TIMEOUT_MS)]);
-    // A DIRECT conversation for each pair that may talk: i with i+1 … i+PARTNERS (mod USERS).
-    const pairKey = (x: number, y: number) => (x < y ? x * USERS + y : y * USERS + x);
-    const pairs = new Set<number>();
-    for (let s = 0; s < USERS; s++) for (let d = 1; d <= PARTNERS; d++) pairs.add(pairKey(s, (s + d) % USERS));
-    const pairList = [...pairs];
-    const conversation = new Map<number, string>();
-    const clients = setupConnections.map((c) => createClient(ConversationService, c.transport));
-    await Promise.race([
-      failed,
-      eachLimited(pairList, 32, async (key, k) => {
-        const x = Math.floor(key / USERS);
-        const y = key % USERS;
-        const res = await clients[k % clients.length]!.createConversation({ type: ConversationType.DIRECT, memberIds: [users[y]!.id] }, { headers: users[x]!.headers, timeoutMs: CALL_TIMEOUT_MS });
-        conversation.set(key, res.conversation!.id);
-      }),
-    ]);
-    const conversationIds = [...conversation.values()];
-    const setupSeconds = round((performance.now() - t0) / 1000, 1);
-    console.log(`   node pid ${node.pid} port ${node.port}; ${USERS} users, ${conversationIds.length} DIRECT conversations (each user may message ${PARTNERS} others) in ${setupSeconds} s`);
-
-    const routeOn = senderConnections(node.baseUrl, streamConnections, SENDER_CLIENT as "raw" | "connect", CALL_TIMEOUT_MS);
-    const routes = new Map<number, Route>();
-    const route = (s: number, r: number): Route => {
-      const key = s * USERS + r;
-      let found = routes.get(key);
-      if (found === undefined) {
-        found = routeOn(s, users[s]!, conversation.get(pairKey(s, r))!);
-        routes.set(key, found);
-      }
-      return found;
-    };
-    const nats = pidsByComm("nats-server");
-    const runs: RunResult[] = [];
-    let failedAt = -1;
-    for (const [k, rate] of RATES.entries()) {
-      if (failedAt >= 0 && k - failedAt > BEYOND) break;
-      await waitSettled(node.pid);
-      const busy = await waitQuiet();
-      // Round-robin senders, a random other partner each message (xorshift, as bench.js).
-      const total = Math.floor(rate * (WARMUP + SECONDS));
-      const receiver = new Uint16Array(total);
-      let rng = 0x9e3779b9 ^ rate;
-      for (let i = 0; i < total; i++) {
-        rng ^= rng << 13;
-        rng ^= rng >>> 17;
-        rng ^= rng << 5;
-        const s = i % USERS;
-        receiver[i] = PARTNERS === USERS - 1 ? ((d) => (d >= s ? d + 1 : d))((rng >>> 0) % (USERS - 1)) : (s + 1 + ((rng >>> 0) % PARTNERS)) % USERS;
-      }
-      const traffic = new PacedTraffic(
-        (i) => route(i % USERS, receiver[i]!),
-        rate,
-        1,
-        `${RUN_ID}-${rate}-`,
-        CONNECTIONS * MAX_IN_FLIGHT_PER_CONNECTION,
-        (i, stream) => (stream === receiver[i] ? 0 : stream === i % USERS ? IGNORED : -1),
-        { warmupSeconds: WARMUP, seconds: SECONDS, drainMs: DRAIN * 1000, textBytes: TEXT_BYTES },
-      );
-      const streams = await Promise.race([failed, openStreams(users, streamConnections, traffic.deliver)]);
-      const meter = new CpuMeter({ server: node.pid, ...(nats.length === 1 ? { nats: nats[0]! } : {}) });
-      let cpu: ReturnType<CpuMeter["stop"]> | null = null;
-      await Promise.race([failed, traffic.run((edge) => (edge === "start" ? meter.start() : (cpu = meter.stop())))]);
-      const drainSeconds = await Promise.race([failed, traffic.drain()]);
-      const res = traffic.result();
-      const streamsEnded = streams.filter((s) => !s.open).length;
-      await closeStreams(streams);
-      const rows = await countRows(db, conversationIds, wall(traffic.t0 + WARMUP * 1000), wall(traffic.t0 + (WARMUP + SECONDS) * 1000));
-      const c = cpu!;
-      const delivered = res.windowMessagesDelivered;
-      const perMsg = (cores: number) => round((cores * c.wallSeconds * 1000) / Math.max(1, delivered), 3);
-      const result: RunResult = {
-        system: "parley",
-        offered: rate,
-        deliveredPerSecond: round(delivered / SECONDS, 1),
-        p50: res.latencyMs.p50,
-        p99: res.latencyMs.p99,
-        max: res.latencyMs.max,
-        lost: res.lostInWindow,
-        serverCpuMsPerMsg: perMsg(c.server ?? 0),
-        pgCpuMsPerMsg: perMsg(c.postgres),
-        cpuMsPerMsg: perMsg((c.server ?? 0) + c.postgres),
-        natsCpuMsPerMsg: perMsg(c.nats ?? 0),
-        persistedPerSecond: round(rows.in_window / SECONDS, 1),
-        loadToolCores: c.bench,
-        otherCores: c.other,
-        busyCoresBefore: busy,
-        held: held(res.latencyMs.p99, res.lostInWindow),
-        raw: { ...res, cpuCores: c, drainSeconds: round(drainSeconds), rows, streamsEndedEarly: streamsEnded },
+/** ejabberd through its harness: setup.sh (EJ_MAM=pg), bench.js per rate, stop.sh. */
+function ejabberd(): System {
+  let env: NodeJS.ProcessEnv = {};
+  let pid = 0;
+  let c2sPort = 0;
+  const pgDb = `parley_peer_ej_${RUN_ID}`;
+  const runDir = path.join(os.tmpdir(), `parley-peer-ejabberd-${RUN_ID}`);
+  let stopEjabberd: () => Promise<void> = async () => {};
+  return {
+    name: "ejabberd",
+    async setup() {
+      const ports = { c2s: await freePort(), http: await freePort(), dist: await freePort() };
+      c2sPort = ports.c2s;
+      const admin = new URL(ADMIN_URL);
+      env = {
+        ...process.env,
+        EJ_RUN: runDir,
+        EJ_NODE: `parley_peer_${RUN_ID}@localhost`,
+        EJ_C2S_PORT: String(ports.c2s),
+        EJ_HTTP_PORT: String(ports.http),
+        EJ_DIST_PORT: String(ports.dist),
+        EJ_USERS: String(USERS),
+        EJ_MAM: EJ_ARCHIVE === "pg" ? "pg" : "",
+        EJ_PG_DB: pgDb,
+        EJ_PG_HOST: "127.0.0.1",
+        EJ_PG_PORT: admin.port || "5432",
+        EJ_PG_USER: decodeURIComponent(admin.username || "postgres"),
       };
-      runs.push(result);
+      // Undone newest first: stop ejabberd, then remove its directory and its database.
+      onCleanup(`drop database ${pgDb}`, async () => {
+        const client = new pg.Client({ connectionString: ADMIN_URL });
+        try {
+          await client.connect();
+          await client.query(`drop database if exists ${pgDb} with (force)`);
+        } finally {
+          await client.end().catch(() => {});
+        }
+      });
+      onCleanup(`remove ${runDir}`, () => rmSync(runDir, { recursive: true, force: true }));
+      stopEjabberd = onCleanup("stop ejabberd (stop.sh)", async () => {
+        const r = await run("bash", [path.join(PEER_DIR, "stop.sh")], { env, timeoutMs: 90_000, log: path.join(LOG_DIR, "ejabberd-stop.log") });
+        if (r.code !== 0) console.log(`   ejabberd stop.sh exited ${r.code}; see ${LOG_DIR}/ejabberd-stop.log`);
+      });
+      console.log(`\n== ejabberd: ${PEER_DIR}/setup.sh with EJ_MAM=${env.EJ_MAM || "(none)"}, EJ_RUN=${runDir}, c2s 127.0.0.1:${ports.c2s}${EJ_ARCHIVE === "pg" ? `, archive database ${pgDb}` : ""}`);
+      const t0 = performance.now();
+      const setupLog = path.join(LOG_DIR, "ejabberd-setup.log");
+      const setup = await run("bash", [path.join(PEER_DIR, "setup.sh")], { env, timeoutMs: 600_000, log: setupLog });
+      if (setup.code !== 0) throw new Error(`ejabberd setup.sh exited ${setup.code}:\n${tail(readFileSync(setupLog, "utf8"))}`);
+      pid = Number(readFileSync(path.join(runDir, "ejabberd.pid"), "utf8").trim());
+      const comm = procCpu(pid)?.comm;
+      const config = readFileSync(path.join(runDir, "conf", "ejabberd.yml"), "utf8");
+      const archiveOnPg = /^\s*mod_mam:\s*\n\s*db_type: sql/m.test(config) && /^sql_type: pgsql/m.test(config) && /^\s*default: always/m.test(config);
+      const version = /ejabberd (\S+) is running/.exec(readFileSync(setupLog, "utf8"))?.[1] ?? "?";
+      const erlOpts = /^ERL_OPTIONS="(.*)"$/m.exec(readFileSync(path.join(runDir, "conf", "ejabberdctl.cfg"), "utf8"))?.[1] ?? "?";
+      const setupSeconds = round((performance.now() - t0) / 1000, 1);
+      console.log(`   ejabberd ${version} up in ${setupSeconds} s, pid ${pid} (${comm}), ERL_OPTIONS "${erlOpts}"; archive on PostgreSQL (mod_mam, db_type sql, default always, sql_type pgsql): ${archiveOnPg ? "yes" : "NO"}; ${USERS} users registered`);
+      if (EJ_ARCHIVE === "pg" && !archiveOnPg) throw new Error(`ejabberd's generated config has no mod_mam on PostgreSQL (${runDir}/conf/ejabberd.yml)`);
+      return { version, pid, erlOptions: erlOpts, archiveOnPostgres: archiveOnPg, archiveDatabase: EJ_ARCHIVE === "pg" ? pgDb : null, rowsPerMessage: EJ_ARCHIVE === "pg" ? 2 : 0, ports, runDir, setupSeconds };
+    },
+    async runRate(rate) {
+      await waitSettled(pid);
+      const busy = await waitQuiet();
+      const args = [
+        path.join(PEER_DIR, "bench.js"),
+        "--mode=1to1",
+        `--users=${USERS}`,
+        `--rate=${rate}`,
+        `--duration=${SECONDS}`,
+        `--warmup=${WARMUP}`,
+        `--drain=${DRAIN}`,
+        `--port=${c2sPort}`,
+        `--server-pid=${pid}`,
+        `--db-comm=postgres`,
+        `--label=parley-peer-${RUN_ID}`,
+        ...(EJ_ARCHIVE === "pg" ? [`--pg-archive-db=${pgDb}`, `--pg-port=${env.EJ_PG_PORT}`, `--pg-user=${env.EJ_PG_USER}`] : []),
+      ];
+      const log = path.join(LOG_DIR, `ejabberd-bench-${rate}.log`);
+      // This database's PostgreSQL CPU over bench.js's measured window: it starts 0.5 s after
+      // bench.js prints "logged in" plus the warm-up, and lasts --seconds.
+      const pgMeter = new PgCpuMeter(ADMIN_URL, pgDb);
+      let pgWindow: Promise<{ cores: number; seconds: number; processes: number }> | null = null;
+      const r = await run(process.execPath, args, {
+        timeoutMs: (60 + WARMUP + SECONDS + DRAIN + 20 + 30) * 1000,
+        log,
+        onLine: (line) => {
+          if (pgWindow !== null || !line.startsWith("logged in")) return;
+          pgWindow = (async () => {
+            await sleep(500 + WARMUP * 1000);
+            await pgMeter.start();
+            await sleep(SECONDS * 1000);
+            return pgMeter.stop();
+          })();
+        },
+      });
+      const line = r.stdout.trim().split("\n").filter((l) => l.startsWith("{")).at(-1);
+      if (r.code !== 0 || !line) throw new Error(`bench.js at ${rate} msg/s exited ${r.code}:\n${tail(readFileSync(log, "utf8"))}`);
+      const pgCpu = pgWindow ? await (pgWindow as Promise<{ cores: number; seconds: number; processes: number }>) : null;
+      const j = JSON.parse(line);
+      const wallS: number = j.cpu.wallS;
+      const delivered: number = j.delivered;
+      const perMsg = (cores: number) => round((cores * wallS * 1000) / Math.max(1, delivered), 3);
+      const server = j.cpu.serverCpuPct / 100;
+      const pgCores = pgCpu?.cores ?? NaN;
+      const result: RunResult = {
+        system: "ejabberd",
+        offered: rate,
+        deliveredPerSecond: j.deliveredRate,
+        p50: j.latencyMs.p50,
+        p99: j.latencyMs.p99,
+        max: j.latencyMs.max,
+        lost: j.lost,
+        serverCpuMsPerMsg: perMsg(server),
+        pgCpuMsPerMsg: perMsg(pgCores),
+        cpuMsPerMsg: perMsg(server + pgCores),
+        pgAllCpuMsPerMsg: perMsg((j.cpu.dbCpuPct ?? 0) / 100),
+        persistedPerSecond: j.archive && typeof j.archive.rowsPerS === "number" ? round(j.archive.rowsPerS / 2, 1) : null,
+        loadToolCores: round(j.cpu.loadToolCpuPct / 100),
+        otherCores: round(j.cpu.otherCpuPct / 100),
+        busyCoresBefore: busy,
+        held: held(j.latencyMs.p99, j.lost),
+        raw: { ...j, pgCpuThisDatabase: pgCpu },
+      };
       printRun(
         result,
-        `errors ${res.errors.total}${res.errors.total ? " " + JSON.stringify(res.errors.byCode) : ""}, skipped ${res.skippedByGenerator}, duplicates ${res.duplicateDeliveries}, misrouted ${res.misroutedDeliveries}, streams ended ${streamsEnded}; rows ${rows.in_window} in the window (${rows.total} in all, ${rows.total === rows.distinct_ids ? "no duplicates" : "DUPLICATES"}); generator lag p99 ${res.generatorLagMs.p99} ms; drain ${round(drainSeconds)} s\n     cpu ${formatCpu(c)}`,
+        `errors ${j.errors}, disconnects ${j.disconnects}, dup ${j.dup}; archive ${j.archive ? `${j.archive.rowsMeasuredWindow} rows in the window (${j.archive.rowsPerRecvMsg} per received message)` : "-"}; tool loop delay p99 ${j.loadToolLoopDelayMs.p99} ms\n     cpu ejabberd ${round(server)}   postgres (its database + background) ${round(pgCores)}   every postgres process ${round((j.cpu.dbCpuPct ?? 0) / 100)}   load tool ${result.loadToolCores}   other ${result.otherCores}   (cores)`,
       );
-      if (!result.held && failedAt < 0) failedAt = k;
-    }
-    return { setup: { nodes: 1, pid: node.pid, database: db.name, natsPrefix, conversations: conversationIds.length, partners: PARTNERS, connections: CONNECTIONS, senderClient: SENDER_CLIENT, setupSeconds, rowsPerMessage: "1 message row + 1 event-log row, group-committed; conversation last_seq and receiver unread counter updated" }, runs };
-  } finally {
-    closeConnections([...setupConnections, ...streamConnections]);
-    await node.stop();
-    const during = node.linesBeforeStop ?? node.logLines;
-    if (during > 0) console.log(`   Parley node logged ${during} lines (warn and above) before it was stopped; see ${LOG_DIR}/parley-node.log`);
-  }
+      return result;
+    },
+    teardown: () => stopEjabberd(),
+  };
 }
 
+/** Parley: one node on real PostgreSQL + NATS JetStream. */
+function parley(): System {
+  let node: ParleyNode | null = null;
+  let runRate: (rate: number) => Promise<RunResult> = async () => {
+    throw new Error("not set up");
+  };
+  const connections: ReturnType<typeof grpcConnections> = [];
+  return {
+    name: "parley",
+    async setup() {
+      const db = await createBenchDatabase(ADMIN_URL);
+      const natsPrefix = natsPrefixForRun(NATS_URL);
+      const dataDir = mkdtempSync(path.join(os.tmpdir(), "parley-peer-data-"));
+      onCleanup("remove data dir", () => rmSync(dataDir, { recursive: true, force: true }));
+      console.log(`\n== Parley: one node, database ${db.name}, NATS prefix ${natsPrefix}`);
+      const n = await ParleyNode.start({
+        label: "a",
+        logFile: path.join(LOG_DIR, "parley-node.log"),
+        env: {
+          DATABASE_URL: db.url,
+          NATS_URL,
+          NATS_PREFIX: natsPrefix,
+          JWT_SECRET: SECRET,
+          JWT_ISSUER: ISSUER,
+          JWT_AUDIENCE: AUDIENCE,
+          LOG_LEVEL: "warn",
+          METRICS_PORT: "off",
+          NODE_ID: "a",
+          DATA_DIR: dataDir,
+          ...EXTRA_ENV,
+        },
+      });
+      node = n;
+      const failed = n.failed;
+      const setupConnections = grpcConnections(n.baseUrl, CONNECTIONS);
+      const streamConnections = grpcConnections(n.baseUrl, CONNECTIONS);
+      connections.push(...setupConnections, ...streamConnections);
+      const tokens = new Tokens(SECRET, ISSUER, AUDIENCE);
+      const users = await tokens.makeUsers(`pp-${RUN_ID}`, USERS);
+      const t0 = performance.now();
+      await Promise.race([failed, ensureUsers(users, setupConnections, CALL_TIMEOUT_MS)]);
+      // A DIRECT conversation for each pair that may talk: i with i+1 … i+PARTNERS (mod USERS).
+      const pairKey = (x: number, y: number) => (x < y ? x * USERS + y : y * USERS + x);
+      const pairs = new Set<number>();
+      for (let s = 0; s < USERS; s++) for (let d = 1; d <= PARTNERS; d++) pairs.add(pairKey(s, (s + d) % USERS));
+      const conversation = new Map<number, string>();
+      const clients = setupConnections.map((c) => createClient(ConversationService, c.transport));
+      await Promise.race([
+        failed,
+        eachLimited([...pairs], 32, async (key, k) => {
+          const x = Math.floor(key / USERS);
+          const y = key % USERS;
+          const res = await clients[k % clients.length]!.createConversation({ type: ConversationType.DIRECT, memberIds: [users[y]!.id] }, { headers: users[x]!.headers, timeoutMs: CALL_TIMEOUT_MS });
+          conversation.set(key, res.conversation!.id);
+        }),
+      ]);
+      closeConnections(setupConnections);
+      const conversationIds = [...conversation.values()];
+      const setupSeconds = round((performance.now() - t0) / 1000, 1);
+      console.log(`   node pid ${n.pid} port ${n.port}; ${USERS} users, ${conversationIds.length} DIRECT conversations (each user may message ${PARTNERS} others) in ${setupSeconds} s`);
+
+      const routeOn = senderConnections(n.baseUrl, streamConnections, SENDER_CLIENT as "raw" | "connect", CALL_TIMEOUT_MS);
+      const routes = new Map<number, Route>();
+      const route = (s: number, r: number): Route => {
+        const key = s * USERS + r;
+        let found = routes.get(key);
+        if (found === undefined) {
+          found = routeOn(s, users[s]!, conversation.get(pairKey(s, r))!);
+          routes.set(key, found);
+        }
+        return found;
+      };
+      const nats = natsServerPid(NATS_URL);
+      runRate = async (rate) => {
+        await waitSettled(n.pid);
+        const busy = await waitQuiet();
+        // Round-robin senders, a random other partner each message (xorshift, as bench.js).
+        const total = Math.floor(rate * (WARMUP + SECONDS));
+        const receiver = new Uint16Array(total);
+        let rng = 0x9e3779b9 ^ rate;
+        for (let i = 0; i < total; i++) {
+          rng ^= rng << 13;
+          rng ^= rng >>> 17;
+          rng ^= rng << 5;
+          const s = i % USERS;
+          const pick = (rng >>> 0) % PARTNERS;
+          receiver[i] = PARTNERS === USERS - 1 ? (pick >= s ? pick + 1 : pick) : (s + 1 + pick) % USERS;
+        }
+        const traffic = new PacedTraffic(
+          (i) => route(i % USERS, receiver[i]!),
+          rate,
+          1,
+          `${RUN_ID}-${rate}-`,
+          CONNECTIONS * MAX_IN_FLIGHT_PER_CONNECTION,
+          (i, stream) => (stream === receiver[i] ? 0 : stream === i % USERS ? IGNORED : -1),
+          { warmupSeconds: WARMUP, seconds: SECONDS, drainMs: DRAIN * 1000, textBytes: TEXT_BYTES },
+        );
+        const streams = await Promise.race([failed, openStreams(users, streamConnections, traffic.deliver)]);
+        const meter = new CpuMeter({ server: n.pid, ...(nats !== null ? { nats } : {}) });
+        const pgMeter = new PgCpuMeter(ADMIN_URL, db.name);
+        let cpu: CpuReport | null = null;
+        let pgStarted: Promise<void> = Promise.resolve();
+        let pgWindow: Promise<{ cores: number; seconds: number; processes: number }> | null = null;
+        await Promise.race([
+          failed,
+          traffic.run((edge) => {
+            if (edge === "start") {
+              meter.start();
+              pgStarted = pgMeter.start();
+            } else {
+              cpu = meter.stop();
+              pgWindow = pgStarted.then(() => pgMeter.stop());
+            }
+          }),
+        ]);
+        const pgCpu = await (pgWindow as Promise<{ cores: number; seconds: number; processes: number }> | null);
+        const drainSeconds = await Promise.race([failed, traffic.drain()]);
+        const res = traffic.result();
+        const streamsEnded = streams.filter((s) => !s.open).length;
+        await closeStreams(streams);
+        const rows = await countRows(db, conversationIds, wall(traffic.t0 + WARMUP * 1000), wall(traffic.t0 + (WARMUP + SECONDS) * 1000));
+        const c = cpu! as CpuReport;
+        const delivered = res.windowMessagesDelivered;
+        const perMsg = (cores: number) => round((cores * c.wallSeconds * 1000) / Math.max(1, delivered), 3);
+        const server = c.server ?? NaN;
+        const pgCores = pgCpu?.cores ?? NaN;
+        const result: RunResult = {
+          system: "parley",
+          offered: rate,
+          deliveredPerSecond: round(delivered / SECONDS, 1),
+          p50: res.latencyMs.p50,
+          p99: res.latencyMs.p99,
+          max: res.latencyMs.max,
+          lost: res.lostInWindow,
+          serverCpuMsPerMsg: perMsg(server),
+          pgCpuMsPerMsg: perMsg(pgCores),
+          cpuMsPerMsg: perMsg(server + pgCores),
+          pgAllCpuMsPerMsg: perMsg(c.postgres),
+          natsCpuMsPerMsg: c.nats === undefined ? null : perMsg(c.nats),
+          persistedPerSecond: round(rows.in_window / SECONDS, 1),
+          loadToolCores: c.bench,
+          otherCores: c.other,
+          busyCoresBefore: busy,
+          held: held(res.latencyMs.p99, res.lostInWindow),
+          raw: { ...res, cpuCores: c, pgCpuThisDatabase: pgCpu, drainSeconds: round(drainSeconds), rows, streamsEndedEarly: streamsEnded },
+        };
+        printRun(
+          result,
+          `errors ${res.errors.total}${res.errors.total ? " " + JSON.stringify(res.errors.byCode) : ""}, skipped ${res.skippedByGenerator}, duplicates ${res.duplicateDeliveries}, misrouted ${res.misroutedDeliveries}, streams ended ${streamsEnded}; rows ${rows.in_window} in the window (${rows.total} in all, ${rows.total === rows.distinct_ids ? "no duplicates" : "DUPLICATES"}); generator lag p99 ${res.generatorLagMs.p99} ms; drain ${round(drainSeconds)} s\n     cpu node ${round(server)}   postgres (its database + background) ${round(pgCores)}   every postgres process ${c.postgres}   nats ${c.nats ?? "?"}   load generator ${c.bench}   other ${c.other}   (cores)`,
+        );
+        return result;
+      };
+      return { nodes: 1, pid: n.pid, database: db.name, natsPrefix, natsPid: nats, conversations: conversationIds.length, partners: PARTNERS, connections: CONNECTIONS, senderClient: SENDER_CLIENT, setupSeconds, rowsPerMessage: "1 message row + 1 event-log row (group-committed), and the conversation's last_seq and the receiver's unread counter updated" };
+    },
+    runRate: (rate) => runRate(rate),
+    async teardown() {
+      closeConnections(connections);
+      if (!node) return;
+      const stopped = node;
+      node = null;
+      await stopped.stop();
+      const during = stopped.linesBeforeStop ?? stopped.logLines;
+      if (during > 0) console.log(`   Parley node logged ${during} lines (warn and above) before it was stopped; see ${LOG_DIR}/parley-node.log`);
+    },
+  };
+}
 // ---------------------------------------------------------------------------------------
 // Output
 
@@ -573,16 +666,61 @@ async function main(): Promise<boolean> {
   );
   if (machine.busyCoresBeforeRun > 0.3) console.log(`WARNING: the machine was not quiet: ${machine.busyCoresBeforeRun} of ${machine.cpus} cores busy just before the run (other workloads skew every figure)`);
   let ok = true;
-  const results: Record<string, { setup?: Record<string, unknown>; runs: RunResult[]; error?: string }> = {};
-  for (const system of SYSTEMS) {
-    try {
-      results[system] = system === "ejabberd" ? await runEjabberd() : await runParley();
-    } catch (error) {
-      ok = false;
-      const message = String((error as Error).stack ?? error);
-      console.error(`bench:peer: ${system} failed: ${message.length > 3000 ? message.slice(0, 3000) + "…" : message}`);
-      results[system] = { runs: [], error: message.slice(0, 1000) };
+  const results: Record<string, { setup?: Record<string, unknown>; runs: RunResult[]; stoppedAfter?: string; error?: string }> = {};
+  const fail = (system: System, error: unknown) => {
+    ok = false;
+    const message = String((error as Error).stack ?? error);
+    console.error(`bench:peer: ${system.name} failed: ${message.length > 3000 ? message.slice(0, 3000) + "…" : message}`);
+    results[system.name]!.error = message.slice(0, 1000);
+  };
+  const systems = SYSTEMS.map((name) => (name === "ejabberd" ? ejabberd() : parley()));
+  /** Runs system at each rate until it misses --beyond + 1 rates in a row. */
+  const sweep = async (system: System, rates: readonly number[], state: { misses: number; live: boolean }) => {
+    for (const rate of rates) {
+      if (!state.live) return;
+      try {
+        const r = await system.runRate(rate);
+        results[system.name]!.runs.push(r);
+        state.misses = r.held ? 0 : state.misses + 1;
+        if (state.misses > BEYOND) {
+          state.live = false;
+          results[system.name]!.stoppedAfter = `${state.misses} rates in a row not held (last ${rate} msg/s)`;
+          console.log(`   ${system.name}: ${state.misses} rates in a row not held; no higher rates for it`);
+        }
+      } catch (error) {
+        state.live = false;
+        fail(system, error);
+      }
     }
+  };
+  const states = new Map<System, { misses: number; live: boolean }>();
+  for (const system of systems) {
+    results[system.name] = { runs: [] };
+    states.set(system, { misses: 0, live: false });
+  }
+  const setUp = async (system: System) => {
+    try {
+      results[system.name]!.setup = await system.setup();
+      states.get(system)!.live = true;
+    } catch (error) {
+      fail(system, error);
+    }
+  };
+  try {
+    if (ORDER === "interleaved") {
+      // Both up first (an idle ejabberd or Parley node costs next to nothing), then each rate on
+      // one system right after the other, so drifting background load hits both alike.
+      for (const system of systems) await setUp(system);
+      for (const rate of RATES) for (const system of systems) await sweep(system, [rate], states.get(system)!);
+    } else {
+      for (const system of systems) {
+        await setUp(system);
+        await sweep(system, RATES, states.get(system)!);
+        await system.teardown();
+      }
+    }
+  } finally {
+    for (const system of systems) await system.teardown().catch((error: unknown) => console.error(`bench:peer: ${system.name} teardown: ${(error as Error).message}`));
   }
   const ej = results.ejabberd?.runs ?? [];
   const pa = results.parley?.runs ?? [];
@@ -600,7 +738,7 @@ async function main(): Promise<boolean> {
     bench: "peer",
     runId: RUN_ID,
     machine,
-    config: { users: USERS, partners: PARTNERS, rates: RATES, seconds: SECONDS, warmup: WARMUP, drain: DRAIN, p99Ms: P99_MS, beyond: BEYOND, ejabberdArchive: EJ_ARCHIVE, peerDir: PEER_DIR, parleyNodes: 1, connections: CONNECTIONS, senderClient: SENDER_CLIENT },
+    config: { order: ORDER, users: USERS, partners: PARTNERS, rates: RATES, seconds: SECONDS, warmup: WARMUP, drain: DRAIN, p99Ms: P99_MS, beyond: BEYOND, ejabberdArchive: EJ_ARCHIVE, peerDir: PEER_DIR, parleyNodes: 1, connections: CONNECTIONS, senderClient: SENDER_CLIENT },
     ejabberd: results.ejabberd ?? null,
     parley: results.parley ?? null,
     perRate,

@@ -60,6 +60,7 @@
  *   --order interleaved|sequential   (default interleaved, see above)
  *   --ejabberd-archive pg|none   pg (default): mod_mam on PostgreSQL; none: routing only
  *   --p99-ms N              the latency bound of "held" (default 100)
+ *   --repeats N             runs per rate and system (default 1; 3 for figures to quote: medians are reported)
  *   --beyond N              a system stops after N + 1 rates in a row not held (default 1)
  *   --target-ratio N        Parley must hold N× ejabberd's highest held rate (default 3)
  *   --connections N         Parley: HTTP/2 connections for senders, and again for streams (default 4)
@@ -119,6 +120,7 @@ const { values: flags } = parseArgs({
     partners: { type: "string" },
     systems: { type: "string", default: "ejabberd,parley" },
     order: { type: "string", default: "interleaved" },
+    repeats: { type: "string", default: "1" },
     "ejabberd-archive": { type: "string", default: "pg" },
     "p99-ms": { type: "string", default: "100" },
     beyond: { type: "string", default: "1" },
@@ -159,6 +161,7 @@ if (ORDER !== "interleaved" && ORDER !== "sequential") {
   console.error(`bench: --order must be interleaved or sequential, got ${ORDER}`);
   process.exit(2);
 }
+const REPEATS = intFlag("repeats", flags.repeats, 1, 10);
 const EJ_ARCHIVE = flags["ejabberd-archive"];
 if (EJ_ARCHIVE !== "pg" && EJ_ARCHIVE !== "none") {
   console.error(`bench: --ejabberd-archive must be pg or none, got ${EJ_ARCHIVE}`);
@@ -620,18 +623,75 @@ function printRun(r: RunResult, detail: string): void {
   );
 }
 
-function table(ej: RunResult[], pa: RunResult[]) {
-  const header = ["offered msg/s", "system", "delivered msg/s", "P50 ms", "P99 ms", "lost", "CPU ms/msg (srv+PG)", "server", "PostgreSQL", "persisted msg/s", "held", "other load (cores)"];
+/** One system at one rate over its repeats: medians, worst P99, lost summed; held by the median P99 and no loss at all. */
+interface Aggregate {
+  offered: number;
+  runs: number;
+  deliveredPerSecond: number;
+  p50: number;
+  p99: number;
+  p99Worst: number;
+  lost: number;
+  cpuMsPerMsg: number;
+  serverCpuMsPerMsg: number;
+  pgCpuMsPerMsg: number;
+  pgAllCpuMsPerMsg: number;
+  natsCpuMsPerMsg: number | null;
+  persistedPerSecond: number | null;
+  loadToolCores: number;
+  otherCores: number;
+  held: boolean;
+  /** Runs that held, of `runs`. */
+  runsHeld: number;
+}
+
+function median(values: readonly number[]): number {
+  const v = values.filter((x) => !Number.isNaN(x)).sort((x, y) => x - y);
+  if (v.length === 0) return NaN;
+  const mid = Math.floor(v.length / 2);
+  return v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
+}
+
+function aggregate(runs: readonly RunResult[]): Aggregate | null {
+  if (runs.length === 0) return null;
+  const m = (f: (r: RunResult) => number) => round(median(runs.map(f)), 3);
+  const p99 = median(runs.map((r) => r.p99));
+  const lost = runs.reduce((sum, r) => sum + r.lost, 0);
+  const nats = runs.map((r) => r.natsCpuMsPerMsg).filter((v): v is number => typeof v === "number");
+  const persisted = runs.map((r) => r.persistedPerSecond).filter((v): v is number => typeof v === "number");
+  return {
+    offered: runs[0]!.offered,
+    runs: runs.length,
+    deliveredPerSecond: m((r) => r.deliveredPerSecond),
+    p50: m((r) => r.p50),
+    p99: round(p99, 2),
+    p99Worst: Math.max(...runs.map((r) => r.p99)),
+    lost,
+    cpuMsPerMsg: m((r) => r.cpuMsPerMsg),
+    serverCpuMsPerMsg: m((r) => r.serverCpuMsPerMsg),
+    pgCpuMsPerMsg: m((r) => r.pgCpuMsPerMsg),
+    pgAllCpuMsPerMsg: m((r) => r.pgAllCpuMsPerMsg),
+    natsCpuMsPerMsg: nats.length ? round(median(nats), 3) : null,
+    persistedPerSecond: persisted.length ? round(median(persisted), 1) : null,
+    loadToolCores: m((r) => r.loadToolCores),
+    otherCores: m((r) => r.otherCores),
+    held: held(p99, lost),
+    runsHeld: runs.filter((r) => r.held).length,
+  };
+}
+
+function table(ej: readonly RunResult[], pa: readonly RunResult[]) {
+  const header = ["offered msg/s", "system", "runs", "delivered msg/s", "P50 ms", "P99 ms", "P99 worst", "lost", "CPU ms/msg (srv+PG)", "server", "PostgreSQL", "persisted msg/s", "held", "other load (cores)"];
   const rows: string[][] = [];
   const perRate: Record<string, unknown>[] = [];
   for (const rate of RATES) {
-    const e = ej.find((r) => r.offered === rate);
-    const p = pa.find((r) => r.offered === rate);
+    const e = aggregate(ej.filter((r) => r.offered === rate));
+    const p = aggregate(pa.filter((r) => r.offered === rate));
     if (!e && !p) continue;
-    const line = (r: RunResult | undefined, name: string) =>
+    const line = (r: Aggregate | null, name: string) =>
       r
-        ? [String(rate), name, fmt(r.deliveredPerSecond), fmt(r.p50), fmt(r.p99), String(r.lost), fmt(r.cpuMsPerMsg, 3), fmt(r.serverCpuMsPerMsg, 3), fmt(r.pgCpuMsPerMsg, 3), fmt(r.persistedPerSecond), r.held ? "yes" : "no", fmt(r.otherCores, 2)]
-        : [String(rate), name, "(not run)", "", "", "", "", "", "", "", "", ""];
+        ? [String(rate), name, String(r.runs), fmt(r.deliveredPerSecond), fmt(r.p50), fmt(r.p99), fmt(r.p99Worst), String(r.lost), fmt(r.cpuMsPerMsg, 3), fmt(r.serverCpuMsPerMsg, 3), fmt(r.pgCpuMsPerMsg, 3), fmt(r.persistedPerSecond), r.held ? "yes" : "no", fmt(r.otherCores, 2)]
+        : [String(rate), name, "0", "(not run)", "", "", "", "", "", "", "", "", "", ""];
     rows.push(line(e, "ejabberd"));
     rows.push(line(p, "Parley"));
     const ratios = {
@@ -639,9 +699,13 @@ function table(ej: RunResult[], pa: RunResult[]) {
       p50: ratio(p?.p50, e?.p50),
       p99: ratio(p?.p99, e?.p99),
       cpuPerMsg: ratio(p?.cpuMsPerMsg, e?.cpuMsPerMsg),
+      serverCpuPerMsg: ratio(p?.serverCpuMsPerMsg, e?.serverCpuMsPerMsg),
+      pgCpuPerMsg: ratio(p?.pgCpuMsPerMsg, e?.pgCpuMsPerMsg),
+      persisted: ratio(p?.persistedPerSecond, e?.persistedPerSecond),
     };
-    if (e && p) rows.push([String(rate), "Parley/ejabberd", fmt(ratios.delivered, 2) + "×", fmt(ratios.p50, 2) + "×", fmt(ratios.p99, 2) + "×", "", fmt(ratios.cpuPerMsg, 2) + "×", fmt(ratio(p.serverCpuMsPerMsg, e.serverCpuMsPerMsg), 2) + "×", fmt(ratio(p.pgCpuMsPerMsg, e.pgCpuMsPerMsg), 2) + "×", fmt(ratio(p.persistedPerSecond, e.persistedPerSecond), 2) + "×", "", ""]);
-    perRate.push({ offered: rate, ejabberd: e ? strip(e) : null, parley: p ? strip(p) : null, parleyOverEjabberd: e && p ? ratios : null });
+    const x = (v: number | null) => (v === null ? "-" : `${fmt(v, 2)}×`);
+    if (e && p) rows.push([String(rate), "Parley/ejabberd", "", x(ratios.delivered), x(ratios.p50), x(ratios.p99), x(ratio(p.p99Worst, e.p99Worst)), "", x(ratios.cpuPerMsg), x(ratios.serverCpuPerMsg), x(ratios.pgCpuPerMsg), x(ratios.persisted), "", ""]);
+    perRate.push({ offered: rate, ejabberd: e, parley: p, parleyOverEjabberd: e && p ? ratios : null });
   }
   const widths = header.map((h, k) => Math.max(h.length, ...rows.map((r) => r[k]!.length)));
   const show = (cells: string[]) => "| " + cells.map((c, k) => c.padEnd(widths[k]!)).join(" | ") + " |";
@@ -649,12 +713,15 @@ function table(ej: RunResult[], pa: RunResult[]) {
   return perRate;
 }
 
-function strip(r: RunResult) {
-  const { raw: _raw, ...rest } = r;
-  return rest;
+/** The highest rate whose aggregate held. */
+function highestHeld(runs: readonly RunResult[]): Aggregate | null {
+  let best: Aggregate | null = null;
+  for (const rate of RATES) {
+    const a = aggregate(runs.filter((r) => r.offered === rate));
+    if (a?.held) best = a;
+  }
+  return best;
 }
-
-const highestHeld = (runs: RunResult[]) => runs.filter((r) => r.held).reduce<RunResult | null>((best, r) => (best === null || r.offered > best.offered ? r : best), null);
 
 // ---------------------------------------------------------------------------------------
 // Main
@@ -674,26 +741,30 @@ async function main(): Promise<boolean> {
     results[system.name]!.error = message.slice(0, 1000);
   };
   const systems = SYSTEMS.map((name) => (name === "ejabberd" ? ejabberd() : parley()));
-  /** Runs system at each rate until it misses --beyond + 1 rates in a row. */
-  const sweep = async (system: System, rates: readonly number[], state: { misses: number; live: boolean }) => {
-    for (const rate of rates) {
-      if (!state.live) return;
-      try {
-        const r = await system.runRate(rate);
-        results[system.name]!.runs.push(r);
-        state.misses = r.held ? 0 : state.misses + 1;
-        if (state.misses > BEYOND) {
-          state.live = false;
-          results[system.name]!.stoppedAfter = `${state.misses} rates in a row not held (last ${rate} msg/s)`;
-          console.log(`   ${system.name}: ${state.misses} rates in a row not held; no higher rates for it`);
-        }
-      } catch (error) {
-        state.live = false;
-        fail(system, error);
-      }
+  const states = new Map<System, { misses: number; live: boolean }>();
+  /** One run of system at rate, unless the system is out of the sweep. */
+  const runOnce = async (system: System, rate: number) => {
+    const state = states.get(system)!;
+    if (!state.live) return;
+    try {
+      results[system.name]!.runs.push(await system.runRate(rate));
+    } catch (error) {
+      state.live = false;
+      fail(system, error);
     }
   };
-  const states = new Map<System, { misses: number; live: boolean }>();
+  /** After all repeats of a rate: a system that missed --beyond + 1 rates in a row (by the median run) runs no higher rates. */
+  const judge = (system: System, rate: number) => {
+    const state = states.get(system)!;
+    const agg = aggregate(results[system.name]!.runs.filter((r) => r.offered === rate));
+    if (!state.live || agg === null) return;
+    state.misses = agg.held ? 0 : state.misses + 1;
+    if (state.misses > BEYOND) {
+      state.live = false;
+      results[system.name]!.stoppedAfter = `${state.misses} rates in a row not held (last ${rate} msg/s)`;
+      console.log(`   ${system.name}: ${state.misses} rates in a row not held; no higher rates for it`);
+    }
+  };
   for (const system of systems) {
     results[system.name] = { runs: [] };
     states.set(system, { misses: 0, live: false });
@@ -711,11 +782,17 @@ async function main(): Promise<boolean> {
       // Both up first (an idle ejabberd or Parley node costs next to nothing), then each rate on
       // one system right after the other, so drifting background load hits both alike.
       for (const system of systems) await setUp(system);
-      for (const rate of RATES) for (const system of systems) await sweep(system, [rate], states.get(system)!);
+      for (const rate of RATES) {
+        for (let k = 0; k < REPEATS; k++) for (const system of systems) await runOnce(system, rate);
+        for (const system of systems) judge(system, rate);
+      }
     } else {
       for (const system of systems) {
         await setUp(system);
-        await sweep(system, RATES, states.get(system)!);
+        for (const rate of RATES) {
+          for (let k = 0; k < REPEATS; k++) await runOnce(system, rate);
+          judge(system, rate);
+        }
         await system.teardown();
       }
     }
@@ -725,20 +802,22 @@ async function main(): Promise<boolean> {
   const ej = results.ejabberd?.runs ?? [];
   const pa = results.parley?.runs ?? [];
   console.log(`\n== bench:peer ${USERS} users 1:1, persisted and delivered; ejabberd ${EJ_ARCHIVE === "pg" ? "with mod_mam on PostgreSQL (2 archive rows per message)" : "routing only (no archive)"}; Parley one node + PostgreSQL + NATS JetStream`);
-  console.log(`   CPU ms/msg = (server process + every postgres process) CPU over the measured window / delivered messages. "held" = P99 < ${P99_MS} ms and 0 lost.`);
+  console.log(`   CPU ms/msg = (server process + PostgreSQL: the system's own database's backends and the background processes) CPU over the measured window / delivered messages.`);
+  console.log(`   "held" = P99 < ${P99_MS} ms (median of the rate's runs) and 0 lost (in all of them). ${REPEATS > 1 ? `Medians of ${REPEATS} runs per rate; "P99 worst" is the worst run.` : "One run per rate."} "other load" = CPU used by everything else on the machine meanwhile.`);
   const perRate = table(ej, pa);
   const he = highestHeld(ej);
   const hp = highestHeld(pa);
   const heldRatio = he && hp ? round(hp.offered / he.offered, 2) : null;
   const met = he !== null && hp !== null && hp.offered >= TARGET_RATIO * he.offered;
   console.log("");
-  console.log(`   highest rate held (P99 < ${P99_MS} ms, 0 lost): ejabberd ${he ? `${he.offered} msg/s (P99 ${fmt(he.p99)} ms, ${fmt(he.cpuMsPerMsg, 3)} ms CPU/msg)` : "none of the rates run"}; Parley ${hp ? `${hp.offered} msg/s (P99 ${fmt(hp.p99)} ms, ${fmt(hp.cpuMsPerMsg, 3)} ms CPU/msg)` : "none of the rates run"}`);
+  const none = (runs: readonly RunResult[]) => (runs.length ? `none of the ${new Set(runs.map((r) => r.offered)).size} rates run` : "not run");
+  console.log(`   highest rate held (P99 < ${P99_MS} ms, 0 lost): ejabberd ${he ? `${he.offered} msg/s (P99 ${fmt(he.p99)} ms, ${fmt(he.cpuMsPerMsg, 3)} ms CPU/msg)` : none(ej)}; Parley ${hp ? `${hp.offered} msg/s (P99 ${fmt(hp.p99)} ms, ${fmt(hp.cpuMsPerMsg, 3)} ms CPU/msg)` : none(pa)}`);
   console.log(`   Parley/ejabberd held-rate ratio: ${heldRatio === null ? "-" : `${heldRatio}×`}; target Parley ≥ ${TARGET_RATIO}× ejabberd in the same run: ${met ? "MET" : "NOT MET"}${he && RATES.at(-1) === hp?.offered ? " (Parley held the highest rate tried; raise --rates to find its limit)" : ""}`);
   const summary = {
     bench: "peer",
     runId: RUN_ID,
     machine,
-    config: { order: ORDER, users: USERS, partners: PARTNERS, rates: RATES, seconds: SECONDS, warmup: WARMUP, drain: DRAIN, p99Ms: P99_MS, beyond: BEYOND, ejabberdArchive: EJ_ARCHIVE, peerDir: PEER_DIR, parleyNodes: 1, connections: CONNECTIONS, senderClient: SENDER_CLIENT },
+    config: { order: ORDER, repeats: REPEATS, users: USERS, partners: PARTNERS, rates: RATES, seconds: SECONDS, warmup: WARMUP, drain: DRAIN, p99Ms: P99_MS, beyond: BEYOND, ejabberdArchive: EJ_ARCHIVE, peerDir: PEER_DIR, parleyNodes: 1, connections: CONNECTIONS, senderClient: SENDER_CLIENT },
     ejabberd: results.ejabberd ?? null,
     parley: results.parley ?? null,
     perRate,

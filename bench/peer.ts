@@ -413,7 +413,7 @@ function ejabberd(): System {
       const j = JSON.parse(line);
       const wallS: number = j.cpu.wallS;
       const delivered: number = j.delivered;
-      const perMsg = (cores: number) => round((cores * wallS * 1000) / Math.max(1, delivered), 3);
+      const perMsg = (cores: number) => (delivered > 0 ? round((cores * wallS * 1000) / delivered, 3) : NaN);
       const server = j.cpu.serverCpuPct / 100;
       const pgCores = pgCpu?.cores ?? NaN;
       const result: RunResult = {
@@ -518,7 +518,9 @@ function parley(): System {
         return found;
       };
       const nats = natsServerPid(NATS_URL);
+      let runNo = 0;
       runRate = async (rate) => {
+        runNo++;
         await waitSettled(n.pid);
         const busy = await waitQuiet();
         // Round-robin senders, a random other partner each message (xorshift, as bench.js).
@@ -537,7 +539,8 @@ function parley(): System {
           (i) => route(i % USERS, receiver[i]!),
           rate,
           1,
-          `${RUN_ID}-${rate}-`,
+          // client_message_id is the idempotency key: every run needs its own, or a repeat's sends are answered from the first run's rows
+          `${RUN_ID}-${runNo}-`,
           CONNECTIONS * MAX_IN_FLIGHT_PER_CONNECTION,
           (i, stream) => (stream === receiver[i] ? 0 : stream === i % USERS ? IGNORED : -1),
           { warmupSeconds: WARMUP, seconds: SECONDS, drainMs: DRAIN * 1000, textBytes: TEXT_BYTES },
@@ -568,7 +571,7 @@ function parley(): System {
         const rows = await countRows(db, conversationIds, wall(traffic.t0 + WARMUP * 1000), wall(traffic.t0 + (WARMUP + SECONDS) * 1000));
         const c = cpu! as CpuReport;
         const delivered = res.windowMessagesDelivered;
-        const perMsg = (cores: number) => round((cores * c.wallSeconds * 1000) / Math.max(1, delivered), 3);
+        const perMsg = (cores: number) => (delivered > 0 ? round((cores * c.wallSeconds * 1000) / delivered, 3) : NaN);
         const server = c.server ?? NaN;
         const pgCores = pgCpu?.cores ?? NaN;
         const result: RunResult = {

@@ -1,5 +1,5 @@
 /**
- * `npm run bench:peer -- [--rates 500,1000,2000,3000,4000,6000] [--seconds 20] [--json FILE] ...`
+ * `npm run bench:peer -- [--rates 500,1000,2000,3000,4000,6000] [--seconds 20] [--repeats 3] [--json FILE] ...`
  *
  * Parley side by side with ejabberd, in one run, doing the same work: 200 users, 1:1 chat,
  * every message persisted in PostgreSQL and delivered to its receiver, at rising open-loop rates.
@@ -51,7 +51,7 @@
  * sequential runs all of ejabberd's rates, stops it, then all of Parley's.
  *
  * Flags:
- *   --rates LIST            offered msg/s, rising (default 500,1000,1500,2000,3000,4000,6000)
+ *   --rates LIST            offered msg/s, rising (default 500,1000,1500,2000,2500,3000,4000,6000)
  *   --seconds N             measured window per rate (default 20, as the harness)
  *   --warmup N              (default 3)   --drain N  (default 5)
  *   --users N               (default 200)
@@ -112,7 +112,7 @@ import { eachLimited, freePort, intFlag, keyValues, printHelp, requireLocalUrl, 
 
 const { values: flags } = parseArgs({
   options: {
-    rates: { type: "string", default: "500,1000,1500,2000,3000,4000,6000" },
+    rates: { type: "string", default: "500,1000,1500,2000,2500,3000,4000,6000" },
     seconds: { type: "string", default: "20" },
     warmup: { type: "string", default: "3" },
     drain: { type: "string", default: "5" },

@@ -91,7 +91,7 @@ import { createBenchDatabase, postgresVersion } from "./lib/database.ts";
 import { closeConnections, grpcConnections } from "./lib/grpc.ts";
 import { natsPrefixForRun, natsServerPid } from "./lib/nats.ts";
 import { PgCpuMeter } from "./lib/pg-cpu.ts";
-import { busyCores, CpuMeter, procCpu, type CpuReport } from "./lib/proc.ts";
+import { busyCores, CpuMeter, procCpu, runQueueWaitSeconds, type CpuReport } from "./lib/proc.ts";
 import { ParleyNode, ROOT } from "./lib/server.ts";
 import {
   closeStreams,
@@ -236,6 +236,8 @@ interface RunResult {
   loadToolCores: number;
   /** CPU used by everything else on the machine over the window, cores (noise). */
   otherCores: number;
+  /** The server's threads waiting for a core (runnable, not running) over the window, on average. */
+  serverRunQueueWait: number | null;
   busyCoresBefore: number;
   held: boolean;
   raw: unknown;
@@ -394,6 +396,7 @@ function ejabberd(): System {
       // bench.js prints "logged in" plus the warm-up, and lasts --seconds.
       const pgMeter = new PgCpuMeter(ADMIN_URL, pgDb);
       let pgWindow: Promise<{ cores: number; seconds: number; processes: number }> | null = null;
+      let waitWindow: number | null = null;
       const r = await run(process.execPath, args, {
         timeoutMs: (60 + WARMUP + SECONDS + DRAIN + 20 + 30) * 1000,
         log,
@@ -402,7 +405,11 @@ function ejabberd(): System {
           pgWindow = (async () => {
             await sleep(500 + WARMUP * 1000);
             await pgMeter.start();
+            const w0 = runQueueWaitSeconds(pid);
+            const t0 = performance.now();
             await sleep(SECONDS * 1000);
+            const w1 = runQueueWaitSeconds(pid);
+            if (w0 !== null && w1 !== null) waitWindow = round((w1 - w0) / ((performance.now() - t0) / 1000));
             return pgMeter.stop();
           })();
         },
@@ -431,13 +438,14 @@ function ejabberd(): System {
         persistedPerSecond: j.archive && typeof j.archive.rowsPerS === "number" ? round(j.archive.rowsPerS / 2, 1) : null,
         loadToolCores: round(j.cpu.loadToolCpuPct / 100),
         otherCores: round(j.cpu.otherCpuPct / 100),
+        serverRunQueueWait: waitWindow,
         busyCoresBefore: busy,
         held: held(j.latencyMs.p99, j.lost),
         raw: { ...j, pgCpuThisDatabase: pgCpu },
       };
       printRun(
         result,
-        `errors ${j.errors}, disconnects ${j.disconnects}, dup ${j.dup}; archive ${j.archive ? `${j.archive.rowsMeasuredWindow} rows in the window (${j.archive.rowsPerRecvMsg} per received message)` : "-"}; tool loop delay p99 ${j.loadToolLoopDelayMs.p99} ms\n     cpu ejabberd ${round(server)}   postgres (its database + background) ${round(pgCores)}   every postgres process ${round((j.cpu.dbCpuPct ?? 0) / 100)}   load tool ${result.loadToolCores}   other ${result.otherCores}   (cores)`,
+        `errors ${j.errors}, disconnects ${j.disconnects}, dup ${j.dup}; archive ${j.archive ? `${j.archive.rowsMeasuredWindow} rows in the window (${j.archive.rowsPerRecvMsg} per received message)` : "-"}; tool loop delay p99 ${j.loadToolLoopDelayMs.p99} ms\n     cpu ejabberd ${round(server)}   postgres (its database + background) ${round(pgCores)}   every postgres process ${round((j.cpu.dbCpuPct ?? 0) / 100)}   load tool ${result.loadToolCores}   other ${result.otherCores}   (cores); ejabberd's threads waiting for a core ${waitWindow ?? "?"} on average`,
       );
       return result;
     },
@@ -551,14 +559,19 @@ function parley(): System {
         let cpu: CpuReport | null = null;
         let pgStarted: Promise<void> = Promise.resolve();
         let pgWindow: Promise<{ cores: number; seconds: number; processes: number }> | null = null;
+        let wait0: { s: number | null; at: number } = { s: null, at: 0 };
+        let waitWindow: number | null = null;
         await Promise.race([
           failed,
           traffic.run((edge) => {
             if (edge === "start") {
               meter.start();
+              wait0 = { s: runQueueWaitSeconds(n.pid), at: performance.now() };
               pgStarted = pgMeter.start();
             } else {
               cpu = meter.stop();
+              const w1 = runQueueWaitSeconds(n.pid);
+              if (wait0.s !== null && w1 !== null) waitWindow = round((w1 - wait0.s) / ((performance.now() - wait0.at) / 1000));
               pgWindow = pgStarted.then(() => pgMeter.stop());
             }
           }),
@@ -590,13 +603,14 @@ function parley(): System {
           persistedPerSecond: round(rows.in_window / SECONDS, 1),
           loadToolCores: c.bench,
           otherCores: c.other,
+          serverRunQueueWait: waitWindow,
           busyCoresBefore: busy,
           held: held(res.latencyMs.p99, res.lostInWindow),
           raw: { ...res, cpuCores: c, pgCpuThisDatabase: pgCpu, drainSeconds: round(drainSeconds), rows, streamsEndedEarly: streamsEnded },
         };
         printRun(
           result,
-          `errors ${res.errors.total}${res.errors.total ? " " + JSON.stringify(res.errors.byCode) : ""}, skipped ${res.skippedByGenerator}, duplicates ${res.duplicateDeliveries}, misrouted ${res.misroutedDeliveries}, streams ended ${streamsEnded}; rows ${rows.in_window} in the window (${rows.total} in all, ${rows.total === rows.distinct_ids ? "no duplicates" : "DUPLICATES"}); generator lag p99 ${res.generatorLagMs.p99} ms; drain ${round(drainSeconds)} s\n     cpu node ${round(server)}   postgres (its database + background) ${round(pgCores)}   every postgres process ${c.postgres}   nats ${c.nats ?? "?"}   load generator ${c.bench}   other ${c.other}   (cores)`,
+          `errors ${res.errors.total}${res.errors.total ? " " + JSON.stringify(res.errors.byCode) : ""}, skipped ${res.skippedByGenerator}, duplicates ${res.duplicateDeliveries}, misrouted ${res.misroutedDeliveries}, streams ended ${streamsEnded}; rows ${rows.in_window} in the window (${rows.total} in all, ${rows.total === rows.distinct_ids ? "no duplicates" : "DUPLICATES"}); generator lag p99 ${res.generatorLagMs.p99} ms; drain ${round(drainSeconds)} s\n     cpu node ${round(server)}   postgres (its database + background) ${round(pgCores)}   every postgres process ${c.postgres}   nats ${c.nats ?? "?"}   load generator ${c.bench}   other ${c.other}   (cores); node's threads waiting for a core ${waitWindow ?? "?"} on average`,
         );
         return result;
       };
@@ -643,6 +657,7 @@ interface Aggregate {
   persistedPerSecond: number | null;
   loadToolCores: number;
   otherCores: number;
+  serverRunQueueWait: number | null;
   held: boolean;
   /** Runs that held, of `runs`. */
   runsHeld: number;
@@ -678,13 +693,14 @@ function aggregate(runs: readonly RunResult[]): Aggregate | null {
     persistedPerSecond: persisted.length ? round(median(persisted), 1) : null,
     loadToolCores: m((r) => r.loadToolCores),
     otherCores: m((r) => r.otherCores),
+    serverRunQueueWait: ((w) => (w.length ? round(median(w)) : null))(runs.map((r) => r.serverRunQueueWait).filter((v): v is number => v !== null)),
     held: held(p99, lost),
     runsHeld: runs.filter((r) => r.held).length,
   };
 }
 
 function table(ej: readonly RunResult[], pa: readonly RunResult[]) {
-  const header = ["offered msg/s", "system", "runs", "delivered msg/s", "P50 ms", "P99 ms", "P99 worst", "lost", "CPU ms/msg (srv+PG)", "server", "PostgreSQL", "persisted msg/s", "held", "other load (cores)"];
+  const header = ["offered msg/s", "system", "runs", "delivered msg/s", "P50 ms", "P99 ms", "P99 worst", "lost", "CPU ms/msg (srv+PG)", "server", "PostgreSQL", "persisted msg/s", "held", "other load (cores)", "server waiting for CPU"];
   const rows: string[][] = [];
   const perRate: Record<string, unknown>[] = [];
   for (const rate of RATES) {
@@ -693,8 +709,8 @@ function table(ej: readonly RunResult[], pa: readonly RunResult[]) {
     if (!e && !p) continue;
     const line = (r: Aggregate | null, name: string) =>
       r
-        ? [String(rate), name, String(r.runs), fmt(r.deliveredPerSecond), fmt(r.p50), fmt(r.p99), fmt(r.p99Worst), String(r.lost), fmt(r.cpuMsPerMsg, 3), fmt(r.serverCpuMsPerMsg, 3), fmt(r.pgCpuMsPerMsg, 3), fmt(r.persistedPerSecond), r.held ? "yes" : "no", fmt(r.otherCores, 2)]
-        : [String(rate), name, "0", "(not run)", "", "", "", "", "", "", "", "", "", ""];
+        ? [String(rate), name, String(r.runs), fmt(r.deliveredPerSecond), fmt(r.p50), fmt(r.p99), fmt(r.p99Worst), String(r.lost), fmt(r.cpuMsPerMsg, 3), fmt(r.serverCpuMsPerMsg, 3), fmt(r.pgCpuMsPerMsg, 3), fmt(r.persistedPerSecond), r.held ? "yes" : "no", fmt(r.otherCores, 2), fmt(r.serverRunQueueWait, 2)]
+        : [String(rate), name, "0", "(not run)", "", "", "", "", "", "", "", "", "", "", ""];
     rows.push(line(e, "ejabberd"));
     rows.push(line(p, "Parley"));
     const ratios = {
@@ -707,7 +723,7 @@ function table(ej: readonly RunResult[], pa: readonly RunResult[]) {
       persisted: ratio(p?.persistedPerSecond, e?.persistedPerSecond),
     };
     const x = (v: number | null) => (v === null ? "-" : `${fmt(v, 2)}×`);
-    if (e && p) rows.push([String(rate), "Parley/ejabberd", "", x(ratios.delivered), x(ratios.p50), x(ratios.p99), x(ratio(p.p99Worst, e.p99Worst)), "", x(ratios.cpuPerMsg), x(ratios.serverCpuPerMsg), x(ratios.pgCpuPerMsg), x(ratios.persisted), "", ""]);
+    if (e && p) rows.push([String(rate), "Parley/ejabberd", "", x(ratios.delivered), x(ratios.p50), x(ratios.p99), x(ratio(p.p99Worst, e.p99Worst)), "", x(ratios.cpuPerMsg), x(ratios.serverCpuPerMsg), x(ratios.pgCpuPerMsg), x(ratios.persisted), "", "", ""]);
     perRate.push({ offered: rate, ejabberd: e, parley: p, parleyOverEjabberd: e && p ? ratios : null });
   }
   const widths = header.map((h, k) => Math.max(h.length, ...rows.map((r) => r[k]!.length)));
@@ -806,7 +822,7 @@ async function main(): Promise<boolean> {
   const pa = results.parley?.runs ?? [];
   console.log(`\n== bench:peer ${USERS} users 1:1, persisted and delivered; ejabberd ${EJ_ARCHIVE === "pg" ? "with mod_mam on PostgreSQL (2 archive rows per message)" : "routing only (no archive)"}; Parley one node + PostgreSQL + NATS JetStream`);
   console.log(`   CPU ms/msg = (server process + PostgreSQL: the system's own database's backends and the background processes) CPU over the measured window / delivered messages.`);
-  console.log(`   "held" = P99 < ${P99_MS} ms (median of the rate's runs) and 0 lost (in all of them). ${REPEATS > 1 ? `Medians of ${REPEATS} runs per rate; "P99 worst" is the worst run.` : "One run per rate."} "other load" = CPU used by everything else on the machine meanwhile.`);
+  console.log(`   "held" = P99 < ${P99_MS} ms (median of the rate's runs) and 0 lost (in all of them). ${REPEATS > 1 ? `Medians of ${REPEATS} runs per rate; "P99 worst" is the worst run.` : "One run per rate."} "other load" = CPU used by everything else on the machine meanwhile; "server waiting for CPU" = the server's threads runnable but not running, on average (≈ 0 on a quiet machine).`);
   const perRate = table(ej, pa);
   const he = highestHeld(ej);
   const hp = highestHeld(pa);

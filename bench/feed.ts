@@ -80,24 +80,38 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import pg from "pg";
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
 import type { Event } from "../gen/parley/v1/event_pb.ts";
-import { EndReason, EventService } from "../gen/parley/v1/event_service_pb.ts";
+import { EventService } from "../gen/parley/v1/event_service_pb.ts";
 import { ConversationType } from "../gen/parley/v1/conversation_pb.ts";
 import { ConversationService } from "../gen/parley/v1/conversation_service_pb.ts";
 import { MessageService } from "../gen/parley/v1/message_service_pb.ts";
 import { UserService } from "../gen/parley/v1/user_service_pb.ts";
-import { mintToken } from "../src/auth/index.ts";
 import { onCleanup, runBench } from "./lib/cleanup.ts";
 import { createBenchDatabase, postgresVersion, type BenchDatabase } from "./lib/database.ts";
 import { closeConnections, grpcConnections, type Connection } from "./lib/grpc.ts";
 import { Inspector } from "./lib/inspector.ts";
 import { RawGrpcConnection } from "./lib/raw-grpc.ts";
-import { natsPrefixForRun } from "./lib/nats.ts";
+import { natsPrefixForRun, natsServerPid } from "./lib/nats.ts";
 import { startPgSampler } from "./lib/pg-sampler.ts";
 import { busyCores, CpuMeter, formatCpu, peakRssKiB, pidsByComm, rssKiB, type CpuReport } from "./lib/proc.ts";
 import { ParleyNode } from "./lib/server.ts";
 import { formatLatency, Samples, summarize, type LatencySummary } from "./lib/stats.ts";
+import {
+  closeStreams,
+  countRows,
+  ensureUsers as ensureUsersOn,
+  openStreams,
+  PacedTraffic,
+  senderConnections as senderConnectionsOf,
+  Stream,
+  Tokens,
+  wall,
+  withTimeout,
+  type PacedOptions,
+  type Route,
+  type User,
+} from "./lib/traffic.ts";
 import { eachLimited, ErrorTally, freePort, intFlag, keyValues, printHelp, requireLocalUrl, round, sleep } from "./lib/util.ts";
 
 // ---------------------------------------------------------------------------------------
@@ -299,380 +313,23 @@ async function startNodes(env: Env, scenario: string, labels: readonly string[],
   return { nodes, failed, stop: stopAll, profileWindow };
 }
 
-const authorizations = new Map<string, string>();
-async function authorization(userId: string): Promise<string> {
-  let value = authorizations.get(userId);
-  if (value === undefined) {
-    value = `Bearer ${await mintToken({ secret: SECRET, issuer: ISSUER, audience: AUDIENCE, userId, expiresIn: "2h" })}`;
-    authorizations.set(userId, value);
-  }
-  return value;
-}
-
-interface User {
-  id: string;
-  headers: { authorization: string };
-}
-
-async function makeUsers(prefix: string, n: number): Promise<User[]> {
-  const users: User[] = [];
-  for (let i = 0; i < n; i++) {
-    const id = `${prefix}-${i}`;
-    users.push({ id, headers: { authorization: await authorization(id) } });
-  }
-  return users;
-}
-
-/** GetMe once per user (creates the user row), in batches over the given connections. */
-async function ensureUsers(users: readonly User[], connections: readonly Connection[], concurrency = 64): Promise<void> {
-  const clients = connections.map((c) => createClient(UserService, c.transport));
-  await eachLimited(users, concurrency, async (user, i) => {
-    await clients[i % clients.length]!.getMe({}, { headers: user.headers, timeoutMs: CALL_TIMEOUT_MS });
-  });
-}
-
-function endReasonName(reason: EndReason): string {
-  return Object.entries(EndReason).find(([, v]) => v === reason)?.[0] ?? String(reason);
-}
-
-/** One Subscribe stream and what it has seen. */
-class Stream {
-  heartbeats = 0;
-  events = 0;
-  /** Why it ended; null while open. */
-  ended: string | null = null;
-  readonly caughtUp: Promise<void>;
-  readonly done: Promise<void>;
-  readonly #abort = new AbortController();
-
-  constructor(client: Client<typeof EventService>, user: User, onEvent: (event: Event, at: number) => void) {
-    let caughtUp!: () => void;
-    let failed!: (error: Error) => void;
-    this.caughtUp = new Promise<void>((resolve, reject) => ((caughtUp = resolve), (failed = reject)));
-    this.caughtUp.catch(() => {});
-    this.done = (async () => {
-      try {
-        for await (const res of client.subscribe({}, { headers: user.headers, signal: this.#abort.signal })) {
-          const frame = res.frame;
-          switch (frame.case) {
-            case "event":
-              this.events++;
-              onEvent(frame.value, performance.now());
-              break;
-            case "caughtUp":
-              caughtUp();
-              break;
-            case "heartbeat":
-              this.heartbeats++;
-              break;
-            case "ending":
-              this.ended = `ending ${endReasonName(frame.value.reason)}`;
-              break;
-            case "resyncRequired":
-              this.ended = "resync required";
-              break;
-          }
-        }
-        this.ended ??= "closed by the server";
-      } catch (error) {
-        this.ended ??= this.#abort.signal.aborted ? "aborted" : `error: ${(error as Error).message}`;
-      }
-      failed(new Error(`stream of ${user.id} ended before caught_up: ${this.ended}`));
-    })();
-  }
-
-  get open(): boolean {
-    return this.ended === null;
-  }
-
-  close(): void {
-    this.#abort.abort();
-  }
-}
-
-/**
- * Opens one stream per user (user i on connections[i % n]) and waits until each is caught
- * up. onEvent gets the stream's number: firstIndex + i.
- */
-async function openStreams(
-  users: readonly User[],
-  connections: readonly Connection[],
-  onEvent: (event: Event, at: number, stream: number) => void,
-  firstIndex = 0,
-  concurrency = 128,
-): Promise<Stream[]> {
-  const clients = connections.map((c) => createClient(EventService, c.transport));
-  const streams: Stream[] = new Array(users.length);
-  await eachLimited(users, concurrency, async (user, i) => {
-    const stream = new Stream(clients[i % clients.length]!, user, (event, at) => onEvent(event, at, firstIndex + i));
-    streams[i] = stream;
-    await withTimeout(stream.caughtUp, 30_000, `stream of ${user.id} not caught up`);
-  });
-  return streams;
-}
-
-async function closeStreams(streams: readonly Stream[]): Promise<void> {
-  for (const s of streams) s?.close();
-  await Promise.all(streams.map((s) => s?.done));
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what} after ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
+const tokens = new Tokens(SECRET, ISSUER, AUDIENCE);
+const authorization = (userId: string) => tokens.authorization(userId);
+const makeUsers = (prefix: string, n: number) => tokens.makeUsers(prefix, n);
+const ensureUsers = (users: readonly User[], connections: readonly Connection[], concurrency = 64) => ensureUsersOn(users, connections, CALL_TIMEOUT_MS, concurrency);
+/** Open-loop traffic with this run's window, drain and text length. */
+const PACED: PacedOptions = { warmupSeconds: WARMUP, seconds: SECONDS, drainMs: DRAIN_MS, textBytes: TEXT_BYTES };
 
 function cpuPids(nodes: readonly ParleyNode[]): Record<string, number> {
   const pids: Record<string, number> = {};
   for (const node of nodes) pids[`node${node.label.toUpperCase()}`] = node.pid;
-  const nats = pidsByComm("nats-server");
-  if (nats.length === 1) pids.nats = nats[0]!;
+  const nats = natsServerPid(NATS_URL);
+  if (nats !== null) pids.nats = nats;
   return pids;
 }
 
-const wall = (perfTime: number) => performance.timeOrigin + perfTime;
-
-function text(scheduledAt: number, i: number): string {
-  const head = `${wall(scheduledAt).toFixed(3)} #${i} `;
-  return head + "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt".repeat(2).slice(0, Math.max(0, TEXT_BYTES - head.length));
-}
-
-// ---------------------------------------------------------------------------------------
-// Open-loop paced traffic with send→deliver tracking (pairs and group)
-
-/** How one sender sends into one conversation. */
-interface Route {
-  send(clientMessageId: string, text: string): Promise<unknown>;
-}
-
-/** Sender connections to a node: lean raw HTTP/2 gRPC (default) or connect-node's client. */
-function senderConnections(baseUrl: string, connect: readonly Connection[]) {
-  if (SENDER_CLIENT === "connect") {
-    const clients = connect.map((c) => createClient(MessageService, c.transport));
-    return (k: number, user: User, conversationId: string): Route => {
-      const client = clients[k % clients.length]!;
-      return { send: (clientMessageId, text) => client.sendMessage({ conversationId, clientMessageId, content: { case: "text", value: text } }, { headers: user.headers, timeoutMs: CALL_TIMEOUT_MS }) };
-    };
-  }
-  const raw = Array.from({ length: connect.length }, () => new RawGrpcConnection(baseUrl));
-  return (k: number, user: User, conversationId: string): Route => {
-    const connection = raw[k % raw.length]!;
-    return {
-      send: (clientMessageId, text) =>
-        connection.unary(MessageService.method.sendMessage, { conversationId, clientMessageId, content: { case: "text", value: text } }, user.headers, CALL_TIMEOUT_MS),
-    };
-  };
-}
-
-const SENT = 1;
-const ACKED = 2;
-const FAILED = 3;
-
-/**
- * Sends message i at t0 + i/rate through routes[i % routes.length], whatever happened to the
- * earlier ones. Each message should reach `fanout` streams; deliver() is fed every event of
- * every stream and matches messages by client_message_id.
- */
-class PacedTraffic {
-  readonly #routes: Route[];
-  readonly #rate: number;
-  readonly #fanout: number;
-  readonly #tag: string;
-  readonly total: number;
-  readonly state: Uint8Array;
-  readonly delivered: Uint16Array;
-  readonly #latencies = new Samples(1 << 16);
-  readonly ackLatency = new Samples(1 << 14);
-  readonly issueLag = new Samples(1 << 14);
-  readonly errors = new ErrorTally();
-  inFlight = 0;
-  skipped = 0;
-  duplicates = 0;
-  strangers = 0;
-  deliveriesInWindow = 0;
-  t0 = 0;
-  /** Index range [first, last) of the messages scheduled in the measured window. */
-  readonly first: number;
-  readonly last: number;
-
-  readonly #maxInFlight: number;
-  /** Which stream should get message i, as slot k of `fanout`, or -1 if it should not. */
-  readonly #slotOf: (i: number, stream: number) => number;
-  /** Per (message, slot): delivered yet? */
-  readonly #slots: Uint8Array;
-  misrouted = 0;
-
-  constructor(routes: Route[], rate: number, fanout: number, tag: string, maxInFlight: number, slotOf: (i: number, stream: number) => number) {
-    this.#routes = routes;
-    this.#slotOf = slotOf;
-    this.#maxInFlight = maxInFlight;
-    this.#rate = rate;
-    this.#fanout = fanout;
-    this.#tag = tag;
-    this.total = Math.floor(rate * (WARMUP + SECONDS));
-    this.state = new Uint8Array(this.total);
-    this.delivered = new Uint16Array(this.total);
-    this.first = Math.ceil(rate * WARMUP);
-    this.last = Math.min(this.total, Math.ceil(rate * (WARMUP + SECONDS)));
-    this.#slots = new Uint8Array(this.total * fanout);
-  }
-
-  #scheduled(i: number): number {
-    return this.t0 + (i * 1000) / this.#rate;
-  }
-
-  /** Feed every event of every stream here. */
-  readonly deliver = (event: Event, at: number, stream: number): void => {
-    if (event.kind.case !== "messageCreated") return;
-    const message = event.kind.value.message;
-    const cmid = message?.clientMessageId ?? "";
-    if (!cmid.startsWith(this.#tag)) return this.#stranger();
-    const i = Number(cmid.slice(this.#tag.length));
-    if (!(i >= 0 && i < this.total)) return this.#stranger();
-    const body = message!.content.case === "text" ? message!.content.value : "";
-    const sentAt = Number(body.slice(0, body.indexOf(" ")));
-    const slot = this.#slotOf(i, stream);
-    if (slot < 0 || slot >= this.#fanout) return void this.misrouted++;
-    if (this.#slots[i * this.#fanout + slot]) return void this.duplicates++;
-    this.#slots[i * this.#fanout + slot] = 1;
-    this.delivered[i]!++;
-    if (i >= this.first && i < this.last) this.#latencies.add(wall(at) - sentAt);
-    if (at >= this.t0 + WARMUP * 1000 && at < this.t0 + (WARMUP + SECONDS) * 1000) this.deliveriesInWindow++;
-  };
-
-  #stranger(): void {
-    this.strangers++;
-  }
-
-  #issue(i: number, now: number): void {
-    const at = this.#scheduled(i);
-    this.issueLag.add(now - at);
-    if (this.inFlight >= this.#maxInFlight) {
-      this.skipped++;
-      return;
-    }
-    const route = this.#routes[i % this.#routes.length]!;
-    this.state[i] = SENT;
-    this.inFlight++;
-    route
-      .send(`${this.#tag}${i}`, text(at, i))
-      .then(
-        () => {
-          this.state[i] = ACKED;
-          if (i >= this.first && i < this.last) this.ackLatency.add(performance.now() - at);
-        },
-        (error: unknown) => {
-          this.state[i] = FAILED;
-          this.errors.add(error, "send");
-        },
-      )
-      .finally(() => this.inFlight--);
-  }
-
-  /** Runs the schedule; calls onWindow(start|end) at the window's edges. */
-  async run(onWindow: (edge: "start" | "end") => void): Promise<void> {
-    this.t0 = performance.now();
-    const windowStart = this.t0 + WARMUP * 1000;
-    const windowEnd = this.t0 + (WARMUP + SECONDS) * 1000;
-    let started = false;
-    let i = 0;
-    while (i < this.total) {
-      const now = performance.now();
-      if (!started && now >= windowStart) {
-        started = true;
-        onWindow("start");
-      }
-      const due = Math.min(this.total, Math.floor(((now - this.t0) * this.#rate) / 1000) + 1);
-      while (i < due) this.#issue(i++, now);
-      const wait = this.#scheduled(i) - performance.now();
-      await sleep(Math.max(0, Math.min(wait, 5)));
-    }
-    if (!started) onWindow("start");
-    const endWait = windowEnd - performance.now();
-    if (endWait > 0) await sleep(endWait);
-    onWindow("end");
-  }
-
-  /** Waits until every acknowledged send reached all its streams (or DRAIN_MS passed). */
-  async drain(): Promise<number> {
-    const started = performance.now();
-    while (performance.now() - started < DRAIN_MS) {
-      if (this.inFlight === 0 && this.#missing() === 0) break;
-      await sleep(50);
-    }
-    return (performance.now() - started) / 1000;
-  }
-
-  #missing(): number {
-    let missing = 0;
-    for (let i = 0; i < this.total; i++) if (this.state[i] === ACKED && this.delivered[i]! < this.#fanout) missing += this.#fanout - this.delivered[i]!;
-    return missing;
-  }
-
-  result() {
-    let acked = 0;
-    let ackedInWindow = 0;
-    let undeliveredInWindow = 0;
-    let undeliveredTotal = 0;
-    let deliveredUnacked = 0;
-    const latencies = new Samples(this.#latencies.count + 16);
-    for (const v of this.#latencies.sorted()) latencies.add(v);
-    for (let i = 0; i < this.total; i++) {
-      if (this.state[i] === ACKED) {
-        acked++;
-        const missing = Math.max(0, this.#fanout - this.delivered[i]!);
-        undeliveredTotal += missing;
-        if (i >= this.first && i < this.last) {
-          ackedInWindow++;
-          undeliveredInWindow += missing;
-          // Never delivered counts as infinitely late: the percentiles must not hide it.
-          for (let k = 0; k < missing; k++) latencies.add(Infinity);
-        }
-      } else if (this.delivered[i]! > 0) deliveredUnacked++;
-    }
-    return {
-      scheduled: this.total,
-      scheduledInWindow: this.last - this.first,
-      acked,
-      ackedInWindow,
-      skippedByGenerator: this.skipped,
-      errors: this.errors.toJSON(),
-      undeliveredInWindow,
-      undeliveredTotal,
-      duplicateDeliveries: this.duplicates,
-      misroutedDeliveries: this.misrouted,
-      deliveredButFailedSends: deliveredUnacked,
-      unexpectedEvents: this.strangers,
-      deliveriesInWindow: this.deliveriesInWindow,
-      deliveriesPerSecond: round(this.deliveriesInWindow / SECONDS, 1),
-      latencyMs: latencies.summary(),
-      sendAckMs: this.ackLatency.summary(),
-      generatorLagMs: this.issueLag.summary(),
-    };
-  }
-}
-
-/** Rows of the given conversations: all, and those whose created_at falls in [from, to) (wall ms). */
-async function countRows(db: BenchDatabase, conversationIds: readonly string[], fromWallMs: number, toWallMs: number) {
-  const client = new pg.Client({ connectionString: db.url });
-  await client.connect();
-  try {
-    const r = await client.query(
-      `select count(*)::int as total,
-              count(*) filter (where created_at >= to_timestamp($2 / 1000.0) and created_at < to_timestamp($3 / 1000.0))::int as in_window,
-              count(distinct (conversation_id, client_message_id))::int as distinct_ids
-         from messages where conversation_id = any($1::uuid[])`,
-      [conversationIds, fromWallMs, toWallMs],
-    );
-    return r.rows[0] as { total: number; in_window: number; distinct_ids: number };
-  } finally {
-    await client.end();
-  }
-}
+/** Sender connections to a node with this run's --sender-client. */
+const senderConnections = (baseUrl: string, connect: readonly Connection[]) => senderConnectionsOf(baseUrl, connect, SENDER_CLIENT, CALL_TIMEOUT_MS);
 
 /** Runs the traffic, measures CPU over the window, drains, counts rows. */
 async function measureTraffic(
@@ -747,7 +404,7 @@ async function scenarioPairs(env: Env) {
     const routeOnA = senderConnections(a.baseUrl, toA);
     const routeOnB = senderConnections(b.baseUrl, toB);
     const routes: Route[] = senders.map((sender, i) => (sendsOnA(i) ? routeOnA : routeOnB)(i, sender, conversationIds[i]!));
-    const traffic = new PacedTraffic(routes, RATE, 1, `${RUN_ID}-p-`, CONNECTIONS * MAX_IN_FLIGHT_PER_CONNECTION, (i, stream) => (stream === i % PAIRS ? 0 : -1));
+    const traffic = new PacedTraffic(routes, RATE, 1, `${RUN_ID}-p-`, CONNECTIONS * MAX_IN_FLIGHT_PER_CONNECTION, (i, stream) => (stream === i % PAIRS ? 0 : -1), PACED);
     // Streams keep their pair's number, whichever node they are on.
     const receiverStreams = await Promise.race([
       failed,
@@ -827,7 +484,7 @@ async function scenarioGroup(env: Env) {
     const conversationId = created.conversation!.id;
     const routeOn = [senderConnections(a.baseUrl, toA), senderConnections(b.baseUrl, toB)];
     const routes: Route[] = members.slice(0, GROUP_SENDERS).map((sender, k) => routeOn[k % 2]!(Math.floor(k / 2), sender, conversationId));
-    const traffic = new PacedTraffic(routes, GROUP_RATE, GROUP_SIZE, `${RUN_ID}-g-`, Math.min(2, GROUP_SENDERS) * Math.min(CONNECTIONS, Math.ceil(GROUP_SENDERS / 2)) * MAX_IN_FLIGHT_PER_CONNECTION, (_, stream) => stream);
+    const traffic = new PacedTraffic(routes, GROUP_RATE, GROUP_SIZE, `${RUN_ID}-g-`, Math.min(2, GROUP_SENDERS) * Math.min(CONNECTIONS, Math.ceil(GROUP_SENDERS / 2)) * MAX_IN_FLIGHT_PER_CONNECTION, (_, stream) => stream, PACED);
     const streams = await Promise.race([failed, Promise.all([openStreams(onA, toA, traffic.deliver, 0), openStreams(onB, toB, traffic.deliver, onA.length)])]).then((s) => s.flat());
     const measured = await measureTraffic(env, traffic, nodes, failed, [conversationId], profileWindow);
     const result = traffic.result();

@@ -1,7 +1,9 @@
 /** A unique NATS prefix per run, and removal of the streams and buckets it created. */
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { connect } from "nats";
 import { onCleanup } from "./cleanup.ts";
+import { pidsByComm } from "./proc.ts";
 
 /**
  * A fresh NATS_PREFIX; at cleanup, every JetStream stream the servers provisioned under it
@@ -25,4 +27,29 @@ export function natsPrefixForRun(natsUrl: string, prefix = `bench_${randomBytes(
     }
   });
   return prefix;
+}
+
+/**
+ * The pid of the nats-server serving natsUrl's port (by its command line: -p/--port/--addr
+ * host:port, 4222 when none is given), or null. Other nats-server processes on the machine
+ * (a test cluster, say) are not it.
+ */
+export function natsServerPid(natsUrl: string): number | null {
+  const port = new URL(natsUrl).port || "4222";
+  for (const pid of pidsByComm("nats-server")) {
+    let args: string[];
+    try {
+      args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    } catch {
+      continue;
+    }
+    let found = "4222";
+    for (let k = 0; k < args.length; k++) {
+      const a = args[k]!;
+      if (a === "-p" || a === "--port" || a === "-port") found = args[k + 1] ?? found;
+      else if (/^--?port=/.test(a)) found = a.slice(a.indexOf("=") + 1);
+    }
+    if (found === port) return pid;
+  }
+  return null;
 }

@@ -161,3 +161,27 @@ export function formatCpu(report: CpuReport): string {
     .map(([k, v]) => `${k} ${v.toFixed(2)}`)
     .join("   ") + `   (cores, of ${report.cores})`;
 }
+
+/**
+ * Seconds the threads of a process have spent runnable but waiting for a CPU (the second field
+ * of /proc/<pid>/task/<tid>/schedstat, summed over its threads), or null if it is gone. Over a
+ * window, its growth divided by the window's length is how many of the process's threads were
+ * waiting for a core on average: near 0 on a quiet machine, large when others take the cores.
+ */
+export function runQueueWaitSeconds(pid: number): number | null {
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return null;
+  }
+  let ns = 0;
+  for (const tid of tasks) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[1]);
+    } catch {
+      // thread gone
+    }
+  }
+  return ns / 1e9;
+}

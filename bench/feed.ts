@@ -28,7 +28,15 @@
  *              GC through the node's inspector and a settle pause; reports KiB per stream
  *              (RSS and V8 heap) and how many streams stayed alive (each must receive a
  *              heartbeat after all are open). --push-to N keeps opening in --push-step steps
- *              up to N and reports the most streams the node held.
+ *              up to N and reports the most streams the node held. --idle-nodes 2 spreads the
+ *              streams evenly over nodes a and b (stream k on node k % 2) and reports each node's
+ *              streams, alive count and KiB per stream; every stream must still see a heartbeat
+ *              (the project's target: 50,000 streams across two nodes, a heartbeat on every one).
+ *              Limits: the load generator holds ~70 KiB per stream (connect-node client streams),
+ *              3.5 GiB at 50,000, near Node's default heap limit (~4 GiB here), so run large
+ *              counts with NODE_OPTIONS=--max-old-space-size=8192 (the nodes don't inherit it).
+ *              File descriptors and ports are no bound: 500 streams per connection is 100
+ *              connections at 50,000.
  *
  * Flags:
  *   --scenario S                 all (default), pairs, group, reactions or idle
@@ -50,6 +58,8 @@
  *   --push-to N                  idle: then keep opening up to N (default 0: don't)
  *   --push-step N                idle: streams per push step (default 5000)
  *   --streams-per-connection N   idle: (default 500; the server allows 1000)
+ *   --idle-nodes 1|2             idle: streams on node a alone (default; the per-stream memory figure
+ *                                of one node) or spread evenly over a and b
  *   --no-gc                      idle: don't force GC through the inspector before reading RSS
  *   --heap-snapshot DIR          idle: write V8 heap snapshots of node a at baseline and at --streams
  *                                (diagnostic: a snapshot inflates RSS, so its figures are off)
@@ -138,6 +148,7 @@ const { values: flags } = parseArgs({
     "push-to": { type: "string", default: "0" },
     "push-step": { type: "string", default: "5000" },
     "streams-per-connection": { type: "string", default: "500" },
+    "idle-nodes": { type: "string", default: "1" },
     gc: { type: "boolean", default: true },
     "heap-snapshot": { type: "string" },
     "sample-pg": { type: "boolean", default: false },
@@ -189,6 +200,7 @@ const STREAMS = intFlag("streams", flags.streams, 1, 200_000);
 const PUSH_TO = intFlag("push-to", flags["push-to"], 0, 200_000);
 const PUSH_STEP = intFlag("push-step", flags["push-step"], 1, 200_000);
 const PER_CONNECTION = intFlag("streams-per-connection", flags["streams-per-connection"], 1, 1000);
+const IDLE_NODES = intFlag("idle-nodes", flags["idle-nodes"], 1, 2);
 const HEARTBEAT_SECONDS = flags["heartbeat-seconds"] === undefined ? null : intFlag("heartbeat-seconds", flags["heartbeat-seconds"], 1, 3600);
 const ADMIN_URL = flags["database-url"];
 const NATS_URL = flags["nats-url"];
@@ -223,7 +235,7 @@ const WATCHDOG_MS =
     (RUN.includes("pairs") ? 90 + WARMUP + SECONDS : 0) +
     (RUN.includes("group") ? 90 + WARMUP + SECONDS : 0) +
     (RUN.includes("reactions") ? 90 + ROUNDS * 30 + REACTORS / 50 : 0) +
-    (RUN.includes("idle") ? 120 + (Math.max(STREAMS, PUSH_TO) / 100) + (HEARTBEAT_SECONDS ?? 15) * 4 * (1 + Math.ceil(Math.max(0, PUSH_TO - STREAMS) / PUSH_STEP)) : 0));
+    (RUN.includes("idle") ? 120 + (Math.max(STREAMS, PUSH_TO) / 40) + (HEARTBEAT_SECONDS ?? 15) * 4 * (1 + Math.ceil(Math.max(0, PUSH_TO - STREAMS) / PUSH_STEP)) : 0));
 
 // ---------------------------------------------------------------------------------------
 // Shared plumbing
@@ -739,48 +751,59 @@ async function finalReactionCount(db: BenchDatabase, conversationId: string, seq
 // Scenario: idle streams
 
 async function scenarioIdle(env: Env) {
-  let inspectPort = 0;
-  const { nodes, failed, stop } = await startNodes(env, "idle", ["a"], {}, async () => {
+  const inspectPorts = new Map<string, number>();
+  const { nodes, failed, stop } = await startNodes(env, "idle", IDLE_NODES === 2 ? ["a", "b"] : ["a"], {}, async (label) => {
     if (!flags.gc) return [];
-    inspectPort = await freePort();
-    return [`--inspect=127.0.0.1:${inspectPort}`];
+    inspectPorts.set(label, await freePort());
+    return [`--inspect=127.0.0.1:${inspectPorts.get(label)}`];
   });
-  const node = nodes[0]!;
   const heartbeatSeconds = HEARTBEAT_SECONDS ?? 15;
   const target = Math.max(STREAMS, PUSH_TO);
-  const connections: Connection[] = [];
+  /** Stream k is on node k % nodes.length, on that node's connection ⌊(k / nodes.length) / PER_CONNECTION⌋. */
+  const nodeOf = (k: number) => k % nodes.length;
+  /** How many of the first n streams are on node i. */
+  const streamsOn = (i: number, n: number) => Math.ceil((n - i) / nodes.length);
+  const connections: Connection[][] = nodes.map(() => []);
   const streams: Stream[] = [];
-  const inspector = flags.gc ? await Inspector.connect(inspectPort) : null;
-  onCleanup("close inspector", () => inspector?.close(), { first: true });
+  const inspectors = await Promise.all(nodes.map((n) => (flags.gc ? Inspector.connect(inspectPorts.get(n.label)!) : null)));
+  onCleanup("close inspectors", () => inspectors.forEach((i) => i?.close()), { first: true });
   try {
     const users = await makeUsers(`fi-${RUN_ID}`, target);
-    const setupConnections = grpcConnections(node.baseUrl, 4);
+    const setupConnections = nodes.flatMap((n) => grpcConnections(n.baseUrl, 4 / nodes.length));
     const t0 = performance.now();
     await Promise.race([failed, ensureUsers(users, setupConnections, 64)]);
     const getMeSeconds = (performance.now() - t0) / 1000;
     closeConnections(setupConnections);
 
+    /** Every node's memory, read at the same time, each after a forced full GC (without --no-gc) and a settle pause. */
     const measure = async () => {
       await sleep(3000);
-      const heap = inspector ? await inspector.gcAndHeap() : null;
-      await sleep(2000);
-      // What RSS is made of: the V8 heap the node holds (used + committed slack) and memory
-      // outside it (Buffers' backing stores are "external"; the rest is native: nghttp2, malloc).
-      const usage = inspector ? await inspector.memoryUsage() : null;
-      return {
-        rssKiB: rssKiB(node.pid)!,
-        heapUsedKiB: heap ? Math.round(heap.usedBytes / 1024) : null,
-        heapTotalKiB: heap ? Math.round(heap.totalBytes / 1024) : null,
-        externalKiB: usage ? Math.round(usage.external / 1024) : null,
-      };
+      return Promise.all(
+        nodes.map(async (node, i) => {
+          const inspector = inspectors[i] ?? null;
+          const heap = inspector ? await inspector.gcAndHeap() : null;
+          await sleep(2000);
+          // What RSS is made of: the V8 heap the node holds (used + committed slack) and memory
+          // outside it (Buffers' backing stores are "external"; the rest is native: nghttp2, malloc).
+          const usage = inspector ? await inspector.memoryUsage() : null;
+          return {
+            rssKiB: rssKiB(node.pid)!,
+            heapUsedKiB: heap ? Math.round(heap.usedBytes / 1024) : null,
+            heapTotalKiB: heap ? Math.round(heap.totalBytes / 1024) : null,
+            externalKiB: usage ? Math.round(usage.external / 1024) : null,
+          };
+        }),
+      );
     };
     const baseline = await measure();
     const snapshotDir = flags["heap-snapshot"];
-    if (snapshotDir !== undefined && inspector) {
+    const inspectorA = inspectors[0] ?? null;
+    if (snapshotDir !== undefined && inspectorA) {
       mkdirSync(snapshotDir, { recursive: true });
-      await inspector.heapSnapshot(path.join(snapshotDir, "baseline.heapsnapshot"));
+      await inspectorA.heapSnapshot(path.join(snapshotDir, "baseline.heapsnapshot"));
     }
-    const steps: { streams: number; alive: number; open: number; idleCpuCores: { node: number; nats: number; machine: number; seconds: number }; rssKiB: number; heapUsedKiB: number | null; heapTotalKiB: number | null; externalKiB: number | null; kibPerStreamRss: number; kibPerStreamHeap: number | null; openSeconds: number; failures: number }[] = [];
+    type NodeStep = { streams: number; alive: number; open: number; rssKiB: number; heapUsedKiB: number | null; heapTotalKiB: number | null; externalKiB: number | null; kibPerStreamRss: number; kibPerStreamHeap: number | null; idleCpuCores: number };
+    const steps: { streams: number; alive: number; open: number; idleCpuCores: { nats: number; machine: number; seconds: number }; openSeconds: number; failures: number; nodes: Record<string, NodeStep> }[] = [];
     let held = 0;
     let stopReason = "";
     const failures = new ErrorTally();
@@ -791,9 +814,10 @@ async function scenarioIdle(env: Env) {
       let failed = 0;
       const batch = users.slice(from, n);
       const client = (k: number) => {
-        const c = Math.floor(k / PER_CONNECTION);
-        while (connections.length <= c) connections.push(...grpcConnections(node.baseUrl, 1));
-        return createClient(EventService, connections[c]!.transport);
+        const onNode = connections[nodeOf(k)]!;
+        const c = Math.floor(Math.floor(k / nodes.length) / PER_CONNECTION);
+        while (onNode.length <= c) onNode.push(...grpcConnections(nodes[nodeOf(k)]!.baseUrl, 1));
+        return createClient(EventService, onNode[c]!.transport);
       };
       await eachLimited(batch, 256, async (user, j) => {
         const k = from + j;
@@ -809,21 +833,21 @@ async function scenarioIdle(env: Env) {
       return { seconds: (performance.now() - started) / 1000, failed };
     };
 
-    /** Streams still open that received a heartbeat after this call (waits up to two heartbeat periods + 10 s). */
+    /** Per node: streams still open that received a heartbeat after this call (waits up to two heartbeat periods + 10 s). */
     const aliveAfterHeartbeat = async () => {
       const before = streams.map((s) => s.heartbeats);
       const deadline = performance.now() + (2 * heartbeatSeconds + 10) * 1000;
-      let alive = 0;
-      let open = 0;
+      let alive: number[] = [];
+      let open: number[] = [];
       while (performance.now() < deadline) {
-        alive = 0;
-        open = 0;
+        alive = nodes.map(() => 0);
+        open = nodes.map(() => 0);
         for (let k = 0; k < streams.length; k++) {
           if (!streams[k]!.open) continue;
-          open++;
-          if (streams[k]!.heartbeats > before[k]!) alive++;
+          open[nodeOf(k)]!++;
+          if (streams[k]!.heartbeats > before[k]!) alive[nodeOf(k)]!++;
         }
-        if (alive === streams.length || open < streams.length) break;
+        if (sum(alive) === streams.length || sum(open) < streams.length) break;
         await sleep(250);
       }
       return { alive, open };
@@ -836,82 +860,112 @@ async function scenarioIdle(env: Env) {
       });
       if (opened === null) break;
       const m = await measure();
-      if (snapshotDir !== undefined && inspector && steps.length === 0) await inspector.heapSnapshot(path.join(snapshotDir, `streams-${streams.length}.heapsnapshot`));
+      if (snapshotDir !== undefined && inspectorA && steps.length === 0) await inspectorA.heapSnapshot(path.join(snapshotDir, `streams-${streams.length}.heapsnapshot`));
       const idleStarted = performance.now();
       const idleMeter = new CpuMeter(cpuPids(nodes));
-      const profiling = flags.profile && inspector !== null && steps.length === 0;
-      if (profiling) await inspector.startProfile();
+      const profiling = flags.profile && flags.gc && steps.length === 0;
+      if (profiling) await Promise.all(inspectors.map((i) => i!.startProfile()));
       idleMeter.start();
       const { alive, open } = await aliveAfterHeartbeat();
       await sleep(Math.max(0, heartbeatSeconds * 1000 - (performance.now() - idleStarted)));
       const idleCpu = idleMeter.stop();
       if (profiling) {
         mkdirSync(PROFILE_DIR, { recursive: true });
-        await inspector.stopProfile(path.join(PROFILE_DIR, `idle-a-${streams.length}.cpuprofile`));
+        await Promise.all(inspectors.map((i, k) => i!.stopProfile(path.join(PROFILE_DIR, `idle-${nodes[k]!.label}-${streams.length}.cpuprofile`))));
       }
       const n = streams.length;
+      const byNode: Record<string, NodeStep> = {};
+      nodes.forEach((node, i) => {
+        const on = streamsOn(i, n);
+        const b = baseline[i]!;
+        const mi = m[i]!;
+        byNode[node.label] = {
+          streams: on,
+          alive: alive[i]!,
+          open: open[i]!,
+          ...mi,
+          kibPerStreamRss: round((mi.rssKiB - b.rssKiB) / on, 2),
+          kibPerStreamHeap: mi.heapUsedKiB === null || b.heapUsedKiB === null ? null : round((mi.heapUsedKiB - b.heapUsedKiB) / on, 2),
+          idleCpuCores: idleCpu[`node${node.label.toUpperCase()}`] ?? NaN,
+        };
+      });
       steps.push({
         streams: n,
-        alive,
-        open,
-        idleCpuCores: { node: idleCpu.nodeA ?? NaN, nats: idleCpu.nats ?? NaN, machine: idleCpu.machine, seconds: idleCpu.wallSeconds },
-        rssKiB: m.rssKiB,
-        heapUsedKiB: m.heapUsedKiB,
-        heapTotalKiB: m.heapTotalKiB,
-        externalKiB: m.externalKiB,
-        kibPerStreamRss: round((m.rssKiB - baseline.rssKiB) / n, 2),
-        kibPerStreamHeap: m.heapUsedKiB === null || baseline.heapUsedKiB === null ? null : round((m.heapUsedKiB - baseline.heapUsedKiB) / n, 2),
+        alive: sum(alive),
+        open: sum(open),
+        idleCpuCores: { nats: idleCpu.nats ?? NaN, machine: idleCpu.machine, seconds: idleCpu.wallSeconds },
         openSeconds: round(opened.seconds),
         failures: opened.failed,
+        nodes: byNode,
       });
-      held = Math.max(held, alive);
-      if (alive < n || opened.failed > 0) {
+      held = Math.max(held, sum(alive));
+      if (sum(alive) < n || opened.failed > 0) {
         const ended = new Map<string, number>();
         for (const st of streams) if (st.ended !== null) ended.set(st.ended, (ended.get(st.ended) ?? 0) + 1);
-        stopReason = `${n - alive} of ${n} streams without a heartbeat within ${2 * heartbeatSeconds + 10} s; ${n - open} ended (${[...ended].map(([k, v]) => `${v}× ${k}`).join(", ") || "none"}); ${opened.failed} failed to open`;
+        const perNode = nodes.length > 1 ? ` (${nodes.map((node, i) => `node ${node.label} ${streamsOn(i, n) - alive[i]!}`).join(", ")})` : "";
+        stopReason = `${n - sum(alive)} of ${n} streams without a heartbeat within ${2 * heartbeatSeconds + 10} s${perNode}; ${n - sum(open)} ended (${[...ended].map(([k, v]) => `${v}× ${k}`).join(", ") || "none"}); ${opened.failed} failed to open`;
         break;
       }
       if (goal >= target) break;
     }
     const first = steps[0];
-    const peak = peakRssKiB(node.pid);
+    const peak = Object.fromEntries(nodes.map((n) => [n.label, peakRssKiB(n.pid)]));
     const benchRssMiB = Math.round(process.memoryUsage().rss / 1024 / 1024);
+    const benchPeakRssMiB = Math.round((peakRssKiB(process.pid) ?? NaN) / 1024);
     const closing = performance.now();
     await closeStreams(streams.filter(Boolean));
     const closeSeconds = (performance.now() - closing) / 1000;
-    const perStream = first?.kibPerStreamRss ?? NaN;
+    // Node a's figure keeps its meaning with --idle-nodes 1; with 2 the target must hold on each node.
+    const perStream = first ? Math.max(...Object.values(first.nodes).map((s) => s.kibPerStreamRss)) : NaN;
     const ok = first !== undefined && first.alive === first.streams && first.streams === STREAMS;
     const summary = {
-      config: { streams: STREAMS, pushTo: PUSH_TO, pushStep: PUSH_STEP, streamsPerConnection: PER_CONNECTION, connections: connections.length, heartbeatSeconds, forcedGc: flags.gc, users: target },
-      baseline,
+      config: { streams: STREAMS, idleNodes: nodes.length, pushTo: PUSH_TO, pushStep: PUSH_STEP, streamsPerConnection: PER_CONNECTION, connections: Object.fromEntries(nodes.map((n, i) => [n.label, connections[i]!.length])), heartbeatSeconds, forcedGc: flags.gc, users: target },
+      baseline: Object.fromEntries(nodes.map((n, i) => [n.label, baseline[i]!])),
       steps,
       kibPerStream: perStream,
       mostStreamsHeld: held,
       stopReason: stopReason || null,
       nodePeakRssKiB: peak,
       benchRssMiB,
+      benchPeakRssMiB,
       getMeSeconds: round(getMeSeconds),
       closeSeconds: round(closeSeconds),
       failures: failures.toJSON(),
-      target: { kibPerStream: 20, met: perStream <= 20 },
+      target: {
+        kibPerStream: 20,
+        met: perStream <= 20,
+        ...(nodes.length === 2 && { twoNodeStreams: 50_000, twoNodeMet: held >= 50_000 }),
+      },
       ok,
     };
-    printBlock(`idle  ${STREAMS} idle Subscribe streams on node a (${PER_CONNECTION} per HTTP/2 connection), distinct users${PUSH_TO > STREAMS ? `, then pushed toward ${PUSH_TO} in steps of ${PUSH_STEP}` : ""}`, [
-      ["baseline", `RSS ${(baseline.rssKiB / 1024).toFixed(1)} MiB${baseline.heapUsedKiB !== null ? `, V8 heap used ${(baseline.heapUsedKiB / 1024).toFixed(1)} MiB of ${((baseline.heapTotalKiB ?? 0) / 1024).toFixed(1)}, external ${((baseline.externalKiB ?? 0) / 1024).toFixed(1)} MiB (after forced GC)` : ""}  (${target} users known through GetMe, ${round(getMeSeconds)} s)`],
-      ...steps.map((s): [string, string] => [
-        `${s.streams} streams`,
-        `RSS ${(s.rssKiB / 1024).toFixed(1)} MiB → ${s.kibPerStreamRss} KiB/stream${s.kibPerStreamHeap !== null ? `; V8 heap ${((s.heapUsedKiB ?? 0) / 1024).toFixed(1)} MiB → ${s.kibPerStreamHeap} KiB/stream (heap total ${((s.heapTotalKiB ?? 0) / 1024).toFixed(1)} MiB, external ${((s.externalKiB ?? 0) / 1024).toFixed(1)} MiB)` : ""}; open ${s.open}, alive (heartbeat seen) ${s.alive}/${s.streams}; idle CPU node ${s.idleCpuCores.node} nats ${s.idleCpuCores.nats} cores; opened in ${s.openSeconds} s${s.failures ? `; ${s.failures} failed` : ""}`,
+    const where = nodes.length === 1 ? "on node a" : `spread evenly over nodes ${nodes.map((n) => n.label).join(" and ")}`;
+    const mib = (kib: number | null) => ((kib ?? 0) / 1024).toFixed(1);
+    printBlock(`idle  ${STREAMS} idle Subscribe streams ${where} (${PER_CONNECTION} per HTTP/2 connection), distinct users${PUSH_TO > STREAMS ? `, then pushed toward ${PUSH_TO} in steps of ${PUSH_STEP}` : ""}`, [
+      ...nodes.map((n, i): [string, string] => {
+        const b = baseline[i]!;
+        return [`baseline${nodes.length > 1 ? ` ${n.label}` : ""}`, `RSS ${mib(b.rssKiB)} MiB${b.heapUsedKiB !== null ? `, V8 heap used ${mib(b.heapUsedKiB)} MiB of ${mib(b.heapTotalKiB)}, external ${mib(b.externalKiB)} MiB (after forced GC)` : ""}`];
+      }),
+      ["users", `${target} known through GetMe, ${round(getMeSeconds)} s`],
+      ...steps.flatMap((s): [string, string][] => [
+        [`${s.streams} streams`, `open ${s.open}, alive (heartbeat seen) ${s.alive}/${s.streams}; idle CPU ${Object.entries(s.nodes).map(([label, ns]) => `node ${label} ${ns.idleCpuCores}`).join(", ")}, nats ${s.idleCpuCores.nats} cores; opened in ${s.openSeconds} s${s.failures ? `; ${s.failures} failed` : ""}`],
+        ...Object.entries(s.nodes).map(([label, ns]): [string, string] => [
+          `  node ${label}`,
+          `${ns.streams} streams: RSS ${mib(ns.rssKiB)} MiB → ${ns.kibPerStreamRss} KiB/stream${ns.kibPerStreamHeap !== null ? `; V8 heap ${mib(ns.heapUsedKiB)} MiB → ${ns.kibPerStreamHeap} KiB/stream (heap total ${mib(ns.heapTotalKiB)} MiB, external ${mib(ns.externalKiB)} MiB)` : ""}; open ${ns.open}, alive ${ns.alive}/${ns.streams}`,
+        ]),
       ]),
-      ["most held", `${held} concurrent streams${stopReason ? ` (stopped: ${stopReason})` : PUSH_TO > STREAMS ? " (reached --push-to)" : ""}; node peak RSS ${peak !== null ? (peak / 1024).toFixed(1) : "?"} MiB; load generator RSS ${benchRssMiB} MiB (not the server's)`],
-      ["target", `<= 20 KiB per idle stream at ${STREAMS}: ${summary.target.met ? "MET" : "NOT MET"} (${perStream} KiB)`],
+      ["most held", `${held} concurrent streams${stopReason ? ` (stopped: ${stopReason})` : PUSH_TO > STREAMS ? " (reached --push-to)" : ""}; node peak RSS ${nodes.map((n) => `${n.label} ${peak[n.label] !== null ? mib(peak[n.label]!) : "?"} MiB`).join(", ")}; load generator RSS ${benchRssMiB} MiB, peak ${benchPeakRssMiB} MiB (not the server's)`],
+      ["target", `<= 20 KiB per idle stream at ${STREAMS}${nodes.length > 1 ? " (on each node)" : ""}: ${summary.target.met ? "MET" : "NOT MET"} (${perStream} KiB)`],
+      ...(nodes.length === 2 ? [["target", `50,000 concurrent streams across two nodes, a heartbeat seen on every one: ${summary.target.twoNodeMet ? "MET" : "NOT MET"} (${held} held)`] as [string, string]] : []),
     ]);
     return summary;
   } finally {
-    inspector?.close();
-    closeConnections(connections);
+    inspectors.forEach((i) => i?.close());
+    closeConnections(connections.flat());
     await stop();
   }
 }
+
+const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
 
 // ---------------------------------------------------------------------------------------
 // Output

@@ -64,8 +64,8 @@ export function storedEventFrom(partition: number, position: bigint, conversatio
 /**
  * Records events in the log. It must be the LAST statement of its transaction: it takes the
  * head row of each partition it writes to, held until commit, which is what keeps positions in
- * commit order. A transaction that writes to several partitions first locks their heads in
- * partition order, so two such transactions cannot deadlock.
+ * commit order. The heads are locked in partition order, so two transactions that write to
+ * several partitions cannot deadlock.
  */
 export async function appendEvents(tx: Transaction<Database>, layout: EventLogLayout, events: readonly NewEvent[]): Promise<StoredEvent[]> {
   if (events.length === 0) return [];
@@ -86,15 +86,17 @@ export async function appendEvents(tx: Transaction<Database>, layout: EventLogLa
     return { partition, rank, conversationId: e.conversationId, targetUserId: e.targetUserId ?? null, event, payload: toBinary(EventSchema, event) };
   });
   const partitions = [...counts.keys()].sort((a, b) => a - b);
-  if (partitions.length > 1) {
-    await sql`select 1 from event_log_partitions where partition = any(${partitions}::int2[]) order by partition for update`.execute(tx);
-  }
   const seqs = built.map((b) => messageSeqs(b.event));
-  // One round trip: bump the heads and insert the rows at the positions they handed out.
+  // One round trip: lock the heads in partition order, bump them and insert the rows at the
+  // positions they handed out. `locked` takes every lock before the update writes a head:
+  // the update joins it, so it is either read whole first or drives the join in its order.
   const result = await sql<{ partition: number; base: string }>`
-    with head as (
+    with locked as (
+      select partition from event_log_partitions where partition = any(${partitions}::int2[]) order by partition for update
+    ), head as (
       update event_log_partitions h set position = h.position + c.n
       from unnest(${partitions}::int2[], ${partitions.map((p) => counts.get(p)!)}::int8[]) as c(partition, n)
+      join locked on locked.partition = c.partition
       where h.partition = c.partition
       returning h.partition, h.position - c.n as base
     ), inserted as (

@@ -53,9 +53,8 @@ export class SendBatcher {
 
   constructor(db: Kysely<Database>, log: EventLogLayout, options: SendBatcherOptions = {}) {
     this.#log = log;
-    // A batch holds sends of one event-log partition, so it takes one head row.
-    const laneOf = (command: SendCommand) => partitionOf(command.conversationId, log.partitions);
-    this.#queue = new GroupCommit(db, (tx, commands) => this.#write(tx, commands), laneOf, options);
+    const partitionOfSend = (command: SendCommand) => partitionOf(command.conversationId, log.partitions);
+    this.#queue = new GroupCommit(db, (tx, commands) => this.#write(tx, commands), partitionOfSend, options);
   }
 
   /** Stores the message (or finds the one a retry refers to) and returns its row. */

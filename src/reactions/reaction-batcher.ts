@@ -71,8 +71,8 @@ export class ReactionBatcher {
 
   constructor(db: Kysely<Database>, log: EventLogLayout, onCommitted: OnReactionsCommitted, options: ReactionBatcherOptions = {}) {
     this.#log = log;
-    const laneOf = (command: ReactionCommand) => partitionOf(command.conversationId, log.partitions);
-    this.#queue = new GroupCommit(db, (tx, commands) => this.#write(tx, commands), laneOf, { ...options, onCommitted });
+    const partitionOfReaction = (command: ReactionCommand) => partitionOf(command.conversationId, log.partitions);
+    this.#queue = new GroupCommit(db, (tx, commands) => this.#write(tx, commands), partitionOfReaction, { ...options, onCommitted });
   }
 
   /** Applies the command (in queue order with every other) and returns what it came to. */

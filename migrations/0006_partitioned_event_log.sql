@@ -25,9 +25,14 @@ CREATE TABLE event_log (
 -- One head per partition: the last position handed out there, taken by bumping this row as the
 -- last statement of a transaction (so positions are gapless and in commit order per partition).
 CREATE TABLE event_log_partitions (
+  partition smallint PRIMARY KEY,
+  position  bigint NOT NULL DEFAULT 0
+);
+
+-- The outbox relay's checkpoint per partition: everything up to it is known to be in
+-- JetStream. A table of its own so that the relay never locks a head row that writers hold.
+CREATE TABLE event_relay_checkpoints (
   partition       smallint PRIMARY KEY,
-  position        bigint NOT NULL DEFAULT 0,
-  -- Everything up to here is known to be in JetStream (advanced by the relay).
   relayed_through bigint NOT NULL DEFAULT 0
 );
 

@@ -125,6 +125,10 @@ export interface EventLogTable {
 export interface EventLogPartitionsTable {
   partition: number;
   position: Int8WithDefault;
+}
+
+export interface EventRelayCheckpointsTable {
+  partition: number;
   relayed_through: Int8WithDefault;
 }
 
@@ -220,6 +224,7 @@ export interface Database {
   messages: MessagesTable;
   event_log: EventLogTable;
   event_log_partitions: EventLogPartitionsTable;
+  event_relay_checkpoints: EventRelayCheckpointsTable;
   events: EventsTable;
   message_reactions: MessageReactionsTable;
   message_reaction_counts: MessageReactionCountsTable;

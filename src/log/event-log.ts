@@ -208,13 +208,13 @@ export async function findNextCreatedAt(db: Db, after: LogPosition, heads: LogPo
 
 /** The relay's checkpoint in each partition: everything up to it is in JetStream. */
 export async function readRelayedThrough(db: Db): Promise<LogPosition> {
-  const rows = await db.selectFrom("event_log_partitions").select(["partition", "relayed_through"]).orderBy("partition").execute();
+  const rows = await db.selectFrom("event_relay_checkpoints").select(["partition", "relayed_through"]).orderBy("partition").execute();
   return rows.map((row) => BigInt(row.relayed_through));
 }
 
 export async function advanceRelayedThrough(db: Db, through: LogPosition): Promise<void> {
   await sql`
-    update event_log_partitions h set relayed_through = greatest(h.relayed_through, t.position)
+    update event_relay_checkpoints h set relayed_through = greatest(h.relayed_through, t.position)
     from unnest(${through.map((_, i) => i)}::int2[], ${through.map(String)}::int8[]) as t(partition, position)
     where h.partition = t.partition and h.relayed_through < t.position`.execute(db);
 }

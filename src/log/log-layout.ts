@@ -38,6 +38,7 @@ export async function repartitionEventLog(db: Kysely<Database>, partitions: numb
     await sql`select pg_advisory_xact_lock(${LAYOUT_LOCK_ID})`.execute(tx);
     await tx.deleteFrom("events").execute();
     await tx.deleteFrom("event_log_partitions").execute();
+    await tx.deleteFrom("event_relay_checkpoints").execute();
     await tx.deleteFrom("event_log").execute();
     return createLayout(tx, partitions);
   });
@@ -46,9 +47,8 @@ export async function repartitionEventLog(db: Kysely<Database>, partitions: numb
 async function createLayout(tx: Kysely<Database>, partitions: number): Promise<EventLogLayout> {
   const logId = randomBytes(8).toString("hex");
   await tx.insertInto("event_log").values({ log_id: logId, partitions }).execute();
-  await tx
-    .insertInto("event_log_partitions")
-    .values(Array.from({ length: partitions }, (_, partition) => ({ partition })))
-    .execute();
+  const rows = Array.from({ length: partitions }, (_, partition) => ({ partition }));
+  await tx.insertInto("event_log_partitions").values(rows).execute();
+  await tx.insertInto("event_relay_checkpoints").values(rows).execute();
   return { logId, partitions };
 }

@@ -51,7 +51,7 @@ export async function readEventLog(url: string): Promise<EventLogRow[]> {
 export async function readPartitionHeads(url: string): Promise<PartitionRow[]> {
   return withDatabase(url, async (c) => {
     const { rows } = await c.query<{ partition: number; position: string; relayed_through: string }>(
-      "select p.partition, p.position::text as position, p.relayed_through::text as relayed_through from event_log_partitions p order by p.partition",
+      "select p.partition, p.position::text as position, r.relayed_through::text as relayed_through from event_log_partitions p join event_relay_checkpoints r using (partition) order by p.partition",
     );
     return rows.map((r) => ({ partition: Number(r.partition), position: BigInt(r.position), relayedThrough: BigInt(r.relayed_through) }));
   });

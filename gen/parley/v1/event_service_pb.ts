@@ -24,6 +24,7 @@ export const file_parley_v1_event_service: GenFile = /*@__PURE__*/
 export type SubscribeRequest = Message<"parley.v1.SubscribeRequest"> & {
   /**
    * The cursor of the last event the client processed (or of a heartbeat); empty to start now.
+   * Opaque: store it as a string. One Parley did not issue is INVALID_ARGUMENT.
    *
    * @generated from field: string cursor = 1;
    */
@@ -74,8 +75,10 @@ export type SubscribeResponse = Message<"parley.v1.SubscribeResponse"> & {
     case: "heartbeat";
   } | {
     /**
-     * The cursor is too old to replay: reload state (ListConversations, ListMessages), then
-     * subscribe again with the fresh cursor given here. The stream ends after this frame.
+     * The cursor cannot be replayed (older than the replay window, from another deployment or
+     * an earlier event log, or ahead of the log): reload state (ListConversations,
+     * ListMessages), then subscribe again with the fresh cursor given here. The stream ends
+     * after this frame.
      *
      * @generated from field: parley.v1.ResyncRequired resync_required = 4;
      */
@@ -150,7 +153,7 @@ export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
   messageDesc(file_parley_v1_event_service, 3);
 
 /**
- * The requested cursor is beyond the replay window.
+ * The requested cursor cannot be replayed here.
  *
  * @generated from message parley.v1.ResyncRequired
  */

@@ -27,41 +27,28 @@ export interface ProvisionOptions {
 
 export async function provisionNats(connection: NatsConnection, subjects: Subjects, options: ProvisionOptions): Promise<void> {
   const jsm = await connection.jetstreamManager();
-  const config: Partial<StreamConfig> & { name: string } = {
-    name: subjects.eventStream,
-    subjects: [subjects.allEvents],
+  const replicas = options.replicas ?? 1;
+  // Republished events (relay, retries) are stored once within the duplicate window (which
+  // NATS requires to be no longer than max_age).
+  await ensureStream(jsm, fileStream(subjects.eventStream, subjects.allEvents, replicas, options.retentionMs, Math.min(2 * 60 * 1000, options.retentionMs)));
+  // Work items (e.g. a story's expiry) wait for their consumer; a week outlives any of them.
+  await ensureStream(jsm, fileStream(subjects.workStream, subjects.allWork, replicas, WORK_RETENTION_MS, 2 * 60 * 1000));
+  await ensureStream(jsm, fileStream(subjects.pushStream, subjects.allPush, replicas, PUSH_RETENTION_MS, PUSH_DUPLICATE_WINDOW_MS));
+  await connection.jetstream().views.kv(subjects.presenceBucket, { ttl: options.presenceTtlMs, history: 1, replicas });
+}
+
+/** A file-backed stream that keeps messages for maxAgeMs, dropping the oldest first. */
+function fileStream(name: string, subject: string, replicas: number, maxAgeMs: number, duplicateWindowMs: number): Partial<StreamConfig> & { name: string } {
+  return {
+    name,
+    subjects: [subject],
     storage: StorageType.File,
-    num_replicas: options.replicas ?? 1,
+    num_replicas: replicas,
     retention: RetentionPolicy.Limits,
     discard: DiscardPolicy.Old,
-    max_age: options.retentionMs * NANOS_PER_MS,
-    // Republished events (relay, retries) are stored once within this window (which NATS
-    // requires to be no longer than max_age).
-    duplicate_window: Math.min(2 * 60 * 1000, options.retentionMs) * NANOS_PER_MS,
+    max_age: maxAgeMs * NANOS_PER_MS,
+    duplicate_window: duplicateWindowMs * NANOS_PER_MS,
   };
-  await ensureStream(jsm, config);
-  await ensureStream(jsm, {
-    name: subjects.workStream,
-    subjects: [subjects.allWork],
-    storage: StorageType.File,
-    num_replicas: options.replicas ?? 1,
-    retention: RetentionPolicy.Limits,
-    discard: DiscardPolicy.Old,
-    // Work items (e.g. a story's expiry) wait for their consumer; a week outlives any of them.
-    max_age: WORK_RETENTION_MS * NANOS_PER_MS,
-    duplicate_window: 2 * 60 * 1000 * NANOS_PER_MS,
-  });
-  await ensureStream(jsm, {
-    name: subjects.pushStream,
-    subjects: [subjects.allPush],
-    storage: StorageType.File,
-    num_replicas: options.replicas ?? 1,
-    retention: RetentionPolicy.Limits,
-    discard: DiscardPolicy.Old,
-    max_age: PUSH_RETENTION_MS * NANOS_PER_MS,
-    duplicate_window: PUSH_DUPLICATE_WINDOW_MS * NANOS_PER_MS,
-  });
-  await connection.jetstream().views.kv(subjects.presenceBucket, { ttl: options.presenceTtlMs, history: 1, replicas: options.replicas ?? 1 });
 }
 
 /** Creates the stream, or brings an existing one to this configuration. */

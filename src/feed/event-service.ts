@@ -82,9 +82,10 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
     try {
       let delivered = hub.position;
       if (requested !== null) {
-        const resync = requested.legacy ? "the cursor was issued before the event log was partitioned" : await this.#resyncReason(requested);
-        if (resync !== null || requested.legacy) {
-          yield frame({ case: "resyncRequired", value: create(ResyncRequiredSchema, { reason: resync ?? "", cursor: this.#cursor(hub.position) }) });
+        const resync = requested.legacy ? null : await this.#resyncReason(requested);
+        if (requested.legacy || resync !== null) {
+          const reason = resync ?? "the cursor was issued before the event log was partitioned";
+          yield frame({ case: "resyncRequired", value: create(ResyncRequiredSchema, { reason, cursor: this.#cursor(hub.position) }) });
           return;
         }
         // A generator of its own: what the catch-up needs is dropped when it ends, instead of

@@ -105,7 +105,7 @@ import { RawGrpcConnection } from "./lib/raw-grpc.ts";
 import { natsPrefixForRun, natsServerPid } from "./lib/nats.ts";
 import { startPgSampler } from "./lib/pg-sampler.ts";
 import { busyCores, CpuMeter, formatCpu, peakRssKiB, pidsByComm, rssKiB, type CpuReport } from "./lib/proc.ts";
-import { ParleyNode } from "./lib/server.ts";
+import { benchNodeEnv, ParleyNode } from "./lib/server.ts";
 import { formatLatency, Samples, summarize, type LatencySummary } from "./lib/stats.ts";
 import {
   closeStreams,
@@ -267,16 +267,8 @@ async function startNodes(env: Env, scenario: string, labels: readonly string[],
         nodeArgs: args,
         logFile: path.join(LOG_DIR, `${scenario}-${label}.log`),
         env: {
-          DATABASE_URL: env.db.url,
-          NATS_URL: NATS_URL,
-          NATS_PREFIX: env.natsPrefix,
-          JWT_SECRET: SECRET,
-          JWT_ISSUER: ISSUER,
-          JWT_AUDIENCE: AUDIENCE,
-          LOG_LEVEL: "warn",
-          METRICS_PORT: "off",
+          ...benchNodeEnv({ databaseUrl: env.db.url, natsUrl: NATS_URL, natsPrefix: env.natsPrefix, secret: SECRET, issuer: ISSUER, audience: AUDIENCE, dataDir: env.dataDir }),
           NODE_ID: label,
-          DATA_DIR: env.dataDir,
           ...(HEARTBEAT_SECONDS !== null && { FEED_HEARTBEAT_SECONDS: String(HEARTBEAT_SECONDS) }),
           ...extra,
           ...EXTRA_ENV,

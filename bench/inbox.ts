@@ -42,7 +42,7 @@ import { createBenchDatabase, postgresVersion } from "./lib/database.ts";
 import { grpcConnection } from "./lib/grpc.ts";
 import { natsPrefixForRun } from "./lib/nats.ts";
 import { CpuMeter, formatCpu } from "./lib/proc.ts";
-import { ParleyNode } from "./lib/server.ts";
+import { benchNodeEnv, ParleyNode } from "./lib/server.ts";
 import { formatLatency, Samples } from "./lib/stats.ts";
 import { intFlag, printHelp, requireLocalUrl, round } from "./lib/util.ts";
 
@@ -155,16 +155,8 @@ async function main(): Promise<void> {
   const database = await createBenchDatabase(flags["database-url"]);
   const natsPrefix = natsPrefixForRun(flags["nats-url"]);
   const env = {
-    DATABASE_URL: database.url,
-    NATS_URL: flags["nats-url"],
-    NATS_PREFIX: natsPrefix,
-    JWT_SECRET: SECRET,
-    JWT_ISSUER: ISSUER,
-    JWT_AUDIENCE: AUDIENCE,
-    LOG_LEVEL: "warn",
-    METRICS_PORT: "off",
+    ...benchNodeEnv({ databaseUrl: database.url, natsUrl: flags["nats-url"], natsPrefix, secret: SECRET, issuer: ISSUER, audience: AUDIENCE, dataDir: os.tmpdir() }),
     MAX_GROUP_MEMBERS: String(GROUP_MEMBERS + 1),
-    DATA_DIR: os.tmpdir(),
   };
   // The first start applies the migrations; the bulk load then writes into the schema.
   let node = await ParleyNode.start({ label: "migrate", env });

@@ -92,7 +92,7 @@ import { closeConnections, grpcConnections } from "./lib/grpc.ts";
 import { natsPrefixForRun, natsServerPid } from "./lib/nats.ts";
 import { PgCpuMeter } from "./lib/pg-cpu.ts";
 import { busyCores, CpuMeter, procCpu, runQueueWaitSeconds, type CpuReport } from "./lib/proc.ts";
-import { ParleyNode, ROOT } from "./lib/server.ts";
+import { benchNodeEnv, ParleyNode, ROOT } from "./lib/server.ts";
 import {
   closeStreams,
   countRows,
@@ -472,16 +472,8 @@ function parley(): System {
         label: "a",
         logFile: path.join(LOG_DIR, "parley-node.log"),
         env: {
-          DATABASE_URL: db.url,
-          NATS_URL,
-          NATS_PREFIX: natsPrefix,
-          JWT_SECRET: SECRET,
-          JWT_ISSUER: ISSUER,
-          JWT_AUDIENCE: AUDIENCE,
-          LOG_LEVEL: "warn",
-          METRICS_PORT: "off",
+          ...benchNodeEnv({ databaseUrl: db.url, natsUrl: NATS_URL, natsPrefix, secret: SECRET, issuer: ISSUER, audience: AUDIENCE, dataDir }),
           NODE_ID: "a",
-          DATA_DIR: dataDir,
           ...EXTRA_ENV,
         },
       });

@@ -42,7 +42,7 @@ import { onCleanup, runBench } from "./lib/cleanup.ts";
 import { createBenchDatabase, postgresVersion } from "./lib/database.ts";
 import { grpcConnection } from "./lib/grpc.ts";
 import { natsPrefixForRun } from "./lib/nats.ts";
-import { ParleyNode } from "./lib/server.ts";
+import { benchNodeEnv, ParleyNode } from "./lib/server.ts";
 import { formatLatency, Samples, type LatencySummary } from "./lib/stats.ts";
 import { eachLimited, ErrorTally, intFlag, printHelp, requireLocalUrl, round, sleep } from "./lib/util.ts";
 
@@ -253,15 +253,7 @@ async function main() {
     label: "a",
     logFile,
     env: {
-      DATABASE_URL: database.url,
-      NATS_URL,
-      NATS_PREFIX: natsPrefix,
-      JWT_SECRET: SECRET,
-      JWT_ISSUER: ISSUER,
-      JWT_AUDIENCE: AUDIENCE,
-      LOG_LEVEL: "warn",
-      METRICS_PORT: "off",
-      DATA_DIR: dataDir,
+      ...benchNodeEnv({ databaseUrl: database.url, natsUrl: NATS_URL, natsPrefix, secret: SECRET, issuer: ISSUER, audience: AUDIENCE, dataDir }),
       STORY_TTL_SECONDS: String(TTL_SECONDS),
       STORY_SWEEP_INTERVAL_SECONDS: "600",
     },

@@ -153,3 +153,29 @@ export class ParleyNode {
     return this.#stopping;
   }
 }
+
+/** What a bench run's nodes share: its database, its NATS and prefix, and its token settings. */
+export interface BenchRunEnv {
+  databaseUrl: string;
+  natsUrl: string;
+  natsPrefix: string;
+  secret: string;
+  issuer: string;
+  audience: string;
+  dataDir: string;
+}
+
+/** The environment every bench node starts with (quiet logs, no metrics port); a bench adds its own settings. */
+export function benchNodeEnv(run: BenchRunEnv): Record<string, string> {
+  return {
+    DATABASE_URL: run.databaseUrl,
+    NATS_URL: run.natsUrl,
+    NATS_PREFIX: run.natsPrefix,
+    JWT_SECRET: run.secret,
+    JWT_ISSUER: run.issuer,
+    JWT_AUDIENCE: run.audience,
+    LOG_LEVEL: "warn",
+    METRICS_PORT: "off",
+    DATA_DIR: run.dataDir,
+  };
+}

@@ -5,11 +5,6 @@
  */
 export type LogPosition = readonly bigint[];
 
-/** The position before any event: zero in every partition. */
-export function logStart(partitions: number): LogPosition {
-  return new Array<bigint>(partitions).fill(0n);
-}
-
 /** True when `a` is at or past `b` in every partition. */
 export function covers(a: LogPosition, b: LogPosition): boolean {
   for (let i = 0; i < b.length; i++) if (a[i]! < b[i]!) return false;

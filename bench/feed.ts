@@ -122,7 +122,7 @@ import {
   type Route,
   type User,
 } from "./lib/traffic.ts";
-import { eachLimited, ErrorTally, freePort, intFlag, keyValues, printHelp, requireLocalUrl, round, sleep } from "./lib/util.ts";
+import { eachLimited, ErrorTally, freePort, intFlag, keyValues, printHelp, requireLocalUrl, round, SERVICE_FLAGS, sleep } from "./lib/util.ts";
 
 // ---------------------------------------------------------------------------------------
 // Options
@@ -155,12 +155,8 @@ const { values: flags } = parseArgs({
     "heartbeat-seconds": { type: "string" },
     profile: { type: "boolean", default: false },
     "profile-dir": { type: "string" },
-    "server-env": { type: "string", multiple: true, default: [] },
     "server-node-arg": { type: "string", multiple: true, default: [] },
-    "database-url": { type: "string", default: process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres" },
-    "nats-url": { type: "string", default: process.env.BENCH_NATS_URL ?? "nats://127.0.0.1:4222" },
-    json: { type: "string" },
-    help: { type: "boolean", default: false },
+    ...SERVICE_FLAGS,
   },
 });
 if (flags.help) {

@@ -105,7 +105,7 @@ import {
   wall,
   type Route,
 } from "./lib/traffic.ts";
-import { eachLimited, freePort, intFlag, keyValues, printHelp, requireLocalUrl, round, sleep } from "./lib/util.ts";
+import { eachLimited, freePort, intFlag, keyValues, printHelp, requireLocalUrl, round, SERVICE_FLAGS, sleep } from "./lib/util.ts";
 
 // ---------------------------------------------------------------------------------------
 // Options
@@ -129,11 +129,7 @@ const { values: flags } = parseArgs({
     "sender-client": { type: "string", default: "raw" },
     "quiet-wait": { type: "string", default: "30" },
     "peer-dir": { type: "string" },
-    "server-env": { type: "string", multiple: true, default: [] },
-    "database-url": { type: "string", default: process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres" },
-    "nats-url": { type: "string", default: process.env.BENCH_NATS_URL ?? "nats://127.0.0.1:4222" },
-    json: { type: "string" },
-    help: { type: "boolean", default: false },
+    ...SERVICE_FLAGS,
   },
 });
 if (flags.help) {

@@ -220,11 +220,12 @@ function int(env: Env, name: string, fallback: number, min: number, max: number)
   return value;
 }
 
-/** A comma-separated list of URLs, each checked like url(); returned as given. */
+/** A comma-separated list of URLs, each checked like url(); returned comma-separated, without spaces. */
 function urls(env: Env, name: string, protocols: string[]): string {
-  const raw = env[name] ?? "";
-  for (const one of raw.split(",")) url({ [name]: one.trim() }, name, protocols);
-  return raw;
+  return (env[name] ?? "")
+    .split(",")
+    .map((one) => url({ [name]: one.trim() }, name, protocols))
+    .join(",");
 }
 
 function url(env: Env, name: string, protocols: string[]): string {

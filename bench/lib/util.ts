@@ -94,3 +94,16 @@ export function requireLocalUrl(flag: string, url: string): void {
     process.exit(2);
   }
 }
+
+/**
+ * The flags every bench that starts Parley nodes takes, for parseArgs: where PostgreSQL and
+ * NATS are (loopback only; environment BENCH_DATABASE_URL / BENCH_NATS_URL), extra node
+ * environment, a JSON summary file, and --help.
+ */
+export const SERVICE_FLAGS = {
+  "server-env": { type: "string", multiple: true, default: [] as string[] },
+  "database-url": { type: "string", default: process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres" },
+  "nats-url": { type: "string", default: process.env.BENCH_NATS_URL ?? "nats://127.0.0.1:4222" },
+  json: { type: "string" },
+  help: { type: "boolean", default: false },
+} as const;

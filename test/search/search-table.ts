@@ -4,18 +4,13 @@
  * rebuild. PostgreSQL mode only: the embedded database lives inside the server process.
  */
 import pg from "pg";
+import { withDatabase as withDatabaseAt } from "../helpers/event-log-db.ts";
 import type { TestServer } from "../helpers/test-server.ts";
 
-async function withDatabase<T>(server: TestServer, work: (client: pg.Client) => Promise<T>): Promise<T> {
+function withDatabase<T>(server: TestServer, work: (client: pg.Client) => Promise<T>): Promise<T> {
   const url = server.env.DATABASE_URL;
   if (!url) throw new Error("the search table can only be reached on PostgreSQL (DATABASE_URL)");
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await work(client);
-  } finally {
-    await client.end();
-  }
+  return withDatabaseAt(url, work);
 }
 
 /** Rows of the search table whose text (any column) holds the word, case-insensitively. */

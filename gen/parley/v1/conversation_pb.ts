@@ -14,7 +14,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file parley/v1/conversation.proto.
  */
 export const file_parley_v1_conversation: GenFile = /*@__PURE__*/
-  fileDesc("ChxwYXJsZXkvdjEvY29udmVyc2F0aW9uLnByb3RvEglwYXJsZXkudjEiyQMKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoCRIpCgR0eXBlGAIgASgOMhsucGFybGV5LnYxLkNvbnZlcnNhdGlvblR5cGUSDAoEbmFtZRgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRISCgpjcmVhdGVkX2J5GAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEGxhc3RfYWN0aXZpdHlfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDG1lbWJlcl9jb3VudBgIIAEoBRIQCghsYXN0X3NlcRgJIAEoAxIvCgxsYXN0X21lc3NhZ2UYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZVByZXZpZXcSJgoHbXlfcm9sZRgLIAEoDjIVLnBhcmxleS52MS5NZW1iZXJSb2xlEhgKEG15X2xhc3RfcmVhZF9zZXEYDCABKAMSFAoMdW5yZWFkX2NvdW50GA0gASgDEhYKDmRpcmVjdF9wZWVyX2lkGA4gASgJEhwKFHVucmVhZF9tZW50aW9uX2NvdW50GA8gASgDIoQBCgZNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIjCgRyb2xlGAIgASgOMhUucGFybGV5LnYxLk1lbWJlclJvbGUSLQoJam9pbmVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1sYXN0X3JlYWRfc2VxGAQgASgDImMKDFJlYWRQb3NpdGlvbhIPCgd1c2VyX2lkGAEgASgJEhUKDWxhc3RfcmVhZF9zZXEYAiABKAMSKwoHcmVhZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqcAoQQ29udmVyc2F0aW9uVHlwZRIhCh1DT05WRVJTQVRJT05fVFlQRV9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9UWVBFX0RJUkVDVBABEhsKF0NPTlZFUlNBVElPTl9UWVBFX0dST1VQEAIqWAoKTWVtYmVyUm9sZRIbChdNRU1CRVJfUk9MRV9VTlNQRUNJRklFRBAAEhYKEk1FTUJFUl9ST0xFX01FTUJFUhABEhUKEU1FTUJFUl9ST0xFX0FETUlOEAJiBnByb3RvMw", [file_google_protobuf_timestamp, file_parley_v1_message]);
+  fileDesc("ChxwYXJsZXkvdjEvY29udmVyc2F0aW9uLnByb3RvEglwYXJsZXkudjEihQQKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoCRIpCgR0eXBlGAIgASgOMhsucGFybGV5LnYxLkNvbnZlcnNhdGlvblR5cGUSDAoEbmFtZRgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRISCgpjcmVhdGVkX2J5GAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEGxhc3RfYWN0aXZpdHlfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDG1lbWJlcl9jb3VudBgIIAEoBRIQCghsYXN0X3NlcRgJIAEoAxIvCgxsYXN0X21lc3NhZ2UYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZVByZXZpZXcSJgoHbXlfcm9sZRgLIAEoDjIVLnBhcmxleS52MS5NZW1iZXJSb2xlEhgKEG15X2xhc3RfcmVhZF9zZXEYDCABKAMSFAoMdW5yZWFkX2NvdW50GA0gASgDEhYKDmRpcmVjdF9wZWVyX2lkGA4gASgJEhwKFHVucmVhZF9tZW50aW9uX2NvdW50GA8gASgDEhEKCWVuY3J5cHRlZBgQIAEoCBIUCgxibGluZF9zZWFyY2gYESABKAgSEQoJa2V5X2Vwb2NoGBIgASgNIoQBCgZNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIjCgRyb2xlGAIgASgOMhUucGFybGV5LnYxLk1lbWJlclJvbGUSLQoJam9pbmVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1sYXN0X3JlYWRfc2VxGAQgASgDImMKDFJlYWRQb3NpdGlvbhIPCgd1c2VyX2lkGAEgASgJEhUKDWxhc3RfcmVhZF9zZXEYAiABKAMSKwoHcmVhZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqcAoQQ29udmVyc2F0aW9uVHlwZRIhCh1DT05WRVJTQVRJT05fVFlQRV9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9UWVBFX0RJUkVDVBABEhsKF0NPTlZFUlNBVElPTl9UWVBFX0dST1VQEAIqWAoKTWVtYmVyUm9sZRIbChdNRU1CRVJfUk9MRV9VTlNQRUNJRklFRBAAEhYKEk1FTUJFUl9ST0xFX01FTUJFUhABEhUKEU1FTUJFUl9ST0xFX0FETUlOEAJiBnByb3RvMw", [file_google_protobuf_timestamp, file_parley_v1_message]);
 
 /**
  * A conversation as the calling user sees it.
@@ -126,6 +126,31 @@ export type Conversation = Message<"parley.v1.Conversation"> & {
    * @generated from field: int64 unread_mention_count = 15;
    */
   unreadMentionCount: bigint;
+
+  /**
+   * True when the conversation is end-to-end encrypted (fixed at creation): its messages
+   * are envelopes only members' devices can open.
+   *
+   * @generated from field: bool encrypted = 16;
+   */
+  encrypted: boolean;
+
+  /**
+   * True when members may attach blind-index search tokens to encrypted messages and search
+   * them (fixed at creation; encrypted conversations only).
+   *
+   * @generated from field: bool blind_search = 17;
+   */
+  blindSearch: boolean;
+
+  /**
+   * The encryption key epoch: it moves on when a member leaves or is removed or a member's
+   * device is revoked, and encrypted sends must carry the current one. 0 for plain
+   * conversations.
+   *
+   * @generated from field: uint32 key_epoch = 18;
+   */
+  keyEpoch: number;
 };
 
 /**

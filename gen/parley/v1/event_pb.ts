@@ -8,6 +8,8 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Member, MemberRole } from "./conversation_pb.ts";
 import { file_parley_v1_conversation } from "./conversation_pb.ts";
+import type { ToDeviceMessage } from "./device_pb.ts";
+import { file_parley_v1_device } from "./device_pb.ts";
 import type { Message as Message$1, MessageDeletion } from "./message_pb.ts";
 import { file_parley_v1_message } from "./message_pb.ts";
 import type { Notification } from "./notification_pb.ts";
@@ -20,7 +22,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/event.proto.
  */
 export const file_parley_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChVwYXJsZXkvdjEvZXZlbnQucHJvdG8SCXBhcmxleS52MSKRCAoFRXZlbnQSCgoCaWQYASABKAkSDgoGY3Vyc29yGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIQCghhY3Rvcl9pZBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZUNyZWF0ZWRIABI+ChRjb252ZXJzYXRpb25fdXBkYXRlZBgLIAEoCzIeLnBhcmxleS52MS5Db252ZXJzYXRpb25VcGRhdGVkSAASLgoMbWVtYmVyX2FkZGVkGAwgASgLMhYucGFybGV5LnYxLk1lbWJlckFkZGVkSAASMgoObWVtYmVyX3JlbW92ZWQYDSABKAsyGC5wYXJsZXkudjEuTWVtYmVyUmVtb3ZlZEgAEjsKE21lbWJlcl9yb2xlX2NoYW5nZWQYDiABKAsyHC5wYXJsZXkudjEuTWVtYmVyUm9sZUNoYW5nZWRIABIyCg5yZWFjdGlvbl9hZGRlZBgPIAEoCzIYLnBhcmxleS52MS5SZWFjdGlvbkFkZGVkSAASNgoQcmVhY3Rpb25fcmVtb3ZlZBgQIAEoCzIaLnBhcmxleS52MS5SZWFjdGlvblJlbW92ZWRIABI7ChNyZWFkX3Bvc2l0aW9uX21vdmVkGBEgASgLMhwucGFybGV5LnYxLlJlYWRQb3NpdGlvbk1vdmVkSAASIwoGdHlwaW5nGBIgASgLMhEucGFybGV5LnYxLlR5cGluZ0gAEjYKEHByZXNlbmNlX2NoYW5nZWQYEyABKAsyGi5wYXJsZXkudjEuUHJlc2VuY2VDaGFuZ2VkSAASMgoObWVzc2FnZV9lZGl0ZWQYFCABKAsyGC5wYXJsZXkudjEuTWVzc2FnZUVkaXRlZEgAEjQKD21lc3NhZ2VfZGVsZXRlZBgVIAEoCzIZLnBhcmxleS52MS5NZXNzYWdlRGVsZXRlZEgAEj4KFG5vdGlmaWNhdGlvbl9jcmVhdGVkGBYgASgLMh4ucGFybGV5LnYxLk5vdGlmaWNhdGlvbkNyZWF0ZWRIABIuCgxzdG9yeV9wb3N0ZWQYHiABKAsyFi5wYXJsZXkudjEuU3RvcnlQb3N0ZWRIABIuCgxzdG9yeV92aWV3ZWQYHyABKAsyFi5wYXJsZXkudjEuU3RvcnlWaWV3ZWRIABIwCg1zdG9yeV9yZWFjdGVkGCAgASgLMhcucGFybGV5LnYxLlN0b3J5UmVhY3RlZEgAEjAKDXN0b3J5X2V4cGlyZWQYISABKAsyFy5wYXJsZXkudjEuU3RvcnlFeHBpcmVkSABCBgoEa2luZCI1Cg5NZXNzYWdlQ3JlYXRlZBIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiOAoTQ29udmVyc2F0aW9uVXBkYXRlZBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJIjAKC01lbWJlckFkZGVkEiEKBm1lbWJlchgBIAEoCzIRLnBhcmxleS52MS5NZW1iZXIiLgoNTWVtYmVyUmVtb3ZlZBIPCgd1c2VyX2lkGAEgASgJEgwKBGxlZnQYAiABKAgiSQoRTWVtYmVyUm9sZUNoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCRIjCgRyb2xlGAIgASgOMhUucGFybGV5LnYxLk1lbWJlclJvbGUiUwoNUmVhY3Rpb25BZGRlZBITCgttZXNzYWdlX3NlcRgBIAEoAxINCgVlbW9qaRgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEg0KBWNvdW50GAQgASgDIlUKD1JlYWN0aW9uUmVtb3ZlZBITCgttZXNzYWdlX3NlcRgBIAEoAxINCgVlbW9qaRgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEg0KBWNvdW50GAQgASgDIjsKEVJlYWRQb3NpdGlvbk1vdmVkEg8KB3VzZXJfaWQYASABKAkSFQoNbGFzdF9yZWFkX3NlcRgCIAEoAyJJCgZUeXBpbmcSDwoHdXNlcl9pZBgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJkCg9QcmVzZW5jZUNoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCRIOCgZvbmxpbmUYAiABKAgSMAoMbGFzdF9zZWVuX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI0Cg1NZXNzYWdlRWRpdGVkEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSJ6Cg5NZXNzYWdlRGVsZXRlZBITCgttZXNzYWdlX3NlcRgBIAEoAxISCgptZXNzYWdlX2lkGAIgASgJEiwKCGRlbGV0aW9uGAMgASgLMhoucGFybGV5LnYxLk1lc3NhZ2VEZWxldGlvbhIRCgltb2RlcmF0ZWQYBCABKAgiRAoTTm90aWZpY2F0aW9uQ3JlYXRlZBItCgxub3RpZmljYXRpb24YASABKAsyFy5wYXJsZXkudjEuTm90aWZpY2F0aW9uIi4KC1N0b3J5UG9zdGVkEh8KBXN0b3J5GAEgASgLMhAucGFybGV5LnYxLlN0b3J5IkYKC1N0b3J5Vmlld2VkEhAKCHN0b3J5X2lkGAEgASgJEhEKCXZpZXdlcl9pZBgCIAEoCRISCgp2aWV3X2NvdW50GAMgASgDIl4KDFN0b3J5UmVhY3RlZBIQCghzdG9yeV9pZBgBIAEoCRINCgVlbW9qaRgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEg0KBWFkZGVkGAQgASgIEg0KBWNvdW50GAUgASgDIkQKDFN0b3J5RXhwaXJlZBIQCghzdG9yeV9pZBgBIAEoCRIRCglhdXRob3JfaWQYAiABKAkSDwoHZGVsZXRlZBgDIAEoCGIGcHJvdG8z", [file_google_protobuf_timestamp, file_parley_v1_conversation, file_parley_v1_message, file_parley_v1_notification, file_parley_v1_story]);
+  fileDesc("ChVwYXJsZXkvdjEvZXZlbnQucHJvdG8SCXBhcmxleS52MSKGCQoFRXZlbnQSCgoCaWQYASABKAkSDgoGY3Vyc29yGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIQCghhY3Rvcl9pZBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZUNyZWF0ZWRIABI+ChRjb252ZXJzYXRpb25fdXBkYXRlZBgLIAEoCzIeLnBhcmxleS52MS5Db252ZXJzYXRpb25VcGRhdGVkSAASLgoMbWVtYmVyX2FkZGVkGAwgASgLMhYucGFybGV5LnYxLk1lbWJlckFkZGVkSAASMgoObWVtYmVyX3JlbW92ZWQYDSABKAsyGC5wYXJsZXkudjEuTWVtYmVyUmVtb3ZlZEgAEjsKE21lbWJlcl9yb2xlX2NoYW5nZWQYDiABKAsyHC5wYXJsZXkudjEuTWVtYmVyUm9sZUNoYW5nZWRIABIyCg5yZWFjdGlvbl9hZGRlZBgPIAEoCzIYLnBhcmxleS52MS5SZWFjdGlvbkFkZGVkSAASNgoQcmVhY3Rpb25fcmVtb3ZlZBgQIAEoCzIaLnBhcmxleS52MS5SZWFjdGlvblJlbW92ZWRIABI7ChNyZWFkX3Bvc2l0aW9uX21vdmVkGBEgASgLMhwucGFybGV5LnYxLlJlYWRQb3NpdGlvbk1vdmVkSAASIwoGdHlwaW5nGBIgASgLMhEucGFybGV5LnYxLlR5cGluZ0gAEjYKEHByZXNlbmNlX2NoYW5nZWQYEyABKAsyGi5wYXJsZXkudjEuUHJlc2VuY2VDaGFuZ2VkSAASMgoObWVzc2FnZV9lZGl0ZWQYFCABKAsyGC5wYXJsZXkudjEuTWVzc2FnZUVkaXRlZEgAEjQKD21lc3NhZ2VfZGVsZXRlZBgVIAEoCzIZLnBhcmxleS52MS5NZXNzYWdlRGVsZXRlZEgAEj4KFG5vdGlmaWNhdGlvbl9jcmVhdGVkGBYgASgLMh4ucGFybGV5LnYxLk5vdGlmaWNhdGlvbkNyZWF0ZWRIABIuCgxzdG9yeV9wb3N0ZWQYHiABKAsyFi5wYXJsZXkudjEuU3RvcnlQb3N0ZWRIABIuCgxzdG9yeV92aWV3ZWQYHyABKAsyFi5wYXJsZXkudjEuU3RvcnlWaWV3ZWRIABIwCg1zdG9yeV9yZWFjdGVkGCAgASgLMhcucGFybGV5LnYxLlN0b3J5UmVhY3RlZEgAEjAKDXN0b3J5X2V4cGlyZWQYISABKAsyFy5wYXJsZXkudjEuU3RvcnlFeHBpcmVkSAASMgoOZGV2aWNlX2NoYW5nZWQYKCABKAsyGC5wYXJsZXkudjEuRGV2aWNlQ2hhbmdlZEgAEj8KEXRvX2RldmljZV9tZXNzYWdlGCkgASgLMiIucGFybGV5LnYxLlRvRGV2aWNlTWVzc2FnZVJlY2VpdmVkSABCBgoEa2luZCI1Cg5NZXNzYWdlQ3JlYXRlZBIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiOAoTQ29udmVyc2F0aW9uVXBkYXRlZBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJIjAKC01lbWJlckFkZGVkEiEKBm1lbWJlchgBIAEoCzIRLnBhcmxleS52MS5NZW1iZXIiQQoNTWVtYmVyUmVtb3ZlZBIPCgd1c2VyX2lkGAEgASgJEgwKBGxlZnQYAiABKAgSEQoJa2V5X2Vwb2NoGAMgASgNIkkKEU1lbWJlclJvbGVDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSIwoEcm9sZRgCIAEoDjIVLnBhcmxleS52MS5NZW1iZXJSb2xlIlMKDVJlYWN0aW9uQWRkZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVjb3VudBgEIAEoAyJVCg9SZWFjdGlvblJlbW92ZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVjb3VudBgEIAEoAyI7ChFSZWFkUG9zaXRpb25Nb3ZlZBIPCgd1c2VyX2lkGAEgASgJEhUKDWxhc3RfcmVhZF9zZXEYAiABKAMiSQoGVHlwaW5nEg8KB3VzZXJfaWQYASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZAoPUHJlc2VuY2VDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEjAKDGxhc3Rfc2Vlbl9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNAoNTWVzc2FnZUVkaXRlZBIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiegoOTWVzc2FnZURlbGV0ZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSEgoKbWVzc2FnZV9pZBgCIAEoCRIsCghkZWxldGlvbhgDIAEoCzIaLnBhcmxleS52MS5NZXNzYWdlRGVsZXRpb24SEQoJbW9kZXJhdGVkGAQgASgIIkQKE05vdGlmaWNhdGlvbkNyZWF0ZWQSLQoMbm90aWZpY2F0aW9uGAEgASgLMhcucGFybGV5LnYxLk5vdGlmaWNhdGlvbiIuCgtTdG9yeVBvc3RlZBIfCgVzdG9yeRgBIAEoCzIQLnBhcmxleS52MS5TdG9yeSJGCgtTdG9yeVZpZXdlZBIQCghzdG9yeV9pZBgBIAEoCRIRCgl2aWV3ZXJfaWQYAiABKAkSEgoKdmlld19jb3VudBgDIAEoAyJeCgxTdG9yeVJlYWN0ZWQSEAoIc3RvcnlfaWQYASABKAkSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVhZGRlZBgEIAEoCBINCgVjb3VudBgFIAEoAyJECgxTdG9yeUV4cGlyZWQSEAoIc3RvcnlfaWQYASABKAkSEQoJYXV0aG9yX2lkGAIgASgJEg8KB2RlbGV0ZWQYAyABKAgiVwoNRGV2aWNlQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIPCgdyZXZva2VkGAMgASgIEhEKCWtleV9lcG9jaBgEIAEoDSJGChdUb0RldmljZU1lc3NhZ2VSZWNlaXZlZBIrCgdtZXNzYWdlGAEgASgLMhoucGFybGV5LnYxLlRvRGV2aWNlTWVzc2FnZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_parley_v1_conversation, file_parley_v1_device, file_parley_v1_message, file_parley_v1_notification, file_parley_v1_story]);
 
 /**
  * Something a client should see, delivered by EventService.Subscribe. Events of one
@@ -206,6 +208,24 @@ export type Event = Message<"parley.v1.Event"> & {
      */
     value: StoryExpired;
     case: "storyExpired";
+  } | {
+    /**
+     * A device was registered or revoked (numbers 40-49 belong to end-to-end keys). Sent in
+     * each encrypted conversation of the device's owner, and to the owner.
+     *
+     * @generated from field: parley.v1.DeviceChanged device_changed = 40;
+     */
+    value: DeviceChanged;
+    case: "deviceChanged";
+  } | {
+    /**
+     * A to-device message arrived (sent to the recipient device's owner only). It stays in
+     * the device's inbox until acknowledged.
+     *
+     * @generated from field: parley.v1.ToDeviceMessageReceived to_device_message = 41;
+     */
+    value: ToDeviceMessageReceived;
+    case: "toDeviceMessage";
   } | { case: undefined; value?: undefined };
 };
 
@@ -305,6 +325,14 @@ export type MemberRemoved = Message<"parley.v1.MemberRemoved"> & {
    * @generated from field: bool left = 2;
    */
   left: boolean;
+
+  /**
+   * For encrypted conversations, the key epoch after the removal: members replace their
+   * keys before they send again. 0 for plain conversations.
+   *
+   * @generated from field: uint32 key_epoch = 3;
+   */
+  keyEpoch: number;
 };
 
 /**
@@ -740,4 +768,68 @@ export type StoryExpired = Message<"parley.v1.StoryExpired"> & {
  */
 export const StoryExpiredSchema: GenMessage<StoryExpired> = /*@__PURE__*/
   messageDesc(file_parley_v1_event, 17);
+
+/**
+ * Payload of a device_changed event.
+ *
+ * @generated from message parley.v1.DeviceChanged
+ */
+export type DeviceChanged = Message<"parley.v1.DeviceChanged"> & {
+  /**
+   * The device's owner.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * The device.
+   *
+   * @generated from field: string device_id = 2;
+   */
+  deviceId: string;
+
+  /**
+   * True when the device was revoked; false when it was registered.
+   *
+   * @generated from field: bool revoked = 3;
+   */
+  revoked: boolean;
+
+  /**
+   * For an event of an encrypted conversation, its key epoch after the change (a revocation
+   * moves it on); 0 in the owner's own copy.
+   *
+   * @generated from field: uint32 key_epoch = 4;
+   */
+  keyEpoch: number;
+};
+
+/**
+ * Describes the message parley.v1.DeviceChanged.
+ * Use `create(DeviceChangedSchema)` to create a new message.
+ */
+export const DeviceChangedSchema: GenMessage<DeviceChanged> = /*@__PURE__*/
+  messageDesc(file_parley_v1_event, 18);
+
+/**
+ * Payload of a to_device_message event.
+ *
+ * @generated from message parley.v1.ToDeviceMessageReceived
+ */
+export type ToDeviceMessageReceived = Message<"parley.v1.ToDeviceMessageReceived"> & {
+  /**
+   * The message, as it waits in the device's inbox.
+   *
+   * @generated from field: parley.v1.ToDeviceMessage message = 1;
+   */
+  message?: ToDeviceMessage | undefined;
+};
+
+/**
+ * Describes the message parley.v1.ToDeviceMessageReceived.
+ * Use `create(ToDeviceMessageReceivedSchema)` to create a new message.
+ */
+export const ToDeviceMessageReceivedSchema: GenMessage<ToDeviceMessageReceived> = /*@__PURE__*/
+  messageDesc(file_parley_v1_event, 19);
 

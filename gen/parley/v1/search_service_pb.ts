@@ -14,7 +14,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file parley/v1/search_service.proto.
  */
 export const file_parley_v1_search_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5wYXJsZXkvdjEvc2VhcmNoX3NlcnZpY2UucHJvdG8SCXBhcmxleS52MSKIAgoVU2VhcmNoTWVzc2FnZXNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhgKEGNvbnZlcnNhdGlvbl9pZHMYAiADKAkSEQoJc2VuZGVyX2lkGAMgASgJEjEKDWNyZWF0ZWRfYWZ0ZXIYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmNyZWF0ZWRfYmVmb3JlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlCgVvcmRlchgGIAEoDjIWLnBhcmxleS52MS5TZWFyY2hPcmRlchIRCglwYWdlX3NpemUYByABKAUSEgoKcGFnZV90b2tlbhgIIAEoCSJVChZTZWFyY2hNZXNzYWdlc1Jlc3BvbnNlEiIKBGhpdHMYASADKAsyFC5wYXJsZXkudjEuU2VhcmNoSGl0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKBAQoJU2VhcmNoSGl0EiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkSJwoHc25pcHBldBgDIAMoCzIWLnBhcmxleS52MS5TbmlwcGV0UGFydBINCgVzY29yZRgEIAEoASIwCgtTbmlwcGV0UGFydBIMCgR0ZXh0GAEgASgJEhMKC2hpZ2hsaWdodGVkGAIgASgIKmEKC1NlYXJjaE9yZGVyEhwKGFNFQVJDSF9PUkRFUl9VTlNQRUNJRklFRBAAEhoKFlNFQVJDSF9PUkRFUl9SRUxFVkFOQ0UQARIYChRTRUFSQ0hfT1JERVJfUkVDRU5DWRACMmsKDVNlYXJjaFNlcnZpY2USWgoOU2VhcmNoTWVzc2FnZXMSIC5wYXJsZXkudjEuU2VhcmNoTWVzc2FnZXNSZXF1ZXN0GiEucGFybGV5LnYxLlNlYXJjaE1lc3NhZ2VzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_parley_v1_message]);
+  fileDesc("Ch5wYXJsZXkvdjEvc2VhcmNoX3NlcnZpY2UucHJvdG8SCXBhcmxleS52MSK2AgoVU2VhcmNoTWVzc2FnZXNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhgKEGNvbnZlcnNhdGlvbl9pZHMYAiADKAkSEQoJc2VuZGVyX2lkGAMgASgJEjEKDWNyZWF0ZWRfYWZ0ZXIYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmNyZWF0ZWRfYmVmb3JlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlCgVvcmRlchgGIAEoDjIWLnBhcmxleS52MS5TZWFyY2hPcmRlchIRCglwYWdlX3NpemUYByABKAUSEgoKcGFnZV90b2tlbhgIIAEoCRIsCg1ibGluZF9xdWVyaWVzGAkgAygLMhUucGFybGV5LnYxLkJsaW5kUXVlcnkiSAoKQmxpbmRRdWVyeRIXCg9jb252ZXJzYXRpb25faWQYASABKAkSEQoJa2V5X2Vwb2NoGAIgASgNEg4KBnRva2VucxgDIAMoDCJVChZTZWFyY2hNZXNzYWdlc1Jlc3BvbnNlEiIKBGhpdHMYASADKAsyFC5wYXJsZXkudjEuU2VhcmNoSGl0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKBAQoJU2VhcmNoSGl0EiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkSJwoHc25pcHBldBgDIAMoCzIWLnBhcmxleS52MS5TbmlwcGV0UGFydBINCgVzY29yZRgEIAEoASIwCgtTbmlwcGV0UGFydBIMCgR0ZXh0GAEgASgJEhMKC2hpZ2hsaWdodGVkGAIgASgIKmEKC1NlYXJjaE9yZGVyEhwKGFNFQVJDSF9PUkRFUl9VTlNQRUNJRklFRBAAEhoKFlNFQVJDSF9PUkRFUl9SRUxFVkFOQ0UQARIYChRTRUFSQ0hfT1JERVJfUkVDRU5DWRACMmsKDVNlYXJjaFNlcnZpY2USWgoOU2VhcmNoTWVzc2FnZXMSIC5wYXJsZXkudjEuU2VhcmNoTWVzc2FnZXNSZXF1ZXN0GiEucGFybGV5LnYxLlNlYXJjaE1lc3NhZ2VzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_parley_v1_message]);
 
 /**
  * Request for SearchService.SearchMessages.
@@ -85,6 +85,17 @@ export type SearchMessagesRequest = Message<"parley.v1.SearchMessagesRequest"> &
    * @generated from field: string page_token = 8;
    */
   pageToken: string;
+
+  /**
+   * Searches encrypted conversations by blind-index tokens instead of query (set one of the
+   * two, else INVALID_ARGUMENT): a message matches when it is in the query's conversation
+   * and key epoch and carries all its tokens. At most 64 queries; conversation_ids is then
+   * ignored, the other filters apply, hits come newest first and carry no snippet.
+   * A conversation the caller is not a member of never matches.
+   *
+   * @generated from field: repeated parley.v1.BlindQuery blind_queries = 9;
+   */
+  blindQueries: BlindQuery[];
 };
 
 /**
@@ -93,6 +104,41 @@ export type SearchMessagesRequest = Message<"parley.v1.SearchMessagesRequest"> &
  */
 export const SearchMessagesRequestSchema: GenMessage<SearchMessagesRequest> = /*@__PURE__*/
   messageDesc(file_parley_v1_search_service, 0);
+
+/**
+ * Blind-index tokens to look for in one encrypted conversation's messages of one key epoch.
+ *
+ * @generated from message parley.v1.BlindQuery
+ */
+export type BlindQuery = Message<"parley.v1.BlindQuery"> & {
+  /**
+   * An encrypted conversation with blind search.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * The key epoch the tokens were derived for.
+   *
+   * @generated from field: uint32 key_epoch = 2;
+   */
+  keyEpoch: number;
+
+  /**
+   * 1 to 16 tokens, all of which must be on a message.
+   *
+   * @generated from field: repeated bytes tokens = 3;
+   */
+  tokens: Uint8Array[];
+};
+
+/**
+ * Describes the message parley.v1.BlindQuery.
+ * Use `create(BlindQuerySchema)` to create a new message.
+ */
+export const BlindQuerySchema: GenMessage<BlindQuery> = /*@__PURE__*/
+  messageDesc(file_parley_v1_search_service, 1);
 
 /**
  * Response for SearchService.SearchMessages.
@@ -120,7 +166,7 @@ export type SearchMessagesResponse = Message<"parley.v1.SearchMessagesResponse">
  * Use `create(SearchMessagesResponseSchema)` to create a new message.
  */
 export const SearchMessagesResponseSchema: GenMessage<SearchMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_search_service, 1);
+  messageDesc(file_parley_v1_search_service, 2);
 
 /**
  * One message that matched.
@@ -166,7 +212,7 @@ export type SearchHit = Message<"parley.v1.SearchHit"> & {
  * Use `create(SearchHitSchema)` to create a new message.
  */
 export const SearchHitSchema: GenMessage<SearchHit> = /*@__PURE__*/
-  messageDesc(file_parley_v1_search_service, 2);
+  messageDesc(file_parley_v1_search_service, 3);
 
 /**
  * A run of snippet text, highlighted or not.
@@ -194,7 +240,7 @@ export type SnippetPart = Message<"parley.v1.SnippetPart"> & {
  * Use `create(SnippetPartSchema)` to create a new message.
  */
 export const SnippetPartSchema: GenMessage<SnippetPart> = /*@__PURE__*/
-  messageDesc(file_parley_v1_search_service, 3);
+  messageDesc(file_parley_v1_search_service, 4);
 
 /**
  * The order of search hits.
@@ -241,7 +287,8 @@ export const SearchOrderSchema: GenEnum<SearchOrder> = /*@__PURE__*/
  * Full-text search over the messages of the conversations the caller is a member of.
  * Membership is checked when the search runs, so a conversation the caller has left
  * drops out of results at once. End-to-end encrypted messages are never indexed, and
- * deleted messages are never returned. The index follows sends, edits and deletes
+ * deleted messages are never returned. Encrypted conversations with blind search are
+ * searched with blind-index tokens instead (blind_queries), written with the message. The index follows sends, edits and deletes
  * asynchronously: a message is usually searchable within a second of being sent.
  *
  * @generated from service parley.v1.SearchService

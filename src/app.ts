@@ -35,6 +35,7 @@ import { createObservabilityInterceptor } from "./server/observability-intercept
 import { createLeanGrpcHandler } from "./server/lean-grpc.ts";
 import { createSinglePortServer } from "./server/single-port-server.ts";
 import { HealthStatus } from "./standard/health.ts";
+import { KeyService } from "./keys/index.ts";
 import { UserDirectory, UserService } from "./users/index.ts";
 import { createWorkerRuntime, decodeStoredEvent } from "./workers/index.ts";
 import { createNotifierSpec } from "./workers/notifier.ts";
@@ -171,6 +172,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     messages,
     events: new EventService({ db: database.db, log, memberships, hub, bus, presence, feed: config.feed }),
     search: new SearchService(database.db, searchIndex),
+    keys: new KeyService(database.db, publisher),
     notifications: new NotificationService(database.db),
     social: new SocialService(database.db, config.limits),
     media: new MediaService({ db: database.db, blobs, maxBytes: config.stories.maxMediaBytes, mayRead: storyAccess.mayReadMedia }),

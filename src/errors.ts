@@ -66,6 +66,22 @@ export class FailedPreconditionError extends DomainError {
   }
 }
 
+/** The thing the caller tries to create is already there, and not theirs to reuse. */
+export class AlreadyExistsError extends DomainError {
+  readonly code = Code.AlreadyExists;
+  constructor(message: string, reason = "ALREADY_EXISTS") {
+    super(message, reason);
+  }
+}
+
+/** The caller reached a limit on how many of something they may have. */
+export class ResourceExhaustedError extends DomainError {
+  readonly code = Code.ResourceExhausted;
+  constructor(message: string, reason: string) {
+    super(message, reason);
+  }
+}
+
 /** The token is missing or not valid. */
 export class UnauthenticatedError extends DomainError {
   readonly code = Code.Unauthenticated;

@@ -10,6 +10,8 @@ import { UserService as UserServiceDesc, file_parley_v1_user_service } from "../
 import { SocialService as SocialServiceDesc, file_parley_v1_social_service } from "../gen/parley/v1/social_service_pb.ts";
 import { MediaService as MediaServiceDesc, file_parley_v1_media_service } from "../gen/parley/v1/media_service_pb.ts";
 import { StoryService as StoryServiceDesc, file_parley_v1_story_service } from "../gen/parley/v1/story_service_pb.ts";
+import { KeyService as KeyServiceDesc, file_parley_v1_key_service } from "../gen/parley/v1/key_service_pb.ts";
+import type { KeyService } from "./keys/index.ts";
 import type { MediaService } from "./media/index.ts";
 import type { SocialService } from "./social/index.ts";
 import type { StoryService } from "./stories/index.ts";
@@ -32,11 +34,12 @@ export interface Services {
   social: SocialService;
   media: MediaService;
   stories: StoryService;
+  keys: KeyService;
   health: HealthStatus;
 }
 
 /** The services reflection lists, by their fully qualified names. */
-const PUBLIC_API = [UserServiceDesc, ConversationServiceDesc, MessageServiceDesc, EventServiceDesc, NotificationServiceDesc, SocialServiceDesc, MediaServiceDesc, StoryServiceDesc, SearchServiceDesc];
+const PUBLIC_API = [UserServiceDesc, ConversationServiceDesc, MessageServiceDesc, EventServiceDesc, NotificationServiceDesc, SocialServiceDesc, MediaServiceDesc, StoryServiceDesc, SearchServiceDesc, KeyServiceDesc];
 
 export function createRoutes(services: Services): (router: ConnectRouter) => void {
   const registry = createFileRegistryOf(
@@ -49,6 +52,7 @@ export function createRoutes(services: Services): (router: ConnectRouter) => voi
     file_parley_v1_social_service,
     file_parley_v1_media_service,
     file_parley_v1_story_service,
+    file_parley_v1_key_service,
     file_grpc_health_v1_health,
   );
   return (router) => {
@@ -61,6 +65,7 @@ export function createRoutes(services: Services): (router: ConnectRouter) => voi
     router.service(SocialServiceDesc, services.social);
     router.service(MediaServiceDesc, services.media);
     router.service(StoryServiceDesc, services.stories);
+    router.service(KeyServiceDesc, services.keys);
     registerHealth(router, services.health);
     registerReflection(router, registry, [...PUBLIC_API.map((s) => s.typeName), "grpc.health.v1.Health"]);
   };

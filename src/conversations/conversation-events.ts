@@ -27,12 +27,12 @@ export function memberAdded(conversationId: string, actorId: string, userId: str
 }
 
 /** Sent to the conversation and to the member who is gone: the last event they get of it. */
-export function memberRemoved(conversationId: string, actorId: string, userId: string): NewEvent {
+export function memberRemoved(conversationId: string, actorId: string, userId: string, keyEpoch: number): NewEvent {
   return {
     conversationId,
     targetUserId: userId,
     actorId,
-    kind: { case: "memberRemoved", value: create(MemberRemovedSchema, { userId, left: actorId === userId }) },
+    kind: { case: "memberRemoved", value: create(MemberRemovedSchema, { userId, left: actorId === userId, keyEpoch }) },
   };
 }
 

@@ -30,6 +30,9 @@ export function toConversation(row: ConversationViewRow): Conversation {
     unreadCount: BigInt(row.unread_count),
     directPeerId: row.direct_peer_id ?? "",
     unreadMentionCount: BigInt(row.unread_mention_count),
+    encrypted: row.encrypted,
+    blindSearch: row.blind_search,
+    keyEpoch: row.key_epoch,
     ...(row.lm_seq !== null && {
       lastMessage: toPreview({
         seq: row.lm_seq,

@@ -24,6 +24,9 @@ export interface ConversationViewRow {
   activity_us: string;
   last_seq: string;
   member_count: number;
+  encrypted: boolean;
+  blind_search: boolean;
+  key_epoch: number;
   my_role: number;
   my_last_read_seq: string;
   unread_count: string;
@@ -54,7 +57,7 @@ function conversationViews(userId: string, where: RawBuilder<unknown>, orderAndL
     from (
       select c.id, c.type, c.name, c.description, c.created_by, c.created_at, c.last_activity_at,
         (extract(epoch from c.last_activity_at) * 1000000)::int8 as activity_us,
-        c.last_seq, c.member_count, m.role as my_role, m.last_read_seq as my_last_read_seq,
+        c.last_seq, c.member_count, c.encrypted, c.blind_search, c.key_epoch, m.role as my_role, m.last_read_seq as my_last_read_seq,
         m.unread_count, m.unread_mention_count
       from conversation_members m
       join conversations c on c.id = m.conversation_id
@@ -85,25 +88,26 @@ export async function listConversationViews(db: Db, userId: string, limit: numbe
   return result.rows;
 }
 
-/** The DIRECT conversation between two users, if there is one. */
-export async function findDirectConversationId(db: Db, userA: string, userB: string): Promise<string | undefined> {
+/** The DIRECT conversation (plain or encrypted) between two users, if there is one. */
+export async function findDirectConversationId(db: Db, userA: string, userB: string, encrypted: boolean): Promise<string | undefined> {
   const [low, high] = userA < userB ? [userA, userB] : [userB, userA];
   const row = await db
     .selectFrom("direct_pairs")
     .select("conversation_id")
     .where("user_low", "=", low)
     .where("user_high", "=", high)
+    .where("encrypted", "=", encrypted)
     .executeTakeFirst();
   return row?.conversation_id;
 }
 
-/** Claims the pair for a conversation; false when another conversation already has it. */
-export async function claimDirectPair(tx: Db, userA: string, userB: string, conversationId: string): Promise<boolean> {
+/** Claims the pair for a conversation; false when another conversation of that kind already has it. */
+export async function claimDirectPair(tx: Db, userA: string, userB: string, conversationId: string, encrypted: boolean): Promise<boolean> {
   const [low, high] = userA < userB ? [userA, userB] : [userB, userA];
   const row = await tx
     .insertInto("direct_pairs")
-    .values({ user_low: low, user_high: high, conversation_id: conversationId })
-    .onConflict((oc) => oc.columns(["user_low", "user_high"]).doNothing())
+    .values({ user_low: low, user_high: high, conversation_id: conversationId, encrypted })
+    .onConflict((oc) => oc.columns(["user_low", "user_high", "encrypted"]).doNothing())
     .returning("conversation_id")
     .executeTakeFirst();
   return row !== undefined;
@@ -116,6 +120,9 @@ export interface NewConversation {
   description: string;
   createdBy: string;
   members: { userId: string; role: number }[];
+  /** End-to-end encrypted (fixed for good); plain when left out. */
+  encrypted?: boolean;
+  blindSearch?: boolean;
 }
 
 export async function insertConversation(tx: Db, conversation: NewConversation): Promise<void> {
@@ -128,6 +135,9 @@ export async function insertConversation(tx: Db, conversation: NewConversation):
       description: conversation.description,
       created_by: conversation.createdBy,
       member_count: conversation.members.length,
+      encrypted: conversation.encrypted ?? false,
+      blind_search: conversation.blindSearch ?? false,
+      key_epoch: conversation.encrypted ? 1 : 0,
     })
     .execute();
   await tx
@@ -140,10 +150,26 @@ export async function insertConversation(tx: Db, conversation: NewConversation):
 export async function lockConversation(tx: Transaction<Database>, conversationId: string) {
   return tx
     .selectFrom("conversations")
-    .select(["id", "type", "member_count", "last_seq"])
+    .select(["id", "type", "member_count", "last_seq", "encrypted"])
     .where("id", "=", conversationId)
     .forUpdate()
     .executeTakeFirst();
+}
+
+/**
+ * Moves an encrypted conversation to its next key epoch (the caller holds its lock) and
+ * returns the new epoch: encrypted sends must then carry it, so every device replaces its
+ * keys before it sends again.
+ */
+export async function advanceKeyEpoch(tx: Db, conversationId: string): Promise<number> {
+  const row = await tx
+    .updateTable("conversations")
+    .set((eb) => ({ key_epoch: eb("key_epoch", "+", 1) }))
+    .where("id", "=", conversationId)
+    .where("encrypted", "=", true)
+    .returning("key_epoch")
+    .executeTakeFirstOrThrow();
+  return row.key_epoch;
 }
 
 /** The user's role in the conversation, or undefined when they are not a member. */
@@ -298,6 +324,20 @@ export async function advanceReadPosition(tx: Transaction<Database>, conversatio
     where m.conversation_id = ${conversationId} and m.user_id = ${userId} and m.last_read_seq < ${seq.toString()}
     returning m.last_read_seq, m.unread_count, m.unread_mention_count`.execute(tx);
   return result.rows[0];
+}
+
+/**
+ * The conversation's encryption settings, read under its lock taken shared: a removal (which
+ * moves the key epoch on) waits for the caller's transaction, or the caller sees its epoch.
+ */
+export async function lockConversationEncryption(tx: Transaction<Database>, conversationId: string) {
+  const row = await tx
+    .selectFrom("conversations")
+    .select(["encrypted", "blind_search", "key_epoch"])
+    .where("id", "=", conversationId)
+    .forShare()
+    .executeTakeFirst();
+  return row && { encrypted: row.encrypted, blindSearch: row.blind_search, keyEpoch: row.key_epoch };
 }
 
 /** Takes the conversation's lock shared: concurrent reads proceed, sends, deletes and joins wait. */

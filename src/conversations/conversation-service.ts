@@ -67,6 +67,7 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
 
   async createConversation(req: CreateConversationRequest, ctx: HandlerContext) {
     const { userId } = requireCaller(ctx);
+    if (req.blindSearch && !req.encrypted) throw new InvalidInputError("blind_search", "is only for encrypted conversations");
     switch (req.type) {
       case ConversationType.DIRECT:
         return this.#createDirect(userId, req);
@@ -86,7 +87,8 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     if (peerId === userId) throw new InvalidInputError("member_ids[0]", "must not be the caller");
     await this.#requireUsersExist("member_ids", [peerId]);
 
-    let conversationId = await repo.findDirectConversationId(this.#db, userId, peerId);
+    const { encrypted, blindSearch } = req;
+    let conversationId = await repo.findDirectConversationId(this.#db, userId, peerId, encrypted);
     let created = false;
     if (conversationId === undefined) {
       const id = newId();
@@ -96,8 +98,8 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
             { userId, role: repo.Role.MEMBER },
             { userId: peerId, role: repo.Role.MEMBER },
           ];
-          await repo.insertConversation(tx, { id, type: repo.ConversationKind.DIRECT, name: "", description: "", createdBy: userId, members });
-          if (!(await repo.claimDirectPair(tx, userId, peerId, id))) throw new DirectPairTaken();
+          await repo.insertConversation(tx, { id, type: repo.ConversationKind.DIRECT, name: "", description: "", createdBy: userId, members, encrypted, blindSearch });
+          if (!(await repo.claimDirectPair(tx, userId, peerId, id, encrypted))) throw new DirectPairTaken();
           const now = new Date();
           recorded.push(...members.map((m) => events.memberAdded(id, userId, m.userId, m.role, now)));
         });
@@ -105,7 +107,7 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
         created = true;
       } catch (error) {
         if (!(error instanceof DirectPairTaken)) throw error;
-        conversationId = await repo.findDirectConversationId(this.#db, userId, peerId);
+        conversationId = await repo.findDirectConversationId(this.#db, userId, peerId, encrypted);
       }
     }
     const view = conversationId && (await repo.findConversationView(this.#db, conversationId, userId));
@@ -127,7 +129,16 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     const id = newId();
     await this.#write(async (tx, recorded) => {
       const members = [{ userId, role: repo.Role.ADMIN }, ...others.map((other) => ({ userId: other, role: repo.Role.MEMBER }))];
-      await repo.insertConversation(tx, { id, type: repo.ConversationKind.GROUP, name, description, createdBy: userId, members });
+      await repo.insertConversation(tx, {
+        id,
+        type: repo.ConversationKind.GROUP,
+        name,
+        description,
+        createdBy: userId,
+        members,
+        encrypted: req.encrypted,
+        blindSearch: req.blindSearch,
+      });
       const now = new Date();
       recorded.push(...members.map((m) => events.memberAdded(id, userId, m.userId, m.role, now)));
     });
@@ -207,11 +218,13 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     const conversationId = requireUuid("conversation_id", req.conversationId);
     const targetId = requireUserId("user_id", req.userId);
     await this.#write(async (tx, recorded) => {
-      const { role } = await this.#lockGroupAsMember(tx, conversationId, userId);
+      const { locked, role } = await this.#lockGroupAsMember(tx, conversationId, userId);
       const leaving = targetId === userId;
       if (!leaving && role !== repo.Role.ADMIN) throw new PermissionDeniedError("only group admins can remove other members", "NOT_ADMIN");
       if (!(await repo.deleteMember(tx, conversationId, targetId))) throw new NotFoundError("member");
-      recorded.push(events.memberRemoved(conversationId, userId, targetId));
+      // Nothing sent from now on may be readable with a key the removed member holds.
+      const keyEpoch = locked.encrypted ? await repo.advanceKeyEpoch(tx, conversationId) : 0;
+      recorded.push(events.memberRemoved(conversationId, userId, targetId, keyEpoch));
       // A group always keeps an admin: when the last one leaves, the longest-standing member takes over.
       if (leaving && role === repo.Role.ADMIN && (await repo.countAdmins(tx, conversationId)) === 0) {
         const promoted = await repo.promoteEarliestMember(tx, conversationId);

@@ -28,12 +28,16 @@ export interface ConversationsTable {
   last_activity_at: Timestamp;
   last_seq: Int8WithDefault;
   member_count: Generated<number>;
+  encrypted: Generated<boolean>;
+  blind_search: Generated<boolean>;
+  key_epoch: Generated<number>;
 }
 
 export interface DirectPairsTable {
   user_low: string;
   user_high: string;
   conversation_id: string;
+  encrypted: Generated<boolean>;
 }
 
 export interface ConversationMembersTable {
@@ -216,6 +220,46 @@ export interface StoryReactionCountsTable {
   count: Int8;
 }
 
+export interface DevicesTable {
+  user_id: string;
+  id: string;
+  signing_public_key: Uint8Array;
+  box_public_key: Uint8Array;
+  box_key_signature: Uint8Array;
+  display_name: Generated<string>;
+  created_at: Timestamp;
+  revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export interface DevicePrekeysTable {
+  device_id: string;
+  key_id: Int8;
+  public_key: Uint8Array;
+  signature: Uint8Array;
+  claimed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export interface ToDeviceMessagesTable {
+  recipient_device_id: string;
+  n: ColumnType<string, never, never>;
+  id: string;
+  recipient_user_id: string;
+  sender_user_id: string;
+  sender_device_id: string;
+  ciphertext: Uint8Array;
+  nonce: Uint8Array;
+  algorithm: string;
+  prekey_id: Int8WithDefault;
+  created_at: Timestamp;
+}
+
+export interface MessageBlindTokensTable {
+  conversation_id: string;
+  key_epoch: number;
+  token: Uint8Array;
+  seq: Int8;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
@@ -240,4 +284,8 @@ export interface Database {
   story_views: StoryViewsTable;
   story_reactions: StoryReactionsTable;
   story_reaction_counts: StoryReactionCountsTable;
+  devices: DevicesTable;
+  device_prekeys: DevicePrekeysTable;
+  to_device_messages: ToDeviceMessagesTable;
+  message_blind_tokens: MessageBlindTokensTable;
 }

@@ -13,7 +13,9 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Kysely, Transaction } from "kysely";
 import { MessageDeletedSchema, MessageEditedSchema, type Event } from "../../gen/parley/v1/event_pb.ts";
 import { MessageDeletionSchema, type Message } from "../../gen/parley/v1/message_pb.ts";
-import { ConversationKind, findRole, lockConversation, Role } from "../conversations/conversation-repository.ts";
+import { ConversationKind, findRole, lockConversation, lockConversationEncryption, Role } from "../conversations/conversation-repository.ts";
+import { deleteBlindTokens, insertBlindTokens } from "../search/blind-index-repository.ts";
+import { encryptionViolation } from "./encryption-rules.ts";
 import type { Database } from "../db/schema.ts";
 import { FailedPreconditionError, InvalidInputError, NotFoundError, PermissionDeniedError } from "../errors.ts";
 import { rewriteMessageEvents, type NewEvent } from "../log/event-log.ts";
@@ -34,11 +36,14 @@ export class MessageLifecycle {
     this.#events = events;
   }
 
-  /** Replaces the content of the caller's own message with the next version. */
-  /** Edits the message and returns it as it is now (with its reply preview). */
-  async edit(conversationId: string, seq: bigint, userId: string, content: MessageContent): Promise<MessageWithReplyRow> {
+  /**
+   * Replaces the content of the caller's own message with the next version and returns it as
+   * it is now (with its reply preview). Blind-index tokens are replaced with the new version's.
+   */
+  async edit(conversationId: string, seq: bigint, userId: string, content: MessageContent, searchTokens: readonly Uint8Array[]): Promise<MessageWithReplyRow> {
     return this.#write(async (tx, recorded) => {
-      if ((await findRole(tx, conversationId, userId)) === undefined) throw new NotFoundError("conversation");
+      const encryption = await lockConversationEncryption(tx, conversationId);
+      if (!encryption || (await findRole(tx, conversationId, userId)) === undefined) throw new NotFoundError("conversation");
       const message = await lockMessage(tx, conversationId, seq);
       if (!message) throw new NotFoundError("message");
       if (message.deleted_at) throw new FailedPreconditionError("a deleted message cannot be edited", "MESSAGE_DELETED");
@@ -47,9 +52,15 @@ export class MessageLifecycle {
       if (wasEncrypted !== (content.kind === "envelope")) {
         throw new InvalidInputError(content.kind, wasEncrypted ? "the message is encrypted: send a new envelope" : "the message is plain text: send new text");
       }
+      const encryptionError = encryptionViolation(encryption, content, searchTokens);
+      if (encryptionError) throw encryptionError;
       const now = new Date();
       await lifecycle.keepCurrentVersion(tx, conversationId, seq, now);
       await lifecycle.writeNextVersion(tx, conversationId, seq, contentColumns(content), now);
+      if (encryption.blindSearch) {
+        await deleteBlindTokens(tx, conversationId, seq.toString());
+        await insertBlindTokens(tx, [{ conversationId, seq: seq.toString(), keyEpoch: encryption.keyEpoch, tokens: searchTokens }]);
+      }
       const edited = (await findMessage(tx, conversationId, seq))!; // with its reply preview
       recorded.push({
         conversationId,
@@ -75,6 +86,7 @@ export class MessageLifecycle {
       if (message.deleted_at) return;
       await lifecycle.uncountDeleted(tx, message);
       const tombstone = await lifecycle.eraseMessage(tx, conversationId, seq, userId, new Date());
+      await deleteBlindTokens(tx, conversationId, seq.toString());
       if (moderated) await lifecycle.recordModeration(tx, tombstone);
       const erased = toMessage(tombstone);
       await rewriteMessageEvents(tx, conversationId, seq, (event) => eraseFromEvent(event, erased));

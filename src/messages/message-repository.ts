@@ -1,24 +1,27 @@
 /** Every SQL statement about messages. */
 import { sql, type Insertable, type Kysely, type RawBuilder, type Selectable, type Transaction } from "kysely";
 import type { Database, MessagesTable } from "../db/schema.ts";
+import type { ConversationEncryption } from "./encryption-rules.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
 export type MessageRow = Selectable<MessagesTable>;
 export type NewMessageRow = Insertable<MessagesTable>;
 
-/** A locked conversation: its kind and newest seq. */
-export interface LockedConversation {
+/** A locked conversation: its kind, newest seq and encryption settings. */
+export interface LockedConversation extends ConversationEncryption {
   type: number;
   lastSeq: bigint;
 }
 
 /** Locks the conversations (in id order, so concurrent batches never deadlock). */
 export async function lockConversations(tx: Transaction<Database>, conversationIds: readonly string[]): Promise<Map<string, LockedConversation>> {
-  const rows = await sql<{ id: string; type: number; last_seq: string }>`
-    select id, type, last_seq from conversations where id = any(${[...conversationIds].sort()}::uuid[])
+  const rows = await sql<{ id: string; type: number; last_seq: string; encrypted: boolean; blind_search: boolean; key_epoch: number }>`
+    select id, type, last_seq, encrypted, blind_search, key_epoch from conversations where id = any(${[...conversationIds].sort()}::uuid[])
     order by id for update`.execute(tx);
-  return new Map(rows.rows.map((r) => [r.id, { type: r.type, lastSeq: BigInt(r.last_seq) }]));
+  return new Map(
+    rows.rows.map((r) => [r.id, { type: r.type, lastSeq: BigInt(r.last_seq), encrypted: r.encrypted, blindSearch: r.blind_search, keyEpoch: r.key_epoch }]),
+  );
 }
 
 export interface IdempotencyKey {

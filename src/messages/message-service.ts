@@ -37,6 +37,7 @@ import type { ReactionBatcher } from "../reactions/reaction-batcher.ts";
 import * as reactionHandlers from "../reactions/reaction-handlers.ts";
 import { pageSize, requireSeq, requireUserId, requireUuid } from "../validation.ts";
 import { parseContent } from "./message-content.ts";
+import { parseSearchTokens } from "./encryption-rules.ts";
 import { toMessage } from "./message-mapper.ts";
 import { toMessagesWithReactions } from "./messages-with-reactions.ts";
 import { MessageLifecycle } from "./message-lifecycle.ts";
@@ -115,7 +116,7 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
     const { userId } = requireCaller(ctx);
     const conversationId = requireUuid("conversation_id", req.conversationId);
     const seq = requireSeq("seq", req.seq);
-    const edited = await this.#lifecycle.edit(conversationId, seq, userId, parseContent(req.content, this.#limits));
+    const edited = await this.#lifecycle.edit(conversationId, seq, userId, parseContent(req.content, this.#limits), parseSearchTokens(req.searchTokens));
     const [message] = await toMessagesWithReactions(this.#db, [edited], userId);
     return create(EditMessageResponseSchema, { message });
   }
@@ -206,6 +207,7 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
       content: parseContent(req.content, this.#limits),
       mentionUserIds,
       mentionEveryone: req.mentionEveryone,
+      searchTokens: parseSearchTokens(req.searchTokens),
     };
   }
 }

@@ -23,6 +23,8 @@ import { newId } from "../ids.ts";
 import { contentColumns, type MessageContent } from "./message-content.ts";
 import { blockedDirectConversations, conversationUnavailable } from "../social/direct-block.ts";
 import { toMessage } from "./message-mapper.ts";
+import { encryptionViolation } from "./encryption-rules.ts";
+import { insertBlindTokens, type MessageTokens } from "../search/blind-index-repository.ts";
 import * as repo from "./message-repository.ts";
 import type { MessageRow, NewMessageRow } from "./message-repository.ts";
 
@@ -39,6 +41,8 @@ export interface SendCommand {
   mentionEveryone?: boolean;
   /** The story this message replies to (StoryService.ReplyToStory). */
   story?: { storyId: string; authorId: string };
+  /** Blind-index search tokens (validated, deduplicated), for conversations with blind search. */
+  searchTokens?: readonly Uint8Array[];
 }
 
 /** Batch size, concurrency and the after-commit hook (it receives the message-created events). */
@@ -100,6 +104,8 @@ export class SendBatcher {
       const twin = newRowIndex.get(key);
       if (twin !== undefined) return outcomes.push({ sameAs: twin });
       if (blockedDirect.has(command.conversationId)) return outcomes.push({ error: conversationUnavailable() });
+      const encryptionError = encryptionViolation(locked.get(command.conversationId)!, command.content, command.searchTokens ?? []);
+      if (encryptionError) return outcomes.push({ error: encryptionError });
       if (command.replyToSeq !== null && command.replyToSeq > lastSeq) {
         return outcomes.push({ error: new InvalidInputError("reply_to_seq", "names no message in this conversation") });
       }
@@ -120,6 +126,7 @@ export class SendBatcher {
     for (const row of replies) inserted.set(`${row.conversation_id}/${row.seq}`, row);
     const insertedInOrder = newRows.map((r) => inserted.get(`${r.conversation_id}/${r.seq}`)!);
     await repo.advanceConversations(tx, touched, insertedInOrder);
+    await insertBlindTokens(tx, blindTokensOf(commands, newRowIndex, insertedInOrder));
     for (const [i, row] of [...newRowIndex.values()].entries()) outcomes[row] = { row: insertedInOrder[i]! };
     // Last statement of the transaction: it takes the partition head's lock until commit.
     const events = await appendEvents(
@@ -146,6 +153,16 @@ function checkMentions(command: SendCommand, conversationType: number, senderRol
   if (conversationType !== ConversationKind.GROUP) return new InvalidInputError("mention_everyone", "is only for groups");
   if (senderRole !== Role.ADMIN) return new PermissionDeniedError("only group admins can mention everyone", "NOT_ADMIN");
   return null;
+}
+
+/** The search tokens of the sends just stored, with the seq and epoch each got. */
+function blindTokensOf(commands: readonly SendCommand[], newRowIndex: ReadonlyMap<string, number>, inserted: readonly MessageRow[]): MessageTokens[] {
+  return [...newRowIndex.values()].flatMap((commandIndex, i) => {
+    const tokens = commands[commandIndex]!.searchTokens ?? [];
+    const row = inserted[i]!;
+    if (tokens.length === 0) return [];
+    return [{ conversationId: row.conversation_id, seq: row.seq, keyEpoch: Number(row.envelope_key_epoch ?? 0), tokens }];
+  });
 }
 
 /** Gives each send of an identical pair the first one's result. */

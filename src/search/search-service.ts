@@ -29,6 +29,7 @@ import { snippet } from "./highlighter.ts";
 import { parseQuery } from "./query-parser.ts";
 import type { IndexHit, IndexQuery, SearchAfter, SearchIndex, SearchOrdering } from "./search-index.ts";
 import { findMemberConversationIds } from "./search-repository.ts";
+import { searchBlind, type SearchFilters } from "./blind-search.ts";
 
 const DEFAULT_PAGE_SIZE = 20;
 const MAX_PAGE_SIZE = 100;
@@ -50,6 +51,14 @@ export class SearchService implements ServiceImpl<typeof SearchServiceDesc> {
 
   async searchMessages(req: SearchMessagesRequest, ctx: HandlerContext) {
     const { userId } = requireCaller(ctx);
+    if (req.blindQueries.length > 0) {
+      if (req.query !== "") throw new InvalidInputError("blind_queries", "set query or blind_queries, not both");
+      const page = await searchBlind(this.#db, userId, req.blindQueries, parseFilters(req), req.pageToken === "" ? null : afterOf(req));
+      return create(SearchMessagesResponseSchema, {
+        hits: page.hits,
+        nextPageToken: page.next === null ? "" : encodePageToken("search", { r: requestFingerprint(req), a: JSON.stringify(page.next) }),
+      });
+    }
     const request = toIndexQuery(req);
     const conversationIds = await findMemberConversationIds(this.#db, userId, req.conversationIds.length > 0 ? request.conversationIds : null);
     if (conversationIds.length === 0) return create(SearchMessagesResponseSchema, {});
@@ -91,6 +100,17 @@ function toIndexQuery(req: SearchMessagesRequest): IndexQuery {
   const query = parseQuery(req.query);
   if (req.conversationIds.length > MAX_CONVERSATION_IDS) throw new InvalidInputError("conversation_ids", `has more than ${MAX_CONVERSATION_IDS} ids`);
   const conversationIds = [...new Set(req.conversationIds.map((id) => requireUuid("conversation_ids", id)))];
+  return {
+    query,
+    conversationIds,
+    ...parseFilters(req),
+    order: ordering(req.order),
+    after: req.pageToken === "" ? null : afterOf(req),
+  };
+}
+
+/** The filters plain and blind searches share, checked. */
+function parseFilters(req: SearchMessagesRequest): SearchFilters {
   const createdFromMs = timestampMsCeil("created_after", req.createdAfter);
   let createdBeforeMs = timestampMsCeil("created_before", req.createdBefore);
   // Past the last representable millisecond, "before" bounds nothing.
@@ -99,14 +119,10 @@ function toIndexQuery(req: SearchMessagesRequest): IndexQuery {
     throw new InvalidInputError("created_before", "must be later than created_after");
   }
   return {
-    query,
-    conversationIds,
     senderId: senderFilter(req.senderId),
     createdFromMs: createdFromMs === null ? null : Math.min(createdFromMs, MAX_MS),
     createdBeforeMs,
-    order: ordering(req.order),
     limit: pageSize(req.pageSize, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
-    after: req.pageToken === "" ? null : afterOf(req),
   };
 }
 
@@ -167,6 +183,7 @@ function requestFingerprint(req: SearchMessagesRequest): string {
     req.createdAfter ? [String(req.createdAfter.seconds), req.createdAfter.nanos] : null,
     req.createdBefore ? [String(req.createdBefore.seconds), req.createdBefore.nanos] : null,
     req.order === SearchOrder.UNSPECIFIED ? SearchOrder.RELEVANCE : req.order,
+    req.blindQueries.map((q) => [q.conversationId.toLowerCase(), q.keyEpoch, q.tokens.map((t) => Buffer.from(t).toString("base64"))]),
   ];
   return createHash("sha256").update(JSON.stringify(fields)).digest("base64url").slice(0, 22);
 }

@@ -31,6 +31,7 @@ import type { PushEntry } from "../../gen/parley/v1/notification_pb.ts";
 import { SocialService } from "../../gen/parley/v1/social_service_pb.ts";
 import { MediaService } from "../../gen/parley/v1/media_service_pb.ts";
 import { StoryService } from "../../gen/parley/v1/story_service_pb.ts";
+import { KeyService } from "../../gen/parley/v1/key_service_pb.ts";
 
 /**
  * How a client talks to the server. The main flows run over "grpc" and "connect"; the others
@@ -58,6 +59,7 @@ export interface Clients {
   social: Client<typeof SocialService>;
   media: Client<typeof MediaService>;
   stories: Client<typeof StoryService>;
+  keys: Client<typeof KeyService>;
 }
 
 /** Clients on connections of their own, for a test that must control exactly when they close. */
@@ -267,6 +269,7 @@ export function connectTo(baseUrl: string, options: ConnectOptions): RemoteServe
       social: createClient(SocialService, t),
       media: createClient(MediaService, t),
       stories: createClient(StoryService, t),
+      keys: createClient(KeyService, t),
     };
   }
 

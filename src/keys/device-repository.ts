@@ -1,0 +1,181 @@
+/** Every SQL statement about devices and their one-time prekeys. */
+import { sql, type Kysely, type Selectable, type Transaction } from "kysely";
+import type { Database, DevicesTable } from "../db/schema.ts";
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+export type DeviceRow = Selectable<DevicesTable>;
+
+export interface NewDevice {
+  id: string;
+  userId: string;
+  signingPublicKey: Uint8Array;
+  boxPublicKey: Uint8Array;
+  boxKeySignature: Uint8Array;
+  displayName: string;
+}
+
+export interface NewPrekey {
+  keyId: number;
+  publicKey: Uint8Array;
+  signature: Uint8Array;
+}
+
+/** The device that holds this signing key, revoked or not. */
+export async function findDeviceBySigningKey(db: Db, signingPublicKey: Uint8Array): Promise<DeviceRow | undefined> {
+  return db.selectFrom("devices").selectAll().where("signing_public_key", "=", signingPublicKey).executeTakeFirst();
+}
+
+export async function findDevice(db: Db, deviceId: string): Promise<DeviceRow | undefined> {
+  return db.selectFrom("devices").selectAll().where("id", "=", deviceId).executeTakeFirst();
+}
+
+/**
+ * The user's active devices, their rows locked: registrations of one user queue behind each
+ * other here, so the per-user device limit holds under concurrency.
+ */
+export async function lockActiveDevices(tx: Transaction<Database>, userId: string): Promise<DeviceRow[]> {
+  return tx.selectFrom("devices").selectAll().where("user_id", "=", userId).where("revoked_at", "is", null).forUpdate().execute();
+}
+
+export async function insertDevice(tx: Db, device: NewDevice): Promise<DeviceRow> {
+  return tx
+    .insertInto("devices")
+    .values({
+      id: device.id,
+      user_id: device.userId,
+      signing_public_key: device.signingPublicKey,
+      box_public_key: device.boxPublicKey,
+      box_key_signature: device.boxKeySignature,
+      display_name: device.displayName,
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+/** Marks the device revoked; false when it already was. */
+export async function revokeDevice(tx: Db, deviceId: string): Promise<boolean> {
+  const result = await tx.updateTable("devices").set({ revoked_at: sql`now()` }).where("id", "=", deviceId).where("revoked_at", "is", null).executeTakeFirst();
+  return result.numUpdatedRows > 0n;
+}
+
+/** The active devices of these users, oldest first. */
+export async function listActiveDevices(db: Db, userIds: readonly string[]): Promise<DeviceRow[]> {
+  if (userIds.length === 0) return [];
+  return db
+    .selectFrom("devices")
+    .selectAll()
+    .where("user_id", "in", [...userIds])
+    .where("revoked_at", "is", null)
+    .orderBy("created_at")
+    .orderBy("id")
+    .execute();
+}
+
+/** Unclaimed prekeys per device, for the devices asked. */
+export async function countUnclaimedPrekeys(db: Db, deviceIds: readonly string[]): Promise<Map<string, number>> {
+  if (deviceIds.length === 0) return new Map();
+  const rows = await db
+    .selectFrom("device_prekeys")
+    .select(["device_id", (eb) => eb.fn.countAll<string>().as("n")])
+    .where("device_id", "in", [...deviceIds])
+    .where("claimed_at", "is", null)
+    .groupBy("device_id")
+    .execute();
+  return new Map(rows.map((r) => [r.device_id, Number(r.n)]));
+}
+
+/**
+ * Stores the prekeys, or none of them: false when one's key id or key was ever uploaded for
+ * the device (claimed ones included), so a key is never handed out twice.
+ */
+export async function insertPrekeys(tx: Transaction<Database>, deviceId: string, prekeys: readonly NewPrekey[]): Promise<boolean> {
+  if (prekeys.length === 0) return true;
+  const rows = await tx
+    .insertInto("device_prekeys")
+    .values(prekeys.map((p) => ({ device_id: deviceId, key_id: p.keyId, public_key: p.publicKey, signature: p.signature })))
+    .onConflict((oc) => oc.doNothing())
+    .returning("key_id")
+    .execute();
+  return rows.length === prekeys.length;
+}
+
+export interface ClaimedPrekeyRow {
+  device_id: string;
+  key_id: string;
+  public_key: Uint8Array;
+  signature: Uint8Array;
+}
+
+/**
+ * Claims the lowest unclaimed prekey of each active device. Concurrent claimers skip the rows
+ * another has locked, so each prekey goes to exactly one of them.
+ */
+export async function claimPrekeys(tx: Db, deviceIds: readonly string[]): Promise<ClaimedPrekeyRow[]> {
+  if (deviceIds.length === 0) return [];
+  const result = await sql<ClaimedPrekeyRow>`
+    with chosen as (
+      select k.device_id, k.key_id
+      from unnest(${[...deviceIds]}::uuid[]) as asked(id)
+      join devices d on d.id = asked.id and d.revoked_at is null
+      cross join lateral (
+        select p.device_id, p.key_id from device_prekeys p
+        where p.device_id = asked.id and p.claimed_at is null
+        order by p.key_id limit 1
+        for update skip locked
+      ) k
+    )
+    update device_prekeys p set claimed_at = now()
+    from chosen
+    where p.device_id = chosen.device_id and p.key_id = chosen.key_id
+    returning p.device_id, p.key_id, p.public_key, p.signature`.execute(tx);
+  return result.rows;
+}
+
+/**
+ * Moves every encrypted conversation of the user to its next key epoch, locking them in id
+ * order (as sends do, so the two never deadlock); returns each with its new epoch.
+ */
+export async function advanceKeyEpochsOf(tx: Db, userId: string): Promise<Array<{ id: string; key_epoch: number }>> {
+  const result = await sql<{ id: string; key_epoch: number }>`
+    with locked as (
+      select c.id from conversations c
+      where c.encrypted and c.id in (select m.conversation_id from conversation_members m where m.user_id = ${userId})
+      order by c.id for update
+    )
+    update conversations c set key_epoch = c.key_epoch + 1
+    from locked where c.id = locked.id
+    returning c.id, c.key_epoch`.execute(tx);
+  return result.rows;
+}
+
+/** The user's encrypted conversations and their current key epochs. */
+export async function findEncryptedConversationsOf(db: Db, userId: string): Promise<Array<{ id: string; key_epoch: number }>> {
+  return db
+    .selectFrom("conversation_members as m")
+    .innerJoin("conversations as c", "c.id", "m.conversation_id")
+    .select(["c.id", "c.key_epoch"])
+    .where("m.user_id", "=", userId)
+    .where("c.encrypted", "=", true)
+    .execute();
+}
+
+/** Of these users, those who share a conversation with the user (the user counts too). */
+export async function findUsersSharingAConversation(db: Db, userId: string, others: readonly string[]): Promise<Set<string>> {
+  if (others.length === 0) return new Set();
+  const rows = await db
+    .selectFrom("conversation_members as mine")
+    .innerJoin("conversation_members as theirs", "theirs.conversation_id", "mine.conversation_id")
+    .select("theirs.user_id")
+    .distinct()
+    .where("mine.user_id", "=", userId)
+    .where("theirs.user_id", "in", [...others])
+    .execute();
+  return new Set([userId, ...rows.map((r) => r.user_id)]);
+}
+
+/** The active devices among these ids. */
+export async function listActiveDevicesById(db: Db, deviceIds: readonly string[]): Promise<DeviceRow[]> {
+  if (deviceIds.length === 0) return [];
+  return db.selectFrom("devices").selectAll().where("id", "in", [...deviceIds]).where("revoked_at", "is", null).execute();
+}

@@ -1,0 +1,1 @@
+export { KeyService } from "./key-service.ts";

@@ -23,6 +23,10 @@
  *   --server-env K=V     extra environment for the server (repeatable)
  *   --server-node-arg A  extra node argument for the server, e.g. --cpu-prof (repeatable)
  *   --sample-pg          sample pg_stat_activity wait events of the bench database every 20 ms
+ *   --encrypted          end-to-end encrypted conversations: each send carries an envelope of the
+ *                        size the client SDK makes of the same text (a sender-key ciphertext:
+ *                        text + MAC + header + signature), at the conversation's key epoch
+ *   --search-tokens N    with --encrypted: conversations with blind search, N tokens per send
  *   --database-url URL   the PostgreSQL server to create the bench database on
  *   --json FILE          write the JSON summary to FILE instead of stdout's last line
  */
@@ -69,6 +73,8 @@ const { values: flags } = parseArgs({
     "server-env": { type: "string", multiple: true, default: [] },
     "server-node-arg": { type: "string", multiple: true, default: [] },
     "sample-pg": { type: "boolean", default: false },
+    encrypted: { type: "boolean", default: false },
+    "search-tokens": { type: "string", default: "0" },
     "database-url": { type: "string", default: process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres" },
     json: { type: "string" },
     help: { type: "boolean", default: false },
@@ -93,6 +99,14 @@ const CONVERSATIONS = intFlag("conversations", flags.conversations, 1, 100_000);
 const SECONDS = intFlag("seconds", flags.seconds, 1, 3_600);
 const WARMUP = intFlag("warmup", flags.warmup, 0, 600);
 const CONNECTIONS = intFlag("connections", flags.connections, 1, 1_000);
+const ENCRYPTED = flags.encrypted;
+const SEARCH_TOKENS = intFlag("search-tokens", flags["search-tokens"], 0, 256);
+if (SEARCH_TOKENS > 0 && !ENCRYPTED) {
+  console.error("bench: --search-tokens needs --encrypted");
+  process.exit(2);
+}
+/** What the SDK adds to a group message's text: MAC 16, signature 64, sender device and key ids, index, framing. */
+const ENVELOPE_OVERHEAD_BYTES = 16 + 64 + 38 + 18 + 6 + 10;
 const POOL_SIZE = flags["pool-size"] === undefined ? undefined : intFlag("pool-size", flags["pool-size"], 1, 1_000);
 const ADMIN_URL = flags["database-url"];
 {
@@ -447,7 +461,7 @@ async function main() {
     eachLimited(memberships, 16, async (members, j) => {
       const [creator, ...others] = members as [number, ...number[]];
       const res = await clientsOf(creator).conversations.createConversation(
-        { type: ConversationType.GROUP, name: `bench ${j}`, memberIds: others.map((i) => userIds[i]!) },
+        { type: ConversationType.GROUP, name: `bench ${j}`, memberIds: others.map((i) => userIds[i]!), encrypted: ENCRYPTED, blindSearch: SEARCH_TOKENS > 0 },
         { headers: { authorization: authorizations[creator]! }, timeoutMs: CALL_TIMEOUT_MS },
       );
       conversationIds[j] = res.conversation!.id;
@@ -482,6 +496,19 @@ async function main() {
   const text = (n: number, sender: number) => {
     const head = `bench message ${n} from sender ${sender} `;
     return head + "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt".repeat(2).slice(0, TEXT_BYTES - head.length);
+  };
+  /** The send's body: the text, or (--encrypted) an envelope as large as the SDK would make of it. */
+  const contentOf = (body: string) => {
+    if (!ENCRYPTED) return { content: { case: "text" as const, value: body } };
+    const envelope = {
+      ciphertext: randomBytes(Buffer.byteLength(body) + ENVELOPE_OVERHEAD_BYTES),
+      nonce: randomBytes(24),
+      algorithm: "parley-sender-key-v1",
+      keyId: "",
+      keyEpoch: 1,
+    };
+    const searchTokens = Array.from({ length: SEARCH_TOKENS }, () => randomBytes(16));
+    return { content: { case: "envelope" as const, value: envelope }, searchTokens };
   };
   const runStarted = performance.now();
   const measureFrom = runStarted + WARMUP * 1000;
@@ -524,7 +551,7 @@ async function main() {
       const started = performance.now();
       try {
         const res = await sender.messages.sendMessage(
-          { conversationId, clientMessageId, content: { case: "text", value: body } },
+          { conversationId, clientMessageId, ...contentOf(body) },
           { headers, timeoutMs: CALL_TIMEOUT_MS },
         );
         const ended = performance.now();
@@ -620,7 +647,7 @@ async function main() {
     rowCount === okTotal && badConversations.length === 0 && mismatchedConversations === 0 && lastSeqMismatches === 0 && duplicateSeqs === 0 && (events?.ok ?? true);
   const summary = {
     bench: "send",
-    config: { senders: SENDERS, conversations: CONVERSATIONS, users: userCount, connections: CONNECTIONS, seconds: SECONDS, warmupSeconds: WARMUP, poolSize: POOL_SIZE ?? null, textBytes: TEXT_BYTES, serverEnv: extraEnv, serverNodeArgs: flags["server-node-arg"] },
+    config: { senders: SENDERS, conversations: CONVERSATIONS, users: userCount, connections: CONNECTIONS, seconds: SECONDS, warmupSeconds: WARMUP, poolSize: POOL_SIZE ?? null, textBytes: TEXT_BYTES, encrypted: ENCRYPTED, searchTokens: SEARCH_TOKENS, serverEnv: extraEnv, serverNodeArgs: flags["server-node-arg"] },
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? "", node: process.version, postgres: await postgresVersion() },
     messagesPerSecond: round(okInWindow / SECONDS, 1),
     latencyMs: { count: latencyCount, p50: round(percentile(sorted, 50)), p95: round(percentile(sorted, 95)), p99: round(percentile(sorted, 99)), max: round(sorted.at(-1) ?? NaN), mean: round(sorted.reduce((a, b) => a + b, 0) / Math.max(1, sorted.length)) },
@@ -648,7 +675,7 @@ async function main() {
 
   const lines = [
     "",
-    `== bench:send  ${SENDERS} senders, ${CONVERSATIONS} conversations, ${userCount} users, ${CONNECTIONS} HTTP/2 connections, ${SECONDS} s (+${WARMUP} s warm-up)`,
+    `== bench:send  ${ENCRYPTED ? `encrypted${SEARCH_TOKENS ? ` + ${SEARCH_TOKENS} search tokens` : ""}, ` : ""}${SENDERS} senders, ${CONVERSATIONS} conversations, ${userCount} users, ${CONNECTIONS} HTTP/2 connections, ${SECONDS} s (+${WARMUP} s warm-up)`,
     `   machine            ${summary.machine.cpus} × ${summary.machine.cpuModel}; node ${summary.machine.node}; ${summary.machine.postgres}`,
     `   persisted          ${summary.messagesPerSecond.toFixed(1)} messages/s   (${okInWindow} acknowledged in the window)`,
     `   send latency ms    p50 ${summary.latencyMs.p50}   p95 ${summary.latencyMs.p95}   p99 ${summary.latencyMs.p99}   max ${summary.latencyMs.max}   (n=${latencyCount})`,

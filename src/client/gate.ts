@@ -1,0 +1,71 @@
+/**
+ * Two tiny coordination primitives for the background loops, written without timers or node:
+ * modules so they work the same in a browser.
+ */
+
+/** Open or closed; waiters pass once it is open. The outbox waits on it until the session is live. */
+export class Gate {
+  #open: boolean;
+  #waiters: Array<() => void> = [];
+
+  constructor(open = false) {
+    this.#open = open;
+  }
+
+  get isOpen(): boolean {
+    return this.#open;
+  }
+
+  open(): void {
+    this.#open = true;
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+  }
+
+  close(): void {
+    this.#open = false;
+  }
+
+  /** Resolves when the gate is open, or when the signal aborts. */
+  wait(signal?: AbortSignal): Promise<void> {
+    if (this.#open || signal?.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        signal?.removeEventListener("abort", done);
+        resolve();
+      };
+      this.#waiters.push(done);
+      signal?.addEventListener("abort", done, { once: true });
+    });
+  }
+}
+
+/** "Something changed": wakes whoever waits, so an idle loop needs no polling. */
+export class Wakeup {
+  #waiters: Array<() => void> = [];
+  #pending = false;
+
+  notify(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    if (waiters.length === 0) this.#pending = true;
+    for (const w of waiters) w();
+  }
+
+  /** Resolves on the next notify (or at once if one came since the last wait), or on abort. */
+  wait(signal?: AbortSignal): Promise<void> {
+    if (this.#pending || signal?.aborted) {
+      this.#pending = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        signal?.removeEventListener("abort", done);
+        resolve();
+      };
+      this.#waiters.push(done);
+      signal?.addEventListener("abort", done, { once: true });
+    });
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * Hands a conversation's messages to the app in seq order, each once, whatever the network
+ * did: a message that arrives after a gap (a missed event, a resync, a reconnect that raced a
+ * send) first pulls the missing seqs from history; a seq already handed over is dropped.
+ * Seqs are gapless per conversation (message.proto), which is what makes a gap detectable.
+ */
+import type { Message } from "../../gen/parley/v1/message_pb.ts";
+import type { PositionStore } from "./sync-state.ts";
+
+/** Reads history FORWARD after `afterSeq` (exclusive), at most one page. */
+export type FetchAfter = (conversationId: string, afterSeq: bigint) => Promise<Message[]>;
+
+export interface OrderingBufferOptions {
+  positions: PositionStore;
+  fetchAfter: FetchAfter;
+}
+
+/** Not safe for concurrent calls on one conversation: the feed loop handles events one by one. */
+export class OrderingBuffer {
+  readonly #positions: PositionStore;
+  readonly #fetchAfter: FetchAfter;
+
+  constructor(options: OrderingBufferOptions) {
+    this.#positions = options.positions;
+    this.#fetchAfter = options.fetchAfter;
+  }
+
+  /**
+   * Takes a message from the feed; returns what the app should see now, in seq order: nothing
+   * for a seq it already saw, the message itself, or the missing ones before it and then it.
+   * A conversation seen for the first time starts at this message (history is the app's to load).
+   */
+  async accept(message: Message): Promise<Message[]> {
+    const id = message.conversationId;
+    const last = (await this.#positions.get(id)) ?? message.seq - 1n;
+    if (message.seq <= last) return [];
+    const out = message.seq === last + 1n ? [message] : [...(await this.#fill(id, last, message.seq - 1n)), message];
+    await this.#positions.set(id, message.seq);
+    return out.filter((m, i) => i === 0 || m.seq > out[i - 1]!.seq);
+  }
+
+  /**
+   * Brings a conversation up to `lastSeq` from history (after a resync or on start): returns
+   * the messages after the stored position. Without a stored position it only records lastSeq.
+   */
+  async catchUp(conversationId: string, lastSeq: bigint): Promise<Message[]> {
+    const last = await this.#positions.get(conversationId);
+    if (last === undefined) {
+      await this.#positions.set(conversationId, lastSeq);
+      return [];
+    }
+    if (lastSeq <= last) return [];
+    const missing = await this.#fill(conversationId, last, lastSeq);
+    const newest = missing.at(-1)?.seq ?? last;
+    if (newest > last) await this.#positions.set(conversationId, newest);
+    return missing;
+  }
+
+  /** Moves the position without handing anything over (the app reloads that conversation itself). */
+  skipTo(conversationId: string, seq: bigint): Promise<void> {
+    return this.#positions.set(conversationId, seq);
+  }
+
+  /** The messages with after < seq <= upTo, in order, paging through history. */
+  async #fill(conversationId: string, after: bigint, upTo: bigint): Promise<Message[]> {
+    const out: Message[] = [];
+    let from = after;
+    while (from < upTo) {
+      const page = (await this.#fetchAfter(conversationId, from)).filter((m) => m.seq > from).sort((a, b) => (a.seq < b.seq ? -1 : 1));
+      if (page.length === 0) break;
+      for (const m of page) if (m.seq <= upTo) out.push(m);
+      from = page.at(-1)!.seq;
+    }
+    return out;
+  }
+}

@@ -78,6 +78,16 @@ async function expectBlindHits(
   }
 }
 
+/**
+ * Sends and waits until the clock is past the message's created_at, so that "newest first"
+ * names one order even where the server's timestamps have millisecond precision.
+ */
+async function sendApart(...args: Parameters<typeof sendEnvelope>): Promise<Message> {
+  const m = await sendEnvelope(...args);
+  await clockPast(m.createdAt);
+  return m;
+}
+
 /** A blind query of one conversation and epoch. */
 function blind(conversationId: string, keyEpoch: number, ...tokens: Uint8Array[]) {
   return { conversationId, keyEpoch, tokens };
@@ -113,7 +123,7 @@ describe("blind-index search of encrypted conversations", () => {
           "search_tokens",
         );
         await expectInvalidArgument(sendEnvelope(A, sealed.id, sealedEnvelope(1), { searchTokens: [blindToken()] }), "search_tokens");
-        const first = await sendEnvelope(A, sealed.id, sealedEnvelope(1));
+        const first = await sendApart(A, sealed.id, sealedEnvelope(1));
         assert.equal(first.seq, 1n, "the refused send used up no seq");
         await expectInvalidArgument(
           A.messages.editMessage({ conversationId: sealed.id, seq: first.seq, content: { case: "envelope", value: sealedEnvelope(1) }, searchTokens: [blindToken()] }),
@@ -138,9 +148,9 @@ describe("blind-index search of encrypted conversations", () => {
         }
         const edge = [blindToken(8), blindToken(32)];
         const many = Array.from({ length: 256 }, () => blindToken());
-        const m1 = await sendEnvelope(w.A, w.conv.id, sealedEnvelope(1), { searchTokens: edge });
+        const m1 = await sendApart(w.A, w.conv.id, sealedEnvelope(1), { searchTokens: edge });
         assert.equal(m1.seq, 1n, "the refused sends used up no seq");
-        const m2 = await sendEnvelope(w.A, w.conv.id, sealedEnvelope(1), { searchTokens: many });
+        const m2 = await sendApart(w.A, w.conv.id, sealedEnvelope(1), { searchTokens: many });
         await expectBlindHits(w.A, { blindQueries: [blind(w.conv.id, 1, edge[0]!)] }, [m1], "an 8-byte token");
         await expectBlindHits(w.A, { blindQueries: [blind(w.conv.id, 1, edge[1]!)] }, [m1], "a 32-byte token");
         await expectBlindHits(w.A, { blindQueries: [blind(w.conv.id, 1, many[255]!)] }, [m2], "the 256th token");
@@ -156,10 +166,10 @@ describe("blind-index search of encrypted conversations", () => {
         const w = await blindGroup("finds");
         const [t1, t2, t3, never] = [blindToken(), blindToken(24), blindToken(), blindToken()];
         const e1 = sealedEnvelope(1), e3 = sealedEnvelope(1);
-        const m1 = await sendEnvelope(w.A, w.conv.id, e1, { searchTokens: [t1!, t2!] });
-        const m2 = await sendEnvelope(w.B, w.conv.id, sealedEnvelope(1), { searchTokens: [t1!] });
-        const m3 = await sendEnvelope(w.A, w.conv.id, e3, { searchTokens: [t2!, t3!] });
-        await sendEnvelope(w.B, w.conv.id, sealedEnvelope(1));
+        const m1 = await sendApart(w.A, w.conv.id, e1, { searchTokens: [t1!, t2!] });
+        const m2 = await sendApart(w.B, w.conv.id, sealedEnvelope(1), { searchTokens: [t1!] });
+        const m3 = await sendApart(w.A, w.conv.id, e3, { searchTokens: [t2!, t3!] });
+        await sendApart(w.B, w.conv.id, sealedEnvelope(1));
         const q = (...tokens: Uint8Array[]) => ({ blindQueries: [blind(w.conv.id, 1, ...tokens)] });
 
         const hits = await expectBlindHits(w.B, q(t1!), [m2, m1], "t1, newest first");
@@ -183,10 +193,10 @@ describe("blind-index search of encrypted conversations", () => {
         const x = await createEncrypted(A, ConversationType.GROUP, [bob, cy, dan], { blindSearch: true });
         const y = await createEncrypted(A, ConversationType.GROUP, [bob, cy], { blindSearch: true });
         const t = blindToken();
-        const inX1 = await sendEnvelope(A, x.id, sealedEnvelope(1), { searchTokens: [t] });
-        const inY = await sendEnvelope(A, y.id, sealedEnvelope(1), { searchTokens: [t] });
+        const inX1 = await sendApart(A, x.id, sealedEnvelope(1), { searchTokens: [t] });
+        const inY = await sendApart(A, y.id, sealedEnvelope(1), { searchTokens: [t] });
         await A.conversations.removeMember({ conversationId: x.id, userId: dan });
-        const inX2 = await sendEnvelope(A, x.id, sealedEnvelope(2), { searchTokens: [t] });
+        const inX2 = await sendApart(A, x.id, sealedEnvelope(2), { searchTokens: [t] });
 
         await expectBlindHits(A, { blindQueries: [blind(x.id, 1, t)] }, [inX1], "x at epoch 1");
         await expectBlindHits(A, { blindQueries: [blind(x.id, 2, t)] }, [inX2], "x at epoch 2");
@@ -205,11 +215,9 @@ describe("blind-index search of encrypted conversations", () => {
       it("applies the sender and date filters", async () => {
         const w = await blindGroup("filters");
         const t = blindToken();
-        const m1 = await sendEnvelope(w.A, w.conv.id, sealedEnvelope(1), { searchTokens: [t] });
-        await clockPast(m1.createdAt);
-        const m2 = await sendEnvelope(w.B, w.conv.id, sealedEnvelope(1), { searchTokens: [t] });
-        await clockPast(m2.createdAt);
-        const m3 = await sendEnvelope(w.A, w.conv.id, sealedEnvelope(1), { searchTokens: [t] });
+        const m1 = await sendApart(w.A, w.conv.id, sealedEnvelope(1), { searchTokens: [t] });
+        const m2 = await sendApart(w.B, w.conv.id, sealedEnvelope(1), { searchTokens: [t] });
+        const m3 = await sendApart(w.A, w.conv.id, sealedEnvelope(1), { searchTokens: [t] });
         const blindQueries = [blind(w.conv.id, 1, t)];
         const at = (m: Message): Timestamp => m.createdAt!;
 
@@ -227,7 +235,7 @@ describe("blind-index search of encrypted conversations", () => {
         const [outsider] = (await newUsers(server, 1, "outsider")) as [string];
         const O = e2eClientsFor(server, outsider, protocol);
         const t = blindToken();
-        const m = await sendEnvelope(w.A, w.conv.id, sealedEnvelope(1), { searchTokens: [t] });
+        const m = await sendApart(w.A, w.conv.id, sealedEnvelope(1), { searchTokens: [t] });
         await expectBlindHits(w.B, { blindQueries: [blind(w.conv.id, 1, t)] }, [m], "a member finds it (the fence)");
 
         const asOutsider = await O.search.searchMessages({ blindQueries: [blind(w.conv.id, 1, t)] });
@@ -244,8 +252,8 @@ describe("blind-index search of encrypted conversations", () => {
       it("replaces a message's tokens when it is edited", async () => {
         const w = await blindGroup("edit");
         const [old1, old2, fresh] = [blindToken(), blindToken(), blindToken()];
-        const m = await sendEnvelope(w.A, w.conv.id, sealedEnvelope(1), { searchTokens: [old1!, old2!] });
-        const other = await sendEnvelope(w.A, w.conv.id, sealedEnvelope(1), { searchTokens: [old1!] });
+        const m = await sendApart(w.A, w.conv.id, sealedEnvelope(1), { searchTokens: [old1!, old2!] });
+        const other = await sendApart(w.A, w.conv.id, sealedEnvelope(1), { searchTokens: [old1!] });
         await expectBlindHits(w.A, { blindQueries: [blind(w.conv.id, 1, old2!)] }, [m], "before the edit");
 
         const replacement: EnvelopeInit = sealedEnvelope(1, "edited");
@@ -263,8 +271,8 @@ describe("blind-index search of encrypted conversations", () => {
       it("drops a deleted message from the results", async () => {
         const w = await blindGroup("delete");
         const t = blindToken();
-        const doomed = await sendEnvelope(w.A, w.conv.id, sealedEnvelope(1), { searchTokens: [t] });
-        const kept = await sendEnvelope(w.B, w.conv.id, sealedEnvelope(1), { searchTokens: [t] });
+        const doomed = await sendApart(w.A, w.conv.id, sealedEnvelope(1), { searchTokens: [t] });
+        const kept = await sendApart(w.B, w.conv.id, sealedEnvelope(1), { searchTokens: [t] });
         await expectBlindHits(w.A, { blindQueries: [blind(w.conv.id, 1, t)] }, [kept, doomed], "before the delete");
         await w.A.messages.deleteMessage({ conversationId: w.conv.id, seq: doomed.seq });
         await expectBlindHits(w.A, { blindQueries: [blind(w.conv.id, 1, t)] }, [kept], "after the delete");

@@ -29,19 +29,26 @@ export class OrderingBuffer {
    * Takes a message from the feed; returns what the app should see now, in seq order: nothing
    * for a seq it already saw, the message itself, or the missing ones before it and then it.
    * A conversation seen for the first time starts at this message (history is the app's to load).
+   * The caller records each one with `delivered` once the app has it: a crash in between then
+   * hands a message over again (the app keys it by conversation and seq) instead of losing it.
    */
   async accept(message: Message): Promise<Message[]> {
     const id = message.conversationId;
     const last = (await this.#positions.get(id)) ?? message.seq - 1n;
     if (message.seq <= last) return [];
     const out = message.seq === last + 1n ? [message] : [...(await this.#fill(id, last, message.seq - 1n)), message];
-    await this.#positions.set(id, message.seq);
     return out.filter((m, i) => i === 0 || m.seq > out[i - 1]!.seq);
+  }
+
+  /** Records that the app has the message: the feed will not hand it over again. */
+  delivered(message: Message): Promise<void> {
+    return this.#positions.set(message.conversationId, message.seq);
   }
 
   /**
    * Brings a conversation up to `lastSeq` from history (after a resync or on start): returns
-   * the messages after the stored position. Without a stored position it only records lastSeq.
+   * the messages after the stored position, each to be recorded with `delivered`. Without a
+   * stored position it only records lastSeq.
    */
   async catchUp(conversationId: string, lastSeq: bigint): Promise<Message[]> {
     const last = await this.#positions.get(conversationId);
@@ -50,10 +57,7 @@ export class OrderingBuffer {
       return [];
     }
     if (lastSeq <= last) return [];
-    const missing = await this.#fill(conversationId, last, lastSeq);
-    const newest = missing.at(-1)?.seq ?? last;
-    if (newest > last) await this.#positions.set(conversationId, newest);
-    return missing;
+    return this.#fill(conversationId, last, lastSeq);
   }
 
   /** Moves the position without handing anything over (the app reloads that conversation itself). */

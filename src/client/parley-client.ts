@@ -313,6 +313,7 @@ export class ParleyClient {
         const conversation = await this.#cache.get(message.conversationId).catch(() => undefined);
         for (const m of await this.#buffer.accept(message)) {
           this.#hub.emit({ type: "message", message: await decodeMessage(conversation, m, this.#codec) });
+          await this.#buffer.delivered(m);
         }
         return;
       }
@@ -345,6 +346,7 @@ export class ParleyClient {
       }
       for (const m of await this.#buffer.catchUp(conversation.id, conversation.lastSeq)) {
         this.#hub.emit({ type: "message", message: await decodeMessage(conversation, m, this.#codec) });
+        await this.#buffer.delivered(m);
       }
     }
     this.#hub.emit({ type: "resync", reason });

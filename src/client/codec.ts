@@ -1,0 +1,18 @@
+// src/client/codec.ts (session side owns this file)
+import type { Conversation } from "../../gen/parley/v1/conversation_pb.ts";
+import type { Message, EncryptedEnvelope } from "../../gen/parley/v1/message_pb.ts";
+import type { Event } from "../../gen/parley/v1/event_pb.ts";
+import type { BlindQuery } from "../../gen/parley/v1/search_service_pb.ts";
+import type { PlainContent } from "../../gen/parley/e2e/v1/payload_pb.ts";
+export interface MessageCodec {
+  /** Encrypts content for the conversation at its current key epoch (distributing keys first if needed). */
+  encrypt(conversation: Conversation, content: PlainContent): Promise<{ envelope: EncryptedEnvelope; searchTokens: Uint8Array[] }>;
+  /** Opens a stored message's envelope; throws DecryptError. */
+  decrypt(conversation: Conversation, message: Message): Promise<PlainContent>;
+  /** Blind queries for a search in the conversation (one per search key held). */
+  blindQueries(conversation: Conversation, query: string): Promise<BlindQuery[]>;
+  /** Feed events the codec cares about (device_changed, member_added, member_removed, to_device_message). */
+  onEvent(event: Event): Promise<void>;
+  /** Drains the device's to-device inbox (on start and after reconnect). */
+  syncInbox(): Promise<void>;
+}

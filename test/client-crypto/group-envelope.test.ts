@@ -11,7 +11,9 @@ import {
   mergeEarlierDistribution,
   messageKeyOf,
   nextChainKey,
+  chainKeyAt,
   openGroup,
+  openGroupWithMessageKey,
   readGroupCiphertext,
   receiverChainFrom,
   sealGroup,
@@ -163,5 +165,25 @@ describe("group envelopes", () => {
     assert.equal(receiver.open(envelopes[2]!), "message 2");
     assertDecryptError(() => receiver.open(envelopes[3]!), "replayed");
     assertDecryptError(() => receiver.open(envelopes[0]!), "replayed");
+  });
+});
+
+describe("group envelopes opened with a message key already taken", () => {
+  it("open the same stored message again, still checking the signature", () => {
+    const { envelopes, distributed } = sealMany(1);
+    const envelope = envelopes[0]!;
+    const ciphertext = readGroupCiphertext(envelope);
+    const opened = openGroup(envelope, ciphertext, "g1", receiverChainFrom(distributed.index, distributed.chainKey), sender.signing.publicKey);
+    assert.equal(openGroupWithMessageKey(envelope, ciphertext, "g1", opened.messageKey, sender.signing.publicKey).text, "message 0");
+    assertDecryptError(() => openGroupWithMessageKey(envelope, ciphertext, "g1", opened.messageKey, createDeviceKeys().signing.publicKey), "bad_signature");
+    assertDecryptError(() => openGroupWithMessageKey(envelope, ciphertext, "g1", nacl.randomBytes(32), sender.signing.publicKey), "tampered");
+  });
+
+  it("let the sender reread its own message from the key's first link", () => {
+    const { envelopes, distributed } = sealMany(3);
+    const envelope = envelopes[2]!;
+    const messageKey = messageKeyOf(chainKeyAt(distributed, 2));
+    assert.equal(openGroupWithMessageKey(envelope, readGroupCiphertext(envelope), "g1", messageKey, sender.signing.publicKey).text, "message 2");
+    assertDecryptError(() => chainKeyAt({ ...distributed, index: 3 }, 2), "unknown_key");
   });
 });

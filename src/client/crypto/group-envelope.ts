@@ -71,9 +71,10 @@ export function readGroupCiphertext(envelope: EncryptedEnvelope): GroupCiphertex
   return ciphertext;
 }
 
-/** The opened content, and the receiver chain to persist now that it opened. */
+/** The opened content, its message key, and the receiver chain to persist now that it opened. */
 export interface OpenedGroup {
   readonly content: PlainContent;
+  readonly messageKey: Uint8Array;
   readonly nextChain: ReceiverChain;
 }
 
@@ -88,13 +89,33 @@ export function openGroup(
   chain: ReceiverChain,
   senderSigningPublicKey: Uint8Array,
 ): OpenedGroup {
+  verifyGroupSignature(envelope, ciphertext, conversationId, senderSigningPublicKey);
+  const taken = takeMessageKey(chain, ciphertext.index);
+  return { content: openContent(ciphertext.body, envelope.nonce, taken.messageKey), messageKey: taken.messageKey, nextChain: taken.next };
+}
+
+/**
+ * Opens a group message with a message key already taken from the chain: the same stored
+ * message read again (the chain would call it a replay) or a device's own message.
+ */
+export function openGroupWithMessageKey(
+  envelope: EncryptedEnvelope,
+  ciphertext: GroupCiphertext,
+  conversationId: string,
+  messageKey: Uint8Array,
+  senderSigningPublicKey: Uint8Array,
+): PlainContent {
+  verifyGroupSignature(envelope, ciphertext, conversationId, senderSigningPublicKey);
+  return openContent(ciphertext.body, envelope.nonce, messageKey);
+}
+
+/** Throws bad_signature unless the sender device signed this header and body. */
+function verifyGroupSignature(envelope: EncryptedEnvelope, ciphertext: GroupCiphertext, conversationId: string, senderSigningPublicKey: Uint8Array): void {
   const header = { conversationId, keyEpoch: envelope.keyEpoch, senderKeyId: ciphertext.senderKeyId, index: ciphertext.index, nonce: envelope.nonce };
   const signed = signedBytes(header, ciphertext.body);
   if (ciphertext.signature.length !== nacl.sign.signatureLength || !nacl.sign.detached.verify(signed, ciphertext.signature, senderSigningPublicKey)) {
     throw new DecryptError("bad_signature", "the sender device's signature does not verify");
   }
-  const taken = takeMessageKey(chain, ciphertext.index);
-  return { content: openContent(ciphertext.body, envelope.nonce, taken.messageKey), nextChain: taken.next };
 }
 
 interface GroupHeader {

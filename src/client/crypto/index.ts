@@ -26,6 +26,7 @@ export {
 export {
   MAX_SKIPPED_MESSAGE_KEYS,
   advanceSenderKey,
+  chainKeyAt,
   createSenderKey,
   mergeEarlierDistribution,
   messageKeyOf,
@@ -36,7 +37,7 @@ export {
   type SenderKey,
   type TakenMessageKey,
 } from "./sender-key-chain.ts";
-export { GROUP_ALGORITHM, openGroup, readGroupCiphertext, sealGroup, type OpenedGroup, type SealGroupInput, type SealedGroup } from "./group-envelope.ts";
+export { GROUP_ALGORITHM, openGroup, openGroupWithMessageKey, readGroupCiphertext, sealGroup, type OpenedGroup, type SealGroupInput, type SealedGroup } from "./group-envelope.ts";
 export { hmacSha512 } from "./hmac-sha512.ts";
 export {
   MAX_TOKENS_PER_MESSAGE,

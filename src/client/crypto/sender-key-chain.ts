@@ -50,6 +50,18 @@ export function advanceSenderKey(key: SenderKey): SenderKey {
   return { id: key.id, index: key.index + 1, chainKey: nextChainKey(key.chainKey) };
 }
 
+/**
+ * The chain key at a later index of a sender key, for the sending device itself: it keeps the
+ * key's first link, not every message key, and derives what it needs to reread its own
+ * messages or hand the key out again.
+ */
+export function chainKeyAt(key: SenderKey, index: number): Uint8Array {
+  if (index < key.index) throw new DecryptError("unknown_key", `index ${index} is before the sender key's first link`);
+  let chainKey = key.chainKey;
+  for (let at = key.index; at < index; at++) chainKey = nextChainKey(chainKey);
+  return chainKey;
+}
+
 /** What a receiving device knows of one sender key. */
 export interface ReceiverChain {
   /** The lowest index this device was ever given; an earlier distribution may lower it. */

@@ -24,6 +24,18 @@ export interface IncomingGroupKey {
   readonly chain: ReceiverChain;
 }
 
+/**
+ * The message key a stored message was opened with. The chain has moved past it, so reading
+ * the same message again (a restart, a history page) takes the key from here; the same
+ * envelope turning up at another seq is still a replay.
+ */
+export interface OpenedGroupKey {
+  readonly senderDeviceId: string;
+  readonly senderKeyId: string;
+  readonly index: number;
+  readonly messageKey: Uint8Array;
+}
+
 /** The stored form: JSON has no Map, so the skipped keys are pairs. */
 interface StoredIncomingGroupKey extends Omit<IncomingGroupKey, "chain"> {
   readonly chain: Omit<ReceiverChain, "skipped"> & { readonly skipped: Array<[number, Uint8Array]> };
@@ -71,5 +83,16 @@ export class IncomingGroupKeys {
   async save(key: IncomingGroupKey): Promise<void> {
     const stored: StoredIncomingGroupKey = { ...key, chain: { ...key.chain, skipped: [...key.chain.skipped] } };
     await this.#store.put(storeKeys.receivedChain(key.senderDeviceId, key.senderKeyId), encodeRecord(stored));
+  }
+
+  /** Keeps the key a message opened with, by its place in the conversation. */
+  async rememberOpened(conversationId: string, seq: bigint, opened: OpenedGroupKey): Promise<void> {
+    await this.#store.put(storeKeys.openedGroupKey(conversationId, seq), encodeRecord(opened));
+  }
+
+  /** The key the message at seq opened with before, if it did. */
+  async openedAt(conversationId: string, seq: bigint): Promise<OpenedGroupKey | undefined> {
+    const bytes = await this.#store.get(storeKeys.openedGroupKey(conversationId, seq));
+    return bytes === undefined ? undefined : decodeRecord<OpenedGroupKey>(bytes);
   }
 }

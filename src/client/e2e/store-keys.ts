@@ -21,6 +21,7 @@ export const storeKeys = {
   outgoingKeys: (conversationId: string, epoch: number) => `e2e/outgoing/${segment(conversationId)}/${padded(epoch)}`,
   outgoingKeysOf: (conversationId: string) => `e2e/outgoing/${segment(conversationId)}/`,
   receivedChain: (senderDeviceId: string, senderKeyId: string) => `e2e/chains/${segment(senderDeviceId)}/${segment(senderKeyId)}`,
+  openedGroupKey: (conversationId: string, seq: bigint) => `e2e/opened-group-keys/${segment(conversationId)}/${padded(seq)}`,
   searchKey: (conversationId: string, epoch: number, keyHex: string) => `e2e/search-keys/${segment(conversationId)}/${padded(epoch)}/${keyHex}`,
   searchKeysOf: (conversationId: string) => `e2e/search-keys/${segment(conversationId)}/`,
   sentDirectKey: (serial: number) => `e2e/sent-direct-keys/${padded(serial)}`,

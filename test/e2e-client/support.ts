@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import * as http from "node:http";
+import type { Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import type { Conversation } from "../../gen/parley/v1/conversation_pb.ts";
 import type { Message } from "../../gen/parley/v1/message_pb.ts";
@@ -41,6 +42,8 @@ export interface E2eDeviceOptions {
   baseUrl?: string;
   /** Start the feed and the outbox (default true). */
   start?: boolean;
+  /** On every request of the session and the key manager. */
+  interceptors?: Interceptor[];
 }
 
 /**
@@ -53,6 +56,7 @@ export async function openDevice(server: RemoteServer, userId: string, options: 
     baseUrl: options.baseUrl ?? server.baseUrl,
     httpVersion: "1.1",
     nodeOptions: { agent },
+    interceptors: options.interceptors ?? [],
     defaultTimeoutMs: 10_000,
   });
   const token = () => server.tokenFor(userId);

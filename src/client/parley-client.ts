@@ -266,7 +266,9 @@ export class ParleyClient {
   /** Searches plain conversations by text and blind-search ones by tokens; newest first. */
   async search(query: string, filters: SearchFilters = {}): Promise<SearchResult[]> {
     return searchMessages(
-      { search: this.searchClient, codec: this.#codec, conversations: async () => (this.#cache.cached().length ? this.#cache.cached() : this.#cache.reload()) },
+      // Listed afresh: the cache holds only the conversations this session touched, and one
+      // missing from it would be left out of the search (no blind queries, no text query).
+      { search: this.searchClient, codec: this.#codec, conversations: () => this.#cache.reload() },
       query,
       filters,
     );

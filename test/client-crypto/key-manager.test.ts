@@ -191,6 +191,17 @@ describe("E2E key manager", () => {
     assert.deepEqual(await bob.manager.blindQueries(server.conversationFor(conversationId, "bob"), " ,. "), []);
   });
 
+  it("hands a DIRECT conversation's search key to the peer in a sender-key-less distribution", async () => {
+    const server = new FakeParley();
+    const alice = await openDevice(server, "alice");
+    const bob = await openDevice(server, "bob");
+    const conversationId = server.createConversation(ConversationType.DIRECT, ["alice", "bob"], true);
+    const { searchTokens } = await alice.manager.encrypt(server.conversationFor(conversationId, "alice"), content("lunch?"));
+    await bob.manager.syncInbox();
+    const [query] = await bob.manager.blindQueries(server.conversationFor(conversationId, "bob"), "LUNCH");
+    assert.deepEqual(query?.tokens, searchTokens);
+  });
+
   it("deletes a prekey's secret once a payload sealed to it was handled, and tops prekeys up", async () => {
     const server = new FakeParley();
     const alice = await openDevice(server, "alice");

@@ -38,7 +38,7 @@ describe("e2e client: envelopes a device must not trust fail with a typed Decryp
 
   before(async () => {
     server = await startTestServer();
-    [a, b, c] = await newUsers(server, 3, "decrypt");
+    [a, b, c] = (await newUsers(server, 3, "decrypt")) as [string, string, string];
     alice = await openDevice(server, a!);
     bob = await openDevice(server, b!);
     devices.push(alice, bob, await openDevice(server, c!));

@@ -15,7 +15,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { ConnectError } from "@connectrpc/connect";
-import { decryptMedia, encryptMedia, ENCRYPTED_MEDIA_CONTENT_TYPE } from "../../src/client/crypto/index.ts";
+import type { MediaKey } from "../../gen/parley/e2e/v1/payload_pb.ts";
 import { eventually } from "../helpers/feed.ts";
 import { deleteNatsState, natsPrefix, testNatsUrl } from "../helpers/realtime.ts";
 import { createTestDatabase, newUsers, startTestServer, type FreshDatabase, type TestServer } from "../helpers/test-server.ts";
@@ -164,21 +164,18 @@ describe("e2e client: the server never sees plaintext", function () {
         await bob.client.messagesClient.addReaction({ conversationId, seq, emoji: "🔥" });
       }
 
-      // Encrypted media as the key manager offers it: sealed on the device, uploaded opaque.
+      // Encrypted media as the SDK sends it: sealed on the device, uploaded as an opaque
+      // attachment of the conversation, its key inside the message.
       const file = Buffer.from(`\x89PNG pretend image holding ${marker} ${marker.toLowerCase()}`);
-      const { ciphertext, mediaKey } = encryptMedia(file, { contentType: "image/png", fileName: `${marker}.png` });
+      let mediaKey: MediaKey | undefined;
       try {
-        const { media } = await run.server.clientsFor(a!).media.uploadMedia({ data: ciphertext, contentType: ENCRYPTED_MEDIA_CONTENT_TYPE });
-        mediaKey.mediaId = media?.id ?? "";
+        mediaKey = await alice.client.attachments.upload(group.id, file, { contentType: "image/png", fileName: `${marker}.png` });
       } catch (error) {
         uploadError = error;
       }
-      const withMedia = await (await alice.client.send(group.id, { text: `photo of ${marker}`, media: [mediaKey] })).message;
+      const withMedia = await (await alice.client.send(group.id, { text: `photo of ${marker}`, media: mediaKey ? [mediaKey] : [] })).message;
       const opened = await decryptEventually(bob, await freshConversation(bob, group.id), withMedia);
-      if (opened.media[0]?.mediaId) {
-        const { data } = await run.server.clientsFor(b!).media.downloadMedia({ mediaId: opened.media[0].mediaId });
-        mediaRoundTrip = Buffer.from(decryptMedia(data, opened.media[0])).toString("latin1");
-      }
+      if (opened.media[0]?.mediaId) mediaRoundTrip = Buffer.from(await bob.client.attachments.download(opened.media[0])).toString("latin1");
 
       // Everyone reads everything, so the keys really were usable.
       for (const [reader, conversationId, message] of [[bob, direct.id, d1], [alice, direct.id, d2], [bob, group.id, g1], [carol, group.id, g1], [alice, group.id, g2]] as const) {

@@ -40,7 +40,7 @@ describe("the client SDK in a browser bundle", () => {
     vm.createContext(sandbox);
     vm.runInContext(
       `${code}
-      const bytes = (text) => new TextEncoder().encode(text);
+      const bytes = (text) => Uint8Array.from(new TextEncoder().encode(text)); // this realm's Uint8Array
       const key = ParleyCrypto.createSenderKey();
       const search = crypto.getRandomValues(new Uint8Array(32));
       const tokens = ParleyCrypto.blindTokens(search, "Hello browser hello");

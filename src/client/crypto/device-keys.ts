@@ -1,0 +1,64 @@
+/**
+ * A device's long-term keys: an Ed25519 signing pair (its identity, what safety numbers and
+ * group signatures rest on) and an X25519 box pair, whose public half the signing key vouches
+ * for so a directory cannot substitute its own box key unnoticed.
+ */
+import nacl from "tweetnacl";
+import { concatBytes } from "./bytes.ts";
+
+/** The private and public halves of a device's keys. Never leaves the device. */
+export interface DeviceKeys {
+  readonly signing: nacl.SignKeyPair;
+  readonly box: nacl.BoxKeyPair;
+  /** Ed25519 detached signature of box.publicKey by signing.secretKey. */
+  readonly boxKeySignature: Uint8Array;
+}
+
+/** The public half of a device as the directory lists it. */
+export interface PublicDeviceKeys {
+  readonly signingPublicKey: Uint8Array;
+  readonly boxPublicKey: Uint8Array;
+  readonly boxKeySignature: Uint8Array;
+}
+
+const SIGNING_SECRET_KEY_LENGTH = nacl.sign.secretKeyLength;
+const BOX_SECRET_KEY_LENGTH = nacl.box.secretKeyLength;
+
+/** Fresh keys for a new device. */
+export function createDeviceKeys(): DeviceKeys {
+  const signing = nacl.sign.keyPair();
+  const box = nacl.box.keyPair();
+  return { signing, box, boxKeySignature: signKey(box.publicKey, signing.secretKey) };
+}
+
+/** Signs a public key (box key or prekey) with the device's signing key. */
+export function signKey(publicKey: Uint8Array, signingSecretKey: Uint8Array): Uint8Array {
+  return nacl.sign.detached(publicKey, signingSecretKey);
+}
+
+/** True when signature is the device's signature of publicKey; false for any malformed input. */
+export function verifyKeySignature(publicKey: Uint8Array, signature: Uint8Array, signingPublicKey: Uint8Array): boolean {
+  if (signature.length !== nacl.sign.signatureLength || signingPublicKey.length !== nacl.sign.publicKeyLength) return false;
+  return nacl.sign.detached.verify(publicKey, signature, signingPublicKey);
+}
+
+/** True when a directory entry's box key is really vouched for by its signing key. */
+export function verifyDeviceBoxKey(device: PublicDeviceKeys): boolean {
+  return device.boxPublicKey.length === nacl.box.publicKeyLength && verifyKeySignature(device.boxPublicKey, device.boxKeySignature, device.signingPublicKey);
+}
+
+/**
+ * The secrets in one byte string for a ClientStore; the public halves and the signature are
+ * derived again on load, so a store cannot hold a mismatched pair.
+ */
+export function serializeDeviceKeys(keys: DeviceKeys): Uint8Array {
+  return concatBytes(keys.signing.secretKey, keys.box.secretKey);
+}
+
+/** Inverse of serializeDeviceKeys. */
+export function deserializeDeviceKeys(bytes: Uint8Array): DeviceKeys {
+  if (bytes.length !== SIGNING_SECRET_KEY_LENGTH + BOX_SECRET_KEY_LENGTH) throw new Error("stored device keys have the wrong length");
+  const signing = nacl.sign.keyPair.fromSecretKey(bytes.slice(0, SIGNING_SECRET_KEY_LENGTH));
+  const box = nacl.box.keyPair.fromSecretKey(bytes.slice(SIGNING_SECRET_KEY_LENGTH));
+  return { signing, box, boxKeySignature: signKey(box.publicKey, signing.secretKey) };
+}

@@ -1,0 +1,84 @@
+/**
+ * The device's to-device inbox: each payload is opened with the prekey (or box key) it was
+ * sealed to, trusted only if its sender device's box key verifies in the directory, handed to
+ * the key manager, and acknowledged. A used prekey's secret is deleted once the payload was
+ * handled. Payloads that can never open are acknowledged too, so they do not block the inbox;
+ * anything else (the network failing mid-way) is left for the next drain.
+ */
+import type { ToDevicePayload } from "../../../gen/parley/e2e/v1/payload_pb.ts";
+import type { Device, ToDeviceMessage } from "../../../gen/parley/v1/device_pb.ts";
+import { DecryptError, openToDevice } from "../crypto/index.ts";
+import type { DeviceDirectory } from "./device-directory.ts";
+import type { LocalDevice } from "./device-identity.ts";
+import type { PrekeyPool } from "./prekey-pool.ts";
+import type { KeyServiceClient } from "./services.ts";
+
+const INBOX_PAGE_SIZE = 100;
+
+export interface InboxOptions {
+  readonly keyService: KeyServiceClient;
+  readonly local: LocalDevice;
+  readonly devices: DeviceDirectory;
+  readonly prekeys: PrekeyPool;
+  /** Acts on an opened payload from a verified sender device. */
+  readonly handle: (payload: ToDevicePayload, sender: Device) => Promise<void>;
+  /** Hears of payloads dropped or left for later. */
+  readonly onError: (error: unknown) => void;
+}
+
+export class Inbox {
+  readonly #options: InboxOptions;
+
+  constructor(options: InboxOptions) {
+    this.#options = options;
+  }
+
+  /** Processes everything waiting, page by page, then tops prekeys up if any were used. */
+  async drain(): Promise<void> {
+    const { keyService, local } = this.#options;
+    let usedPrekey = false;
+    let pageToken = "";
+    do {
+      const page = await keyService.listToDeviceMessages({ deviceId: local.deviceId, pageSize: INBOX_PAGE_SIZE, pageToken });
+      const done: string[] = [];
+      for (const message of page.messages) {
+        if (await this.#process(message)) done.push(message.id);
+        usedPrekey ||= message.prekeyId !== 0;
+      }
+      if (done.length > 0) await keyService.ackToDeviceMessages({ deviceId: local.deviceId, messageIds: done });
+      pageToken = page.nextPageToken;
+    } while (pageToken !== "");
+    if (usedPrekey) await this.#options.prekeys.topUp(keyService, local.deviceId, local.userId);
+  }
+
+  /** Processes one message announced by an event (the owner's other devices' are not ours). */
+  async receive(message: ToDeviceMessage): Promise<void> {
+    const { keyService, local, prekeys } = this.#options;
+    if (message.recipientDeviceId !== local.deviceId) return;
+    if (!(await this.#process(message))) return;
+    await keyService.ackToDeviceMessages({ deviceId: local.deviceId, messageIds: [message.id] });
+    if (message.prekeyId !== 0) await prekeys.topUp(keyService, local.deviceId, local.userId);
+  }
+
+  /** True when the message is finished with (handled, or never going to open). */
+  async #process(message: ToDeviceMessage): Promise<boolean> {
+    try {
+      const { payload, sender } = await this.#open(message);
+      await this.#options.handle(payload, sender);
+      if (message.prekeyId !== 0) await this.#options.prekeys.discard(message.prekeyId);
+      return true;
+    } catch (error) {
+      this.#options.onError(error);
+      return error instanceof DecryptError;
+    }
+  }
+
+  async #open(message: ToDeviceMessage): Promise<{ payload: ToDevicePayload; sender: Device }> {
+    const { devices, local, prekeys } = this.#options;
+    const sender = await devices.findDevice(message.senderUserId, message.senderDeviceId);
+    if (sender === undefined) throw new DecryptError("unknown_key", "the sending device is not in the directory (revoked, or never registered)");
+    const secretKey = message.prekeyId === 0 ? local.keys.box.secretKey : await prekeys.secretKey(message.prekeyId);
+    if (secretKey === undefined) throw new DecryptError("unknown_key", `prekey ${message.prekeyId} was already used or never made`);
+    return { payload: openToDevice(message, sender.boxPublicKey, secretKey), sender };
+  }
+}

@@ -1,0 +1,337 @@
+/**
+ * The E2E key manager: the MessageCodec the session layer encrypts and decrypts through. It
+ * owns this device's identity and every key it holds, talks to KeyService, ConversationService
+ * and MessageService through the generated clients, and keeps all state in a ClientStore, so
+ * the same store opened again restores the device.
+ *
+ * Calls run one at a time (see SerialQueue): each reads and writes key state in the store.
+ */
+import { create } from "@bufbuild/protobuf";
+import { createClient, type Transport } from "@connectrpc/connect";
+import type { GroupCiphertext, PlainContent, SenderKeyDistribution, ToDevicePayload } from "../../../gen/parley/e2e/v1/payload_pb.ts";
+import type { Conversation } from "../../../gen/parley/v1/conversation_pb.ts";
+import { ConversationService } from "../../../gen/parley/v1/conversation_service_pb.ts";
+import type { Device } from "../../../gen/parley/v1/device_pb.ts";
+import type { Event } from "../../../gen/parley/v1/event_pb.ts";
+import { KeyService } from "../../../gen/parley/v1/key_service_pb.ts";
+import type { EncryptedEnvelope, Message } from "../../../gen/parley/v1/message_pb.ts";
+import { MessageService } from "../../../gen/parley/v1/message_service_pb.ts";
+import { BlindQuerySchema, type BlindQuery } from "../../../gen/parley/v1/search_service_pb.ts";
+import type { MessageCodec } from "../codec.ts";
+import type { ClientStore } from "../storage.ts";
+import {
+  DIRECT_ALGORITHM,
+  DecryptError,
+  GROUP_ALGORITHM,
+  MAX_TOKENS_PER_QUERY,
+  blindToken,
+  blindTokens,
+  chainKeyAt,
+  messageKeyOf,
+  openDirectBody,
+  openDirectMessageKey,
+  openGroup,
+  openGroupWithMessageKey,
+  readDirectCiphertext,
+  readGroupCiphertext,
+  safetyNumber,
+  sealDirect,
+  sealGroup,
+  searchWords,
+  type SenderKey,
+} from "../crypto/index.ts";
+import { DeviceDirectory } from "./device-directory.ts";
+import { loadOrCreateDeviceKeys, loadOrRegisterDeviceId, type LocalDevice } from "./device-identity.ts";
+import { DirectKeys } from "./direct-keys.ts";
+import { Inbox } from "./inbox.ts";
+import { IncomingGroupKeys } from "./incoming-group-keys.ts";
+import { KeyRequests, type MissingKey } from "./key-requests.ts";
+import { MemberDirectory } from "./member-directory.ts";
+import { OutgoingKeys } from "./outgoing-keys.ts";
+import { PrekeyPool } from "./prekey-pool.ts";
+import { SearchKeyStore } from "./search-keys.ts";
+import { SerialQueue } from "./serial-queue.ts";
+import type { ConversationServiceClient, KeyServiceClient } from "./services.ts";
+import { ToDeviceSender } from "./to-device-sender.ts";
+
+/** SearchMessages takes at most this many blind queries. */
+const MAX_BLIND_QUERIES = 64;
+const SEARCH_KEY_LENGTH = 32;
+const MESSAGE_KEY_LENGTH = 32;
+
+export interface KeyManagerOptions {
+  /** Where the device's keys and key state live; the same store restores the same device. */
+  readonly store: ClientStore;
+  /** A Connect transport authenticated as userId. */
+  readonly transport: Transport;
+  /** The signed-in user. */
+  readonly userId: string;
+  /** The name the directory shows for the device when it is registered. */
+  readonly deviceName: string;
+  /**
+   * Hears of to-device payloads that were dropped (cannot open, from an unknown device, not
+   * acceptable) or left for the next drain, and of key requests that could not be sent.
+   */
+  readonly onError?: (error: unknown) => void;
+}
+
+export class E2EKeyManager implements MessageCodec {
+  readonly #local: LocalDevice;
+  readonly #queue = new SerialQueue();
+  readonly #conversations: ConversationServiceClient;
+  readonly #devices: DeviceDirectory;
+  readonly #members: MemberDirectory;
+  readonly #outgoing: OutgoingKeys;
+  readonly #incoming: IncomingGroupKeys;
+  readonly #searchKeys: SearchKeyStore;
+  readonly #directKeys: DirectKeys;
+  readonly #keyRequests: KeyRequests;
+  readonly #inbox: Inbox;
+  readonly #onError: (error: unknown) => void;
+
+  /**
+   * Opens the device kept in the store: with an empty store it makes keys, stores them and
+   * registers a new device; with a used one it restores that device. Either way the device's
+   * prekeys are topped up before it returns. Call syncInbox() next.
+   */
+  static async open(options: KeyManagerOptions): Promise<E2EKeyManager> {
+    const keyService = createClient(KeyService, options.transport);
+    const keys = await loadOrCreateDeviceKeys(options.store);
+    const prekeys = new PrekeyPool(options.store, keys.signing.secretKey);
+    const deviceId = await loadOrRegisterDeviceId(options.store, keyService, keys, prekeys, options.deviceName);
+    await prekeys.topUp(keyService, deviceId, options.userId);
+    return new E2EKeyManager(options, keyService, prekeys, { userId: options.userId, deviceId, keys });
+  }
+
+  private constructor(options: KeyManagerOptions, keyService: KeyServiceClient, prekeys: PrekeyPool, local: LocalDevice) {
+    const { store, transport } = options;
+    this.#local = local;
+    this.#onError = options.onError ?? (() => undefined);
+    this.#conversations = createClient(ConversationService, transport);
+    this.#devices = new DeviceDirectory(keyService);
+    this.#members = new MemberDirectory(this.#conversations, local.userId);
+    this.#searchKeys = new SearchKeyStore(store);
+    this.#incoming = new IncomingGroupKeys(store);
+    this.#directKeys = new DirectKeys(store);
+    const toDevice = new ToDeviceSender(keyService, local);
+    this.#outgoing = new OutgoingKeys({ store, local, devices: this.#devices, members: this.#members, searchKeys: this.#searchKeys, toDevice });
+    this.#keyRequests = new KeyRequests({
+      local,
+      devices: this.#devices,
+      members: this.#members,
+      messages: createClient(MessageService, transport),
+      outgoing: this.#outgoing,
+      directKeys: this.#directKeys,
+      toDevice,
+    });
+    this.#inbox = new Inbox({ keyService, local, devices: this.#devices, prekeys, handle: (payload, sender) => this.#handlePayload(payload, sender), onError: this.#onError });
+  }
+
+  /** The directory's id for this device. */
+  get deviceId(): string {
+    return this.#local.deviceId;
+  }
+
+  /** This device's Ed25519 public key: its identity in safety numbers. */
+  get signingPublicKey(): Uint8Array {
+    return this.#local.keys.signing.publicKey;
+  }
+
+  /** The safety number between this device and another user's device, to compare out of band. */
+  safetyNumberWith(device: Device): string {
+    return safetyNumber(
+      { userId: this.#local.userId, signingPublicKey: this.#local.keys.signing.publicKey },
+      { userId: device.userId, signingPublicKey: device.signingPublicKey },
+    );
+  }
+
+  encrypt(conversation: Conversation, content: PlainContent): Promise<{ envelope: EncryptedEnvelope; searchTokens: Uint8Array[] }> {
+    return this.#queue.run(async () => {
+      if (!conversation.encrypted) throw new Error(`conversation ${conversation.id} is not encrypted`);
+      // prepare() gives a sender key exactly when the conversation is a GROUP.
+      const { senderKey, searchKey } = await this.#outgoing.prepare(conversation);
+      const envelope = senderKey === undefined ? await this.#sealDirect(conversation, content) : await this.#sealGroup(conversation, content, senderKey);
+      return { envelope, searchTokens: searchKey === undefined ? [] : blindTokens(searchKey, content.text) };
+    });
+  }
+
+  decrypt(conversation: Conversation, message: Message): Promise<PlainContent> {
+    return this.#queue.run(async () => {
+      if (message.content.case !== "envelope") throw new DecryptError("malformed", "the message carries no envelope");
+      const envelope = message.content.value;
+      if (envelope.algorithm === DIRECT_ALGORITHM) return this.#openDirect(conversation, message, envelope);
+      if (envelope.algorithm === GROUP_ALGORITHM) return this.#openGroup(conversation, message, envelope);
+      throw new DecryptError("malformed", `unknown envelope algorithm "${envelope.algorithm}"`);
+    });
+  }
+
+  blindQueries(conversation: Conversation, query: string): Promise<BlindQuery[]> {
+    return this.#queue.run(async () => {
+      const words = searchWords(query, MAX_TOKENS_PER_QUERY);
+      if (!conversation.blindSearch || words.length === 0) return [];
+      const epochs = await this.#searchKeys.byEpoch(conversation.id);
+      const queries = epochs.flatMap(({ keyEpoch, keys }) =>
+        keys.map((key) => create(BlindQuerySchema, { conversationId: conversation.id, keyEpoch, tokens: words.map((word) => blindToken(key, word)) })),
+      );
+      return queries.slice(0, MAX_BLIND_QUERIES);
+    });
+  }
+
+  onEvent(event: Event): Promise<void> {
+    return this.#queue.run(async () => {
+      const { kind } = event;
+      switch (kind.case) {
+        case "deviceChanged":
+          this.#devices.invalidate(kind.value.userId);
+          if (!kind.value.revoked && event.conversationId !== "") await this.#distributeToNewDevices(event.conversationId);
+          return;
+        case "memberAdded":
+          this.#members.invalidate(event.conversationId);
+          if (kind.value.member !== undefined) this.#devices.invalidate(kind.value.member.userId);
+          await this.#distributeToNewDevices(event.conversationId);
+          return;
+        case "memberRemoved":
+          this.#members.invalidate(event.conversationId);
+          return;
+        case "toDeviceMessage":
+          if (kind.value.message !== undefined) await this.#inbox.receive(kind.value.message);
+          return;
+        default:
+          return;
+      }
+    });
+  }
+
+  syncInbox(): Promise<void> {
+    return this.#queue.run(() => this.#inbox.drain());
+  }
+
+  /** The message key boxed to the peer's devices and this user's other devices. */
+  async #sealDirect(conversation: Conversation, content: PlainContent): Promise<EncryptedEnvelope> {
+    const peerId = conversation.directPeerId;
+    const recipients = (await this.#devices.devicesOf([peerId, this.#local.userId])).filter((device) => device.deviceId !== this.#local.deviceId);
+    if (!recipients.some((device) => device.userId === peerId)) throw new Error(`user ${peerId} has no device to encrypt to`);
+    const sealed = sealDirect({
+      content,
+      senderDeviceId: this.#local.deviceId,
+      senderBoxSecretKey: this.#local.keys.box.secretKey,
+      recipients,
+      keyEpoch: conversation.keyEpoch,
+    });
+    await this.#directKeys.rememberSent(conversation.id, sealed.envelope.nonce, sealed.messageKey);
+    return sealed.envelope;
+  }
+
+  /** Sealed with the sender key's current link; the next link is stored before returning. */
+  async #sealGroup(conversation: Conversation, content: PlainContent, senderKey: SenderKey): Promise<EncryptedEnvelope> {
+    const sealed = sealGroup({
+      content,
+      conversationId: conversation.id,
+      keyEpoch: conversation.keyEpoch,
+      senderDeviceId: this.#local.deviceId,
+      signingSecretKey: this.#local.keys.signing.secretKey,
+      senderKey,
+    });
+    await this.#outgoing.advance({ conversationId: conversation.id, keyEpoch: conversation.keyEpoch }, sealed.nextSenderKey);
+    return sealed.envelope;
+  }
+
+  async #openDirect(conversation: Conversation, message: Message, envelope: EncryptedEnvelope): Promise<PlainContent> {
+    const ciphertext = readDirectCiphertext(envelope);
+    if (ciphertext.senderDeviceId === this.#local.deviceId) {
+      const sentKey = await this.#directKeys.sentKey(conversation.id, envelope.nonce);
+      if (sentKey === undefined) throw new DecryptError("unknown_key", "this device no longer keeps the key of a message it sent");
+      return openDirectBody(envelope, ciphertext, sentKey);
+    }
+    if (ciphertext.keyBoxes.some((keyBox) => keyBox.deviceId === this.#local.deviceId)) {
+      const sender = await this.#devices.findDevice(message.senderId, ciphertext.senderDeviceId);
+      if (sender === undefined) throw new DecryptError("unknown_key", "the sender's device is not in the directory");
+      const messageKey = openDirectMessageKey(ciphertext, { deviceId: this.#local.deviceId, boxSecretKey: this.#local.keys.box.secretKey }, sender.boxPublicKey);
+      return openDirectBody(envelope, ciphertext, messageKey);
+    }
+    const shared = await this.#directKeys.sharedKey(conversation.id, message.seq);
+    if (shared?.senderDeviceId === ciphertext.senderDeviceId) return openDirectBody(envelope, ciphertext, shared.messageKey);
+    await this.#askForKey(message.senderId, ciphertext.senderDeviceId, { conversationId: conversation.id, seq: message.seq });
+    throw new DecryptError("not_for_this_device", "the message key was not boxed to this device; its sender was asked for it");
+  }
+
+  async #openGroup(conversation: Conversation, message: Message, envelope: EncryptedEnvelope): Promise<PlainContent> {
+    const ciphertext = readGroupCiphertext(envelope);
+    if (ciphertext.senderDeviceId === this.#local.deviceId) return this.#openOwnGroup(conversation, envelope, ciphertext);
+    const key = await this.#incoming.find(ciphertext.senderDeviceId, ciphertext.senderKeyId);
+    if (key === undefined) {
+      await this.#askForKey(message.senderId, ciphertext.senderDeviceId, { conversationId: conversation.id, senderKeyId: ciphertext.senderKeyId });
+      const reason = envelope.keyEpoch > conversation.keyEpoch ? "stale_epoch" : "unknown_key";
+      throw new DecryptError(reason, "this device holds no such sender key; its sender was asked for it");
+    }
+    if (key.conversationId !== conversation.id || key.keyEpoch !== envelope.keyEpoch || key.senderUserId !== message.senderId) {
+      throw new DecryptError("tampered", "the sender key was given for another conversation, epoch or user");
+    }
+    const opened = await this.#incoming.openedAt(conversation.id, message.seq);
+    if (opened?.senderDeviceId === key.senderDeviceId && opened.senderKeyId === key.senderKeyId && opened.index === ciphertext.index) {
+      return openGroupWithMessageKey(envelope, ciphertext, conversation.id, opened.messageKey, key.senderSigningPublicKey);
+    }
+    const result = openGroup(envelope, ciphertext, conversation.id, key.chain, key.senderSigningPublicKey);
+    await this.#incoming.save({ ...key, chain: result.nextChain });
+    await this.#incoming.rememberOpened(conversation.id, message.seq, {
+      senderDeviceId: key.senderDeviceId,
+      senderKeyId: key.senderKeyId,
+      index: ciphertext.index,
+      messageKey: result.messageKey,
+    });
+    return result.content;
+  }
+
+  /** This device's own group message: its key is derived again from the sender key's first link. */
+  async #openOwnGroup(conversation: Conversation, envelope: EncryptedEnvelope, ciphertext: GroupCiphertext): Promise<PlainContent> {
+    const record = await this.#outgoing.findBySenderKeyId(conversation.id, ciphertext.senderKeyId);
+    if (record?.senderKey === undefined || ciphertext.index >= record.senderKey.current.index) {
+      throw new DecryptError("unknown_key", "this device never sent with that sender key and index");
+    }
+    if (record.keyEpoch !== envelope.keyEpoch) throw new DecryptError("tampered", "the sender key belongs to another epoch");
+    const messageKey = messageKeyOf(chainKeyAt(record.senderKey.first, ciphertext.index));
+    return openGroupWithMessageKey(envelope, ciphertext, conversation.id, messageKey, this.#local.keys.signing.publicKey);
+  }
+
+  /** Asks for a missing key; failing to ask must not hide the DecryptError the caller gets. */
+  async #askForKey(senderUserId: string, senderDeviceId: string, missing: MissingKey): Promise<void> {
+    try {
+      await this.#keyRequests.ask(senderUserId, senderDeviceId, missing);
+    } catch (error) {
+      this.#onError(error);
+    }
+  }
+
+  async #distributeToNewDevices(conversationId: string): Promise<void> {
+    const { conversation } = await this.#conversations.getConversation({ conversationId });
+    if (conversation?.encrypted === true) await this.#outgoing.distributeToNewDevices(conversation);
+  }
+
+  async #handlePayload(payload: ToDevicePayload, sender: Device): Promise<void> {
+    switch (payload.kind.case) {
+      case "senderKey":
+        return this.#installDistribution(payload.kind.value, sender);
+      case "keyRequest":
+        return this.#keyRequests.answer(payload.kind.value, sender);
+      case "messageKey": {
+        const share = payload.kind.value;
+        if (share.messageKey.length !== MESSAGE_KEY_LENGTH) throw new DecryptError("malformed", "a shared message key has the wrong length");
+        return this.#directKeys.rememberShared(share.conversationId, share.seq, { senderDeviceId: sender.deviceId, messageKey: share.messageKey });
+      }
+      default:
+        throw new DecryptError("malformed", "a to-device payload of no known kind");
+    }
+  }
+
+  /**
+   * Keeps a sender key and search key, but only from a member: a search key from anyone else
+   * could be adopted by every member and would let its maker read their tokens.
+   */
+  async #installDistribution(distribution: SenderKeyDistribution, sender: Device): Promise<void> {
+    if (!(await this.#members.isMember(distribution.conversationId, sender.userId))) {
+      throw new DecryptError("not_for_this_device", "a key distribution from a user who is not a member of its conversation");
+    }
+    if (distribution.senderKeyId !== "") await this.#incoming.install(distribution, sender);
+    if (distribution.searchKey.length === SEARCH_KEY_LENGTH) await this.#searchKeys.add(distribution.conversationId, distribution.keyEpoch, distribution.searchKey);
+  }
+}

@@ -1,0 +1,30 @@
+/**
+ * Every store key the key manager uses, in one place, so what a device keeps is easy to
+ * audit and nothing collides with the session layer's keys (which live outside "e2e/").
+ */
+
+/** Ids come from the server; encoding keeps a "/" in one from splitting a key. */
+function segment(id: string): string {
+  return encodeURIComponent(id);
+}
+
+/** Zero-padded so that a store's key order is numeric order. */
+function padded(value: number | bigint): string {
+  return value.toString().padStart(12, "0");
+}
+
+export const storeKeys = {
+  deviceKeys: "e2e/device/keys",
+  deviceId: "e2e/device/id",
+  nextPrekeyId: "e2e/prekeys/next-id",
+  prekeySecret: (keyId: number) => `e2e/prekeys/secret/${padded(keyId)}`,
+  outgoingKeys: (conversationId: string, epoch: number) => `e2e/outgoing/${segment(conversationId)}/${padded(epoch)}`,
+  outgoingKeysOf: (conversationId: string) => `e2e/outgoing/${segment(conversationId)}/`,
+  receivedChain: (senderDeviceId: string, senderKeyId: string) => `e2e/chains/${segment(senderDeviceId)}/${segment(senderKeyId)}`,
+  openedGroupKey: (conversationId: string, seq: bigint) => `e2e/opened-group-keys/${segment(conversationId)}/${padded(seq)}`,
+  searchKey: (conversationId: string, epoch: number, keyHex: string) => `e2e/search-keys/${segment(conversationId)}/${padded(epoch)}/${keyHex}`,
+  searchKeysOf: (conversationId: string) => `e2e/search-keys/${segment(conversationId)}/`,
+  sentDirectKey: (serial: number) => `e2e/sent-direct-keys/${padded(serial)}`,
+  sentDirectKeys: "e2e/sent-direct-keys/",
+  sharedDirectKey: (conversationId: string, seq: bigint) => `e2e/shared-direct-keys/${segment(conversationId)}/${padded(seq)}`,
+} as const;

@@ -1,0 +1,49 @@
+/** Device keys and prekeys: what the directory checks, and what a device stores. */
+import assert from "node:assert/strict";
+import {
+  createDeviceKeys,
+  createPrekey,
+  deserializeDeviceKeys,
+  serializeDeviceKeys,
+  verifyDeviceBoxKey,
+  verifyPrekey,
+} from "../../src/client/crypto/index.ts";
+import { flipBit } from "./helpers.ts";
+
+describe("device keys", () => {
+  it("signs the box key so the directory entry verifies", () => {
+    const keys = createDeviceKeys();
+    assert.ok(verifyDeviceBoxKey({ signingPublicKey: keys.signing.publicKey, boxPublicKey: keys.box.publicKey, boxKeySignature: keys.boxKeySignature }));
+  });
+
+  it("rejects a box key swapped in, a flipped signature and another device's signing key", () => {
+    const keys = createDeviceKeys();
+    const other = createDeviceKeys();
+    const entry = { signingPublicKey: keys.signing.publicKey, boxPublicKey: keys.box.publicKey, boxKeySignature: keys.boxKeySignature };
+    assert.equal(verifyDeviceBoxKey({ ...entry, boxPublicKey: other.box.publicKey }), false);
+    assert.equal(verifyDeviceBoxKey({ ...entry, boxKeySignature: flipBit(entry.boxKeySignature, 0) }), false);
+    assert.equal(verifyDeviceBoxKey({ ...entry, signingPublicKey: other.signing.publicKey }), false);
+    assert.equal(verifyDeviceBoxKey({ ...entry, boxKeySignature: entry.boxKeySignature.slice(1) }), false);
+  });
+
+  it("comes back identical from its stored form", () => {
+    const keys = createDeviceKeys();
+    const restored = deserializeDeviceKeys(serializeDeviceKeys(keys));
+    assert.deepEqual(restored.signing.publicKey, keys.signing.publicKey);
+    assert.deepEqual(restored.box.publicKey, keys.box.publicKey);
+    assert.deepEqual(restored.boxKeySignature, keys.boxKeySignature);
+    assert.throws(() => deserializeDeviceKeys(new Uint8Array(10)));
+  });
+});
+
+describe("prekeys", () => {
+  it("carry the device's id and a signature only that device's key verifies", () => {
+    const keys = createDeviceKeys();
+    const prekey = createPrekey(7, keys.signing.secretKey);
+    assert.equal(prekey.keyId, 7);
+    assert.ok(verifyPrekey(prekey, keys.signing.publicKey));
+    assert.equal(verifyPrekey(prekey, createDeviceKeys().signing.publicKey), false);
+    assert.equal(verifyPrekey({ ...prekey, publicKey: flipBit(prekey.publicKey, 3) }, keys.signing.publicKey), false);
+    assert.equal(verifyPrekey({ ...prekey, signature: flipBit(prekey.signature, -1) }, keys.signing.publicKey), false);
+  });
+});

@@ -62,6 +62,9 @@ CREATE TABLE to_device_messages (
 );
 CREATE UNIQUE INDEX to_device_messages_by_id ON to_device_messages (recipient_device_id, id);
 
+-- Attachments sealed on the client for an encrypted conversation: readable by its members.
+ALTER TABLE media ADD COLUMN conversation_id uuid;
+
 -- Blind-index tokens of encrypted messages in conversations with blind search. Queries are
 -- always within one conversation and key epoch, so the table shards with the conversation.
 CREATE TABLE message_blind_tokens (

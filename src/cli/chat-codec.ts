@@ -1,17 +1,14 @@
 /**
- * THE single place the chat CLI creates its MessageCodec (the end-to-end encryption layer).
- *
- * The E2E layer (src/client/e2e) is written in parallel and did not exist when the CLI was;
- * until it does, this returns undefined: plain conversations work fully, encrypted ones are
- * refused with a clear message. Wiring it in means replacing the body of createChatCodec (and
- * registerChatDevice) with the factory src/client/e2e/index.ts exports; nothing else changes.
+ * The chat CLI's end-to-end encryption: the SDK's key manager on the CLI's store, so the
+ * device's keys live under --home beside its outbox and cursor (two homes are two devices).
  */
+import { hostname } from "node:os";
 import type { Transport } from "@connectrpc/connect";
-import type { MessageCodec } from "../client/codec.ts";
-import type { TokenProvider } from "../client/bearer-transport.ts";
+import { withBearerToken, type TokenProvider } from "../client/bearer-transport.ts";
+import { E2EKeyManager } from "../client/e2e/index.ts";
 import type { ClientStore } from "../client/storage.ts";
 
-/** What a codec needs: the device's store (its keys live there too) and a way to the server. */
+/** What the codec needs: the device's store and a way to the server as the user. */
 export interface ChatCodecOptions {
   store: ClientStore;
   transport: Transport;
@@ -19,17 +16,19 @@ export interface ChatCodecOptions {
   userId: string;
 }
 
-/** The codec for this device, or undefined while the E2E layer is not wired in. */
-export async function createChatCodec(options: ChatCodecOptions): Promise<MessageCodec | undefined> {
-  void options;
-  return undefined;
+/** Opens this home's device: registers it (keys made and stored first) on the first run. */
+export function createChatCodec(options: ChatCodecOptions): Promise<E2EKeyManager> {
+  return E2EKeyManager.open({
+    store: options.store,
+    transport: withBearerToken(options.transport, options.token),
+    userId: options.userId,
+    deviceName: `parley chat on ${hostname()}`,
+    onError: (error) => console.error(`-- key material dropped: ${error instanceof Error ? error.message : String(error)} --`),
+  });
 }
 
-/**
- * Registers this device's keys with the key directory. Returns a line for the user, or
- * undefined when there is no E2E layer yet to register with.
- */
-export async function registerChatDevice(options: ChatCodecOptions): Promise<string | undefined> {
-  void options;
-  return undefined;
+/** A line saying which device this home is, with its identity key's fingerprint. */
+export function describeDevice(codec: E2EKeyManager): string {
+  const fingerprint = Buffer.from(codec.signingPublicKey).toString("hex").match(/.{4}/g)!.slice(0, 8).join(" ");
+  return `device ${codec.deviceId} (identity key ${fingerprint} …)`;
 }

@@ -3,7 +3,8 @@
  * conversations) by hand. Everything the device keeps (outbox, feed cursor, keys) lives in a
  * FileStore under --home, so two homes are two devices.
  *
- *   register                                   creates the user and registers this device
+ *   register                                   creates the user and registers this device (every
+ *                                              command does on its first run; this one says so)
  *   conversations                              lists conversations
  *   create --members a,b [--name n] [--encrypted] [--blind-search]
  *   send <conversation> <text>                 queues and sends (kept for the next run if offline)
@@ -19,7 +20,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { ConversationType, type Conversation } from "../../gen/parley/v1/conversation_pb.ts";
 import { ParleyClient, type DecodedMessage } from "../client/index.ts";
 import { FileStore } from "../client/node/index.ts";
-import { createChatCodec, registerChatDevice } from "./chat-codec.ts";
+import { createChatCodec, describeDevice } from "./chat-codec.ts";
 
 const USAGE = `usage: npm run chat -- <command> [options]
   register
@@ -58,6 +59,7 @@ const store = new FileStore(path.resolve(values.home));
 const tokenProvider = () => token;
 const userId = subjectOf(token);
 const codec = await createChatCodec({ store, transport, token: tokenProvider, userId });
+await codec.syncInbox(); // keys that arrived while this device was not running
 const client = new ParleyClient({ transport, token: tokenProvider, store, codec });
 
 try {
@@ -93,14 +95,12 @@ process.exit(0);
 async function register(): Promise<void> {
   const me = await client.userId();
   console.log(`user ${me} at ${baseUrl}; device home ${path.resolve(values.home)}`);
-  const device = await registerChatDevice({ store, transport, token: tokenProvider, userId: me });
-  console.log(device ?? "no end-to-end layer wired in yet (src/cli/chat-codec.ts): plain conversations only");
+  console.log(describeDevice(codec));
 }
 
 async function create(): Promise<void> {
   const memberIds = values.members.split(",").map((s) => s.trim()).filter(Boolean);
   if (memberIds.length === 0) exit("create needs --members <id,id,…>", 2);
-  if (values.encrypted && !codec) exit("--encrypted needs the end-to-end layer, which is not wired in yet (src/cli/chat-codec.ts)", 2);
   const conversation = await client.createConversation({
     memberIds,
     name: values.name || undefined,
@@ -124,13 +124,22 @@ async function send(conversationId: string | undefined, text: string): Promise<v
 }
 
 async function tail(conversationId: string | undefined): Promise<void> {
-  if (conversationId) for (const m of await client.history(conversationId, { limit: 20 })) console.log(formatMessage(m));
+  // The feed may hand over again what history just showed: print each seq once.
+  let shownUpTo = 0n;
+  if (conversationId) {
+    for (const m of await client.history(conversationId, { limit: 20 })) {
+      console.log(formatMessage(m));
+      shownUpTo = m.seq;
+    }
+  }
   const stop = new AbortController();
   process.once("SIGINT", () => stop.abort());
   process.once("SIGTERM", () => stop.abort());
   client.start();
   for await (const e of client.events(stop.signal)) {
-    if (e.type === "message" && (!conversationId || e.message.conversationId === conversationId)) console.log(formatMessage(e.message));
+    if (e.type === "message" && (!conversationId || e.message.conversationId === conversationId)) {
+      if (e.message.conversationId !== conversationId || e.message.seq > shownUpTo) console.log(formatMessage(e.message));
+    }
     else if (e.type === "edited" && (!conversationId || e.message.conversationId === conversationId)) console.log(`${formatMessage(e.message)} (edited)`);
     else if (e.type === "resync") console.log(`-- resynced (${e.reason}); earlier messages may be missing here --`);
     else if (e.type === "connection") console.error(e.live ? "-- connected --" : "-- offline, reconnecting --");

@@ -3,6 +3,7 @@
  * is in ./node/index.ts).
  */
 export { ParleyClient } from "./parley-client.ts";
+export { Attachments } from "./attachments.ts";
 export type { ParleyClientOptions, CreateConversationOptions, SendOptions } from "./parley-client.ts";
 export type { MessageCodec } from "./codec.ts";
 export type { ClientStore } from "./storage.ts";

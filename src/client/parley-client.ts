@@ -18,6 +18,8 @@ import type { BackoffOptions } from "./backoff.ts";
 import { withBearerToken, type TokenProvider } from "./bearer-transport.ts";
 import { ClientEventHub, type ClientEvent, type ClientEventListener } from "./client-events.ts";
 import type { MessageCodec } from "./codec.ts";
+import { Attachments } from "./attachments.ts";
+import { MediaService } from "../../gen/parley/v1/media_service_pb.ts";
 import { ConversationCache } from "./conversation-cache.ts";
 import { FeedSync } from "./feed-sync.ts";
 import { backoffDelay, sleep } from "./backoff.ts";
@@ -79,6 +81,8 @@ export class ParleyClient {
   readonly eventsClient: Client<typeof EventService>;
   readonly searchClient: Client<typeof SearchService>;
   readonly usersClient: Client<typeof UserService>;
+  /** Files for encrypted conversations: upload before sending, download after decrypting. */
+  readonly attachments: Attachments;
 
   readonly #codec: MessageCodec | undefined;
   readonly #hub = new ClientEventHub();
@@ -99,6 +103,7 @@ export class ParleyClient {
     this.eventsClient = createClient(EventService, transport);
     this.searchClient = createClient(SearchService, transport);
     this.usersClient = createClient(UserService, transport);
+    this.attachments = new Attachments(createClient(MediaService, transport));
     this.#codec = options.codec;
     this.#resyncCatchUp = options.resyncCatchUp ?? DEFAULT_RESYNC_CATCH_UP;
     this.#cache = new ConversationCache(this.conversationsClient, () => this.#userId);
@@ -266,7 +271,9 @@ export class ParleyClient {
   /** Searches plain conversations by text and blind-search ones by tokens; newest first. */
   async search(query: string, filters: SearchFilters = {}): Promise<SearchResult[]> {
     return searchMessages(
-      { search: this.searchClient, codec: this.#codec, conversations: async () => (this.#cache.cached().length ? this.#cache.cached() : this.#cache.reload()) },
+      // Listed afresh: the cache holds only the conversations this session touched, and one
+      // missing from it would be left out of the search (no blind queries, no text query).
+      { search: this.searchClient, codec: this.#codec, conversations: () => this.#cache.reload() },
       query,
       filters,
     );

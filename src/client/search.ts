@@ -43,7 +43,9 @@ export async function searchMessages(deps: SearchDeps, query: string, filters: S
   const common = { senderId: filters.senderId ?? "", order: SearchOrder.RECENCY, pageSize: limit };
 
   const hits: SearchHit[] = [];
-  if (!wanted || plain.length > 0) {
+  // The query text goes to the server only when a plain conversation is searched: sending it
+  // for blind-search conversations alone would show the server the very words the tokens hide.
+  if (plain.length > 0) {
     // All of the user's conversations when unfiltered: encrypted ones hold no text to match.
     const ids = wanted ? plain.map((c) => c.id) : [];
     hits.push(...(await deps.search.searchMessages({ ...common, query, conversationIds: ids })).hits);

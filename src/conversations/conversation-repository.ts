@@ -340,6 +340,17 @@ export async function lockConversationEncryption(tx: Transaction<Database>, conv
   return row && { encrypted: row.encrypted, blindSearch: row.blind_search, keyEpoch: row.key_epoch };
 }
 
+/** The conversation's encryption settings, if the user is a member of it. */
+export async function findMemberConversationEncryption(db: Db, conversationId: string, userId: string) {
+  return db
+    .selectFrom("conversation_members as m")
+    .innerJoin("conversations as c", "c.id", "m.conversation_id")
+    .select(["c.encrypted", "c.blind_search", "c.key_epoch"])
+    .where("m.conversation_id", "=", conversationId)
+    .where("m.user_id", "=", userId)
+    .executeTakeFirst();
+}
+
 /** Takes the conversation's lock shared: concurrent reads proceed, sends, deletes and joins wait. */
 export async function lockConversationShared(tx: Transaction<Database>, conversationId: string): Promise<boolean> {
   const row = await tx.selectFrom("conversations").select("id").where("id", "=", conversationId).forShare().executeTakeFirst();

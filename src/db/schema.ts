@@ -188,6 +188,8 @@ export interface MediaTable {
   content_type: string;
   size_bytes: Int8;
   created_at: Timestamp;
+  /** Set for an encrypted attachment: the conversation whose members may read it. */
+  conversation_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface StoriesTable {

@@ -12,5 +12,6 @@ export function toMedia(row: MediaRow): Media {
     contentType: row.content_type,
     sizeBytes: BigInt(row.size_bytes),
     createdAt: timestampFromDate(row.created_at),
+    conversationId: row.conversation_id ?? "",
   });
 }

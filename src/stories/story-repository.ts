@@ -96,7 +96,7 @@ function toStoryWithMedia(row: StoryWithMediaRow): StoryWithMedia {
   const { m_owner_id, m_type, m_content_type, m_size_bytes, m_created_at, ...story } = row;
   return {
     story,
-    media: { id: story.media_id, owner_id: m_owner_id, type: m_type, content_type: m_content_type, size_bytes: m_size_bytes, created_at: m_created_at },
+    media: { id: story.media_id, owner_id: m_owner_id, type: m_type, content_type: m_content_type, size_bytes: m_size_bytes, created_at: m_created_at, conversation_id: null },
   };
 }
 

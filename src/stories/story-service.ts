@@ -91,6 +91,7 @@ export class StoryService implements ServiceImpl<typeof StoryServiceDesc> {
     }
     const media = await findMedia(this.#o.db, mediaId);
     if (!media || media.owner_id !== userId) throw new NotFoundError("media");
+    if (media.conversation_id !== null) throw new InvalidInputError("media_id", "is an encrypted attachment of a conversation, not a picture or video a story can show");
 
     const now = new Date();
     const id = newId(now.getTime());

@@ -8,6 +8,9 @@ import { create } from "@bufbuild/protobuf";
 import { EventSchema } from "../../gen/parley/v1/event_pb.ts";
 import { ConversationType } from "../../gen/parley/v1/conversation_pb.ts";
 import type { EncryptedEnvelope, Message } from "../../gen/parley/v1/message_pb.ts";
+import { createClient } from "@connectrpc/connect";
+import { KeyService } from "../../gen/parley/v1/key_service_pb.ts";
+import { readDirectCiphertext } from "../../src/client/crypto/index.ts";
 import { MemoryStore } from "../../src/client/storage.ts";
 import { DecryptError, E2EKeyManager, PREKEY_BATCH, PREKEY_LOW_WATER, type DecryptErrorReason } from "../../src/client/e2e/index.ts";
 import { FakeParley } from "./fake-parley.ts";
@@ -64,6 +67,18 @@ describe("E2E key manager", () => {
     const message = await send(server, alice, conversationId, "hi Bob");
     for (const device of [alice, aliceTablet, bobPhone, bobLaptop]) assert.equal(await read(server, device, message), "hi Bob");
     assert.equal(await read(server, bobPhone, message), "hi Bob", "a stored DIRECT message reads again");
+  });
+
+  it("stops boxing DIRECT keys to a revoked device once the epoch moved on, events missed or not", async () => {
+    const server = new FakeParley();
+    const alice = await openDevice(server, "alice");
+    const bobPhone = await openDevice(server, "bob");
+    const bobLost = await openDevice(server, "bob");
+    const conversationId = server.createConversation(ConversationType.DIRECT, ["alice", "bob"]);
+    const boxedTo = (message: Message) => readDirectCiphertext(envelopeOf(message)).keyBoxes.map((keyBox) => keyBox.deviceId).sort();
+    assert.deepEqual(boxedTo(await send(server, alice, conversationId, "one")), [bobPhone.manager.deviceId, bobLost.manager.deviceId].sort());
+    await createClient(KeyService, server.transportFor("bob")).revokeDevice({ deviceId: bobLost.manager.deviceId });
+    assert.deepEqual(boxedTo(await send(server, alice, conversationId, "two")), [bobPhone.manager.deviceId]);
   });
 
   it("answers a DIRECT key request from a device that joined after the message", async () => {
@@ -174,6 +189,17 @@ describe("E2E key manager", () => {
     assert.equal(query?.keyEpoch, 1);
     assert.ok(searchTokens.some((token) => Buffer.from(token).equals(Buffer.from(query?.tokens[0] ?? []))));
     assert.deepEqual(await bob.manager.blindQueries(server.conversationFor(conversationId, "bob"), " ,. "), []);
+  });
+
+  it("hands a DIRECT conversation's search key to the peer in a sender-key-less distribution", async () => {
+    const server = new FakeParley();
+    const alice = await openDevice(server, "alice");
+    const bob = await openDevice(server, "bob");
+    const conversationId = server.createConversation(ConversationType.DIRECT, ["alice", "bob"], true);
+    const { searchTokens } = await alice.manager.encrypt(server.conversationFor(conversationId, "alice"), content("lunch?"));
+    await bob.manager.syncInbox();
+    const [query] = await bob.manager.blindQueries(server.conversationFor(conversationId, "bob"), "LUNCH");
+    assert.deepEqual(query?.tokens, searchTokens);
   });
 
   it("deletes a prekey's secret once a payload sealed to it was handled, and tops prekeys up", async () => {

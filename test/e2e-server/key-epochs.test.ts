@@ -10,11 +10,10 @@ import { randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
 import { ConversationType } from "../../gen/parley/v1/conversation_pb.ts";
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
-import { MAIN_PROTOCOLS, newUsers, type Protocol, type TestServer } from "../helpers/test-server.ts";
-import { startRealtimeServer } from "../helpers/realtime.ts";
+import { MAIN_PROTOCOLS, newUsers, type TestServer } from "../helpers/test-server.ts";
+import { useRealtimeServer } from "../helpers/realtime.ts";
 import { expectCode } from "../helpers/expect.ts";
 import { createGroup, listAllForward } from "../helpers/fixtures.ts";
-import { openLiveFeed, type Feed } from "../helpers/feed.ts";
 import {
   assertEnvelope,
   createEncrypted,
@@ -38,23 +37,12 @@ function memberRemoved(conversationId: string, userId: string) {
 }
 
 describe("key epochs of encrypted conversations", () => {
+  const fixture = useRealtimeServer();
+  const live = fixture.live;
   let server: TestServer;
-  const feeds: Feed[] = [];
-  before(async () => {
-    server = await startRealtimeServer();
+  before(() => {
+    server = fixture.server;
   });
-  afterEach(() => {
-    for (const f of feeds.splice(0)) f.close();
-  });
-  after(async () => {
-    await server?.stop();
-  });
-
-  async function live(userId: string, protocol: Protocol, label: string): Promise<Feed> {
-    const feed = await openLiveFeed(server.clientsFor(userId, protocol), { label: `${label}/${protocol}` });
-    feeds.push(feed);
-    return feed;
-  }
 
   for (const protocol of MAIN_PROTOCOLS) {
     describe(`over ${protocol}`, () => {

@@ -10,11 +10,11 @@ import assert from "node:assert/strict";
 import { Code } from "@connectrpc/connect";
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
 import { ConversationType } from "../../gen/parley/v1/conversation_pb.ts";
-import { MAIN_PROTOCOLS, newUsers, type Protocol, type TestServer } from "../helpers/test-server.ts";
-import { startRealtimeServer } from "../helpers/realtime.ts";
+import { MAIN_PROTOCOLS, newUsers, type TestServer } from "../helpers/test-server.ts";
+import { useRealtimeServer } from "../helpers/realtime.ts";
 import { expectOneOfCodes } from "../helpers/expect.ts";
 import { createDirect, createGroup } from "../helpers/fixtures.ts";
-import { openLiveFeed, type Feed } from "../helpers/feed.ts";
+import type { Feed } from "../helpers/feed.ts";
 import { createEncrypted, e2eClientsFor, inboxOf, keyEpochOf, listedDevice, registerDevice } from "../helpers/e2e.ts";
 import nacl from "tweetnacl";
 
@@ -25,23 +25,12 @@ function deviceChanged(deviceId: string, revoked: boolean) {
 }
 
 describe("KeyService: RevokeDevice", () => {
+  const fixture = useRealtimeServer();
+  const live = fixture.live;
   let server: TestServer;
-  const feeds: Feed[] = [];
-  before(async () => {
-    server = await startRealtimeServer();
+  before(() => {
+    server = fixture.server;
   });
-  afterEach(() => {
-    for (const f of feeds.splice(0)) f.close();
-  });
-  after(async () => {
-    await server?.stop();
-  });
-
-  async function live(userId: string, protocol: Protocol, label: string): Promise<Feed> {
-    const feed = await openLiveFeed(server.clientsFor(userId, protocol), { label: `${label}/${protocol}` });
-    feeds.push(feed);
-    return feed;
-  }
 
   /** Waits for the device_changed event about the device in the conversation ("" for the owner's own copy). */
   async function waitDeviceChanged(feed: Feed, deviceId: string, revoked: boolean, conversationId: string | null, what: string) {

@@ -18,9 +18,11 @@ import {
   startTestServer,
   withDeadline,
   type RemoteServer,
+  type Protocol,
   type StartOptions,
   type TestServer,
 } from "./test-server.ts";
+import { openLiveFeed, type Feed } from "./feed.ts";
 
 /** The NATS the tests use, or undefined for the in-process bus. */
 export function testNatsUrl(): string | undefined {
@@ -88,6 +90,35 @@ export async function startRealtimeServer(overrides: Record<string, string | und
       } finally {
         await deleteNatsState(prefix).catch(() => undefined);
       }
+    },
+  };
+}
+
+/**
+ * For a describe block: a real-time node for its tests (started before, stopped after) and
+ * `live(user, protocol, label)`, a live feed closed after each test.
+ */
+export function useRealtimeServer() {
+  let server: TestServer | undefined;
+  const feeds: Feed[] = [];
+  before(async () => {
+    server = await startRealtimeServer();
+  });
+  afterEach(() => {
+    for (const feed of feeds.splice(0)) feed.close();
+  });
+  after(async () => {
+    await server?.stop();
+  });
+  return {
+    get server(): TestServer {
+      if (!server) throw new Error("the server starts in the before hook");
+      return server;
+    },
+    async live(userId: string, protocol: Protocol, label: string): Promise<Feed> {
+      const feed = await openLiveFeed(server!.clientsFor(userId, protocol), { label: `${label}/${protocol}` });
+      feeds.push(feed);
+      return feed;
     },
   };
 }

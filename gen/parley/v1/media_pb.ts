@@ -12,7 +12,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file parley/v1/media.proto.
  */
 export const file_parley_v1_media: GenFile = /*@__PURE__*/
-  fileDesc("ChVwYXJsZXkvdjEvbWVkaWEucHJvdG8SCXBhcmxleS52MSKjAQoFTWVkaWESCgoCaWQYASABKAkSEAoIb3duZXJfaWQYAiABKAkSIgoEdHlwZRgDIAEoDjIULnBhcmxleS52MS5NZWRpYVR5cGUSFAoMY29udGVudF90eXBlGAQgASgJEhIKCnNpemVfYnl0ZXMYBSABKAMSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqpwEKCU1lZGlhVHlwZRIaChZNRURJQV9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPTUVESUFfVFlQRV9KUEVHEAESEgoOTUVESUFfVFlQRV9QTkcQAhISCg5NRURJQV9UWVBFX0dJRhADEhMKD01FRElBX1RZUEVfV0VCUBAEEhIKDk1FRElBX1RZUEVfTVA0EAUSGAoUTUVESUFfVFlQRV9RVUlDS1RJTUUQBmIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChVwYXJsZXkvdjEvbWVkaWEucHJvdG8SCXBhcmxleS52MSK8AQoFTWVkaWESCgoCaWQYASABKAkSEAoIb3duZXJfaWQYAiABKAkSIgoEdHlwZRgDIAEoDjIULnBhcmxleS52MS5NZWRpYVR5cGUSFAoMY29udGVudF90eXBlGAQgASgJEhIKCnNpemVfYnl0ZXMYBSABKAMSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPY29udmVyc2F0aW9uX2lkGAcgASgJKsEBCglNZWRpYVR5cGUSGgoWTUVESUFfVFlQRV9VTlNQRUNJRklFRBAAEhMKD01FRElBX1RZUEVfSlBFRxABEhIKDk1FRElBX1RZUEVfUE5HEAISEgoOTUVESUFfVFlQRV9HSUYQAxITCg9NRURJQV9UWVBFX1dFQlAQBBISCg5NRURJQV9UWVBFX01QNBAFEhgKFE1FRElBX1RZUEVfUVVJQ0tUSU1FEAYSGAoUTUVESUFfVFlQRV9FTkNSWVBURUQQB2IGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * An uploaded image or video. Its bytes come from MediaService.DownloadMedia.
@@ -61,6 +61,13 @@ export type Media = Message<"parley.v1.Media"> & {
    * @generated from field: google.protobuf.Timestamp created_at = 6;
    */
   createdAt?: Timestamp | undefined;
+
+  /**
+   * For an encrypted attachment, the conversation whose current members may download it.
+   *
+   * @generated from field: string conversation_id = 7;
+   */
+  conversationId: string;
 };
 
 /**
@@ -124,6 +131,14 @@ export const MediaType = {
    * @generated from enum value: MEDIA_TYPE_QUICKTIME = 6;
    */
   QUICKTIME: 6,
+
+  /**
+   * application/octet-stream: an attachment sealed on the client for an encrypted
+   * conversation; its real type travels inside the message envelope.
+   *
+   * @generated from enum value: MEDIA_TYPE_ENCRYPTED = 7;
+   */
+  ENCRYPTED: 7,
 } as const;
 
 /**

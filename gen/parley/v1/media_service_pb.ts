@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/media_service.proto.
  */
 export const file_parley_v1_media_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wYXJsZXkvdjEvbWVkaWFfc2VydmljZS5wcm90bxIJcGFybGV5LnYxIjgKElVwbG9hZE1lZGlhUmVxdWVzdBIMCgRkYXRhGAEgASgMEhQKDGNvbnRlbnRfdHlwZRgCIAEoCSI2ChNVcGxvYWRNZWRpYVJlc3BvbnNlEh8KBW1lZGlhGAEgASgLMhAucGFybGV5LnYxLk1lZGlhIiMKD0dldE1lZGlhUmVxdWVzdBIQCghtZWRpYV9pZBgBIAEoCSIzChBHZXRNZWRpYVJlc3BvbnNlEh8KBW1lZGlhGAEgASgLMhAucGFybGV5LnYxLk1lZGlhIigKFERvd25sb2FkTWVkaWFSZXF1ZXN0EhAKCG1lZGlhX2lkGAEgASgJIkYKFURvd25sb2FkTWVkaWFSZXNwb25zZRIfCgVtZWRpYRgBIAEoCzIQLnBhcmxleS52MS5NZWRpYRIMCgRkYXRhGAIgASgMMv8BCgxNZWRpYVNlcnZpY2USTAoLVXBsb2FkTWVkaWESHS5wYXJsZXkudjEuVXBsb2FkTWVkaWFSZXF1ZXN0Gh4ucGFybGV5LnYxLlVwbG9hZE1lZGlhUmVzcG9uc2USSAoIR2V0TWVkaWESGi5wYXJsZXkudjEuR2V0TWVkaWFSZXF1ZXN0GhsucGFybGV5LnYxLkdldE1lZGlhUmVzcG9uc2UiA5ACARJXCg1Eb3dubG9hZE1lZGlhEh8ucGFybGV5LnYxLkRvd25sb2FkTWVkaWFSZXF1ZXN0GiAucGFybGV5LnYxLkRvd25sb2FkTWVkaWFSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_parley_v1_media]);
+  fileDesc("Ch1wYXJsZXkvdjEvbWVkaWFfc2VydmljZS5wcm90bxIJcGFybGV5LnYxIlEKElVwbG9hZE1lZGlhUmVxdWVzdBIMCgRkYXRhGAEgASgMEhQKDGNvbnRlbnRfdHlwZRgCIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAyABKAkiNgoTVXBsb2FkTWVkaWFSZXNwb25zZRIfCgVtZWRpYRgBIAEoCzIQLnBhcmxleS52MS5NZWRpYSIjCg9HZXRNZWRpYVJlcXVlc3QSEAoIbWVkaWFfaWQYASABKAkiMwoQR2V0TWVkaWFSZXNwb25zZRIfCgVtZWRpYRgBIAEoCzIQLnBhcmxleS52MS5NZWRpYSIoChREb3dubG9hZE1lZGlhUmVxdWVzdBIQCghtZWRpYV9pZBgBIAEoCSJGChVEb3dubG9hZE1lZGlhUmVzcG9uc2USHwoFbWVkaWEYASABKAsyEC5wYXJsZXkudjEuTWVkaWESDAoEZGF0YRgCIAEoDDL/AQoMTWVkaWFTZXJ2aWNlEkwKC1VwbG9hZE1lZGlhEh0ucGFybGV5LnYxLlVwbG9hZE1lZGlhUmVxdWVzdBoeLnBhcmxleS52MS5VcGxvYWRNZWRpYVJlc3BvbnNlEkgKCEdldE1lZGlhEhoucGFybGV5LnYxLkdldE1lZGlhUmVxdWVzdBobLnBhcmxleS52MS5HZXRNZWRpYVJlc3BvbnNlIgOQAgESVwoNRG93bmxvYWRNZWRpYRIfLnBhcmxleS52MS5Eb3dubG9hZE1lZGlhUmVxdWVzdBogLnBhcmxleS52MS5Eb3dubG9hZE1lZGlhUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_parley_v1_media]);
 
 /**
  * Request for MediaService.UploadMedia.
@@ -34,6 +34,17 @@ export type UploadMediaRequest = Message<"parley.v1.UploadMediaRequest"> & {
    * @generated from field: string content_type = 2;
    */
   contentType: string;
+
+  /**
+   * Uploads an attachment for this end-to-end encrypted conversation instead (the caller
+   * must be a member, else NOT_FOUND; a plain conversation is INVALID_ARGUMENT). The bytes
+   * were sealed on the client, so they are stored as they came, as MEDIA_TYPE_ENCRYPTED
+   * (content_type empty or application/octet-stream), and every current member of the
+   * conversation may download them. They can never be a story.
+   *
+   * @generated from field: string conversation_id = 3;
+   */
+  conversationId: string;
 };
 
 /**

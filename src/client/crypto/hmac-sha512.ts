@@ -1,6 +1,6 @@
 /**
  * HMAC-SHA-512 (RFC 2104) on nacl.hash, the one SHA-512 available in both Node and browsers
- * synchronously (WebCrypto's is async, node:crypto is Node only).
+ * synchronously (WebCrypto's is async, Node's crypto module is Node only).
  */
 import nacl from "tweetnacl";
 import { concatBytes } from "./bytes.ts";

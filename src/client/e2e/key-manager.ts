@@ -88,6 +88,8 @@ export class E2EKeyManager implements MessageCodec {
   readonly #keyRequests: KeyRequests;
   readonly #inbox: Inbox;
   readonly #onError: (error: unknown) => void;
+  /** The epoch each conversation was last encrypted at in this run (see #refreshOnNewEpoch). */
+  readonly #epochEncryptedAt = new Map<string, number>();
 
   /**
    * Opens the device kept in the store: with an empty store it makes keys, stores them and
@@ -148,6 +150,7 @@ export class E2EKeyManager implements MessageCodec {
   encrypt(conversation: Conversation, content: PlainContent): Promise<{ envelope: EncryptedEnvelope; searchTokens: Uint8Array[] }> {
     return this.#queue.run(async () => {
       if (!conversation.encrypted) throw new Error(`conversation ${conversation.id} is not encrypted`);
+      await this.#refreshOnNewEpoch(conversation);
       // prepare() gives a sender key exactly when the conversation is a GROUP.
       const { senderKey, searchKey } = await this.#outgoing.prepare(conversation);
       const envelope = senderKey === undefined ? await this.#sealDirect(conversation, content) : await this.#sealGroup(conversation, content, senderKey);
@@ -204,6 +207,18 @@ export class E2EKeyManager implements MessageCodec {
 
   syncInbox(): Promise<void> {
     return this.#queue.run(() => this.#inbox.drain());
+  }
+
+  /**
+   * Before the first send of a run, and when the epoch moved on (someone left, a device was
+   * revoked), members and devices are fetched afresh: keys must reach exactly the members and
+   * devices there are now, whatever events this device missed.
+   */
+  async #refreshOnNewEpoch(conversation: Conversation): Promise<void> {
+    if (this.#epochEncryptedAt.get(conversation.id) === conversation.keyEpoch) return;
+    this.#members.invalidate(conversation.id);
+    for (const userId of await this.#members.membersOf(conversation)) this.#devices.invalidate(userId);
+    this.#epochEncryptedAt.set(conversation.id, conversation.keyEpoch);
   }
 
   /** The message key boxed to the peer's devices and this user's other devices. */

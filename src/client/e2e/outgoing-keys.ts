@@ -59,7 +59,6 @@ export class OutgoingKeys {
     const isGroup = conversation.type === ConversationType.GROUP;
     if (!isGroup && !conversation.blindSearch) return {};
     const existing = await this.#load(conversation.id, conversation.keyEpoch);
-    if (existing === undefined) await this.#forgetMembersAndDevices(conversation);
     const record = existing ?? newRecord(conversation, isGroup);
     const searchKey = conversation.blindSearch ? await this.#options.searchKeys.preferredOrCreate(conversation.id, conversation.keyEpoch) : undefined;
     const distributed = await this.#distribute(conversation, record, searchKey);
@@ -95,16 +94,6 @@ export class OutgoingKeys {
   async resend(record: OutgoingKeyRecord, device: Device): Promise<void> {
     const searchKey = await this.#options.searchKeys.preferred(record.conversationId, record.keyEpoch);
     await this.#options.toDevice.send([{ device, payload: distributionPayload(record, record.senderKey?.first, searchKey) }]);
-  }
-
-  /**
-   * A new epoch means someone left or a device was revoked: the keys must reach exactly the
-   * members and devices there are now, whatever events this device missed.
-   */
-  async #forgetMembersAndDevices(conversation: Conversation): Promise<void> {
-    const { members, devices } = this.#options;
-    members.invalidate(conversation.id);
-    for (const userId of await members.membersOf(conversation)) devices.invalidate(userId);
   }
 
   async #distribute(conversation: Conversation, record: OutgoingKeyRecord, searchKey: Uint8Array | undefined): Promise<OutgoingKeyRecord> {

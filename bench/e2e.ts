@@ -13,8 +13,10 @@
  *                      cost does not depend on the group's size (500 or 5): that is the point
  *                      of sender keys; the size shows in the key distribution (section removal).
  *            Plus the primitives the key distribution is made of (to-device seal/open, Ed25519
- *            verify of a device or prekey signature). Reports ops/s and µs per op, encrypt
- *            and decrypt apart, each run for --crypto-ms (default 1500) after a short warm-up.
+ *            verify of a device or prekey signature), and a rotation's crypto: --members - 1
+ *            claimed prekeys verified and sealed to. Each run for --crypto-ms (default 1500)
+ *            after a short warm-up, once with the public-key work on WebCrypto (what the SDK
+ *            uses where the platform has it) and once forced onto tweetnacl, in the same run.
  *
  *   removal  Removal from an encrypted group of --members (default 500), against one Parley
  *            node (src/main.ts as a child process) on a fresh PostgreSQL database and NATS
@@ -77,7 +79,6 @@ import { Worker } from "node:worker_threads";
 import { create } from "@bufbuild/protobuf";
 import { createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import nacl from "tweetnacl";
 import { PlainContentSchema, SenderKeyDistributionSchema, ToDevicePayloadSchema, type PlainContent } from "../gen/parley/e2e/v1/payload_pb.ts";
 import { ConversationType, type Conversation } from "../gen/parley/v1/conversation_pb.ts";
 import { ConversationService } from "../gen/parley/v1/conversation_service_pb.ts";
@@ -101,7 +102,11 @@ import {
   sealDirect,
   sealGroup,
   sealToDevice,
+  setPrimitivesBackend,
+  primitivesBackend,
+  signDetached,
   verifyPrekey,
+  type SealedToDevice,
   type ReceiverChain,
 } from "../src/client/crypto/index.ts";
 import { E2EKeyManager } from "../src/client/e2e/index.ts";
@@ -189,13 +194,13 @@ interface OpRate {
 }
 
 /** Runs fn (given its iteration number) for ms after a warm-up; stops early when fn returns false. */
-function timeOps(ms: number, fn: (i: number) => boolean | void): OpRate {
-  for (let i = 0; i < 5; i++) if (fn(-1 - i) === false) break;
+async function timeOps(ms: number, fn: (i: number) => Promise<boolean | void>): Promise<OpRate> {
+  for (let i = 0; i < 5; i++) if ((await fn(-1 - i)) === false) break;
   let ops = 0;
   const started = performance.now();
   let elapsed = 0;
   for (;;) {
-    if (fn(ops) === false) break;
+    if ((await fn(ops)) === false) break;
     ops++;
     if ((ops & 7) === 0) {
       elapsed = performance.now() - started;
@@ -206,7 +211,17 @@ function timeOps(ms: number, fn: (i: number) => boolean | void): OpRate {
   return { ops, opsPerSecond: round((ops * 1000) / elapsed, 1), usPerOp: round((elapsed * 1000) / Math.max(1, ops), 1) };
 }
 
-function cryptoSection() {
+/** The section on each public-key backend the SDK has: WebCrypto (what it uses where it can) and tweetnacl. */
+async function cryptoSection() {
+  const detected = await primitivesBackend();
+  const webcrypto = await cryptoOnBackend();
+  setPrimitivesBackend("tweetnacl");
+  const tweetnacl = await cryptoOnBackend();
+  setPrimitivesBackend("auto");
+  return { detected, textBytes: Buffer.byteLength(TEXT), webcrypto, tweetnacl };
+}
+
+async function cryptoOnBackend() {
   const content: PlainContent = create(PlainContentSchema, { text: TEXT });
   const sender = createDeviceKeys();
   const devices = Array.from({ length: 3 }, (_, i) => ({ deviceId: `device-${i}`, keys: createDeviceKeys() }));
@@ -215,15 +230,15 @@ function cryptoSection() {
 
   // DIRECT: encrypt makes the envelopes that decrypt then opens (each opened once).
   const direct: EncryptedEnvelope[] = [];
-  const directEncrypt = timeOps(CRYPTO_MS, (i) => {
-    const { envelope } = sealDirect({ content, senderDeviceId: "sender", senderBoxSecretKey: sender.box.secretKey, recipients, keyEpoch: 1 });
+  const directEncrypt = await timeOps(CRYPTO_MS, async (i) => {
+    const { envelope } = await sealDirect({ content, senderDeviceId: "sender", senderBoxSecretKey: sender.box.secretKey, recipients, keyEpoch: 1 });
     if (i >= 0) direct.push(envelope);
   });
-  const directDecrypt = timeOps(CRYPTO_MS, (i) => {
+  const directDecrypt = await timeOps(CRYPTO_MS, async (i) => {
     const envelope = direct[i < 0 ? 0 : i];
     if (envelope === undefined) return false;
     const ciphertext = readDirectCiphertext(envelope);
-    const key = openDirectMessageKey(ciphertext, { deviceId: reader.deviceId, boxSecretKey: reader.keys.box.secretKey }, sender.box.publicKey);
+    const key = await openDirectMessageKey(ciphertext, { deviceId: reader.deviceId, boxSecretKey: reader.keys.box.secretKey }, sender.box.publicKey);
     if (openDirectBody(envelope, ciphertext, key).text !== TEXT) throw new Error("DIRECT round trip failed");
   });
 
@@ -232,65 +247,86 @@ function cryptoSection() {
   const first = createSenderKey();
   let senderKey = first;
   const group: EncryptedEnvelope[] = [];
-  const groupEncrypt = timeOps(CRYPTO_MS, () => {
-    const sealed = sealGroup({ content, conversationId, keyEpoch: 1, senderDeviceId: "sender", signingSecretKey: sender.signing.secretKey, senderKey });
+  const groupEncrypt = await timeOps(CRYPTO_MS, async () => {
+    const sealed = await sealGroup({ content, conversationId, keyEpoch: 1, senderDeviceId: "sender", signingSecretKey: sender.signing.secretKey, senderKey });
     senderKey = sealed.nextSenderKey;
     group.push(sealed.envelope);
   });
   let chain: ReceiverChain = receiverChainFrom(first.index, first.chainKey);
   let next = 0;
-  const groupDecrypt = timeOps(CRYPTO_MS, () => {
+  const groupDecrypt = await timeOps(CRYPTO_MS, async () => {
     const envelope = group[next++];
     if (envelope === undefined) return false;
-    const opened = openGroup(envelope, readGroupCiphertext(envelope), conversationId, chain, sender.signing.publicKey);
+    const opened = await openGroup(envelope, readGroupCiphertext(envelope), conversationId, chain, sender.signing.publicKey);
     chain = opened.nextChain;
     if (opened.content.text !== TEXT) throw new Error("GROUP round trip failed");
   });
 
-  // The pieces a key distribution is made of.
+  // The pieces a key distribution is made of, and a whole one: the sender's crypto after a
+  // removal from a MEMBERS group (every other member's claimed prekey verified and sealed to).
   const distribution = create(ToDevicePayloadSchema, {
     kind: { case: "senderKey", value: create(SenderKeyDistributionSchema, { conversationId, keyEpoch: 1, senderKeyId: first.id, index: 0, chainKey: first.chainKey }) },
   });
-  const prekey = createPrekey(1, reader.keys.signing.secretKey);
-  const sealedPayloads: ReturnType<typeof sealToDevice>[] = [];
-  const toDeviceSeal = timeOps(CRYPTO_MS / 3, () => {
-    sealedPayloads.push(sealToDevice(distribution, sender.box.secretKey, { boxPublicKey: reader.keys.box.publicKey, prekey }));
+  const prekey = await createPrekey(1, reader.keys.signing.secretKey);
+  const sealedPayloads: SealedToDevice[] = [];
+  const toDeviceSeal = await timeOps(CRYPTO_MS / 3, async () => {
+    sealedPayloads.push(await sealToDevice(distribution, sender.box.secretKey, { boxPublicKey: reader.keys.box.publicKey, prekey }));
   });
   let opened = 0;
-  const toDeviceOpen = timeOps(CRYPTO_MS / 3, () => {
+  const toDeviceOpen = await timeOps(CRYPTO_MS / 3, async () => {
     const sealed = sealedPayloads[opened++];
     if (sealed === undefined) return false;
-    openToDevice(sealed, sender.box.publicKey, prekey.secretKey);
+    await openToDevice(sealed, sender.box.publicKey, prekey.secretKey);
   });
-  const signatureVerify = timeOps(CRYPTO_MS / 3, () => {
-    if (!verifyPrekey(prekey, reader.keys.signing.publicKey)) throw new Error("prekey does not verify");
+  const signatureVerify = await timeOps(CRYPTO_MS / 3, async () => {
+    if (!(await verifyPrekey(prekey, reader.keys.signing.publicKey))) throw new Error("prekey does not verify");
   });
-  const signatureSign = timeOps(CRYPTO_MS / 3, () => void nacl.sign.detached(prekey.publicKey, sender.signing.secretKey));
+  const signatureSign = await timeOps(CRYPTO_MS / 3, async () => void (await signDetached(prekey.publicKey, sender.signing.secretKey)));
+  const others = await Promise.all(
+    Array.from({ length: MEMBERS - 1 }, async (_, i) => {
+      const keys = createDeviceKeys();
+      return { keys, prekey: await createPrekey(i + 1, keys.signing.secretKey) };
+    }),
+  );
+  const distributionMs: number[] = [];
+  for (let round = 0; round < 3; round++) {
+    const started = performance.now();
+    await Promise.all(
+      others.map(async ({ keys, prekey: claimed }) => {
+        if (!(await verifyPrekey(claimed, keys.signing.publicKey))) throw new Error("a prekey did not verify");
+        await sealToDevice(distribution, sender.box.secretKey, { boxPublicKey: keys.box.publicKey, prekey: claimed });
+      }),
+    );
+    distributionMs.push(performance.now() - started);
+  }
   const envelopeBytes = (e: EncryptedEnvelope | undefined) => (e === undefined ? 0 : e.ciphertext.length + e.nonce.length);
   return {
-    implementation: "src/client/crypto (tweetnacl, pure JavaScript), called directly",
-    textBytes: Buffer.byteLength(TEXT),
     direct: { recipientDevices: recipients.length, encrypt: directEncrypt, decrypt: directDecrypt, envelopeBytes: envelopeBytes(direct[0]) },
     group: { groupMembers: MEMBERS, encrypt: groupEncrypt, decrypt: groupDecrypt, envelopeBytes: envelopeBytes(group[0]) },
     primitives: { toDeviceSeal, toDeviceOpen, ed25519Verify: signatureVerify, ed25519Sign: signatureSign },
+    distribution: { devices: others.length, medianMs: round([...distributionMs].sort((a, b) => a - b)[1]!, 1) },
   };
 }
 
-function printCrypto(c: ReturnType<typeof cryptoSection>): void {
-  const row = (label: string, r: OpRate) => `   ${label.padEnd(52)} ${String(r.opsPerSecond).padStart(9)} ops/s   ${String(r.usPerOp).padStart(8)} µs/op   (n=${r.ops})`;
+function printCrypto(c: Awaited<ReturnType<typeof cryptoSection>>): void {
+  const row = (label: string, fast: OpRate, slow: OpRate) =>
+    `   ${label.padEnd(52)} ${String(fast.usPerOp).padStart(9)} µs ${String(slow.usPerOp).padStart(10)} µs   ${String(round(slow.usPerOp / fast.usPerOp, 1)).padStart(5)}×`;
+  const { webcrypto: w, tweetnacl: t } = c;
   console.log(
     [
       "",
-      `== crypto: ${c.implementation}, a ${c.textBytes}-byte text`,
-      row(`DIRECT encrypt (key boxed to ${c.direct.recipientDevices} devices)`, c.direct.encrypt),
-      row("DIRECT decrypt (one device)", c.direct.decrypt),
-      row(`GROUP encrypt (sender key; ${c.group.groupMembers} members, size-independent)`, c.group.encrypt),
-      row("GROUP decrypt (one receiver)", c.group.decrypt),
-      row("to-device seal (SenderKeyDistribution, X25519 box)", c.primitives.toDeviceSeal),
-      row("to-device open", c.primitives.toDeviceOpen),
-      row("Ed25519 verify (device box key / prekey signature)", c.primitives.ed25519Verify),
-      row("Ed25519 sign", c.primitives.ed25519Sign),
-      `   envelope bytes: DIRECT ${c.direct.envelopeBytes}, GROUP ${c.group.envelopeBytes}`,
+      `== crypto: src/client/crypto called directly, a ${c.textBytes}-byte text; public-key work on WebCrypto (detected: ${c.detected}) vs tweetnacl, same run`,
+      `   ${"per operation".padEnd(52)} ${"webcrypto".padStart(12)} ${"tweetnacl".padStart(13)}   speed-up`,
+      row(`DIRECT encrypt (key boxed to ${w.direct.recipientDevices} devices)`, w.direct.encrypt, t.direct.encrypt),
+      row("DIRECT decrypt (one device)", w.direct.decrypt, t.direct.decrypt),
+      row(`GROUP encrypt (sender key; size-independent)`, w.group.encrypt, t.group.encrypt),
+      row("GROUP decrypt (one receiver)", w.group.decrypt, t.group.decrypt),
+      row("to-device seal (SenderKeyDistribution, X25519 box)", w.primitives.toDeviceSeal, t.primitives.toDeviceSeal),
+      row("to-device open", w.primitives.toDeviceOpen, t.primitives.toDeviceOpen),
+      row("Ed25519 verify (device box key / prekey signature)", w.primitives.ed25519Verify, t.primitives.ed25519Verify),
+      row("Ed25519 sign", w.primitives.ed25519Sign, t.primitives.ed25519Sign),
+      `   a rotation's crypto: ${w.distribution.devices} claimed prekeys verified + sealed   ${w.distribution.medianMs} ms (webcrypto)   ${t.distribution.medianMs} ms (tweetnacl)`,
+      `   envelope bytes: DIRECT ${w.direct.envelopeBytes}, GROUP ${w.group.envelopeBytes}`,
     ].join("\n"),
   );
 }
@@ -824,7 +860,7 @@ async function main() {
   const summary: Record<string, unknown> = { bench: "e2e", machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? "", node: process.version, busyCoresBefore: busyBefore }, config: { members: MEMBERS, seconds: SECONDS, skip: [...SKIP] } };
   let ok = true;
   if (!SKIP.has("crypto")) {
-    const c = cryptoSection();
+    const c = await cryptoSection();
     printCrypto(c);
     summary.crypto = c;
   }

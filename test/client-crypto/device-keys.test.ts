@@ -11,22 +11,22 @@ import {
 import { flipBit } from "./helpers.ts";
 
 describe("device keys", () => {
-  it("signs the box key so the directory entry verifies", () => {
+  it("signs the box key so the directory entry verifies", async () => {
     const keys = createDeviceKeys();
-    assert.ok(verifyDeviceBoxKey({ signingPublicKey: keys.signing.publicKey, boxPublicKey: keys.box.publicKey, boxKeySignature: keys.boxKeySignature }));
+    assert.ok(await verifyDeviceBoxKey({ signingPublicKey: keys.signing.publicKey, boxPublicKey: keys.box.publicKey, boxKeySignature: keys.boxKeySignature }));
   });
 
-  it("rejects a box key swapped in, a flipped signature and another device's signing key", () => {
+  it("rejects a box key swapped in, a flipped signature and another device's signing key", async () => {
     const keys = createDeviceKeys();
     const other = createDeviceKeys();
     const entry = { signingPublicKey: keys.signing.publicKey, boxPublicKey: keys.box.publicKey, boxKeySignature: keys.boxKeySignature };
-    assert.equal(verifyDeviceBoxKey({ ...entry, boxPublicKey: other.box.publicKey }), false);
-    assert.equal(verifyDeviceBoxKey({ ...entry, boxKeySignature: flipBit(entry.boxKeySignature, 0) }), false);
-    assert.equal(verifyDeviceBoxKey({ ...entry, signingPublicKey: other.signing.publicKey }), false);
-    assert.equal(verifyDeviceBoxKey({ ...entry, boxKeySignature: entry.boxKeySignature.slice(1) }), false);
+    assert.equal(await verifyDeviceBoxKey({ ...entry, boxPublicKey: other.box.publicKey }), false);
+    assert.equal(await verifyDeviceBoxKey({ ...entry, boxKeySignature: flipBit(entry.boxKeySignature, 0) }), false);
+    assert.equal(await verifyDeviceBoxKey({ ...entry, signingPublicKey: other.signing.publicKey }), false);
+    assert.equal(await verifyDeviceBoxKey({ ...entry, boxKeySignature: entry.boxKeySignature.slice(1) }), false);
   });
 
-  it("comes back identical from its stored form", () => {
+  it("comes back identical from its stored form", async () => {
     const keys = createDeviceKeys();
     const restored = deserializeDeviceKeys(serializeDeviceKeys(keys));
     assert.deepEqual(restored.signing.publicKey, keys.signing.publicKey);
@@ -37,13 +37,13 @@ describe("device keys", () => {
 });
 
 describe("prekeys", () => {
-  it("carry the device's id and a signature only that device's key verifies", () => {
+  it("carry the device's id and a signature only that device's key verifies", async () => {
     const keys = createDeviceKeys();
-    const prekey = createPrekey(7, keys.signing.secretKey);
+    const prekey = await createPrekey(7, keys.signing.secretKey);
     assert.equal(prekey.keyId, 7);
-    assert.ok(verifyPrekey(prekey, keys.signing.publicKey));
-    assert.equal(verifyPrekey(prekey, createDeviceKeys().signing.publicKey), false);
-    assert.equal(verifyPrekey({ ...prekey, publicKey: flipBit(prekey.publicKey, 3) }, keys.signing.publicKey), false);
-    assert.equal(verifyPrekey({ ...prekey, signature: flipBit(prekey.signature, -1) }, keys.signing.publicKey), false);
+    assert.ok(await verifyPrekey(prekey, keys.signing.publicKey));
+    assert.equal(await verifyPrekey(prekey, createDeviceKeys().signing.publicKey), false);
+    assert.equal(await verifyPrekey({ ...prekey, publicKey: flipBit(prekey.publicKey, 3) }, keys.signing.publicKey), false);
+    assert.equal(await verifyPrekey({ ...prekey, signature: flipBit(prekey.signature, -1) }, keys.signing.publicKey), false);
   });
 });

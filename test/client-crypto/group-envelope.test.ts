@@ -28,12 +28,12 @@ import { assertDecryptError, content, flipBit } from "./helpers.ts";
 const sender = createDeviceKeys();
 
 /** Seals n messages in a row from a fresh sender key; returns them and the key as distributed. */
-function sealMany(count: number, conversationId = "g1", keyEpoch = 2): { envelopes: EncryptedEnvelope[]; distributed: SenderKey } {
+async function sealMany(count: number, conversationId = "g1", keyEpoch = 2): Promise<{ envelopes: EncryptedEnvelope[]; distributed: SenderKey }> {
   const distributed = createSenderKey();
   let senderKey = distributed;
   const envelopes: EncryptedEnvelope[] = [];
   for (let i = 0; i < count; i++) {
-    const sealed = sealGroup({ content: content(`message ${i}`), conversationId, keyEpoch, senderDeviceId: "alice-1", signingSecretKey: sender.signing.secretKey, senderKey });
+    const sealed = await sealGroup({ content: content(`message ${i}`), conversationId, keyEpoch, senderDeviceId: "alice-1", signingSecretKey: sender.signing.secretKey, senderKey });
     envelopes.push(sealed.envelope);
     senderKey = sealed.nextSenderKey;
   }
@@ -46,15 +46,15 @@ class Receiver {
   constructor(distributed: SenderKey) {
     this.chain = receiverChainFrom(distributed.index, distributed.chainKey);
   }
-  open(envelope: EncryptedEnvelope, conversationId = "g1", signingPublicKey = sender.signing.publicKey): string {
-    const opened = openGroup(envelope, readGroupCiphertext(envelope), conversationId, this.chain, signingPublicKey);
+  async open(envelope: EncryptedEnvelope, conversationId = "g1", signingPublicKey = sender.signing.publicKey): Promise<string> {
+    const opened = await openGroup(envelope, readGroupCiphertext(envelope), conversationId, this.chain, signingPublicKey);
     this.chain = opened.nextChain;
     return opened.content.text;
   }
 }
 
 describe("sender-key chains", () => {
-  it("derive MK_i and CK_{i+1} from nacl.hash with the 0x01 and 0x02 labels", () => {
+  it("derive MK_i and CK_{i+1} from nacl.hash with the 0x01 and 0x02 labels", async () => {
     const chainKey = nacl.randomBytes(32);
     assert.deepEqual(messageKeyOf(chainKey), nacl.hash(concatBytes(Uint8Array.of(1), chainKey)).slice(0, 32));
     assert.deepEqual(nextChainKey(chainKey), nacl.hash(concatBytes(Uint8Array.of(2), chainKey)).slice(0, 32));
@@ -62,8 +62,8 @@ describe("sender-key chains", () => {
 });
 
 describe("group envelopes", () => {
-  it("names the construction, the sender key and the epoch", () => {
-    const { envelopes, distributed } = sealMany(1);
+  it("names the construction, the sender key and the epoch", async () => {
+    const { envelopes, distributed } = await sealMany(1);
     const envelope = envelopes[0]!;
     assert.equal(envelope.algorithm, GROUP_ALGORITHM);
     assert.equal(envelope.keyId, distributed.id);
@@ -71,37 +71,41 @@ describe("group envelopes", () => {
     assert.equal(readGroupCiphertext(envelope).senderDeviceId, "alice-1");
   });
 
-  it("opens messages in order", () => {
-    const { envelopes, distributed } = sealMany(3);
+  it("opens messages in order", async () => {
+    const { envelopes, distributed } = await sealMany(3);
     const receiver = new Receiver(distributed);
-    assert.deepEqual(envelopes.map((envelope) => receiver.open(envelope)), ["message 0", "message 1", "message 2"]);
+    const opened: string[] = [];
+    for (const envelope of envelopes) opened.push(await receiver.open(envelope));
+    assert.deepEqual(opened, ["message 0", "message 1", "message 2"]);
   });
 
-  it("opens messages out of order within the window", () => {
-    const { envelopes, distributed } = sealMany(5);
+  it("opens messages out of order within the window", async () => {
+    const { envelopes, distributed } = await sealMany(5);
     const receiver = new Receiver(distributed);
-    assert.deepEqual([4, 1, 3, 0, 2].map((i) => receiver.open(envelopes[i]!)), ["message 4", "message 1", "message 3", "message 0", "message 2"]);
+    const opened: string[] = [];
+    for (const i of [4, 1, 3, 0, 2]) opened.push(await receiver.open(envelopes[i]!));
+    assert.deepEqual(opened, ["message 4", "message 1", "message 3", "message 0", "message 2"]);
     assert.equal(receiver.chain.skipped.size, 0);
   });
 
-  it("refuses a replay, whether the index was opened in order or from the skipped keys", () => {
-    const { envelopes, distributed } = sealMany(3);
+  it("refuses a replay, whether the index was opened in order or from the skipped keys", async () => {
+    const { envelopes, distributed } = await sealMany(3);
     const receiver = new Receiver(distributed);
-    receiver.open(envelopes[2]!);
-    receiver.open(envelopes[0]!);
-    assertDecryptError(() => receiver.open(envelopes[2]!), "replayed");
-    assertDecryptError(() => receiver.open(envelopes[0]!), "replayed");
-    assert.equal(receiver.open(envelopes[1]!), "message 1");
+    await receiver.open(envelopes[2]!);
+    await receiver.open(envelopes[0]!);
+    await assertDecryptError(() => receiver.open(envelopes[2]!), "replayed");
+    await assertDecryptError(() => receiver.open(envelopes[0]!), "replayed");
+    assert.equal(await receiver.open(envelopes[1]!), "message 1");
   });
 
-  it("cannot open what was sent before the index the key was handed out at", () => {
-    const { envelopes, distributed } = sealMany(3);
+  it("cannot open what was sent before the index the key was handed out at", async () => {
+    const { envelopes, distributed } = await sealMany(3);
     const receiver = new Receiver({ ...distributed, index: 2, chainKey: nextChainKey(nextChainKey(distributed.chainKey)) });
-    assertDecryptError(() => receiver.open(envelopes[1]!), "unknown_key");
-    assert.equal(receiver.open(envelopes[2]!), "message 2");
+    await assertDecryptError(() => receiver.open(envelopes[1]!), "unknown_key");
+    assert.equal(await receiver.open(envelopes[2]!), "message 2");
   });
 
-  it("says unknown_key for an index beyond the skipped-key window, and keeps the chain usable", () => {
+  it("says unknown_key for an index beyond the skipped-key window, and keeps the chain usable", async () => {
     const first = createSenderKey();
     const messageKeys: Uint8Array[] = [];
     for (let chainKey = first.chainKey; messageKeys.length < MAX_SKIPPED_MESSAGE_KEYS + 3; chainKey = nextChainKey(chainKey)) {
@@ -109,7 +113,7 @@ describe("group envelopes", () => {
     }
     const last = messageKeys.length - 1;
     let chain = receiverChainFrom(0, first.chainKey);
-    assertDecryptError(() => takeMessageKey(chain, last), "unknown_key");
+    await assertDecryptError(() => takeMessageKey(chain, last), "unknown_key");
     const atWindowEdge = takeMessageKey(chain, MAX_SKIPPED_MESSAGE_KEYS);
     assert.deepEqual(atWindowEdge.messageKey, messageKeys[MAX_SKIPPED_MESSAGE_KEYS]);
     chain = atWindowEdge.next;
@@ -119,12 +123,12 @@ describe("group envelopes", () => {
     assert.deepEqual(further.messageKey, messageKeys[last]);
     chain = further.next;
     assert.equal(chain.skipped.size, MAX_SKIPPED_MESSAGE_KEYS);
-    assertDecryptError(() => takeMessageKey(chain, 0), "unknown_key");
+    await assertDecryptError(() => takeMessageKey(chain, 0), "unknown_key");
     assert.deepEqual(takeMessageKey(chain, last - 1).messageKey, messageKeys[last - 1]);
   });
 
-  it("refuses a flipped body, nonce or signature, and another device's signing key, without moving the chain", () => {
-    const { envelopes, distributed } = sealMany(1);
+  it("refuses a flipped body, nonce or signature, and another device's signing key, without moving the chain", async () => {
+    const { envelopes, distributed } = await sealMany(1);
     const envelope = envelopes[0]!;
     const receiver = new Receiver(distributed);
     const ciphertext = fromBinary(GroupCiphertextSchema, envelope.ciphertext);
@@ -132,58 +136,58 @@ describe("group envelopes", () => {
       ...envelope,
       ciphertext: toBinary(GroupCiphertextSchema, create(GroupCiphertextSchema, { ...ciphertext, ...changes })),
     });
-    assertDecryptError(() => receiver.open(reencode({ body: flipBit(ciphertext.body, -1) })), "bad_signature");
-    assertDecryptError(() => receiver.open(reencode({ signature: flipBit(ciphertext.signature, 0) })), "bad_signature");
-    assertDecryptError(() => receiver.open(reencode({ index: 1 })), "bad_signature");
-    assertDecryptError(() => receiver.open({ ...envelope, nonce: flipBit(envelope.nonce, 0) }), "bad_signature");
-    assertDecryptError(() => receiver.open({ ...envelope, keyEpoch: 3 }), "bad_signature");
-    assertDecryptError(() => receiver.open(envelope, "g2"), "bad_signature");
-    assertDecryptError(() => receiver.open(envelope, "g1", createDeviceKeys().signing.publicKey), "bad_signature");
-    assert.equal(receiver.open(envelope), "message 0");
+    await assertDecryptError(() => receiver.open(reencode({ body: flipBit(ciphertext.body, -1) })), "bad_signature");
+    await assertDecryptError(() => receiver.open(reencode({ signature: flipBit(ciphertext.signature, 0) })), "bad_signature");
+    await assertDecryptError(() => receiver.open(reencode({ index: 1 })), "bad_signature");
+    await assertDecryptError(() => receiver.open({ ...envelope, nonce: flipBit(envelope.nonce, 0) }), "bad_signature");
+    await assertDecryptError(() => receiver.open({ ...envelope, keyEpoch: 3 }), "bad_signature");
+    await assertDecryptError(() => receiver.open(envelope, "g2"), "bad_signature");
+    await assertDecryptError(() => receiver.open(envelope, "g1", createDeviceKeys().signing.publicKey), "bad_signature");
+    assert.equal(await receiver.open(envelope), "message 0");
   });
 
-  it("says tampered when a validly signed body does not open under the chain (a wrong key)", () => {
-    const { envelopes } = sealMany(1);
+  it("says tampered when a validly signed body does not open under the chain (a wrong key)", async () => {
+    const { envelopes } = await sealMany(1);
     const receiver = new Receiver(createSenderKey());
-    assertDecryptError(() => receiver.open(envelopes[0]!), "tampered");
+    await assertDecryptError(() => receiver.open(envelopes[0]!), "tampered");
     assert.equal(receiver.chain.nextIndex, 0);
   });
 
-  it("refuses an envelope whose key id is not its sender key, and garbage", () => {
-    const { envelopes, distributed } = sealMany(1);
+  it("refuses an envelope whose key id is not its sender key, and garbage", async () => {
+    const { envelopes, distributed } = await sealMany(1);
     const receiver = new Receiver(distributed);
-    assertDecryptError(() => receiver.open({ ...envelopes[0]!, keyId: "other" }), "tampered");
-    assertDecryptError(() => receiver.open({ ...envelopes[0]!, ciphertext: Uint8Array.of(0xff) }), "malformed");
+    await assertDecryptError(() => receiver.open({ ...envelopes[0]!, keyId: "other" }), "tampered");
+    await assertDecryptError(() => receiver.open({ ...envelopes[0]!, ciphertext: Uint8Array.of(0xff) }), "malformed");
   });
 
-  it("folds in an earlier distribution of the same key, so the missing messages open once", () => {
-    const { envelopes, distributed } = sealMany(4);
+  it("folds in an earlier distribution of the same key, so the missing messages open once", async () => {
+    const { envelopes, distributed } = await sealMany(4);
     const receiver = new Receiver({ ...distributed, index: 2, chainKey: nextChainKey(nextChainKey(distributed.chainKey)) });
-    assert.equal(receiver.open(envelopes[3]!), "message 3");
+    assert.equal(await receiver.open(envelopes[3]!), "message 3");
     receiver.chain = mergeEarlierDistribution(receiver.chain, distributed.index, distributed.chainKey);
-    assert.equal(receiver.open(envelopes[0]!), "message 0");
-    assert.equal(receiver.open(envelopes[2]!), "message 2");
-    assertDecryptError(() => receiver.open(envelopes[3]!), "replayed");
-    assertDecryptError(() => receiver.open(envelopes[0]!), "replayed");
+    assert.equal(await receiver.open(envelopes[0]!), "message 0");
+    assert.equal(await receiver.open(envelopes[2]!), "message 2");
+    await assertDecryptError(() => receiver.open(envelopes[3]!), "replayed");
+    await assertDecryptError(() => receiver.open(envelopes[0]!), "replayed");
   });
 });
 
 describe("group envelopes opened with a message key already taken", () => {
-  it("open the same stored message again, still checking the signature", () => {
-    const { envelopes, distributed } = sealMany(1);
+  it("open the same stored message again, still checking the signature", async () => {
+    const { envelopes, distributed } = await sealMany(1);
     const envelope = envelopes[0]!;
     const ciphertext = readGroupCiphertext(envelope);
-    const opened = openGroup(envelope, ciphertext, "g1", receiverChainFrom(distributed.index, distributed.chainKey), sender.signing.publicKey);
-    assert.equal(openGroupWithMessageKey(envelope, ciphertext, "g1", opened.messageKey, sender.signing.publicKey).text, "message 0");
-    assertDecryptError(() => openGroupWithMessageKey(envelope, ciphertext, "g1", opened.messageKey, createDeviceKeys().signing.publicKey), "bad_signature");
-    assertDecryptError(() => openGroupWithMessageKey(envelope, ciphertext, "g1", nacl.randomBytes(32), sender.signing.publicKey), "tampered");
+    const opened = await openGroup(envelope, ciphertext, "g1", receiverChainFrom(distributed.index, distributed.chainKey), sender.signing.publicKey);
+    assert.equal((await openGroupWithMessageKey(envelope, ciphertext, "g1", opened.messageKey, sender.signing.publicKey)).text, "message 0");
+    await assertDecryptError(() => openGroupWithMessageKey(envelope, ciphertext, "g1", opened.messageKey, createDeviceKeys().signing.publicKey), "bad_signature");
+    await assertDecryptError(() => openGroupWithMessageKey(envelope, ciphertext, "g1", nacl.randomBytes(32), sender.signing.publicKey), "tampered");
   });
 
-  it("let the sender reread its own message from the key's first link", () => {
-    const { envelopes, distributed } = sealMany(3);
+  it("let the sender reread its own message from the key's first link", async () => {
+    const { envelopes, distributed } = await sealMany(3);
     const envelope = envelopes[2]!;
     const messageKey = messageKeyOf(chainKeyAt(distributed, 2));
-    assert.equal(openGroupWithMessageKey(envelope, readGroupCiphertext(envelope), "g1", messageKey, sender.signing.publicKey).text, "message 2");
-    assertDecryptError(() => chainKeyAt({ ...distributed, index: 3 }, 2), "unknown_key");
+    assert.equal((await openGroupWithMessageKey(envelope, readGroupCiphertext(envelope), "g1", messageKey, sender.signing.publicKey)).text, "message 2");
+    await assertDecryptError(() => chainKeyAt({ ...distributed, index: 3 }, 2), "unknown_key");
   });
 });

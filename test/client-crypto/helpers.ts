@@ -9,9 +9,9 @@ export function content(text: string): PlainContent {
   return create(PlainContentSchema, { text });
 }
 
-/** Asserts that fn throws a DecryptError with the reason. */
-export function assertDecryptError(fn: () => unknown, reason: DecryptErrorReason): void {
-  assert.throws(fn, (error: unknown) => {
+/** Asserts that fn throws (or rejects with) a DecryptError with the reason. */
+export async function assertDecryptError(fn: () => unknown, reason: DecryptErrorReason): Promise<void> {
+  await assert.rejects(async () => fn(), (error: unknown) => {
     assert.ok(error instanceof DecryptError, `expected a DecryptError, got ${String(error)}`);
     assert.equal(error.reason, reason);
     return true;

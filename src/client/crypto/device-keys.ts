@@ -5,6 +5,7 @@
  */
 import nacl from "tweetnacl";
 import { concatBytes } from "./bytes.ts";
+import { signDetached, verifyDetached } from "./primitives.ts";
 
 /** The private and public halves of a device's keys. Never leaves the device. */
 export interface DeviceKeys {
@@ -24,27 +25,29 @@ export interface PublicDeviceKeys {
 const SIGNING_SECRET_KEY_LENGTH = nacl.sign.secretKeyLength;
 const BOX_SECRET_KEY_LENGTH = nacl.box.secretKeyLength;
 
-/** Fresh keys for a new device. */
+/**
+ * Fresh keys for a new device. Synchronous on tweetnacl: it signs once per device (and once
+ * per load), and Ed25519 being deterministic, the signature is the one WebCrypto would make.
+ */
 export function createDeviceKeys(): DeviceKeys {
   const signing = nacl.sign.keyPair();
   const box = nacl.box.keyPair();
-  return { signing, box, boxKeySignature: signKey(box.publicKey, signing.secretKey) };
+  return { signing, box, boxKeySignature: nacl.sign.detached(box.publicKey, signing.secretKey) };
 }
 
 /** Signs a public key (box key or prekey) with the device's signing key. */
-export function signKey(publicKey: Uint8Array, signingSecretKey: Uint8Array): Uint8Array {
-  return nacl.sign.detached(publicKey, signingSecretKey);
+export function signKey(publicKey: Uint8Array, signingSecretKey: Uint8Array): Promise<Uint8Array> {
+  return signDetached(publicKey, signingSecretKey);
 }
 
 /** True when signature is the device's signature of publicKey; false for any malformed input. */
-export function verifyKeySignature(publicKey: Uint8Array, signature: Uint8Array, signingPublicKey: Uint8Array): boolean {
-  if (signature.length !== nacl.sign.signatureLength || signingPublicKey.length !== nacl.sign.publicKeyLength) return false;
-  return nacl.sign.detached.verify(publicKey, signature, signingPublicKey);
+export function verifyKeySignature(publicKey: Uint8Array, signature: Uint8Array, signingPublicKey: Uint8Array): Promise<boolean> {
+  return verifyDetached(publicKey, signature, signingPublicKey);
 }
 
 /** True when a directory entry's box key is really vouched for by its signing key. */
-export function verifyDeviceBoxKey(device: PublicDeviceKeys): boolean {
-  return device.boxPublicKey.length === nacl.box.publicKeyLength && verifyKeySignature(device.boxPublicKey, device.boxKeySignature, device.signingPublicKey);
+export async function verifyDeviceBoxKey(device: PublicDeviceKeys): Promise<boolean> {
+  return device.boxPublicKey.length === nacl.box.publicKeyLength && (await verifyKeySignature(device.boxPublicKey, device.boxKeySignature, device.signingPublicKey));
 }
 
 /**
@@ -60,5 +63,5 @@ export function deserializeDeviceKeys(bytes: Uint8Array): DeviceKeys {
   if (bytes.length !== SIGNING_SECRET_KEY_LENGTH + BOX_SECRET_KEY_LENGTH) throw new Error("stored device keys have the wrong length");
   const signing = nacl.sign.keyPair.fromSecretKey(bytes.slice(0, SIGNING_SECRET_KEY_LENGTH));
   const box = nacl.box.keyPair.fromSecretKey(bytes.slice(SIGNING_SECRET_KEY_LENGTH));
-  return { signing, box, boxKeySignature: signKey(box.publicKey, signing.secretKey) };
+  return { signing, box, boxKeySignature: nacl.sign.detached(box.publicKey, signing.secretKey) };
 }

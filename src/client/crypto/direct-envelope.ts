@@ -1,7 +1,7 @@
 /**
  * DIRECT (1:1) envelopes, "parley-direct-v1": the body sealed under a fresh message key, and
  * that key nacl.box'ed to each device that may read it (the peer's devices and the sender's
- * other devices). One key per message means a key leaked or re-shared opens one message.
+ * devices, the sending one included so it can reread its own messages from the envelope). One key per message means a key leaked or re-shared opens one message.
  *
  * Opening is split in steps because the key can come from two places: the envelope's own
  * key box for this device, or a MessageKeyShare the sender answered a key request with.
@@ -12,6 +12,7 @@ import { DirectCiphertextSchema, KeyBoxSchema, type DirectCiphertext, type Plain
 import { EncryptedEnvelopeSchema, type EncryptedEnvelope } from "../../../gen/parley/v1/message_pb.ts";
 import { DecryptError } from "./decrypt-error.ts";
 import { openContent, sealContent } from "./plain-content.ts";
+import { boxOpen, boxSeal } from "./primitives.ts";
 
 /** The construction's name, carried in EncryptedEnvelope.algorithm. */
 export const DIRECT_ALGORITHM = "parley-direct-v1";
@@ -27,7 +28,7 @@ export interface SealDirectInput {
   readonly content: PlainContent;
   readonly senderDeviceId: string;
   readonly senderBoxSecretKey: Uint8Array;
-  /** Every device of the peer and the sender's other devices. */
+  /** Every device of the peer and of the sender, the sending device included. */
   readonly recipients: readonly KeyBoxRecipient[];
   readonly keyEpoch: number;
 }
@@ -39,17 +40,19 @@ export interface SealedDirect {
 }
 
 /** Seals a direct message for its recipients' devices. */
-export function sealDirect(input: SealDirectInput): SealedDirect {
+export async function sealDirect(input: SealDirectInput): Promise<SealedDirect> {
   const messageKey = nacl.randomBytes(nacl.secretbox.keyLength);
   const nonce = nacl.randomBytes(nacl.secretbox.nonceLength);
-  const keyBoxes = input.recipients.map((recipient) => {
-    const boxNonce = nacl.randomBytes(nacl.box.nonceLength);
-    return create(KeyBoxSchema, {
-      deviceId: recipient.deviceId,
-      nonce: boxNonce,
-      boxedKey: nacl.box(messageKey, boxNonce, recipient.boxPublicKey, input.senderBoxSecretKey),
-    });
-  });
+  const keyBoxes = await Promise.all(
+    input.recipients.map(async (recipient) => {
+      const boxNonce = nacl.randomBytes(nacl.box.nonceLength);
+      return create(KeyBoxSchema, {
+        deviceId: recipient.deviceId,
+        nonce: boxNonce,
+        boxedKey: await boxSeal(messageKey, boxNonce, recipient.boxPublicKey, input.senderBoxSecretKey),
+      });
+    }),
+  );
   const ciphertext = create(DirectCiphertextSchema, {
     senderDeviceId: input.senderDeviceId,
     keyBoxes,
@@ -84,15 +87,16 @@ export function readDirectCiphertext(envelope: EncryptedEnvelope): DirectCiphert
 }
 
 /** Opens this device's key box; throws not_for_this_device when the sender boxed none to it. */
-export function openDirectMessageKey(
+export async function openDirectMessageKey(
   ciphertext: DirectCiphertext,
   recipient: { readonly deviceId: string; readonly boxSecretKey: Uint8Array },
   senderBoxPublicKey: Uint8Array,
-): Uint8Array {
+): Promise<Uint8Array> {
   const keyBox = ciphertext.keyBoxes.find((candidate) => candidate.deviceId === recipient.deviceId);
   if (keyBox === undefined) throw new DecryptError("not_for_this_device", "the message key was not boxed to this device");
   if (keyBox.nonce.length !== nacl.box.nonceLength) throw new DecryptError("malformed", "key box nonce has the wrong length");
-  const messageKey = nacl.box.open(keyBox.boxedKey, keyBox.nonce, senderBoxPublicKey, recipient.boxSecretKey);
+  if (senderBoxPublicKey.length !== nacl.box.publicKeyLength) throw new DecryptError("malformed", "sender box key has the wrong length");
+  const messageKey = await boxOpen(keyBox.boxedKey, keyBox.nonce, senderBoxPublicKey, recipient.boxSecretKey);
   if (messageKey === null) throw new DecryptError("tampered", "key box does not open with the sender device's key");
   return messageKey;
 }

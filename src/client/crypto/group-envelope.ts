@@ -13,6 +13,7 @@ import { EncryptedEnvelopeSchema, type EncryptedEnvelope } from "../../../gen/pa
 import { concatBytes, lengthPrefixed, uint32, utf8 } from "./bytes.ts";
 import { DecryptError } from "./decrypt-error.ts";
 import { openContent, sealContent } from "./plain-content.ts";
+import { signDetached, verifyDetached } from "./primitives.ts";
 import { advanceSenderKey, messageKeyOf, takeMessageKey, type ReceiverChain, type SenderKey } from "./sender-key-chain.ts";
 
 /** The construction's name, carried in EncryptedEnvelope.algorithm. */
@@ -35,7 +36,7 @@ export interface SealedGroup {
 }
 
 /** Seals a group message with the sender key's current link. */
-export function sealGroup(input: SealGroupInput): SealedGroup {
+export async function sealGroup(input: SealGroupInput): Promise<SealedGroup> {
   const { senderKey } = input;
   const nonce = nacl.randomBytes(nacl.secretbox.nonceLength);
   const body = sealContent(input.content, nonce, messageKeyOf(senderKey.chainKey));
@@ -45,7 +46,7 @@ export function sealGroup(input: SealGroupInput): SealedGroup {
     senderKeyId: senderKey.id,
     index: senderKey.index,
     body,
-    signature: nacl.sign.detached(signedBytes(header, body), input.signingSecretKey),
+    signature: await signDetached(signedBytes(header, body), input.signingSecretKey),
   });
   const envelope = create(EncryptedEnvelopeSchema, {
     ciphertext: toBinary(GroupCiphertextSchema, ciphertext),
@@ -82,14 +83,14 @@ export interface OpenedGroup {
  * Verifies the sender device's signature, takes the index's message key from the chain and
  * opens the body. The signature is checked first, so a forged envelope never moves the chain.
  */
-export function openGroup(
+export async function openGroup(
   envelope: EncryptedEnvelope,
   ciphertext: GroupCiphertext,
   conversationId: string,
   chain: ReceiverChain,
   senderSigningPublicKey: Uint8Array,
-): OpenedGroup {
-  verifyGroupSignature(envelope, ciphertext, conversationId, senderSigningPublicKey);
+): Promise<OpenedGroup> {
+  await verifyGroupSignature(envelope, ciphertext, conversationId, senderSigningPublicKey);
   const taken = takeMessageKey(chain, ciphertext.index);
   return { content: openContent(ciphertext.body, envelope.nonce, taken.messageKey), messageKey: taken.messageKey, nextChain: taken.next };
 }
@@ -98,22 +99,22 @@ export function openGroup(
  * Opens a group message with a message key already taken from the chain: the same stored
  * message read again (the chain would call it a replay) or a device's own message.
  */
-export function openGroupWithMessageKey(
+export async function openGroupWithMessageKey(
   envelope: EncryptedEnvelope,
   ciphertext: GroupCiphertext,
   conversationId: string,
   messageKey: Uint8Array,
   senderSigningPublicKey: Uint8Array,
-): PlainContent {
-  verifyGroupSignature(envelope, ciphertext, conversationId, senderSigningPublicKey);
+): Promise<PlainContent> {
+  await verifyGroupSignature(envelope, ciphertext, conversationId, senderSigningPublicKey);
   return openContent(ciphertext.body, envelope.nonce, messageKey);
 }
 
 /** Throws bad_signature unless the sender device signed this header and body. */
-function verifyGroupSignature(envelope: EncryptedEnvelope, ciphertext: GroupCiphertext, conversationId: string, senderSigningPublicKey: Uint8Array): void {
+async function verifyGroupSignature(envelope: EncryptedEnvelope, ciphertext: GroupCiphertext, conversationId: string, senderSigningPublicKey: Uint8Array): Promise<void> {
   const header = { conversationId, keyEpoch: envelope.keyEpoch, senderKeyId: ciphertext.senderKeyId, index: ciphertext.index, nonce: envelope.nonce };
   const signed = signedBytes(header, ciphertext.body);
-  if (ciphertext.signature.length !== nacl.sign.signatureLength || !nacl.sign.detached.verify(signed, ciphertext.signature, senderSigningPublicKey)) {
+  if (!(await verifyDetached(signed, ciphertext.signature, senderSigningPublicKey))) {
     throw new DecryptError("bad_signature", "the sender device's signature does not verify");
   }
 }

@@ -40,6 +40,16 @@ export {
 export { GROUP_ALGORITHM, openGroup, openGroupWithMessageKey, readGroupCiphertext, sealGroup, type OpenedGroup, type SealGroupInput, type SealedGroup } from "./group-envelope.ts";
 export { hmacSha512 } from "./hmac-sha512.ts";
 export {
+  boxOpen,
+  boxSeal,
+  boxSharedKey,
+  primitivesBackend,
+  setPrimitivesBackend,
+  signDetached,
+  verifyDetached,
+  type PrimitivesBackend,
+} from "./primitives.ts";
+export {
   MAX_TOKENS_PER_MESSAGE,
   MAX_TOKENS_PER_QUERY,
   blindToken,

@@ -19,12 +19,12 @@ export interface PrekeyPair extends PublicPrekey {
 }
 
 /** A fresh prekey with the id the device chose (from its own monotonic counter). */
-export function createPrekey(keyId: number, signingSecretKey: Uint8Array): PrekeyPair {
+export async function createPrekey(keyId: number, signingSecretKey: Uint8Array): Promise<PrekeyPair> {
   const pair = nacl.box.keyPair();
-  return { keyId, publicKey: pair.publicKey, secretKey: pair.secretKey, signature: signKey(pair.publicKey, signingSecretKey) };
+  return { keyId, publicKey: pair.publicKey, secretKey: pair.secretKey, signature: await signKey(pair.publicKey, signingSecretKey) };
 }
 
 /** True when the prekey was signed by the device it was claimed for. */
-export function verifyPrekey(prekey: PublicPrekey, signingPublicKey: Uint8Array): boolean {
-  return prekey.publicKey.length === nacl.box.publicKeyLength && verifyKeySignature(prekey.publicKey, prekey.signature, signingPublicKey);
+export async function verifyPrekey(prekey: PublicPrekey, signingPublicKey: Uint8Array): Promise<boolean> {
+  return prekey.publicKey.length === nacl.box.publicKeyLength && (await verifyKeySignature(prekey.publicKey, prekey.signature, signingPublicKey));
 }

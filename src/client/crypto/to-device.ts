@@ -8,6 +8,7 @@ import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import nacl from "tweetnacl";
 import { ToDevicePayloadSchema, type ToDevicePayload } from "../../../gen/parley/e2e/v1/payload_pb.ts";
 import { DecryptError } from "./decrypt-error.ts";
+import { boxOpen, boxSeal } from "./primitives.ts";
 
 /** The construction's name, carried in ToDeviceMessage.algorithm. */
 export const TO_DEVICE_ALGORITHM = "x25519-xsalsa20-poly1305";
@@ -28,10 +29,10 @@ export interface SealedToDevice {
 }
 
 /** Seals a payload for one recipient device. */
-export function sealToDevice(payload: ToDevicePayload, senderBoxSecretKey: Uint8Array, recipient: ToDeviceRecipient): SealedToDevice {
+export async function sealToDevice(payload: ToDevicePayload, senderBoxSecretKey: Uint8Array, recipient: ToDeviceRecipient): Promise<SealedToDevice> {
   const nonce = nacl.randomBytes(nacl.box.nonceLength);
   const recipientKey = recipient.prekey?.publicKey ?? recipient.boxPublicKey;
-  const ciphertext = nacl.box(toBinary(ToDevicePayloadSchema, payload), nonce, recipientKey, senderBoxSecretKey);
+  const ciphertext = await boxSeal(toBinary(ToDevicePayloadSchema, payload), nonce, recipientKey, senderBoxSecretKey);
   return { ciphertext, nonce, algorithm: TO_DEVICE_ALGORITHM, prekeyId: recipient.prekey?.keyId ?? 0 };
 }
 
@@ -39,10 +40,11 @@ export function sealToDevice(payload: ToDevicePayload, senderBoxSecretKey: Uint8
  * Opens a payload with the recipient's secret (the prekey's when prekeyId is set, else the
  * box key's) and the sender device's verified box public key.
  */
-export function openToDevice(sealed: SealedToDevice, senderBoxPublicKey: Uint8Array, recipientSecretKey: Uint8Array): ToDevicePayload {
+export async function openToDevice(sealed: SealedToDevice, senderBoxPublicKey: Uint8Array, recipientSecretKey: Uint8Array): Promise<ToDevicePayload> {
   if (sealed.algorithm !== TO_DEVICE_ALGORITHM) throw new DecryptError("malformed", `unknown to-device algorithm "${sealed.algorithm}"`);
   if (sealed.nonce.length !== nacl.box.nonceLength) throw new DecryptError("malformed", "to-device nonce has the wrong length");
-  const plaintext = nacl.box.open(sealed.ciphertext, sealed.nonce, senderBoxPublicKey, recipientSecretKey);
+  if (senderBoxPublicKey.length !== nacl.box.publicKeyLength) throw new DecryptError("malformed", "sender box key has the wrong length");
+  const plaintext = await boxOpen(sealed.ciphertext, sealed.nonce, senderBoxPublicKey, recipientSecretKey);
   if (plaintext === null) throw new DecryptError("tampered", "to-device payload does not open with these keys");
   try {
     return fromBinary(ToDevicePayloadSchema, plaintext);

@@ -1,36 +1,70 @@
 /**
- * Other users' devices, from KeyService.ListDevices, cached per user until an event says the
- * list changed. Only devices whose box key their signing key vouches for get in: a payload is
+ * Users' devices, from KeyService.ListDevices, cached per user until an event says the list
+ * changed. Only devices whose box key their signing key vouches for get in: a payload is
  * never sealed to, or trusted from, a box key the directory could have swapped.
+ *
+ * The directory lists only devices not revoked, but history outlives a device: every device
+ * record this client verified is also kept in the store, so messages a device sent before it
+ * was revoked still open. Nothing new ever goes to a device that is not listed now: senders
+ * use devicesOf and findDevice, which read the listing only.
  */
-import type { Device } from "../../../gen/parley/v1/device_pb.ts";
+import { create } from "@bufbuild/protobuf";
+import { DeviceSchema, type Device } from "../../../gen/parley/v1/device_pb.ts";
+import type { ClientStore } from "../storage.ts";
 import { verifyDeviceBoxKey } from "../crypto/index.ts";
 import type { KeyServiceClient } from "./services.ts";
+import { decodeRecord, encodeRecord } from "./stored-record.ts";
+import { storeKeys } from "./store-keys.ts";
 
 /** ListDevices takes at most this many users per call. */
 const USERS_PER_CALL = 500;
 
+/** A device record as verified once, kept for good. */
+interface KnownDeviceRecord {
+  readonly deviceId: string;
+  readonly userId: string;
+  readonly signingPublicKey: Uint8Array;
+  readonly boxPublicKey: Uint8Array;
+  readonly boxKeySignature: Uint8Array;
+}
+
+/** A device found for reading what it sent: listed now, or only remembered. */
+export interface KnownDevice {
+  readonly device: Device;
+  /** False when the directory no longer lists it (revoked). */
+  readonly listed: boolean;
+}
+
 export class DeviceDirectory {
   readonly #keyService: KeyServiceClient;
+  readonly #store: ClientStore;
   readonly #devicesByUser = new Map<string, Device[]>();
+  /** Device ids already written to the store in this run, to skip rewriting them. */
+  readonly #remembered = new Set<string>();
 
-  constructor(keyService: KeyServiceClient) {
+  constructor(keyService: KeyServiceClient, store: ClientStore) {
     this.#keyService = keyService;
+    this.#store = store;
   }
 
-  /** The verified devices of the users, fetching those not cached. */
+  /** The verified, listed devices of the users, fetching those not cached. */
   async devicesOf(userIds: readonly string[]): Promise<Device[]> {
     const missing = [...new Set(userIds)].filter((userId) => !this.#devicesByUser.has(userId));
     for (let start = 0; start < missing.length; start += USERS_PER_CALL) {
       const batch = missing.slice(start, start + USERS_PER_CALL);
       const { devices } = await this.#keyService.listDevices({ userIds: batch });
+      const verified = await Promise.all(devices.map(async (device) => ((await verifyDeviceBoxKey(device)) ? device : undefined)));
       for (const userId of batch) this.#devicesByUser.set(userId, []);
-      for (const device of devices.filter(verifyDeviceBoxKey)) this.#devicesByUser.get(device.userId)?.push(device);
+      for (const device of verified) {
+        if (device === undefined) continue;
+        this.#devicesByUser.get(device.userId)?.push(device);
+        await this.#remember(device);
+      }
     }
     return [...new Set(userIds)].flatMap((userId) => this.#devicesByUser.get(userId) ?? []);
   }
 
-  /** One user's device; a miss refetches that user once, as it may be newer than the cache. */
+  /** One user's listed device; a miss refetches that user once, as it may be newer than the cache. */
   async findDevice(userId: string, deviceId: string): Promise<Device | undefined> {
     const cached = (await this.devicesOf([userId])).find((device) => device.deviceId === deviceId);
     if (cached !== undefined) return cached;
@@ -38,8 +72,49 @@ export class DeviceDirectory {
     return (await this.devicesOf([userId])).find((device) => device.deviceId === deviceId);
   }
 
-  /** Forgets a user's devices (a device_changed or member_added event). */
+  /**
+   * A device to read a message from: listed now, or else the record this client verified
+   * while it was listed (it was revoked since). Only for opening what it sent.
+   */
+  async knownDevice(userId: string, deviceId: string): Promise<KnownDevice | undefined> {
+    const listed = await this.findDevice(userId, deviceId);
+    if (listed !== undefined) return { device: listed, listed: true };
+    const bytes = await this.#store.get(storeKeys.knownDevice(deviceId));
+    if (bytes === undefined) return undefined;
+    const record = decodeRecord<KnownDeviceRecord>(bytes);
+    return record.userId === userId ? { device: create(DeviceSchema, record), listed: false } : undefined;
+  }
+
+  /** Notes the epoch a conversation moved to when the device was revoked (a device_changed event). */
+  async recordRevocation(deviceId: string, conversationId: string, keyEpoch: number): Promise<void> {
+    await this.#store.put(storeKeys.deviceRevocation(deviceId, conversationId), encodeRecord(keyEpoch));
+  }
+
+  /** The first epoch of the conversation the device can no longer send in, if this client heard of its revocation. */
+  async revokedAtEpoch(deviceId: string, conversationId: string): Promise<number | undefined> {
+    const bytes = await this.#store.get(storeKeys.deviceRevocation(deviceId, conversationId));
+    return bytes === undefined ? undefined : decodeRecord<number>(bytes);
+  }
+
+  /** Forgets a user's listed devices (a device_changed or member_added event). */
   invalidate(userId: string): void {
     this.#devicesByUser.delete(userId);
+  }
+
+  /** Keeps a verified device's record; the first verified record of an id stays. */
+  async #remember(device: Device): Promise<void> {
+    if (this.#remembered.has(device.deviceId)) return;
+    const key = storeKeys.knownDevice(device.deviceId);
+    if ((await this.#store.get(key)) === undefined) {
+      const record: KnownDeviceRecord = {
+        deviceId: device.deviceId,
+        userId: device.userId,
+        signingPublicKey: device.signingPublicKey,
+        boxPublicKey: device.boxPublicKey,
+        boxKeySignature: device.boxKeySignature,
+      };
+      await this.#store.put(key, encodeRecord(record));
+    }
+    this.#remembered.add(device.deviceId);
   }
 }

@@ -2,7 +2,9 @@
  * The device's to-device inbox: each payload is opened with the prekey (or box key) it was
  * sealed to, trusted only if its sender device's box key verifies in the directory, handed to
  * the key manager, and acknowledged. A used prekey's secret is deleted once the payload was
- * handled. Payloads that can never open are acknowledged too, so they do not block the inbox;
+ * handled. Only a device listed now is trusted as a sender: a payload from one revoked since
+ * (sent before, processed after) is dropped, so it can install no key for later epochs.
+ * Payloads that can never open are acknowledged too, so they do not block the inbox;
  * anything else (the network failing mid-way) is left for the next drain.
  */
 import type { ToDevicePayload } from "../../../gen/parley/e2e/v1/payload_pb.ts";
@@ -79,6 +81,6 @@ export class Inbox {
     if (sender === undefined) throw new DecryptError("unknown_key", "the sending device is not in the directory (revoked, or never registered)");
     const secretKey = message.prekeyId === 0 ? local.keys.box.secretKey : await prekeys.secretKey(message.prekeyId);
     if (secretKey === undefined) throw new DecryptError("unknown_key", `prekey ${message.prekeyId} was already used or never made`);
-    return { payload: openToDevice(message, sender.boxPublicKey, secretKey), sender };
+    return { payload: await openToDevice(message, sender.boxPublicKey, secretKey), sender };
   }
 }

@@ -88,6 +88,8 @@ export class E2EKeyManager implements MessageCodec {
   readonly #keyRequests: KeyRequests;
   readonly #inbox: Inbox;
   readonly #onError: (error: unknown) => void;
+  /** The newest epoch seen of each conversation in this run. */
+  readonly #knownEpochs = new Map<string, number>();
   /** The epoch each conversation was last encrypted at in this run (see #refreshOnNewEpoch). */
   readonly #epochEncryptedAt = new Map<string, number>();
 
@@ -110,7 +112,7 @@ export class E2EKeyManager implements MessageCodec {
     this.#local = local;
     this.#onError = options.onError ?? (() => undefined);
     this.#conversations = createClient(ConversationService, transport);
-    this.#devices = new DeviceDirectory(keyService);
+    this.#devices = new DeviceDirectory(keyService, store);
     this.#members = new MemberDirectory(this.#conversations, local.userId);
     this.#searchKeys = new SearchKeyStore(store);
     this.#incoming = new IncomingGroupKeys(store);
@@ -123,7 +125,6 @@ export class E2EKeyManager implements MessageCodec {
       members: this.#members,
       messages: createClient(MessageService, transport),
       outgoing: this.#outgoing,
-      directKeys: this.#directKeys,
       toDevice,
     });
     this.#inbox = new Inbox({ keyService, local, devices: this.#devices, prekeys, handle: (payload, sender) => this.#handlePayload(payload, sender), onError: this.#onError });
@@ -150,6 +151,7 @@ export class E2EKeyManager implements MessageCodec {
   encrypt(conversation: Conversation, content: PlainContent): Promise<{ envelope: EncryptedEnvelope; searchTokens: Uint8Array[] }> {
     return this.#queue.run(async () => {
       if (!conversation.encrypted) throw new Error(`conversation ${conversation.id} is not encrypted`);
+      this.#noteEpoch(conversation);
       await this.#refreshOnNewEpoch(conversation);
       // prepare() gives a sender key exactly when the conversation is a GROUP.
       const { senderKey, searchKey } = await this.#outgoing.prepare(conversation);
@@ -161,6 +163,7 @@ export class E2EKeyManager implements MessageCodec {
   decrypt(conversation: Conversation, message: Message): Promise<PlainContent> {
     return this.#queue.run(async () => {
       if (message.content.case !== "envelope") throw new DecryptError("malformed", "the message carries no envelope");
+      this.#noteEpoch(conversation);
       const envelope = message.content.value;
       if (envelope.algorithm === DIRECT_ALGORITHM) return this.#openDirect(conversation, message, envelope);
       if (envelope.algorithm === GROUP_ALGORITHM) return this.#openGroup(conversation, message, envelope);
@@ -186,6 +189,9 @@ export class E2EKeyManager implements MessageCodec {
       switch (kind.case) {
         case "deviceChanged":
           this.#devices.invalidate(kind.value.userId);
+          if (kind.value.revoked && event.conversationId !== "") {
+            await this.#devices.recordRevocation(kind.value.deviceId, event.conversationId, kind.value.keyEpoch);
+          }
           if (!kind.value.revoked && event.conversationId !== "") await this.#distributeToNewDevices(event.conversationId);
           return;
         case "memberAdded":
@@ -221,25 +227,28 @@ export class E2EKeyManager implements MessageCodec {
     this.#epochEncryptedAt.set(conversation.id, conversation.keyEpoch);
   }
 
-  /** The message key boxed to the peer's devices and this user's other devices. */
+  /**
+   * The message key boxed to the peer's devices, this user's other devices and this device
+   * itself (so it rereads its own messages from the envelope, however old).
+   */
   async #sealDirect(conversation: Conversation, content: PlainContent): Promise<EncryptedEnvelope> {
     const peerId = conversation.directPeerId;
-    const recipients = (await this.#devices.devicesOf([peerId, this.#local.userId])).filter((device) => device.deviceId !== this.#local.deviceId);
-    if (!recipients.some((device) => device.userId === peerId)) throw new Error(`user ${peerId} has no device to encrypt to`);
-    const sealed = sealDirect({
+    const listed = (await this.#devices.devicesOf([peerId, this.#local.userId])).filter((device) => device.deviceId !== this.#local.deviceId);
+    if (!listed.some((device) => device.userId === peerId)) throw new Error(`user ${peerId} has no device to encrypt to`);
+    const self = { deviceId: this.#local.deviceId, boxPublicKey: this.#local.keys.box.publicKey };
+    const sealed = await sealDirect({
       content,
       senderDeviceId: this.#local.deviceId,
       senderBoxSecretKey: this.#local.keys.box.secretKey,
-      recipients,
+      recipients: [...listed, self],
       keyEpoch: conversation.keyEpoch,
     });
-    await this.#directKeys.rememberSent(conversation.id, sealed.envelope.nonce, sealed.messageKey);
     return sealed.envelope;
   }
 
   /** Sealed with the sender key's current link; the next link is stored before returning. */
   async #sealGroup(conversation: Conversation, content: PlainContent, senderKey: SenderKey): Promise<EncryptedEnvelope> {
-    const sealed = sealGroup({
+    const sealed = await sealGroup({
       content,
       conversationId: conversation.id,
       keyEpoch: conversation.keyEpoch,
@@ -253,15 +262,16 @@ export class E2EKeyManager implements MessageCodec {
 
   async #openDirect(conversation: Conversation, message: Message, envelope: EncryptedEnvelope): Promise<PlainContent> {
     const ciphertext = readDirectCiphertext(envelope);
+    const recipient = { deviceId: this.#local.deviceId, boxSecretKey: this.#local.keys.box.secretKey };
     if (ciphertext.senderDeviceId === this.#local.deviceId) {
-      const sentKey = await this.#directKeys.sentKey(conversation.id, envelope.nonce);
-      if (sentKey === undefined) throw new DecryptError("unknown_key", "this device no longer keeps the key of a message it sent");
-      return openDirectBody(envelope, ciphertext, sentKey);
+      if (message.senderId !== this.#local.userId) throw new DecryptError("tampered", "another user's message names this device as its sender");
+      return openDirectBody(envelope, ciphertext, await openDirectMessageKey(ciphertext, recipient, this.#local.keys.box.publicKey));
     }
+    const known = await this.#devices.knownDevice(message.senderId, ciphertext.senderDeviceId);
+    if (known === undefined) throw new DecryptError("unknown_key", "this client never verified the sender's device");
+    if (!known.listed) await this.#refuseAfterRevocation(conversation, envelope, ciphertext.senderDeviceId);
     if (ciphertext.keyBoxes.some((keyBox) => keyBox.deviceId === this.#local.deviceId)) {
-      const sender = await this.#devices.findDevice(message.senderId, ciphertext.senderDeviceId);
-      if (sender === undefined) throw new DecryptError("unknown_key", "the sender's device is not in the directory");
-      const messageKey = openDirectMessageKey(ciphertext, { deviceId: this.#local.deviceId, boxSecretKey: this.#local.keys.box.secretKey }, sender.boxPublicKey);
+      const messageKey = await openDirectMessageKey(ciphertext, recipient, known.device.boxPublicKey);
       return openDirectBody(envelope, ciphertext, messageKey);
     }
     const shared = await this.#directKeys.sharedKey(conversation.id, message.seq);
@@ -282,11 +292,15 @@ export class E2EKeyManager implements MessageCodec {
     if (key.conversationId !== conversation.id || key.keyEpoch !== envelope.keyEpoch || key.senderUserId !== message.senderId) {
       throw new DecryptError("tampered", "the sender key was given for another conversation, epoch or user");
     }
+    const revokedAt = await this.#devices.revokedAtEpoch(ciphertext.senderDeviceId, conversation.id);
+    if (revokedAt !== undefined && envelope.keyEpoch >= revokedAt) {
+      throw new DecryptError("unknown_key", "the sender device was revoked before this epoch");
+    }
     const opened = await this.#incoming.openedAt(conversation.id, message.seq);
     if (opened?.senderDeviceId === key.senderDeviceId && opened.senderKeyId === key.senderKeyId && opened.index === ciphertext.index) {
       return openGroupWithMessageKey(envelope, ciphertext, conversation.id, opened.messageKey, key.senderSigningPublicKey);
     }
-    const result = openGroup(envelope, ciphertext, conversation.id, key.chain, key.senderSigningPublicKey);
+    const result = await openGroup(envelope, ciphertext, conversation.id, key.chain, key.senderSigningPublicKey);
     await this.#incoming.save({ ...key, chain: result.nextChain });
     await this.#incoming.rememberOpened(conversation.id, message.seq, {
       senderDeviceId: key.senderDeviceId,
@@ -306,6 +320,21 @@ export class E2EKeyManager implements MessageCodec {
     if (record.keyEpoch !== envelope.keyEpoch) throw new DecryptError("tampered", "the sender key belongs to another epoch");
     const messageKey = messageKeyOf(chainKeyAt(record.senderKey.first, ciphertext.index));
     return openGroupWithMessageKey(envelope, ciphertext, conversation.id, messageKey, this.#local.keys.signing.publicKey);
+  }
+
+  /**
+   * A message from a device the directory no longer lists opens only if it was sent before
+   * the revocation: at an epoch before the one the revocation moved the conversation to, as
+   * a device_changed event told, or (no event heard) before the conversation's current epoch.
+   */
+  async #refuseAfterRevocation(conversation: Conversation, envelope: EncryptedEnvelope, senderDeviceId: string): Promise<void> {
+    const revokedAt = (await this.#devices.revokedAtEpoch(senderDeviceId, conversation.id)) ?? conversation.keyEpoch;
+    if (envelope.keyEpoch >= revokedAt) throw new DecryptError("unknown_key", "the sender device was revoked before this epoch");
+  }
+
+  /** Remembers the newest epoch seen of a conversation (see #installDistribution). */
+  #noteEpoch(conversation: Conversation): void {
+    if (conversation.keyEpoch > (this.#knownEpochs.get(conversation.id) ?? 0)) this.#knownEpochs.set(conversation.id, conversation.keyEpoch);
   }
 
   /** Asks for a missing key; failing to ask must not hide the DecryptError the caller gets. */
@@ -339,6 +368,24 @@ export class E2EKeyManager implements MessageCodec {
   }
 
   /**
+   * A distribution for an epoch this client has not seen: the conversation is read afresh and
+   * the key refused if its epoch is still ahead. Otherwise a device could hand out, before
+   * being revoked, a key for the epoch its revocation starts and write in it afterwards. The
+   * epoch having moved on, the sender's listing is read afresh too: it may be what moved it.
+   */
+  async #checkDistributionEpoch(distribution: SenderKeyDistribution, sender: Device): Promise<void> {
+    const { conversation } = await this.#conversations.getConversation({ conversationId: distribution.conversationId });
+    if (conversation !== undefined) this.#noteEpoch(conversation);
+    if (conversation === undefined || distribution.keyEpoch > conversation.keyEpoch) {
+      throw new DecryptError("stale_epoch", "a sender key for an epoch the conversation has not reached");
+    }
+    this.#devices.invalidate(sender.userId);
+    if ((await this.#devices.findDevice(sender.userId, sender.deviceId)) === undefined) {
+      throw new DecryptError("unknown_key", "a sender key from a device revoked since it was sent");
+    }
+  }
+
+  /**
    * Keeps a sender key and search key, but only from a member: a search key from anyone else
    * could be adopted by every member and would let its maker read their tokens.
    */
@@ -346,6 +393,7 @@ export class E2EKeyManager implements MessageCodec {
     if (!(await this.#members.isMember(distribution.conversationId, sender.userId))) {
       throw new DecryptError("not_for_this_device", "a key distribution from a user who is not a member of its conversation");
     }
+    if (distribution.keyEpoch > (this.#knownEpochs.get(distribution.conversationId) ?? 0)) await this.#checkDistributionEpoch(distribution, sender);
     if (distribution.senderKeyId !== "") await this.#incoming.install(distribution, sender);
     if (distribution.searchKey.length === SEARCH_KEY_LENGTH) await this.#searchKeys.add(distribution.conversationId, distribution.keyEpoch, distribution.searchKey);
   }

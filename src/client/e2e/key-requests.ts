@@ -2,15 +2,15 @@
  * Key requests, both ways. A device missing a key asks the sending device once per missing
  * key (per run: a restart may ask again); a device asked answers only devices of the
  * conversation's current members, with the sender key from its first link (GROUP) or the
- * one message's key (DIRECT), and only for keys it made itself.
+ * one message's key (DIRECT, opened from the key box the envelope holds for this device), and
+ * only for keys it made itself.
  */
 import { create } from "@bufbuild/protobuf";
 import { KeyRequestSchema, MessageKeyShareSchema, ToDevicePayloadSchema, type KeyRequest } from "../../../gen/parley/e2e/v1/payload_pb.ts";
 import type { Device } from "../../../gen/parley/v1/device_pb.ts";
-import { DIRECT_ALGORITHM } from "../crypto/index.ts";
+import { DIRECT_ALGORITHM, openDirectMessageKey, readDirectCiphertext } from "../crypto/index.ts";
 import type { DeviceDirectory } from "./device-directory.ts";
 import type { LocalDevice } from "./device-identity.ts";
-import type { DirectKeys } from "./direct-keys.ts";
 import type { MemberDirectory } from "./member-directory.ts";
 import type { OutgoingKeys } from "./outgoing-keys.ts";
 import type { MessageServiceClient } from "./services.ts";
@@ -22,7 +22,6 @@ export interface KeyRequestsOptions {
   readonly members: MemberDirectory;
   readonly messages: MessageServiceClient;
   readonly outgoing: OutgoingKeys;
-  readonly directKeys: DirectKeys;
   readonly toDevice: ToDeviceSender;
 }
 
@@ -66,13 +65,12 @@ export class KeyRequests {
   }
 
   async #shareMessageKey(conversationId: string, seq: bigint, requester: Device): Promise<void> {
-    const { local, messages, directKeys, toDevice } = this.#options;
+    const { local, messages, toDevice } = this.#options;
     const { message } = await messages.getMessage({ conversationId, seq });
     if (message?.senderId !== local.userId || message.content.case !== "envelope") return;
     const envelope = message.content.value;
     if (envelope.algorithm !== DIRECT_ALGORITHM || envelope.keyId !== local.deviceId) return;
-    const messageKey = await directKeys.sentKey(conversationId, envelope.nonce);
-    if (messageKey === undefined) return;
+    const messageKey = await openDirectMessageKey(readDirectCiphertext(envelope), { deviceId: local.deviceId, boxSecretKey: local.keys.box.secretKey }, local.keys.box.publicKey);
     const share = create(MessageKeyShareSchema, { conversationId, seq, messageKey });
     await toDevice.send([{ device: requester, payload: create(ToDevicePayloadSchema, { kind: { case: "messageKey", value: share } }) }]);
   }

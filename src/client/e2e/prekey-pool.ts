@@ -33,7 +33,7 @@ export class PrekeyPool {
     await this.#store.put(storeKeys.nextPrekeyId, encodeRecord(firstId + count));
     const prekeys: Prekey[] = [];
     for (let keyId = firstId; keyId < firstId + count; keyId++) {
-      const prekey = createPrekey(keyId, this.#signingSecretKey);
+      const prekey = await createPrekey(keyId, this.#signingSecretKey);
       await this.#store.put(storeKeys.prekeySecret(keyId), prekey.secretKey);
       prekeys.push(create(PrekeySchema, { keyId, publicKey: prekey.publicKey, signature: prekey.signature }));
     }

@@ -24,7 +24,7 @@ export const storeKeys = {
   openedGroupKey: (conversationId: string, seq: bigint) => `e2e/opened-group-keys/${segment(conversationId)}/${padded(seq)}`,
   searchKey: (conversationId: string, epoch: number, keyHex: string) => `e2e/search-keys/${segment(conversationId)}/${padded(epoch)}/${keyHex}`,
   searchKeysOf: (conversationId: string) => `e2e/search-keys/${segment(conversationId)}/`,
-  sentDirectKey: (serial: number) => `e2e/sent-direct-keys/${padded(serial)}`,
-  sentDirectKeys: "e2e/sent-direct-keys/",
+  knownDevice: (deviceId: string) => `e2e/known-devices/${segment(deviceId)}`,
+  deviceRevocation: (deviceId: string, conversationId: string) => `e2e/device-revocations/${segment(deviceId)}/${segment(conversationId)}`,
   sharedDirectKey: (conversationId: string, seq: bigint) => `e2e/shared-direct-keys/${segment(conversationId)}/${padded(seq)}`,
 } as const;

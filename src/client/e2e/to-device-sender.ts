@@ -38,18 +38,21 @@ export class ToDeviceSender {
     if (deliveries.length === 0) return;
     const { claimed } = await this.#keyService.claimPrekeys({ deviceIds: deliveries.map(({ device }) => device.deviceId) });
     const prekeyByDevice = new Map(claimed.map((entry) => [entry.deviceId, entry.prekey]));
-    const messages = deliveries.map(({ device, payload }) => {
-      const sealed = sealToDevice(payload, this.#local.keys.box.secretKey, {
-        boxPublicKey: device.boxPublicKey,
-        prekey: trustedPrekey(prekeyByDevice.get(device.deviceId), device),
-      });
-      return { recipientDeviceId: device.deviceId, ...sealed };
-    });
+    // All at once: on WebCrypto the verifications and key agreements run in parallel.
+    const messages = await Promise.all(
+      deliveries.map(async ({ device, payload }) => {
+        const sealed = await sealToDevice(payload, this.#local.keys.box.secretKey, {
+          boxPublicKey: device.boxPublicKey,
+          prekey: await trustedPrekey(prekeyByDevice.get(device.deviceId), device),
+        });
+        return { recipientDeviceId: device.deviceId, ...sealed };
+      }),
+    );
     await this.#keyService.sendToDevice({ senderDeviceId: this.#local.deviceId, messages });
   }
 }
 
 /** The claimed prekey if the device signed it; otherwise the payload goes to the box key. */
-function trustedPrekey(prekey: Prekey | undefined, device: Device): Prekey | undefined {
-  return prekey !== undefined && verifyPrekey(prekey, device.signingPublicKey) ? prekey : undefined;
+async function trustedPrekey(prekey: Prekey | undefined, device: Device): Promise<Prekey | undefined> {
+  return prekey !== undefined && (await verifyPrekey(prekey, device.signingPublicKey)) ? prekey : undefined;
 }

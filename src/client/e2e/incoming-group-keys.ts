@@ -25,15 +25,22 @@ export interface IncomingGroupKey {
 }
 
 /**
- * The message key a stored message was opened with. The chain has moved past it, so reading
- * the same message again (a restart, a history page) takes the key from here; the same
- * envelope turning up at another seq is still a replay.
+ * A link of a sender's chain already used to open a message, and where that message is. The
+ * chain has moved past it, so reading the message again (a restart, a history page, an earlier
+ * version in its edit history) takes the key from here; the same link turning up at another
+ * place is a replay.
  */
 export interface OpenedGroupKey {
+  readonly conversationId: string;
+  readonly seq: bigint;
+  readonly messageKey: Uint8Array;
+}
+
+/** Names one link of one sender's chain. */
+export interface ChainLink {
   readonly senderDeviceId: string;
   readonly senderKeyId: string;
   readonly index: number;
-  readonly messageKey: Uint8Array;
 }
 
 /** The stored form: JSON has no Map, so the skipped keys are pairs. */
@@ -85,14 +92,17 @@ export class IncomingGroupKeys {
     await this.#store.put(storeKeys.receivedChain(key.senderDeviceId, key.senderKeyId), encodeRecord(stored));
   }
 
-  /** Keeps the key a message opened with, by its place in the conversation. */
-  async rememberOpened(conversationId: string, seq: bigint, opened: OpenedGroupKey): Promise<void> {
-    await this.#store.put(storeKeys.openedGroupKey(conversationId, seq), encodeRecord(opened));
+  /** Keeps the key a link opened, and the message it opened. */
+  async rememberOpened(link: ChainLink, opened: OpenedGroupKey): Promise<void> {
+    const stored = { conversationId: opened.conversationId, seq: opened.seq.toString(), messageKey: opened.messageKey };
+    await this.#store.put(storeKeys.openedGroupKey(link.senderDeviceId, link.senderKeyId, link.index), encodeRecord(stored));
   }
 
-  /** The key the message at seq opened with before, if it did. */
-  async openedAt(conversationId: string, seq: bigint): Promise<OpenedGroupKey | undefined> {
-    const bytes = await this.#store.get(storeKeys.openedGroupKey(conversationId, seq));
-    return bytes === undefined ? undefined : decodeRecord<OpenedGroupKey>(bytes);
+  /** What the link opened before, if it did. */
+  async openedWith(link: ChainLink): Promise<OpenedGroupKey | undefined> {
+    const bytes = await this.#store.get(storeKeys.openedGroupKey(link.senderDeviceId, link.senderKeyId, link.index));
+    if (bytes === undefined) return undefined;
+    const stored = decodeRecord<{ conversationId: string; seq: string; messageKey: Uint8Array }>(bytes);
+    return { conversationId: stored.conversationId, seq: BigInt(stored.seq), messageKey: stored.messageKey };
   }
 }

@@ -296,18 +296,18 @@ export class E2EKeyManager implements MessageCodec {
     if (revokedAt !== undefined && envelope.keyEpoch >= revokedAt) {
       throw new DecryptError("unknown_key", "the sender device was revoked before this epoch");
     }
-    const opened = await this.#incoming.openedAt(conversation.id, message.seq);
-    if (opened?.senderDeviceId === key.senderDeviceId && opened.senderKeyId === key.senderKeyId && opened.index === ciphertext.index) {
+    const link = { senderDeviceId: key.senderDeviceId, senderKeyId: key.senderKeyId, index: ciphertext.index };
+    const opened = await this.#incoming.openedWith(link);
+    if (opened !== undefined) {
+      // Every version of a message (its edits) has a link of its own, all at the message's seq.
+      if (opened.conversationId !== conversation.id || opened.seq !== message.seq) {
+        throw new DecryptError("replayed", "this envelope already opened as another message");
+      }
       return openGroupWithMessageKey(envelope, ciphertext, conversation.id, opened.messageKey, key.senderSigningPublicKey);
     }
     const result = await openGroup(envelope, ciphertext, conversation.id, key.chain, key.senderSigningPublicKey);
     await this.#incoming.save({ ...key, chain: result.nextChain });
-    await this.#incoming.rememberOpened(conversation.id, message.seq, {
-      senderDeviceId: key.senderDeviceId,
-      senderKeyId: key.senderKeyId,
-      index: ciphertext.index,
-      messageKey: result.messageKey,
-    });
+    await this.#incoming.rememberOpened(link, { conversationId: conversation.id, seq: message.seq, messageKey: result.messageKey });
     return result.content;
   }
 

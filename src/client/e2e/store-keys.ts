@@ -21,7 +21,8 @@ export const storeKeys = {
   outgoingKeys: (conversationId: string, epoch: number) => `e2e/outgoing/${segment(conversationId)}/${padded(epoch)}`,
   outgoingKeysOf: (conversationId: string) => `e2e/outgoing/${segment(conversationId)}/`,
   receivedChain: (senderDeviceId: string, senderKeyId: string) => `e2e/chains/${segment(senderDeviceId)}/${segment(senderKeyId)}`,
-  openedGroupKey: (conversationId: string, seq: bigint) => `e2e/opened-group-keys/${segment(conversationId)}/${padded(seq)}`,
+  openedGroupKey: (senderDeviceId: string, senderKeyId: string, index: number) =>
+    `e2e/opened-group-keys/${segment(senderDeviceId)}/${segment(senderKeyId)}/${padded(index)}`,
   searchKey: (conversationId: string, epoch: number, keyHex: string) => `e2e/search-keys/${segment(conversationId)}/${padded(epoch)}/${keyHex}`,
   searchKeysOf: (conversationId: string) => `e2e/search-keys/${segment(conversationId)}/`,
   knownDevice: (deviceId: string) => `e2e/known-devices/${segment(deviceId)}`,

@@ -1,6 +1,6 @@
 /** The SDK's pure cryptography: no network, no storage, the same in Node and browsers. */
 export { DecryptError, type DecryptErrorReason } from "./decrypt-error.ts";
-export { fromHex, toHex } from "./bytes.ts";
+export { compareBytes, fromHex, toHex } from "./bytes.ts";
 export {
   createDeviceKeys,
   deserializeDeviceKeys,

@@ -8,10 +8,11 @@
  *
  * Support is decided once, on first use, by a self-test that compares WebCrypto's answers with
  * tweetnacl's: a platform with a missing or wrong implementation falls back as a whole.
- * Imported keys are cached (imports cost as much as the operation), bounded, keyed by their
- * bytes. Everything symmetric (secretbox, HSalsa20) stays on tweetnacl.
+ * Imported keys are cached (imports cost as much as the operation), bounded, keyed by a digest
+ * of their bytes. Everything symmetric (secretbox, HSalsa20) stays on tweetnacl.
  */
 import nacl from "tweetnacl";
+import { toHex } from "./bytes.ts";
 
 /** Which implementation runs the operations. */
 export type PrimitivesBackend = "webcrypto" | "tweetnacl";
@@ -20,6 +21,8 @@ const SEED_LENGTH = 32;
 const X25519_KEY_LENGTH = 32;
 /** Imported keys kept; a 500-member rotation touches about a thousand (signing and prekeys). */
 const MAX_CACHED_KEYS = 2048;
+/** Digest bytes naming a cached key: 128 bits, collision-free for any cache this size. */
+const CACHE_DIGEST_BYTES = 16;
 
 /** PKCS #8 PrivateKeyInfo prefixes for a 32-byte key: Ed25519 (1.3.101.112) and X25519 (1.3.101.110). */
 const ED25519_PKCS8_PREFIX = Uint8Array.of(0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20);
@@ -130,9 +133,13 @@ async function webCryptoX25519(webCrypto: Subtle, theirPublicKey: Uint8Array, my
   }
 }
 
-/** The imported key for these bytes, from the cache or imported (once, even when asked concurrently). */
+/**
+ * The imported key for these bytes, from the cache or imported (once, even when asked
+ * concurrently). The cache is keyed by a digest of the bytes, so no secret key sits in it as a
+ * string (strings cannot be wiped and linger in heap snapshots).
+ */
 function importKey(webCrypto: Subtle, kind: string, bytes: Uint8Array, importer: (bytes: Uint8Array) => Promise<WebCryptoKey>): Promise<WebCryptoKey> {
-  const cacheKey = `${kind}:${String.fromCharCode(...bytes)}`;
+  const cacheKey = `${kind}:${toHex(nacl.hash(bytes).subarray(0, CACHE_DIGEST_BYTES))}`;
   const cached = importedKeys.get(cacheKey);
   if (cached !== undefined) {
     importedKeys.delete(cacheKey);

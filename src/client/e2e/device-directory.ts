@@ -11,7 +11,7 @@
 import { create } from "@bufbuild/protobuf";
 import { DeviceSchema, type Device } from "../../../gen/parley/v1/device_pb.ts";
 import type { ClientStore } from "../storage.ts";
-import { verifyDeviceBoxKey } from "../crypto/index.ts";
+import { compareBytes, verifyDeviceBoxKey } from "../crypto/index.ts";
 import type { KeyServiceClient } from "./services.ts";
 import { decodeRecord, encodeRecord } from "./stored-record.ts";
 import { storeKeys } from "./store-keys.ts";
@@ -39,8 +39,11 @@ export class DeviceDirectory {
   readonly #keyService: KeyServiceClient;
   readonly #store: ClientStore;
   readonly #devicesByUser = new Map<string, Device[]>();
-  /** Device ids already written to the store in this run, to skip rewriting them. */
-  readonly #remembered = new Set<string>();
+  /**
+   * Devices verified in this run, by id, with the signature that was checked: a device listed
+   * again with the same keys (every new epoch refetches members' devices) is not verified again.
+   */
+  readonly #verified = new Map<string, Device>();
 
   constructor(keyService: KeyServiceClient, store: ClientStore) {
     this.#keyService = keyService;
@@ -53,7 +56,7 @@ export class DeviceDirectory {
     for (let start = 0; start < missing.length; start += USERS_PER_CALL) {
       const batch = missing.slice(start, start + USERS_PER_CALL);
       const { devices } = await this.#keyService.listDevices({ userIds: batch });
-      const verified = await Promise.all(devices.map(async (device) => ((await verifyDeviceBoxKey(device)) ? device : undefined)));
+      const verified = await Promise.all(devices.map(async (device) => ((await this.#verify(device)) ? device : undefined)));
       for (const userId of batch) this.#devicesByUser.set(userId, []);
       for (const device of verified) {
         if (device === undefined) continue;
@@ -101,9 +104,16 @@ export class DeviceDirectory {
     this.#devicesByUser.delete(userId);
   }
 
+  /** Whether the device's signing key vouches for its box key (checked once per set of keys). */
+  async #verify(device: Device): Promise<boolean> {
+    const seen = this.#verified.get(device.deviceId);
+    if (seen !== undefined && sameKeys(seen, device)) return true;
+    return verifyDeviceBoxKey(device);
+  }
+
   /** Keeps a verified device's record; the first verified record of an id stays. */
   async #remember(device: Device): Promise<void> {
-    if (this.#remembered.has(device.deviceId)) return;
+    if (this.#verified.has(device.deviceId)) return;
     const key = storeKeys.knownDevice(device.deviceId);
     if ((await this.#store.get(key)) === undefined) {
       const record: KnownDeviceRecord = {
@@ -115,6 +125,14 @@ export class DeviceDirectory {
       };
       await this.#store.put(key, encodeRecord(record));
     }
-    this.#remembered.add(device.deviceId);
+    this.#verified.set(device.deviceId, device);
   }
+}
+
+function sameKeys(a: Device, b: Device): boolean {
+  return (
+    compareBytes(a.signingPublicKey, b.signingPublicKey) === 0 &&
+    compareBytes(a.boxPublicKey, b.boxPublicKey) === 0 &&
+    compareBytes(a.boxKeySignature, b.boxKeySignature) === 0
+  );
 }

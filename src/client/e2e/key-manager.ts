@@ -299,11 +299,13 @@ export class E2EKeyManager implements MessageCodec {
     const link = { senderDeviceId: key.senderDeviceId, senderKeyId: key.senderKeyId, index: ciphertext.index };
     const opened = await this.#incoming.openedWith(link);
     if (opened !== undefined) {
+      // Signature and body first: an altered copy is tampered, whatever else it is.
+      const content = await openGroupWithMessageKey(envelope, ciphertext, conversation.id, opened.messageKey, key.senderSigningPublicKey);
       // Every version of a message (its edits) has a link of its own, all at the message's seq.
       if (opened.conversationId !== conversation.id || opened.seq !== message.seq) {
         throw new DecryptError("replayed", "this envelope already opened as another message");
       }
-      return openGroupWithMessageKey(envelope, ciphertext, conversation.id, opened.messageKey, key.senderSigningPublicKey);
+      return content;
     }
     const result = await openGroup(envelope, ciphertext, conversation.id, key.chain, key.senderSigningPublicKey);
     await this.#incoming.save({ ...key, chain: result.nextChain });

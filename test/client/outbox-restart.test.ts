@@ -4,47 +4,34 @@
  * outbox in a FileStore, as the CLI does.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { FileStore } from "../../src/client/node/file-store.ts";
 import { createDirect, listAllForward } from "../helpers/fixtures.ts";
-import { createTestDatabase, newUsers, startTestServer, type FreshDatabase, type TestServer } from "../helpers/test-server.ts";
+import { openRestartableServers, type RestartableServers } from "../helpers/restartable-server.ts";
+import { newUsers } from "../helpers/test-server.ts";
 import { sdkClient, type SdkClient } from "./support.ts";
 
 const SENDS = 100;
 
 describe("client SDK outbox across a server restart", function () {
   this.timeout(60_000);
-  let database: FreshDatabase | null;
-  let dir: string;
-  let servers: TestServer[] = [];
-  let clients: SdkClient[] = [];
+  let servers: RestartableServers;
+  const clients: SdkClient[] = [];
 
   before(async () => {
-    database = await createTestDatabase();
-    dir = await mkdtemp(path.join(tmpdir(), "parley-sdk-"));
+    servers = await openRestartableServers("parley-sdk-");
   });
   after(async () => {
     await Promise.all(clients.map((c) => c.close()));
-    for (const s of servers) await s.stop();
-    await database?.drop();
-    await rm(dir, { recursive: true, force: true });
+    await servers?.close();
   });
 
-  /** Same database and secret each time: with PostgreSQL a shared one, else PGlite on disk. */
-  function start(env: Record<string, string> = {}): Promise<TestServer> {
-    const storage = database ? {} : { PGLITE_PATH: path.join(dir, "pglite") };
-    return startTestServer({ ...storage, ...env }, database ? { databaseUrl: database.url } : {});
-  }
-
   it(`delivers ${SENDS} sends queued while the server was down once each, in order, after it restarts`, async () => {
-    const first = await start();
-    servers.push(first);
+    const first = await servers.start();
     const [a, b] = await newUsers(first, 2, "outbox");
     const conv = await createDirect(first.clientsFor(a!), b!);
 
-    const alice = sdkClient(first, a!, { store: new FileStore(path.join(dir, "alice")) });
+    const alice = sdkClient(first, a!, { store: new FileStore(path.join(servers.dir, "alice")) });
     clients.push(alice);
     await alice.waitUntil(() => alice.client.live, "alice live");
 
@@ -56,8 +43,7 @@ describe("client SDK outbox across a server restart", function () {
     assert.equal((await alice.client.outbox()).length, SENDS, "every send is in the durable outbox while the server is down");
     await new Promise((r) => setTimeout(r, 500)); // let the sender fail a few attempts
 
-    const second = await start({ PORT: String(first.port), JWT_SECRET: first.secret });
-    servers.push(second);
+    const second = await servers.restart(first);
     const stored = await Promise.all(pending.map((p) => p.message));
     assert.deepEqual((await alice.client.outbox()).length, 0, "the outbox is empty once all are stored");
 

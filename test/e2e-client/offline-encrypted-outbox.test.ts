@@ -4,45 +4,33 @@
  * member opens every one. Both devices keep their keys and outbox in a FileStore, as the CLI does.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { FileStore } from "../../src/client/node/file-store.ts";
-import { createTestDatabase, newUsers, startTestServer, type FreshDatabase, type TestServer } from "../helpers/test-server.ts";
+import { openRestartableServers, type RestartableServers } from "../helpers/restartable-server.ts";
+import { newUsers } from "../helpers/test-server.ts";
 import { allLive, decryptEventually, freshConversation, openDevice, rawMessages, type E2eDevice } from "./support.ts";
 
 const SENDS = 100;
 
 describe("e2e client: encrypted sends queued offline across a server restart", function () {
   this.timeout(120_000);
-  let database: FreshDatabase | null;
-  let dir: string;
-  const servers: TestServer[] = [];
+  let servers: RestartableServers;
   const devices: E2eDevice[] = [];
 
   before(async () => {
-    database = await createTestDatabase();
-    dir = await mkdtemp(path.join(tmpdir(), "parley-e2e-outbox-"));
+    servers = await openRestartableServers("parley-e2e-outbox-");
   });
   after(async () => {
     await Promise.all(devices.map((d) => d.close()));
-    for (const s of servers) await s.stop();
-    await database?.drop();
-    await rm(dir, { recursive: true, force: true });
+    await servers?.close();
   });
-
-  function start(env: Record<string, string> = {}): Promise<TestServer> {
-    const storage = database ? {} : { PGLITE_PATH: path.join(dir, "pglite") };
-    return startTestServer({ ...storage, ...env }, database ? { databaseUrl: database.url } : {});
-  }
 
   for (const kind of ["DIRECT", "GROUP"] as const) {
     it(`stores ${SENDS} ${kind} encrypted sends queued while the server was down once each, in order, and the peer opens them`, async () => {
-      const first = await start();
-      servers.push(first);
+      const first = await servers.start();
       const [a, b, c] = await newUsers(first, 3, `offline${kind}`);
-      const alice = await openDevice(first, a!, { store: new FileStore(path.join(dir, `alice-${kind}`)) });
-      const bob = await openDevice(first, b!, { store: new FileStore(path.join(dir, `bob-${kind}`)) });
+      const alice = await openDevice(first, a!, { store: new FileStore(path.join(servers.dir, `alice-${kind}`)) });
+      const bob = await openDevice(first, b!, { store: new FileStore(path.join(servers.dir, `bob-${kind}`)) });
       const carol = await openDevice(first, c!);
       devices.push(alice, bob, carol);
       await allLive([alice, bob, carol]);
@@ -59,8 +47,7 @@ describe("e2e client: encrypted sends queued offline across a server restart", f
       assert.equal((await alice.client.outbox()).length, SENDS, "every send is in the durable outbox while the server is down");
       await new Promise((r) => setTimeout(r, 500));
 
-      const second = await start({ PORT: String(first.port), JWT_SECRET: first.secret });
-      servers.push(second);
+      await servers.restart(first);
       const stored = await Promise.all(pending.map((p) => p.message));
       assert.equal((await alice.client.outbox()).length, 0, "the outbox is empty once all are stored");
 

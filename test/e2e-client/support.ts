@@ -4,34 +4,27 @@
  * Connect binary on HTTP/1.1 as an app built on connect-node would talk.
  */
 import assert from "node:assert/strict";
-import * as http from "node:http";
 import type { Interceptor } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
 import type { Conversation } from "../../gen/parley/v1/conversation_pb.ts";
 import type { Message } from "../../gen/parley/v1/message_pb.ts";
 import type { PlainContent } from "../../gen/parley/e2e/v1/payload_pb.ts";
 import { ListDirection } from "../../gen/parley/v1/message_service_pb.ts";
-import { ParleyClient, withBearerToken, type ClientEvent, type ClientStore, type DecodedMessage } from "../../src/client/index.ts";
+import { ParleyClient, withBearerToken, type ClientStore } from "../../src/client/index.ts";
 import { MemoryStore } from "../../src/client/storage.ts";
 import { DecryptError, E2EKeyManager, type DecryptErrorReason } from "../../src/client/e2e/index.ts";
 import { EVENT_DEADLINE_MS } from "../helpers/feed.ts";
 import type { RemoteServer } from "../helpers/test-server.ts";
+import { testTransport, watchSession, type SessionWatch } from "../client/support.ts";
 
 /** One device of a user: its session, its key manager and what it has seen. */
-export interface E2eDevice {
+export interface E2eDevice extends SessionWatch {
   readonly userId: string;
   readonly client: ParleyClient;
   readonly codec: E2EKeyManager;
   readonly store: ClientStore;
   readonly deviceId: string;
-  /** Every session event since the client was built. */
-  readonly events: ClientEvent[];
   /** What the key manager reported as dropped or failed (to-device payloads, key requests). */
   readonly codecErrors: unknown[];
-  /** The "message" events' messages, in the order they were handed over. */
-  messages(conversationId?: string): DecodedMessage[];
-  /** Waits until `check` holds (re-checked after every session event and every 200 ms). */
-  waitUntil(check: () => boolean | Promise<boolean>, what: string, timeoutMs?: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -51,14 +44,7 @@ export interface E2eDeviceOptions {
  * The device is registered before this returns, so senders see it in the directory.
  */
 export async function openDevice(server: RemoteServer, userId: string, options: E2eDeviceOptions = {}): Promise<E2eDevice> {
-  const agent = new http.Agent({ keepAlive: true });
-  const transport = createConnectTransport({
-    baseUrl: options.baseUrl ?? server.baseUrl,
-    httpVersion: "1.1",
-    nodeOptions: { agent },
-    interceptors: options.interceptors ?? [],
-    defaultTimeoutMs: 10_000,
-  });
+  const { transport, agent } = testTransport(options.baseUrl ?? server.baseUrl, options.interceptors);
   const token = () => server.tokenFor(userId);
   const store = options.store ?? new MemoryStore();
   const codecErrors: unknown[] = [];
@@ -70,39 +56,16 @@ export async function openDevice(server: RemoteServer, userId: string, options: 
     onError: (error) => codecErrors.push(error),
   });
   const client = new ParleyClient({ transport, token, store, codec, backoff: { initialMs: 50, maxMs: 500 } });
-  const events: ClientEvent[] = [];
-  const waiters = new Set<() => void>();
-  client.on((e) => {
-    events.push(e);
-    for (const w of [...waiters]) w();
-  });
+  const watch = watchSession(client);
   if (options.start ?? true) client.start();
   return {
+    ...watch,
     userId,
     client,
     codec,
     store,
     deviceId: codec.deviceId,
-    events,
     codecErrors,
-    messages: (conversationId) =>
-      events.flatMap((e) => (e.type === "message" && (!conversationId || e.message.conversationId === conversationId) ? [e.message] : [])),
-    async waitUntil(check, what, timeoutMs = EVENT_DEADLINE_MS) {
-      const deadline = Date.now() + timeoutMs;
-      while (!(await check())) {
-        const left = deadline - Date.now();
-        if (left <= 0) throw new Error(`not ${what} within ${timeoutMs} ms; events: ${events.map(describe).join(", ")}`);
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            clearTimeout(timer);
-            waiters.delete(done);
-            resolve();
-          };
-          const timer = setTimeout(done, Math.min(left, 200));
-          waiters.add(done);
-        });
-      }
-    },
     async close() {
       await client.close();
       agent.destroy();
@@ -167,18 +130,5 @@ export async function decryptEventually(device: E2eDevice, conversation: Convers
     last = result.error;
     if (Date.now() > deadline) throw new Error(`${device.userId}'s device could not open message #${message.seq} within ${timeoutMs} ms: ${String(last)}`);
     await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function describe(e: ClientEvent): string {
-  switch (e.type) {
-    case "message":
-      return `msg#${e.message.seq}${e.message.error ? `(${String(e.message.error)})` : ""}`;
-    case "connection":
-      return e.live ? "live" : "offline";
-    case "event":
-      return `event(${e.event.kind.case})`;
-    default:
-      return e.type;
   }
 }

@@ -1,64 +1,18 @@
 /**
- * An independent client: @grpc/grpc-js with the contract loaded at run time from proto/ by
- * @grpc/proto-loader, sharing no generated code with the server. This is what a backend team
- * that only has the .proto files would do.
- *
- * google/protobuf/timestamp.proto is not in proto/: protobufjs (under proto-loader) bundles the
- * well-known types and resolves any google/protobuf/*.proto import to them before it looks in
- * includeDirs.
+ * Users, conversations and messages from an independent client: @grpc/grpc-js with the
+ * contract loaded at run time from proto/ (see helpers/grpc-js.ts).
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
+import { call, expectStatus, loadServices, type ServiceClient } from "./helpers/grpc-js.ts";
 import { newUsers, startTestServer, uniqueId, type TestServer } from "./helpers/test-server.ts";
 
-const protoRoot = fileURLToPath(new URL("../proto", import.meta.url));
-
-const definition = protoLoader.loadSync(
-  ["parley/v1/user_service.proto", "parley/v1/conversation_service.proto", "parley/v1/message_service.proto"],
-  {
-    includeDirs: [protoRoot],
-    keepCase: true, // the wire names from the .proto, not camelCase
-    longs: String,
-    enums: String,
-    bytes: Buffer,
-    defaults: true,
-    oneofs: true,
-  },
-);
-
-type Callback = (err: grpc.ServiceError | null, res: any) => void;
-type UnaryMethod = (req: object, metadata: grpc.Metadata, callback: Callback) => grpc.ClientUnaryCall;
-type ServiceClient = grpc.Client & Record<string, UnaryMethod>;
-type ServiceClientConstructor = new (address: string, credentials: grpc.ChannelCredentials) => ServiceClient;
-
-const loaded = grpc.loadPackageDefinition(definition) as unknown as {
-  parley: { v1: Record<"UserService" | "ConversationService" | "MessageService", ServiceClientConstructor> };
-};
-
-function call(client: ServiceClient, method: string, req: object, metadata: grpc.Metadata): Promise<any> {
-  return new Promise((resolve, reject) => {
-    const fn = client[method];
-    if (typeof fn !== "function") {
-      reject(new Error(`no method ${method}`));
-      return;
-    }
-    fn.call(client, req, metadata, (err, res) => (err ? reject(err) : resolve(res)));
-  });
-}
-
-async function expectStatus(promise: Promise<unknown>, code: grpc.status): Promise<grpc.ServiceError> {
-  try {
-    await promise;
-  } catch (err) {
-    const se = err as grpc.ServiceError;
-    assert.equal(se.code, code, `expected ${grpc.status[code]}, got ${grpc.status[se.code]}: ${se.details}`);
-    return se;
-  }
-  assert.fail(`expected ${grpc.status[code]}, but the call succeeded`);
-}
+const services = loadServices<"UserService" | "ConversationService" | "MessageService">([
+  "parley/v1/user_service.proto",
+  "parley/v1/conversation_service.proto",
+  "parley/v1/message_service.proto",
+]);
 
 describe("an independent @grpc/grpc-js client", () => {
   let server: TestServer;
@@ -70,9 +24,9 @@ describe("an independent @grpc/grpc-js client", () => {
     server = await startTestServer();
     const address = `127.0.0.1:${server.port}`;
     const credentials = grpc.credentials.createInsecure();
-    users = new loaded.parley.v1.UserService(address, credentials);
-    conversations = new loaded.parley.v1.ConversationService(address, credentials);
-    messages = new loaded.parley.v1.MessageService(address, credentials);
+    users = new services.UserService(address, credentials);
+    conversations = new services.ConversationService(address, credentials);
+    messages = new services.MessageService(address, credentials);
   });
   after(async () => {
     for (const c of [users, conversations, messages]) c?.close();

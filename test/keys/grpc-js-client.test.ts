@@ -5,64 +5,22 @@
  * bytes fields survive another protobuf implementation unchanged.
  */
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
+import { call, expectStatus, loadServices, type ServiceClient } from "../helpers/grpc-js.ts";
 import nacl from "tweetnacl";
 import { newUsers, type TestServer } from "../helpers/test-server.ts";
 import { startRealtimeServer } from "../helpers/realtime.ts";
 import { createGroup } from "../helpers/fixtures.ts";
 import { newDeviceKeys, makePrekeys } from "../helpers/e2e.ts";
 
-const protoRoot = fileURLToPath(new URL("../../proto", import.meta.url));
-
-const definition = protoLoader.loadSync(["parley/v1/key_service.proto"], {
-  includeDirs: [protoRoot],
-  keepCase: true,
-  longs: String,
-  enums: String,
-  bytes: Buffer,
-  defaults: true,
-  oneofs: true,
-});
-
-type Callback = (err: grpc.ServiceError | null, res: any) => void;
-type UnaryMethod = (req: object, metadata: grpc.Metadata, callback: Callback) => grpc.ClientUnaryCall;
-type ServiceClient = grpc.Client & Record<string, UnaryMethod>;
-type ServiceClientConstructor = new (address: string, credentials: grpc.ChannelCredentials) => ServiceClient;
-
-const loaded = grpc.loadPackageDefinition(definition) as unknown as {
-  parley: { v1: Record<"KeyService", ServiceClientConstructor> };
-};
-
-function call(client: ServiceClient, method: string, req: object, metadata: grpc.Metadata): Promise<any> {
-  return new Promise((resolve, reject) => {
-    const fn = client[method];
-    if (typeof fn !== "function") {
-      reject(new Error(`no method ${method}`));
-      return;
-    }
-    fn.call(client, req, metadata, (err, res) => (err ? reject(err) : resolve(res)));
-  });
-}
-
-async function expectStatus(promise: Promise<unknown>, code: grpc.status): Promise<void> {
-  try {
-    await promise;
-  } catch (err) {
-    const se = err as grpc.ServiceError;
-    assert.equal(se.code, code, `expected ${grpc.status[code]}, got ${grpc.status[se.code]}: ${se.details}`);
-    return;
-  }
-  assert.fail(`expected ${grpc.status[code]}, but the call succeeded`);
-}
+const services = loadServices<"KeyService">(["parley/v1/key_service.proto"]);
 
 describe("KeyService from an independent @grpc/grpc-js client", () => {
   let server: TestServer;
   let keys: ServiceClient;
   before(async () => {
     server = await startRealtimeServer();
-    keys = new loaded.parley.v1.KeyService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+    keys = new services.KeyService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
   });
   after(async () => {
     keys?.close();

@@ -9,8 +9,7 @@ import { clone, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { MessageSchema, type Message } from "../../gen/parley/v1/message_pb.ts";
 import { GroupCiphertextSchema, DirectCiphertextSchema } from "../../gen/parley/e2e/v1/payload_pb.ts";
 import { DecryptError } from "../../src/client/e2e/index.ts";
-import { newUsers, startTestServer, type TestServer } from "../helpers/test-server.ts";
-import { allLive, assertDecryptFails, decryptEventually, freshConversation, openDevice, sendAndStore, type E2eDevice } from "./support.ts";
+import { assertDecryptFails, decryptEventually, freshConversation, sendAndStore, useTrio, type E2eDevice } from "./support.ts";
 
 /** A copy of the message whose envelope went through `change`. */
 function withEnvelope(message: Message, change: (envelope: Extract<Message["content"], { case: "envelope" }>["value"]) => void): Message {
@@ -28,25 +27,14 @@ function flipLastByte(bytes: Uint8Array): Uint8Array {
 
 describe("e2e client: envelopes a device must not trust fail with a typed DecryptError", function () {
   this.timeout(60_000);
-  let server: TestServer;
-  const devices: E2eDevice[] = [];
+  const trio = useTrio("decrypt");
   let alice: E2eDevice;
   let bob: E2eDevice;
-  let a: string;
   let b: string;
   let c: string;
-
-  before(async () => {
-    server = await startTestServer();
-    [a, b, c] = (await newUsers(server, 3, "decrypt")) as [string, string, string];
-    alice = await openDevice(server, a!);
-    bob = await openDevice(server, b!);
-    devices.push(alice, bob, await openDevice(server, c!));
-    await allLive(devices);
-  });
-  after(async () => {
-    await Promise.all(devices.map((d) => d.close()));
-    await server?.stop();
+  before(() => {
+    [alice, bob] = trio().devices;
+    [, b, c] = trio().ids;
   });
 
   async function groupMessage(text: string) {
@@ -112,9 +100,7 @@ describe("e2e client: envelopes a device must not trust fail with a typed Decryp
 
   it("fails with unknown_key on a device of a member that was registered after the message was sent", async () => {
     const { conversation, stored } = await groupMessage("sent before the second device existed");
-    const late = await openDevice(server, b);
-    devices.push(late);
-    await allLive([late]);
+    const late = await trio().addDevice(b);
     // The sender key reaches the new device from its current link on: earlier links never do.
     await new Promise((r) => setTimeout(r, 1_000));
     await assertDecryptFails(late, conversation, stored, ["unknown_key"], "a message from before the device existed");

@@ -8,30 +8,18 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { MessageSchema } from "../../gen/parley/v1/message_pb.ts";
-import { newUsers, startTestServer, type TestServer } from "../helpers/test-server.ts";
-import { allLive, assertDecryptFails, decryptEventually, freshConversation, openDevice, sendAndStore, type E2eDevice } from "./support.ts";
+import { assertDecryptFails, decryptEventually, freshConversation, sendAndStore, useTrio, type E2eDevice } from "./support.ts";
 
 describe("e2e client: edit history of encrypted messages", function () {
   this.timeout(60_000);
-  let server: TestServer;
-  const devices: E2eDevice[] = [];
+  const trio = useTrio("edits");
   let alice: E2eDevice;
   let bob: E2eDevice;
-  let a: string;
   let b: string;
   let c: string;
-
-  before(async () => {
-    server = await startTestServer();
-    [a, b, c] = (await newUsers(server, 3, "edits")) as [string, string, string];
-    alice = await openDevice(server, a);
-    bob = await openDevice(server, b);
-    devices.push(alice, bob, await openDevice(server, c));
-    await allLive(devices);
-  });
-  after(async () => {
-    await Promise.all(devices.map((d) => d.close()));
-    await server?.stop();
+  before(() => {
+    [alice, bob] = trio().devices;
+    [, b, c] = trio().ids;
   });
 
   for (const kind of ["GROUP", "DIRECT"] as const) {

@@ -7,36 +7,19 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { newUsers, startTestServer, type TestServer } from "../helpers/test-server.ts";
-import { allLive, decryptEventually, freshConversation, openDevice, sendAndStore, tryDecrypt, type E2eDevice } from "./support.ts";
+import { decryptEventually, freshConversation, sendAndStore, tryDecrypt, useTrio, type E2eDevice } from "./support.ts";
 
 describe("e2e client: a device that lacks a key asks the sender device for it", function () {
   this.timeout(60_000);
-  let server: TestServer;
-  const devices: E2eDevice[] = [];
+  const trio = useTrio("keyreq");
   let alice: E2eDevice;
   let b: string;
   let c: string;
-
-  before(async () => {
-    server = await startTestServer();
-    const [a, bb, cc] = await newUsers(server, 3, "keyreq");
-    [b, c] = [bb!, cc!];
-    alice = await openDevice(server, a!);
-    devices.push(alice, await openDevice(server, b), await openDevice(server, c));
-    await allLive(devices);
+  before(() => {
+    [alice] = trio().devices;
+    [, b, c] = trio().ids;
   });
-  after(async () => {
-    await Promise.all(devices.map((d) => d.close()));
-    await server?.stop();
-  });
-
-  async function lateDevice(userId: string): Promise<E2eDevice> {
-    const d = await openDevice(server, userId);
-    devices.push(d);
-    await allLive([d]);
-    return d;
-  }
+  const lateDevice = (userId: string) => trio().addDevice(userId);
 
   it("opens a GROUP message sent before the device existed once the sender answered its request", async () => {
     const group = await alice.client.createConversation({ memberIds: [b, c], name: `group ${randomUUID()}`, encrypted: true });
@@ -48,6 +31,17 @@ describe("e2e client: a device that lacks a key asks the sender device for it", 
     if (!first.ok) assert.equal(first.reason, "unknown_key");
     assert.equal((await decryptEventually(tablet, conversation, old)).text, "sent before the tablet existed", "opened after the key request was answered");
     assert.deepEqual(tablet.codecErrors, [], "nothing was dropped on the way");
+  });
+
+  it("asks for the earlier links of a sender key it holds only from a later one, and opens the older message", async () => {
+    const group = await alice.client.createConversation({ memberIds: [b, c], name: `group ${randomUUID()}`, encrypted: true });
+    const old = await sendAndStore(alice, group.id, "from before the phone");
+    const phone = await lateDevice(b);
+    // Alice hands the new device her sender key from its current link, past the old message,
+    // on her own (device_changed); the phone asks for nothing until it reads.
+    await phone.waitUntil(async () => (await phone.store.list("e2e/chains/")).length > 0, "the phone holds alice's sender key");
+    const conversation = await freshConversation(phone, group.id);
+    assert.equal((await decryptEventually(phone, conversation, old)).text, "from before the phone", "the earlier link came on request");
   });
 
   it("opens a DIRECT message sent before the device existed once the sender shared its key", async () => {

@@ -13,7 +13,7 @@ import { ParleyClient, withBearerToken, type ClientStore } from "../../src/clien
 import { MemoryStore } from "../../src/client/storage.ts";
 import { DecryptError, E2EKeyManager, type DecryptErrorReason } from "../../src/client/e2e/index.ts";
 import { EVENT_DEADLINE_MS } from "../helpers/feed.ts";
-import type { RemoteServer } from "../helpers/test-server.ts";
+import { newUsers, startTestServer, type RemoteServer, type TestServer } from "../helpers/test-server.ts";
 import { testTransport, watchSession, type SessionWatch } from "../client/support.ts";
 
 /** One device of a user: its session, its key manager and what it has seen. */
@@ -131,4 +131,46 @@ export async function decryptEventually(device: E2eDevice, conversation: Convers
     if (Date.now() > deadline) throw new Error(`${device.userId}'s device could not open message #${message.seq} within ${timeoutMs} ms: ${String(last)}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** Three users with a live device each on a server of their own, for a describe block. */
+export interface Trio {
+  readonly server: TestServer;
+  /** The users' ids: a, b, c. */
+  readonly ids: readonly [string, string, string];
+  /** Their devices: alice, bob, carol. */
+  readonly devices: readonly [E2eDevice, E2eDevice, E2eDevice];
+  /** Opens another device of a user (closed with the others). */
+  addDevice(userId: string): Promise<E2eDevice>;
+}
+
+/** Registers the hooks: the server and the three devices before the tests, all closed after. */
+export function useTrio(label: string): () => Trio {
+  let trio: Trio | undefined;
+  const extra: E2eDevice[] = [];
+  before(async () => {
+    const server = await startTestServer();
+    const ids = (await newUsers(server, 3, label)) as [string, string, string];
+    const devices = [await openDevice(server, ids[0]), await openDevice(server, ids[1]), await openDevice(server, ids[2])] as const;
+    await allLive(devices);
+    trio = {
+      server,
+      ids,
+      devices,
+      async addDevice(userId) {
+        const device = await openDevice(server, userId);
+        extra.push(device);
+        await allLive([device]);
+        return device;
+      },
+    };
+  });
+  after(async () => {
+    await Promise.all([...(trio?.devices ?? []), ...extra].map((d) => d.close()));
+    await trio?.server.stop();
+  });
+  return () => {
+    if (!trio) throw new Error("the trio starts in the before hook");
+    return trio;
+  };
 }

@@ -307,6 +307,11 @@ export class E2EKeyManager implements MessageCodec {
       }
       return content;
     }
+    if (ciphertext.index < key.chain.startIndex) {
+      // The chain came from a later link (a new device gets the sender's current one): only the
+      // sender can hand over the earlier links.
+      await this.#askForKey(message.senderId, ciphertext.senderDeviceId, { conversationId: conversation.id, senderKeyId: ciphertext.senderKeyId });
+    }
     const result = await openGroup(envelope, ciphertext, conversation.id, key.chain, key.senderSigningPublicKey);
     await this.#incoming.save({ ...key, chain: result.nextChain });
     await this.#incoming.rememberOpened(link, { conversationId: conversation.id, seq: message.seq, messageKey: result.messageKey });

@@ -162,17 +162,21 @@ describe("E2E key manager", function () {
     await assertReadFails(aliceLater, after, "unknown_key");
   });
 
-  it("answers a DIRECT key request from a device that joined after the message", async () => {
+  it("answers a DIRECT key request from the sender's own new device, and refuses the peer's new device", async () => {
     const [aliceId, bobId] = (await newUsers(server, 2, "keyreq")) as [string, string];
     const alice = await openDevice(aliceId);
     await openDevice(bobId);
     const conversationId = await createConversation(ConversationType.DIRECT, [aliceId, bobId]);
-    const message = await send(alice, conversationId, "before your new phone");
+    const message = await send(alice, conversationId, "before the new phones");
+    const aliceNew = await openDevice(aliceId);
     const bobNew = await openDevice(bobId);
+    await assertReadFails(aliceNew, message, "not_for_this_device");
     await assertReadFails(bobNew, message, "not_for_this_device");
     await alice.manager.syncInbox();
+    await aliceNew.manager.syncInbox();
     await bobNew.manager.syncInbox();
-    assert.equal(await read(bobNew, message), "before your new phone");
+    assert.equal(await read(aliceNew, message), "before the new phones", "the sender's own history");
+    await assertReadFails(bobNew, message, "not_for_this_device");
   });
 
   it("distributes a GROUP sender key in one ClaimPrekeys and one SendToDevice call, and members open the messages", async () => {
@@ -263,17 +267,24 @@ describe("E2E key manager", function () {
     assert.equal(await read(alice, before), "before the revocation", "history still opens");
   });
 
-  it("re-sends a GROUP sender key to a member's new device that asks for it", async () => {
+  it("re-sends a GROUP sender key from its first link to the sender's own new device, not to another member's", async () => {
     const [aliceId, bobId, carolId] = (await newUsers(server, 3, "resend")) as [string, string, string];
     const alice = await openDevice(aliceId);
     await openDevice(bobId);
     const conversationId = await createConversation(ConversationType.GROUP, [aliceId, bobId, carolId]);
-    const message = await send(alice, conversationId, "before the new device");
+    const message = await send(alice, conversationId, "before the new devices");
+    const aliceNew = await openDevice(aliceId);
     const bobNew = await openDevice(bobId);
+    await assertReadFails(aliceNew, message, "unknown_key");
     await assertReadFails(bobNew, message, "unknown_key");
     await alice.manager.syncInbox();
+    await aliceNew.manager.syncInbox();
     await bobNew.manager.syncInbox();
-    assert.equal(await read(bobNew, message), "before the new device");
+    assert.equal(await read(aliceNew, message), "before the new devices", "the sender's own history");
+    await assertReadFails(bobNew, message, "unknown_key");
+    const later = await send(alice, conversationId, "after the new devices");
+    await bobNew.manager.syncInbox();
+    assert.equal(await read(bobNew, later), "after the new devices", "from the link it was given");
   });
 
   it("sends the current sender key to a member added later, on the member_added event", async () => {

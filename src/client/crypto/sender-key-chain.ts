@@ -2,7 +2,10 @@
  * Sender-key chains for GROUP conversations. A sending device hands its chain key to the
  * members once; each message then uses the next link, so the sender pays one encryption per
  * message however large the group is. The chain only moves forward (hashing cannot be undone),
- * so a key handed out at index i opens nothing sent before i.
+ * so a key handed out at index i opens nothing sent before i. The sending device gives each
+ * device one link: the current one when it first distributes to it. On a key request it hands
+ * that same link out again, to another user's device never an earlier one (a device never
+ * given the key gets the current link), and the first link only to its own user's devices.
  *
  *   MK_i     = first 32 bytes of nacl.hash([0x01] ‖ CK_i)
  *   CK_{i+1} = first 32 bytes of nacl.hash([0x02] ‖ CK_i)
@@ -116,7 +119,7 @@ export function takeMessageKey(chain: ReceiverChain, index: number): TakenMessag
 
 /**
  * Folds in a distribution of the same sender key at an earlier index (the sender answering a
- * key request): the keys between it and what the device held become skipped keys. Anything
+ * key request from one of its own user's devices): the keys between it and what the device held become skipped keys. Anything
  * else (a later or equal index, a gap beyond the window, or a chain that already dropped keys
  * and so can no longer tell opened indices from dropped ones) leaves the chain as it was.
  */

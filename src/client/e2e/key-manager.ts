@@ -307,9 +307,10 @@ export class E2EKeyManager implements MessageCodec {
       }
       return content;
     }
-    if (ciphertext.index < key.chain.startIndex) {
-      // The chain came from a later link (a new device gets the sender's current one): only the
-      // sender can hand over the earlier links.
+    if (ciphertext.index < key.chain.startIndex && message.senderId === this.#local.userId) {
+      // A new device of this user got the chain from a later link: the earlier links are its
+      // own history, which its other device hands over on request. Another user's device is
+      // given nothing before its first link, so it does not ask (see key-requests.ts).
       await this.#askForKey(message.senderId, ciphertext.senderDeviceId, { conversationId: conversation.id, senderKeyId: ciphertext.senderKeyId });
     }
     const result = await openGroup(envelope, ciphertext, conversation.id, key.chain, key.senderSigningPublicKey);

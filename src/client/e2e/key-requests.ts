@@ -1,12 +1,20 @@
 /**
  * Key requests, both ways. A device missing a key asks the sending device once per missing
- * key (per run: a restart may ask again); a device asked answers only devices of the
- * conversation's current members, with the sender key from its first link (GROUP) or the
- * one message's key (DIRECT, opened from the key box the envelope holds for this device), and
- * only for keys it made itself.
+ * key (per run, in a bounded memory: a restart may ask again). A device asked answers only for
+ * keys it made itself, and only devices of users who are members now (read afresh with
+ * ListMembers, not from the cache). What it hands out follows the rule of Signal and Matrix,
+ * that a key request restores keys a device had, never history it was not there for:
+ * - this user's own devices get everything: the sender key from its first link (GROUP), any
+ *   message's key (DIRECT) — their own history;
+ * - another user's device gets a GROUP sender key only from the link it was first given (a
+ *   device never given it gets the current link, nothing earlier), and a DIRECT message's key
+ *   only if the directory says the device was created (server time) no later than the message.
+ * So a device that lost its key state gets it back, but a member added mid-epoch, or a new
+ * device of another member, cannot read what was sent before it joined or existed.
  */
 import { create } from "@bufbuild/protobuf";
 import { KeyRequestSchema, MessageKeyShareSchema, ToDevicePayloadSchema, type KeyRequest } from "../../../gen/parley/e2e/v1/payload_pb.ts";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Device } from "../../../gen/parley/v1/device_pb.ts";
 import { DIRECT_ALGORITHM, openDirectMessageKey, readDirectCiphertext } from "../crypto/index.ts";
 import type { DeviceDirectory } from "./device-directory.ts";
@@ -28,8 +36,12 @@ export interface KeyRequestsOptions {
 /** What is missing: a GROUP sender key by id, or a DIRECT message's key by seq. */
 export type MissingKey = { readonly conversationId: string } & ({ readonly senderKeyId: string } | { readonly seq: bigint });
 
+/** How many requests a run remembers having sent; older ones may be sent again. */
+const MAX_REMEMBERED_REQUESTS = 10_000;
+
 export class KeyRequests {
   readonly #options: KeyRequestsOptions;
+  /** Requests sent in this run, oldest first, bounded (see MAX_REMEMBERED_REQUESTS). */
   readonly #asked = new Set<string>();
 
   constructor(options: KeyRequestsOptions) {
@@ -50,11 +62,15 @@ export class KeyRequests {
     });
     await this.#options.toDevice.send([{ device: sender, payload: create(ToDevicePayloadSchema, { kind: { case: "keyRequest", value: request } }) }]);
     this.#asked.add(askedKey);
+    // A Set iterates in insertion order: the oldest request is forgotten first (and may be sent again).
+    if (this.#asked.size > MAX_REMEMBERED_REQUESTS) this.#asked.delete(this.#asked.values().next().value as string);
   }
 
-  /** Answers a request from a verified device, if its user is a member and the key is ours. */
+  /** Answers a request from a verified device, if its user is a member now and the key is ours. */
   async answer(request: KeyRequest, requester: Device): Promise<void> {
-    if (!(await this.#options.members.isMember(request.conversationId, requester.userId))) return;
+    const { members } = this.#options;
+    members.invalidate(request.conversationId);
+    if (!(await members.isMember(request.conversationId, requester.userId))) return;
     if (request.senderKeyId !== "") await this.#resendSenderKey(request.conversationId, request.senderKeyId, requester);
     else if (request.seq > 0n) await this.#shareMessageKey(request.conversationId, request.seq, requester);
   }
@@ -70,8 +86,19 @@ export class KeyRequests {
     if (message?.senderId !== local.userId || message.content.case !== "envelope") return;
     const envelope = message.content.value;
     if (envelope.algorithm !== DIRECT_ALGORITHM || envelope.keyId !== local.deviceId) return;
+    if (requester.userId !== local.userId && !createdNoLaterThan(requester.createdAt, message.createdAt)) return;
     const messageKey = await openDirectMessageKey(readDirectCiphertext(envelope), { deviceId: local.deviceId, boxSecretKey: local.keys.box.secretKey }, local.keys.box.publicKey);
     const share = create(MessageKeyShareSchema, { conversationId, seq, messageKey });
     await toDevice.send([{ device: requester, payload: create(ToDevicePayloadSchema, { kind: { case: "messageKey", value: share } }) }]);
   }
+}
+
+/** Whether the device was created at or before the message (both server times); unknown: no. */
+function createdNoLaterThan(deviceCreatedAt: Timestamp | undefined, messageCreatedAt: Timestamp | undefined): boolean {
+  if (deviceCreatedAt === undefined || messageCreatedAt === undefined) return false;
+  return nanosOf(deviceCreatedAt) <= nanosOf(messageCreatedAt);
+}
+
+function nanosOf(timestamp: Timestamp): bigint {
+  return timestamp.seconds * 1_000_000_000n + BigInt(timestamp.nanos);
 }

@@ -10,7 +10,7 @@ import { SenderKeyDistributionSchema, ToDevicePayloadSchema } from "../../../gen
 import { ConversationType, type Conversation } from "../../../gen/parley/v1/conversation_pb.ts";
 import type { Device } from "../../../gen/parley/v1/device_pb.ts";
 import type { ClientStore } from "../storage.ts";
-import { createSenderKey, type SenderKey } from "../crypto/index.ts";
+import { chainKeyAt, createSenderKey, type SenderKey } from "../crypto/index.ts";
 import type { DeviceDirectory } from "./device-directory.ts";
 import type { LocalDevice } from "./device-identity.ts";
 import type { MemberDirectory } from "./member-directory.ts";
@@ -27,6 +27,13 @@ export interface OutgoingKeyRecord {
   readonly senderKey?: { readonly current: SenderKey; readonly first: SenderKey };
   /** Devices the keys were sent to. */
   readonly distributedTo: readonly string[];
+  /**
+   * GROUP only: the link each device was first given, by device id. A key request from
+   * another user's device is answered from this link, never an earlier one, so a member added
+   * mid-epoch or a device registered since reads nothing sent before it got the key. (Absent
+   * in records kept before this was recorded: such devices get the current link.)
+   */
+  readonly givenAt?: Readonly<Record<string, number>>;
 }
 
 /** What a send needs. */
@@ -88,12 +95,27 @@ export class OutgoingKeys {
   }
 
   /**
-   * Sends a sender key again, from its first link, to one device that asked for it (the
-   * caller checked that it belongs to a current member).
+   * Sends a sender key again to one device that asked for it (the caller checked that it
+   * belongs to a current member). This user's own devices get it from its first link: their
+   * own history. Another user's device gets it from the link it was first given, or, never
+   * given it, from the current link (which is then recorded as its first): nothing sent in
+   * the epoch before it got the key.
    */
   async resend(record: OutgoingKeyRecord, device: Device): Promise<void> {
-    const searchKey = await this.#options.searchKeys.preferred(record.conversationId, record.keyEpoch);
-    await this.#options.toDevice.send([{ device, payload: distributionPayload(record, record.senderKey?.first, searchKey) }]);
+    const { local, searchKeys, toDevice } = this.#options;
+    const searchKey = await searchKeys.preferred(record.conversationId, record.keyEpoch);
+    let link: SenderKey | undefined;
+    if (record.senderKey !== undefined) {
+      const { first, current } = record.senderKey;
+      const givenAt = record.givenAt?.[device.deviceId];
+      if (device.userId === local.userId) link = first;
+      else if (givenAt !== undefined && givenAt >= first.index && givenAt <= current.index) link = { id: first.id, index: givenAt, chainKey: chainKeyAt(first, givenAt) };
+      else {
+        link = current;
+        await this.#save({ ...record, givenAt: { ...record.givenAt, [device.deviceId]: current.index } });
+      }
+    }
+    await toDevice.send([{ device, payload: distributionPayload(record, link, searchKey) }]);
   }
 
   async #distribute(conversation: Conversation, record: OutgoingKeyRecord, searchKey: Uint8Array | undefined): Promise<OutgoingKeyRecord> {
@@ -104,7 +126,11 @@ export class OutgoingKeys {
     if (recipients.length === 0) return record;
     const payload = distributionPayload(record, record.senderKey?.current, searchKey);
     await toDevice.send(recipients.map((device) => ({ device, payload })));
-    return { ...record, distributedTo: [...record.distributedTo, ...recipients.map((device) => device.deviceId)] };
+    const distributedTo = [...record.distributedTo, ...recipients.map((device) => device.deviceId)];
+    const current = record.senderKey?.current;
+    if (current === undefined) return { ...record, distributedTo };
+    const givenAt = { ...record.givenAt, ...Object.fromEntries(recipients.map((device) => [device.deviceId, current.index])) };
+    return { ...record, distributedTo, givenAt };
   }
 
   async #load(conversationId: string, keyEpoch: number): Promise<OutgoingKeyRecord | undefined> {

@@ -34,6 +34,12 @@ describe("device keys", () => {
     assert.deepEqual(restored.boxKeySignature, keys.boxKeySignature);
     assert.throws(() => deserializeDeviceKeys(new Uint8Array(10)));
   });
+
+  it("refuses a stored signing key whose public half does not derive from its seed", () => {
+    const stored = serializeDeviceKeys(createDeviceKeys());
+    // Bytes 32..63 are the Ed25519 public key tweetnacl keeps after the seed.
+    assert.throws(() => deserializeDeviceKeys(flipBit(stored, 40)), /does not match its seed/);
+  });
 });
 
 describe("prekeys", () => {

@@ -4,7 +4,7 @@
  * for so a directory cannot substitute its own box key unnoticed.
  */
 import nacl from "tweetnacl";
-import { concatBytes } from "./bytes.ts";
+import { compareBytes, concatBytes } from "./bytes.ts";
 import { signDetached, verifyDetached } from "./primitives.ts";
 
 /** The private and public halves of a device's keys. Never leaves the device. */
@@ -52,7 +52,7 @@ export async function verifyDeviceBoxKey(device: PublicDeviceKeys): Promise<bool
 
 /**
  * The secrets in one byte string for a ClientStore; the public halves and the signature are
- * derived again on load, so a store cannot hold a mismatched pair.
+ * derived again on load from the 32-byte seeds, so a store cannot hold a mismatched pair.
  */
 export function serializeDeviceKeys(keys: DeviceKeys): Uint8Array {
   return concatBytes(keys.signing.secretKey, keys.box.secretKey);
@@ -61,7 +61,11 @@ export function serializeDeviceKeys(keys: DeviceKeys): Uint8Array {
 /** Inverse of serializeDeviceKeys. */
 export function deserializeDeviceKeys(bytes: Uint8Array): DeviceKeys {
   if (bytes.length !== SIGNING_SECRET_KEY_LENGTH + BOX_SECRET_KEY_LENGTH) throw new Error("stored device keys have the wrong length");
-  const signing = nacl.sign.keyPair.fromSecretKey(bytes.slice(0, SIGNING_SECRET_KEY_LENGTH));
+  // A tweetnacl signing secret key is seed ‖ public key: the public half is derived from the
+  // seed and must match the copy stored, or signatures would not verify under the key listed.
+  const storedSigningSecretKey = bytes.slice(0, SIGNING_SECRET_KEY_LENGTH);
+  const signing = nacl.sign.keyPair.fromSeed(storedSigningSecretKey.slice(0, nacl.sign.seedLength));
+  if (compareBytes(signing.secretKey, storedSigningSecretKey) !== 0) throw new Error("stored device keys: the signing public key does not match its seed");
   const box = nacl.box.keyPair.fromSecretKey(bytes.slice(SIGNING_SECRET_KEY_LENGTH));
   return { signing, box, boxKeySignature: nacl.sign.detached(box.publicKey, signing.secretKey) };
 }

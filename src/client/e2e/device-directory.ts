@@ -45,9 +45,13 @@ export class DeviceDirectory {
    */
   readonly #verified = new Map<string, Device>();
 
-  constructor(keyService: KeyServiceClient, store: ClientStore) {
+  readonly #onError: (error: unknown) => void;
+
+  /** `onError` hears of listings refused because a device id came back with other keys. */
+  constructor(keyService: KeyServiceClient, store: ClientStore, onError: (error: unknown) => void = () => undefined) {
     this.#keyService = keyService;
     this.#store = store;
+    this.#onError = onError;
   }
 
   /** The verified, listed devices of the users, fetching those not cached. */
@@ -59,7 +63,7 @@ export class DeviceDirectory {
       const verified = await Promise.all(devices.map(async (device) => ((await this.#verify(device)) ? device : undefined)));
       for (const userId of batch) this.#devicesByUser.set(userId, []);
       for (const device of verified) {
-        if (device === undefined) continue;
+        if (device === undefined || !(await this.#matchesKept(device))) continue;
         this.#devicesByUser.get(device.userId)?.push(device);
         await this.#remember(device);
       }
@@ -111,6 +115,22 @@ export class DeviceDirectory {
     return verifyDeviceBoxKey(device);
   }
 
+  /**
+   * A device id is bound to the keys it was first verified with: a listing of the same id with
+   * other keys (or another owner) is a directory swapping keys under a known device, and the
+   * device is left out (and reported) rather than trusted.
+   */
+  async #matchesKept(device: Device): Promise<boolean> {
+    let kept: KnownDeviceRecord | undefined = this.#verified.get(device.deviceId);
+    if (kept === undefined) {
+      const bytes = await this.#store.get(storeKeys.knownDevice(device.deviceId));
+      kept = bytes === undefined ? undefined : decodeRecord<KnownDeviceRecord>(bytes);
+    }
+    if (kept === undefined || (kept.userId === device.userId && sameKeys(kept, device))) return true;
+    this.#onError(new Error(`the directory lists device ${device.deviceId} of user ${device.userId} with keys other than those first verified; it is left out`));
+    return false;
+  }
+
   /** Keeps a verified device's record; the first verified record of an id stays. */
   async #remember(device: Device): Promise<void> {
     if (this.#verified.has(device.deviceId)) return;
@@ -129,7 +149,7 @@ export class DeviceDirectory {
   }
 }
 
-function sameKeys(a: Device, b: Device): boolean {
+function sameKeys(a: KnownDeviceRecord, b: KnownDeviceRecord): boolean {
   return (
     compareBytes(a.signingPublicKey, b.signingPublicKey) === 0 &&
     compareBytes(a.boxPublicKey, b.boxPublicKey) === 0 &&

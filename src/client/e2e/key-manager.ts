@@ -112,7 +112,7 @@ export class E2EKeyManager implements MessageCodec {
     this.#local = local;
     this.#onError = options.onError ?? (() => undefined);
     this.#conversations = createClient(ConversationService, transport);
-    this.#devices = new DeviceDirectory(keyService, store);
+    this.#devices = new DeviceDirectory(keyService, store, this.#onError);
     this.#members = new MemberDirectory(this.#conversations, local.userId);
     this.#searchKeys = new SearchKeyStore(store);
     this.#incoming = new IncomingGroupKeys(store);

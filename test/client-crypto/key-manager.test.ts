@@ -343,6 +343,33 @@ describe("E2E key manager", function () {
     assert.equal(await prekeySecrets(), PREKEY_BATCH - 1 + PREKEY_BATCH);
     assert.equal(await unclaimedPrekeys(clients(bobId), bobId, bob.manager.deviceId), PREKEY_LOW_WATER - 1 + PREKEY_BATCH);
   });
+
+  /** Seals a payload from the device (its stored keys) to the recipient's claimed prekey, and sends it. */
+  async function sendPayload(from: TestDevice, to: TestDevice, payload: ReturnType<typeof create<typeof ToDevicePayloadSchema>>): Promise<number> {
+    const { claimed } = await clients(from.userId).keys.claimPrekeys({ deviceIds: [to.manager.deviceId] });
+    const prekey = claimed[0]?.prekey ?? assert.fail("no prekey to claim");
+    const sealed = await sealToDevice(payload, (await storedKeys(from)).box.secretKey, { boxPublicKey: (await storedKeys(to)).box.publicKey, prekey });
+    await clients(from.userId).keys.sendToDevice({ senderDeviceId: from.manager.deviceId, messages: [{ recipientDeviceId: to.manager.deviceId, ...sealed }] });
+    return prekey.keyId;
+  }
+
+  function distributionPayload(conversationId: string, chainKey: Uint8Array) {
+    return create(ToDevicePayloadSchema, { kind: { case: "senderKey", value: { conversationId, keyEpoch: 1, senderKeyId: createSenderKey().id, index: 0, chainKey } } });
+  }
+
+  it("acknowledges a to-device payload that can never be handled: a malformed chain key, a conversation the user left", async () => {
+    const [aliceId, bobId, carolId] = (await newUsers(server, 3, "poison")) as [string, string, string];
+    const alice = await openDevice(aliceId);
+    const bob = await openDevice(bobId);
+    const kept = await createConversation(ConversationType.GROUP, [bobId, aliceId, carolId]);
+    const left = await createConversation(ConversationType.GROUP, [bobId, aliceId, carolId]);
+    await clients(aliceId).conversations.removeMember({ conversationId: left, userId: aliceId });
+    await sendPayload(bob, alice, distributionPayload(kept, new Uint8Array(16)));
+    const prekeyId = await sendPayload(bob, alice, distributionPayload(left, createSenderKey().chainKey));
+    await alice.manager.syncInbox();
+    assert.equal((await inboxOf(clients(aliceId), alice.manager.deviceId)).length, 0, "both were acknowledged, not left to be retried at every drain");
+    assert.equal(await alice.store.get(`e2e/prekeys/secret/${String(prekeyId).padStart(12, "0")}`), undefined, "the opened payload's prekey secret is gone");
+  });
 });
 
 function envelopeOf(message: Message): EncryptedEnvelope {

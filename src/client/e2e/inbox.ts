@@ -2,14 +2,18 @@
  * The device's to-device inbox: each payload is opened with the prekey (or box key) it was
  * sealed to, trusted only if its sender device's box key verifies in the directory, handed to
  * the key manager, and acknowledged. A used prekey's secret is deleted once the payload was
- * handled. Only a device listed now is trusted as a sender: a payload from one revoked since
- * (sent before, processed after) is dropped, so it can install no key for later epochs.
- * Payloads that can never open are acknowledged too, so they do not block the inbox;
- * anything else (the network failing mid-way) is left for the next drain.
+ * opened, even if handling it then fails: a prekey opens one payload once (forward secrecy),
+ * and a payload lost that way is a key the device can ask for again. Only a device listed now
+ * is trusted as a sender: a payload from one revoked since (sent before, processed after) is
+ * dropped, so it can install no key for later epochs. Payloads that can never be handled (a
+ * DecryptError, or a call the server refused for good, such as NOT_FOUND for a conversation
+ * the user left) are acknowledged too, so they do not block the inbox; anything else (the
+ * network failing mid-way) is left for the next drain.
  */
 import type { ToDevicePayload } from "../../../gen/parley/e2e/v1/payload_pb.ts";
 import type { Device, ToDeviceMessage } from "../../../gen/parley/v1/device_pb.ts";
 import { DecryptError, openToDevice } from "../crypto/index.ts";
+import { classifyFailure } from "../rpc-errors.ts";
 import type { DeviceDirectory } from "./device-directory.ts";
 import type { LocalDevice } from "./device-identity.ts";
 import type { PrekeyPool } from "./prekey-pool.ts";
@@ -66,12 +70,15 @@ export class Inbox {
   async #process(message: ToDeviceMessage): Promise<boolean> {
     try {
       const { payload, sender } = await this.#open(message);
-      await this.#options.handle(payload, sender);
-      if (message.prekeyId !== 0) await this.#options.prekeys.discard(message.prekeyId);
+      try {
+        await this.#options.handle(payload, sender);
+      } finally {
+        if (message.prekeyId !== 0) await this.#options.prekeys.discard(message.prekeyId);
+      }
       return true;
     } catch (error) {
       this.#options.onError(error);
-      return error instanceof DecryptError;
+      return error instanceof DecryptError || classifyFailure(error) === "permanent";
     }
   }
 

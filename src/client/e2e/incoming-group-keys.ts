@@ -7,7 +7,7 @@
 import type { SenderKeyDistribution } from "../../../gen/parley/e2e/v1/payload_pb.ts";
 import type { Device } from "../../../gen/parley/v1/device_pb.ts";
 import type { ClientStore } from "../storage.ts";
-import { mergeEarlierDistribution, receiverChainFrom, type ReceiverChain } from "../crypto/index.ts";
+import { DecryptError, mergeEarlierDistribution, receiverChainFrom, type ReceiverChain } from "../crypto/index.ts";
 import { decodeRecord, encodeRecord } from "./stored-record.ts";
 import { storeKeys } from "./store-keys.ts";
 
@@ -60,7 +60,7 @@ export class IncomingGroupKeys {
    * add earlier links (see mergeEarlierDistribution), never rewind the chain past a replay.
    */
   async install(distribution: SenderKeyDistribution, sender: Device): Promise<void> {
-    if (distribution.chainKey.length !== CHAIN_KEY_LENGTH) throw new Error("sender key distribution has a chain key of the wrong length");
+    if (distribution.chainKey.length !== CHAIN_KEY_LENGTH) throw new DecryptError("malformed", "sender key distribution has a chain key of the wrong length");
     const existing = await this.find(sender.deviceId, distribution.senderKeyId);
     if (existing !== undefined) {
       if (existing.conversationId !== distribution.conversationId || existing.keyEpoch !== distribution.keyEpoch) return;

@@ -7,7 +7,7 @@
  * Calls run one at a time (see SerialQueue): each reads and writes key state in the store.
  */
 import { create } from "@bufbuild/protobuf";
-import { createClient, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import type { GroupCiphertext, PlainContent, SenderKeyDistribution, ToDevicePayload } from "../../../gen/parley/e2e/v1/payload_pb.ts";
 import type { Conversation } from "../../../gen/parley/v1/conversation_pb.ts";
 import { ConversationService } from "../../../gen/parley/v1/conversation_service_pb.ts";
@@ -355,8 +355,18 @@ export class E2EKeyManager implements MessageCodec {
   }
 
   async #distributeToNewDevices(conversationId: string): Promise<void> {
-    const { conversation } = await this.#conversations.getConversation({ conversationId });
+    const conversation = await this.#conversationOrUndefined(conversationId);
     if (conversation?.encrypted === true) await this.#outgoing.distributeToNewDevices(conversation);
+  }
+
+  /** The conversation, or undefined when the server does not show it to this user (NOT_FOUND: they left or were removed). */
+  async #conversationOrUndefined(conversationId: string): Promise<Conversation | undefined> {
+    try {
+      return (await this.#conversations.getConversation({ conversationId })).conversation;
+    } catch (error) {
+      if (error instanceof ConnectError && error.code === Code.NotFound) return undefined;
+      throw error;
+    }
   }
 
   async #handlePayload(payload: ToDevicePayload, sender: Device): Promise<void> {
@@ -382,9 +392,10 @@ export class E2EKeyManager implements MessageCodec {
    * epoch having moved on, the sender's listing is read afresh too: it may be what moved it.
    */
   async #checkDistributionEpoch(distribution: SenderKeyDistribution, sender: Device): Promise<void> {
-    const { conversation } = await this.#conversations.getConversation({ conversationId: distribution.conversationId });
-    if (conversation !== undefined) this.#noteEpoch(conversation);
-    if (conversation === undefined || distribution.keyEpoch > conversation.keyEpoch) {
+    const conversation = await this.#conversationOrUndefined(distribution.conversationId);
+    if (conversation === undefined) throw new DecryptError("not_for_this_device", "a key distribution for a conversation this user is no longer in");
+    this.#noteEpoch(conversation);
+    if (distribution.keyEpoch > conversation.keyEpoch) {
       throw new DecryptError("stale_epoch", "a sender key for an epoch the conversation has not reached");
     }
     this.#devices.invalidate(sender.userId);

@@ -2,6 +2,7 @@
  * Who is in a conversation now, cached until a member_added or member_removed event. Sender
  * keys go to these users' devices, and key material is accepted only from them.
  */
+import { Code, ConnectError } from "@connectrpc/connect";
 import { ConversationType, type Conversation } from "../../../gen/parley/v1/conversation_pb.ts";
 import type { ConversationServiceClient } from "./services.ts";
 
@@ -23,14 +24,19 @@ export class MemberDirectory {
     return this.membersById(conversation.id);
   }
 
-  /** The members of a conversation known by id only. */
+  /**
+   * The members of a conversation known by id only. A conversation the server does not show
+   * this user (NOT_FOUND: the user left or was removed) has, as far as it can know, no members:
+   * nothing is accepted from or sent to anyone for it.
+   */
   async membersById(conversationId: string): Promise<string[]> {
     const cached = this.#memberIds.get(conversationId);
     if (cached !== undefined) return cached;
     const memberIds: string[] = [];
     let pageToken = "";
     do {
-      const page = await this.#conversations.listMembers({ conversationId, pageSize: MEMBERS_PAGE_SIZE, pageToken });
+      const page = await this.#listMembers(conversationId, pageToken);
+      if (page === undefined) return [];
       memberIds.push(...page.members.map((member) => member.userId));
       pageToken = page.nextPageToken;
     } while (pageToken !== "");
@@ -43,6 +49,15 @@ export class MemberDirectory {
     if ((await this.membersById(conversationId)).includes(userId)) return true;
     this.invalidate(conversationId);
     return (await this.membersById(conversationId)).includes(userId);
+  }
+
+  async #listMembers(conversationId: string, pageToken: string) {
+    try {
+      return await this.#conversations.listMembers({ conversationId, pageSize: MEMBERS_PAGE_SIZE, pageToken });
+    } catch (error) {
+      if (error instanceof ConnectError && error.code === Code.NotFound) return undefined;
+      throw error;
+    }
   }
 
   /** Forgets a conversation's members. */

@@ -63,7 +63,8 @@ CREATE TABLE to_device_messages (
 CREATE UNIQUE INDEX to_device_messages_by_id ON to_device_messages (recipient_device_id, id);
 
 -- Attachments sealed on the client for an encrypted conversation: readable by its members.
-ALTER TABLE media ADD COLUMN conversation_id uuid;
+ALTER TABLE media ADD COLUMN conversation_id uuid,
+  ADD CONSTRAINT media_attachments_are_encrypted CHECK ((type = 7) = (conversation_id IS NOT NULL)); -- 7: MEDIA_TYPE_ENCRYPTED
 
 -- Blind-index tokens of encrypted messages in conversations with blind search. Queries are
 -- always within one conversation and key epoch, so the table shards with the conversation.

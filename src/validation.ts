@@ -44,3 +44,18 @@ export function requireSeq(field: string, value: bigint, { allowZero = false } =
   if (value < 0n || (value === 0n && !allowZero)) throw new InvalidInputError(field, allowZero ? "must not be negative" : "must be positive");
   return value;
 }
+
+const INT8_MAX = 2n ** 63n - 1n;
+const INT4_MAX = 2 ** 31 - 1;
+
+/** A non-negative whole number in decimal that fits PostgreSQL's int8 (from a page token). */
+export function requireInt8Digits(field: string, value: string): string {
+  if (!/^\d{1,19}$/.test(value) || BigInt(value) > INT8_MAX) throw new InvalidInputError(field, "is not a token this call issued");
+  return value;
+}
+
+/** A uint32 from the wire that must fit PostgreSQL's int4 (key epochs). */
+export function requireInt4(field: string, value: number): number {
+  if (value > INT4_MAX) throw new InvalidInputError(field, `is larger than ${INT4_MAX}`);
+  return value;
+}

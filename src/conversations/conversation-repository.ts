@@ -5,6 +5,7 @@
 import { sql, type Kysely, type RawBuilder, type Transaction } from "kysely";
 import type { Database } from "../db/schema.ts";
 import { previewColumns } from "../messages/message-repository.ts";
+import type { ConversationEncryption } from "../messages/encryption-rules.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -172,6 +173,34 @@ export async function advanceKeyEpoch(tx: Db, conversationId: string): Promise<n
   return row.key_epoch;
 }
 
+/**
+ * Moves every encrypted conversation of the user to its next key epoch, locking them in id
+ * order (as sends do, so the two never deadlock); returns each with its new epoch.
+ */
+export async function advanceKeyEpochsOf(tx: Db, userId: string): Promise<Array<{ id: string; key_epoch: number }>> {
+  const result = await sql<{ id: string; key_epoch: number }>`
+    with locked as (
+      select c.id from conversations c
+      where c.encrypted and c.id in (select m.conversation_id from conversation_members m where m.user_id = ${userId})
+      order by c.id for update
+    )
+    update conversations c set key_epoch = c.key_epoch + 1
+    from locked where c.id = locked.id
+    returning c.id, c.key_epoch`.execute(tx);
+  return result.rows;
+}
+
+/** The user's encrypted conversations and their current key epochs. */
+export async function findEncryptedConversationsOf(db: Db, userId: string): Promise<Array<{ id: string; key_epoch: number }>> {
+  return db
+    .selectFrom("conversation_members as m")
+    .innerJoin("conversations as c", "c.id", "m.conversation_id")
+    .select(["c.id", "c.key_epoch"])
+    .where("m.user_id", "=", userId)
+    .where("c.encrypted", "=", true)
+    .execute();
+}
+
 /** The user's role in the conversation, or undefined when they are not a member. */
 export async function findRole(db: Db, conversationId: string, userId: string): Promise<number | undefined> {
   const row = await db
@@ -326,20 +355,6 @@ export async function advanceReadPosition(tx: Transaction<Database>, conversatio
   return result.rows[0];
 }
 
-/**
- * The conversation's encryption settings, read under its lock taken shared: a removal (which
- * moves the key epoch on) waits for the caller's transaction, or the caller sees its epoch.
- */
-export async function lockConversationEncryption(tx: Transaction<Database>, conversationId: string) {
-  const row = await tx
-    .selectFrom("conversations")
-    .select(["encrypted", "blind_search", "key_epoch"])
-    .where("id", "=", conversationId)
-    .forShare()
-    .executeTakeFirst();
-  return row && { encrypted: row.encrypted, blindSearch: row.blind_search, keyEpoch: row.key_epoch };
-}
-
 /** The conversation's encryption settings, if the user is a member of it. */
 export async function findMemberConversationEncryption(db: Db, conversationId: string, userId: string) {
   return db
@@ -351,10 +366,14 @@ export async function findMemberConversationEncryption(db: Db, conversationId: s
     .executeTakeFirst();
 }
 
-/** Takes the conversation's lock shared: concurrent reads proceed, sends, deletes and joins wait. */
-export async function lockConversationShared(tx: Transaction<Database>, conversationId: string): Promise<boolean> {
-  const row = await tx.selectFrom("conversations").select("id").where("id", "=", conversationId).forShare().executeTakeFirst();
-  return row !== undefined;
+/**
+ * Takes the conversation's lock shared (concurrent reads proceed; sends, deletes, joins and
+ * removals, which move the key epoch on, wait) and returns its encryption settings as they
+ * stand under it; undefined when there is no such conversation.
+ */
+export async function lockConversationShared(tx: Transaction<Database>, conversationId: string): Promise<ConversationEncryption | undefined> {
+  const row = await tx.selectFrom("conversations").select(["encrypted", "blind_search", "key_epoch"]).where("id", "=", conversationId).forShare().executeTakeFirst();
+  return row && { encrypted: row.encrypted, blindSearch: row.blind_search, keyEpoch: row.key_epoch };
 }
 
 export async function findReadCounters(db: Db, conversationId: string, userId: string): Promise<ReadCounters | undefined> {

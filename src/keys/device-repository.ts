@@ -31,11 +31,25 @@ export async function findDevice(db: Db, deviceId: string): Promise<DeviceRow | 
 }
 
 /**
- * The user's active devices, their rows locked: registrations of one user queue behind each
- * other here, so the per-user device limit holds under concurrency.
+ * Serializes registrations that could collide: those of one signing key (so a concurrent
+ * second registration finds the first instead of failing on the unique index) and those of
+ * one user (so the per-user device limit holds). Transaction-scoped advisory locks, always
+ * taken key first, then user, so two registrations never wait for each other in a cycle.
  */
-export async function lockActiveDevices(tx: Transaction<Database>, userId: string): Promise<DeviceRow[]> {
-  return tx.selectFrom("devices").selectAll().where("user_id", "=", userId).where("revoked_at", "is", null).forUpdate().execute();
+export async function lockRegistration(tx: Transaction<Database>, signingPublicKey: Uint8Array, userId: string): Promise<void> {
+  await sql`select pg_advisory_xact_lock(hashtextextended(${`device-key:${Buffer.from(signingPublicKey).toString("hex")}`}, 0))`.execute(tx);
+  await sql`select pg_advisory_xact_lock(hashtextextended(${`device-user:${userId}`}, 0))`.execute(tx);
+}
+
+/** How many devices the user has that are not revoked. */
+export async function countActiveDevices(db: Db, userId: string): Promise<number> {
+  const row = await db
+    .selectFrom("devices")
+    .select((eb) => eb.fn.countAll<string>().as("n"))
+    .where("user_id", "=", userId)
+    .where("revoked_at", "is", null)
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
 }
 
 export async function insertDevice(tx: Db, device: NewDevice): Promise<DeviceRow> {
@@ -132,34 +146,6 @@ export async function claimPrekeys(tx: Db, deviceIds: readonly string[]): Promis
   return result.rows;
 }
 
-/**
- * Moves every encrypted conversation of the user to its next key epoch, locking them in id
- * order (as sends do, so the two never deadlock); returns each with its new epoch.
- */
-export async function advanceKeyEpochsOf(tx: Db, userId: string): Promise<Array<{ id: string; key_epoch: number }>> {
-  const result = await sql<{ id: string; key_epoch: number }>`
-    with locked as (
-      select c.id from conversations c
-      where c.encrypted and c.id in (select m.conversation_id from conversation_members m where m.user_id = ${userId})
-      order by c.id for update
-    )
-    update conversations c set key_epoch = c.key_epoch + 1
-    from locked where c.id = locked.id
-    returning c.id, c.key_epoch`.execute(tx);
-  return result.rows;
-}
-
-/** The user's encrypted conversations and their current key epochs. */
-export async function findEncryptedConversationsOf(db: Db, userId: string): Promise<Array<{ id: string; key_epoch: number }>> {
-  return db
-    .selectFrom("conversation_members as m")
-    .innerJoin("conversations as c", "c.id", "m.conversation_id")
-    .select(["c.id", "c.key_epoch"])
-    .where("m.user_id", "=", userId)
-    .where("c.encrypted", "=", true)
-    .execute();
-}
-
 /** Of these users, those who share a conversation with the user (the user counts too). */
 export async function findUsersSharingAConversation(db: Db, userId: string, others: readonly string[]): Promise<Set<string>> {
   if (others.length === 0) return new Set();
@@ -174,8 +160,12 @@ export async function findUsersSharingAConversation(db: Db, userId: string, othe
   return new Set([userId, ...rows.map((r) => r.user_id)]);
 }
 
-/** The active devices among these ids. */
-export async function listActiveDevicesById(db: Db, deviceIds: readonly string[]): Promise<DeviceRow[]> {
+/**
+ * The active devices among these ids. With `lock`, their rows are locked shared until the
+ * transaction ends, so a revocation (an update of the row) waits for it, or is seen by it.
+ */
+export async function listActiveDevicesById(db: Db, deviceIds: readonly string[], lock = false): Promise<DeviceRow[]> {
   if (deviceIds.length === 0) return [];
-  return db.selectFrom("devices").selectAll().where("id", "in", [...deviceIds]).where("revoked_at", "is", null).execute();
+  const query = db.selectFrom("devices").selectAll().where("id", "in", [...deviceIds]).where("revoked_at", "is", null).orderBy("id");
+  return (lock ? query.forShare() : query).execute();
 }

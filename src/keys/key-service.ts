@@ -29,6 +29,7 @@ import {
   type UploadPrekeysRequest,
 } from "../../gen/parley/v1/key_service_pb.ts";
 import { requireCaller } from "../auth/user-context.ts";
+import { advanceKeyEpochsOf, findEncryptedConversationsOf } from "../conversations/conversation-repository.ts";
 import type { Database } from "../db/schema.ts";
 import {
   AlreadyExistsError,
@@ -42,7 +43,7 @@ import { newId } from "../ids.ts";
 import type { NewEvent } from "../log/event-log.ts";
 import { writeWithEvents, type EventPublisher } from "../log/event-publisher.ts";
 import { decodePageToken, encodePageToken } from "../page-token.ts";
-import { boundedText, pageSize, requireUserId, requireUuid } from "../validation.ts";
+import { boundedText, pageSize, requireInt8Digits, requireUserId, requireUuid } from "../validation.ts";
 import * as devices from "./device-repository.ts";
 import { deviceChanged, toDeviceMessageReceived } from "./key-events.ts";
 import { toDevice, toPrekey, toToDeviceMessage } from "./key-mapper.ts";
@@ -83,11 +84,11 @@ export class KeyService implements ServiceImpl<typeof KeyServiceDesc> {
     const existing = await devices.findDeviceBySigningKey(this.#db, req.signingPublicKey);
     if (existing) return this.#answerRepeatedRegistration(existing, userId);
     const { device, created } = await this.#write(async (tx, recorded) => {
-      const active = await devices.lockActiveDevices(tx, userId);
+      await devices.lockRegistration(tx, req.signingPublicKey, userId);
       // A concurrent registration of the same key may have committed while we waited.
       const raced = await devices.findDeviceBySigningKey(tx, req.signingPublicKey);
       if (raced) return { device: raced, created: false };
-      if (active.length >= MAX_DEVICES_PER_USER) {
+      if ((await devices.countActiveDevices(tx, userId)) >= MAX_DEVICES_PER_USER) {
         throw new ResourceExhaustedError(`a user has at most ${MAX_DEVICES_PER_USER} devices: revoke one first`, "TOO_MANY_DEVICES");
       }
       const row = await devices.insertDevice(tx, {
@@ -99,7 +100,7 @@ export class KeyService implements ServiceImpl<typeof KeyServiceDesc> {
         displayName,
       });
       if (!(await devices.insertPrekeys(tx, row.id, prekeys))) throw duplicatePrekey();
-      recorded.push(...deviceChanged(userId, row.id, false, await devices.findEncryptedConversationsOf(tx, userId)));
+      recorded.push(...deviceChanged(userId, row.id, false, await findEncryptedConversationsOf(tx, userId)));
       return { device: row, created: true };
     });
     if (!created) return this.#answerRepeatedRegistration(device, userId);
@@ -133,10 +134,12 @@ export class KeyService implements ServiceImpl<typeof KeyServiceDesc> {
   }
 
   async claimPrekeys(req: ClaimPrekeysRequest, ctx: HandlerContext) {
-    requireCaller(ctx);
+    const { userId } = requireCaller(ctx);
     if (req.deviceIds.length === 0 || req.deviceIds.length > MAX_BATCH) throw new InvalidInputError("device_ids", `must name 1 to ${MAX_BATCH} devices`);
     const deviceIds = req.deviceIds.map((id, i) => requireUuid(`device_ids[${i}]`, id));
-    const claimed = new Map((await devices.claimPrekeys(this.#db, [...new Set(deviceIds)])).map((row) => [row.device_id, toPrekey(row)]));
+    // Only devices the caller could send to: a stranger cannot drain anyone's prekeys.
+    const reachable = await this.#reachableDevices(this.#db, userId, deviceIds);
+    const claimed = new Map((await devices.claimPrekeys(this.#db, [...reachable.keys()])).map((row) => [row.device_id, toPrekey(row)]));
     return create(ClaimPrekeysResponseSchema, {
       // A device named twice gets its prekey once: handing out two would waste one.
       claimed: deviceIds.map((deviceId, i) =>
@@ -155,7 +158,7 @@ export class KeyService implements ServiceImpl<typeof KeyServiceDesc> {
       if (!(await devices.revokeDevice(tx, deviceId))) return;
       await inbox.emptyInbox(tx, deviceId);
       // What is sent from now on must not be readable with a key the revoked device holds.
-      recorded.push(...deviceChanged(userId, deviceId, true, await devices.advanceKeyEpochsOf(tx, userId)));
+      recorded.push(...deviceChanged(userId, deviceId, true, await advanceKeyEpochsOf(tx, userId)));
     });
     return create(RevokeDeviceResponseSchema, {});
   }
@@ -177,13 +180,14 @@ export class KeyService implements ServiceImpl<typeof KeyServiceDesc> {
       return { ...m, recipientDeviceId };
     });
     await this.#ownActiveDevice(this.#db, senderDeviceId, userId);
-    const recipients = new Map((await devices.listActiveDevicesById(this.#db, [...new Set(outgoing.map((m) => m.recipientDeviceId))])).map((d) => [d.id, d.user_id]));
-    const reachable = await devices.findUsersSharingAConversation(this.#db, userId, [...new Set(recipients.values())]);
-    const unreachable = outgoing.findIndex((m) => !reachable.has(recipients.get(m.recipientDeviceId) ?? ""));
-    // Unknown, revoked and strangers' devices look alike: the caller learns nothing of them.
-    if (unreachable >= 0) throw new NotFoundError(`device of messages[${unreachable}]`);
 
     const stored = await this.#write(async (tx, recorded) => {
+      // Checked in the transaction that writes, the devices locked: a revocation either waits
+      // for this (and empties the inbox after) or committed before (and the device is gone).
+      const recipients = await this.#reachableDevices(tx, userId, outgoing.map((m) => m.recipientDeviceId), true);
+      const unreachable = outgoing.findIndex((m) => !recipients.has(m.recipientDeviceId));
+      // Unknown, revoked and strangers' devices look alike: the caller learns nothing of them.
+      if (unreachable >= 0) throw new NotFoundError(`device of messages[${unreachable}]`);
       const rows = await inbox.insertToDeviceMessages(
         tx,
         outgoing.map((m) => ({
@@ -212,8 +216,7 @@ export class KeyService implements ServiceImpl<typeof KeyServiceDesc> {
     if (req.pageToken !== "") {
       const token = decodePageToken("inbox", req.pageToken, ["d", "n"] as const);
       if (token.d !== deviceId) throw new InvalidInputError("page_token", "belongs to another device");
-      after = String(token.n);
-      if (!/^\d+$/.test(after)) throw new InvalidInputError("page_token", "is not a token this call issued");
+      after = requireInt8Digits("page_token", String(token.n));
     }
     await this.#ownDevice(this.#db, deviceId, userId);
     const rows = await inbox.listToDeviceMessages(this.#db, deviceId, after, limit + 1);
@@ -232,6 +235,16 @@ export class KeyService implements ServiceImpl<typeof KeyServiceDesc> {
     const ids = req.messageIds.map((id, i) => requireUuid(`message_ids[${i}]`, id));
     await this.#ownDevice(this.#db, deviceId, userId);
     return create(AckToDeviceMessagesResponseSchema, { deleted: await inbox.deleteToDeviceMessages(this.#db, deviceId, ids) });
+  }
+
+  /**
+   * Of these device ids, the active devices whose users share a conversation with the caller
+   * (the caller's own included), with their owners.
+   */
+  async #reachableDevices(db: Kysely<Database> | Transaction<Database>, userId: string, deviceIds: readonly string[], lock = false): Promise<Map<string, string>> {
+    const active = await devices.listActiveDevicesById(db, [...new Set(deviceIds)], lock);
+    const reachableUsers = await devices.findUsersSharingAConversation(db, userId, [...new Set(active.map((d) => d.user_id))]);
+    return new Map(active.filter((d) => reachableUsers.has(d.user_id)).map((d) => [d.id, d.user_id]));
   }
 
   /** A registration of a key already in the directory: the same device again, or a conflict. */

@@ -5,10 +5,10 @@
  * conversation's lock, so a removal that moves the epoch on cannot slip in between.
  */
 import { FailedPreconditionError, InvalidInputError } from "../errors.ts";
+import { parseBlindTokens } from "../search/blind-tokens.ts";
 import type { MessageContent } from "./message-content.ts";
 
-const MIN_TOKEN_BYTES = 8;
-const MAX_TOKEN_BYTES = 32;
+/** Search tokens one message may carry: one per distinct word, as many as the SDK makes. */
 const MAX_TOKENS = 256;
 
 /** The encryption settings of a conversation, as read under its lock. */
@@ -18,17 +18,9 @@ export interface ConversationEncryption {
   keyEpoch: number;
 }
 
-/** Checks each token's size and count; duplicates count once. */
+/** A send's or edit's search tokens, checked (none is fine). */
 export function parseSearchTokens(tokens: readonly Uint8Array[]): Uint8Array[] {
-  if (tokens.length > MAX_TOKENS) throw new InvalidInputError("search_tokens", `has ${tokens.length} tokens; at most ${MAX_TOKENS}`);
-  const unique = new Map<string, Uint8Array>();
-  tokens.forEach((token, i) => {
-    if (token.length < MIN_TOKEN_BYTES || token.length > MAX_TOKEN_BYTES) {
-      throw new InvalidInputError(`search_tokens[${i}]`, `must be ${MIN_TOKEN_BYTES} to ${MAX_TOKEN_BYTES} bytes`);
-    }
-    unique.set(Buffer.from(token).toString("base64"), token);
-  });
-  return [...unique.values()];
+  return parseBlindTokens("search_tokens", tokens, { min: 0, max: MAX_TOKENS });
 }
 
 /** Why this content (with these tokens) may not be written to the conversation, or null. */

@@ -13,7 +13,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Kysely, Transaction } from "kysely";
 import { MessageDeletedSchema, MessageEditedSchema, type Event } from "../../gen/parley/v1/event_pb.ts";
 import { MessageDeletionSchema, type Message } from "../../gen/parley/v1/message_pb.ts";
-import { ConversationKind, findRole, lockConversation, lockConversationEncryption, Role } from "../conversations/conversation-repository.ts";
+import { ConversationKind, findRole, lockConversation, lockConversationShared, Role } from "../conversations/conversation-repository.ts";
 import { deleteBlindTokens, insertBlindTokens } from "../search/blind-index-repository.ts";
 import { encryptionViolation } from "./encryption-rules.ts";
 import type { Database } from "../db/schema.ts";
@@ -42,7 +42,7 @@ export class MessageLifecycle {
    */
   async edit(conversationId: string, seq: bigint, userId: string, content: MessageContent, searchTokens: readonly Uint8Array[]): Promise<MessageWithReplyRow> {
     return this.#write(async (tx, recorded) => {
-      const encryption = await lockConversationEncryption(tx, conversationId);
+      const encryption = await lockConversationShared(tx, conversationId);
       if (!encryption || (await findRole(tx, conversationId, userId)) === undefined) throw new NotFoundError("conversation");
       const message = await lockMessage(tx, conversationId, seq);
       if (!message) throw new NotFoundError("message");

@@ -11,15 +11,14 @@ import type { Database } from "../db/schema.ts";
 import { InvalidInputError } from "../errors.ts";
 import { findMessagesWithReply } from "../messages/message-repository.ts";
 import { toMessagesWithReactions } from "../messages/messages-with-reactions.ts";
-import { requireUuid } from "../validation.ts";
+import { requireInt4, requireInt8Digits, requireUuid } from "../validation.ts";
 import { findBlindMatches, type BlindMatch } from "./blind-index-repository.ts";
-import { findBlindSearchConversationIds } from "./search-repository.ts";
+import { parseBlindTokens } from "./blind-tokens.ts";
+import { findMemberConversationIds } from "./search-repository.ts";
 import type { SearchAfter } from "./search-index.ts";
 
 const MAX_BLIND_QUERIES = 64;
 const MAX_QUERY_TOKENS = 16;
-const MIN_TOKEN_BYTES = 8;
-const MAX_TOKEN_BYTES = 32;
 
 /** The filters every search takes. */
 export interface SearchFilters {
@@ -44,7 +43,7 @@ export async function searchBlind(
 ): Promise<BlindPage> {
   const matches = parseBlindQueries(queries);
   // Conversations the caller has left, or that never had blind search, simply never match.
-  const searchable = new Set(await findBlindSearchConversationIds(db, userId, [...new Set(matches.map((m) => m.conversationId))]));
+  const searchable = new Set(await findMemberConversationIds(db, userId, [...new Set(matches.map((m) => m.conversationId))], { blindSearch: true }));
   const allowed = matches.filter((m) => searchable.has(m.conversationId));
   if (allowed.length === 0) return { hits: [], next: null };
   const rows = await findBlindMatches(db, allowed, { ...filters, after: afterPosition(after), limit: filters.limit + 1 });
@@ -66,23 +65,21 @@ function parseBlindQueries(queries: readonly BlindQuery[]): BlindMatch[] {
   if (queries.length > MAX_BLIND_QUERIES) throw new InvalidInputError("blind_queries", `has more than ${MAX_BLIND_QUERIES} queries`);
   return queries.map((query, i) => {
     const field = `blind_queries[${i}]`;
-    if (query.tokens.length === 0 || query.tokens.length > MAX_QUERY_TOKENS) {
-      throw new InvalidInputError(`${field}.tokens`, `must hold 1 to ${MAX_QUERY_TOKENS} tokens`);
-    }
-    const tokens = new Map<string, Uint8Array>();
-    query.tokens.forEach((token, j) => {
-      if (token.length < MIN_TOKEN_BYTES || token.length > MAX_TOKEN_BYTES) {
-        throw new InvalidInputError(`${field}.tokens[${j}]`, `must be ${MIN_TOKEN_BYTES} to ${MAX_TOKEN_BYTES} bytes`);
-      }
-      tokens.set(Buffer.from(token).toString("base64"), token);
-    });
-    return { conversationId: requireUuid(`${field}.conversation_id`, query.conversationId), keyEpoch: query.keyEpoch, tokens: [...tokens.values()] };
+    return {
+      conversationId: requireUuid(`${field}.conversation_id`, query.conversationId),
+      keyEpoch: requireInt4(`${field}.key_epoch`, query.keyEpoch),
+      tokens: parseBlindTokens(`${field}.tokens`, query.tokens, { min: 1, max: MAX_QUERY_TOKENS }),
+    };
   });
 }
 
 function afterPosition(after: SearchAfter | null) {
   if (after === null) return null;
   const [createdUs, conversationId, seq] = after.map(String);
-  if (after.length !== 3 || !/^\d+$/.test(createdUs!) || !/^\d+$/.test(seq!)) throw new InvalidInputError("page_token", "is not a token this call issued");
-  return { createdUs: createdUs!, conversationId: requireUuid("page_token", conversationId!), seq: seq! };
+  if (after.length !== 3) throw new InvalidInputError("page_token", "is not a token this call issued");
+  return {
+    createdUs: requireInt8Digits("page_token", createdUs!),
+    conversationId: requireUuid("page_token", conversationId!),
+    seq: requireInt8Digits("page_token", seq!),
+  };
 }

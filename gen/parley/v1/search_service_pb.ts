@@ -286,10 +286,11 @@ export const SearchOrderSchema: GenEnum<SearchOrder> = /*@__PURE__*/
 /**
  * Full-text search over the messages of the conversations the caller is a member of.
  * Membership is checked when the search runs, so a conversation the caller has left
- * drops out of results at once. End-to-end encrypted messages are never indexed, and
- * deleted messages are never returned. Encrypted conversations with blind search are
- * searched with blind-index tokens instead (blind_queries), written with the message. The index follows sends, edits and deletes
- * asynchronously: a message is usually searchable within a second of being sent.
+ * drops out of results at once. Deleted messages are never returned. The full-text index
+ * follows sends, edits and deletes asynchronously: a message is usually searchable within
+ * a second of being sent. End-to-end encrypted messages are never in it; encrypted
+ * conversations with blind search are searched by blind-index tokens instead
+ * (blind_queries), which are written in the same transaction as the message.
  *
  * @generated from service parley.v1.SearchService
  */

@@ -370,6 +370,21 @@ describe("E2E key manager", function () {
     assert.equal((await inboxOf(clients(aliceId), alice.manager.deviceId)).length, 0, "both were acknowledged, not left to be retried at every drain");
     assert.equal(await alice.store.get(`e2e/prekeys/secret/${String(prekeyId).padStart(12, "0")}`), undefined, "the opened payload's prekey secret is gone");
   });
+
+  it("does not process a to-device message again when the feed announces one the drain already handled", async () => {
+    const [aliceId, bobId, carolId] = (await newUsers(server, 3, "replay")) as [string, string, string];
+    const errors: unknown[] = [];
+    const store = new MemoryStore();
+    const alice = { userId: aliceId, store, manager: await E2EKeyManager.open({ store, transport: transportFor(aliceId), userId: aliceId, deviceName: "alice", onError: (e) => errors.push(e) }) };
+    const bob = await openDevice(bobId);
+    const conversationId = await createConversation(ConversationType.GROUP, [bobId, aliceId, carolId]);
+    await sendPayload(bob, alice, distributionPayload(conversationId, createSenderKey().chainKey));
+    const [message] = await inboxOf(clients(aliceId), alice.manager.deviceId);
+    await alice.manager.syncInbox();
+    assert.deepEqual(errors, []);
+    await alice.manager.onEvent(create(EventSchema, { kind: { case: "toDeviceMessage", value: { message } } }));
+    assert.deepEqual(errors, [], "the replayed event was skipped, not opened again with its used prekey");
+  });
 });
 
 function envelopeOf(message: Message): EncryptedEnvelope {

@@ -8,7 +8,10 @@
  * dropped, so it can install no key for later epochs. Payloads that can never be handled (a
  * DecryptError, or a call the server refused for good, such as NOT_FOUND for a conversation
  * the user left) are acknowledged too, so they do not block the inbox; anything else (the
- * network failing mid-way) is left for the next drain.
+ * network failing mid-way) is left for the next drain. The feed also announces messages a
+ * drain lists (and replays those events after a reconnect): ids finished with in this run are
+ * remembered, boundedly, and not processed twice (a key request would be answered twice, a
+ * prekey-sealed payload would fail on its deleted prekey).
  */
 import type { ToDevicePayload } from "../../../gen/parley/e2e/v1/payload_pb.ts";
 import type { Device, ToDeviceMessage } from "../../../gen/parley/v1/device_pb.ts";
@@ -20,6 +23,8 @@ import type { PrekeyPool } from "./prekey-pool.ts";
 import type { KeyServiceClient } from "./services.ts";
 
 const INBOX_PAGE_SIZE = 100;
+/** How many finished message ids a run remembers; the oldest are forgotten first. */
+const MAX_REMEMBERED_IDS = 5000;
 
 export interface InboxOptions {
   readonly keyService: KeyServiceClient;
@@ -34,6 +39,8 @@ export interface InboxOptions {
 
 export class Inbox {
   readonly #options: InboxOptions;
+  /** Ids of messages finished with in this run, oldest first. */
+  readonly #finished = new Set<string>();
 
   constructor(options: InboxOptions) {
     this.#options = options;
@@ -68,6 +75,16 @@ export class Inbox {
 
   /** True when the message is finished with (handled, or never going to open). */
   async #process(message: ToDeviceMessage): Promise<boolean> {
+    if (this.#finished.has(message.id)) return true;
+    const finished = await this.#handleOnce(message);
+    if (finished) {
+      this.#finished.add(message.id);
+      if (this.#finished.size > MAX_REMEMBERED_IDS) this.#finished.delete(this.#finished.values().next().value as string);
+    }
+    return finished;
+  }
+
+  async #handleOnce(message: ToDeviceMessage): Promise<boolean> {
     try {
       const { payload, sender } = await this.#open(message);
       try {

@@ -4,6 +4,16 @@ import type { Message, EncryptedEnvelope } from "../../gen/parley/v1/message_pb.
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
 import type { BlindQuery } from "../../gen/parley/v1/search_service_pb.ts";
 import type { PlainContent } from "../../gen/parley/e2e/v1/payload_pb.ts";
+/**
+ * A codec's refusal that no retry can change (the conversation is not encrypted, the peer has
+ * no device to encrypt to, key state the send needs is missing): the outbox marks the send
+ * failed and tells the app, instead of retrying it, in strict order, for ever. Anything else a
+ * codec throws from the network is retried as the call's own error says.
+ */
+export class CodecRefusedError extends Error {
+  override readonly name = "CodecRefusedError";
+}
+
 export interface MessageCodec {
   /** Encrypts content for the conversation at its current key epoch (distributing keys first if needed). */
   encrypt(conversation: Conversation, content: PlainContent): Promise<{ envelope: EncryptedEnvelope; searchTokens: Uint8Array[] }>;

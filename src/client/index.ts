@@ -5,7 +5,7 @@
 export { ParleyClient } from "./parley-client.ts";
 export { Attachments } from "./attachments.ts";
 export type { ParleyClientOptions, CreateConversationOptions, SendOptions } from "./parley-client.ts";
-export type { MessageCodec } from "./codec.ts";
+export { CodecRefusedError, type MessageCodec } from "./codec.ts";
 export type { ClientStore } from "./storage.ts";
 export { MemoryStore } from "./storage.ts";
 export type { TokenProvider } from "./bearer-transport.ts";

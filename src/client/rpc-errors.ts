@@ -4,6 +4,7 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.ts";
+import { CodecRefusedError } from "./codec.ts";
 
 /** The ErrorInfo reason the server gives an encrypted send or edit made under an old key epoch. */
 export const STALE_KEY_EPOCH = "STALE_KEY_EPOCH";
@@ -44,6 +45,7 @@ export function errorReason(err: ConnectError): string {
 /** Bugs (and codec errors such as DecryptError) must surface, not loop in a retry forever. */
 function isProgrammingError(err: unknown): boolean {
   if (err instanceof TypeError) return !/fetch|network|socket|connect/i.test(err.message);
+  if (err instanceof CodecRefusedError) return true;
   return err instanceof RangeError || err instanceof SyntaxError || (err instanceof Error && err.name === "DecryptError");
 }
 

@@ -9,7 +9,9 @@ import { create } from "@bufbuild/protobuf";
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import { ToDevicePayloadSchema } from "../../gen/parley/e2e/v1/payload_pb.ts";
 import { EventSchema } from "../../gen/parley/v1/event_pb.ts";
-import { ConversationType, type Conversation } from "../../gen/parley/v1/conversation_pb.ts";
+import { ConversationSchema, ConversationType, type Conversation } from "../../gen/parley/v1/conversation_pb.ts";
+import { CodecRefusedError } from "../../src/client/codec.ts";
+import { classifyFailure } from "../../src/client/rpc-errors.ts";
 import type { EncryptedEnvelope, Message } from "../../gen/parley/v1/message_pb.ts";
 import { createSenderKey, deserializeDeviceKeys, readDirectCiphertext, sealGroup, sealToDevice, type DeviceKeys } from "../../src/client/crypto/index.ts";
 import { MemoryStore } from "../../src/client/storage.ts";
@@ -384,6 +386,16 @@ describe("E2E key manager", function () {
     assert.deepEqual(errors, []);
     await alice.manager.onEvent(create(EventSchema, { kind: { case: "toDeviceMessage", value: { message } } }));
     assert.deepEqual(errors, [], "the replayed event was skipped, not opened again with its used prekey");
+  });
+
+  it("refuses for good (the outbox fails the send, not retries it) to encrypt a plain conversation or for a peer without devices", async () => {
+    const [aliceId, deviceless] = (await newUsers(server, 2, "refuse")) as [string, string];
+    const alice = await openDevice(aliceId);
+    const refusedForGood = (error: unknown) => error instanceof CodecRefusedError && classifyFailure(error) === "permanent";
+    const plain = create(ConversationSchema, { id: "plain", type: ConversationType.GROUP, encrypted: false });
+    await assert.rejects(alice.manager.encrypt(plain, content("x")), refusedForGood);
+    const direct = create(ConversationSchema, { id: "direct", type: ConversationType.DIRECT, encrypted: true, keyEpoch: 1, directPeerId: deviceless });
+    await assert.rejects(alice.manager.encrypt(direct, content("x")), refusedForGood);
   });
 });
 

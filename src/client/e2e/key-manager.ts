@@ -17,7 +17,7 @@ import { KeyService } from "../../../gen/parley/v1/key_service_pb.ts";
 import type { EncryptedEnvelope, Message } from "../../../gen/parley/v1/message_pb.ts";
 import { MessageService } from "../../../gen/parley/v1/message_service_pb.ts";
 import { BlindQuerySchema, type BlindQuery } from "../../../gen/parley/v1/search_service_pb.ts";
-import type { MessageCodec } from "../codec.ts";
+import { CodecRefusedError, type MessageCodec } from "../codec.ts";
 import type { ClientStore } from "../storage.ts";
 import {
   DIRECT_ALGORITHM,
@@ -150,7 +150,7 @@ export class E2EKeyManager implements MessageCodec {
 
   encrypt(conversation: Conversation, content: PlainContent): Promise<{ envelope: EncryptedEnvelope; searchTokens: Uint8Array[] }> {
     return this.#queue.run(async () => {
-      if (!conversation.encrypted) throw new Error(`conversation ${conversation.id} is not encrypted`);
+      if (!conversation.encrypted) throw new CodecRefusedError(`conversation ${conversation.id} is not encrypted`);
       this.#noteEpoch(conversation);
       await this.#refreshOnNewEpoch(conversation);
       // prepare() gives a sender key exactly when the conversation is a GROUP.
@@ -234,7 +234,7 @@ export class E2EKeyManager implements MessageCodec {
   async #sealDirect(conversation: Conversation, content: PlainContent): Promise<EncryptedEnvelope> {
     const peerId = conversation.directPeerId;
     const listed = (await this.#devices.devicesOf([peerId, this.#local.userId])).filter((device) => device.deviceId !== this.#local.deviceId);
-    if (!listed.some((device) => device.userId === peerId)) throw new Error(`user ${peerId} has no device to encrypt to`);
+    if (!listed.some((device) => device.userId === peerId)) throw new CodecRefusedError(`user ${peerId} has no device to encrypt to`);
     const self = { deviceId: this.#local.deviceId, boxPublicKey: this.#local.keys.box.publicKey };
     const sealed = await sealDirect({
       content,

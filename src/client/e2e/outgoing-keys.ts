@@ -9,6 +9,7 @@ import { create } from "@bufbuild/protobuf";
 import { SenderKeyDistributionSchema, ToDevicePayloadSchema } from "../../../gen/parley/e2e/v1/payload_pb.ts";
 import { ConversationType, type Conversation } from "../../../gen/parley/v1/conversation_pb.ts";
 import type { Device } from "../../../gen/parley/v1/device_pb.ts";
+import { CodecRefusedError } from "../codec.ts";
 import type { ClientStore } from "../storage.ts";
 import { chainKeyAt, createSenderKey, type SenderKey } from "../crypto/index.ts";
 import type { DeviceDirectory } from "./device-directory.ts";
@@ -76,7 +77,7 @@ export class OutgoingKeys {
   /** Keeps the sender key's next link once a message used the current one. */
   async advance(record: { conversationId: string; keyEpoch: number }, next: SenderKey): Promise<void> {
     const stored = await this.#load(record.conversationId, record.keyEpoch);
-    if (stored?.senderKey === undefined) throw new Error("advancing a sender key this device does not hold");
+    if (stored?.senderKey === undefined) throw new CodecRefusedError("advancing a sender key this device does not hold");
     await this.#save({ ...stored, senderKey: { ...stored.senderKey, current: next } });
   }
 

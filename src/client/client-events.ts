@@ -25,7 +25,9 @@ export type ClientEvent =
   /** A queued send was refused for good; it stays in the outbox until discarded or retried. */
   | { type: "send_failed"; localId: string; conversationId: string; reason: string }
   /** Any other feed event (reactions, read positions, typing, …), as the server sent it. */
-  | { type: "event"; event: Event };
+  | { type: "event"; event: Event }
+  /** A feed event the session failed to handle, again and again, and passed over. */
+  | { type: "event_skipped"; event: Event; reason: string };
 
 export type ClientEventListener = (event: ClientEvent) => void;
 

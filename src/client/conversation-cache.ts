@@ -3,7 +3,7 @@
  * and current `key_epoch` without a round trip each time, so they are cached here and kept
  * fresh from feed events (and re-read when the server says the epoch is stale).
  */
-import type { Client } from "@connectrpc/connect";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { Conversation } from "../../gen/parley/v1/conversation_pb.ts";
 import type { ConversationService } from "../../gen/parley/v1/conversation_service_pb.ts";
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
@@ -38,6 +38,21 @@ export class ConversationCache {
     return [...this.#byId.values()].sort((a, b) => Number((b.lastActivityAt?.seconds ?? 0n) - (a.lastActivityAt?.seconds ?? 0n)));
   }
 
+  /**
+   * Reads the conversation again for an event about it; undefined (and forgotten) when the
+   * user is no longer a member: a replayed feed still carries events of conversations the
+   * user was removed from since.
+   */
+  async #reread(id: string): Promise<Conversation | undefined> {
+    try {
+      return await this.get(id, true);
+    } catch (error) {
+      if (ConnectError.from(error).code !== Code.NotFound) throw error;
+      this.#byId.delete(id);
+      return undefined;
+    }
+  }
+
   /** The conversation, from the cache unless `fresh` or unknown. */
   async get(id: string, fresh = false): Promise<Conversation> {
     const hit = this.#byId.get(id);
@@ -70,7 +85,7 @@ export class ConversationCache {
         return known;
       }
       case "conversationUpdated":
-        if (!known) return this.get(id, true);
+        if (!known) return this.#reread(id);
         known.name = event.kind.value.name;
         known.description = event.kind.value.description;
         return known;
@@ -79,11 +94,11 @@ export class ConversationCache {
           this.#byId.delete(id);
           return undefined;
         }
-        return this.get(id, true);
+        return this.#reread(id);
       case "memberAdded":
       case "memberRoleChanged":
       case "deviceChanged":
-        return this.get(id, true);
+        return this.#reread(id);
       default:
         return undefined;
     }

@@ -2,6 +2,11 @@
  * Keeps the Subscribe stream open: resumes from the stored cursor, saves the cursor after each
  * event is handled (so a crash replays at most the event being handled), reloads state when the
  * server answers resync_required, and reconnects with backoff when the stream breaks.
+ *
+ * An event whose handling fails is tried again (the stream reconnects, with backoff, from the
+ * cursor before it) and, after a few failures, reported and passed over: one event the client
+ * cannot handle must not hold back every event after it. What it would have done is not lost:
+ * messages come back through the ordering buffer's gap fill, key material stays in the inbox.
  */
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
 import type { SubscribeResponse } from "../../gen/parley/v1/event_service_pb.ts";
@@ -22,11 +27,21 @@ export interface FeedSyncOptions {
   resync(reason: string): Promise<void>;
   /** The stream is up (true: first frame received) or down (false). */
   onLive(live: boolean): void;
+  /** An event whose handling failed MAX_EVENT_ATTEMPTS times, passed over. */
+  onSkipped(event: Event, error: unknown): void;
   backoff?: BackoffOptions;
 }
 
+/** How many times one event is tried before it is passed over. */
+const MAX_EVENT_ATTEMPTS = 3;
+
+/** Handling an event failed: the stream is dropped and resumed from before it. */
+class EventHandlingFailed extends Error {}
+
 export class FeedSync {
   readonly #o: FeedSyncOptions;
+  /** The event that failed last, and how often in a row. */
+  #failing: { cursor: string; count: number } | undefined;
 
   constructor(options: FeedSyncOptions) {
     this.#o = options;
@@ -37,6 +52,7 @@ export class FeedSync {
     let attempt = 0;
     while (!signal.aborted) {
       let live = false;
+      let handlingFailed = false;
       try {
         await this.#o.beforeConnect();
         const stream = this.#o.subscribe(await this.#o.cursor(), signal);
@@ -51,19 +67,20 @@ export class FeedSync {
         // The server ended the stream (resync_required, ending, or a quiet close): resubscribe.
       } catch (err) {
         if (signal.aborted) break;
-        void err; // the backoff below is the whole answer to a broken stream
+        handlingFailed = err instanceof EventHandlingFailed; // else: the backoff below is the whole answer to a broken stream
       }
       if (live) this.#o.onLive(false);
       if (signal.aborted) break;
-      // Reconnect at once after a stream that worked; back off after one that never came up.
-      if (!live) await sleep(backoffDelay(attempt++, this.#o.backoff), signal);
+      // Reconnect at once after a stream that worked; back off after one that never came up,
+      // and before trying a failed event again.
+      if (!live || handlingFailed) await sleep(backoffDelay(handlingFailed ? (this.#failing?.count ?? 1) - 1 : attempt++, this.#o.backoff), signal);
     }
   }
 
   async #handle(frame: SubscribeResponse["frame"]): Promise<void> {
     switch (frame.case) {
       case "event":
-        await this.#o.handleEvent(frame.value);
+        await this.#handleEvent(frame.value);
         if (frame.value.cursor) await this.#o.saveCursor(frame.value.cursor);
         return;
       case "caughtUp":
@@ -77,6 +94,22 @@ export class FeedSync {
         return;
       default:
         return;
+    }
+  }
+
+  /** Handles the event, or throws to retry it, or reports it once it failed too often. */
+  async #handleEvent(event: Event): Promise<void> {
+    try {
+      await this.#o.handleEvent(event);
+      this.#failing = undefined;
+    } catch (error) {
+      const count = this.#failing?.cursor === event.cursor ? this.#failing.count + 1 : 1;
+      if (count < MAX_EVENT_ATTEMPTS) {
+        this.#failing = { cursor: event.cursor, count };
+        throw new EventHandlingFailed("handling a feed event failed", { cause: error });
+      }
+      this.#failing = undefined;
+      this.#o.onSkipped(event, error);
     }
   }
 }

@@ -142,6 +142,7 @@ export class ParleyClient {
         else this.#live.close();
         this.#hub.emit({ type: "connection", live });
       },
+      onSkipped: (event, error) => this.#hub.emit({ type: "event_skipped", event, reason: error instanceof Error ? error.message : String(error) }),
       backoff: options.backoff,
     });
   }

@@ -9,7 +9,7 @@ import { MessageService } from "../../gen/parley/v1/message_service_pb.ts";
 import { MemoryStore } from "../../src/client/storage.ts";
 import { SyncState } from "../../src/client/sync-state.ts";
 import { eventually } from "../helpers/feed.ts";
-import { createDirect, listAllForward, sendText } from "../helpers/fixtures.ts";
+import { createDirect, createGroup, listAllForward, sendText } from "../helpers/fixtures.ts";
 import { newUsers, startTestServer, type TestServer } from "../helpers/test-server.ts";
 import { sdkClient, type SdkClient } from "./support.ts";
 
@@ -114,6 +114,27 @@ describe("client SDK session (real server, Connect)", function () {
 
     const got = [...first.messages(conv.id), ...second.messages(conv.id)].map((m) => m.text);
     assert.deepEqual(got, Array.from({ length: 11 }, (_, i) => `m${i + 1}`), "every message once, in order, across the restart");
+  });
+
+  it("replays, after a restart, the events of a group it was removed from meanwhile, and goes on", async () => {
+    const [a, b, c, d] = (await newUsers(server, 4, "removed")) as [string, string, string, string];
+    const group = await createGroup(server.clientsFor(a), [b, c]);
+    const direct = await createDirect(server.clientsFor(a), b);
+    const store = new MemoryStore();
+    const first = track(sdkClient(server, b, { store }));
+    await first.waitUntil(() => first.client.live, "live");
+    await first.close();
+
+    // While Bob is away: the group grows (an event Bob may replay, of a group he can no
+    // longer read once the replay reaches it), then he is removed; then Alice writes to him.
+    await server.clientsFor(a).conversations.addMembers({ conversationId: group.id, userIds: [d] });
+    await server.clientsFor(a).conversations.removeMember({ conversationId: group.id, userId: b });
+    await sendText(server.clientsFor(a), direct.id, "still here?");
+
+    const second = track(sdkClient(server, b, { store }));
+    await second.waitUntil(() => second.messages(direct.id).length === 1, "the message sent after the removal");
+    assert.equal(second.messages(direct.id)[0]!.text, "still here?");
+    assert.ok(!second.events.some((e) => e.type === "event_skipped"), "no event had to be passed over");
   });
 
   it("reloads on resync_required: hands over what was missed, tells the app, and stores the fresh cursor", async () => {

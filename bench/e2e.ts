@@ -235,7 +235,7 @@ async function cryptoOnBackend() {
   // DIRECT: encrypt makes the envelopes that decrypt then opens (each opened once).
   const direct: EncryptedEnvelope[] = [];
   const directEncrypt = await timeOps(CRYPTO_MS, async (i) => {
-    const { envelope } = await sealDirect({ content, senderDeviceId: "sender", senderBoxSecretKey: sender.box.secretKey, recipients, keyEpoch: 1 });
+    const { envelope } = await sealDirect({ content, conversationId: "bench", senderDeviceId: "sender", senderBoxSecretKey: sender.box.secretKey, recipients, keyEpoch: 1 });
     if (i >= 0) direct.push(envelope);
   });
   const directDecrypt = await timeOps(CRYPTO_MS, async (i) => {
@@ -243,7 +243,7 @@ async function cryptoOnBackend() {
     if (envelope === undefined) return false;
     const ciphertext = readDirectCiphertext(envelope);
     const key = await openDirectMessageKey(ciphertext, { deviceId: reader.deviceId, boxSecretKey: reader.keys.box.secretKey }, sender.box.publicKey);
-    if (openDirectBody(envelope, ciphertext, key).text !== TEXT) throw new Error("DIRECT round trip failed");
+    if (openDirectBody(envelope, ciphertext, key, "bench").text !== TEXT) throw new Error("DIRECT round trip failed");
   });
 
   // GROUP: one sender key chain; the receiver opens the envelopes in order, advancing its chain.

@@ -22,6 +22,7 @@ describe("direct envelopes", () => {
   before(async () => {
     sealed = await sealDirect({
       content: content("hello Bob"),
+      conversationId: "conversation-1",
       senderDeviceId: "alice-1",
       senderBoxSecretKey: sender.box.secretKey,
       recipients: [
@@ -32,9 +33,9 @@ describe("direct envelopes", () => {
     });
   });
 
-  async function open(envelope: EncryptedEnvelope, deviceId = "bob-1", boxSecretKey = peerPhone.box.secretKey, senderBoxPublicKey = sender.box.publicKey) {
+  async function open(envelope: EncryptedEnvelope, deviceId = "bob-1", boxSecretKey = peerPhone.box.secretKey, senderBoxPublicKey = sender.box.publicKey, conversationId = "conversation-1") {
     const ciphertext = readDirectCiphertext(envelope);
-    return openDirectBody(envelope, ciphertext, await openDirectMessageKey(ciphertext, { deviceId, boxSecretKey }, senderBoxPublicKey));
+    return openDirectBody(envelope, ciphertext, await openDirectMessageKey(ciphertext, { deviceId, boxSecretKey }, senderBoxPublicKey), conversationId);
   }
 
   it("names the construction, the sender device and the epoch", async () => {
@@ -51,7 +52,12 @@ describe("direct envelopes", () => {
 
   it("opens with the message key alone, as a re-shared key is used", async () => {
     const ciphertext = readDirectCiphertext(sealed.envelope);
-    assert.equal(openDirectBody(sealed.envelope, ciphertext, sealed.messageKey).text, "hello Bob");
+    assert.equal(openDirectBody(sealed.envelope, ciphertext, sealed.messageKey, "conversation-1").text, "hello Bob");
+  });
+
+  it("does not open in another conversation, or at another key epoch, than it was sealed for", async () => {
+    await assertDecryptError(() => open(sealed.envelope, "bob-1", peerPhone.box.secretKey, sender.box.publicKey, "conversation-2"), "tampered");
+    await assertDecryptError(() => open({ ...sealed.envelope, keyEpoch: 4 }), "tampered");
   });
 
   it("says not_for_this_device on a device it was not boxed to", async () => {

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { clone, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { MessageSchema, type Message } from "../../gen/parley/v1/message_pb.ts";
 import { GroupCiphertextSchema, DirectCiphertextSchema } from "../../gen/parley/e2e/v1/payload_pb.ts";
 import { DecryptError } from "../../src/client/e2e/index.ts";
@@ -59,6 +59,15 @@ describe("e2e client: envelopes a device must not trust fail with a typed Decryp
     });
     await assertDecryptFails(bob, conversation, renamed, ["tampered"], "envelope key_id not naming the sender key");
     assert.equal((await bob.codec.decrypt(conversation, stored)).text, "group, to be altered", "the original still opens after the refusals");
+  });
+
+  it("refuses a DIRECT envelope moved into another conversation of the same people (tampered)", async () => {
+    const direct = await alice.client.createConversation({ memberIds: [b], encrypted: true });
+    const group = await alice.client.createConversation({ memberIds: [b, c], name: `moved ${randomUUID()}`, encrypted: true });
+    const stored = await sendAndStore(alice, direct.id, "for Bob's eyes only");
+    assert.equal((await decryptEventually(bob, await freshConversation(bob, direct.id), stored)).text, "for Bob's eyes only");
+    const moved = create(MessageSchema, { ...stored, conversationId: group.id });
+    await assertDecryptFails(bob, await freshConversation(bob, group.id), moved, ["tampered"], "a DM shown in a group");
   });
 
   it("refuses a DIRECT envelope whose body or key box was altered with reason tampered", async () => {

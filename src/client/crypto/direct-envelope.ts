@@ -1,7 +1,10 @@
 /**
  * DIRECT (1:1) envelopes, "parley-direct-v1": the body sealed under a fresh message key, and
  * that key nacl.box'ed to each device that may read it (the peer's devices and the sender's
- * devices, the sending one included so it can reread its own messages from the envelope). One key per message means a key leaked or re-shared opens one message.
+ * devices, the sending one included so it can reread its own messages from the envelope). One
+ * key per message means a key leaked or re-shared opens one message. The body's key is derived
+ * from the message key and the conversation and key epoch the message was sealed for, so an
+ * envelope moved into another conversation (or shown at another epoch) does not open.
  *
  * Opening is split in steps because the key can come from two places: the envelope's own
  * key box for this device, or a MessageKeyShare the sender answered a key request with.
@@ -10,6 +13,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import nacl from "tweetnacl";
 import { DirectCiphertextSchema, KeyBoxSchema, type DirectCiphertext, type PlainContent } from "../../../gen/parley/e2e/v1/payload_pb.ts";
 import { EncryptedEnvelopeSchema, type EncryptedEnvelope } from "../../../gen/parley/v1/message_pb.ts";
+import { concatBytes, lengthPrefixed, uint32, utf8 } from "./bytes.ts";
 import { DecryptError } from "./decrypt-error.ts";
 import { openContent, sealContent } from "./plain-content.ts";
 import { boxOpen, boxSeal } from "./primitives.ts";
@@ -26,6 +30,7 @@ export interface KeyBoxRecipient {
 /** What sealing a direct message needs. */
 export interface SealDirectInput {
   readonly content: PlainContent;
+  readonly conversationId: string;
   readonly senderDeviceId: string;
   readonly senderBoxSecretKey: Uint8Array;
   /** Every device of the peer and of the sender, the sending device included. */
@@ -56,7 +61,7 @@ export async function sealDirect(input: SealDirectInput): Promise<SealedDirect> 
   const ciphertext = create(DirectCiphertextSchema, {
     senderDeviceId: input.senderDeviceId,
     keyBoxes,
-    body: sealContent(input.content, nonce, messageKey),
+    body: sealContent(input.content, nonce, bodyKey(messageKey, input.conversationId, input.keyEpoch)),
   });
   const envelope = create(EncryptedEnvelopeSchema, {
     ciphertext: toBinary(DirectCiphertextSchema, ciphertext),
@@ -101,7 +106,16 @@ export async function openDirectMessageKey(
   return messageKey;
 }
 
-/** Opens the body with a message key from a key box or a MessageKeyShare. */
-export function openDirectBody(envelope: EncryptedEnvelope, ciphertext: DirectCiphertext, messageKey: Uint8Array): PlainContent {
-  return openContent(ciphertext.body, envelope.nonce, messageKey);
+/**
+ * Opens the body with a message key from a key box or a MessageKeyShare, for the conversation
+ * it is read in: sealed for another one (or another epoch), it is "tampered".
+ */
+export function openDirectBody(envelope: EncryptedEnvelope, ciphertext: DirectCiphertext, messageKey: Uint8Array, conversationId: string): PlainContent {
+  if (messageKey.length !== nacl.secretbox.keyLength) throw new DecryptError("malformed", "message key has the wrong length");
+  return openContent(ciphertext.body, envelope.nonce, bodyKey(messageKey, conversationId, envelope.keyEpoch));
+}
+
+/** The body's secretbox key: the message key bound to the conversation and key epoch. */
+function bodyKey(messageKey: Uint8Array, conversationId: string, keyEpoch: number): Uint8Array {
+  return nacl.hash(concatBytes(utf8(`${DIRECT_ALGORITHM} body`), lengthPrefixed(utf8(conversationId)), uint32(keyEpoch), messageKey)).slice(0, nacl.secretbox.keyLength);
 }

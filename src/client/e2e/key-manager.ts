@@ -9,7 +9,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import type { GroupCiphertext, PlainContent, SenderKeyDistribution, ToDevicePayload } from "../../../gen/parley/e2e/v1/payload_pb.ts";
-import type { Conversation } from "../../../gen/parley/v1/conversation_pb.ts";
+import { ConversationType, type Conversation } from "../../../gen/parley/v1/conversation_pb.ts";
 import { ConversationService } from "../../../gen/parley/v1/conversation_service_pb.ts";
 import type { Device } from "../../../gen/parley/v1/device_pb.ts";
 import type { Event } from "../../../gen/parley/v1/event_pb.ts";
@@ -165,9 +165,10 @@ export class E2EKeyManager implements MessageCodec {
       if (message.content.case !== "envelope") throw new DecryptError("malformed", "the message carries no envelope");
       this.#noteEpoch(conversation);
       const envelope = message.content.value;
-      if (envelope.algorithm === DIRECT_ALGORITHM) return this.#openDirect(conversation, message, envelope);
-      if (envelope.algorithm === GROUP_ALGORITHM) return this.#openGroup(conversation, message, envelope);
-      throw new DecryptError("malformed", `unknown envelope algorithm "${envelope.algorithm}"`);
+      // Each kind of conversation has its construction: an envelope of the other kind was moved.
+      const expected = conversation.type === ConversationType.DIRECT ? DIRECT_ALGORITHM : GROUP_ALGORITHM;
+      if (envelope.algorithm !== expected) throw new DecryptError("tampered", `a ${envelope.algorithm} envelope in a conversation that uses ${expected}`);
+      return envelope.algorithm === DIRECT_ALGORITHM ? this.#openDirect(conversation, message, envelope) : this.#openGroup(conversation, message, envelope);
     });
   }
 
@@ -238,6 +239,7 @@ export class E2EKeyManager implements MessageCodec {
     const self = { deviceId: this.#local.deviceId, boxPublicKey: this.#local.keys.box.publicKey };
     const sealed = await sealDirect({
       content,
+      conversationId: conversation.id,
       senderDeviceId: this.#local.deviceId,
       senderBoxSecretKey: this.#local.keys.box.secretKey,
       recipients: [...listed, self],
@@ -265,17 +267,17 @@ export class E2EKeyManager implements MessageCodec {
     const recipient = { deviceId: this.#local.deviceId, boxSecretKey: this.#local.keys.box.secretKey };
     if (ciphertext.senderDeviceId === this.#local.deviceId) {
       if (message.senderId !== this.#local.userId) throw new DecryptError("tampered", "another user's message names this device as its sender");
-      return openDirectBody(envelope, ciphertext, await openDirectMessageKey(ciphertext, recipient, this.#local.keys.box.publicKey));
+      return openDirectBody(envelope, ciphertext, await openDirectMessageKey(ciphertext, recipient, this.#local.keys.box.publicKey), conversation.id);
     }
     const known = await this.#devices.knownDevice(message.senderId, ciphertext.senderDeviceId);
     if (known === undefined) throw new DecryptError("unknown_key", "this client never verified the sender's device");
     if (!known.listed) await this.#refuseAfterRevocation(conversation, envelope, ciphertext.senderDeviceId);
     if (ciphertext.keyBoxes.some((keyBox) => keyBox.deviceId === this.#local.deviceId)) {
       const messageKey = await openDirectMessageKey(ciphertext, recipient, known.device.boxPublicKey);
-      return openDirectBody(envelope, ciphertext, messageKey);
+      return openDirectBody(envelope, ciphertext, messageKey, conversation.id);
     }
     const shared = await this.#directKeys.sharedKey(conversation.id, message.seq);
-    if (shared?.senderDeviceId === ciphertext.senderDeviceId) return openDirectBody(envelope, ciphertext, shared.messageKey);
+    if (shared?.senderDeviceId === ciphertext.senderDeviceId) return openDirectBody(envelope, ciphertext, shared.messageKey, conversation.id);
     await this.#askForKey(message.senderId, ciphertext.senderDeviceId, { conversationId: conversation.id, seq: message.seq });
     throw new DecryptError("not_for_this_device", "the message key was not boxed to this device; its sender was asked for it");
   }

@@ -7,7 +7,8 @@
  *                                              command does on its first run; this one says so)
  *   conversations                              lists conversations
  *   create --members a,b [--name n] [--encrypted] [--blind-search]
- *   send <conversation> <text>                 queues and sends (kept for the next run if offline)
+ *   send <conversation> <text>                 queues and sends (a send the server has not
+ *                                              confirmed stays queued for the next run)
  *   tail [<conversation>]                      follows the feed and prints messages
  *   search <query> [--conversation id]
  *
@@ -18,7 +19,9 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { ConversationType, type Conversation } from "../../gen/parley/v1/conversation_pb.ts";
-import { ParleyClient, type DecodedMessage } from "../client/index.ts";
+import { createClient } from "@connectrpc/connect";
+import { UserService } from "../../gen/parley/v1/user_service_pb.ts";
+import { ParleyClient, withBearerToken, type DecodedMessage } from "../client/index.ts";
 import { FileStore } from "../client/node/index.ts";
 import { createChatCodec, describeDevice } from "./chat-codec.ts";
 
@@ -57,10 +60,17 @@ const baseUrl = process.env.PARLEY_URL ?? "http://localhost:8080";
 const transport = createConnectTransport({ baseUrl, httpVersion: "1.1", defaultTimeoutMs: 15_000 });
 const store = new FileStore(path.resolve(values.home));
 const tokenProvider = () => token;
-const userId = subjectOf(token);
-const codec = await createChatCodec({ store, transport, token: tokenProvider, userId });
-await codec.syncInbox(); // keys that arrived while this device was not running
+const codec = await openDevice().catch((err: unknown) => exit(`cannot open this device at ${baseUrl}: ${err instanceof Error ? err.message : String(err)}`, 1));
 const client = new ParleyClient({ transport, token: tokenProvider, store, codec });
+
+/** Registers (first run) or restores this home's device, and takes in keys that came meanwhile. */
+async function openDevice() {
+  // The server says who the token is for (GetMe also creates the user on first use).
+  const { user } = await createClient(UserService, withBearerToken(transport, tokenProvider)).getMe({});
+  const opened = await createChatCodec({ store, transport, token: tokenProvider, userId: user!.id });
+  await opened.syncInbox();
+  return opened;
+}
 
 try {
   switch (command) {
@@ -164,16 +174,6 @@ function formatMessage(m: DecodedMessage): string {
   const body = m.deleted ? "(deleted)" : m.error ? `(cannot decrypt: ${m.error instanceof Error ? m.error.message : String(m.error)})` : m.text;
   const lock = m.encrypted ? "🔒 " : "";
   return `[${m.conversationId.slice(-6)} #${m.seq}] ${m.senderId}: ${lock}${body}`;
-}
-
-/** The token's subject, for the codec (it names the device's owner); "" when unreadable. */
-function subjectOf(jwt: string): string {
-  try {
-    const payload = JSON.parse(Buffer.from(jwt.split(".")[1] ?? "", "base64url").toString("utf8")) as { sub?: unknown };
-    return typeof payload.sub === "string" ? payload.sub : "";
-  } catch {
-    return "";
-  }
 }
 
 function exit(message: string, code: number): never {

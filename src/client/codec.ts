@@ -1,4 +1,7 @@
-// src/client/codec.ts (session side owns this file)
+/**
+ * The seam between the session (outbox, feed, search) and end-to-end encryption: the session
+ * hands encrypted conversations' content to a MessageCodec and never touches keys itself.
+ */
 import type { Conversation } from "../../gen/parley/v1/conversation_pb.ts";
 import type { Message, EncryptedEnvelope } from "../../gen/parley/v1/message_pb.ts";
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
@@ -14,6 +17,10 @@ export class CodecRefusedError extends Error {
   override readonly name = "CodecRefusedError";
 }
 
+/** SearchMessages takes at most this many blind queries in one call. */
+export const MAX_BLIND_QUERIES_PER_CALL = 64;
+
+/** What encrypts, decrypts and searches for the session; the SDK's is E2EKeyManager. */
 export interface MessageCodec {
   /** Encrypts content for the conversation at its current key epoch (distributing keys first if needed). */
   encrypt(conversation: Conversation, content: PlainContent): Promise<{ envelope: EncryptedEnvelope; searchTokens: Uint8Array[] }>;

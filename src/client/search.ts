@@ -6,7 +6,7 @@
 import type { Client } from "@connectrpc/connect";
 import type { Conversation } from "../../gen/parley/v1/conversation_pb.ts";
 import { SearchOrder, type BlindQuery, type SearchHit, type SearchService } from "../../gen/parley/v1/search_service_pb.ts";
-import type { MessageCodec } from "./codec.ts";
+import { MAX_BLIND_QUERIES_PER_CALL, type MessageCodec } from "./codec.ts";
 import { decodeMessage, type DecodedMessage } from "./message-decoder.ts";
 
 /** Narrows a search. */
@@ -52,8 +52,8 @@ export async function searchMessages(deps: SearchDeps, query: string, filters: S
   }
   const blindQueries: BlindQuery[] = [];
   for (const c of blind) blindQueries.push(...(await deps.codec!.blindQueries(c, query)));
-  for (let i = 0; i < blindQueries.length; i += 64) {
-    hits.push(...(await deps.search.searchMessages({ ...common, blindQueries: blindQueries.slice(i, i + 64) })).hits);
+  for (let i = 0; i < blindQueries.length; i += MAX_BLIND_QUERIES_PER_CALL) {
+    hits.push(...(await deps.search.searchMessages({ ...common, blindQueries: blindQueries.slice(i, i + MAX_BLIND_QUERIES_PER_CALL) })).hits);
   }
 
   const seen = new Set<string>();

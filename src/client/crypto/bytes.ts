@@ -3,16 +3,10 @@
  * SDK runs unchanged in a browser.
  */
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 /** UTF-8 bytes of a string. */
 export function utf8(text: string): Uint8Array {
   return encoder.encode(text);
-}
-
-/** The string UTF-8 bytes spell. */
-export function fromUtf8(bytes: Uint8Array): string {
-  return decoder.decode(bytes);
 }
 
 /** The parts one after another, in a fresh array. */

@@ -5,7 +5,7 @@
  */
 import nacl from "tweetnacl";
 import { compareBytes, concatBytes } from "./bytes.ts";
-import { signDetached, verifyDetached } from "./primitives.ts";
+import { verifyDetached } from "./primitives.ts";
 
 /** The private and public halves of a device's keys. Never leaves the device. */
 export interface DeviceKeys {
@@ -35,19 +35,9 @@ export function createDeviceKeys(): DeviceKeys {
   return { signing, box, boxKeySignature: nacl.sign.detached(box.publicKey, signing.secretKey) };
 }
 
-/** Signs a public key (box key or prekey) with the device's signing key. */
-export function signKey(publicKey: Uint8Array, signingSecretKey: Uint8Array): Promise<Uint8Array> {
-  return signDetached(publicKey, signingSecretKey);
-}
-
-/** True when signature is the device's signature of publicKey; false for any malformed input. */
-export function verifyKeySignature(publicKey: Uint8Array, signature: Uint8Array, signingPublicKey: Uint8Array): Promise<boolean> {
-  return verifyDetached(publicKey, signature, signingPublicKey);
-}
-
 /** True when a directory entry's box key is really vouched for by its signing key. */
 export async function verifyDeviceBoxKey(device: PublicDeviceKeys): Promise<boolean> {
-  return device.boxPublicKey.length === nacl.box.publicKeyLength && (await verifyKeySignature(device.boxPublicKey, device.boxKeySignature, device.signingPublicKey));
+  return device.boxPublicKey.length === nacl.box.publicKeyLength && (await verifyDetached(device.boxPublicKey, device.boxKeySignature, device.signingPublicKey));
 }
 
 /**

@@ -5,9 +5,7 @@ export {
   createDeviceKeys,
   deserializeDeviceKeys,
   serializeDeviceKeys,
-  signKey,
   verifyDeviceBoxKey,
-  verifyKeySignature,
   type DeviceKeys,
   type PublicDeviceKeys,
 } from "./device-keys.ts";
@@ -25,7 +23,6 @@ export {
 } from "./direct-envelope.ts";
 export {
   MAX_SKIPPED_MESSAGE_KEYS,
-  advanceSenderKey,
   chainKeyAt,
   createSenderKey,
   mergeEarlierDistribution,
@@ -40,8 +37,6 @@ export {
 export { GROUP_ALGORITHM, openGroup, openGroupWithMessageKey, readGroupCiphertext, sealGroup, type OpenedGroup, type SealGroupInput, type SealedGroup } from "./group-envelope.ts";
 export { hmacSha512 } from "./hmac-sha512.ts";
 export {
-  boxOpen,
-  boxSeal,
   boxSharedKey,
   primitivesBackend,
   setPrimitivesBackend,

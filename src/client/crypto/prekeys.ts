@@ -4,7 +4,7 @@
  * use). The signing key vouches for each, as for the box key.
  */
 import nacl from "tweetnacl";
-import { signKey, verifyKeySignature } from "./device-keys.ts";
+import { signDetached, verifyDetached } from "./primitives.ts";
 
 /** A prekey as uploaded to and claimed from the directory. */
 export interface PublicPrekey {
@@ -21,10 +21,10 @@ export interface PrekeyPair extends PublicPrekey {
 /** A fresh prekey with the id the device chose (from its own monotonic counter). */
 export async function createPrekey(keyId: number, signingSecretKey: Uint8Array): Promise<PrekeyPair> {
   const pair = nacl.box.keyPair();
-  return { keyId, publicKey: pair.publicKey, secretKey: pair.secretKey, signature: await signKey(pair.publicKey, signingSecretKey) };
+  return { keyId, publicKey: pair.publicKey, secretKey: pair.secretKey, signature: await signDetached(pair.publicKey, signingSecretKey) };
 }
 
 /** True when the prekey was signed by the device it was claimed for. */
 export async function verifyPrekey(prekey: PublicPrekey, signingPublicKey: Uint8Array): Promise<boolean> {
-  return prekey.publicKey.length === nacl.box.publicKeyLength && (await verifyKeySignature(prekey.publicKey, prekey.signature, signingPublicKey));
+  return prekey.publicKey.length === nacl.box.publicKeyLength && (await verifyDetached(prekey.publicKey, prekey.signature, signingPublicKey));
 }

@@ -17,7 +17,7 @@ import { KeyService } from "../../../gen/parley/v1/key_service_pb.ts";
 import type { EncryptedEnvelope, Message } from "../../../gen/parley/v1/message_pb.ts";
 import { MessageService } from "../../../gen/parley/v1/message_service_pb.ts";
 import { BlindQuerySchema, type BlindQuery } from "../../../gen/parley/v1/search_service_pb.ts";
-import { CodecRefusedError, type MessageCodec } from "../codec.ts";
+import { CodecRefusedError, MAX_BLIND_QUERIES_PER_CALL, type MessageCodec } from "../codec.ts";
 import type { ClientStore } from "../storage.ts";
 import {
   DIRECT_ALGORITHM,
@@ -54,8 +54,6 @@ import { SerialQueue } from "./serial-queue.ts";
 import type { ConversationServiceClient, KeyServiceClient } from "./services.ts";
 import { ToDeviceSender } from "./to-device-sender.ts";
 
-/** SearchMessages takes at most this many blind queries. */
-const MAX_BLIND_QUERIES = 64;
 const SEARCH_KEY_LENGTH = 32;
 const MESSAGE_KEY_LENGTH = 32;
 
@@ -180,7 +178,7 @@ export class E2EKeyManager implements MessageCodec {
       const queries = epochs.flatMap(({ keyEpoch, keys }) =>
         keys.map((key) => create(BlindQuerySchema, { conversationId: conversation.id, keyEpoch, tokens: words.map((word) => blindToken(key, word)) })),
       );
-      return queries.slice(0, MAX_BLIND_QUERIES);
+      return queries.slice(0, MAX_BLIND_QUERIES_PER_CALL);
     });
   }
 

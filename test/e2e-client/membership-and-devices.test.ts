@@ -93,5 +93,10 @@ describe("e2e client: members and devices coming and going", function () {
     const sent = await sendAfter([alice, bob], carol, group.id);
     await new Promise((r) => setTimeout(r, 500));
     for (const m of sent) await assertDecryptFails(phone, before, m, ["unknown_key", "stale_epoch"], `the revoked phone opening #${m.seq}`);
+
+    // The phone heard of its own revocation: what it tries to send fails for good, at once.
+    const attempt = await phone.client.send(group.id, { text: "from a revoked phone" });
+    await assert.rejects(attempt.message, /revoked/, "the revoked phone's send is refused");
+    assert.ok(phone.events.some((e) => e.type === "send_failed" && e.localId === attempt.localId), "and the app is told");
   });
 });

@@ -38,6 +38,7 @@ export { GROUP_ALGORITHM, openGroup, openGroupWithMessageKey, readGroupCiphertex
 export { hmacSha512 } from "./hmac-sha512.ts";
 export {
   boxSharedKey,
+  forgetSecretKey,
   primitivesBackend,
   setPrimitivesBackend,
   signDetached,

@@ -134,6 +134,15 @@ async function webCryptoX25519(webCrypto: Subtle, theirPublicKey: Uint8Array, my
 }
 
 /**
+ * Drops a secret key's WebCrypto import from the cache (a used prekey's, once its secret is
+ * deleted), so the key does not outlive its deletion in memory.
+ */
+export function forgetSecretKey(secretKey: Uint8Array): void {
+  const digest = toHex(nacl.hash(secretKey).subarray(0, CACHE_DIGEST_BYTES));
+  for (const kind of ["x25519-secret", "ed25519-secret"]) importedKeys.delete(`${kind}:${digest}`);
+}
+
+/**
  * The imported key for these bytes, from the cache or imported (once, even when asked
  * concurrently). The cache is keyed by a digest of the bytes, so no secret key sits in it as a
  * string (strings cannot be wiped and linger in heap snapshots).

@@ -86,6 +86,8 @@ export class E2EKeyManager implements MessageCodec {
   readonly #keyRequests: KeyRequests;
   readonly #inbox: Inbox;
   readonly #onError: (error: unknown) => void;
+  /** Set once the feed said this device was revoked: it must not send with its old keys. */
+  #revoked = false;
   /** The newest epoch seen of each conversation in this run. */
   readonly #knownEpochs = new Map<string, number>();
   /** The epoch each conversation was last encrypted at in this run (see #refreshOnNewEpoch). */
@@ -148,6 +150,7 @@ export class E2EKeyManager implements MessageCodec {
 
   encrypt(conversation: Conversation, content: PlainContent): Promise<{ envelope: EncryptedEnvelope; searchTokens: Uint8Array[] }> {
     return this.#queue.run(async () => {
+      if (this.#revoked) throw new CodecRefusedError("this device was revoked: open a new one (fresh keys) to send again");
       if (!conversation.encrypted) throw new CodecRefusedError(`conversation ${conversation.id} is not encrypted`);
       this.#noteEpoch(conversation);
       await this.#refreshOnNewEpoch(conversation);
@@ -187,6 +190,7 @@ export class E2EKeyManager implements MessageCodec {
       const { kind } = event;
       switch (kind.case) {
         case "deviceChanged":
+          if (kind.value.revoked && kind.value.deviceId === this.#local.deviceId) this.#revoked = true;
           this.#devices.invalidate(kind.value.userId);
           if (kind.value.revoked && event.conversationId !== "") {
             await this.#devices.recordRevocation(kind.value.deviceId, event.conversationId, kind.value.keyEpoch);

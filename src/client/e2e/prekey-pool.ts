@@ -7,7 +7,7 @@
 import { create } from "@bufbuild/protobuf";
 import { PrekeySchema, type Prekey } from "../../../gen/parley/v1/device_pb.ts";
 import type { ClientStore } from "../storage.ts";
-import { createPrekey } from "../crypto/index.ts";
+import { createPrekey, forgetSecretKey } from "../crypto/index.ts";
 import type { KeyServiceClient } from "./services.ts";
 import { decodeRecord, encodeRecord } from "./stored-record.ts";
 import { storeKeys } from "./store-keys.ts";
@@ -46,8 +46,10 @@ export class PrekeyPool {
   }
 
   /** Forgets a used prekey, so a later compromise of the device cannot open what used it. */
-  discard(keyId: number): Promise<void> {
-    return this.#store.delete(storeKeys.prekeySecret(keyId));
+  async discard(keyId: number): Promise<void> {
+    const secret = await this.secretKey(keyId);
+    if (secret !== undefined) forgetSecretKey(secret);
+    await this.#store.delete(storeKeys.prekeySecret(keyId));
   }
 
   /** Uploads a batch when the directory holds fewer than the low-water mark unclaimed. */

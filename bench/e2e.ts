@@ -74,7 +74,7 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector/promises";
 import os from "node:os";
 import path from "node:path";
@@ -117,12 +117,11 @@ import { E2EKeyManager } from "../src/client/e2e/index.ts";
 import { MemoryStore } from "../src/client/storage.ts";
 import { summarizeProfile } from "./lib/cpuprofile.ts";
 import { onCleanup, runBench } from "./lib/cleanup.ts";
-import { createBenchDatabase, postgresVersion } from "./lib/database.ts";
+import { postgresVersion } from "./lib/database.ts";
 import type { RegisteredDevice, RegisterJob } from "./lib/e2e-device-worker.ts";
 import { grpcConnections } from "./lib/grpc.ts";
-import { natsPrefixForRun } from "./lib/nats.ts";
 import { busyCores, cpuByComm, procCpu, ZERO, type Cpu } from "./lib/proc.ts";
-import { benchNodeEnv, ParleyNode, ROOT } from "./lib/server.ts";
+import { ROOT, startSingleNodeRun } from "./lib/server.ts";
 import { formatLatency, Samples, type LatencySummary } from "./lib/stats.ts";
 import { closeStreams, ensureUsers, openStreams, withTimeout, type Stream, type User } from "./lib/traffic.ts";
 import { eachLimited, intFlag, printHelp, requireLocalUrl, round, sleep } from "./lib/util.ts";
@@ -474,18 +473,13 @@ async function registerDevices(baseUrl: string, users: ReadonlyArray<{ userId: s
 }
 
 async function removalSection() {
-  const database = await createBenchDatabase(ADMIN_URL);
-  const natsPrefix = natsPrefixForRun(NATS_URL);
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), "parley-e2e-bench-"));
-  onCleanup("remove the data dir", () => rmSync(dataDir, { recursive: true, force: true }));
-  const logFile = path.join(os.tmpdir(), `parley-e2e-bench-${natsPrefix}.log`);
-  const node = await ParleyNode.start({
-    label: "a",
-    logFile,
-    env: {
-      ...benchNodeEnv({ databaseUrl: database.url, natsUrl: NATS_URL, natsPrefix, secret: SECRET, issuer: ISSUER, audience: AUDIENCE, dataDir }),
-      MAX_GROUP_MEMBERS: String(Math.max(500, MEMBERS)),
-    },
+  const { database, node, logFile } = await startSingleNodeRun("e2e", {
+    adminUrl: ADMIN_URL,
+    natsUrl: NATS_URL,
+    secret: SECRET,
+    issuer: ISSUER,
+    audience: AUDIENCE,
+    env: { MAX_GROUP_MEMBERS: String(Math.max(500, MEMBERS)) },
   });
   const postgres = await postgresVersion(database.url);
   console.log(`\n== removal: ${MEMBERS}-member encrypted group; node pid ${node.pid} on ${postgres}, its log in ${logFile}`);

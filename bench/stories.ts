@@ -28,9 +28,7 @@
  * The last line of stdout is the JSON summary.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
+import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import pg from "pg";
 import { createClient, type Client } from "@connectrpc/connect";
@@ -38,11 +36,10 @@ import { StoryPrivacy } from "../gen/parley/v1/story_pb.ts";
 import { MediaService } from "../gen/parley/v1/media_service_pb.ts";
 import { StoryService } from "../gen/parley/v1/story_service_pb.ts";
 import { mintToken } from "../src/auth/index.ts";
-import { onCleanup, runBench } from "./lib/cleanup.ts";
-import { createBenchDatabase, postgresVersion } from "./lib/database.ts";
+import { runBench } from "./lib/cleanup.ts";
+import { postgresVersion } from "./lib/database.ts";
 import { grpcConnection } from "./lib/grpc.ts";
-import { natsPrefixForRun } from "./lib/nats.ts";
-import { benchNodeEnv, ParleyNode } from "./lib/server.ts";
+import { startSingleNodeRun } from "./lib/server.ts";
 import { formatLatency, Samples, type LatencySummary } from "./lib/stats.ts";
 import { eachLimited, ErrorTally, intFlag, printHelp, requireLocalUrl, round, sleep } from "./lib/util.ts";
 
@@ -244,19 +241,13 @@ async function expiryScenario(baseUrl: string, url: string) {
 }
 
 async function main() {
-  const database = await createBenchDatabase(ADMIN_URL);
-  const natsPrefix = natsPrefixForRun(NATS_URL);
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), "parley-stories-bench-"));
-  onCleanup("remove the data dir", () => rmSync(dataDir, { recursive: true, force: true }));
-  const logFile = path.join(os.tmpdir(), `parley-stories-bench-${natsPrefix}.log`);
-  const node = await ParleyNode.start({
-    label: "a",
-    logFile,
-    env: {
-      ...benchNodeEnv({ databaseUrl: database.url, natsUrl: NATS_URL, natsPrefix, secret: SECRET, issuer: ISSUER, audience: AUDIENCE, dataDir }),
-      STORY_TTL_SECONDS: String(TTL_SECONDS),
-      STORY_SWEEP_INTERVAL_SECONDS: "600",
-    },
+  const { database, node, logFile } = await startSingleNodeRun("stories", {
+    adminUrl: ADMIN_URL,
+    natsUrl: NATS_URL,
+    secret: SECRET,
+    issuer: ISSUER,
+    audience: AUDIENCE,
+    env: { STORY_TTL_SECONDS: String(TTL_SECONDS), STORY_SWEEP_INTERVAL_SECONDS: "600" },
   });
   console.log(`bench:stories on ${await postgresVersion(database.url)}, node pid ${node.pid}, its log in ${logFile}`);
   const loadStart = performance.now();

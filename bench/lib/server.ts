@@ -6,7 +6,7 @@
  * a grace period; registered with the cleanup so it never outlives the bench.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream } from "node:fs";
+import { createWriteStream, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,6 +14,8 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.ts";
 import { onCleanup } from "./cleanup.ts";
+import { createBenchDatabase, type BenchDatabase } from "./database.ts";
+import { natsPrefixForRun } from "./nats.ts";
 import { freePort, sleep } from "./util.ts";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -178,4 +180,28 @@ export function benchNodeEnv(run: BenchRunEnv): Record<string, string> {
     METRICS_PORT: "off",
     DATA_DIR: run.dataDir,
   };
+}
+
+/** What a single-node bench runs on: a fresh database, a NATS prefix, a data dir and the node. */
+export interface SingleNodeRun {
+  database: BenchDatabase;
+  natsPrefix: string;
+  node: ParleyNode;
+  /** Where the node's output goes. */
+  logFile: string;
+}
+
+/**
+ * Creates the run's database, NATS prefix and data dir (removed at the end by the cleanup) and
+ * starts one node on them with the bench's token settings and `env` on top.
+ */
+export async function startSingleNodeRun(name: string, options: { adminUrl: string; natsUrl: string; secret: string; issuer: string; audience: string; env: Record<string, string> }): Promise<SingleNodeRun> {
+  const database = await createBenchDatabase(options.adminUrl);
+  const natsPrefix = natsPrefixForRun(options.natsUrl);
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), `parley-${name}-bench-`));
+  onCleanup("remove the data dir", () => rmSync(dataDir, { recursive: true, force: true }));
+  const logFile = path.join(os.tmpdir(), `parley-${name}-bench-${natsPrefix}.log`);
+  const run = { databaseUrl: database.url, natsUrl: options.natsUrl, natsPrefix, secret: options.secret, issuer: options.issuer, audience: options.audience, dataDir };
+  const node = await ParleyNode.start({ label: "a", logFile, env: { ...benchNodeEnv(run), ...options.env } });
+  return { database, natsPrefix, node, logFile };
 }

@@ -73,17 +73,12 @@ export async function revokeDevice(tx: Db, deviceId: string): Promise<boolean> {
   return result.numUpdatedRows > 0n;
 }
 
-/** The active devices of these users, oldest first. */
-export async function listActiveDevices(db: Db, userIds: readonly string[]): Promise<DeviceRow[]> {
+/** The devices of these users, oldest first: the active ones, or all with `includeRevoked`. */
+export async function listDevices(db: Db, userIds: readonly string[], { includeRevoked = false } = {}): Promise<DeviceRow[]> {
   if (userIds.length === 0) return [];
-  return db
-    .selectFrom("devices")
-    .selectAll()
-    .where("user_id", "in", [...userIds])
-    .where("revoked_at", "is", null)
-    .orderBy("created_at")
-    .orderBy("id")
-    .execute();
+  let query = db.selectFrom("devices").selectAll().where("user_id", "in", [...userIds]);
+  if (!includeRevoked) query = query.where("revoked_at", "is", null);
+  return query.orderBy("created_at").orderBy("id").execute();
 }
 
 /** Unclaimed prekeys per device, for the devices asked. */

@@ -15,6 +15,7 @@ export function toDevice(row: DeviceRow, unclaimedPrekeys = 0): Device {
     displayName: row.display_name,
     createdAt: timestampFromDate(row.created_at),
     unclaimedPrekeys,
+    revokedAt: row.revoked_at === null ? undefined : timestampFromDate(row.revoked_at),
   });
 }
 

@@ -113,8 +113,8 @@ export class KeyService implements ServiceImpl<typeof KeyServiceDesc> {
       throw new InvalidInputError("user_ids", `must name 1 to ${MAX_LISTED_USERS} users`);
     }
     const userIds = [...new Set(req.userIds.map((id, i) => requireUserId(`user_ids[${i}]`, id)))];
-    const rows = await devices.listActiveDevices(this.#db, userIds);
-    const mine = await devices.countUnclaimedPrekeys(this.#db, rows.filter((r) => r.user_id === userId).map((r) => r.id));
+    const rows = await devices.listDevices(this.#db, userIds, { includeRevoked: req.includeRevoked });
+    const mine = await devices.countUnclaimedPrekeys(this.#db, rows.filter((r) => r.user_id === userId && r.revoked_at === null).map((r) => r.id));
     const order = new Map(userIds.map((id, i) => [id, i]));
     rows.sort((a, b) => order.get(a.user_id)! - order.get(b.user_id)!); // stable: oldest device first within a user
     return create(ListDevicesResponseSchema, { devices: rows.map((row) => toDevice(row, mine.get(row.id) ?? 0)) });

@@ -6,7 +6,9 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import type { Message } from "../../gen/parley/v1/message_pb.ts";
+import { create } from "@bufbuild/protobuf";
+import { PlainContentSchema } from "../../gen/parley/e2e/v1/payload_pb.ts";
+import type { EncryptedEnvelope, Message } from "../../gen/parley/v1/message_pb.ts";
 import { newUsers, startTestServer, type TestServer } from "../helpers/test-server.ts";
 import { allLive, assertDecryptFails, decryptEventually, freshConversation, openDevice, sendAndStore, type E2eDevice } from "./support.ts";
 
@@ -99,4 +101,36 @@ describe("e2e client: members and devices coming and going", function () {
     await assert.rejects(attempt.message, /revoked/, "the revoked phone's send is refused");
     assert.ok(phone.events.some((e) => e.type === "send_failed" && e.localId === attempt.localId), "and the app is told");
   });
+
+  it("refuses a DIRECT message a revoked device wrote after its revocation, even when the epoch moved on again and the events were missed", async () => {
+    const [a, c] = (await newUsers(server, 2, "revokeddm")) as [string, string];
+    const alice = await openDevice(server, a, { start: false }); // hears no event: reads only
+    const aliceSpare = await open(a);
+    const carolLaptop = await open(c);
+    const phone = await openDevice(server, c, { start: false }); // a stolen phone: it never hears it was revoked
+    devices.push(alice, phone);
+    const direct = await carolLaptop.client.createConversation({ memberIds: [a], encrypted: true });
+    const before = await phone.codec.encrypt(await freshConversation(phone, direct.id), create(PlainContentSchema, { text: "from the phone, while trusted" }));
+    const trusted = await storeEnvelope(phone, direct.id, before.envelope);
+    assert.equal((await decryptEventually(alice, await freshConversation(alice, direct.id), trusted)).text, "from the phone, while trusted");
+
+    await server.clientsFor(c).keys.revokeDevice({ deviceId: phone.deviceId });
+    const afterRevocation = await phone.codec.encrypt(await freshConversation(phone, direct.id), create(PlainContentSchema, { text: "from the phone, revoked" }));
+    const forged = await storeEnvelope(phone, direct.id, afterRevocation.envelope);
+    await server.clientsFor(a).keys.revokeDevice({ deviceId: aliceSpare.deviceId }); // the epoch moves on again
+
+    // Alice's device starts again from its store, having heard none of it.
+    const aliceAgain = await openDevice(server, a, { store: alice.store, start: false });
+    devices.push(aliceAgain);
+    const now = await freshConversation(aliceAgain, direct.id);
+    assert.equal(now.keyEpoch, 3, "two revocations later");
+    await assertDecryptFails(aliceAgain, now, forged, ["unknown_key"], "written by the phone after it was revoked");
+    assert.equal((await aliceAgain.codec.decrypt(now, trusted)).text, "from the phone, while trusted", "what it wrote before still opens");
+  });
 });
+
+/** Stores an envelope as the device's user, as a device that skips the SDK's outbox would. */
+async function storeEnvelope(device: E2eDevice, conversationId: string, envelope: EncryptedEnvelope): Promise<Message> {
+  const { message } = await device.client.messagesClient.sendMessage({ conversationId, clientMessageId: randomUUID(), content: { case: "envelope", value: envelope } });
+  return message!;
+}

@@ -197,6 +197,19 @@ describe("KeyService: RegisterDevice and ListDevices", () => {
         }
       });
 
+      it("lists revoked devices too, with when they were revoked, when asked", async () => {
+        const [ada, viewer] = await newUsers(server, 2, "withrevoked");
+        const A = e2eClientsFor(server, ada!, protocol);
+        const kept = await registerDevice(A, 0, "kept");
+        const gone = await registerDevice(A, 0, "gone");
+        const before = Date.now();
+        await A.keys.revokeDevice({ deviceId: gone.id });
+        const listed = (await e2eClientsFor(server, viewer!, protocol).keys.listDevices({ userIds: [ada!], includeRevoked: true })).devices;
+        assert.deepEqual(listed.map((d) => d.deviceId), [kept.id, gone.id], "both, oldest first");
+        assert.equal(listed[0]!.revokedAt, undefined, "the kept device is not revoked");
+        assert.ok(listed[1]!.revokedAt && Number(listed[1]!.revokedAt.seconds) * 1000 >= before - 2000, "the revoked one says when");
+      });
+
       it("shows another user's devices with their keys but unclaimed_prekeys 0, and the owner the real count", async () => {
         const [ada, stranger] = await newUsers(server, 2, "count");
         const A = e2eClientsFor(server, ada!, protocol);

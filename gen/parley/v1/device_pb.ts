@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/device.proto.
  */
 export const file_parley_v1_device: GenFile = /*@__PURE__*/
-  fileDesc("ChZwYXJsZXkvdjEvZGV2aWNlLnByb3RvEglwYXJsZXkudjEi3AEKBkRldmljZRIRCglkZXZpY2VfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIaChJzaWduaW5nX3B1YmxpY19rZXkYAyABKAwSFgoOYm94X3B1YmxpY19rZXkYBCABKAwSGQoRYm94X2tleV9zaWduYXR1cmUYBSABKAwSFAoMZGlzcGxheV9uYW1lGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEXVuY2xhaW1lZF9wcmVrZXlzGAggASgFIj8KBlByZWtleRIOCgZrZXlfaWQYASABKA0SEgoKcHVibGljX2tleRgCIAEoDBIRCglzaWduYXR1cmUYAyABKAwi5QEKD1RvRGV2aWNlTWVzc2FnZRIKCgJpZBgBIAEoCRIbChNyZWNpcGllbnRfZGV2aWNlX2lkGAIgASgJEhYKDnNlbmRlcl91c2VyX2lkGAMgASgJEhgKEHNlbmRlcl9kZXZpY2VfaWQYBCABKAkSEgoKY2lwaGVydGV4dBgFIAEoDBINCgVub25jZRgGIAEoDBIRCglhbGdvcml0aG0YByABKAkSEQoJcHJla2V5X2lkGAggASgNEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChZwYXJsZXkvdjEvZGV2aWNlLnByb3RvEglwYXJsZXkudjEijAIKBkRldmljZRIRCglkZXZpY2VfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIaChJzaWduaW5nX3B1YmxpY19rZXkYAyABKAwSFgoOYm94X3B1YmxpY19rZXkYBCABKAwSGQoRYm94X2tleV9zaWduYXR1cmUYBSABKAwSFAoMZGlzcGxheV9uYW1lGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEXVuY2xhaW1lZF9wcmVrZXlzGAggASgFEi4KCnJldm9rZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIj8KBlByZWtleRIOCgZrZXlfaWQYASABKA0SEgoKcHVibGljX2tleRgCIAEoDBIRCglzaWduYXR1cmUYAyABKAwi5QEKD1RvRGV2aWNlTWVzc2FnZRIKCgJpZBgBIAEoCRIbChNyZWNpcGllbnRfZGV2aWNlX2lkGAIgASgJEhYKDnNlbmRlcl91c2VyX2lkGAMgASgJEhgKEHNlbmRlcl9kZXZpY2VfaWQYBCABKAkSEgoKY2lwaGVydGV4dBgFIAEoDBINCgVub25jZRgGIAEoDBIRCglhbGdvcml0aG0YByABKAkSEQoJcHJla2V5X2lkGAggASgNEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * A user's device as the key directory lists it: the public half of its keys. The private
@@ -77,6 +77,13 @@ export type Device = Message<"parley.v1.Device"> & {
    * @generated from field: int32 unclaimed_prekeys = 8;
    */
   unclaimedPrekeys: number;
+
+  /**
+   * When the device was revoked; unset while it is not (listed only with include_revoked).
+   *
+   * @generated from field: google.protobuf.Timestamp revoked_at = 9;
+   */
+  revokedAt?: Timestamp | undefined;
 };
 
 /**

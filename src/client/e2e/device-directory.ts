@@ -9,6 +9,7 @@
  * use devicesOf and findDevice, which read the listing only.
  */
 import { create } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { DeviceSchema, type Device } from "../../../gen/parley/v1/device_pb.ts";
 import type { ClientStore } from "../storage.ts";
 import { compareBytes, verifyDeviceBoxKey } from "../crypto/index.ts";
@@ -90,6 +91,22 @@ export class DeviceDirectory {
     if (bytes === undefined) return undefined;
     const record = decodeRecord<KnownDeviceRecord>(bytes);
     return record.userId === userId ? { device: create(DeviceSchema, record), listed: false } : undefined;
+  }
+
+  /**
+   * When a device that is no longer listed was revoked (server time, ms), asked of the
+   * directory once and kept; undefined when the directory does not say.
+   */
+  async revokedAtMs(userId: string, deviceId: string): Promise<number | undefined> {
+    const key = storeKeys.deviceRevokedAt(deviceId);
+    const kept = await this.#store.get(key);
+    if (kept !== undefined) return decodeRecord<number>(kept);
+    const { devices } = await this.#keyService.listDevices({ userIds: [userId], includeRevoked: true });
+    const revokedAt = devices.find((device) => device.deviceId === deviceId && device.userId === userId)?.revokedAt;
+    if (revokedAt === undefined) return undefined;
+    const ms = timestampMs(revokedAt);
+    await this.#store.put(key, encodeRecord(ms));
+    return ms;
   }
 
   /** Notes the epoch a conversation moved to when the device was revoked (a device_changed event). */

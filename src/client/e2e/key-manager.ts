@@ -7,6 +7,7 @@
  * Calls run one at a time (see SerialQueue): each reads and writes key state in the store.
  */
 import { create } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import type { GroupCiphertext, PlainContent, SenderKeyDistribution, ToDevicePayload } from "../../../gen/parley/e2e/v1/payload_pb.ts";
 import { ConversationType, type Conversation } from "../../../gen/parley/v1/conversation_pb.ts";
@@ -273,7 +274,7 @@ export class E2EKeyManager implements MessageCodec {
     }
     const known = await this.#devices.knownDevice(message.senderId, ciphertext.senderDeviceId);
     if (known === undefined) throw new DecryptError("unknown_key", "this client never verified the sender's device");
-    if (!known.listed) await this.#refuseAfterRevocation(conversation, envelope, ciphertext.senderDeviceId);
+    if (!known.listed) await this.#refuseAfterRevocation(conversation, message, envelope, ciphertext.senderDeviceId);
     if (ciphertext.keyBoxes.some((keyBox) => keyBox.deviceId === this.#local.deviceId)) {
       const messageKey = await openDirectMessageKey(ciphertext, recipient, known.device.boxPublicKey);
       return openDirectBody(envelope, ciphertext, messageKey, conversation.id);
@@ -335,11 +336,18 @@ export class E2EKeyManager implements MessageCodec {
   }
 
   /**
-   * A message from a device the directory no longer lists opens only if it was sent before
-   * the revocation: at an epoch before the one the revocation moved the conversation to, as
-   * a device_changed event told, or (no event heard) before the conversation's current epoch.
+   * A message from a device the directory no longer lists opens only if it was sent (or last
+   * edited) before the device was revoked, by the server's clock; when the directory cannot
+   * say when, only if it was sealed for an epoch before the revocation's (as a device_changed
+   * event told) or, with no event heard, before the conversation's current epoch.
    */
-  async #refuseAfterRevocation(conversation: Conversation, envelope: EncryptedEnvelope, senderDeviceId: string): Promise<void> {
+  async #refuseAfterRevocation(conversation: Conversation, message: Message, envelope: EncryptedEnvelope, senderDeviceId: string): Promise<void> {
+    const revokedAtMs = await this.#devices.revokedAtMs(message.senderId, senderDeviceId);
+    const sentAt = message.editedAt ?? message.createdAt;
+    if (revokedAtMs !== undefined && sentAt !== undefined) {
+      if (timestampMs(sentAt) >= revokedAtMs) throw new DecryptError("unknown_key", "the sender device was revoked before this message was written");
+      return;
+    }
     const revokedAt = (await this.#devices.revokedAtEpoch(senderDeviceId, conversation.id)) ?? conversation.keyEpoch;
     if (envelope.keyEpoch >= revokedAt) throw new DecryptError("unknown_key", "the sender device was revoked before this epoch");
   }

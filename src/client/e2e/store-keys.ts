@@ -26,6 +26,7 @@ export const storeKeys = {
   searchKey: (conversationId: string, epoch: number, keyHex: string) => `e2e/search-keys/${segment(conversationId)}/${padded(epoch)}/${keyHex}`,
   searchKeysOf: (conversationId: string) => `e2e/search-keys/${segment(conversationId)}/`,
   knownDevice: (deviceId: string) => `e2e/known-devices/${segment(deviceId)}`,
+  deviceRevokedAt: (deviceId: string) => `e2e/device-revoked-at/${segment(deviceId)}`,
   deviceRevocation: (deviceId: string, conversationId: string) => `e2e/device-revocations/${segment(deviceId)}/${segment(conversationId)}`,
   sharedDirectKey: (conversationId: string, seq: bigint) => `e2e/shared-direct-keys/${segment(conversationId)}/${padded(seq)}`,
 } as const;

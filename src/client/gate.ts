@@ -30,14 +30,7 @@ export class Gate {
   /** Resolves when the gate is open, or when the signal aborts. */
   wait(signal?: AbortSignal): Promise<void> {
     if (this.#open || signal?.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        signal?.removeEventListener("abort", done);
-        resolve();
-      };
-      this.#waiters.push(done);
-      signal?.addEventListener("abort", done, { once: true });
-    });
+    return waitIn(this.#waiters, signal);
   }
 }
 
@@ -59,13 +52,18 @@ export class Wakeup {
       this.#pending = false;
       return Promise.resolve();
     }
-    return new Promise((resolve) => {
-      const done = () => {
-        signal?.removeEventListener("abort", done);
-        resolve();
-      };
-      this.#waiters.push(done);
-      signal?.addEventListener("abort", done, { once: true });
-    });
+    return waitIn(this.#waiters, signal);
   }
+}
+
+/** Waits until one of `waiters` is called (by whoever owns the list) or the signal aborts. */
+function waitIn(waiters: Array<() => void>, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    waiters.push(done);
+    signal?.addEventListener("abort", done, { once: true });
+  });
 }

@@ -10,7 +10,7 @@ import { fromBinary, toBinary, create } from "@bufbuild/protobuf";
 import { base64Decode, base64Encode } from "@bufbuild/protobuf/wire";
 import { PlainContentSchema, type PlainContent } from "../../gen/parley/e2e/v1/payload_pb.ts";
 import { SendMessageRequestSchema, type SendMessageRequest } from "../../gen/parley/v1/message_service_pb.ts";
-import type { ClientStore } from "./storage.ts";
+import { getText, putText, type ClientStore } from "./storage.ts";
 
 const SEQ_KEY = "outbox/seq";
 const ITEM_PREFIX = "outbox/items/";
@@ -63,9 +63,8 @@ export class OutboxStore {
   /** The next local sequence, persisted before it is returned so it is never handed out twice. */
   nextLocalSeq(): Promise<bigint> {
     const next = this.#seqLock.then(async () => {
-      const raw = await this.#store.get(SEQ_KEY);
-      const seq = (raw ? BigInt(new TextDecoder().decode(raw)) : 0n) + 1n;
-      await this.#store.put(SEQ_KEY, new TextEncoder().encode(seq.toString()));
+      const seq = BigInt((await getText(this.#store, SEQ_KEY)) ?? "0") + 1n;
+      await putText(this.#store, SEQ_KEY, seq.toString());
       return seq;
     });
     this.#seqLock = next.catch(() => undefined);

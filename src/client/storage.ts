@@ -11,6 +11,20 @@ export interface ClientStore {
   list(prefix: string): Promise<Array<[string, Uint8Array]>>;
 }
 
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** A text value from the store (a cursor, an id, a number in decimal). */
+export async function getText(store: ClientStore, key: string): Promise<string | undefined> {
+  const bytes = await store.get(key);
+  return bytes === undefined ? undefined : decoder.decode(bytes);
+}
+
+/** Keeps a text value under the key. */
+export function putText(store: ClientStore, key: string, text: string): Promise<void> {
+  return store.put(key, encoder.encode(text));
+}
+
 /** A store that lives as long as the process: for tests and throwaway clients. */
 export class MemoryStore implements ClientStore {
   readonly #entries = new Map<string, Uint8Array>();

@@ -3,7 +3,7 @@
  * handed to the app. Both live in the ClientStore so a restarted client resumes where it
  * stopped, loses nothing and repeats nothing.
  */
-import type { ClientStore } from "./storage.ts";
+import { getText, putText, type ClientStore } from "./storage.ts";
 
 const CURSOR_KEY = "sync/cursor";
 const POSITION_PREFIX = "sync/seq/";
@@ -24,26 +24,25 @@ export class SyncState implements PositionStore {
 
   /** The cursor to resume from; "" starts at "now". */
   async cursor(): Promise<string> {
-    const raw = await this.#store.get(CURSOR_KEY);
-    return raw ? new TextDecoder().decode(raw) : "";
+    return (await getText(this.#store, CURSOR_KEY)) ?? "";
   }
 
   async setCursor(cursor: string): Promise<void> {
-    if (cursor) await this.#store.put(CURSOR_KEY, new TextEncoder().encode(cursor));
+    if (cursor) await putText(this.#store, CURSOR_KEY, cursor);
   }
 
   async get(conversationId: string): Promise<bigint | undefined> {
     const cached = this.#positions.get(conversationId);
     if (cached !== undefined) return cached;
-    const raw = await this.#store.get(POSITION_PREFIX + conversationId);
-    if (!raw) return undefined;
-    const seq = BigInt(new TextDecoder().decode(raw));
+    const text = await getText(this.#store, POSITION_PREFIX + conversationId);
+    if (!text) return undefined;
+    const seq = BigInt(text);
     this.#positions.set(conversationId, seq);
     return seq;
   }
 
   async set(conversationId: string, seq: bigint): Promise<void> {
     this.#positions.set(conversationId, seq);
-    await this.#store.put(POSITION_PREFIX + conversationId, new TextEncoder().encode(seq.toString()));
+    await putText(this.#store, POSITION_PREFIX + conversationId, seq.toString());
   }
 }

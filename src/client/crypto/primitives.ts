@@ -12,7 +12,7 @@
  * of their bytes. Everything symmetric (secretbox, HSalsa20) stays on tweetnacl.
  */
 import nacl from "tweetnacl";
-import { toHex } from "./bytes.ts";
+import { toHex, utf8 } from "./bytes.ts";
 
 /** Which implementation runs the operations. */
 export type PrimitivesBackend = "webcrypto" | "tweetnacl";
@@ -30,7 +30,7 @@ const X25519_PKCS8_PREFIX = Uint8Array.of(0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x
 
 /** HSalsa20's input and constant in crypto_box_beforenm: 16 zero bytes and "expand 32-byte k". */
 const HSALSA20_ZERO_INPUT = new Uint8Array(16);
-const HSALSA20_SIGMA = new TextEncoder().encode("expand 32-byte k");
+const HSALSA20_SIGMA = utf8("expand 32-byte k");
 
 /** tweetnacl exports its core functions as `lowlevel` without declaring them. */
 const lowlevel = (nacl as unknown as { lowlevel: { crypto_core_hsalsa20(out: Uint8Array, input: Uint8Array, key: Uint8Array, constant: Uint8Array): void } })
@@ -196,7 +196,7 @@ async function detect(): Promise<Subtle | undefined> {
  */
 async function selfTest(webCrypto: Subtle): Promise<boolean> {
   const signing = nacl.sign.keyPair.fromSeed(new Uint8Array(SEED_LENGTH).fill(7));
-  const message = new TextEncoder().encode("parley webcrypto self-test");
+  const message = utf8("parley webcrypto self-test");
   const expected = nacl.sign.detached(message, signing.secretKey);
   const privateKey = await webCrypto.importKey("pkcs8", pkcs8(ED25519_PKCS8_PREFIX, signing.secretKey.subarray(0, SEED_LENGTH)), { name: "Ed25519" }, false, ["sign"]);
   const publicKey = await webCrypto.importKey("raw", signing.publicKey, { name: "Ed25519" }, false, ["verify"]);

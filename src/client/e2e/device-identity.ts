@@ -4,7 +4,7 @@
  * healed by registering again: the directory answers a known signing key with the device it
  * already has.
  */
-import type { ClientStore } from "../storage.ts";
+import { getText, putText, type ClientStore } from "../storage.ts";
 import { createDeviceKeys, deserializeDeviceKeys, serializeDeviceKeys, type DeviceKeys } from "../crypto/index.ts";
 import { PREKEY_BATCH, type PrekeyPool } from "./prekey-pool.ts";
 import type { KeyServiceClient } from "./services.ts";
@@ -34,8 +34,8 @@ export async function loadOrRegisterDeviceId(
   prekeys: PrekeyPool,
   displayName: string,
 ): Promise<string> {
-  const stored = await store.get(storeKeys.deviceId);
-  if (stored !== undefined) return new TextDecoder().decode(stored);
+  const stored = await getText(store, storeKeys.deviceId);
+  if (stored !== undefined) return stored;
   const { device } = await keyService.registerDevice({
     signingPublicKey: keys.signing.publicKey,
     boxPublicKey: keys.box.publicKey,
@@ -44,6 +44,6 @@ export async function loadOrRegisterDeviceId(
     prekeys: await prekeys.create(PREKEY_BATCH),
   });
   if (device === undefined) throw new Error("RegisterDevice answered without a device");
-  await store.put(storeKeys.deviceId, new TextEncoder().encode(device.deviceId));
+  await putText(store, storeKeys.deviceId, device.deviceId);
   return device.deviceId;
 }

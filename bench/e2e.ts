@@ -67,7 +67,7 @@
  *        --register-workers W (default: one per CPU)   --register-concurrency C (default 8)
  *        --crypto-ms MS (default 1500)   --send-senders (default 64)   --send-conversations (default 100)
  *        --cpu-prof FILE   --database-url URL (default postgres://postgres@127.0.0.1:5432/postgres)
- *        --nats-url URL (default nats://127.0.0.1:4222)   --json FILE
+ *        --nats-url URL (default nats://127.0.0.1:4222)   --server-env K=V (repeatable)   --json FILE
  * Everything is bounded (per-call deadlines, per-wait deadlines, a watchdog) and stays on
  * 127.0.0.1; the node, the database, the NATS streams, the workers and child benches are
  * gone at the end even on failure or Ctrl-C. The last line of stdout is the JSON summary.
@@ -124,7 +124,7 @@ import { busyCores, cpuByComm, procCpu, ZERO, type Cpu } from "./lib/proc.ts";
 import { ROOT, startSingleNodeRun } from "./lib/server.ts";
 import { formatLatency, Samples, type LatencySummary } from "./lib/stats.ts";
 import { closeStreams, ensureUsers, openStreams, withTimeout, type Stream, type User } from "./lib/traffic.ts";
-import { eachLimited, intFlag, printHelp, requireLocalUrl, round, sleep } from "./lib/util.ts";
+import { eachLimited, intFlag, keyValues, printHelp, requireLocalUrl, round, SERVICE_FLAGS, sleep } from "./lib/util.ts";
 
 const { values: flags } = parseArgs({
   options: {
@@ -137,10 +137,7 @@ const { values: flags } = parseArgs({
     "send-senders": { type: "string", default: "64" },
     "send-conversations": { type: "string", default: "100" },
     "cpu-prof": { type: "string" },
-    "database-url": { type: "string", default: process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres" },
-    "nats-url": { type: "string", default: process.env.BENCH_NATS_URL ?? "nats://127.0.0.1:4222" },
-    json: { type: "string" },
-    help: { type: "boolean", default: false },
+    ...SERVICE_FLAGS,
   },
 });
 if (flags.help) {
@@ -479,7 +476,7 @@ async function removalSection() {
     secret: SECRET,
     issuer: ISSUER,
     audience: AUDIENCE,
-    env: { MAX_GROUP_MEMBERS: String(Math.max(500, MEMBERS)) },
+    env: { ...keyValues(flags["server-env"], "server-env"), MAX_GROUP_MEMBERS: String(Math.max(500, MEMBERS)) },
   });
   const postgres = await postgresVersion(database.url);
   console.log(`\n== removal: ${MEMBERS}-member encrypted group; node pid ${node.pid} on ${postgres}, its log in ${logFile}`);

@@ -24,7 +24,7 @@
  *
  * Flags: --scenario all|tray|expiry (default all)   --post-concurrency   --authors --stories-per-author --followed --others --calls --warmup --expiring --ttl
  *        --database-url URL (default postgres://postgres@127.0.0.1:5432/postgres)
- *        --nats-url URL (default nats://127.0.0.1:4222)   --json FILE
+ *        --nats-url URL (default nats://127.0.0.1:4222)   --server-env K=V (repeatable)   --json FILE
  * The last line of stdout is the JSON summary.
  */
 import { randomBytes } from "node:crypto";
@@ -41,7 +41,7 @@ import { postgresVersion } from "./lib/database.ts";
 import { grpcConnection } from "./lib/grpc.ts";
 import { startSingleNodeRun } from "./lib/server.ts";
 import { formatLatency, Samples, type LatencySummary } from "./lib/stats.ts";
-import { eachLimited, ErrorTally, intFlag, printHelp, requireLocalUrl, round, sleep } from "./lib/util.ts";
+import { eachLimited, ErrorTally, intFlag, keyValues, printHelp, requireLocalUrl, round, SERVICE_FLAGS, sleep } from "./lib/util.ts";
 
 const { values: flags } = parseArgs({
   options: {
@@ -55,10 +55,7 @@ const { values: flags } = parseArgs({
     scenario: { type: "string", default: "all" },
     "post-concurrency": { type: "string", default: "4" },
     ttl: { type: "string", default: "5" },
-    "database-url": { type: "string", default: process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres" },
-    "nats-url": { type: "string", default: "nats://127.0.0.1:4222" },
-    json: { type: "string" },
-    help: { type: "boolean", default: false },
+    ...SERVICE_FLAGS,
   },
 });
 if (flags.help) {
@@ -247,7 +244,7 @@ async function main() {
     secret: SECRET,
     issuer: ISSUER,
     audience: AUDIENCE,
-    env: { STORY_TTL_SECONDS: String(TTL_SECONDS), STORY_SWEEP_INTERVAL_SECONDS: "600" },
+    env: { ...keyValues(flags["server-env"], "server-env"), STORY_TTL_SECONDS: String(TTL_SECONDS), STORY_SWEEP_INTERVAL_SECONDS: "600" },
   });
   console.log(`bench:stories on ${await postgresVersion(database.url)}, node pid ${node.pid}, its log in ${logFile}`);
   const loadStart = performance.now();

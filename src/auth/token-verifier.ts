@@ -5,7 +5,7 @@
  */
 import { createRemoteJWKSet, jwtVerify, SignJWT, type JWTVerifyGetKey } from "jose";
 import { UnauthenticatedError } from "../errors.ts";
-import type { Caller } from "./user-context.ts";
+import { ROLES, type Caller, type Role } from "./user-context.ts";
 
 export interface TokenVerifierOptions {
   secret: string | null;
@@ -48,12 +48,19 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     if (typeof sub !== "string" || sub === "" || sub.length > MAX_USER_ID_LENGTH || /[\s\u0000-\u001f]/.test(sub)) {
       throw new UnauthenticatedError("the bearer token has no usable subject");
     }
-    const caller = { userId: sub, admin: payload.admin === true };
+    const roles = rolesOf(payload.roles);
+    const caller: Caller = { userId: sub, operator: roles.has("operator"), service: roles.has("service") };
     if (verified.size >= CACHE_MAX_TOKENS) verified.clear();
     const expiresAt = typeof payload.exp === "number" ? payload.exp * 1000 : now;
     verified.set(token, { caller, until: Math.min(expiresAt, now + CACHE_TTL_MS) });
     return caller;
   };
+}
+
+/** The known roles of a `roles` claim; anything that is not an array of strings grants none. */
+function rolesOf(claim: unknown): Set<Role> {
+  if (!Array.isArray(claim)) return new Set();
+  return new Set(ROLES.filter((role) => claim.includes(role)));
 }
 
 /** How long a verified token is trusted without checking it again. */
@@ -66,13 +73,13 @@ export interface MintOptions {
   issuer: string;
   audience: string;
   userId: string;
-  admin?: boolean;
+  roles?: readonly Role[];
   expiresIn?: string;
 }
 
 /** Signs an HS256 token, for `npm run token` and tests. */
 export async function mintToken(options: MintOptions): Promise<string> {
-  return new SignJWT(options.admin ? { admin: true } : {})
+  return new SignJWT(options.roles && options.roles.length > 0 ? { roles: [...options.roles] } : {})
     .setProtectedHeader({ alg: "HS256", typ: "JWT" })
     .setSubject(options.userId)
     .setIssuer(options.issuer)

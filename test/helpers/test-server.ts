@@ -20,7 +20,7 @@ import {
 } from "@connectrpc/connect-node";
 import { loadConfig } from "../../src/config.ts";
 import { createApp, type AppOptions } from "../../src/app.ts";
-import { mintToken } from "../../src/auth/index.ts";
+import { mintToken, type Role } from "../../src/auth/index.ts";
 import { UserService } from "../../gen/parley/v1/user_service_pb.ts";
 import { ConversationService } from "../../gen/parley/v1/conversation_service_pb.ts";
 import { MessageService } from "../../gen/parley/v1/message_service_pb.ts";
@@ -69,7 +69,7 @@ export interface IsolatedClients extends Clients {
 }
 
 export interface TokenOptions {
-  admin?: boolean;
+  roles?: readonly Role[];
   expiresIn?: string;
 }
 

@@ -344,6 +344,6 @@ function contextFor(userId: string): HandlerContext {
     protocolName: "test",
     requestMethod: "POST",
     url: "http://localhost/",
-    contextValues: createContextValues().set(callerKey, { userId, admin: false }),
+    contextValues: createContextValues().set(callerKey, { userId, operator: false, service: false }),
   });
 }

@@ -1,6 +1,6 @@
 /** UserService: profiles. Any authenticated user may read any profile. */
 import { create } from "@bufbuild/protobuf";
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Kysely } from "kysely";
 import {
   BatchGetUsersResponseSchema,
@@ -56,6 +56,10 @@ export class UserService implements ServiceImpl<typeof UserServiceDesc> {
       return row ? [toUser(row)] : [];
     });
     return create(BatchGetUsersResponseSchema, { users });
+  }
+
+  async deleteAccount(): Promise<never> {
+    throw new ConnectError("account deletion is not built yet", Code.Unimplemented);
   }
 
   async updateProfile(req: UpdateProfileRequest, ctx: HandlerContext) {

@@ -32,6 +32,8 @@ import { SocialService } from "../../gen/parley/v1/social_service_pb.ts";
 import { MediaService } from "../../gen/parley/v1/media_service_pb.ts";
 import { StoryService } from "../../gen/parley/v1/story_service_pb.ts";
 import { KeyService } from "../../gen/parley/v1/key_service_pb.ts";
+import { ReportService } from "../../gen/parley/v1/report_service_pb.ts";
+import { AdminService } from "../../gen/parley/v1/admin_service_pb.ts";
 
 /**
  * How a client talks to the server. The main flows run over "grpc" and "connect"; the others
@@ -60,6 +62,8 @@ export interface Clients {
   media: Client<typeof MediaService>;
   stories: Client<typeof StoryService>;
   keys: Client<typeof KeyService>;
+  reports: Client<typeof ReportService>;
+  admin: Client<typeof AdminService>;
 }
 
 /** Clients on connections of their own, for a test that must control exactly when they close. */
@@ -270,6 +274,8 @@ export function connectTo(baseUrl: string, options: ConnectOptions): RemoteServe
       media: createClient(MediaService, t),
       stories: createClient(StoryService, t),
       keys: createClient(KeyService, t),
+      reports: createClient(ReportService, t),
+      admin: createClient(AdminService, t),
     };
   }
 

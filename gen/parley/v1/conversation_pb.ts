@@ -4,8 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { MessagePreview } from "./message_pb.ts";
 import { file_parley_v1_message } from "./message_pb.ts";
 import type { Message, UnknownEnum } from "@bufbuild/protobuf";
@@ -14,7 +14,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file parley/v1/conversation.proto.
  */
 export const file_parley_v1_conversation: GenFile = /*@__PURE__*/
-  fileDesc("ChxwYXJsZXkvdjEvY29udmVyc2F0aW9uLnByb3RvEglwYXJsZXkudjEihQQKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoCRIpCgR0eXBlGAIgASgOMhsucGFybGV5LnYxLkNvbnZlcnNhdGlvblR5cGUSDAoEbmFtZRgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRISCgpjcmVhdGVkX2J5GAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEGxhc3RfYWN0aXZpdHlfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDG1lbWJlcl9jb3VudBgIIAEoBRIQCghsYXN0X3NlcRgJIAEoAxIvCgxsYXN0X21lc3NhZ2UYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZVByZXZpZXcSJgoHbXlfcm9sZRgLIAEoDjIVLnBhcmxleS52MS5NZW1iZXJSb2xlEhgKEG15X2xhc3RfcmVhZF9zZXEYDCABKAMSFAoMdW5yZWFkX2NvdW50GA0gASgDEhYKDmRpcmVjdF9wZWVyX2lkGA4gASgJEhwKFHVucmVhZF9tZW50aW9uX2NvdW50GA8gASgDEhEKCWVuY3J5cHRlZBgQIAEoCBIUCgxibGluZF9zZWFyY2gYESABKAgSEQoJa2V5X2Vwb2NoGBIgASgNIoQBCgZNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIjCgRyb2xlGAIgASgOMhUucGFybGV5LnYxLk1lbWJlclJvbGUSLQoJam9pbmVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1sYXN0X3JlYWRfc2VxGAQgASgDImMKDFJlYWRQb3NpdGlvbhIPCgd1c2VyX2lkGAEgASgJEhUKDWxhc3RfcmVhZF9zZXEYAiABKAMSKwoHcmVhZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqcAoQQ29udmVyc2F0aW9uVHlwZRIhCh1DT05WRVJTQVRJT05fVFlQRV9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9UWVBFX0RJUkVDVBABEhsKF0NPTlZFUlNBVElPTl9UWVBFX0dST1VQEAIqWAoKTWVtYmVyUm9sZRIbChdNRU1CRVJfUk9MRV9VTlNQRUNJRklFRBAAEhYKEk1FTUJFUl9ST0xFX01FTUJFUhABEhUKEU1FTUJFUl9ST0xFX0FETUlOEAJiBnByb3RvMw", [file_google_protobuf_timestamp, file_parley_v1_message]);
+  fileDesc("ChxwYXJsZXkvdjEvY29udmVyc2F0aW9uLnByb3RvEglwYXJsZXkudjEi+wQKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoCRIpCgR0eXBlGAIgASgOMhsucGFybGV5LnYxLkNvbnZlcnNhdGlvblR5cGUSDAoEbmFtZRgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRISCgpjcmVhdGVkX2J5GAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEGxhc3RfYWN0aXZpdHlfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDG1lbWJlcl9jb3VudBgIIAEoBRIQCghsYXN0X3NlcRgJIAEoAxIvCgxsYXN0X21lc3NhZ2UYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZVByZXZpZXcSJgoHbXlfcm9sZRgLIAEoDjIVLnBhcmxleS52MS5NZW1iZXJSb2xlEhgKEG15X2xhc3RfcmVhZF9zZXEYDCABKAMSFAoMdW5yZWFkX2NvdW50GA0gASgDEhYKDmRpcmVjdF9wZWVyX2lkGA4gASgJEhwKFHVucmVhZF9tZW50aW9uX2NvdW50GA8gASgDEhEKCWVuY3J5cHRlZBgQIAEoCBIUCgxibGluZF9zZWFyY2gYESABKAgSEQoJa2V5X2Vwb2NoGBIgASgNEjQKEW1lc3NhZ2VfcmV0ZW50aW9uGBMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEj4KG2VmZmVjdGl2ZV9tZXNzYWdlX3JldGVudGlvbhgUIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKEAQoGTWVtYmVyEg8KB3VzZXJfaWQYASABKAkSIwoEcm9sZRgCIAEoDjIVLnBhcmxleS52MS5NZW1iZXJSb2xlEi0KCWpvaW5lZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNbGFzdF9yZWFkX3NlcRgEIAEoAyJjCgxSZWFkUG9zaXRpb24SDwoHdXNlcl9pZBgBIAEoCRIVCg1sYXN0X3JlYWRfc2VxGAIgASgDEisKB3JlYWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKnAKEENvbnZlcnNhdGlvblR5cGUSIQodQ09OVkVSU0FUSU9OX1RZUEVfVU5TUEVDSUZJRUQQABIcChhDT05WRVJTQVRJT05fVFlQRV9ESVJFQ1QQARIbChdDT05WRVJTQVRJT05fVFlQRV9HUk9VUBACKlgKCk1lbWJlclJvbGUSGwoXTUVNQkVSX1JPTEVfVU5TUEVDSUZJRUQQABIWChJNRU1CRVJfUk9MRV9NRU1CRVIQARIVChFNRU1CRVJfUk9MRV9BRE1JThACYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_parley_v1_message]);
 
 /**
  * A conversation as the calling user sees it.
@@ -151,6 +151,23 @@ export type Conversation = Message<"parley.v1.Conversation"> & {
    * @generated from field: uint32 key_epoch = 18;
    */
   keyEpoch: number;
+
+  /**
+   * The conversation's own message retention, set by its admins (either member of a DIRECT
+   * conversation); unset when it has none.
+   *
+   * @generated from field: google.protobuf.Duration message_retention = 19;
+   */
+  messageRetention?: Duration | undefined;
+
+  /**
+   * The retention that applies: the shorter of the conversation's and the deployment's.
+   * Messages older than this are gone from every read path at once and deleted soon after.
+   * Unset when messages are kept for good.
+   *
+   * @generated from field: google.protobuf.Duration effective_message_retention = 20;
+   */
+  effectiveMessageRetention?: Duration | undefined;
 };
 
 /**

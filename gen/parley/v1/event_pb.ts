@@ -4,14 +4,16 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Member, MemberRole } from "./conversation_pb.ts";
 import { file_parley_v1_conversation } from "./conversation_pb.ts";
 import type { ToDeviceMessage } from "./device_pb.ts";
 import { file_parley_v1_device } from "./device_pb.ts";
 import type { Message as Message$1, MessageDeletion } from "./message_pb.ts";
 import { file_parley_v1_message } from "./message_pb.ts";
+import type { ModerationAction } from "./moderation_pb.ts";
+import { file_parley_v1_moderation } from "./moderation_pb.ts";
 import type { Notification } from "./notification_pb.ts";
 import { file_parley_v1_notification } from "./notification_pb.ts";
 import type { Story } from "./story_pb.ts";
@@ -22,7 +24,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/event.proto.
  */
 export const file_parley_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChVwYXJsZXkvdjEvZXZlbnQucHJvdG8SCXBhcmxleS52MSKGCQoFRXZlbnQSCgoCaWQYASABKAkSDgoGY3Vyc29yGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIQCghhY3Rvcl9pZBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZUNyZWF0ZWRIABI+ChRjb252ZXJzYXRpb25fdXBkYXRlZBgLIAEoCzIeLnBhcmxleS52MS5Db252ZXJzYXRpb25VcGRhdGVkSAASLgoMbWVtYmVyX2FkZGVkGAwgASgLMhYucGFybGV5LnYxLk1lbWJlckFkZGVkSAASMgoObWVtYmVyX3JlbW92ZWQYDSABKAsyGC5wYXJsZXkudjEuTWVtYmVyUmVtb3ZlZEgAEjsKE21lbWJlcl9yb2xlX2NoYW5nZWQYDiABKAsyHC5wYXJsZXkudjEuTWVtYmVyUm9sZUNoYW5nZWRIABIyCg5yZWFjdGlvbl9hZGRlZBgPIAEoCzIYLnBhcmxleS52MS5SZWFjdGlvbkFkZGVkSAASNgoQcmVhY3Rpb25fcmVtb3ZlZBgQIAEoCzIaLnBhcmxleS52MS5SZWFjdGlvblJlbW92ZWRIABI7ChNyZWFkX3Bvc2l0aW9uX21vdmVkGBEgASgLMhwucGFybGV5LnYxLlJlYWRQb3NpdGlvbk1vdmVkSAASIwoGdHlwaW5nGBIgASgLMhEucGFybGV5LnYxLlR5cGluZ0gAEjYKEHByZXNlbmNlX2NoYW5nZWQYEyABKAsyGi5wYXJsZXkudjEuUHJlc2VuY2VDaGFuZ2VkSAASMgoObWVzc2FnZV9lZGl0ZWQYFCABKAsyGC5wYXJsZXkudjEuTWVzc2FnZUVkaXRlZEgAEjQKD21lc3NhZ2VfZGVsZXRlZBgVIAEoCzIZLnBhcmxleS52MS5NZXNzYWdlRGVsZXRlZEgAEj4KFG5vdGlmaWNhdGlvbl9jcmVhdGVkGBYgASgLMh4ucGFybGV5LnYxLk5vdGlmaWNhdGlvbkNyZWF0ZWRIABIuCgxzdG9yeV9wb3N0ZWQYHiABKAsyFi5wYXJsZXkudjEuU3RvcnlQb3N0ZWRIABIuCgxzdG9yeV92aWV3ZWQYHyABKAsyFi5wYXJsZXkudjEuU3RvcnlWaWV3ZWRIABIwCg1zdG9yeV9yZWFjdGVkGCAgASgLMhcucGFybGV5LnYxLlN0b3J5UmVhY3RlZEgAEjAKDXN0b3J5X2V4cGlyZWQYISABKAsyFy5wYXJsZXkudjEuU3RvcnlFeHBpcmVkSAASMgoOZGV2aWNlX2NoYW5nZWQYKCABKAsyGC5wYXJsZXkudjEuRGV2aWNlQ2hhbmdlZEgAEj8KEXRvX2RldmljZV9tZXNzYWdlGCkgASgLMiIucGFybGV5LnYxLlRvRGV2aWNlTWVzc2FnZVJlY2VpdmVkSABCBgoEa2luZCI1Cg5NZXNzYWdlQ3JlYXRlZBIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiOAoTQ29udmVyc2F0aW9uVXBkYXRlZBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJIjAKC01lbWJlckFkZGVkEiEKBm1lbWJlchgBIAEoCzIRLnBhcmxleS52MS5NZW1iZXIiQQoNTWVtYmVyUmVtb3ZlZBIPCgd1c2VyX2lkGAEgASgJEgwKBGxlZnQYAiABKAgSEQoJa2V5X2Vwb2NoGAMgASgNIkkKEU1lbWJlclJvbGVDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSIwoEcm9sZRgCIAEoDjIVLnBhcmxleS52MS5NZW1iZXJSb2xlIlMKDVJlYWN0aW9uQWRkZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVjb3VudBgEIAEoAyJVCg9SZWFjdGlvblJlbW92ZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVjb3VudBgEIAEoAyI7ChFSZWFkUG9zaXRpb25Nb3ZlZBIPCgd1c2VyX2lkGAEgASgJEhUKDWxhc3RfcmVhZF9zZXEYAiABKAMiSQoGVHlwaW5nEg8KB3VzZXJfaWQYASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZAoPUHJlc2VuY2VDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEjAKDGxhc3Rfc2Vlbl9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNAoNTWVzc2FnZUVkaXRlZBIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiegoOTWVzc2FnZURlbGV0ZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSEgoKbWVzc2FnZV9pZBgCIAEoCRIsCghkZWxldGlvbhgDIAEoCzIaLnBhcmxleS52MS5NZXNzYWdlRGVsZXRpb24SEQoJbW9kZXJhdGVkGAQgASgIIkQKE05vdGlmaWNhdGlvbkNyZWF0ZWQSLQoMbm90aWZpY2F0aW9uGAEgASgLMhcucGFybGV5LnYxLk5vdGlmaWNhdGlvbiIuCgtTdG9yeVBvc3RlZBIfCgVzdG9yeRgBIAEoCzIQLnBhcmxleS52MS5TdG9yeSJGCgtTdG9yeVZpZXdlZBIQCghzdG9yeV9pZBgBIAEoCRIRCgl2aWV3ZXJfaWQYAiABKAkSEgoKdmlld19jb3VudBgDIAEoAyJeCgxTdG9yeVJlYWN0ZWQSEAoIc3RvcnlfaWQYASABKAkSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVhZGRlZBgEIAEoCBINCgVjb3VudBgFIAEoAyJECgxTdG9yeUV4cGlyZWQSEAoIc3RvcnlfaWQYASABKAkSEQoJYXV0aG9yX2lkGAIgASgJEg8KB2RlbGV0ZWQYAyABKAgiVwoNRGV2aWNlQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIPCgdyZXZva2VkGAMgASgIEhEKCWtleV9lcG9jaBgEIAEoDSJGChdUb0RldmljZU1lc3NhZ2VSZWNlaXZlZBIrCgdtZXNzYWdlGAEgASgLMhoucGFybGV5LnYxLlRvRGV2aWNlTWVzc2FnZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_parley_v1_conversation, file_parley_v1_device, file_parley_v1_message, file_parley_v1_notification, file_parley_v1_story]);
+  fileDesc("ChVwYXJsZXkvdjEvZXZlbnQucHJvdG8SCXBhcmxleS52MSLACQoFRXZlbnQSCgoCaWQYASABKAkSDgoGY3Vyc29yGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIQCghhY3Rvcl9pZBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyGS5wYXJsZXkudjEuTWVzc2FnZUNyZWF0ZWRIABI+ChRjb252ZXJzYXRpb25fdXBkYXRlZBgLIAEoCzIeLnBhcmxleS52MS5Db252ZXJzYXRpb25VcGRhdGVkSAASLgoMbWVtYmVyX2FkZGVkGAwgASgLMhYucGFybGV5LnYxLk1lbWJlckFkZGVkSAASMgoObWVtYmVyX3JlbW92ZWQYDSABKAsyGC5wYXJsZXkudjEuTWVtYmVyUmVtb3ZlZEgAEjsKE21lbWJlcl9yb2xlX2NoYW5nZWQYDiABKAsyHC5wYXJsZXkudjEuTWVtYmVyUm9sZUNoYW5nZWRIABIyCg5yZWFjdGlvbl9hZGRlZBgPIAEoCzIYLnBhcmxleS52MS5SZWFjdGlvbkFkZGVkSAASNgoQcmVhY3Rpb25fcmVtb3ZlZBgQIAEoCzIaLnBhcmxleS52MS5SZWFjdGlvblJlbW92ZWRIABI7ChNyZWFkX3Bvc2l0aW9uX21vdmVkGBEgASgLMhwucGFybGV5LnYxLlJlYWRQb3NpdGlvbk1vdmVkSAASIwoGdHlwaW5nGBIgASgLMhEucGFybGV5LnYxLlR5cGluZ0gAEjYKEHByZXNlbmNlX2NoYW5nZWQYEyABKAsyGi5wYXJsZXkudjEuUHJlc2VuY2VDaGFuZ2VkSAASMgoObWVzc2FnZV9lZGl0ZWQYFCABKAsyGC5wYXJsZXkudjEuTWVzc2FnZUVkaXRlZEgAEjQKD21lc3NhZ2VfZGVsZXRlZBgVIAEoCzIZLnBhcmxleS52MS5NZXNzYWdlRGVsZXRlZEgAEj4KFG5vdGlmaWNhdGlvbl9jcmVhdGVkGBYgASgLMh4ucGFybGV5LnYxLk5vdGlmaWNhdGlvbkNyZWF0ZWRIABIuCgxzdG9yeV9wb3N0ZWQYHiABKAsyFi5wYXJsZXkudjEuU3RvcnlQb3N0ZWRIABIuCgxzdG9yeV92aWV3ZWQYHyABKAsyFi5wYXJsZXkudjEuU3RvcnlWaWV3ZWRIABIwCg1zdG9yeV9yZWFjdGVkGCAgASgLMhcucGFybGV5LnYxLlN0b3J5UmVhY3RlZEgAEjAKDXN0b3J5X2V4cGlyZWQYISABKAsyFy5wYXJsZXkudjEuU3RvcnlFeHBpcmVkSAASMgoOZGV2aWNlX2NoYW5nZWQYKCABKAsyGC5wYXJsZXkudjEuRGV2aWNlQ2hhbmdlZEgAEj8KEXRvX2RldmljZV9tZXNzYWdlGCkgASgLMiIucGFybGV5LnYxLlRvRGV2aWNlTWVzc2FnZVJlY2VpdmVkSAASOAoRYWNjb3VudF9tb2RlcmF0ZWQYMiABKAsyGy5wYXJsZXkudjEuQWNjb3VudE1vZGVyYXRlZEgAQgYKBGtpbmQiNQoOTWVzc2FnZUNyZWF0ZWQSIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlIq4BChNDb252ZXJzYXRpb25VcGRhdGVkEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSNAoRbWVzc2FnZV9yZXRlbnRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SPgobZWZmZWN0aXZlX21lc3NhZ2VfcmV0ZW50aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIjAKC01lbWJlckFkZGVkEiEKBm1lbWJlchgBIAEoCzIRLnBhcmxleS52MS5NZW1iZXIiQQoNTWVtYmVyUmVtb3ZlZBIPCgd1c2VyX2lkGAEgASgJEgwKBGxlZnQYAiABKAgSEQoJa2V5X2Vwb2NoGAMgASgNIkkKEU1lbWJlclJvbGVDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSIwoEcm9sZRgCIAEoDjIVLnBhcmxleS52MS5NZW1iZXJSb2xlIlMKDVJlYWN0aW9uQWRkZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVjb3VudBgEIAEoAyJVCg9SZWFjdGlvblJlbW92ZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVjb3VudBgEIAEoAyI7ChFSZWFkUG9zaXRpb25Nb3ZlZBIPCgd1c2VyX2lkGAEgASgJEhUKDWxhc3RfcmVhZF9zZXEYAiABKAMiSQoGVHlwaW5nEg8KB3VzZXJfaWQYASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZAoPUHJlc2VuY2VDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEjAKDGxhc3Rfc2Vlbl9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNAoNTWVzc2FnZUVkaXRlZBIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiegoOTWVzc2FnZURlbGV0ZWQSEwoLbWVzc2FnZV9zZXEYASABKAMSEgoKbWVzc2FnZV9pZBgCIAEoCRIsCghkZWxldGlvbhgDIAEoCzIaLnBhcmxleS52MS5NZXNzYWdlRGVsZXRpb24SEQoJbW9kZXJhdGVkGAQgASgIIkQKE05vdGlmaWNhdGlvbkNyZWF0ZWQSLQoMbm90aWZpY2F0aW9uGAEgASgLMhcucGFybGV5LnYxLk5vdGlmaWNhdGlvbiIuCgtTdG9yeVBvc3RlZBIfCgVzdG9yeRgBIAEoCzIQLnBhcmxleS52MS5TdG9yeSJGCgtTdG9yeVZpZXdlZBIQCghzdG9yeV9pZBgBIAEoCRIRCgl2aWV3ZXJfaWQYAiABKAkSEgoKdmlld19jb3VudBgDIAEoAyJeCgxTdG9yeVJlYWN0ZWQSEAoIc3RvcnlfaWQYASABKAkSDQoFZW1vamkYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVhZGRlZBgEIAEoCBINCgVjb3VudBgFIAEoAyJECgxTdG9yeUV4cGlyZWQSEAoIc3RvcnlfaWQYASABKAkSEQoJYXV0aG9yX2lkGAIgASgJEg8KB2RlbGV0ZWQYAyABKAgiVwoNRGV2aWNlQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIPCgdyZXZva2VkGAMgASgIEhEKCWtleV9lcG9jaBgEIAEoDSJGChdUb0RldmljZU1lc3NhZ2VSZWNlaXZlZBIrCgdtZXNzYWdlGAEgASgLMhoucGFybGV5LnYxLlRvRGV2aWNlTWVzc2FnZSJ6ChBBY2NvdW50TW9kZXJhdGVkEisKBmFjdGlvbhgBIAEoDjIbLnBhcmxleS52MS5Nb2RlcmF0aW9uQWN0aW9uEikKBXVudGlsGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YAyABKAliBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_parley_v1_conversation, file_parley_v1_device, file_parley_v1_message, file_parley_v1_moderation, file_parley_v1_notification, file_parley_v1_story]);
 
 /**
  * Something a client should see, delivered by EventService.Subscribe. Events of one
@@ -226,6 +228,15 @@ export type Event = Message<"parley.v1.Event"> & {
      */
     value: ToDeviceMessageReceived;
     case: "toDeviceMessage";
+  } | {
+    /**
+     * To a user: an operator warned, suspended or banned them, or lifted a suspension or ban.
+     * After a suspension or ban the user's streams end (END_REASON_ACCOUNT_RESTRICTED).
+     *
+     * @generated from field: parley.v1.AccountModerated account_moderated = 50;
+     */
+    value: AccountModerated;
+    case: "accountModerated";
   } | { case: undefined; value?: undefined };
 };
 
@@ -276,6 +287,21 @@ export type ConversationUpdated = Message<"parley.v1.ConversationUpdated"> & {
    * @generated from field: string description = 2;
    */
   description: string;
+
+  /**
+   * The conversation's own message retention after the change; unset when it has none.
+   *
+   * @generated from field: google.protobuf.Duration message_retention = 3;
+   */
+  messageRetention?: Duration | undefined;
+
+  /**
+   * The retention that applies (the shorter of the conversation's and the deployment's);
+   * unset when messages are kept for good.
+   *
+   * @generated from field: google.protobuf.Duration effective_message_retention = 4;
+   */
+  effectiveMessageRetention?: Duration | undefined;
 };
 
 /**
@@ -832,4 +858,39 @@ export type ToDeviceMessageReceived = Message<"parley.v1.ToDeviceMessageReceived
  */
 export const ToDeviceMessageReceivedSchema: GenMessage<ToDeviceMessageReceived> = /*@__PURE__*/
   messageDesc(file_parley_v1_event, 19);
+
+/**
+ * Payload of an account_moderated event.
+ *
+ * @generated from message parley.v1.AccountModerated
+ */
+export type AccountModerated = Message<"parley.v1.AccountModerated"> & {
+  /**
+   * WARN, SUSPEND, BAN or LIFT.
+   *
+   * @generated from field: parley.v1.ModerationAction action = 1;
+   */
+  action: ModerationAction;
+
+  /**
+   * For SUSPEND: when it ends.
+   *
+   * @generated from field: google.protobuf.Timestamp until = 2;
+   */
+  until?: Timestamp | undefined;
+
+  /**
+   * The operator's words to the user.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message parley.v1.AccountModerated.
+ * Use `create(AccountModeratedSchema)` to create a new message.
+ */
+export const AccountModeratedSchema: GenMessage<AccountModerated> = /*@__PURE__*/
+  messageDesc(file_parley_v1_event, 20);
 

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/user_service.proto.
  */
 export const file_parley_v1_user_service: GenFile = /*@__PURE__*/
-  fileDesc("ChxwYXJsZXkvdjEvdXNlcl9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEiDgoMR2V0TWVSZXF1ZXN0Ii4KDUdldE1lUmVzcG9uc2USHQoEdXNlchgBIAEoCzIPLnBhcmxleS52MS5Vc2VyIiEKDkdldFVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkiMAoPR2V0VXNlclJlc3BvbnNlEh0KBHVzZXIYASABKAsyDy5wYXJsZXkudjEuVXNlciIoChRCYXRjaEdldFVzZXJzUmVxdWVzdBIQCgh1c2VyX2lkcxgBIAMoCSI3ChVCYXRjaEdldFVzZXJzUmVzcG9uc2USHgoFdXNlcnMYASADKAsyDy5wYXJsZXkudjEuVXNlciJ0ChRVcGRhdGVQcm9maWxlUmVxdWVzdBIZCgxkaXNwbGF5X25hbWUYASABKAlIAIgBARIcCg9hdmF0YXJfbWVkaWFfaWQYAiABKAlIAYgBAUIPCg1fZGlzcGxheV9uYW1lQhIKEF9hdmF0YXJfbWVkaWFfaWQiNgoVVXBkYXRlUHJvZmlsZVJlc3BvbnNlEh0KBHVzZXIYASABKAsyDy5wYXJsZXkudjEuVXNlcjLCAgoLVXNlclNlcnZpY2USPwoFR2V0TWUSFy5wYXJsZXkudjEuR2V0TWVSZXF1ZXN0GhgucGFybGV5LnYxLkdldE1lUmVzcG9uc2UiA5ACARJFCgdHZXRVc2VyEhkucGFybGV5LnYxLkdldFVzZXJSZXF1ZXN0GhoucGFybGV5LnYxLkdldFVzZXJSZXNwb25zZSIDkAIBElcKDUJhdGNoR2V0VXNlcnMSHy5wYXJsZXkudjEuQmF0Y2hHZXRVc2Vyc1JlcXVlc3QaIC5wYXJsZXkudjEuQmF0Y2hHZXRVc2Vyc1Jlc3BvbnNlIgOQAgESUgoNVXBkYXRlUHJvZmlsZRIfLnBhcmxleS52MS5VcGRhdGVQcm9maWxlUmVxdWVzdBogLnBhcmxleS52MS5VcGRhdGVQcm9maWxlUmVzcG9uc2ViBnByb3RvMw", [file_parley_v1_user]);
+  fileDesc("ChxwYXJsZXkvdjEvdXNlcl9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEiDgoMR2V0TWVSZXF1ZXN0Ii4KDUdldE1lUmVzcG9uc2USHQoEdXNlchgBIAEoCzIPLnBhcmxleS52MS5Vc2VyIiEKDkdldFVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkiMAoPR2V0VXNlclJlc3BvbnNlEh0KBHVzZXIYASABKAsyDy5wYXJsZXkudjEuVXNlciIoChRCYXRjaEdldFVzZXJzUmVxdWVzdBIQCgh1c2VyX2lkcxgBIAMoCSI3ChVCYXRjaEdldFVzZXJzUmVzcG9uc2USHgoFdXNlcnMYASADKAsyDy5wYXJsZXkudjEuVXNlciJ0ChRVcGRhdGVQcm9maWxlUmVxdWVzdBIZCgxkaXNwbGF5X25hbWUYASABKAlIAIgBARIcCg9hdmF0YXJfbWVkaWFfaWQYAiABKAlIAYgBAUIPCg1fZGlzcGxheV9uYW1lQhIKEF9hdmF0YXJfbWVkaWFfaWQiNgoVVXBkYXRlUHJvZmlsZVJlc3BvbnNlEh0KBHVzZXIYASABKAsyDy5wYXJsZXkudjEuVXNlciIvChREZWxldGVBY2NvdW50UmVxdWVzdBIXCg9jb25maXJtX3VzZXJfaWQYASABKAkiMAoVRGVsZXRlQWNjb3VudFJlc3BvbnNlEhcKD21lc3NhZ2VzX2VyYXNlZBgBIAEoAzKWAwoLVXNlclNlcnZpY2USPwoFR2V0TWUSFy5wYXJsZXkudjEuR2V0TWVSZXF1ZXN0GhgucGFybGV5LnYxLkdldE1lUmVzcG9uc2UiA5ACARJFCgdHZXRVc2VyEhkucGFybGV5LnYxLkdldFVzZXJSZXF1ZXN0GhoucGFybGV5LnYxLkdldFVzZXJSZXNwb25zZSIDkAIBElcKDUJhdGNoR2V0VXNlcnMSHy5wYXJsZXkudjEuQmF0Y2hHZXRVc2Vyc1JlcXVlc3QaIC5wYXJsZXkudjEuQmF0Y2hHZXRVc2Vyc1Jlc3BvbnNlIgOQAgESUgoNVXBkYXRlUHJvZmlsZRIfLnBhcmxleS52MS5VcGRhdGVQcm9maWxlUmVxdWVzdBogLnBhcmxleS52MS5VcGRhdGVQcm9maWxlUmVzcG9uc2USUgoNRGVsZXRlQWNjb3VudBIfLnBhcmxleS52MS5EZWxldGVBY2NvdW50UmVxdWVzdBogLnBhcmxleS52MS5EZWxldGVBY2NvdW50UmVzcG9uc2ViBnByb3RvMw", [file_parley_v1_user]);
 
 /**
  * Request for UserService.GetMe.
@@ -184,6 +184,48 @@ export const UpdateProfileResponseSchema: GenMessage<UpdateProfileResponse> = /*
   messageDesc(file_parley_v1_user_service, 7);
 
 /**
+ * Request for UserService.DeleteAccount.
+ *
+ * @generated from message parley.v1.DeleteAccountRequest
+ */
+export type DeleteAccountRequest = Message<"parley.v1.DeleteAccountRequest"> & {
+  /**
+   * Must be the caller's own user id: a guard against deleting by mistake.
+   *
+   * @generated from field: string confirm_user_id = 1;
+   */
+  confirmUserId: string;
+};
+
+/**
+ * Describes the message parley.v1.DeleteAccountRequest.
+ * Use `create(DeleteAccountRequestSchema)` to create a new message.
+ */
+export const DeleteAccountRequestSchema: GenMessage<DeleteAccountRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_user_service, 8);
+
+/**
+ * Response for UserService.DeleteAccount.
+ *
+ * @generated from message parley.v1.DeleteAccountResponse
+ */
+export type DeleteAccountResponse = Message<"parley.v1.DeleteAccountResponse"> & {
+  /**
+   * How many messages became tombstones.
+   *
+   * @generated from field: int64 messages_erased = 1;
+   */
+  messagesErased: bigint;
+};
+
+/**
+ * Describes the message parley.v1.DeleteAccountResponse.
+ * Use `create(DeleteAccountResponseSchema)` to create a new message.
+ */
+export const DeleteAccountResponseSchema: GenMessage<DeleteAccountResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_user_service, 9);
+
+/**
  * Profiles of the people who use Parley.
  *
  * @generated from service parley.v1.UserService
@@ -228,6 +270,20 @@ export const UserService: GenService<{
     methodKind: "unary";
     input: typeof UpdateProfileRequestSchema;
     output: typeof UpdateProfileResponseSchema;
+  },
+  /**
+   * Deletes the caller's account for good: profile, media, stories, follows, blocks, devices
+   * and notifications go; their messages stay as tombstones (so others' threads keep their
+   * shape) with the text gone, and search forgets them. The caller leaves every conversation.
+   * Allowed even to a banned user. The token's user id may sign in again later, as a new,
+   * empty account.
+   *
+   * @generated from rpc parley.v1.UserService.DeleteAccount
+   */
+  deleteAccount: {
+    methodKind: "unary";
+    input: typeof DeleteAccountRequestSchema;
+    output: typeof DeleteAccountResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_parley_v1_user_service, 0);

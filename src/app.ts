@@ -36,6 +36,7 @@ import { createLeanGrpcHandler } from "./server/lean-grpc.ts";
 import { createSinglePortServer } from "./server/single-port-server.ts";
 import { HealthStatus } from "./standard/health.ts";
 import { KeyService } from "./keys/index.ts";
+import { AdminService, createRestrictionInterceptor, ReportService, RestrictionCache } from "./moderation/index.ts";
 import { UserDirectory, UserService } from "./users/index.ts";
 import { createWorkerRuntime, decodeStoredEvent } from "./workers/index.ts";
 import { createNotifierSpec } from "./workers/notifier.ts";
@@ -134,7 +135,15 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     replayWindowMs: config.feed.replayWindowMs,
     logger,
   });
-  hub = new FeedHub({ db: database.db, bus, logger, bufferEvents: config.feed.bufferEvents, onFilled: (events) => relay.republish(events) });
+  const restrictions = new RestrictionCache();
+  hub = new FeedHub({
+    db: database.db,
+    bus,
+    logger,
+    bufferEvents: config.feed.bufferEvents,
+    onFilled: (events) => relay.republish(events),
+    onUserEvent: restrictions.observe,
+  });
   const presence = createPresenceTracker({ nats, subjects, db: database.db, bus, nodeId: config.feed.nodeId, ttlMs: config.feed.presenceTtlMs, logger });
 
   const sends = new SendBatcher(database.db, log, {
@@ -173,6 +182,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     events: new EventService({ db: database.db, log, memberships, hub, bus, presence, feed: config.feed }),
     search: new SearchService(database.db, searchIndex),
     keys: new KeyService(database.db, publisher),
+    reports: new ReportService(database.db, storyAccess),
+    admin: new AdminService({ db: database.db, publisher, stories: storyRemover, restrictions, limits: config.limits }),
     notifications: new NotificationService(database.db),
     social: new SocialService(database.db, config.limits),
     media: new MediaService({ db: database.db, blobs, maxBytes: config.stories.maxMediaBytes, mayRead: storyAccess.mayReadMedia }),
@@ -190,7 +201,11 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     }),
     health,
   });
-  const interceptors = [createObservabilityInterceptor(logger, metrics), createAuthInterceptor({ verify, ensureUser: (id) => users.ensure(id) })];
+  const interceptors = [
+    createObservabilityInterceptor(logger, metrics),
+    createAuthInterceptor({ verify, ensureUser: (id) => users.ensure(id) }),
+    createRestrictionInterceptor(restrictions),
+  ];
   // Room for a full-size media upload plus its framing; a larger one is refused before it is buffered.
   const readMaxBytes = config.stories.maxMediaBytes + 64 * 1024;
   const connectHandler = connectNodeAdapter({ routes, shutdownSignal: shutdown.signal, readMaxBytes, interceptors });
@@ -214,6 +229,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     pushOutbox,
     async start() {
       await hub.start();
+      // After the hub: a restriction committed meanwhile is in the table or arrives as an event.
+      await restrictions.load(database.db);
       await relay.start();
       if (config.runConsumers) {
         await workers.startConsumer({

@@ -9,14 +9,23 @@ import { BadRequestSchema, BadRequest_FieldViolationSchema, ErrorInfoSchema } fr
 
 const DOMAIN = "parley.dev";
 
+/** An error detail beyond ErrorInfo and BadRequest: any protobuf message and its schema. */
+export type ErrorDetail = NonNullable<ConstructorParameters<typeof ConnectError>[3]>[number];
+
 /** Base class: a failure the caller can act on, with a message safe to show them. */
 export abstract class DomainError extends Error {
   abstract readonly code: Code;
   /** Machine-readable reason sent as google.rpc.ErrorInfo. */
   readonly reason: string;
-  constructor(message: string, reason: string) {
+  /** Sent as ErrorInfo's metadata (e.g. when a suspension ends). */
+  readonly metadata: Record<string, string>;
+  /** Further details a client can decode. */
+  readonly details: readonly ErrorDetail[];
+  constructor(message: string, reason: string, metadata: Record<string, string> = {}, details: readonly ErrorDetail[] = []) {
     super(message);
     this.reason = reason;
+    this.metadata = metadata;
+    this.details = details;
   }
 }
 
@@ -53,8 +62,8 @@ export class NotFoundError extends DomainError {
 /** The caller can see the thing but may not do this to it. */
 export class PermissionDeniedError extends DomainError {
   readonly code = Code.PermissionDenied;
-  constructor(message: string, reason = "PERMISSION_DENIED") {
-    super(message, reason);
+  constructor(message: string, reason = "PERMISSION_DENIED", metadata: Record<string, string> = {}, details: readonly ErrorDetail[] = []) {
+    super(message, reason, metadata, details);
   }
 }
 
@@ -94,8 +103,9 @@ export class UnauthenticatedError extends DomainError {
 export function toConnectError(error: unknown): { error: ConnectError; expected: boolean } {
   if (error instanceof ConnectError) return { error, expected: error.code !== Code.Internal && error.code !== Code.Unknown };
   if (error instanceof DomainError) {
-    const details: NonNullable<ConstructorParameters<typeof ConnectError>[3]> = [
-      { desc: ErrorInfoSchema, value: create(ErrorInfoSchema, { reason: error.reason, domain: DOMAIN }) },
+    const details: ErrorDetail[] = [
+      { desc: ErrorInfoSchema, value: create(ErrorInfoSchema, { reason: error.reason, domain: DOMAIN, metadata: error.metadata }) },
+      ...error.details,
     ];
     if (error instanceof InvalidInputError) {
       details.push({

@@ -11,6 +11,9 @@ import { SocialService as SocialServiceDesc, file_parley_v1_social_service } fro
 import { MediaService as MediaServiceDesc, file_parley_v1_media_service } from "../gen/parley/v1/media_service_pb.ts";
 import { StoryService as StoryServiceDesc, file_parley_v1_story_service } from "../gen/parley/v1/story_service_pb.ts";
 import { KeyService as KeyServiceDesc, file_parley_v1_key_service } from "../gen/parley/v1/key_service_pb.ts";
+import { ReportService as ReportServiceDesc, file_parley_v1_report_service } from "../gen/parley/v1/report_service_pb.ts";
+import { AdminService as AdminServiceDesc, file_parley_v1_admin_service } from "../gen/parley/v1/admin_service_pb.ts";
+import type { AdminService, ReportService } from "./moderation/index.ts";
 import type { KeyService } from "./keys/index.ts";
 import type { MediaService } from "./media/index.ts";
 import type { SocialService } from "./social/index.ts";
@@ -35,11 +38,13 @@ export interface Services {
   media: MediaService;
   stories: StoryService;
   keys: KeyService;
+  reports: ReportService;
+  admin: AdminService;
   health: HealthStatus;
 }
 
 /** The services reflection lists, by their fully qualified names. */
-const PUBLIC_API = [UserServiceDesc, ConversationServiceDesc, MessageServiceDesc, EventServiceDesc, NotificationServiceDesc, SocialServiceDesc, MediaServiceDesc, StoryServiceDesc, SearchServiceDesc, KeyServiceDesc];
+const PUBLIC_API = [UserServiceDesc, ConversationServiceDesc, MessageServiceDesc, EventServiceDesc, NotificationServiceDesc, SocialServiceDesc, MediaServiceDesc, StoryServiceDesc, SearchServiceDesc, KeyServiceDesc, ReportServiceDesc, AdminServiceDesc];
 
 export function createRoutes(services: Services): (router: ConnectRouter) => void {
   const registry = createFileRegistryOf(
@@ -53,6 +58,8 @@ export function createRoutes(services: Services): (router: ConnectRouter) => voi
     file_parley_v1_media_service,
     file_parley_v1_story_service,
     file_parley_v1_key_service,
+    file_parley_v1_report_service,
+    file_parley_v1_admin_service,
     file_grpc_health_v1_health,
   );
   return (router) => {
@@ -66,6 +73,8 @@ export function createRoutes(services: Services): (router: ConnectRouter) => voi
     router.service(MediaServiceDesc, services.media);
     router.service(StoryServiceDesc, services.stories);
     router.service(KeyServiceDesc, services.keys);
+    router.service(ReportServiceDesc, services.reports);
+    router.service(AdminServiceDesc, services.admin);
     registerHealth(router, services.health);
     registerReflection(router, registry, [...PUBLIC_API.map((s) => s.typeName), "grpc.health.v1.Health"]);
   };

@@ -262,6 +262,50 @@ export interface MessageBlindTokensTable {
   seq: Int8;
 }
 
+export interface ReportsTable {
+  id: string;
+  reporter_id: string;
+  reported_user_id: string;
+  target_kind: number;
+  target_key: string;
+  conversation_id: string | null;
+  message_seq: ColumnType<string | null, string | null | undefined, string | null>;
+  story_id: string | null;
+  target_user_id: string | null;
+  reason: number;
+  note: string;
+  content_snapshot: string;
+  status: Generated<number>;
+  created_at: Date;
+  resolved_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  resolved_by: ColumnType<string | null, string | null | undefined, string | null>;
+  resolution: ColumnType<number | null, number | null | undefined, number | null>;
+}
+
+export interface AccountRestrictionsTable {
+  user_id: string;
+  kind: number;
+  until: Date | null;
+  reason: string;
+  created_at: Date;
+  created_by: string;
+}
+
+export interface AuditLogTable {
+  id: string;
+  operator_id: string;
+  action: number;
+  target_user_id: string | null;
+  report_id: string | null;
+  target_kind: number | null;
+  conversation_id: string | null;
+  message_seq: ColumnType<string | null, string | null | undefined, string | null>;
+  story_id: string | null;
+  until: Date | null;
+  note: string;
+  created_at: Date;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
@@ -290,4 +334,7 @@ export interface Database {
   device_prekeys: DevicePrekeysTable;
   to_device_messages: ToDeviceMessagesTable;
   message_blind_tokens: MessageBlindTokensTable;
+  reports: ReportsTable;
+  account_restrictions: AccountRestrictionsTable;
+  audit_log: AuditLogTable;
 }

@@ -112,7 +112,7 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
           yield frame({ case: "heartbeat", value: create(HeartbeatSchema, { cursor: this.#cursor(delivered), serverTime: timestampFromDate(new Date()) }) });
         } else {
           if (ctx.signal.aborted) return;
-          const reason = "overflowed" in wakeup ? EndReason.SLOW_CONSUMER : EndReason.SERVER_DRAINING;
+          const reason = "overflowed" in wakeup ? EndReason.SLOW_CONSUMER : "restricted" in wakeup ? EndReason.ACCOUNT_RESTRICTED : EndReason.SERVER_DRAINING;
           yield frame({ case: "ending", value: create(StreamEndingSchema, { reason, cursor: this.#cursor(delivered) }) });
           return;
         }

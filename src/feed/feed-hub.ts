@@ -30,6 +30,11 @@ export interface FeedHubOptions {
   headPollMs?: number;
   /** Events that had to be read from the database (their publish was lost). */
   onFilled?: (events: StoredEvent[]) => void;
+  /**
+   * Sees every event that no conversation carries (a user's own events), in log order, as it
+   * is dispatched: how node-local state that follows the log (suspensions) stays current.
+   */
+  onUserEvent?: (event: StoredEvent) => void;
 }
 
 /** Most events read from the database in one hole fill. */
@@ -154,6 +159,7 @@ export class FeedHub implements MembershipIndex {
     if (event.conversationId !== null) this.#byConversation.get(event.conversationId)?.forEach((s) => targets.add(s));
     if (event.targetUserId !== null) this.#byUser.get(event.targetUserId)?.forEach((s) => targets.add(s));
     try {
+      if (event.conversationId === null) this.#options.onUserEvent?.(event);
       for (const subscription of targets) subscription.offer(event, at);
     } catch (error) {
       // The payload is decoded here, on first use; one that is not an event must not stop the

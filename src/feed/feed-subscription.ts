@@ -5,6 +5,7 @@
  * that adds or removes its user.
  */
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
+import { ModerationAction } from "../../gen/parley/v1/moderation_pb.ts";
 import type { StoredEvent } from "../log/event-log.ts";
 import type { LogPosition } from "../log/log-position.ts";
 import { isVisibleTo, membershipChange } from "./membership-filter.ts";
@@ -20,7 +21,7 @@ const RECENT_EPHEMERAL = 32;
 export type LiveItem = { stored: StoredEvent; at: LogPosition } | { ephemeral: Event };
 
 /** What the stream should do next. */
-export type Wakeup = { item: LiveItem } | { overflowed: true } | { draining: true } | { idle: true };
+export type Wakeup = { item: LiveItem } | { overflowed: true } | { draining: true } | { restricted: true } | { idle: true };
 
 export interface MembershipIndex {
   follow(subscription: FeedSubscription, conversationId: string): void;
@@ -35,6 +36,7 @@ export class FeedSubscription {
   #queue: LiveItem[] = [];
   #overflowed = false;
   #draining = false;
+  #restricted = false;
   #wake: (() => void) | null = null;
   readonly #recentEphemeral: string[] = [];
 
@@ -52,6 +54,7 @@ export class FeedSubscription {
     if (change && "follow" in change) this.#index.follow(this, change.follow);
     if (change && "unfollow" in change) this.#index.unfollow(this, change.unfollow);
     this.#push({ stored, at });
+    if (endsStreams(stored, this.userId)) this.#restricted = true;
   }
 
   /**
@@ -94,6 +97,8 @@ export class FeedSubscription {
       if (this.#overflowed) return { overflowed: true };
       const item = this.#queue.shift();
       if (item) return { item };
+      // After the events before it, the suspension's own included, have been delivered.
+      if (this.#restricted) return { restricted: true };
       if (signal.aborted) return { draining: true };
       const woken = await new Promise<boolean>((resolve) => {
         const settle = (value: boolean) => {
@@ -126,4 +131,11 @@ export class FeedSubscription {
   #notify(): void {
     this.#wake?.();
   }
+}
+
+/** A suspension or ban of the stream's user: the stream ends once it has delivered it. */
+function endsStreams(stored: StoredEvent, userId: string): boolean {
+  if (stored.conversationId !== null || stored.targetUserId !== userId) return false;
+  const { kind } = stored.event;
+  return kind.case === "accountModerated" && (kind.value.action === ModerationAction.SUSPEND || kind.value.action === ModerationAction.BAN);
 }

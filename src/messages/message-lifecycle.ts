@@ -83,20 +83,43 @@ export class MessageLifecycle {
       if (moderated && !(conversation.type === ConversationKind.GROUP && role === Role.ADMIN)) {
         throw new PermissionDeniedError("only the sender or a group admin can delete a message", "NOT_SENDER");
       }
-      if (message.deleted_at) return;
-      await lifecycle.uncountDeleted(tx, message);
-      const tombstone = await lifecycle.eraseMessage(tx, conversationId, seq, userId, new Date());
-      await deleteBlindTokens(tx, conversationId, seq.toString());
-      if (moderated) await lifecycle.recordModeration(tx, tombstone);
-      const erased = toMessage(tombstone);
-      await rewriteMessageEvents(tx, conversationId, seq, (event) => eraseFromEvent(event, erased));
-      recorded.push(deletedEvent(tombstone, moderated));
+      await eraseLockedMessage(tx, recorded, message, userId, moderated);
     });
   }
 
   #write<T>(work: (tx: Transaction<Database>, recorded: NewEvent[]) => Promise<T>): Promise<T> {
     return writeWithEvents(this.#db, this.#events, work);
   }
+}
+
+/**
+ * An operator's delete (moderation), inside the operator's transaction: no membership needed.
+ * False when the message does not exist; a tombstone stays as it is.
+ */
+export async function eraseMessageAsOperator(tx: Transaction<Database>, recorded: NewEvent[], conversationId: string, seq: bigint, operatorId: string): Promise<boolean> {
+  if (!(await lockConversation(tx, conversationId))) return false;
+  const message = await lockMessage(tx, conversationId, seq);
+  if (!message) return false;
+  await eraseLockedMessage(tx, recorded, message, operatorId, true);
+  return true;
+}
+
+/**
+ * Takes a locked message out of the unread counters, erases its content, history, mentions,
+ * reactions and blind tokens, rewrites the events that carried its text and records the
+ * deletion event. A tombstone is left as it is.
+ */
+async function eraseLockedMessage(tx: Transaction<Database>, recorded: NewEvent[], message: MessageRow, deletedBy: string, moderated: boolean): Promise<void> {
+  if (message.deleted_at) return;
+  const { conversation_id: conversationId } = message;
+  const seq = BigInt(message.seq);
+  await lifecycle.uncountDeleted(tx, message);
+  const tombstone = await lifecycle.eraseMessage(tx, conversationId, seq, deletedBy, new Date());
+  await deleteBlindTokens(tx, conversationId, message.seq);
+  if (moderated) await lifecycle.recordModeration(tx, tombstone);
+  const erased = toMessage(tombstone);
+  await rewriteMessageEvents(tx, conversationId, seq, (event) => eraseFromEvent(event, erased));
+  recorded.push(deletedEvent(tombstone, moderated));
 }
 
 /**

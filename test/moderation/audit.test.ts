@@ -163,6 +163,7 @@ describe("AdminService.ListAuditLog", () => {
       assert.ok(pages.every((p) => p.length <= pageSize), `page_size ${pageSize}: no page is longer`);
     }
     await expectInvalidArgument(op.clients.admin.listAuditLog({ pageSize: -1 }), "page_size");
+    await expectInvalidArgument(op.clients.admin.listAuditLog({ pageSize: 100_000 }), "page_size");
     await expectInvalidArgument(op.clients.admin.listAuditLog({ pageToken: "not-a-token" }), "page_token");
     for (const u of users) await op.clients.admin.liftRestriction({ userId: u });
   });

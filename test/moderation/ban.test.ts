@@ -192,6 +192,7 @@ describe("bans and RestrictUser", () => {
       const ours = ids.filter((id) => users.includes(id));
       assert.deepEqual(ours, [...users].sort(), "by user id");
       await expectInvalidArgument(op.clients.admin.listRestrictions({ pageSize: -1 }), "page_size");
+      await expectInvalidArgument(op.clients.admin.listRestrictions({ pageSize: 100_000 }), "page_size");
       await expectInvalidArgument(op.clients.admin.listRestrictions({ pageToken: "not-a-token" }), "page_token");
       for (const u of users) await op.clients.admin.liftRestriction({ userId: u });
     });

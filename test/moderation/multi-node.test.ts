@@ -10,6 +10,7 @@ import { ModerationAction, ReportReason, RestrictionKind } from "../../gen/parle
 import { MAIN_PROTOCOLS, newUsers, type TestServer } from "../helpers/test-server.ts";
 import { createGroup, sendText } from "../helpers/fixtures.ts";
 import { isMessage, openFeed, openLiveFeed, type Feed } from "../helpers/feed.ts";
+import { EndReason } from "../../gen/parley/v1/event_service_pb.ts";
 import { multiNodeAvailable, startCluster, type Cluster } from "../helpers/realtime.ts";
 import {
   assertRestrictedError,
@@ -103,6 +104,36 @@ describe("moderation across nodes (PostgreSQL + NATS)", function () {
         const expected: ExpectedRestriction = { userId: user!, kind: RestrictionKind.BANNED, reason: "banned everywhere" };
         const refused = await eventuallyFailsWith(() => nodeB.clientsFor(user!, protocol).users.getMe({}), Code.PermissionDenied, "GetMe on node B", PROPAGATION_MS);
         assertRestrictedError(refused, expected, "GetMe on node B");
+        await op.clients.admin.liftRestriction({ userId: user! });
+      });
+
+      it("no stream on node B outlives a suspension made through node A, even one opened while the news travels", async function () {
+        this.timeout(60_000);
+        const [user] = await newUsers(nodeA, 1, "mnrace");
+        const onB = nodeB.clientsFor(user!, protocol);
+        const op = newOperator(nodeA, protocol);
+        const until = secondsFromNow(600);
+        const restricting = op.clients.admin.restrictUser({ userId: user!, action: ModerationAction.SUSPEND, suspendUntil: until, reason: "race" });
+        // Subscribe on B again and again around the moment the suspension is made.
+        const attempts: Feed[] = [];
+        for (let i = 0; i < 12; i++) {
+          const feed = openFeed(onB, { label: `attempt${i}@B/${protocol}` });
+          feeds.push(feed);
+          attempts.push(feed);
+          await new Promise((r) => setTimeout(r, 15));
+        }
+        await restricting;
+        const expected: ExpectedRestriction = { userId: user!, kind: RestrictionKind.SUSPENDED, untilMs: msOf(until, "until"), reason: "race" };
+        for (const feed of attempts) {
+          const end = await feed.ended("a suspended user's stream on node B", PROPAGATION_MS + 3_000);
+          const ending = feed.received.find((r) => r.frame.case === "ending");
+          if (ending) {
+            assert.ok(ending.frame.case === "ending" && ending.frame.value.reason === EndReason.ACCOUNT_RESTRICTED, `${feed.label}: ended for the restriction; received ${feed.summary()}`);
+          } else {
+            assert.ok(end.error, `${feed.label}: refused or ended; received ${feed.summary()}`);
+            assertRestrictedError(end.error, expected, `${feed.label}: refused`);
+          }
+        }
         await op.clients.admin.liftRestriction({ userId: user! });
       });
 

@@ -137,6 +137,10 @@ describe("AdminService moderation queue", () => {
     // Beyond the server's page limit is refused, as for every other list in Parley.
     await expectInvalidArgument(op.clients.admin.listReports({ pageSize: 100_000 }), "page_size");
     await expectInvalidArgument(op.clients.admin.listReports({ pageToken: "not-a-token" }), "page_token");
+    // Filters outside their enums are mistakes, not "any".
+    await expectInvalidArgument(op.clients.admin.listReports({ status: 99 as ReportStatus }), "status");
+    await expectInvalidArgument(op.clients.admin.listReports({ reason: 99 as ReportReason }), "reason");
+    await expectInvalidArgument(op.clients.admin.listReports({ targetKind: 99 as ReportTargetKind }), "target_kind");
   });
 });
 

@@ -6,6 +6,7 @@
  * reported user sees names the reporter.
  */
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ModerationAction, ReportReason, ReportStatus, RestrictionKind } from "../../gen/parley/v1/moderation_pb.ts";
@@ -13,7 +14,7 @@ import { StoryPrivacy } from "../../gen/parley/v1/story_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type Clients, type Protocol } from "../helpers/test-server.ts";
 import { expectCode, expectInvalidArgument } from "../helpers/expect.ts";
 import { absentIdLike, createGroup, listAllForward, sendText } from "../helpers/fixtures.ts";
-import { assertNoneArrived, describeFrame, isMessage, openLiveFeed, type Feed } from "../helpers/feed.ts";
+import { assertNoneArrived, describeFrame, eventually, isMessage, openLiveFeed, type Feed } from "../helpers/feed.ts";
 import { postStory } from "../stories/support.ts";
 import { findInDatabase } from "../lifecycle/support/database-scan.ts";
 import {
@@ -25,6 +26,7 @@ import {
   expectRestricted,
   frameMentions,
   getReport,
+  jsonOf,
   marker,
   messageTarget,
   moderationServer,
@@ -48,8 +50,8 @@ describe("AdminService.ResolveReport", () => {
     for (const f of feeds.splice(0)) f.close();
   });
 
-  async function live(clients: Clients, label: string): Promise<Feed> {
-    const feed = await openLiveFeed(clients, { label });
+  async function live(clients: Clients, label: string, cursor?: string): Promise<Feed> {
+    const feed = await openLiveFeed(clients, { label, cursor });
     feeds.push(feed);
     return feed;
   }
@@ -61,9 +63,11 @@ describe("AdminService.ResolveReport", () => {
     const R = server.clientsFor(reporter!, protocol);
     const W = server.clientsFor(witness!, protocol);
     const conv = await createGroup(A, [reporter!, witness!]);
-    const m = await sendText(A, conv.id, `reported ${marker("text")}`);
+    // A word no other message has, so a search can find exactly this one.
+    const word = `w${randomBytes(6).toString("hex")}`;
+    const m = await sendText(A, conv.id, `reported ${word}`);
     const reportId = await report(R, messageTarget(conv.id, m.seq), ReportReason.SPAM, reporterNote);
-    return { author: author!, reporter: reporter!, witness: witness!, A, R, W, conv, m, reportId };
+    return { author: author!, reporter: reporter!, witness: witness!, A, R, W, conv, m, word, reportId };
   }
 
   function assertResolved(r: Awaited<ReturnType<typeof getReport>>, op: Operator, action: ModerationAction, what: string): void {
@@ -89,8 +93,14 @@ describe("AdminService.ResolveReport", () => {
         await sendText(w.A, w.conv.id, "still allowed to write");
       });
 
-      it("DELETE_CONTENT on a message leaves a tombstone and sends message_deleted with moderated=true to the members", async () => {
+      it("DELETE_CONTENT on a message leaves a tombstone and sends message_deleted with moderated=true to the members", async function () {
+        this.timeout(40_000);
         const w = await reportedMessage(protocol, "delmsg");
+        await eventually(
+          async () => (await w.W.search.searchMessages({ query: w.word })).hits.some((h) => h.message?.id === w.m.id),
+          "the reported message found by search (indexed)",
+          15_000,
+        );
         const op = newOperator(server, protocol);
         const fw = await live(w.W, `witness/${protocol}`);
         const fa = await live(w.A, `author/${protocol}`);
@@ -117,6 +127,12 @@ describe("AdminService.ResolveReport", () => {
         }
         const history = await listAllForward(w.W, w.conv.id);
         assert.deepEqual(history.map((m) => m.seq), [w.m.seq], "the seq stays in the sequence");
+        // Search forgets it too.
+        await eventually(
+          async () => !(await w.W.search.searchMessages({ query: w.word })).hits.some((h) => h.message?.id === w.m.id),
+          "the deleted message gone from search",
+          15_000,
+        );
         // The author is not restricted by a content deletion.
         await sendText(w.A, w.conv.id, "sorry");
       });
@@ -125,13 +141,21 @@ describe("AdminService.ResolveReport", () => {
         const [author, reporter, viewer] = await newUsers(server, 3, "delstory");
         const A = server.clientsFor(author!, protocol);
         const V = server.clientsFor(viewer!, protocol);
+        await V.social.follow({ userId: author! });
         const story = await postStory(A, StoryPrivacy.PUBLIC, { caption: "offensive" });
         const keep = await postStory(A, StoryPrivacy.PUBLIC, { caption: "harmless" });
         assert.equal((await V.stories.getStory({ storyId: story.id })).story?.id, story.id, "visible before");
+        const fv = await live(V, `viewer/${protocol}`);
+        const fa = await live(A, `author/${protocol}`);
         const reportId = await report(server.clientsFor(reporter!, protocol), storyTarget(story.id), ReportReason.HATE);
         const op = newOperator(server, protocol);
         const res = await op.clients.admin.resolveReport({ reportId, action: ModerationAction.DELETE_CONTENT });
         assertResolved(res.report!, op, ModerationAction.DELETE_CONTENT, "the response");
+        // Clients holding the story are told to drop it, as when its author deletes it.
+        for (const feed of [fv, fa]) {
+          const { event } = await feed.waitForEvent((e) => e.kind.case === "storyExpired" && e.kind.value.storyId === story.id, "story_expired of the deleted story");
+          assert.equal(event.kind.case === "storyExpired" && event.kind.value.deleted, true, `${feed.label}: deleted=true (gone before its deadline)`);
+        }
         await expectCode(V.stories.getStory({ storyId: story.id }), Code.NotFound);
         await expectCode(server.clientsFor(reporter!, protocol).stories.getStory({ storyId: story.id }), Code.NotFound);
         const listed = (await V.stories.listUserStories({ userId: author! })).stories.map((s) => s.id);
@@ -162,6 +186,21 @@ describe("AdminService.ResolveReport", () => {
         // The message was left alone.
         assert.equal((await w.W.messages.getMessage({ conversationId: w.conv.id, seq: w.m.seq })).message?.content.case, "text");
         assertNoneArrived(fa, (f) => frameMentions(f, w.reporter) || frameMentions(f, reporterNote), "nothing names the reporter or quotes their note");
+      });
+
+      it("WARN reaches a user who was offline when they resume from their cursor", async () => {
+        const w = await reportedMessage(protocol, "warnoff");
+        const first = await live(w.A, `author-before/${protocol}`);
+        const cursor = first.lastCursor;
+        assert.ok(cursor, "the first session left a cursor");
+        first.close();
+        const op = newOperator(server, protocol);
+        await op.clients.admin.resolveReport({ reportId: w.reportId, action: ModerationAction.WARN, note: "read this when you are back" });
+        const resumed = await live(w.A, `author-after/${protocol}`, cursor);
+        const { event } = await resumed.waitForEvent((e) => accountModerated(e) !== undefined, "account_moderated replayed after the cursor");
+        assert.equal(accountModerated(event)?.action, ModerationAction.WARN);
+        assert.equal(accountModerated(event)?.reason, "read this when you are back");
+        assert.ok(event.cursor, "a stored event, with a cursor");
       });
 
       it("SUSPEND and BAN answer with the restriction now in force", async () => {
@@ -218,9 +257,11 @@ describe("AdminService.ResolveReport", () => {
       const err = await expectCode(server.clientsFor(author!, protocol).admin.getReport({ reportId }), Code.PermissionDenied);
       assert.ok(!errorMentions(err, reporter!), "GetReport's refusal names no reporter");
     }
-    // What the author can still read: the tombstone, the conversation.
+    // What the author can still read: the tombstone, their notifications.
     const tomb = (await A.messages.getMessage({ conversationId: conv.id, seq: m1.seq })).message!;
     assert.notEqual(tomb.deletion?.deletedBy, reporter, "the tombstone does not name the reporter");
+    const notifications = await A.notifications.listNotifications({ pageSize: 100 });
+    assert.ok(!jsonOf(notifications).includes(reporter!) && !jsonOf(notifications).includes(reporterNote), "no notification names the reporter");
     await op.clients.admin.liftRestriction({ userId: author! });
   });
 

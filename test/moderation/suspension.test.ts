@@ -63,6 +63,21 @@ describe("suspensions", () => {
     assert.equal(feed.events.length, 0, `${what}: no event arrives; received ${feed.summary()}`);
   }
 
+  it("tells browsers and curl the same: the details over Connect JSON and gRPC-Web, reads as GET", async () => {
+    const w = await userWorld(server, "connect", "suspweb");
+    const op = newOperator(server, "connect");
+    const until = secondsFromNow(600);
+    await op.clients.admin.restrictUser({ userId: w.userId, action: ModerationAction.SUSPEND, suspendUntil: until, reason: "web too" });
+    const expected: ExpectedRestriction = { userId: w.userId, kind: RestrictionKind.SUSPENDED, untilMs: msOf(until, "until"), reason: "web too" };
+    for (const protocol of ["connect-json", "grpc-web", "connect-get"] as const) {
+      const c = server.clientsFor(w.userId, protocol);
+      await expectRestricted(sendText(c, w.convId, "hi"), expected, `SendMessage over ${protocol}`);
+      await c.messages.listMessages({ conversationId: w.convId });
+      await c.users.getMe({});
+    }
+    await op.clients.admin.liftRestriction({ userId: w.userId });
+  });
+
   for (const protocol of MAIN_PROTOCOLS) {
     describe(`over ${protocol}`, () => {
       it("report → suspend: the user's streams end, every write is refused with the end time, reads still work", async function () {

@@ -40,7 +40,7 @@ import { UserDirectory, UserService } from "./users/index.ts";
 import { createWorkerRuntime, decodeStoredEvent } from "./workers/index.ts";
 import { createNotifierSpec } from "./workers/notifier.ts";
 import { createInProcessPushOutbox, createJetStreamPushOutbox, NotificationService, type PushOutbox } from "./notifications/index.ts";
-import { createFileBlobStore, MediaService } from "./media/index.ts";
+import { ClamdClient, createFileBlobStore, createMalwareScanMetrics, createMalwareScanner, formatClamdAddress, MediaService } from "./media/index.ts";
 import { SocialService } from "./social/index.ts";
 import { StoryAccess, StoryExpiry, StoryRemover, StoryService } from "./stories/index.ts";
 
@@ -76,6 +76,24 @@ const SEND_BATCHES_IN_FLIGHT = 2;
 const SEARCH_INDEX_BATCH = 256;
 /** How long streams get to send their last frame when the server stops. */
 const STREAM_DRAIN_MS = 2_000;
+
+/**
+ * Says at start whether clamd answers. A clamd that does not is no reason to stay down: it may
+ * come up after us, and until it does uploads fail closed (or are stored unscanned and counted).
+ */
+async function reportClamd(client: ClamdClient, failOpen: boolean, logger: Logger): Promise<void> {
+  const clamd = formatClamdAddress(client.address);
+  try {
+    if (await client.ping()) {
+      logger.info({ clamd, failOpen }, "uploads are scanned for malware by clamd");
+      return;
+    }
+    logger.warn({ clamd }, "clamd did not answer PING with PONG");
+  } catch (error) {
+    logger.warn({ clamd, err: error }, "clamd is not reachable");
+  }
+  logger.warn({ clamd, failOpen }, failOpen ? "uploads will be stored UNSCANNED while clamd is unreachable (CLAMD_FAIL_OPEN=true)" : "uploads are refused while clamd is unreachable");
+}
 
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
   const logger = options.logger ?? pino({ level: config.logLevel, base: { service: "parley" } });
@@ -153,6 +171,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const indexer = createSearchIndexer({ index: searchIndex, metrics: createSearchMetrics(metrics.registry), logger });
   const shutdown = new AbortController();
   const blobs = createFileBlobStore(config.stories.mediaDir);
+  const { clamd, connectTimeoutMs, scanTimeoutMs, failOpen } = config.malwareScan;
+  const clamdClient = clamd === null ? null : new ClamdClient({ address: clamd, connectTimeoutMs, scanTimeoutMs });
+  const scanner = clamdClient && createMalwareScanner({ client: clamdClient, failOpen, metrics: createMalwareScanMetrics(metrics.registry), logger });
   const storyAccess = new StoryAccess(database.db);
   const storyRemover = new StoryRemover({ db: database.db, blobs, publisher });
   const storyExpiry = new StoryExpiry({
@@ -175,7 +196,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     keys: new KeyService(database.db, publisher),
     notifications: new NotificationService(database.db),
     social: new SocialService(database.db, config.limits),
-    media: new MediaService({ db: database.db, blobs, maxBytes: config.stories.maxMediaBytes, mayRead: storyAccess.mayReadMedia }),
+    media: new MediaService({ db: database.db, blobs, maxBytes: config.stories.maxMediaBytes, mayRead: storyAccess.mayReadMedia, scanner }),
     stories: new StoryService({
       db: database.db,
       access: storyAccess,
@@ -226,6 +247,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         await workers.startConsumer(createNotifierSpec({ db: database.db, events: publisher, push: pushOutbox, subjects }));
       }
       await storyExpiry.start();
+      // Not awaited: a hung clamd must not hold up the start (the check ends within its timeouts).
+      if (clamdClient) void reportClamd(clamdClient, failOpen, logger);
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
       logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres" }, "parley is serving");

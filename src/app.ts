@@ -40,7 +40,7 @@ import { UserDirectory, UserService } from "./users/index.ts";
 import { createWorkerRuntime, decodeStoredEvent } from "./workers/index.ts";
 import { createNotifierSpec } from "./workers/notifier.ts";
 import { createInProcessPushOutbox, createJetStreamPushOutbox, NotificationService, type PushOutbox } from "./notifications/index.ts";
-import { ClamdClient, createFileBlobStore, createMalwareScanMetrics, createMalwareScanner, formatClamdAddress, MediaService } from "./media/index.ts";
+import { ClamdClient, createFileBlobStore, createMalwareScanMetrics, createMalwareScanner, logClamdReachability, MediaService } from "./media/index.ts";
 import { SocialService } from "./social/index.ts";
 import { StoryAccess, StoryExpiry, StoryRemover, StoryService } from "./stories/index.ts";
 
@@ -76,24 +76,6 @@ const SEND_BATCHES_IN_FLIGHT = 2;
 const SEARCH_INDEX_BATCH = 256;
 /** How long streams get to send their last frame when the server stops. */
 const STREAM_DRAIN_MS = 2_000;
-
-/**
- * Says at start whether clamd answers. A clamd that does not is no reason to stay down: it may
- * come up after us, and until it does uploads fail closed (or are stored unscanned and counted).
- */
-async function reportClamd(client: ClamdClient, failOpen: boolean, logger: Logger): Promise<void> {
-  const clamd = formatClamdAddress(client.address);
-  try {
-    if (await client.ping()) {
-      logger.info({ clamd, failOpen }, "uploads are scanned for malware by clamd");
-      return;
-    }
-    logger.warn({ clamd }, "clamd did not answer PING with PONG");
-  } catch (error) {
-    logger.warn({ clamd, err: error }, "clamd is not reachable");
-  }
-  logger.warn({ clamd, failOpen }, failOpen ? "uploads will be stored UNSCANNED while clamd is unreachable (CLAMD_FAIL_OPEN=true)" : "uploads are refused while clamd is unreachable");
-}
 
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
   const logger = options.logger ?? pino({ level: config.logLevel, base: { service: "parley" } });
@@ -248,7 +230,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       }
       await storyExpiry.start();
       // Not awaited: a hung clamd must not hold up the start (the check ends within its timeouts).
-      if (clamdClient) void reportClamd(clamdClient, failOpen, logger);
+      if (clamd !== null) void logClamdReachability(clamd, failOpen, logger);
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
       logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres" }, "parley is serving");

@@ -7,6 +7,7 @@ export { ClamdClient, ClamdError, parseClamdUrl, formatClamdAddress, type ClamdA
 export {
   createMalwareScanMetrics,
   createMalwareScanner,
+  logClamdReachability,
   MALWARE_DETECTED,
   MALWARE_SCAN_TOO_LARGE,
   MALWARE_SCAN_UNAVAILABLE,

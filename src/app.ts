@@ -41,7 +41,7 @@ import { UserDirectory, UserService } from "./users/index.ts";
 import { createWorkerRuntime, decodeStoredEvent } from "./workers/index.ts";
 import { createNotifierSpec } from "./workers/notifier.ts";
 import { createInProcessPushOutbox, createJetStreamPushOutbox, NotificationService, type PushOutbox } from "./notifications/index.ts";
-import { createFileBlobStore, MediaService } from "./media/index.ts";
+import { ClamdClient, createFileBlobStore, createMalwareScanMetrics, createMalwareScanner, logClamdReachability, MediaService } from "./media/index.ts";
 import { SocialService } from "./social/index.ts";
 import { StoryAccess, StoryExpiry, StoryRemover, StoryService } from "./stories/index.ts";
 
@@ -162,6 +162,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const indexer = createSearchIndexer({ index: searchIndex, metrics: createSearchMetrics(metrics.registry), logger });
   const shutdown = new AbortController();
   const blobs = createFileBlobStore(config.stories.mediaDir);
+  const { clamd, connectTimeoutMs, scanTimeoutMs, failOpen } = config.malwareScan;
+  const clamdClient = clamd === null ? null : new ClamdClient({ address: clamd, connectTimeoutMs, scanTimeoutMs });
+  const scanner = clamdClient && createMalwareScanner({ client: clamdClient, failOpen, metrics: createMalwareScanMetrics(metrics.registry), logger });
   const storyAccess = new StoryAccess(database.db);
   const storyRemover = new StoryRemover({ db: database.db, blobs, publisher });
   const storyExpiry = new StoryExpiry({
@@ -186,7 +189,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     admin: new AdminService({ db: database.db, publisher, stories: storyRemover, restrictions, limits: config.limits }),
     notifications: new NotificationService(database.db),
     social: new SocialService(database.db, config.limits),
-    media: new MediaService({ db: database.db, blobs, maxBytes: config.stories.maxMediaBytes, mayRead: storyAccess.mayReadMedia }),
+    media: new MediaService({ db: database.db, blobs, maxBytes: config.stories.maxMediaBytes, mayRead: storyAccess.mayReadMedia, scanner }),
     stories: new StoryService({
       db: database.db,
       access: storyAccess,
@@ -243,6 +246,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         await workers.startConsumer(createNotifierSpec({ db: database.db, events: publisher, push: pushOutbox, subjects }));
       }
       await storyExpiry.start();
+      // Not awaited: a hung clamd must not hold up the start (the check ends within its timeouts).
+      if (clamd !== null) void logClamdReachability(clamd, failOpen, logger);
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
       logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres" }, "parley is serving");

@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import os from "node:os";
 import path from "node:path";
 import { MAX_PARTITIONS } from "./log/partitions.ts";
+import { parseClamdUrl, type ClamdAddress } from "./media/clamd-client.ts";
 
 /** Event log partitions when EVENT_PARTITIONS is not set (chosen by measurement: see docs/). */
 const DEFAULT_EVENT_PARTITIONS = 16;
@@ -59,6 +60,18 @@ export interface Config {
   readonly limits: Limits;
   readonly search: SearchConfig;
   readonly stories: StoriesConfig;
+  readonly malwareScan: MalwareScanConfig;
+}
+
+/** Malware scanning of uploads with ClamAV's clamd. */
+export interface MalwareScanConfig {
+  /** Where clamd listens; null means uploads are not scanned. */
+  readonly clamd: ClamdAddress | null;
+  readonly connectTimeoutMs: number;
+  /** How long one scan may take once connected (sending the upload and getting the verdict). */
+  readonly scanTimeoutMs: number;
+  /** Store uploads clamd could not scan (logged and counted) instead of refusing them. */
+  readonly failOpen: boolean;
 }
 
 /** Where messages are indexed for search. */
@@ -184,7 +197,23 @@ export function loadConfig(env: Env = process.env): Config {
       maxMediaBytes: int(env, "MAX_MEDIA_BYTES", 10 * 1024 * 1024, 1, 1024 * 1024 * 1024),
       maxCaptionLength: int(env, "MAX_CAPTION_LENGTH", 500, 0, 100_000),
     }),
+    malwareScan: Object.freeze({
+      clamd: clamdAddress(env),
+      connectTimeoutMs: int(env, "CLAMD_CONNECT_TIMEOUT_MS", 2_000, 1, 600_000),
+      scanTimeoutMs: int(env, "CLAMD_SCAN_TIMEOUT_MS", 30_000, 1, 3_600_000),
+      failOpen: oneOf(env, "CLAMD_FAIL_OPEN", "false", ["true", "false"]) === "true",
+    }),
   });
+}
+
+function clamdAddress(env: Env): ClamdAddress | null {
+  const raw = env.CLAMD_URL;
+  if (raw === undefined || raw === "") return null;
+  try {
+    return Object.freeze(parseClamdUrl(raw));
+  } catch (error) {
+    throw new ConfigError(`CLAMD_URL ${(error as Error).message}.`);
+  }
 }
 
 function consumersSetting(env: Env): boolean {

@@ -91,6 +91,14 @@ export class ResourceExhaustedError extends DomainError {
   }
 }
 
+/** A dependency the call needs is down or failing; the same call may work later. */
+export class UnavailableError extends DomainError {
+  readonly code = Code.Unavailable;
+  constructor(message: string, reason: string) {
+    super(message, reason);
+  }
+}
+
 /** The token is missing or not valid. */
 export class UnauthenticatedError extends DomainError {
   readonly code = Code.Unauthenticated;

@@ -27,6 +27,7 @@ import { findMedia, insertMedia, type MediaRow } from "./media-repository.ts";
 import { CONTENT_TYPES, detectMediaType } from "./media-type.ts";
 import { MediaType } from "../../gen/parley/v1/media_pb.ts";
 import { findMemberConversationEncryption } from "../conversations/conversation-repository.ts";
+import type { MalwareScanner } from "./malware-scan.ts";
 
 /** What an encrypted attachment is, to anyone but the members' devices. */
 const ENCRYPTED_CONTENT_TYPE = "application/octet-stream";
@@ -40,6 +41,11 @@ export interface MediaServiceOptions {
   maxBytes: number;
   /** Decides for everyone but the owner, and for the owner too once the media's story is gone. */
   mayRead: MediaAudienceCheck;
+  /**
+   * Checks plain uploads for malware before they are stored; null when CLAMD_URL is unset.
+   * Encrypted attachments are not scanned: they are ciphertext, in which no signature can match.
+   */
+  scanner?: MalwareScanner | null;
 }
 
 export class MediaService implements ServiceImpl<typeof MediaServiceDesc> {
@@ -63,6 +69,8 @@ export class MediaService implements ServiceImpl<typeof MediaServiceDesc> {
     if (req.contentType !== "" && req.contentType.trim().toLowerCase() !== contentType) {
       throw new InvalidInputError("content_type", `says ${req.contentType} but the data is ${contentType}`);
     }
+    // Last, once the cheap checks passed, and before anything is written.
+    await this.#options.scanner?.check(data, { userId, contentType }, ctx.signal);
     return this.#store(data, { owner_id: userId, type, content_type: contentType, conversation_id: null });
   }
 

@@ -137,6 +137,21 @@ describe("AdminService.ResolveReport", () => {
         await sendText(w.A, w.conv.id, "sorry");
       });
 
+      it("DELETE_CONTENT on a message its author already deleted resolves the report and leaves the tombstone as it was", async () => {
+        const w = await reportedMessage(protocol, "deltwice");
+        const own = (await w.A.messages.deleteMessage({ conversationId: w.conv.id, seq: w.m.seq })).message!;
+        const fw = await live(w.W, `witness/${protocol}`);
+        const op = newOperator(server, protocol);
+        const res = await op.clients.admin.resolveReport({ reportId: w.reportId, action: ModerationAction.DELETE_CONTENT });
+        assertResolved(res.report!, op, ModerationAction.DELETE_CONTENT, "the response");
+        const got = (await w.W.messages.getMessage({ conversationId: w.conv.id, seq: w.m.seq })).message!;
+        assert.equal(got.deletion?.deletedBy, w.author, "still deleted by its author");
+        assert.equal(msOf(got.deletion?.deletedAt, "deleted_at"), msOf(own.deletion?.deletedAt, "deleted_at"), "at the same time");
+        const fence = await sendText(w.W, w.conv.id, "fence");
+        await fw.waitForEvent(isMessage(w.conv.id, fence.seq), "the fence message");
+        assertNoneArrived(fw, (f) => f.case === "event" && f.value.kind.case === "messageDeleted", "no second message_deleted");
+      });
+
       it("DELETE_CONTENT on a story takes it away from its viewers", async () => {
         const [author, reporter, viewer] = await newUsers(server, 3, "delstory");
         const A = server.clientsFor(author!, protocol);

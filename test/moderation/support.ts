@@ -28,7 +28,7 @@ import { NotificationLevel } from "../../gen/parley/v1/notification_pb.ts";
 import { StoryPrivacy } from "../../gen/parley/v1/story_pb.ts";
 import { newUsers, uniqueId, type Clients, type Protocol, type RemoteServer } from "../helpers/test-server.ts";
 import { createGroup, listAllForward, sendText } from "../helpers/fixtures.ts";
-import { describeError, endReasonName, type Feed } from "../helpers/feed.ts";
+import { describeError, endReasonName, openFeed, type Feed } from "../helpers/feed.ts";
 import { fixture, postStory, sharedStoryServer, type StoryServer } from "../stories/support.ts";
 
 export { sharedStoryServer as moderationServer, type StoryServer as ModerationServer };
@@ -515,4 +515,59 @@ export async function historySeenBy(clients: Clients, convId: string): Promise<s
   return (await listAllForward(clients, convId)).map(
     (m) => `${m.seq}:${m.senderId}:${m.content.case === "text" ? m.content.value : m.content.case ?? (m.deletion ? "deleted" : "?")}:v${m.version}`,
   );
+}
+
+/**
+ * Opens Subscribe again and again (every few milliseconds, alternately without a cursor and
+ * from `cursor`) from before the restriction is made until shortly after it was, so some
+ * streams start while it is being committed and spread. Returns the feeds.
+ */
+export async function subscribeStorm(
+  source: Pick<Clients, "events">,
+  restrict: () => Promise<unknown>,
+  label: string,
+  cursor = "",
+): Promise<Feed[]> {
+  const feeds: Feed[] = [];
+  let done = false;
+  let stopAt = Number.POSITIVE_INFINITY;
+  const restricting = restrict().finally(() => {
+    done = true;
+    stopAt = Date.now() + 60;
+  });
+  for (let i = 0; !done || Date.now() < stopAt; i++) {
+    feeds.push(openFeed(source, { label: `${label}#${i}`, cursor: i % 2 === 1 ? cursor : "" }));
+    await new Promise((r) => setTimeout(r, 3));
+  }
+  await restricting;
+  return feeds;
+}
+
+/**
+ * Asserts that every feed is over: refused with the restriction's error, or ended with
+ * ACCOUNT_RESTRICTED. A stream still open after the deadline is a suspended user's live stream.
+ */
+export async function assertAllEndedByRestriction(feeds: Feed[], expected: ExpectedRestriction, timeoutMs = 8_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const open: string[] = [];
+  for (const feed of feeds) {
+    try {
+      await feed.ended("a restricted user's stream", Math.max(100, deadline - Date.now()));
+    } catch {
+      const told = feed.events.map(accountModerated).filter((m) => m !== undefined).map((m) => actionName(m.action));
+      open.push(`${feed.label} (account_moderated received: ${told.join(", ") || "none"}): ${feed.summary(8)}`);
+      continue;
+    }
+    const ending = feed.received.find((r) => r.frame.case === "ending");
+    if (ending) {
+      assert.ok(
+        ending.frame.case === "ending" && ending.frame.value.reason === EndReason.ACCOUNT_RESTRICTED,
+        `${feed.label}: ended for the restriction; received ${feed.summary()}`,
+      );
+    } else {
+      assert.ok(feed.end?.error, `${feed.label}: refused or ended; received ${feed.summary()}`);
+      assertRestrictedError(feed.end.error, expected, `${feed.label}: refused`);
+    }
+  }
+  assert.deepEqual(open, [], `${open.length} of ${feeds.length} streams were still open ${timeoutMs} ms after the restriction`);
 }

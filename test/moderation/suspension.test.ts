@@ -14,6 +14,8 @@ import { describeError, isMessage, openFeed, openLiveFeed, type Feed } from "../
 import { sendText } from "../helpers/fixtures.ts";
 import {
   allRestrictions,
+  assertAllEndedByRestriction,
+  subscribeStorm,
   assertRestriction,
   assertRestrictedError,
   eventuallySucceeds,
@@ -80,6 +82,26 @@ describe("suspensions", () => {
 
   for (const protocol of MAIN_PROTOCOLS) {
     describe(`over ${protocol}`, () => {
+      it("no stream outlives a suspension, even one opened while it is being made", async function () {
+        this.timeout(30_000);
+        const w = await userWorld(server, protocol, "susprace");
+        const op = newOperator(server, protocol);
+        const before = await openLiveFeed(w.clients, { label: `before/${protocol}` });
+        const cursor = before.lastCursor;
+        before.close();
+        const until = secondsFromNow(600);
+        const expected: ExpectedRestriction = { userId: w.userId, kind: RestrictionKind.SUSPENDED, untilMs: msOf(until, "until"), reason: "race" };
+        const storm = await subscribeStorm(
+          w.clients,
+          () => op.clients.admin.restrictUser({ userId: w.userId, action: ModerationAction.SUSPEND, suspendUntil: until, reason: "race" }),
+          `storm/${protocol}`,
+          cursor,
+        );
+        feeds.push(...storm);
+        await assertAllEndedByRestriction(storm, expected);
+        await op.clients.admin.liftRestriction({ userId: w.userId });
+      });
+
       it("report → suspend: the user's streams end, every write is refused with the end time, reads still work", async function () {
         this.timeout(60_000);
         const w = await userWorld(server, protocol, "susp");

@@ -275,6 +275,8 @@ describe("AdminService.ResolveReport", () => {
     // What the author can still read: the tombstone, their notifications.
     const tomb = (await A.messages.getMessage({ conversationId: conv.id, seq: m1.seq })).message!;
     assert.notEqual(tomb.deletion?.deletedBy, reporter, "the tombstone does not name the reporter");
+    const modlog = await A.messages.listModerationLog({ conversationId: conv.id });
+    assert.ok(!jsonOf(modlog).includes(reporter!), "the group's moderation log (the author is its admin) does not name the reporter");
     const notifications = await A.notifications.listNotifications({ pageSize: 100 });
     assert.ok(!jsonOf(notifications).includes(reporter!) && !jsonOf(notifications).includes(reporterNote), "no notification names the reporter");
     await op.clients.admin.liftRestriction({ userId: author! });

@@ -4,8 +4,9 @@
  * cause is logged by the caller of toConnectError, never sent to the client.
  */
 import { create } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { BadRequestSchema, BadRequest_FieldViolationSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.ts";
+import { BadRequestSchema, BadRequest_FieldViolationSchema, ErrorInfoSchema, RetryInfoSchema } from "../gen/google/rpc/error_details_pb.ts";
 
 const DOMAIN = "parley.dev";
 
@@ -82,6 +83,33 @@ export class ResourceExhaustedError extends DomainError {
   }
 }
 
+/**
+ * A rate limit refused the call: RESOURCE_EXHAUSTED with google.rpc.RetryInfo (when a token is
+ * next available) and ErrorInfo reason RATE_LIMITED, whose metadata names the bucket ("user"
+ * or "ip") and what it limits ("writes" or "auth_failures").
+ */
+export class RateLimitedError extends ResourceExhaustedError {
+  readonly bucket: "user" | "ip";
+  readonly limits: "writes" | "auth_failures";
+  /** How long until the call would be admitted, in milliseconds. */
+  readonly retryAfterMs: number;
+  constructor(bucket: "user" | "ip", limits: "writes" | "auth_failures", retryAfterMs: number) {
+    const what = limits === "writes" ? "writes" : "failed sign-ins";
+    super(`too many ${what} from this ${bucket === "user" ? "account" : "address"}; retry in ${Math.ceil(retryAfterMs)} ms`, "RATE_LIMITED");
+    this.bucket = bucket;
+    this.limits = limits;
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/** A dependency the call needs is down and the deployment chose not to serve without it. */
+export class UnavailableError extends DomainError {
+  readonly code = Code.Unavailable;
+  constructor(message: string, reason: string) {
+    super(message, reason);
+  }
+}
+
 /** The token is missing or not valid. */
 export class UnauthenticatedError extends DomainError {
   readonly code = Code.Unauthenticated;
@@ -94,9 +122,14 @@ export class UnauthenticatedError extends DomainError {
 export function toConnectError(error: unknown): { error: ConnectError; expected: boolean } {
   if (error instanceof ConnectError) return { error, expected: error.code !== Code.Internal && error.code !== Code.Unknown };
   if (error instanceof DomainError) {
+    const metadata: Record<string, string> = error instanceof RateLimitedError ? { bucket: error.bucket, limits: error.limits } : {};
     const details: NonNullable<ConstructorParameters<typeof ConnectError>[3]> = [
-      { desc: ErrorInfoSchema, value: create(ErrorInfoSchema, { reason: error.reason, domain: DOMAIN }) },
+      { desc: ErrorInfoSchema, value: create(ErrorInfoSchema, { reason: error.reason, domain: DOMAIN, metadata }) },
     ];
+    if (error instanceof RateLimitedError) {
+      // Rounded up: a client that waits exactly this long finds a token.
+      details.push({ desc: RetryInfoSchema, value: create(RetryInfoSchema, { retryDelay: durationFromMs(Math.ceil(error.retryAfterMs)) }) });
+    }
     if (error instanceof InvalidInputError) {
       details.push({
         desc: BadRequestSchema,

@@ -96,7 +96,7 @@ export async function runRateLimitModes(scriptUrl: string, modes: readonly RateL
 }
 
 /** Figures worth comparing between modes (paths in the flattened summary). */
-const COMPARED = /(PerSecond|latencyMs\.(p50|p99)|cpuMsPerMessage\.\w+|cpuCores\.(?!of$|idleBeforeRun$)[\w-]+(\.total)?|errors(\.total)?)$/;
+const COMPARED = /(PerSecond|latencyMs\.(p50|p99)|cpuMsPerMessage\.\w+|cpuCores\.(?!of$|idleBeforeRun$|wallSeconds$|cores$)[\w-]+(\.total)?|errors(\.total)?)$/;
 
 function printComparison(summaries: { mode: RateLimitMode; summary: unknown }[]): void {
   if (summaries.length < 2) return;

@@ -173,6 +173,9 @@ export class RedisRateLimitStore implements RateLimitStore {
 
   async close(): Promise<void> {
     // Checks still queued fail like any other store error (the limiter's policy answers them).
+    const queued = this.#queue;
+    this.#queue = [];
+    for (const check of queued) check.reject(new Error("the rate limit store was closed"));
     this.#client.destroy();
   }
 }

@@ -34,6 +34,8 @@ import { createRpcMetrics, startMetricsServer } from "./server/metrics.ts";
 import { createObservabilityInterceptor } from "./server/observability-interceptor.ts";
 import { createLeanGrpcHandler } from "./server/lean-grpc.ts";
 import { createSinglePortServer } from "./server/single-port-server.ts";
+import { createClientIpContextValues } from "./server/client-ip.ts";
+import { createRateLimiting } from "./ratelimit/index.ts";
 import { HealthStatus } from "./standard/health.ts";
 import { KeyService } from "./keys/index.ts";
 import { AdminService, createRestrictionInterceptor, ReportService, RestrictionCache } from "./moderation/index.ts";
@@ -204,16 +206,23 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     }),
     health,
   });
+  // Rate limits (src/ratelimit): the auth-failure limit wraps auth; the write limit comes after
+  // suspensions, so a restricted user's refused calls take no tokens.
+  const rateLimits = await createRateLimiting(config.rateLimits, logger, metrics.registry);
   const interceptors = [
     createObservabilityInterceptor(logger, metrics),
+    ...(rateLimits ? [rateLimits.authFailureInterceptor] : []),
     createAuthInterceptor({ verify, ensureUser: (id) => users.ensure(id) }),
     createRestrictionInterceptor(restrictions),
+    ...(rateLimits ? [rateLimits.writeInterceptor] : []),
   ];
+  // Every call knows its client's address (X-Forwarded-For behind TRUST_PROXY_HOPS proxies).
+  const contextValues = createClientIpContextValues(config.trustProxyHops);
   // Room for a full-size media upload plus its framing; a larger one is refused before it is buffered.
   const readMaxBytes = config.stories.maxMediaBytes + 64 * 1024;
-  const connectHandler = connectNodeAdapter({ routes, shutdownSignal: shutdown.signal, readMaxBytes, interceptors });
+  const connectHandler = connectNodeAdapter({ routes, shutdownSignal: shutdown.signal, readMaxBytes, interceptors, contextValues });
   // Unary and server-streaming gRPC calls skip connect-node's per-call pipeline (see the module).
-  const leanGrpc = createLeanGrpcHandler({ routes, interceptors, readMaxBytes, shutdownSignal: shutdown.signal });
+  const leanGrpc = createLeanGrpcHandler({ routes, interceptors, readMaxBytes, shutdownSignal: shutdown.signal, contextValues });
   const cors = createCorsHandler(config.corsOrigins);
   const server = createSinglePortServer((req, res) => {
     if (!cors(req, res) && !leanGrpc(req, res)) connectHandler(req, res);
@@ -250,7 +259,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       if (clamd !== null) void logClamdReachability(clamd, failOpen, logger);
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
-      logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres" }, "parley is serving");
+      logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres", rateLimits: rateLimits?.limiter.storeName ?? "off" }, "parley is serving");
     },
     async stop() {
       health.shutdown();
@@ -269,6 +278,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await relay.stop();
       await hub.stop();
       await searchIndex.close();
+      await rateLimits?.close();
       await presence.close();
       await bus.close();
       await nats?.drain();

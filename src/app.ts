@@ -36,7 +36,7 @@ import { createLeanGrpcHandler } from "./server/lean-grpc.ts";
 import { createSinglePortServer } from "./server/single-port-server.ts";
 import { HealthStatus } from "./standard/health.ts";
 import { KeyService } from "./keys/index.ts";
-import { UserDirectory, UserService } from "./users/index.ts";
+import { AccountEraser, createErasureGuard, ErasureGate, UserDirectory, UserService, type ErasureFaults } from "./users/index.ts";
 import { createWorkerRuntime, decodeStoredEvent } from "./workers/index.ts";
 import { createNotifierSpec } from "./workers/notifier.ts";
 import { createInProcessPushOutbox, createJetStreamPushOutbox, NotificationService, type PushOutbox } from "./notifications/index.ts";
@@ -60,6 +60,8 @@ export interface AppOptions {
   logger?: Logger;
   /** Test-only fault injection (e.g. lost publishes). */
   faults?: PublishFaults;
+  /** Test-only fault injection into account erasure runs. */
+  erasureFaults?: ErasureFaults;
 }
 
 /** How long open connections get to finish when the server stops. */
@@ -147,7 +149,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     isMember: async (conversationId, userId) => (await findRole(database.db, conversationId, userId)) !== undefined,
   };
   const health = new HealthStatus();
-  const users = new UserDirectory(database.db);
+  // The gate tells the directory to forget ids being erased; the directory asks the gate.
+  const erasureGate: ErasureGate = new ErasureGate({ db: database.db, logger, onSeen: (userId) => users.forget(userId) });
+  const users = new UserDirectory(database.db, (userId) => erasureGate.isErasing(userId));
   const metrics = createRpcMetrics();
   const searchIndex = createSearchIndex(config.search, database.db);
   const indexer = createSearchIndexer({ index: searchIndex, metrics: createSearchMetrics(metrics.registry), logger });
@@ -166,8 +170,21 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   });
   const conversations = new ConversationService(database.db, config.limits, publisher);
   const messages = new MessageService(database.db, sends, reactions, config.limits, publisher);
+  const eraser = new AccountEraser({
+    db: database.db,
+    publisher,
+    gate: erasureGate,
+    conversations,
+    search: searchIndex,
+    stories: storyRemover,
+    blobs,
+    push: pushOutbox,
+    logger,
+    sweepIntervalMs: config.runConsumers ? config.erasure.sweepIntervalMs : null,
+    ...(options.erasureFaults && { faults: options.erasureFaults }),
+  });
   const routes = createRoutes({
-    users: new UserService(database.db, config.limits),
+    users: new UserService(database.db, config.limits, eraser),
     conversations,
     messages,
     events: new EventService({ db: database.db, log, memberships, hub, bus, presence, feed: config.feed }),
@@ -190,7 +207,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     }),
     health,
   });
-  const interceptors = [createObservabilityInterceptor(logger, metrics), createAuthInterceptor({ verify, ensureUser: (id) => users.ensure(id) })];
+  const interceptors = [createObservabilityInterceptor(logger, metrics), createAuthInterceptor({ verify, ensureUser: (id) => users.ensure(id) }), createErasureGuard(erasureGate)];
   // Room for a full-size media upload plus its framing; a larger one is refused before it is buffered.
   const readMaxBytes = config.stories.maxMediaBytes + 64 * 1024;
   const connectHandler = connectNodeAdapter({ routes, shutdownSignal: shutdown.signal, readMaxBytes, interceptors });
@@ -226,6 +243,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         await workers.startConsumer(createNotifierSpec({ db: database.db, events: publisher, push: pushOutbox, subjects }));
       }
       await storyExpiry.start();
+      await erasureGate.start();
+      eraser.start();
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
       logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres" }, "parley is serving");
@@ -241,6 +260,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await sends.drain();
       await reactions.drain();
       await storyExpiry.stop();
+      await eraser.stop();
+      await erasureGate.stop();
       // Every consumer stops with its batch in hand done; then what they recorded is published.
       await workers.close();
       await publisher.flush();

@@ -59,6 +59,13 @@ export interface Config {
   readonly limits: Limits;
   readonly search: SearchConfig;
   readonly stories: StoriesConfig;
+  readonly erasure: ErasureConfig;
+}
+
+/** Account erasure (UserService.DeleteAccount). */
+export interface ErasureConfig {
+  /** How often a consumer node looks for erasures a stopped node left unfinished, and finishes them. */
+  readonly sweepIntervalMs: number;
 }
 
 /** Where messages are indexed for search. */
@@ -183,6 +190,9 @@ export function loadConfig(env: Env = process.env): Config {
       mediaDir: path.resolve(str(env, "MEDIA_DIR", path.join(dataDir, "media"))),
       maxMediaBytes: int(env, "MAX_MEDIA_BYTES", 10 * 1024 * 1024, 1, 1024 * 1024 * 1024),
       maxCaptionLength: int(env, "MAX_CAPTION_LENGTH", 500, 0, 100_000),
+    }),
+    erasure: Object.freeze({
+      sweepIntervalMs: int(env, "ERASURE_SWEEP_INTERVAL_SECONDS", 60, 1, 24 * 3600) * 1000,
     }),
   });
 }

@@ -262,6 +262,15 @@ export interface MessageBlindTokensTable {
   seq: Int8;
 }
 
+export interface AccountErasuresTable {
+  user_id: string;
+  requested_at: Timestamp;
+  runner: ColumnType<string | null, string | null | undefined, string | null>;
+  heartbeat_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  messages_erased: Int8WithDefault;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
@@ -290,4 +299,5 @@ export interface Database {
   device_prekeys: DevicePrekeysTable;
   to_device_messages: ToDeviceMessagesTable;
   message_blind_tokens: MessageBlindTokensTable;
+  account_erasures: AccountErasuresTable;
 }

@@ -24,7 +24,7 @@ import type { EventPublisher } from "../log/event-publisher.ts";
 import * as lifecycle from "./message-lifecycle-repository.ts";
 import { contentColumns } from "./message-content.ts";
 import { toMessage } from "./message-mapper.ts";
-import { findMessage, lockMessage, type MessageRow, type MessageWithReplyRow } from "./message-repository.ts";
+import { findMessage, lockConversations, lockMessage, type MessageRow, type MessageWithReplyRow } from "./message-repository.ts";
 import type { MessageContent } from "./message-content.ts";
 
 export class MessageLifecycle {
@@ -84,13 +84,42 @@ export class MessageLifecycle {
         throw new PermissionDeniedError("only the sender or a group admin can delete a message", "NOT_SENDER");
       }
       if (message.deleted_at) return;
-      await lifecycle.uncountDeleted(tx, message);
-      const tombstone = await lifecycle.eraseMessage(tx, conversationId, seq, userId, new Date());
-      await deleteBlindTokens(tx, conversationId, seq.toString());
-      if (moderated) await lifecycle.recordModeration(tx, tombstone);
-      const erased = toMessage(tombstone);
-      await rewriteMessageEvents(tx, conversationId, seq, (event) => eraseFromEvent(event, erased));
-      recorded.push(deletedEvent(tombstone, moderated));
+      const at = [{ conversation_id: conversationId, seq: seq.toString() }];
+      await lifecycle.uncountDeleted(tx, at);
+      const [tombstone] = await lifecycle.eraseMessages(tx, at, userId, new Date());
+      if (moderated) await lifecycle.recordModeration(tx, tombstone!);
+      await rewriteMessageEvents(tx, conversationId, [seq], (event) => eraseFromEvent(event, new Map([[seq, toMessage(tombstone!)]])));
+      recorded.push(deletedEvent(tombstone!, moderated));
+    });
+  }
+
+  /**
+   * Turns up to `limit` of the sender's messages that are not tombstones yet into tombstones,
+   * as if the sender deleted each (account erasure): one transaction that locks their
+   * conversations in id order (as sends do), then erases content, history, mentions,
+   * reactions and blind tokens, rewrites the events that carried the text and records a
+   * message_deleted per message. Returns the tombstones; none when nothing is left.
+   */
+  async deleteAllOf(senderId: string, limit: number): Promise<MessageRow[]> {
+    const batch = await lifecycle.findLiveMessagesOf(this.#db, senderId, limit);
+    if (batch.length === 0) return [];
+    return this.#write(async (tx, recorded) => {
+      await lockConversations(tx, [...new Set(batch.map((m) => m.conversation_id))]);
+      // Under the locks: a concurrent delete (or a second run) may have been first.
+      const live = await lifecycle.lockLiveMessages(tx, batch);
+      await lifecycle.uncountDeleted(tx, live);
+      const tombstones = await lifecycle.eraseMessages(tx, live, senderId, new Date());
+      const byConversation = new Map<string, Map<bigint, Message>>();
+      for (const tombstone of tombstones) {
+        const erased = byConversation.get(tombstone.conversation_id) ?? new Map<bigint, Message>();
+        erased.set(BigInt(tombstone.seq), toMessage(tombstone));
+        byConversation.set(tombstone.conversation_id, erased);
+      }
+      for (const [conversationId, erased] of byConversation) {
+        await rewriteMessageEvents(tx, conversationId, [...erased.keys()], (event) => eraseFromEvent(event, erased));
+      }
+      recorded.push(...tombstones.map((tombstone) => deletedEvent(tombstone, false)));
+      return tombstones;
     });
   }
 
@@ -100,14 +129,15 @@ export class MessageLifecycle {
 }
 
 /**
- * The event (message_created / message_edited) without the deleted message's content: its own
- * event carries the tombstone instead, a reply's event quotes it as deleted.
+ * The event (message_created / message_edited) without the deleted messages' content: a
+ * deleted message's own event carries its tombstone instead, a reply's event quotes it as deleted.
  */
-function eraseFromEvent(event: Event, tombstone: Message): Event {
+function eraseFromEvent(event: Event, tombstones: ReadonlyMap<bigint, Message>): Event {
   if (event.kind.case !== "messageCreated" && event.kind.case !== "messageEdited") return event;
   const carried = event.kind.value.message;
-  if (carried?.seq === tombstone.seq) event.kind.value.message = tombstone;
-  else if (carried?.replyTo) carried.replyTo.content = { case: "deleted", value: true };
+  const own = carried && tombstones.get(carried.seq);
+  if (own) event.kind.value.message = own;
+  else if (carried?.replyTo && tombstones.has(carried.replyTo.seq)) carried.replyTo.content = { case: "deleted", value: true };
   return event;
 }
 

@@ -56,10 +56,10 @@ export const ERASURE_LEASE_MS = 30_000;
 /** How often a DeleteAccount call waiting for another node's run looks at it. */
 const WAIT_POLL_MS = 250;
 
-/** Test-only fault injection: throw from here to stop a run after some progress. */
+/** Test-only fault injection: hold a run after some progress, or stop it there by throwing. */
 export interface ErasureFaults {
-  /** Called after every recorded step of a run, with how many messages the run erased so far. */
-  afterProgress?: (userId: string, messagesErasedByRun: number) => void;
+  /** Awaited after every recorded step of a run, with how many messages the run erased so far. */
+  afterProgress?: (userId: string, messagesErasedByRun: number) => void | Promise<void>;
 }
 
 export interface AccountEraserOptions {
@@ -162,7 +162,7 @@ export class AccountEraser {
     const progress = async (messages = 0) => {
       erasedByRun += messages;
       if (this.#stopping || !(await repo.recordProgress(db, userId, runner, messages))) throw new RunStopped("the erasure run was stopped");
-      this.#o.faults?.afterProgress?.(userId, erasedByRun);
+      await this.#o.faults?.afterProgress?.(userId, erasedByRun);
     };
     /** Repeats a batch step until it finds nothing left. */
     const drain = async (step: () => Promise<number>, messages = false) => {

@@ -6,7 +6,8 @@
  * - a delete locks the conversation row first (as sends, reads and joins do, so the unread
  *   counters it decrements cannot race them), then the message; it takes the message out of
  *   the counters, erases content, history, mentions and reactions, rewrites the events that
- *   carried the text, and logs moderation when a group admin deleted someone else's message.
+ *   carried the text, and logs moderation when a group admin deleted someone else's message;
+ * - account erasure deletes all of a sender's messages the same way, a batch per transaction.
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";

@@ -14,28 +14,9 @@ import { createTestDatabase, newUsers, startTestServer, type FreshDatabase, type
 import { expectCode, expectOneOfCodes } from "../helpers/expect.ts";
 import { createGroup, listAllForward, sendText } from "../helpers/fixtures.ts";
 import { eventually } from "../helpers/feed.ts";
-import { assertErased, sendMany } from "./support.ts";
+import { assertErased, holdOnce, sendMany } from "./support.ts";
 
 const MESSAGES = 1_200;
-
-/** A fault that holds the first run once it has erased some messages, until the test lets it fail. */
-function holdOnce() {
-  let release!: (error: Error) => void;
-  const failed = new Promise<never>((_, reject) => (release = reject));
-  failed.catch(() => undefined);
-  let reached!: () => void;
-  const held = new Promise<void>((resolve) => (reached = resolve));
-  let armed = true;
-  const faults: ErasureFaults = {
-    async afterProgress(_userId, erased) {
-      if (!armed || erased === 0) return;
-      armed = false;
-      reached();
-      await failed;
-    },
-  };
-  return { faults, held, fail: () => release(new Error("injected: the run stops here")) };
-}
 
 describe("DeleteAccount interrupted", () => {
   let database: FreshDatabase | null;

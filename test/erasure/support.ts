@@ -4,6 +4,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { toJsonString } from "@bufbuild/protobuf";
 import { EventSchema, type Event } from "../../gen/parley/v1/event_pb.ts";
 import type { Message } from "../../gen/parley/v1/message_pb.ts";
+import type { ErasureFaults } from "../../src/users/index.ts";
 import type { Clients } from "../helpers/test-server.ts";
 
 /** A word that appears nowhere else (letters and digits only, so search treats it as one word). */
@@ -43,4 +44,26 @@ export async function sendMany(clients: Clients, conversationId: string, texts: 
 /** The ids of a social list (followers, following, close friends, blocked), first page of 200. */
 export function idsOf(entries: readonly { userId: string }[]): string[] {
   return entries.map((e) => e.userId);
+}
+
+/**
+ * A fault that holds the first erasure run once it has erased some messages, until the test
+ * lets it go on (`go`) or fail there (`fail`).
+ */
+export function holdOnce() {
+  let settle!: (error?: Error) => void;
+  const decided = new Promise<void>((resolve, reject) => (settle = (error) => (error ? reject(error) : resolve())));
+  decided.catch(() => undefined);
+  let reached!: () => void;
+  const held = new Promise<void>((resolve) => (reached = resolve));
+  let armed = true;
+  const faults: ErasureFaults = {
+    async afterProgress(_userId, erased) {
+      if (!armed || erased === 0) return;
+      armed = false;
+      reached();
+      await decided;
+    },
+  };
+  return { faults, held, go: () => settle(), fail: () => settle(new Error("injected: the run stops here")) };
 }

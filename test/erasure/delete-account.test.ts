@@ -5,16 +5,17 @@
  * empty account. A wrong confirm_user_id erases nothing.
  */
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
 import { StoryPrivacy } from "../../gen/parley/v1/story_pb.ts";
-import { MemberRole } from "../../gen/parley/v1/conversation_pb.ts";
+import { ConversationType, MemberRole } from "../../gen/parley/v1/conversation_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type Clients } from "../helpers/test-server.ts";
 import { expectCode, expectInvalidArgument } from "../helpers/expect.ts";
 import { createDirect, createGroup, listAllConversations, listAllForward, ms, sendText } from "../helpers/fixtures.ts";
 import { eventually, openFeed, openLiveFeed, type Feed } from "../helpers/feed.ts";
 import { e2eClientsFor, registerDevice } from "../helpers/e2e.ts";
 import { findInDatabase } from "../lifecycle/support/database-scan.ts";
+import { newConversationKey, seal } from "../lifecycle/support/sealed.ts";
 import { fixture, mediaFileExists, postStory, startStoryServer, type StoryServer } from "../stories/support.ts";
 import { assertErased, eventJson, idsOf, marker } from "./support.ts";
 
@@ -185,6 +186,27 @@ describe("DeleteAccount", () => {
         const newCaughtUp = await replayAsNew.caughtUp();
         const seenByNew = replayAsNew.received.slice(0, newCaughtUp).flatMap((r) => (r.frame.case === "event" ? [r.frame.value] : []));
         assert.ok(seenByNew.every((ev) => ev.conversationId === newDirect.id), `the new account replays nothing of the old one: ${seenByNew.map((ev) => ev.kind.case).join(", ")}`);
+      });
+
+      it("erases their encrypted messages too: envelopes and blind-index tokens gone, the conversation moves to its next key epoch", async () => {
+        const [e, a, b] = await newUsers(server, 3, "sealed");
+        const E = server.clientsFor(e!, protocol);
+        const B = server.clientsFor(b!, protocol);
+        const created = await E.conversations.createConversation({ type: ConversationType.GROUP, memberIds: [a!, b!], name: "sealed", encrypted: true, blindSearch: true });
+        const conv = created.conversation!;
+        const key = newConversationKey(conv.keyEpoch);
+        const envelope = seal(key, marker("sealedtext"));
+        const token = randomBytes(32);
+        const sent = (await E.messages.sendMessage({ conversationId: conv.id, clientMessageId: randomUUID(), content: { case: "envelope", value: envelope }, searchTokens: [token] })).message!;
+        const blind = async () => (await B.search.searchMessages({ blindQueries: [{ conversationId: conv.id, keyEpoch: key.epoch, tokens: [token] }] })).hits;
+        assert.equal((await blind()).length, 1, "before: the blind query finds it");
+
+        await E.users.deleteAccount({ confirmUserId: e! });
+        assertErased((await B.messages.getMessage({ conversationId: conv.id, seq: sent.seq })).message, e!, "encrypted message");
+        assert.deepEqual(await blind(), [], "the blind index forgot it");
+        const after = (await B.conversations.getConversation({ conversationId: conv.id })).conversation!;
+        assert.equal(after.keyEpoch, conv.keyEpoch + 1, "leaving moved the key epoch on, as any member leaving does");
+        if (server.env.DATABASE_URL) assert.deepEqual(await findInDatabase(server.env.DATABASE_URL, [envelope.ciphertext, token]), [], "no ciphertext or token left");
       });
 
       it("refuses a confirm_user_id that is not the caller's own (INVALID_ARGUMENT) and erases nothing", async () => {

@@ -80,7 +80,7 @@ export class ErasureGate {
     this.#polling ??= (async () => {
       const started = Date.now();
       try {
-        const rows = await findErasuresInFlight(this.#options.db, new Date(started - LOOKBACK_MS));
+        const rows = await findErasuresInFlight(this.#options.db, LOOKBACK_MS);
         const polled = new Set<string>();
         for (const row of rows) {
           this.#options.onSeen(row.user_id);

@@ -1,4 +1,7 @@
-/** Every SQL statement about account erasures (table account_erasures). */
+/**
+ * Every SQL statement about account erasures (table account_erasures). Times come from the
+ * database's clock, so leases compare times of one clock whichever node wrote them.
+ */
 import { sql, type Kysely, type Selectable } from "kysely";
 import type { AccountErasuresTable, Database } from "../db/schema.ts";
 
@@ -42,7 +45,7 @@ export async function findAbandoned(db: Kysely<Database>, leaseMs: number, limit
 export async function recordProgress(db: Kysely<Database>, userId: string, runner: string, messagesErased: number): Promise<boolean> {
   const result = await db
     .updateTable("account_erasures")
-    .set((eb) => ({ heartbeat_at: new Date(), messages_erased: eb("messages_erased", "+", String(messagesErased)) }))
+    .set((eb) => ({ heartbeat_at: sql<Date>`now()`, messages_erased: eb("messages_erased", "+", String(messagesErased)) }))
     .where("user_id", "=", userId)
     .where("runner", "=", runner)
     .where("finished_at", "is", null)
@@ -59,7 +62,7 @@ export async function releaseErasure(db: Kysely<Database>, userId: string, runne
 export async function finishErasure(db: Kysely<Database>, userId: string, runner: string): Promise<bigint | null> {
   const row = await db
     .updateTable("account_erasures")
-    .set({ finished_at: new Date(), runner: null })
+    .set({ finished_at: sql<Date>`now()`, runner: null })
     .where("user_id", "=", userId)
     .where("runner", "=", runner)
     .where("finished_at", "is", null)
@@ -72,11 +75,11 @@ export async function findErasure(db: Kysely<Database>, userId: string): Promise
   return db.selectFrom("account_erasures").selectAll().where("user_id", "=", userId).executeTakeFirst();
 }
 
-/** Erasures under way, and those finished after `since` (index account_erasures_by_finish). */
-export async function findErasuresInFlight(db: Kysely<Database>, since: Date): Promise<{ user_id: string; finished: boolean }[]> {
+/** Erasures under way, and those finished in the last `lookbackMs` (index account_erasures_by_finish). */
+export async function findErasuresInFlight(db: Kysely<Database>, lookbackMs: number): Promise<{ user_id: string; finished: boolean }[]> {
   const result = await sql<{ user_id: string; finished: boolean }>`
     select user_id, finished_at is not null as finished from account_erasures
-    where finished_at is null or finished_at > ${since}`.execute(db);
+    where finished_at is null or finished_at > now() - ${lookbackMs} * interval '1 millisecond'`.execute(db);
   return result.rows;
 }
 

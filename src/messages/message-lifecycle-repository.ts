@@ -5,7 +5,7 @@
 import { sql, type Kysely, type Selectable, type Transaction } from "kysely";
 import type { Database, MessageEditsTable, ModerationLogTable } from "../db/schema.ts";
 import type { contentColumns } from "./message-content.ts";
-import type { MessageRow } from "./message-repository.ts";
+import { unreadByMember, type MessageRow } from "./message-repository.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -62,15 +62,7 @@ export async function uncountDeleted(tx: Transaction<Database>, messages: readon
     update conversation_members m set
       unread_count = m.unread_count - d.unread,
       unread_mention_count = m.unread_mention_count - d.mentions
-    from (
-      select mm.conversation_id, mm.user_id, count(*) as unread,
-        count(*) filter (where msg.mentions_everyone or mm.user_id = any(msg.mentioned_user_ids)) as mentions
-      from unnest(${messages.map((r) => r.conversation_id)}::uuid[], ${messages.map((r) => r.seq)}::int8[]) as k(c, s)
-      join messages msg on msg.conversation_id = k.c and msg.seq = k.s
-      join conversation_members mm on mm.conversation_id = msg.conversation_id
-        and mm.user_id <> msg.sender_id and mm.last_read_seq < msg.seq
-      group by mm.conversation_id, mm.user_id
-    ) d
+    from ${unreadByMember(messages)} d
     where m.conversation_id = d.conversation_id and m.user_id = d.user_id`.execute(tx);
 }
 

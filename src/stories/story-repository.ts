@@ -275,17 +275,19 @@ export interface DoomedStory {
   expires_at: Date;
 }
 
+const DOOMED_COLUMNS = ["id", "author_id", "media_id", "privacy", "expires_at"] as const;
+
 /** The stories with these ids that still exist. */
 export async function findDoomed(db: Db, storyIds: readonly string[]): Promise<DoomedStory[]> {
   if (storyIds.length === 0) return [];
-  return db.selectFrom("stories").select(["id", "author_id", "media_id", "privacy", "expires_at"]).where("id", "in", storyIds).execute();
+  return db.selectFrom("stories").select(DOOMED_COLUMNS).where("id", "in", storyIds).execute();
 }
 
 /** Up to `limit` stories past their deadline (the sweep's work). */
 export async function findExpired(db: Db, now: Date, limit: number): Promise<DoomedStory[]> {
   return db
     .selectFrom("stories")
-    .select(["id", "author_id", "media_id", "privacy", "expires_at"])
+    .select(DOOMED_COLUMNS)
     .where("expires_at", "<=", now)
     .orderBy("expires_at")
     .limit(limit)
@@ -301,7 +303,7 @@ export async function deleteStories(tx: Transaction<Database>, storyIds: readonl
 
 /** Up to `limit` of the author's stories, live or not yet deleted (account erasure). */
 export async function findStoriesOf(db: Db, authorId: string, limit: number): Promise<DoomedStory[]> {
-  return db.selectFrom("stories").select(["id", "author_id", "media_id", "privacy", "expires_at"]).where("author_id", "=", authorId).limit(limit).execute();
+  return db.selectFrom("stories").select(DOOMED_COLUMNS).where("author_id", "=", authorId).limit(limit).execute();
 }
 
 /** Takes back every view the user made, each story's view count with it (account erasure). */

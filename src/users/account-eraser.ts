@@ -26,7 +26,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
-import { EventSchema, StoryReactedSchema, type Event } from "../../gen/parley/v1/event_pb.ts";
+import { EventSchema, type Event } from "../../gen/parley/v1/event_pb.ts";
 import type { ConversationService } from "../conversations/index.ts";
 import type { Database } from "../db/schema.ts";
 import { deleteDevicesOf } from "../keys/device-repository.ts";
@@ -40,6 +40,7 @@ import { removeSomeReactionsOf } from "../reactions/reaction-removal.ts";
 import type { SearchIndex } from "../search/index.ts";
 import { BLOCKS, CLOSE_FRIENDS, FOLLOWS, removeSomeEdgesOf } from "../social/social-repository.ts";
 import type { StoryRemover } from "../stories/index.ts";
+import { storyReacted } from "../stories/story-events.ts";
 import { deleteReactionsBy, deleteViewsBy, findStoriesOf } from "../stories/story-repository.ts";
 import { SETTLE_MS, type ErasureGate } from "./erasure-gate.ts";
 import * as repo from "./erasure-repository.ts";
@@ -186,14 +187,12 @@ export class AccountEraser {
     });
     await writeWithEvents(db, publisher, async (tx, recorded) => {
       await deleteViewsBy(tx, userId);
-      for (const r of await deleteReactionsBy(tx, userId)) {
-        const value = create(StoryReactedSchema, { storyId: r.story_id, emoji: r.emoji, userId, added: false, count: BigInt(r.count) });
-        recorded.push({ conversationId: null, targetUserId: r.author_id, actorId: userId, kind: { case: "storyReacted", value } });
-      }
+      for (const r of await deleteReactionsBy(tx, userId)) recorded.push(storyReacted(r.story_id, r.author_id, userId, r.emoji, false, BigInt(r.count)));
     });
     await drain(async () => {
       const ids = await findMediaIdsOwnedBy(db, userId, ROW_BATCH);
-      // Bytes first, as the story remover does: a row never points at a missing file for long.
+      // Bytes first, as the story remover does: if deleting the rows then fails, the next run finds
+      // them again, whereas rows first could leave files nothing points at.
       await Promise.all(ids.map((id) => this.#o.blobs.delete(id)));
       await deleteMedia(db, ids);
       return ids.length;

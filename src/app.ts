@@ -39,7 +39,7 @@ import { createRateLimiting } from "./ratelimit/index.ts";
 import { HealthStatus } from "./standard/health.ts";
 import { KeyService } from "./keys/index.ts";
 import { AdminService, createRestrictionInterceptor, ReportService, RestrictionCache } from "./moderation/index.ts";
-import { UserDirectory, UserService } from "./users/index.ts";
+import { AccountEraser, createErasureGuard, ErasureGate, UserDirectory, UserService, type ErasureFaults } from "./users/index.ts";
 import { createWorkerRuntime, decodeStoredEvent } from "./workers/index.ts";
 import { createNotifierSpec } from "./workers/notifier.ts";
 import { createInProcessPushOutbox, createJetStreamPushOutbox, NotificationService, type PushOutbox } from "./notifications/index.ts";
@@ -63,6 +63,8 @@ export interface AppOptions {
   logger?: Logger;
   /** Test-only fault injection (e.g. lost publishes). */
   faults?: PublishFaults;
+  /** Test-only fault injection into account erasure runs. */
+  erasureFaults?: ErasureFaults;
 }
 
 /** How long open connections get to finish when the server stops. */
@@ -158,7 +160,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     isMember: async (conversationId, userId) => (await findRole(database.db, conversationId, userId)) !== undefined,
   };
   const health = new HealthStatus();
-  const users = new UserDirectory(database.db);
+  // The gate tells the directory to forget ids being erased; the directory asks the gate.
+  const erasureGate: ErasureGate = new ErasureGate({ db: database.db, logger, onSeen: (userId) => users.forget(userId) });
+  const users = new UserDirectory(database.db, (userId) => erasureGate.isErasing(userId));
   const metrics = createRpcMetrics();
   const searchIndex = createSearchIndex(config.search, database.db);
   const indexer = createSearchIndexer({ index: searchIndex, metrics: createSearchMetrics(metrics.registry), logger });
@@ -180,8 +184,21 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   });
   const conversations = new ConversationService(database.db, config.limits, publisher);
   const messages = new MessageService(database.db, sends, reactions, config.limits, publisher);
+  const eraser = new AccountEraser({
+    db: database.db,
+    publisher,
+    gate: erasureGate,
+    conversations,
+    search: searchIndex,
+    stories: storyRemover,
+    blobs,
+    push: pushOutbox,
+    logger,
+    sweepIntervalMs: config.runConsumers ? config.erasure.sweepIntervalMs : null,
+    ...(options.erasureFaults && { faults: options.erasureFaults }),
+  });
   const routes = createRoutes({
-    users: new UserService(database.db, config.limits),
+    users: new UserService(database.db, config.limits, eraser),
     conversations,
     messages,
     events: new EventService({ db: database.db, log, memberships, hub, bus, presence, feed: config.feed }),
@@ -213,6 +230,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     createObservabilityInterceptor(logger, metrics),
     ...(rateLimits ? [rateLimits.authFailureInterceptor] : []),
     createAuthInterceptor({ verify, ensureUser: (id) => users.ensure(id) }),
+    createErasureGuard(erasureGate),
     createRestrictionInterceptor(restrictions),
     ...(rateLimits ? [rateLimits.writeInterceptor] : []),
   ];
@@ -257,6 +275,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await storyExpiry.start();
       // Not awaited: a hung clamd must not hold up the start (the check ends within its timeouts).
       if (clamd !== null) void logClamdReachability(clamd, failOpen, logger);
+      await erasureGate.start();
+      eraser.start();
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
       logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres", rateLimits: rateLimits?.limiter.storeName ?? "off" }, "parley is serving");
@@ -272,6 +292,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await sends.drain();
       await reactions.drain();
       await storyExpiry.stop();
+      await eraser.stop();
+      await erasureGate.stop();
       // Every consumer stops with its batch in hand done; then what they recorded is published.
       await workers.close();
       await publisher.flush();

@@ -64,6 +64,7 @@ export interface Config {
   /** How many reverse proxies in front of Parley append to X-Forwarded-For (0: use the socket's address). */
   readonly trustProxyHops: number;
   readonly rateLimits: RateLimitConfig;
+  readonly erasure: ErasureConfig;
 }
 
 /** Malware scanning of uploads with ClamAV's clamd. */
@@ -98,6 +99,12 @@ export interface RateLimitConfig {
 export interface BucketLimitConfig {
   readonly ratePerSecond: number;
   readonly burst: number;
+}
+
+/** Account erasure (UserService.DeleteAccount). */
+export interface ErasureConfig {
+  /** How often a consumer node looks for erasures a stopped node left unfinished, and finishes them. */
+  readonly sweepIntervalMs: number;
 }
 
 /** Where messages are indexed for search. */
@@ -231,6 +238,9 @@ export function loadConfig(env: Env = process.env): Config {
     }),
     trustProxyHops: int(env, "TRUST_PROXY_HOPS", 0, 0, 10),
     rateLimits: rateLimitConfig(env),
+    erasure: Object.freeze({
+      sweepIntervalMs: int(env, "ERASURE_SWEEP_INTERVAL_SECONDS", 60, 1, 24 * 3600) * 1000,
+    }),
   });
 }
 

@@ -76,6 +76,10 @@
  *   --database-url URL           PostgreSQL server to create the bench database on
  *   --nats-url URL               (default nats://127.0.0.1:4222)
  *   --json FILE                  write the JSON summary to FILE as well
+ *   --rate-limits LIST           run the whole bench once per mode, back to back, and compare: off
+ *                                (RATE_LIMITS=off), memory (buckets in each node), redis (buckets in
+ *                                Redis at --redis-url, default redis://127.0.0.1:6379). Without it: limits
+ *                                on in memory, above what the bench sends (nothing is refused)
  *
  * Every node's output goes to /tmp/parley-feed-logs-<run id>/<scenario>-<node>.log; what a
  * node logs during a scenario (warn and above) is shown under its result block.
@@ -106,6 +110,7 @@ import { natsPrefixForRun, natsServerPid } from "./lib/nats.ts";
 import { startPgSampler } from "./lib/pg-sampler.ts";
 import { busyCores, CpuMeter, formatCpu, peakRssKiB, pidsByComm, rssKiB, type CpuReport } from "./lib/proc.ts";
 import { benchNodeEnv, ParleyNode } from "./lib/server.ts";
+import { RATE_LIMIT_FLAGS, rateLimitModes, runRateLimitModes } from "./lib/rate-limits.ts";
 import { formatLatency, Samples, summarize, type LatencySummary } from "./lib/stats.ts";
 import {
   closeStreams,
@@ -157,8 +162,12 @@ const { values: flags } = parseArgs({
     "profile-dir": { type: "string" },
     "server-node-arg": { type: "string", multiple: true, default: [] },
     ...SERVICE_FLAGS,
+    ...RATE_LIMIT_FLAGS,
   },
 });
+// --rate-limits: this process only runs the bench once per mode (each a child process) and compares.
+const RATE_LIMIT_MODES = rateLimitModes(flags["rate-limits"]);
+if (RATE_LIMIT_MODES !== null) process.exit((await runRateLimitModes(import.meta.url, RATE_LIMIT_MODES, flags["redis-url"])) ? 0 : 1);
 if (flags.help) {
   printHelp(import.meta.url);
   process.exit(0);

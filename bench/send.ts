@@ -29,6 +29,10 @@
  *   --search-tokens N    with --encrypted: conversations with blind search, N tokens per send
  *   --database-url URL   the PostgreSQL server to create the bench database on
  *   --json FILE          write the JSON summary to FILE instead of stdout's last line
+ *   --rate-limits LIST   run the whole bench once per mode, back to back, and compare: off (RATE_LIMITS=off),
+ *                        memory (buckets in the node), redis (buckets in Redis at --redis-url, default
+ *                        redis://127.0.0.1:6379). Without it: one run, limits on in memory, above what the
+ *                        bench sends (nothing is refused; every send pays for its check)
  */
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -49,6 +53,7 @@ import { ConversationType } from "../gen/parley/v1/conversation_pb.ts";
 import { MessageService } from "../gen/parley/v1/message_service_pb.ts";
 import { UserService } from "../gen/parley/v1/user_service_pb.ts";
 import { mintToken } from "../src/auth/index.ts";
+import { BENCH_RATE_LIMITS, RATE_LIMIT_FLAGS, rateLimitModes, runRateLimitModes } from "./lib/rate-limits.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const ISSUER = "parley-bench";
@@ -78,8 +83,12 @@ const { values: flags } = parseArgs({
     "database-url": { type: "string", default: process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres" },
     json: { type: "string" },
     help: { type: "boolean", default: false },
+    ...RATE_LIMIT_FLAGS,
   },
 });
+// --rate-limits: this process only runs the bench once per mode (each a child process) and compares.
+const RATE_LIMIT_MODES = rateLimitModes(flags["rate-limits"]);
+if (RATE_LIMIT_MODES !== null) process.exit((await runRateLimitModes(import.meta.url, RATE_LIMIT_MODES, flags["redis-url"])) ? 0 : 1);
 if (flags.help) {
   const source = readFileSync(fileURLToPath(import.meta.url), "utf8");
   console.log(source.slice(source.indexOf("/**") + 3, source.indexOf("*/")).replace(/^ \* ?/gm, ""));
@@ -368,6 +377,7 @@ async function main() {
     JWT_ISSUER: ISSUER,
     JWT_AUDIENCE: AUDIENCE,
     ...(POOL_SIZE !== undefined && { DATABASE_POOL_SIZE: String(POOL_SIZE) }),
+    ...BENCH_RATE_LIMITS,
     ...extraEnv,
   };
   const serverLog: string[] = [];

@@ -34,10 +34,12 @@ import { createRpcMetrics, startMetricsServer } from "./server/metrics.ts";
 import { createObservabilityInterceptor } from "./server/observability-interceptor.ts";
 import { createLeanGrpcHandler } from "./server/lean-grpc.ts";
 import { createSinglePortServer } from "./server/single-port-server.ts";
+import { createClientIpContextValues } from "./server/client-ip.ts";
+import { createRateLimiting } from "./ratelimit/index.ts";
 import { HealthStatus } from "./standard/health.ts";
 import { KeyService } from "./keys/index.ts";
 import { AdminService, createRestrictionInterceptor, ReportService, RestrictionCache } from "./moderation/index.ts";
-import { UserDirectory, UserService } from "./users/index.ts";
+import { AccountEraser, createErasureGuard, ErasureGate, UserDirectory, UserService, type ErasureFaults } from "./users/index.ts";
 import { createWorkerRuntime, decodeStoredEvent } from "./workers/index.ts";
 import { createNotifierSpec } from "./workers/notifier.ts";
 import { createInProcessPushOutbox, createJetStreamPushOutbox, NotificationService, type PushOutbox } from "./notifications/index.ts";
@@ -61,6 +63,8 @@ export interface AppOptions {
   logger?: Logger;
   /** Test-only fault injection (e.g. lost publishes). */
   faults?: PublishFaults;
+  /** Test-only fault injection into account erasure runs. */
+  erasureFaults?: ErasureFaults;
 }
 
 /** How long open connections get to finish when the server stops. */
@@ -156,7 +160,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     isMember: async (conversationId, userId) => (await findRole(database.db, conversationId, userId)) !== undefined,
   };
   const health = new HealthStatus();
-  const users = new UserDirectory(database.db);
+  // The gate tells the directory to forget ids being erased; the directory asks the gate.
+  const erasureGate: ErasureGate = new ErasureGate({ db: database.db, logger, onSeen: (userId) => users.forget(userId) });
+  const users = new UserDirectory(database.db, (userId) => erasureGate.isErasing(userId));
   const metrics = createRpcMetrics();
   const searchIndex = createSearchIndex(config.search, database.db);
   const indexer = createSearchIndexer({ index: searchIndex, metrics: createSearchMetrics(metrics.registry), logger });
@@ -178,8 +184,21 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   });
   const conversations = new ConversationService(database.db, config.limits, publisher);
   const messages = new MessageService(database.db, sends, reactions, config.limits, publisher);
+  const eraser = new AccountEraser({
+    db: database.db,
+    publisher,
+    gate: erasureGate,
+    conversations,
+    search: searchIndex,
+    stories: storyRemover,
+    blobs,
+    push: pushOutbox,
+    logger,
+    sweepIntervalMs: config.runConsumers ? config.erasure.sweepIntervalMs : null,
+    ...(options.erasureFaults && { faults: options.erasureFaults }),
+  });
   const routes = createRoutes({
-    users: new UserService(database.db, config.limits),
+    users: new UserService(database.db, config.limits, eraser),
     conversations,
     messages,
     events: new EventService({ db: database.db, log, memberships, hub, bus, presence, feed: config.feed }),
@@ -204,16 +223,24 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     }),
     health,
   });
+  // Rate limits (src/ratelimit): the auth-failure limit wraps auth; the write limit comes after
+  // suspensions, so a restricted user's refused calls take no tokens.
+  const rateLimits = await createRateLimiting(config.rateLimits, logger, metrics.registry);
   const interceptors = [
     createObservabilityInterceptor(logger, metrics),
+    ...(rateLimits ? [rateLimits.authFailureInterceptor] : []),
     createAuthInterceptor({ verify, ensureUser: (id) => users.ensure(id) }),
+    createErasureGuard(erasureGate),
     createRestrictionInterceptor(restrictions),
+    ...(rateLimits ? [rateLimits.writeInterceptor] : []),
   ];
+  // Every call knows its client's address (X-Forwarded-For behind TRUST_PROXY_HOPS proxies).
+  const contextValues = createClientIpContextValues(config.trustProxyHops);
   // Room for a full-size media upload plus its framing; a larger one is refused before it is buffered.
   const readMaxBytes = config.stories.maxMediaBytes + 64 * 1024;
-  const connectHandler = connectNodeAdapter({ routes, shutdownSignal: shutdown.signal, readMaxBytes, interceptors });
+  const connectHandler = connectNodeAdapter({ routes, shutdownSignal: shutdown.signal, readMaxBytes, interceptors, contextValues });
   // Unary and server-streaming gRPC calls skip connect-node's per-call pipeline (see the module).
-  const leanGrpc = createLeanGrpcHandler({ routes, interceptors, readMaxBytes, shutdownSignal: shutdown.signal });
+  const leanGrpc = createLeanGrpcHandler({ routes, interceptors, readMaxBytes, shutdownSignal: shutdown.signal, contextValues });
   const cors = createCorsHandler(config.corsOrigins);
   const server = createSinglePortServer((req, res) => {
     if (!cors(req, res) && !leanGrpc(req, res)) connectHandler(req, res);
@@ -248,9 +275,11 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await storyExpiry.start();
       // Not awaited: a hung clamd must not hold up the start (the check ends within its timeouts).
       if (clamd !== null) void logClamdReachability(clamd, failOpen, logger);
+      await erasureGate.start();
+      eraser.start();
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
-      logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres" }, "parley is serving");
+      logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres", rateLimits: rateLimits?.limiter.storeName ?? "off" }, "parley is serving");
     },
     async stop() {
       health.shutdown();
@@ -263,12 +292,15 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await sends.drain();
       await reactions.drain();
       await storyExpiry.stop();
+      await eraser.stop();
+      await erasureGate.stop();
       // Every consumer stops with its batch in hand done; then what they recorded is published.
       await workers.close();
       await publisher.flush();
       await relay.stop();
       await hub.stop();
       await searchIndex.close();
+      await rateLimits?.close();
       await presence.close();
       await bus.close();
       await nats?.drain();

@@ -61,6 +61,10 @@ export interface Config {
   readonly search: SearchConfig;
   readonly stories: StoriesConfig;
   readonly malwareScan: MalwareScanConfig;
+  /** How many reverse proxies in front of Parley append to X-Forwarded-For (0: use the socket's address). */
+  readonly trustProxyHops: number;
+  readonly rateLimits: RateLimitConfig;
+  readonly erasure: ErasureConfig;
 }
 
 /** Malware scanning of uploads with ClamAV's clamd. */
@@ -72,6 +76,35 @@ export interface MalwareScanConfig {
   readonly scanTimeoutMs: number;
   /** Store uploads clamd could not scan (logged and counted) instead of refusing them. */
   readonly failOpen: boolean;
+}
+
+/** Token-bucket rate limits (docs/rate-limits.md). */
+export interface RateLimitConfig {
+  /** RATE_LIMITS=off turns every limit off. */
+  readonly enabled: boolean;
+  /** Writes per user. */
+  readonly user: BucketLimitConfig;
+  /** Writes per client IP (per /64 for IPv6). */
+  readonly ip: BucketLimitConfig;
+  /** Failed authentications per client IP. */
+  readonly authFailures: BucketLimitConfig;
+  /** Redis holding the buckets all nodes share; null keeps them in this process (one node). */
+  readonly redisUrl: string | null;
+  /** Starts every bucket key in Redis, so deployments (and test runs) sharing one Redis never share buckets. */
+  readonly keyPrefix: string;
+  /** What a node does while Redis is unreachable: limit locally, admit everything, or refuse. */
+  readonly storeDown: "local" | "open" | "closed";
+}
+
+export interface BucketLimitConfig {
+  readonly ratePerSecond: number;
+  readonly burst: number;
+}
+
+/** Account erasure (UserService.DeleteAccount). */
+export interface ErasureConfig {
+  /** How often a consumer node looks for erasures a stopped node left unfinished, and finishes them. */
+  readonly sweepIntervalMs: number;
 }
 
 /** Where messages are indexed for search. */
@@ -203,6 +236,11 @@ export function loadConfig(env: Env = process.env): Config {
       scanTimeoutMs: int(env, "CLAMD_SCAN_TIMEOUT_MS", 30_000, 1, 3_600_000),
       failOpen: oneOf(env, "CLAMD_FAIL_OPEN", "false", ["true", "false"]) === "true",
     }),
+    trustProxyHops: int(env, "TRUST_PROXY_HOPS", 0, 0, 10),
+    rateLimits: rateLimitConfig(env),
+    erasure: Object.freeze({
+      sweepIntervalMs: int(env, "ERASURE_SWEEP_INTERVAL_SECONDS", 60, 1, 24 * 3600) * 1000,
+    }),
   });
 }
 
@@ -214,6 +252,42 @@ function clamdAddress(env: Env): ClamdAddress | null {
   } catch (error) {
     throw new ConfigError(`CLAMD_URL ${(error as Error).message}.`);
   }
+}
+
+/** Most tokens per second or in a burst any bucket may be given (high enough to mean "never limited"). */
+const MAX_RATE_LIMIT = 1_000_000_000;
+
+function rateLimitConfig(env: Env): RateLimitConfig {
+  const bucket = (name: string, rate: number, burst: number) =>
+    Object.freeze({
+      ratePerSecond: positive(env, `RATE_LIMIT_${name}_PER_SECOND`, rate, MAX_RATE_LIMIT),
+      burst: int(env, `RATE_LIMIT_${name}_BURST`, burst, 1, MAX_RATE_LIMIT),
+    });
+  const keyPrefix = str(env, "RATE_LIMIT_KEY_PREFIX", "parley:rl");
+  if (!/^[A-Za-z0-9_:.-]{1,64}$/.test(keyPrefix)) throw new ConfigError("RATE_LIMIT_KEY_PREFIX may hold only letters, digits, _ : . and - (at most 64).");
+  return Object.freeze({
+    enabled: oneOf(env, "RATE_LIMITS", "on", ["on", "off"]) === "on",
+    // A person types and taps far below 25 writes a second; the burst covers an outbox flushed after being offline.
+    user: bucket("USER", 25, 100),
+    // Carrier-grade NAT puts thousands of subscribers behind one address.
+    ip: bucket("IP", 500, 2_000),
+    // Expired tokens fail once before a client refreshes them, so a NAT sees some failures all the time.
+    authFailures: bucket("AUTH_FAILURES", 5, 100),
+    redisUrl: env.REDIS_URL ? url(env, "REDIS_URL", ["redis:", "rediss:"]) : null,
+    keyPrefix,
+    storeDown: oneOf(env, "RATE_LIMIT_STORE_DOWN", "local", ["local", "open", "closed"]) as RateLimitConfig["storeDown"],
+  });
+}
+
+/** A number greater than 0 and at most max (fractions allowed, e.g. 0.5 per second). */
+function positive(env: Env, name: string, fallback: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0 || value > max) {
+    throw new ConfigError(`${name} must be a number greater than 0 and at most ${max}, got "${raw}".`);
+  }
+  return value;
 }
 
 function consumersSetting(env: Env): boolean {

@@ -4,8 +4,9 @@
  * cause is logged by the caller of toConnectError, never sent to the client.
  */
 import { create } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { BadRequestSchema, BadRequest_FieldViolationSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.ts";
+import { BadRequestSchema, BadRequest_FieldViolationSchema, ErrorInfoSchema, RetryInfoSchema } from "../gen/google/rpc/error_details_pb.ts";
 
 const DOMAIN = "parley.dev";
 
@@ -86,12 +87,35 @@ export class AlreadyExistsError extends DomainError {
 /** The caller reached a limit on how many of something they may have. */
 export class ResourceExhaustedError extends DomainError {
   readonly code = Code.ResourceExhausted;
-  constructor(message: string, reason: string) {
-    super(message, reason);
+  constructor(message: string, reason: string, metadata: Record<string, string> = {}, details: readonly ErrorDetail[] = []) {
+    super(message, reason, metadata, details);
   }
 }
 
-/** A dependency the call needs is down or failing; the same call may work later. */
+/**
+ * A rate limit refused the call: RESOURCE_EXHAUSTED with google.rpc.RetryInfo (when a token is
+ * next available) and ErrorInfo reason RATE_LIMITED, whose metadata names the bucket ("user"
+ * or "ip") and what it limits ("writes" or "auth_failures").
+ */
+export class RateLimitedError extends ResourceExhaustedError {
+  readonly bucket: "user" | "ip";
+  readonly limits: "writes" | "auth_failures";
+  /** How long until the call would be admitted, in milliseconds. */
+  readonly retryAfterMs: number;
+  constructor(bucket: "user" | "ip", limits: "writes" | "auth_failures", retryAfterMs: number) {
+    const what = limits === "writes" ? "writes" : "failed sign-ins";
+    // Rounded up: a client that waits exactly this long finds a token.
+    const retryDelay = durationFromMs(Math.ceil(retryAfterMs));
+    super(`too many ${what} from this ${bucket === "user" ? "account" : "address"}; retry in ${Math.ceil(retryAfterMs)} ms`, "RATE_LIMITED", { bucket, limits }, [
+      { desc: RetryInfoSchema, value: create(RetryInfoSchema, { retryDelay }) },
+    ]);
+    this.bucket = bucket;
+    this.limits = limits;
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/** A dependency the call needs is down and the deployment chose not to serve without it. */
 export class UnavailableError extends DomainError {
   readonly code = Code.Unavailable;
   constructor(message: string, reason: string) {

@@ -16,6 +16,7 @@ import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health
 import { onCleanup } from "./cleanup.ts";
 import { createBenchDatabase, type BenchDatabase } from "./database.ts";
 import { natsPrefixForRun } from "./nats.ts";
+import { BENCH_RATE_LIMITS } from "./rate-limits.ts";
 import { freePort, sleep } from "./util.ts";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -63,6 +64,8 @@ export class ParleyNode {
       HOME: process.env.HOME ?? os.tmpdir(),
       HOST: "127.0.0.1",
       PORT: String(port),
+      // On, but above anything a bench sends (see rate-limits.ts); a bench's env may override it.
+      ...BENCH_RATE_LIMITS,
       ...options.env,
     };
     this.child = spawn(process.execPath, [...(options.nodeArgs ?? []), "src/main.ts"], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });

@@ -15,6 +15,11 @@ const PUBLIC_SERVICES = new Set([
   "grpc.reflection.v1alpha.ServerReflection",
 ]);
 
+/** Whether a service is served without a token (health checks, reflection). */
+export function isPublicService(typeName: string): boolean {
+  return PUBLIC_SERVICES.has(typeName);
+}
+
 export interface AuthInterceptorOptions {
   verify: TokenVerifier;
   /** Creates the user row if this node has not seen the user yet. */

@@ -1,4 +1,4 @@
-export { createAuthInterceptor } from "./auth-interceptor.ts";
+export { createAuthInterceptor, isPublicService } from "./auth-interceptor.ts";
 export { loadOrCreateDevSecret, devSecretPath } from "./dev-secret.ts";
 export { createTokenVerifier, mintToken, MAX_USER_ID_LENGTH, type TokenVerifier } from "./token-verifier.ts";
 export { callerKey, isRateLimitExempt, requireCaller, ROLES, type Caller, type Role } from "./user-context.ts";

@@ -102,6 +102,11 @@ export async function findDirectConversationId(db: Db, userA: string, userB: str
   return row?.conversation_id;
 }
 
+/** Releases a DIRECT conversation's pair (its member left for good: account erasure). */
+export async function releaseDirectPair(tx: Db, conversationId: string): Promise<void> {
+  await tx.deleteFrom("direct_pairs").where("conversation_id", "=", conversationId).execute();
+}
+
 /** Claims the pair for a conversation; false when another conversation of that kind already has it. */
 export async function claimDirectPair(tx: Db, userA: string, userB: string, conversationId: string, encrypted: boolean): Promise<boolean> {
   const [low, high] = userA < userB ? [userA, userB] : [userB, userA];

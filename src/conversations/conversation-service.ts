@@ -221,17 +221,31 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
       const { locked, role } = await this.#lockGroupAsMember(tx, conversationId, userId);
       const leaving = targetId === userId;
       if (!leaving && role !== repo.Role.ADMIN) throw new PermissionDeniedError("only group admins can remove other members", "NOT_ADMIN");
-      if (!(await repo.deleteMember(tx, conversationId, targetId))) throw new NotFoundError("member");
-      // Nothing sent from now on may be readable with a key the removed member holds.
-      const keyEpoch = locked.encrypted ? await repo.advanceKeyEpoch(tx, conversationId) : 0;
-      recorded.push(events.memberRemoved(conversationId, userId, targetId, keyEpoch));
-      // A group always keeps an admin: when the last one leaves, the longest-standing member takes over.
-      if (leaving && role === repo.Role.ADMIN && (await repo.countAdmins(tx, conversationId)) === 0) {
-        const promoted = await repo.promoteEarliestMember(tx, conversationId);
-        if (promoted) recorded.push(events.memberRoleChanged(conversationId, userId, promoted, repo.Role.ADMIN));
-      }
+      if (!(await removeLocked(tx, locked, conversationId, userId, targetId, leaving ? role : undefined, recorded))) throw new NotFoundError("member");
     });
     return create(RemoveMemberResponseSchema, {});
+  }
+
+  /**
+   * Takes the user out of every conversation they are a member of (account erasure), one
+   * transaction each, as if they left: a group keeps an admin, an encrypted conversation moves
+   * to its next key epoch. A DIRECT conversation stays with the other member, who keeps the
+   * thread; its pair is released, so the same two ids start a new conversation later rather
+   * than find this one. Returns how many conversations the user left.
+   */
+  async leaveAll(userId: string): Promise<number> {
+    let left = 0;
+    for (const conversationId of await repo.findConversationIdsOf(this.#db, userId)) {
+      const changed = await this.#write(async (tx, recorded) => {
+        const locked = await repo.lockConversation(tx, conversationId);
+        const role = locked && (await repo.findRole(tx, conversationId, userId));
+        if (!locked || role === undefined) return false; // left meanwhile
+        if (locked.type === repo.ConversationKind.DIRECT) await repo.releaseDirectPair(tx, conversationId);
+        return removeLocked(tx, locked, conversationId, userId, userId, role, recorded);
+      });
+      if (changed) left++;
+    }
+    return left;
   }
 
   async setMemberRole(req: SetMemberRoleRequest, ctx: HandlerContext) {
@@ -350,4 +364,29 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     );
     if (violations.length > 0) throw new InvalidInputError(violations);
   }
+}
+
+/**
+ * Removes a member from a conversation whose lock the caller holds and records it; false when
+ * they were not a member. `leavingRole` is the role of a member who leaves by themselves.
+ */
+async function removeLocked(
+  tx: Transaction<Database>,
+  locked: { encrypted: boolean },
+  conversationId: string,
+  actorId: string,
+  targetId: string,
+  leavingRole: number | undefined,
+  recorded: NewEvent[],
+): Promise<boolean> {
+  if (!(await repo.deleteMember(tx, conversationId, targetId))) return false;
+  // Nothing sent from now on may be readable with a key the removed member holds.
+  const keyEpoch = locked.encrypted ? await repo.advanceKeyEpoch(tx, conversationId) : 0;
+  recorded.push(events.memberRemoved(conversationId, actorId, targetId, keyEpoch));
+  // A group always keeps an admin: when the last one leaves, the longest-standing member takes over.
+  if (leavingRole === repo.Role.ADMIN && (await repo.countAdmins(tx, conversationId)) === 0) {
+    const promoted = await repo.promoteEarliestMember(tx, conversationId);
+    if (promoted) recorded.push(events.memberRoleChanged(conversationId, actorId, promoted, repo.Role.ADMIN));
+  }
+  return true;
 }

@@ -306,6 +306,15 @@ export interface AuditLogTable {
   created_at: Date;
 }
 
+export interface AccountErasuresTable {
+  user_id: string;
+  requested_at: Timestamp;
+  runner: ColumnType<string | null, string | null | undefined, string | null>;
+  heartbeat_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  messages_erased: Int8WithDefault;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
@@ -337,4 +346,5 @@ export interface Database {
   reports: ReportsTable;
   account_restrictions: AccountRestrictionsTable;
   audit_log: AuditLogTable;
+  account_erasures: AccountErasuresTable;
 }

@@ -164,3 +164,14 @@ export async function listActiveDevicesById(db: Db, deviceIds: readonly string[]
   const query = db.selectFrom("devices").selectAll().where("id", "in", [...deviceIds]).where("revoked_at", "is", null).orderBy("id");
   return (lock ? query.forShare() : query).execute();
 }
+
+/**
+ * Deletes the user's devices with their prekeys and inboxes, and the to-device messages they
+ * sent that are still waiting (account erasure). Signing keys are forgotten with the devices.
+ */
+export async function deleteDevicesOf(tx: Transaction<Database>, userId: string): Promise<void> {
+  const mine = sql`(select id from devices where user_id = ${userId})`;
+  await sql`delete from device_prekeys where device_id in ${mine}`.execute(tx);
+  await sql`delete from to_device_messages where recipient_device_id in ${mine} or sender_user_id = ${userId}`.execute(tx);
+  await sql`delete from devices where user_id = ${userId}`.execute(tx);
+}

@@ -226,19 +226,79 @@ export async function pruneEvents(db: Db, olderThan: Date): Promise<number> {
 }
 
 /**
- * Rewrites the stored payloads of the events that carry a message's content (its
- * message_created and message_edited events, and those of replies quoting it), e.g. to erase a
- * deleted message's text from the replay window. Runs in the transaction that changes the message.
+ * Rewrites the stored payloads of the events that carry the content of some messages of one
+ * conversation (their message_created and message_edited events, and those of replies quoting
+ * them), e.g. to erase deleted messages' text from the replay window. Positions stay as they
+ * are, so the log stays gapless. Runs in the transaction that changes the messages.
  */
-export async function rewriteMessageEvents(tx: Transaction<Database>, conversationId: string, seq: bigint, rewrite: (event: Event) => Event): Promise<void> {
+export async function rewriteMessageEvents(tx: Transaction<Database>, conversationId: string, seqs: readonly bigint[], rewrite: (event: Event) => Event): Promise<void> {
+  if (seqs.length === 0) return;
+  const asked = seqs.map(String);
   const rows = await tx
     .selectFrom("events")
     .select(["partition", "position", "payload"])
     .where("conversation_id", "=", conversationId)
-    .where((eb) => eb.or([eb("message_seq", "=", seq.toString()), eb("reply_to_seq", "=", seq.toString())]))
+    .where((eb) => eb.or([eb("message_seq", "in", asked), eb("reply_to_seq", "in", asked)]))
     .execute();
-  for (const row of rows) {
-    const payload = toBinary(EventSchema, rewrite(fromBinary(EventSchema, row.payload)));
-    await tx.updateTable("events").set({ payload }).where("partition", "=", row.partition).where("position", "=", row.position).execute();
-  }
+  await replacePayloads(
+    tx,
+    rows.map((row) => ({ partition: row.partition, position: row.position, payload: toBinary(EventSchema, rewrite(fromBinary(EventSchema, row.payload))) })),
+  );
+}
+
+/** Writes new payloads (and clears the routing to a user, when asked) of stored events, in one statement. */
+async function replacePayloads(tx: Db, rows: readonly { partition: number; position: string; payload: Uint8Array }[], { unroute = false } = {}): Promise<void> {
+  if (rows.length === 0) return;
+  await sql`
+    update events e set payload = r.payload ${unroute ? sql`, target_user_id = null` : sql``}
+    from unnest(${rows.map((r) => r.partition)}::int2[], ${rows.map((r) => r.position)}::int8[], ${rows.map((r) => r.payload)}::bytea[]) as r(partition, position, payload)
+    where e.partition = r.partition and e.position = r.position`.execute(tx);
+}
+
+/**
+ * Stops routing stored events to a user whose account was erased, up to `limit` of them a
+ * call; returns how many it changed. A conversation's events stay (its members still see
+ * them) but no longer name the user as their target, so a new account with the same id
+ * replays none of them. Events for the user alone (notifications, story and device events,
+ * to-device messages) keep their position, so the log stays gapless, but lose what they said.
+ */
+export async function unrouteUserEvents(db: Db, userId: string, limit: number): Promise<number> {
+  const rows = await db
+    .selectFrom("events")
+    .select(["partition", "position", "id", "conversation_id", "payload", "created_at"])
+    .where("target_user_id", "=", userId)
+    .orderBy("partition")
+    .orderBy("position")
+    .limit(limit)
+    .execute();
+  await replacePayloads(
+    db,
+    rows.map((row) => ({
+      partition: row.partition,
+      position: row.position,
+      payload: row.conversation_id !== null ? row.payload : toBinary(EventSchema, create(EventSchema, { id: row.id, createdAt: timestampFromDate(row.created_at) })),
+    })),
+    { unroute: true },
+  );
+  return rows.length;
+}
+
+/**
+ * Rewrites events addressed to these users alone (not to a conversation) whose encoding
+ * contains `needle` (a cheap byte filter before decoding, e.g. an author's id): `rewrite`
+ * returns the event to store instead, or null to leave it. Positions stay. Returns how many
+ * it rewrote. Reads the index events_by_target_user, one range per user.
+ */
+export async function rewriteUserEvents(db: Db, targetUserIds: readonly string[], needle: string, rewrite: (event: Event) => Event | null): Promise<number> {
+  if (targetUserIds.length === 0) return 0;
+  const rows = await sql<{ partition: number; position: string; payload: Uint8Array }>`
+    select partition, position, payload from events
+    where target_user_id = any(${[...targetUserIds]}::text[]) and conversation_id is null
+      and position(${new TextEncoder().encode(needle)}::bytea in payload) > 0`.execute(db);
+  const changed = rows.rows.flatMap((row) => {
+    const event = rewrite(fromBinary(EventSchema, row.payload));
+    return event ? [{ partition: row.partition, position: row.position, payload: toBinary(EventSchema, event) }] : [];
+  });
+  await replacePayloads(db, changed);
+  return changed.length;
 }

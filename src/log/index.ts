@@ -1,5 +1,5 @@
 export { createSubjects, subjectToken, type Subjects } from "./subjects.ts";
-export { appendEvents, type EventLogLayout, type NewEvent, type StoredEvent } from "./event-log.ts";
+export { appendEvents, rewriteUserEvents, unrouteUserEvents, type EventLogLayout, type NewEvent, type StoredEvent } from "./event-log.ts";
 export { openEventLog } from "./log-layout.ts";
 export type { EventBus, EphemeralRoute } from "./event-bus.ts";
 export { createInProcessBus } from "./in-process-bus.ts";

@@ -18,3 +18,9 @@ export async function deleteMedia(db: Db, mediaIds: readonly string[]): Promise<
   if (mediaIds.length === 0) return;
   await db.deleteFrom("media").where("id", "in", mediaIds).execute();
 }
+
+/** Up to `limit` of the user's media ids (account erasure; index media_by_owner). */
+export async function findMediaIdsOwnedBy(db: Db, ownerId: string, limit: number): Promise<string[]> {
+  const rows = await db.selectFrom("media").select("id").where("owner_id", "=", ownerId).limit(limit).execute();
+  return rows.map((row) => row.id);
+}

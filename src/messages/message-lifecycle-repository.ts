@@ -5,7 +5,7 @@
 import { sql, type Kysely, type Selectable, type Transaction } from "kysely";
 import type { Database, MessageEditsTable, ModerationLogTable } from "../db/schema.ts";
 import type { contentColumns } from "./message-content.ts";
-import type { MessageRow } from "./message-repository.ts";
+import { unreadByMember, type MessageRow } from "./message-repository.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -45,48 +45,74 @@ export async function listEdits(db: Db, conversationId: string, seq: bigint, aft
     .execute();
 }
 
-/**
- * Takes a message that is about to be deleted out of the unread counters of the members who
- * had not read it (its mentions out of the mention counters). Must run before the mentions
- * are erased, under the conversation's lock.
- */
-export async function uncountDeleted(tx: Transaction<Database>, message: MessageRow): Promise<void> {
-  await sql`
-    update conversation_members set
-      unread_count = unread_count - 1,
-      unread_mention_count = unread_mention_count
-        - (case when ${message.mentions_everyone} or user_id = any(${message.mentioned_user_ids}::text[]) then 1 else 0 end)
-    where conversation_id = ${message.conversation_id} and user_id <> ${message.sender_id}
-      and last_read_seq < ${message.seq}`.execute(tx);
+/** Where a message stands: its conversation and seq (a decimal string, as int8 columns are). */
+export interface MessageAt {
+  conversation_id: string;
+  seq: string;
 }
 
 /**
- * Turns the message into a tombstone and erases everything derived from its content: earlier
- * versions, mentions, reactions and their counts.
+ * Takes messages that are about to be deleted out of the unread counters of the members who
+ * had not read them (their mentions out of the mention counters), one statement for a batch.
+ * Must run before the mentions are erased, under the conversations' locks.
  */
-export async function eraseMessage(tx: Transaction<Database>, conversationId: string, seq: bigint, deletedBy: string, deletedAt: Date): Promise<MessageRow> {
-  const at = { conversationId, seq: seq.toString() };
-  await tx.deleteFrom("message_edits").where("conversation_id", "=", at.conversationId).where("seq", "=", at.seq).execute();
-  await tx.deleteFrom("message_reactions").where("conversation_id", "=", at.conversationId).where("seq", "=", at.seq).execute();
-  await tx.deleteFrom("message_reaction_counts").where("conversation_id", "=", at.conversationId).where("seq", "=", at.seq).execute();
-  return tx
-    .updateTable("messages")
-    .set({
-      body_text: null,
-      envelope_ciphertext: null,
-      envelope_nonce: null,
-      envelope_algorithm: null,
-      envelope_key_id: null,
-      envelope_key_epoch: null,
-      mentioned_user_ids: [],
-      mentions_everyone: false,
-      deleted_by: deletedBy,
-      deleted_at: deletedAt,
-    })
-    .where("conversation_id", "=", at.conversationId)
-    .where("seq", "=", at.seq)
-    .returningAll()
-    .executeTakeFirstOrThrow();
+export async function uncountDeleted(tx: Transaction<Database>, messages: readonly MessageAt[]): Promise<void> {
+  if (messages.length === 0) return;
+  await sql`
+    update conversation_members m set
+      unread_count = m.unread_count - d.unread,
+      unread_mention_count = m.unread_mention_count - d.mentions
+    from ${unreadByMember(messages)} d
+    where m.conversation_id = d.conversation_id and m.user_id = d.user_id`.execute(tx);
+}
+
+/** The messages at these positions as a set to join (for the batch statements below). */
+function positions(at: readonly MessageAt[]) {
+  return sql`unnest(${at.map((r) => r.conversation_id)}::uuid[], ${at.map((r) => r.seq)}::int8[]) as k(c, s)`;
+}
+
+/**
+ * Turns the messages into tombstones and erases everything derived from their content: earlier
+ * versions, mentions, reactions and their counts, blind-index tokens. Returns the tombstones.
+ */
+export async function eraseMessages(tx: Transaction<Database>, at: readonly MessageAt[], deletedBy: string, deletedAt: Date): Promise<MessageRow[]> {
+  if (at.length === 0) return [];
+  for (const table of ["message_edits", "message_reactions", "message_reaction_counts", "message_blind_tokens"] as const) {
+    await sql`delete from ${sql.table(table)} t using ${positions(at)} where t.conversation_id = k.c and t.seq = k.s`.execute(tx);
+  }
+  const result = await sql<MessageRow>`
+    update messages m set body_text = null, envelope_ciphertext = null, envelope_nonce = null, envelope_algorithm = null,
+      envelope_key_id = null, envelope_key_epoch = null, mentioned_user_ids = '{}', mentions_everyone = false,
+      deleted_by = ${deletedBy}, deleted_at = ${deletedAt}
+    from ${positions(at)}
+    where m.conversation_id = k.c and m.seq = k.s
+    returning m.*`.execute(tx);
+  return result.rows;
+}
+
+/**
+ * The next messages of a sender that are not tombstones yet, in (conversation, seq) order
+ * (index messages_live_by_sender): account erasure's batches.
+ */
+export async function findLiveMessagesOf(db: Db, senderId: string, limit: number): Promise<MessageAt[]> {
+  return db
+    .selectFrom("messages")
+    .select(["conversation_id", "seq"])
+    .where("sender_id", "=", senderId)
+    .where("deleted_at", "is", null)
+    .orderBy("conversation_id")
+    .orderBy("seq")
+    .limit(limit)
+    .execute();
+}
+
+/** Locks those of the messages that are still not tombstones (the caller holds their conversations' locks). */
+export async function lockLiveMessages(tx: Transaction<Database>, at: readonly MessageAt[]): Promise<MessageRow[]> {
+  if (at.length === 0) return [];
+  const result = await sql<MessageRow>`
+    select m.* from messages m join ${positions(at)} on m.conversation_id = k.c and m.seq = k.s
+    where m.deleted_at is null order by m.conversation_id, m.seq for update of m`.execute(tx);
+  return result.rows;
 }
 
 export async function recordModeration(tx: Transaction<Database>, message: MessageRow): Promise<void> {

@@ -6,7 +6,8 @@
  * - a delete locks the conversation row first (as sends, reads and joins do, so the unread
  *   counters it decrements cannot race them), then the message; it takes the message out of
  *   the counters, erases content, history, mentions and reactions, rewrites the events that
- *   carried the text, and logs moderation when a group admin deleted someone else's message.
+ *   carried the text, and logs moderation when a group admin deleted someone else's message;
+ * - account erasure deletes all of a sender's messages the same way, a batch per transaction.
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -24,7 +25,7 @@ import type { EventPublisher } from "../log/event-publisher.ts";
 import * as lifecycle from "./message-lifecycle-repository.ts";
 import { contentColumns } from "./message-content.ts";
 import { toMessage } from "./message-mapper.ts";
-import { findMessage, lockMessage, type MessageRow, type MessageWithReplyRow } from "./message-repository.ts";
+import { findMessage, lockConversations, lockMessage, type MessageRow, type MessageWithReplyRow } from "./message-repository.ts";
 import type { MessageContent } from "./message-content.ts";
 
 export class MessageLifecycle {
@@ -87,6 +88,36 @@ export class MessageLifecycle {
     });
   }
 
+  /**
+   * Turns up to `limit` of the sender's messages that are not tombstones yet into tombstones,
+   * as if the sender deleted each (account erasure): one transaction that locks their
+   * conversations in id order (as sends do), then erases content, history, mentions,
+   * reactions and blind tokens, rewrites the events that carried the text and records a
+   * message_deleted per message. Returns the tombstones; none when nothing is left.
+   */
+  async deleteAllOf(senderId: string, limit: number): Promise<MessageRow[]> {
+    const batch = await lifecycle.findLiveMessagesOf(this.#db, senderId, limit);
+    if (batch.length === 0) return [];
+    return this.#write(async (tx, recorded) => {
+      await lockConversations(tx, [...new Set(batch.map((m) => m.conversation_id))]);
+      // Under the locks: a concurrent delete (or a second run) may have been first.
+      const live = await lifecycle.lockLiveMessages(tx, batch);
+      await lifecycle.uncountDeleted(tx, live);
+      const tombstones = await lifecycle.eraseMessages(tx, live, senderId, new Date());
+      const byConversation = new Map<string, Map<bigint, Message>>();
+      for (const tombstone of tombstones) {
+        const erased = byConversation.get(tombstone.conversation_id) ?? new Map<bigint, Message>();
+        erased.set(BigInt(tombstone.seq), toMessage(tombstone));
+        byConversation.set(tombstone.conversation_id, erased);
+      }
+      for (const [conversationId, erased] of byConversation) {
+        await rewriteMessageEvents(tx, conversationId, [...erased.keys()], (event) => eraseFromEvent(event, erased));
+      }
+      recorded.push(...tombstones.map((tombstone) => deletedEvent(tombstone, false)));
+      return tombstones;
+    });
+  }
+
   #write<T>(work: (tx: Transaction<Database>, recorded: NewEvent[]) => Promise<T>): Promise<T> {
     return writeWithEvents(this.#db, this.#events, work);
   }
@@ -111,26 +142,25 @@ export async function eraseMessageAsOperator(tx: Transaction<Database>, recorded
  */
 async function eraseLockedMessage(tx: Transaction<Database>, recorded: NewEvent[], message: MessageRow, deletedBy: string, moderated: boolean): Promise<void> {
   if (message.deleted_at) return;
-  const { conversation_id: conversationId } = message;
   const seq = BigInt(message.seq);
-  await lifecycle.uncountDeleted(tx, message);
-  const tombstone = await lifecycle.eraseMessage(tx, conversationId, seq, deletedBy, new Date());
-  await deleteBlindTokens(tx, conversationId, message.seq);
-  if (moderated) await lifecycle.recordModeration(tx, tombstone);
-  const erased = toMessage(tombstone);
-  await rewriteMessageEvents(tx, conversationId, seq, (event) => eraseFromEvent(event, erased));
-  recorded.push(deletedEvent(tombstone, moderated));
+  const at = [{ conversation_id: message.conversation_id, seq: message.seq }];
+  await lifecycle.uncountDeleted(tx, at);
+  const [tombstone] = await lifecycle.eraseMessages(tx, at, deletedBy, new Date());
+  if (moderated) await lifecycle.recordModeration(tx, tombstone!);
+  await rewriteMessageEvents(tx, message.conversation_id, [seq], (event) => eraseFromEvent(event, new Map([[seq, toMessage(tombstone!)]])));
+  recorded.push(deletedEvent(tombstone!, moderated));
 }
 
 /**
- * The event (message_created / message_edited) without the deleted message's content: its own
- * event carries the tombstone instead, a reply's event quotes it as deleted.
+ * The event (message_created / message_edited) without the deleted messages' content: a
+ * deleted message's own event carries its tombstone instead, a reply's event quotes it as deleted.
  */
-function eraseFromEvent(event: Event, tombstone: Message): Event {
+function eraseFromEvent(event: Event, tombstones: ReadonlyMap<bigint, Message>): Event {
   if (event.kind.case !== "messageCreated" && event.kind.case !== "messageEdited") return event;
   const carried = event.kind.value.message;
-  if (carried?.seq === tombstone.seq) event.kind.value.message = tombstone;
-  else if (carried?.replyTo) carried.replyTo.content = { case: "deleted", value: true };
+  const own = carried && tombstones.get(carried.seq);
+  if (own) event.kind.value.message = own;
+  else if (carried?.replyTo && tombstones.has(carried.replyTo.seq)) carried.replyTo.content = { case: "deleted", value: true };
   return event;
 }
 

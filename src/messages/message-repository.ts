@@ -92,16 +92,24 @@ export async function advanceConversations(
     update conversation_members m set
       unread_count = m.unread_count + d.unread,
       unread_mention_count = m.unread_mention_count + d.mentions
-    from (
-      select mm.conversation_id, mm.user_id, count(*) as unread,
-        count(*) filter (where msg.mentions_everyone or mm.user_id = any(msg.mentioned_user_ids)) as mentions
-      from unnest(${messages.map((r) => r.conversation_id)}::uuid[], ${messages.map((r) => r.seq)}::int8[]) as k(c, s)
-      join messages msg on msg.conversation_id = k.c and msg.seq = k.s
-      join conversation_members mm on mm.conversation_id = msg.conversation_id
-        and mm.user_id <> msg.sender_id and mm.last_read_seq < msg.seq
-      group by mm.conversation_id, mm.user_id
-    ) d
+    from ${unreadByMember(messages)} d
     where m.conversation_id = d.conversation_id and m.user_id = d.user_id`.execute(tx);
+}
+
+/**
+ * For each member who has not read some of these messages (and did not send them): how many of
+ * them are unread for them, and how many of those mention them. What a send adds to the unread
+ * counters and a delete takes away.
+ */
+export function unreadByMember(messages: readonly { conversation_id: string; seq: string }[]) {
+  return sql`(
+    select mm.conversation_id, mm.user_id, count(*) as unread,
+      count(*) filter (where msg.mentions_everyone or mm.user_id = any(msg.mentioned_user_ids)) as mentions
+    from unnest(${messages.map((r) => r.conversation_id)}::uuid[], ${messages.map((r) => r.seq)}::int8[]) as k(c, s)
+    join messages msg on msg.conversation_id = k.c and msg.seq = k.s
+    join conversation_members mm on mm.conversation_id = msg.conversation_id
+      and mm.user_id <> msg.sender_id and mm.last_read_seq < msg.seq
+    group by mm.conversation_id, mm.user_id)`;
 }
 
 export async function insertMessages(tx: Transaction<Database>, rows: readonly NewMessageRow[]): Promise<MessageRow[]> {

@@ -154,3 +154,16 @@ export async function saveSettings(db: Db, userId: string, conversationId: strin
     .onConflict((oc) => oc.columns(["user_id", "conversation_id"]).doUpdateSet({ level, muted_until: mutedUntil }))
     .execute();
 }
+
+/** Deletes up to `limit` of the user's notifications (account erasure); returns how many. */
+export async function deleteSomeNotificationsOf(db: Db, userId: string, limit: number): Promise<number> {
+  const result = await sql`
+    delete from notifications where user_id = ${userId}
+      and id in (select id from notifications where user_id = ${userId} limit ${limit})`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
+}
+
+/** Deletes the user's notification settings (account erasure). */
+export async function deleteSettingsOf(db: Db, userId: string): Promise<void> {
+  await db.deleteFrom("notification_settings").where("user_id", "=", userId).execute();
+}

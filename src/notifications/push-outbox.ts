@@ -16,6 +16,8 @@ export interface PushOutbox {
   publish(entries: readonly PushEntry[]): Promise<void>;
   /** A user's entries, oldest first (for tools and tests; a gateway consumes the stream). */
   read(userId: string): Promise<PushEntry[]>;
+  /** Drops every entry of the user that a gateway has not taken yet (account erasure). */
+  forget(userId: string): Promise<void>;
 }
 
 /** How long read() waits for the last entries of a user's subject. */
@@ -41,6 +43,10 @@ export function createJetStreamPushOutbox(connection: NatsConnection, subjects: 
       }
       return entries;
     },
+    async forget(userId) {
+      const jsm = await connection.jetstreamManager();
+      await jsm.streams.purge(subjects.pushStream, { filter: subjects.push(userId) });
+    },
   };
 }
 
@@ -60,6 +66,9 @@ export function createInProcessPushOutbox(): PushOutbox {
     },
     async read(userId) {
       return [...(byUser.get(userId) ?? [])];
+    },
+    async forget(userId) {
+      byUser.delete(userId);
     },
   };
 }

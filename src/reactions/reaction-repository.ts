@@ -140,3 +140,32 @@ export async function findReactionSummaries(db: Db, viewers: readonly ReactionTa
 function toKey(r: { conversation_id: string; seq: string; emoji: string; user_id: string }): ReactionKey {
   return { conversationId: r.conversation_id, seq: r.seq, emoji: r.emoji, userId: r.user_id };
 }
+
+/** Up to `limit` of the user's reactions to messages (index message_reactions_by_user). */
+export async function findReactionsBy(db: Db, userId: string, limit: number): Promise<ReactionKey[]> {
+  const rows = await db
+    .selectFrom("message_reactions")
+    .select(["conversation_id", "seq", "emoji", "user_id"])
+    .where("user_id", "=", userId)
+    .orderBy("conversation_id")
+    .orderBy("seq")
+    .limit(limit)
+    .execute();
+  return rows.map(toKey);
+}
+
+/**
+ * Locks the messages the reactions are on, as a reaction batch does (FOR NO KEY UPDATE, in
+ * (conversation, seq) order), so the count changes that follow see no concurrent writer.
+ * Unlike lockReactionTargets it asks nothing of membership: it takes back reactions of a user
+ * who may have left.
+ */
+export async function lockReactedMessages(tx: Transaction<Database>, keys: readonly ReactionKey[]): Promise<void> {
+  if (keys.length === 0) return;
+  await sql`
+    select 1 from messages msg
+    join (select distinct * from unnest(${keys.map((k) => k.conversationId)}::uuid[], ${keys.map((k) => k.seq)}::int8[])) as k(c, s)
+      on msg.conversation_id = k.c and msg.seq = k.s
+    order by msg.conversation_id, msg.seq
+    for no key update of msg`.execute(tx);
+}

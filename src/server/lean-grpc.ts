@@ -27,6 +27,7 @@ import {
   createContextValues,
   createServiceImplSpec,
   type ConnectRouter,
+  type ContextValues,
   type HandlerContext,
   type Interceptor,
   type MethodImplSpec,
@@ -53,6 +54,8 @@ export interface LeanGrpcOptions {
   readMaxBytes: number;
   /** Aborts every open stream's context, as connect-node's shutdownSignal does. */
   shutdownSignal: AbortSignal;
+  /** Each call's initial context values from its request, as connect-node's contextValues option. */
+  contextValues?: (req: http2.Http2ServerRequest) => ContextValues;
 }
 
 const ENVELOPE_HEADER_BYTES = 5;
@@ -102,7 +105,7 @@ function methodsByPath(routes: (router: ConnectRouter) => void): Map<string, Una
 
 async function serveUnary(spec: UnarySpec, req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, options: LeanGrpcOptions): Promise<void> {
   // A unary call is short: shutdown lets it finish within the grace period instead of aborting it.
-  const call = createCall(spec.method, req, null);
+  const call = createCall(spec.method, req, null, options.contextValues);
   let reply: Uint8Array | null = null;
   try {
     const input = await readInput(spec.method, req, options.readMaxBytes, "unary", call.timeoutError);
@@ -122,7 +125,7 @@ async function serveUnary(spec: UnarySpec, req: http2.Http2ServerRequest, res: h
 
 async function serveStream(spec: StreamingSpec, req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, options: LeanGrpcOptions): Promise<void> {
   const { method } = spec;
-  const call = createCall(method, req, options.shutdownSignal);
+  const call = createCall(method, req, options.shutdownSignal, options.contextValues);
   const { context } = call;
   const invoke: AnyFn = async (request) => {
     const input = await single(request.message as AsyncIterable<unknown>);
@@ -193,7 +196,12 @@ interface Call {
  * deadline and (for streams) server shutdown abort directly. connect's createHandlerContext
  * links three more controllers with a listener on each, which an idle stream keeps for life.
  */
-function createCall(method: DescMethod, req: http2.Http2ServerRequest, shutdownSignal: AbortSignal | null): Call {
+function createCall(
+  method: DescMethod,
+  req: http2.Http2ServerRequest,
+  shutdownSignal: AbortSignal | null,
+  contextValues: ((req: http2.Http2ServerRequest) => ContextValues) | undefined,
+): Call {
   const controller = new AbortController();
   let finished = false;
   const abort = (reason: unknown) => {
@@ -222,7 +230,7 @@ function createCall(method: DescMethod, req: http2.Http2ServerRequest, shutdownS
     responseHeader,
     responseTrailer: new Headers({ "grpc-status": grpcStatusOk }),
     protocolName: "grpc",
-    values: createContextValues(),
+    values: contextValues ? contextValues(req) : createContextValues(),
     url: `http://${req.authority}${req.url}`,
   };
   return {

@@ -89,3 +89,19 @@ export async function isBlockedEitherWay(db: Db, a: string, b: string): Promise<
 export async function userExists(db: Db, userId: string): Promise<boolean> {
   return (await db.selectFrom("users").select("id").where("id", "=", userId).executeTakeFirst()) !== undefined;
 }
+
+/**
+ * Removes up to `limit` edges of this kind that have the user on either side (account
+ * erasure); returns how many. Both sides are indexed, so each call is two index ranges.
+ */
+export async function removeSomeEdgesOf(db: Db, kind: EdgeKind, userId: string, limit: number): Promise<number> {
+  const [subject, object] = [sql.ref(kind.subject), sql.ref(kind.object)];
+  const result = await sql`
+    delete from ${sql.table(kind.table)} t using (
+      (select ${subject} as s, ${object} as o from ${sql.table(kind.table)} where ${subject} = ${userId} limit ${limit})
+      union all
+      (select ${subject}, ${object} from ${sql.table(kind.table)} where ${object} = ${userId} limit ${limit})
+    ) doomed
+    where t.${subject} = doomed.s and t.${object} = doomed.o`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
+}

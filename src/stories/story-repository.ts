@@ -275,17 +275,19 @@ export interface DoomedStory {
   expires_at: Date;
 }
 
+const DOOMED_COLUMNS = ["id", "author_id", "media_id", "privacy", "expires_at"] as const;
+
 /** The stories with these ids that still exist. */
 export async function findDoomed(db: Db, storyIds: readonly string[]): Promise<DoomedStory[]> {
   if (storyIds.length === 0) return [];
-  return db.selectFrom("stories").select(["id", "author_id", "media_id", "privacy", "expires_at"]).where("id", "in", storyIds).execute();
+  return db.selectFrom("stories").select(DOOMED_COLUMNS).where("id", "in", storyIds).execute();
 }
 
 /** Up to `limit` stories past their deadline (the sweep's work). */
 export async function findExpired(db: Db, now: Date, limit: number): Promise<DoomedStory[]> {
   return db
     .selectFrom("stories")
-    .select(["id", "author_id", "media_id", "privacy", "expires_at"])
+    .select(DOOMED_COLUMNS)
     .where("expires_at", "<=", now)
     .orderBy("expires_at")
     .limit(limit)
@@ -297,4 +299,38 @@ export async function deleteStories(tx: Transaction<Database>, storyIds: readonl
   if (storyIds.length === 0) return [];
   const rows = await tx.deleteFrom("stories").where("id", "in", storyIds).returning("id").execute();
   return rows.map((r) => r.id);
+}
+
+/** Up to `limit` of the author's stories, live or not yet deleted (account erasure). */
+export async function findStoriesOf(db: Db, authorId: string, limit: number): Promise<DoomedStory[]> {
+  return db.selectFrom("stories").select(DOOMED_COLUMNS).where("author_id", "=", authorId).limit(limit).execute();
+}
+
+/** Takes back every view the user made, each story's view count with it (account erasure). */
+export async function deleteViewsBy(tx: Transaction<Database>, viewerId: string): Promise<void> {
+  await sql`
+    with gone as (delete from story_views where viewer_id = ${viewerId} returning story_id)
+    update stories s set view_count = s.view_count - g.n
+    from (select story_id, count(*) as n from gone group by story_id) g
+    where s.id = g.story_id`.execute(tx);
+}
+
+/** A reaction taken back, with the emoji's count after it and the story's author (whom it is told to). */
+export interface RemovedStoryReaction {
+  story_id: string;
+  author_id: string;
+  emoji: string;
+  count: string;
+}
+
+/** Takes back every reaction the user made to a story, the counts with them (account erasure). */
+export async function deleteReactionsBy(tx: Transaction<Database>, userId: string): Promise<RemovedStoryReaction[]> {
+  const result = await sql<RemovedStoryReaction>`
+    with gone as (delete from story_reactions where user_id = ${userId} returning story_id, emoji),
+    counted as (
+      update story_reaction_counts rc set count = rc.count - 1 from gone g
+      where rc.story_id = g.story_id and rc.emoji = g.emoji
+      returning rc.story_id, rc.emoji, rc.count)
+    select c.story_id, s.author_id, c.emoji, c.count from counted c join stories s on s.id = c.story_id`.execute(tx);
+  return result.rows;
 }

@@ -39,3 +39,8 @@ export async function updateUser(db: Kysely<Database>, userId: string, change: P
     .returningAll()
     .executeTakeFirst();
 }
+
+/** Deletes the user's row (the last step of account erasure); a later call creates a new one. */
+export async function deleteUser(db: Kysely<Database>, userId: string): Promise<void> {
+  await db.deleteFrom("users").where("id", "=", userId).execute();
+}

@@ -1,20 +1,25 @@
-/** UserService: profiles. Any authenticated user may read any profile. */
+/**
+ * UserService: profiles, and deleting one's account. Any authenticated user may read any
+ * profile. Erasing an account is the AccountEraser's work; this checks the request.
+ */
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Kysely } from "kysely";
 import {
   BatchGetUsersResponseSchema,
+  DeleteAccountResponseSchema,
   GetMeResponseSchema,
   GetUserResponseSchema,
   UpdateProfileResponseSchema,
   type UserService as UserServiceDesc,
 } from "../../gen/parley/v1/user_service_pb.ts";
-import type { BatchGetUsersRequest, GetUserRequest, UpdateProfileRequest } from "../../gen/parley/v1/user_service_pb.ts";
+import type { BatchGetUsersRequest, DeleteAccountRequest, GetUserRequest, UpdateProfileRequest } from "../../gen/parley/v1/user_service_pb.ts";
 import { requireCaller } from "../auth/user-context.ts";
 import type { Limits } from "../config.ts";
 import type { Database } from "../db/schema.ts";
 import { InvalidInputError, NotFoundError } from "../errors.ts";
 import { boundedText, requireUserId } from "../validation.ts";
+import type { AccountEraser } from "./account-eraser.ts";
 import { toUser } from "./user-mapper.ts";
 import { findUser, findUsers, updateUser } from "./user-repository.ts";
 
@@ -24,10 +29,12 @@ export const MAX_BATCH_USERS = 100;
 export class UserService implements ServiceImpl<typeof UserServiceDesc> {
   readonly #db: Kysely<Database>;
   readonly #limits: Limits;
+  readonly #eraser: AccountEraser;
 
-  constructor(db: Kysely<Database>, limits: Limits) {
+  constructor(db: Kysely<Database>, limits: Limits, eraser: AccountEraser) {
     this.#db = db;
     this.#limits = limits;
+    this.#eraser = eraser;
   }
 
   async getMe(_req: unknown, ctx: HandlerContext) {
@@ -58,8 +65,12 @@ export class UserService implements ServiceImpl<typeof UserServiceDesc> {
     return create(BatchGetUsersResponseSchema, { users });
   }
 
-  async deleteAccount(): Promise<never> {
-    throw new ConnectError("account deletion is not built yet", Code.Unimplemented);
+  async deleteAccount(req: DeleteAccountRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    if (req.confirmUserId !== userId) {
+      throw new InvalidInputError("confirm_user_id", req.confirmUserId === "" ? "is required: your own user id, to confirm" : "must be your own user id");
+    }
+    return create(DeleteAccountResponseSchema, { messagesErased: await this.#eraser.erase(userId, ctx.signal) });
   }
 
   async updateProfile(req: UpdateProfileRequest, ctx: HandlerContext) {

@@ -125,6 +125,21 @@ export interface StartOptions {
   appOptions?: AppOptions;
 }
 
+/**
+ * Rate limits stay on in every test server (the checks run on every call) but are far above what
+ * any suite sends: storms send thousands of writes from one user and one address (127.0.0.1).
+ * test/rate-limits overrides them.
+ */
+export const TEST_RATE_LIMITS: Readonly<Record<string, string>> = {
+  RATE_LIMITS: "on",
+  RATE_LIMIT_USER_PER_SECOND: "1000000",
+  RATE_LIMIT_USER_BURST: "1000000",
+  RATE_LIMIT_IP_PER_SECOND: "1000000",
+  RATE_LIMIT_IP_BURST: "1000000",
+  RATE_LIMIT_AUTH_FAILURES_PER_SECOND: "1000000",
+  RATE_LIMIT_AUTH_FAILURES_BURST: "1000000",
+};
+
 /** The longest any single RPC may take in these tests. */
 export const CALL_DEADLINE_MS = 10_000;
 /** The longest a server may take to stop once its clients have disconnected. */
@@ -153,6 +168,7 @@ export async function startTestServer(
     JWT_SECRET: secret,
     PGLITE_PATH: "memory://",
     DATABASE_URL: options.databaseUrl ?? database?.url,
+    ...TEST_RATE_LIMITS,
     ...overrides,
   };
   const effectiveSecret = env.JWT_SECRET ?? secret;

@@ -6,13 +6,13 @@
  * what is in force. Bad input writes nothing.
  */
 import assert from "node:assert/strict";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ModerationAction, ReportReason, RestrictionKind } from "../../gen/parley/v1/moderation_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, uniqueId } from "../helpers/test-server.ts";
 import { expectCode, expectInvalidArgument } from "../helpers/expect.ts";
 import { sendText } from "../helpers/fixtures.ts";
-import { describeError, isMessage, openFeed, openLiveFeed, type Feed } from "../helpers/feed.ts";
+import { isMessage, openFeed, openLiveFeed, type Feed } from "../helpers/feed.ts";
 import {
   accountModerated,
   allRestrictions,
@@ -70,18 +70,9 @@ describe("bans and RestrictUser", () => {
         assert.ok(end.error, "Subscribe fails while banned");
         assertRestrictedError(end.error, expected, "Subscribe while banned");
 
-        // The way out stays open: DeleteAccount is not refused for the ban (a wrong confirmation
-        // is the caller's mistake, so nothing is deleted here).
-        try {
-          await w.clients.users.deleteAccount({ confirmUserId: `${w.userId}-not-me` });
-          assert.fail("DeleteAccount with someone else's id must not succeed");
-        } catch (err) {
-          const ce = ConnectError.from(err);
-          assert.ok(
-            ce.code === Code.InvalidArgument || ce.code === Code.Unimplemented,
-            `DeleteAccount reaches the service for a banned user (INVALID_ARGUMENT for the wrong confirmation); got ${describeError(ce)}`,
-          );
-        }
+        // The way out stays open: DeleteAccount reaches the service (a wrong confirmation is the
+        // caller's mistake, so nothing is deleted here; the next test deletes for real).
+        await expectInvalidArgument(w.clients.users.deleteAccount({ confirmUserId: `${w.userId}-not-me` }), "confirm_user_id");
 
         assert.deepEqual(await historySeenBy(w.peer, w.convId), historyBefore, "others still see what the banned user wrote");
         const listed = (await allRestrictions(op)).filter((r) => r.userId === w.userId);
@@ -102,6 +93,19 @@ describe("bans and RestrictUser", () => {
         await resumed.waitForEvent(isMessage(w.convId, m.seq), "a live message after the lift");
         assert.ok(!(await allRestrictions(op)).some((r) => r.userId === w.userId), "ListRestrictions no longer shows it");
         assert.equal((await op.clients.admin.liftRestriction({ userId: w.userId })).lifted, false, "lifting again: nothing was in force");
+      });
+
+      it("a banned user may still delete their account: their messages become tombstones", async function () {
+        this.timeout(30_000);
+        const w = await userWorld(server, protocol, "banerase");
+        const op = newOperator(server, protocol);
+        await op.clients.admin.restrictUser({ userId: w.userId, action: ModerationAction.BAN, reason: "spam" });
+        await expectRestricted(w.clients.users.getMe({}), { userId: w.userId, kind: RestrictionKind.BANNED, reason: "spam" }, "GetMe while banned");
+        const res = await w.clients.users.deleteAccount({ confirmUserId: w.userId });
+        assert.ok(res.messagesErased >= 1n, `messages_erased counts the user's message (${res.messagesErased})`);
+        const theirs = (await w.peer.messages.getMessage({ conversationId: w.convId, seq: w.ownSeq })).message!;
+        assert.equal(theirs.content.case, undefined, "the banned user's message is a tombstone now");
+        assert.ok(theirs.deletion, "with a deletion");
       });
 
       it("RestrictUser suspends or bans without a report; a new restriction replaces the earlier one", async () => {

@@ -59,6 +59,15 @@ export interface Config {
   readonly limits: Limits;
   readonly search: SearchConfig;
   readonly stories: StoriesConfig;
+  readonly retention: RetentionConfig;
+}
+
+/** Message retention: the deployment's; a conversation may set a shorter one of its own. */
+export interface RetentionConfig {
+  /** How long messages (with their media, edits and reactions) are kept, in seconds; null keeps them for good. */
+  readonly messageRetentionSeconds: number | null;
+  /** How often the retention sweeper deletes what passed retention (on nodes that run the consumers). */
+  readonly sweepIntervalMs: number;
 }
 
 /** Where messages are indexed for search. */
@@ -184,6 +193,18 @@ export function loadConfig(env: Env = process.env): Config {
       maxMediaBytes: int(env, "MAX_MEDIA_BYTES", 10 * 1024 * 1024, 1, 1024 * 1024 * 1024),
       maxCaptionLength: int(env, "MAX_CAPTION_LENGTH", 500, 0, 100_000),
     }),
+    retention: retentionSettings(env),
+  });
+}
+
+/** Longest retention a deployment (or a conversation) can set: 100 years. */
+export const MAX_RETENTION_DAYS = 36_500;
+
+function retentionSettings(env: Env): RetentionConfig {
+  const days = int(env, "MESSAGE_RETENTION_DAYS", 0, 0, MAX_RETENTION_DAYS);
+  return Object.freeze({
+    messageRetentionSeconds: days === 0 ? null : days * 24 * 3600,
+    sweepIntervalMs: int(env, "RETENTION_SWEEP_INTERVAL_SECONDS", 60, 1, 24 * 3600) * 1000,
   });
 }
 

@@ -114,7 +114,7 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
         conversationId = await repo.findDirectConversationId(this.#db, userId, peerId, encrypted);
       }
     }
-    const view = conversationId && (await repo.findConversationView(this.#db, conversationId, userId, this.#retention.at(new Date())));
+    const view = conversationId && (await repo.findConversationView(this.#db, conversationId, userId, this.#cutoff()));
     if (!view) throw new Error("the direct conversation vanished after it was created");
     return create(CreateConversationResponseSchema, { conversation: toConversation(view), created });
   }
@@ -146,14 +146,14 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
       const now = new Date();
       recorded.push(...members.map((m) => events.memberAdded(id, userId, m.userId, m.role, now)));
     });
-    const view = await repo.findConversationView(this.#db, id, userId, this.#retention.at(new Date()));
+    const view = await repo.findConversationView(this.#db, id, userId, this.#cutoff());
     if (!view) throw new Error("the group vanished after it was created");
     return create(CreateConversationResponseSchema, { conversation: toConversation(view), created: true });
   }
 
   async getConversation(req: GetConversationRequest, ctx: HandlerContext) {
     const { userId } = requireCaller(ctx);
-    const view = await repo.findConversationView(this.#db, requireUuid("conversation_id", req.conversationId), userId, this.#retention.at(new Date()));
+    const view = await repo.findConversationView(this.#db, requireUuid("conversation_id", req.conversationId), userId, this.#cutoff());
     if (!view) throw new NotFoundError("conversation");
     return create(GetConversationResponseSchema, { conversation: toConversation(view) });
   }
@@ -166,7 +166,7 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
       const token = decodePageToken("conversations", req.pageToken, ["a", "i"] as const);
       after = { activityUs: String(token.a), id: requireUuid("page_token", String(token.i)) };
     }
-    const rows = await repo.listConversationViews(this.#db, userId, limit + 1, after, this.#retention.at(new Date()));
+    const rows = await repo.listConversationViews(this.#db, userId, limit + 1, after, this.#cutoff());
     const page = rows.slice(0, limit);
     const last = page.at(-1);
     return create(ListConversationsResponseSchema, {
@@ -201,7 +201,7 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
           ...(description !== undefined && { description }),
         });
       }
-      if (retention !== undefined) await repo.setMessageRetention(tx, conversationId, retention, this.#retention.at(new Date()));
+      if (retention !== undefined) await repo.setMessageRetention(tx, conversationId, retention, this.#cutoff());
       const after = await repo.findConversationDetails(tx, conversationId);
       recorded.push(
         events.conversationUpdated(conversationId, userId, {
@@ -305,7 +305,7 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     const { userId } = requireCaller(ctx);
     const conversationId = requireUuid("conversation_id", req.conversationId);
     const seq = requireSeq("seq", req.seq, { allowZero: true });
-    const view = await repo.findConversationView(this.#db, conversationId, userId, this.#retention.at(new Date()));
+    const view = await repo.findConversationView(this.#db, conversationId, userId, this.#cutoff());
     if (!view) throw new NotFoundError("conversation");
     if (seq > BigInt(view.last_seq)) throw new InvalidInputError("seq", `is beyond the conversation's last message (${view.last_seq})`);
     const counters = await this.#write(async (tx, recorded) => {
@@ -333,7 +333,7 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
   }
 
   async #view(conversationId: string, userId: string) {
-    const view = await repo.findConversationView(this.#db, conversationId, userId, this.#retention.at(new Date()));
+    const view = await repo.findConversationView(this.#db, conversationId, userId, this.#cutoff());
     if (!view) throw new NotFoundError("conversation");
     return toConversation(view);
   }
@@ -360,6 +360,11 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
       if (role !== repo.Role.ADMIN) throw new PermissionDeniedError("only group admins can do this", "NOT_ADMIN");
       return work(tx, locked, recorded);
     });
+  }
+
+  /** The retention rule at this moment (previews of messages past it are left out). */
+  #cutoff() {
+    return this.#retention.at(new Date());
   }
 
   #write<T>(work: (tx: Transaction<Database>, recorded: NewEvent[]) => Promise<T>): Promise<T> {

@@ -108,7 +108,8 @@ export class RetentionSweeper {
         }
         if (conversation.own === null && conversation.floor !== null) await repo.clearSpentFloor(db, conversation.id, conversation.floor);
       }
-      if (page.length < CONVERSATION_PAGE) return;
+      // Out of batches: the rest of the walk waits for the next round.
+      if (page.length < CONVERSATION_PAGE || budget.batches <= 0) return;
       after = page.at(-1)!.id;
     }
   }

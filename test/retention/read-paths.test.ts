@@ -191,6 +191,15 @@ describe("retention: every read path hides a message past retention at once", fu
       assert.ok(events.some((e) => e.conversationId === group.id && e.kind.case === "conversationUpdated"), what("events about no message stay"));
       assert.ok(!JSON.stringify(events.map((e) => (e.kind.case === "messageCreated" || e.kind.case === "messageEdited" ? e.kind.value.message?.content : null)), (_, v) => (typeof v === "bigint" ? String(v) : v)).includes("first draft"), what("no replayed event carries the old text"));
     }
+    // A reply sent now to the old message quotes nothing, in the response and in the live event.
+    const live = new Feed(rs.clientsFor(cy), { label: "cy" });
+    await live.ready();
+    const late = (await B.messages.sendMessage({ conversationId: group.id, clientMessageId: randomUUID(), replyToSeq: old.seq, content: { case: "text", value: "late reply" } })).message!;
+    assert.equal(late.replyToSeq, old.seq);
+    assert.equal(late.replyTo, undefined, "the late reply quotes nothing");
+    const { event } = await live.waitForEvent((e) => e.kind.case === "messageCreated" && e.kind.value.message?.seq === late.seq, "the late reply, live");
+    assert.ok(event.kind.case === "messageCreated" && event.kind.value.message?.replyTo === undefined, "nor does its live event");
+    live.close();
   });
 
   it("does not bring back what had passed retention when the retention is lengthened or cleared", async () => {

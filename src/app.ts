@@ -46,6 +46,7 @@ import { createInProcessPushOutbox, createJetStreamPushOutbox, NotificationServi
 import { ClamdClient, createFileBlobStore, createMalwareScanMetrics, createMalwareScanner, logClamdReachability, MediaService } from "./media/index.ts";
 import { SocialService } from "./social/index.ts";
 import { StoryAccess, StoryExpiry, StoryRemover, StoryService } from "./stories/index.ts";
+import { RetentionPolicy, RetentionSweeper } from "./retention/index.ts";
 
 export interface App {
   /** The API port; valid after start(). */
@@ -150,11 +151,14 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   });
   const presence = createPresenceTracker({ nats, subjects, db: database.db, bus, nodeId: config.feed.nodeId, ttlMs: config.feed.presenceTtlMs, logger });
 
+  // Message retention: every read filters by it; the sweeper (consumer nodes) deletes what passed it.
+  const retention = new RetentionPolicy(config.retention.messageRetentionSeconds);
   const sends = new SendBatcher(database.db, log, {
     maxInFlight: Math.max(1, Math.min(SEND_BATCHES_IN_FLIGHT, config.databasePoolSize - 1)),
     onCommitted: (events) => publisher.publish(events),
+    retention,
   });
-  const reactions = new ReactionBatcher(database.db, log, (events) => publisher.publish(events), { maxInFlight: 2 });
+  const reactions = new ReactionBatcher(database.db, log, (events) => publisher.publish(events), { maxInFlight: 2, retention });
   const memberships: FeedMemberships = {
     conversationIdsOf: (userId) => findConversationIdsOf(database.db, userId),
     isMember: async (conversationId, userId) => (await findRole(database.db, conversationId, userId)) !== undefined,
@@ -182,8 +186,16 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     sweepIntervalMs: config.stories.sweepIntervalMs,
     runConsumer: config.runConsumers && config.stories.expiryConsumer,
   });
-  const conversations = new ConversationService(database.db, config.limits, publisher);
-  const messages = new MessageService(database.db, sends, reactions, config.limits, publisher);
+  const retentionSweeper = new RetentionSweeper({
+    db: database.db,
+    policy: retention,
+    index: searchIndex,
+    blobs,
+    logger,
+    intervalMs: config.retention.sweepIntervalMs,
+  });
+  const conversations = new ConversationService(database.db, config.limits, publisher, retention);
+  const messages = new MessageService(database.db, sends, reactions, config.limits, publisher, retention);
   const eraser = new AccountEraser({
     db: database.db,
     publisher,
@@ -201,14 +213,14 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     users: new UserService(database.db, config.limits, eraser),
     conversations,
     messages,
-    events: new EventService({ db: database.db, log, memberships, hub, bus, presence, feed: config.feed }),
-    search: new SearchService(database.db, searchIndex),
+    events: new EventService({ db: database.db, log, memberships, hub, bus, presence, feed: config.feed, retention }),
+    search: new SearchService(database.db, searchIndex, retention),
     keys: new KeyService(database.db, publisher),
     reports: new ReportService(database.db, storyAccess),
     admin: new AdminService({ db: database.db, publisher, stories: storyRemover, restrictions, limits: config.limits }),
-    notifications: new NotificationService(database.db),
+    notifications: new NotificationService(database.db, retention),
     social: new SocialService(database.db, config.limits),
-    media: new MediaService({ db: database.db, blobs, maxBytes: config.stories.maxMediaBytes, mayRead: storyAccess.mayReadMedia, scanner }),
+    media: new MediaService({ db: database.db, blobs, maxBytes: config.stories.maxMediaBytes, mayRead: storyAccess.mayReadMedia, scanner, retention }),
     stories: new StoryService({
       db: database.db,
       access: storyAccess,
@@ -277,6 +289,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       if (clamd !== null) void logClamdReachability(clamd, failOpen, logger);
       await erasureGate.start();
       eraser.start();
+      if (config.runConsumers) retentionSweeper.start();
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
       logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres", rateLimits: rateLimits?.limiter.storeName ?? "off" }, "parley is serving");
@@ -294,6 +307,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await storyExpiry.stop();
       await eraser.stop();
       await erasureGate.stop();
+      await retentionSweeper.stop();
       // Every consumer stops with its batch in hand done; then what they recorded is published.
       await workers.close();
       await publisher.flush();

@@ -65,6 +65,7 @@ export interface Config {
   readonly trustProxyHops: number;
   readonly rateLimits: RateLimitConfig;
   readonly erasure: ErasureConfig;
+  readonly retention: RetentionConfig;
 }
 
 /** Malware scanning of uploads with ClamAV's clamd. */
@@ -104,6 +105,14 @@ export interface BucketLimitConfig {
 /** Account erasure (UserService.DeleteAccount). */
 export interface ErasureConfig {
   /** How often a consumer node looks for erasures a stopped node left unfinished, and finishes them. */
+  readonly sweepIntervalMs: number;
+}
+
+/** Message retention: the deployment's; a conversation may set a shorter one of its own. */
+export interface RetentionConfig {
+  /** How long messages (with their media, edits and reactions) are kept, in seconds; null keeps them for good. */
+  readonly messageRetentionSeconds: number | null;
+  /** How often the retention sweeper deletes what passed retention (on nodes that run the consumers). */
   readonly sweepIntervalMs: number;
 }
 
@@ -241,6 +250,18 @@ export function loadConfig(env: Env = process.env): Config {
     erasure: Object.freeze({
       sweepIntervalMs: int(env, "ERASURE_SWEEP_INTERVAL_SECONDS", 60, 1, 24 * 3600) * 1000,
     }),
+    retention: retentionSettings(env),
+  });
+}
+
+/** Longest retention a deployment (or a conversation) can set: 100 years. */
+export const MAX_RETENTION_DAYS = 36_500;
+
+function retentionSettings(env: Env): RetentionConfig {
+  const days = int(env, "MESSAGE_RETENTION_DAYS", 0, 0, MAX_RETENTION_DAYS);
+  return Object.freeze({
+    messageRetentionSeconds: days === 0 ? null : days * 24 * 3600,
+    sweepIntervalMs: int(env, "RETENTION_SWEEP_INTERVAL_SECONDS", 60, 1, 24 * 3600) * 1000,
   });
 }
 

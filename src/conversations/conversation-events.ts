@@ -10,6 +10,7 @@ import {
   ReadPositionMovedSchema,
 } from "../../gen/parley/v1/event_pb.ts";
 import type { NewEvent } from "../log/event-log.ts";
+import { toRetentionDuration } from "../retention/retention-duration.ts";
 
 /** Sent to the conversation and to the new member, whose streams start following it. */
 export function memberAdded(conversationId: string, actorId: string, userId: string, role: number, joinedAt: Date, lastReadSeq = 0n): NewEvent {
@@ -44,8 +45,19 @@ export function memberRoleChanged(conversationId: string, actorId: string, userI
   };
 }
 
-export function conversationUpdated(conversationId: string, actorId: string, name: string, description: string): NewEvent {
-  return { conversationId, actorId, kind: { case: "conversationUpdated", value: create(ConversationUpdatedSchema, { name, description }) } };
+/** The conversation's details after a change, with its own retention and the one that applies (seconds, null for none). */
+export function conversationUpdated(
+  conversationId: string,
+  actorId: string,
+  details: { name: string; description: string; retentionSeconds: string | number | null; effectiveRetentionSeconds: number | null },
+): NewEvent {
+  const value = create(ConversationUpdatedSchema, {
+    name: details.name,
+    description: details.description,
+    messageRetention: toRetentionDuration(details.retentionSeconds),
+    effectiveMessageRetention: toRetentionDuration(details.effectiveRetentionSeconds),
+  });
+  return { conversationId, actorId, kind: { case: "conversationUpdated", value } };
 }
 
 export function readPositionMoved(conversationId: string, userId: string, lastReadSeq: bigint): NewEvent {

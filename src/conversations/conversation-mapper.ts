@@ -12,6 +12,7 @@ import {
   type ReadPosition,
 } from "../../gen/parley/v1/conversation_pb.ts";
 import { toPreview } from "../messages/message-mapper.ts";
+import { toRetentionDuration } from "../retention/retention-duration.ts";
 import type { ConversationViewRow, MemberRow } from "./conversation-repository.ts";
 
 export function toConversation(row: ConversationViewRow): Conversation {
@@ -33,6 +34,8 @@ export function toConversation(row: ConversationViewRow): Conversation {
     encrypted: row.encrypted,
     blindSearch: row.blind_search,
     keyEpoch: row.key_epoch,
+    messageRetention: toRetentionDuration(row.message_retention_seconds),
+    effectiveMessageRetention: toRetentionDuration(row.effective_retention_seconds),
     ...(row.lm_seq !== null && {
       lastMessage: toPreview({
         seq: row.lm_seq,

@@ -6,6 +6,7 @@ import { sql, type Kysely, type RawBuilder, type Transaction } from "kysely";
 import type { Database } from "../db/schema.ts";
 import { previewColumns } from "../messages/message-repository.ts";
 import type { ConversationEncryption } from "../messages/encryption-rules.ts";
+import type { ConversationRetention, RetentionCutoff } from "../retention/retention-policy.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -28,6 +29,9 @@ export interface ConversationViewRow {
   encrypted: boolean;
   blind_search: boolean;
   key_epoch: number;
+  /** The conversation's own retention in seconds, and the one that applies (with the deployment's). */
+  message_retention_seconds: string | null;
+  effective_retention_seconds: string | null;
   my_role: number;
   my_last_read_seq: string;
   unread_count: string;
@@ -46,11 +50,13 @@ export interface ConversationViewRow {
  * shows them. The page is chosen first, from the membership and conversation rows alone; only
  * its rows then look up their last message and DIRECT peer. The unread counters are kept
  * exact by every write that changes them (see migrations/0003_message_lifecycle.sql), so a
- * page costs O(page) whatever the history holds.
+ * page costs O(page) whatever the history holds. A last message past retention (at the
+ * cutoff's clock) is no preview.
  */
-function conversationViews(userId: string, where: RawBuilder<unknown>, orderAndLimit: RawBuilder<unknown>) {
+function conversationViews(userId: string, where: RawBuilder<unknown>, orderAndLimit: RawBuilder<unknown>, cutoff: RetentionCutoff) {
   return sql<ConversationViewRow>`
     select v.*,
+      least(v.message_retention_seconds, ${cutoff.policy.deploymentSeconds}::int8) as effective_retention_seconds,
       (select p.user_id from conversation_members p
         where v.type = ${ConversationKind.DIRECT} and p.conversation_id = v.id and p.user_id <> ${userId}
         limit 1) as direct_peer_id,
@@ -59,19 +65,19 @@ function conversationViews(userId: string, where: RawBuilder<unknown>, orderAndL
       select c.id, c.type, c.name, c.description, c.created_by, c.created_at, c.last_activity_at,
         (extract(epoch from c.last_activity_at) * 1000000)::int8 as activity_us,
         c.last_seq, c.member_count, c.encrypted, c.blind_search, c.key_epoch, m.role as my_role, m.last_read_seq as my_last_read_seq,
-        m.unread_count, m.unread_mention_count
+        m.unread_count, m.unread_mention_count, c.message_retention_seconds, c.retention_floor
       from conversation_members m
       join conversations c on c.id = m.conversation_id
       where m.user_id = ${userId} ${where}
       ${orderAndLimit}
     ) v
-    left join messages lm on lm.conversation_id = v.id and lm.seq = v.last_seq
+    left join messages lm on lm.conversation_id = v.id and lm.seq = v.last_seq and ${cutoff.retainedSql("lm.created_at", "v")}
     ${orderAndLimit}`;
 }
 
 /** The conversation if the user is a member of it. */
-export async function findConversationView(db: Db, conversationId: string, userId: string): Promise<ConversationViewRow | undefined> {
-  const result = await conversationViews(userId, sql`and c.id = ${conversationId}`, sql``).execute(db);
+export async function findConversationView(db: Db, conversationId: string, userId: string, cutoff: RetentionCutoff): Promise<ConversationViewRow | undefined> {
+  const result = await conversationViews(userId, sql`and c.id = ${conversationId}`, sql``, cutoff).execute(db);
   return result.rows[0];
 }
 
@@ -81,11 +87,11 @@ export interface ActivityCursor {
 }
 
 /** The user's conversations, most recent activity first, after the cursor. */
-export async function listConversationViews(db: Db, userId: string, limit: number, after: ActivityCursor | null): Promise<ConversationViewRow[]> {
+export async function listConversationViews(db: Db, userId: string, limit: number, after: ActivityCursor | null, cutoff: RetentionCutoff): Promise<ConversationViewRow[]> {
   const page = after
     ? sql`and ((extract(epoch from c.last_activity_at) * 1000000)::int8, c.id) < (${after.activityUs}::int8, ${after.id}::uuid)`
     : sql``;
-  const result = await conversationViews(userId, page, sql`order by activity_us desc, id desc limit ${limit}`).execute(db);
+  const result = await conversationViews(userId, page, sql`order by activity_us desc, id desc limit ${limit}`, cutoff).execute(db);
   return result.rows;
 }
 
@@ -156,7 +162,7 @@ export async function insertConversation(tx: Db, conversation: NewConversation):
 export async function lockConversation(tx: Transaction<Database>, conversationId: string) {
   return tx
     .selectFrom("conversations")
-    .select(["id", "type", "member_count", "last_seq", "encrypted"])
+    .select(["id", "type", "member_count", "last_seq", "encrypted", "message_retention_seconds", "retention_floor"])
     .where("id", "=", conversationId)
     .forUpdate()
     .executeTakeFirst();
@@ -373,12 +379,25 @@ export async function findMemberConversationEncryption(db: Db, conversationId: s
 
 /**
  * Takes the conversation's lock shared (concurrent reads proceed; sends, deletes, joins and
- * removals, which move the key epoch on, wait) and returns its encryption settings as they
- * stand under it; undefined when there is no such conversation.
+ * removals, which move the key epoch on, wait) and returns its encryption and retention settings
+ * as they stand under it; undefined when there is no such conversation.
  */
-export async function lockConversationShared(tx: Transaction<Database>, conversationId: string): Promise<ConversationEncryption | undefined> {
-  const row = await tx.selectFrom("conversations").select(["encrypted", "blind_search", "key_epoch"]).where("id", "=", conversationId).forShare().executeTakeFirst();
-  return row && { encrypted: row.encrypted, blindSearch: row.blind_search, keyEpoch: row.key_epoch };
+export async function lockConversationShared(tx: Transaction<Database>, conversationId: string): Promise<(ConversationEncryption & ConversationRetention) | undefined> {
+  const row = await tx
+    .selectFrom("conversations")
+    .select(["encrypted", "blind_search", "key_epoch", "message_retention_seconds", "retention_floor"])
+    .where("id", "=", conversationId)
+    .forShare()
+    .executeTakeFirst();
+  return (
+    row && {
+      encrypted: row.encrypted,
+      blindSearch: row.blind_search,
+      keyEpoch: row.key_epoch,
+      message_retention_seconds: row.message_retention_seconds,
+      retention_floor: row.retention_floor,
+    }
+  );
 }
 
 export async function findReadCounters(db: Db, conversationId: string, userId: string): Promise<ReadCounters | undefined> {
@@ -402,7 +421,33 @@ export async function listReadPositions(db: Db, conversationId: string) {
 }
 
 export async function findConversationDetails(db: Db, conversationId: string) {
-  return db.selectFrom("conversations").select(["name", "description"]).where("id", "=", conversationId).executeTakeFirstOrThrow();
+  return db.selectFrom("conversations").select(["name", "description", "message_retention_seconds"]).where("id", "=", conversationId).executeTakeFirstOrThrow();
+}
+
+/**
+ * Sets (or, with null, clears) the conversation's own retention. The floor moves up to the
+ * deadline the conversation had until now, so whatever had passed retention stays gone however
+ * the retention changes. The caller holds the conversation's lock.
+ */
+export async function setMessageRetention(tx: Transaction<Database>, conversationId: string, seconds: number | null, cutoff: RetentionCutoff): Promise<void> {
+  await sql`
+    update conversations set message_retention_seconds = ${seconds}::int8, retention_floor = ${cutoff.deadlineSql("conversations")}
+    where id = ${conversationId}`.execute(tx);
+}
+
+/** The user's role in the conversation with its kind and retention, or undefined when they are not a member. */
+export async function findMemberRetention(
+  db: Db,
+  conversationId: string,
+  userId: string,
+): Promise<({ role: number; type: number } & ConversationRetention) | undefined> {
+  return db
+    .selectFrom("conversation_members as m")
+    .innerJoin("conversations as c", "c.id", "m.conversation_id")
+    .select(["m.role", "c.type", "c.message_retention_seconds", "c.retention_floor"])
+    .where("m.conversation_id", "=", conversationId)
+    .where("m.user_id", "=", userId)
+    .executeTakeFirst();
 }
 
 /** The conversations the user is a member of (a feed's and a presence change's audience). */

@@ -43,6 +43,8 @@ import { newId } from "../ids.ts";
 import * as events from "./conversation-events.ts";
 import { decodePageToken, encodePageToken } from "../page-token.ts";
 import { findUsers } from "../users/user-repository.ts";
+import { parseRetention } from "../retention/retention-duration.ts";
+import type { RetentionPolicy } from "../retention/retention-policy.ts";
 import { boundedText, pageSize, requireSeq, requireUserId, requireUuid } from "../validation.ts";
 import { toConversation, toMember, toReadPosition } from "./conversation-mapper.ts";
 import * as repo from "./conversation-repository.ts";
@@ -58,11 +60,13 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
   readonly #db: Kysely<Database>;
   readonly #limits: Limits;
   readonly #events: EventPublisher;
+  readonly #retention: RetentionPolicy;
 
-  constructor(db: Kysely<Database>, limits: Limits, events: EventPublisher) {
+  constructor(db: Kysely<Database>, limits: Limits, events: EventPublisher, retention: RetentionPolicy) {
     this.#db = db;
     this.#limits = limits;
     this.#events = events;
+    this.#retention = retention;
   }
 
   async createConversation(req: CreateConversationRequest, ctx: HandlerContext) {
@@ -110,7 +114,7 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
         conversationId = await repo.findDirectConversationId(this.#db, userId, peerId, encrypted);
       }
     }
-    const view = conversationId && (await repo.findConversationView(this.#db, conversationId, userId));
+    const view = conversationId && (await repo.findConversationView(this.#db, conversationId, userId, this.#cutoff()));
     if (!view) throw new Error("the direct conversation vanished after it was created");
     return create(CreateConversationResponseSchema, { conversation: toConversation(view), created });
   }
@@ -142,14 +146,14 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
       const now = new Date();
       recorded.push(...members.map((m) => events.memberAdded(id, userId, m.userId, m.role, now)));
     });
-    const view = await repo.findConversationView(this.#db, id, userId);
+    const view = await repo.findConversationView(this.#db, id, userId, this.#cutoff());
     if (!view) throw new Error("the group vanished after it was created");
     return create(CreateConversationResponseSchema, { conversation: toConversation(view), created: true });
   }
 
   async getConversation(req: GetConversationRequest, ctx: HandlerContext) {
     const { userId } = requireCaller(ctx);
-    const view = await repo.findConversationView(this.#db, requireUuid("conversation_id", req.conversationId), userId);
+    const view = await repo.findConversationView(this.#db, requireUuid("conversation_id", req.conversationId), userId, this.#cutoff());
     if (!view) throw new NotFoundError("conversation");
     return create(GetConversationResponseSchema, { conversation: toConversation(view) });
   }
@@ -162,7 +166,7 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
       const token = decodePageToken("conversations", req.pageToken, ["a", "i"] as const);
       after = { activityUs: String(token.a), id: requireUuid("page_token", String(token.i)) };
     }
-    const rows = await repo.listConversationViews(this.#db, userId, limit + 1, after);
+    const rows = await repo.listConversationViews(this.#db, userId, limit + 1, after, this.#cutoff());
     const page = rows.slice(0, limit);
     const last = page.at(-1);
     return create(ListConversationsResponseSchema, {
@@ -171,19 +175,42 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     });
   }
 
+  /**
+   * Groups: admins change the name, the description and the message retention. DIRECT: either
+   * member changes the retention (a DIRECT conversation has no name or description).
+   */
   async updateConversation(req: UpdateConversationRequest, ctx: HandlerContext) {
     const { userId } = requireCaller(ctx);
     const conversationId = requireUuid("conversation_id", req.conversationId);
     const name = req.name === undefined ? undefined : boundedText("name", req.name.trim(), this.#limits.maxNameLength);
     if (name === "") throw new InvalidInputError("name", "must not be empty");
     const description = req.description === undefined ? undefined : boundedText("description", req.description, this.#limits.maxDescriptionLength);
-    await this.#asGroupAdmin(conversationId, userId, async (tx, _locked, recorded) => {
-      await repo.updateConversationDetails(tx, conversationId, {
-        ...(name !== undefined && { name }),
-        ...(description !== undefined && { description }),
-      });
+    const retention = req.messageRetention === undefined ? undefined : parseRetention("message_retention", req.messageRetention);
+    await this.#write(async (tx, recorded) => {
+      const locked = await repo.lockConversation(tx, conversationId);
+      const role = locked && (await repo.findRole(tx, conversationId, userId));
+      if (!locked || role === undefined) throw new NotFoundError("conversation");
+      if (locked.type === repo.ConversationKind.GROUP) {
+        if (role !== repo.Role.ADMIN) throw new PermissionDeniedError("only group admins can do this", "NOT_ADMIN");
+      } else if (name !== undefined || description !== undefined || retention === undefined) {
+        throw new FailedPreconditionError("a DIRECT conversation's members and details cannot change (its message retention can)", "NOT_A_GROUP");
+      }
+      if (name !== undefined || description !== undefined) {
+        await repo.updateConversationDetails(tx, conversationId, {
+          ...(name !== undefined && { name }),
+          ...(description !== undefined && { description }),
+        });
+      }
+      if (retention !== undefined) await repo.setMessageRetention(tx, conversationId, retention, this.#cutoff());
       const after = await repo.findConversationDetails(tx, conversationId);
-      recorded.push(events.conversationUpdated(conversationId, userId, after.name, after.description));
+      recorded.push(
+        events.conversationUpdated(conversationId, userId, {
+          name: after.name,
+          description: after.description,
+          retentionSeconds: after.message_retention_seconds,
+          effectiveRetentionSeconds: this.#retention.effectiveSeconds(after.message_retention_seconds),
+        }),
+      );
     });
     return create(UpdateConversationResponseSchema, { conversation: await this.#view(conversationId, userId) });
   }
@@ -292,7 +319,7 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
     const { userId } = requireCaller(ctx);
     const conversationId = requireUuid("conversation_id", req.conversationId);
     const seq = requireSeq("seq", req.seq, { allowZero: true });
-    const view = await repo.findConversationView(this.#db, conversationId, userId);
+    const view = await repo.findConversationView(this.#db, conversationId, userId, this.#cutoff());
     if (!view) throw new NotFoundError("conversation");
     if (seq > BigInt(view.last_seq)) throw new InvalidInputError("seq", `is beyond the conversation's last message (${view.last_seq})`);
     const counters = await this.#write(async (tx, recorded) => {
@@ -320,7 +347,7 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
   }
 
   async #view(conversationId: string, userId: string) {
-    const view = await repo.findConversationView(this.#db, conversationId, userId);
+    const view = await repo.findConversationView(this.#db, conversationId, userId, this.#cutoff());
     if (!view) throw new NotFoundError("conversation");
     return toConversation(view);
   }
@@ -347,6 +374,11 @@ export class ConversationService implements ServiceImpl<typeof ConversationServi
       if (role !== repo.Role.ADMIN) throw new PermissionDeniedError("only group admins can do this", "NOT_ADMIN");
       return work(tx, locked, recorded);
     });
+  }
+
+  /** The retention rule at this moment (previews of messages past it are left out). */
+  #cutoff() {
+    return this.#retention.at(new Date());
   }
 
   #write<T>(work: (tx: Transaction<Database>, recorded: NewEvent[]) => Promise<T>): Promise<T> {

@@ -39,6 +39,7 @@ import { findNextCreatedAt, readEventsForUser, readFeedPage, readHeads, type Eve
 import { covers, furthest, withPartitionAt, type LogPosition } from "../log/log-position.ts";
 import type { PresenceTracker } from "../presence/presence-tracker.ts";
 import { requireUserId, requireUuid } from "../validation.ts";
+import { deadlinesAt, findRetentionSettings, RetentionPolicy } from "../retention/index.ts";
 import type { FeedHub } from "./feed-hub.ts";
 import type { FeedSubscription } from "./feed-subscription.ts";
 import { isVisibleTo, membershipAt, membershipChange } from "./membership-filter.ts";
@@ -63,6 +64,8 @@ export interface EventServiceOptions {
   bus: EventBus;
   presence: PresenceTracker;
   feed: FeedConfig;
+  /** The deployment's retention: a replay sends no event about a message past retention. None by default. */
+  retention?: RetentionPolicy;
 }
 
 export class EventService implements ServiceImpl<typeof EventServiceDesc> {
@@ -168,13 +171,19 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
     const ownEvents = await readEventsForUser(db, userId, requested);
     const following = membershipAt(current, ownEvents, userId);
     const candidates = [...new Set([...following, ...current, ...ownEvents.flatMap((e) => (e.conversationId ? [e.conversationId] : []))])];
+    // Read once; each page applies the deadlines of its own moment.
+    const retention = this.#options.retention ?? new RetentionPolicy(null);
+    const retentionSettings = await findRetentionSettings(db, candidates, retention.deploymentSeconds !== null);
     do {
       subscription.resetAfterCatchUp();
       for (;;) {
-        const page = await readFeedPage(db, candidates, userId, delivered, REPLAY_PAGE);
+        const deadlines = deadlinesAt(retention.at(new Date()), retentionSettings);
+        const page = await readFeedPage(db, candidates, userId, delivered, REPLAY_PAGE, deadlines);
         for (const stored of page) {
           delivered = withPartitionAt(delivered, stored.partition, stored.position);
           if (!isVisibleTo(stored, userId, following)) continue;
+          // About a message past retention, or scrubbed by the sweeper: the position moves on, nothing is sent.
+          if (stored.withheld || stored.event.kind.case === undefined) continue;
           const change = membershipChange(stored, userId);
           if (change && "follow" in change) following.add(change.follow);
           if (change && "unfollow" in change) following.delete(change.unfollow);

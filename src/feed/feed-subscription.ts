@@ -50,6 +50,8 @@ export class FeedSubscription {
   /** Called by the hub, in log order, for every event routed to this stream. */
   offer(stored: StoredEvent, at: LogPosition): void {
     if (!isVisibleTo(stored, this.userId, this.conversations)) return;
+    // A row the retention sweeper scrubbed (read back by a hole fill) delivers nothing.
+    if (stored.event.kind.case === undefined) return;
     const change = membershipChange(stored, this.userId);
     if (change && "follow" in change) this.#index.follow(this, change.follow);
     if (change && "unfollow" in change) this.#index.unfollow(this, change.unfollow);

@@ -123,11 +123,26 @@ export async function appendEvents(tx: Transaction<Database>, layout: EventLogLa
   }));
 }
 
-/** The message whose content the event carries and the one it quotes (so a delete can erase them). */
+/**
+ * The message the event is about (whose content it carries, for message_created and
+ * message_edited) and the one it quotes: so a delete can erase them, and so a replay and the
+ * retention sweeper can leave out or scrub the events of a message past retention.
+ */
 function messageSeqs(event: Event): { message_seq: string | null; reply_to_seq: string | null } {
   const { kind } = event;
-  const message = kind.case === "messageCreated" || kind.case === "messageEdited" ? kind.value.message : undefined;
-  return { message_seq: message?.seq.toString() ?? null, reply_to_seq: message?.replyToSeq?.toString() ?? null };
+  switch (kind.case) {
+    case "messageCreated":
+    case "messageEdited": {
+      const message = kind.value.message;
+      return { message_seq: message?.seq.toString() ?? null, reply_to_seq: message?.replyToSeq?.toString() ?? null };
+    }
+    case "messageDeleted":
+    case "reactionAdded":
+    case "reactionRemoved":
+      return { message_seq: kind.value.messageSeq.toString(), reply_to_seq: null };
+    default:
+      return { message_seq: null, reply_to_seq: null };
+  }
 }
 
 interface EventRow {
@@ -164,24 +179,79 @@ export async function readRange(db: Db, partition: number, from: bigint, to: big
 }
 
 /**
+ * A feed event as a replay reads it: `withheld` when it is about a message past retention (the
+ * replay moves past it without sending it); its quote of a message past retention is already
+ * taken out of the payload.
+ */
+export interface FeedPageEvent extends StoredEvent {
+  withheld: boolean;
+}
+
+/**
  * A page of candidate feed events after a log position: those of the given conversations, plus
  * those addressed to the user, ordered by (partition, position). The caller filters them by
  * membership at each position (a conversation's events, its membership changes among them, all
  * stand in one partition, so this order is their log order).
+ *
+ * `deadlines` holds the retention deadline of each candidate conversation that has one (created
+ * at or before it: past retention). An event about a message (message_seq) that is past it, or
+ * gone, comes back withheld; one quoting such a message (reply_to_seq) comes back without the
+ * quote. Rows are never left out, so pages stay full and positions move past every event. With
+ * no deadlines the query is the plain one: the check costs nothing where no retention applies,
+ * and otherwise one primary-key probe per message event.
  */
-export async function readFeedPage(db: Db, conversationIds: readonly string[], userId: string, after: LogPosition, limit: number): Promise<StoredEvent[]> {
+export async function readFeedPage(
+  db: Db,
+  conversationIds: readonly string[],
+  userId: string,
+  after: LogPosition,
+  limit: number,
+  deadlines: ReadonlyMap<string, Date> = new Map(),
+): Promise<FeedPageEvent[]> {
   const afterArray = after.map(String);
-  const result = await sql<EventRow>`
-    select partition, position, conversation_id, target_user_id, payload from (
-      (select e.partition, e.position, e.conversation_id, e.target_user_id, e.payload from events e
+  const columns = deadlines.size === 0
+    ? sql`e.partition, e.position, e.conversation_id, e.target_user_id, e.payload`
+    : sql`e.partition, e.position, e.conversation_id, e.target_user_id, e.payload, e.message_seq, e.reply_to_seq`;
+  const page = sql`
+      (select ${columns} from events e
         where e.conversation_id = any(${[...conversationIds]}::uuid[]) and e.position > (${afterArray}::int8[])[e.partition + 1]
         order by e.partition, e.position limit ${limit})
       union
-      (select e.partition, e.position, e.conversation_id, e.target_user_id, e.payload from events e
+      (select ${columns} from events e
         where e.target_user_id = ${userId} and e.position > (${afterArray}::int8[])[e.partition + 1]
-        order by e.partition, e.position limit ${limit})
-    ) page order by partition, position limit ${limit}`.execute(db);
-  return result.rows.map(toStored);
+        order by e.partition, e.position limit ${limit})`;
+  if (deadlines.size === 0) {
+    const result = await sql<EventRow>`
+      select partition, position, conversation_id, target_user_id, payload from (${page}) page
+      order by partition, position limit ${limit}`.execute(db);
+    return result.rows.map((row) => ({ ...toStored(row), withheld: false }));
+  }
+  const ids = [...deadlines.keys()];
+  const result = await sql<EventRow & { withheld: boolean; quote_gone: boolean }>`
+    select p.partition, p.position, p.conversation_id, p.target_user_id, p.payload,
+      case when p.message_seq is null or r.deadline is null then false
+        else not exists (select 1 from messages m
+          where m.conversation_id = p.conversation_id and m.seq = p.message_seq and m.created_at > r.deadline) end as withheld,
+      case when p.reply_to_seq is null or r.deadline is null then false
+        else not exists (select 1 from messages q
+          where q.conversation_id = p.conversation_id and q.seq = p.reply_to_seq and q.created_at > r.deadline) end as quote_gone
+    from (select * from (${page}) u order by partition, position limit ${limit}) p
+    left join unnest(${ids}::uuid[], ${ids.map((id) => deadlines.get(id)!.toISOString())}::timestamptz[]) as r(id, deadline)
+      on r.id = p.conversation_id
+    order by p.partition, p.position`.execute(db);
+  return result.rows.map((row) => {
+    const payload = row.quote_gone && !row.withheld ? withoutQuote(row.payload) : row.payload;
+    return { ...toStored({ ...row, payload }), withheld: row.withheld };
+  });
+}
+
+/** The payload with the quoted message's preview taken out of the message it carries. */
+function withoutQuote(payload: Uint8Array): Uint8Array {
+  const event = fromBinary(EventSchema, payload);
+  const { kind } = event;
+  if ((kind.case !== "messageCreated" && kind.case !== "messageEdited") || !kind.value.message?.replyTo) return payload;
+  kind.value.message.replyTo = undefined;
+  return toBinary(EventSchema, event);
 }
 
 /** Events addressed to the user after a log position (their own membership changes among them). */
@@ -242,7 +312,11 @@ export async function rewriteMessageEvents(tx: Transaction<Database>, conversati
     .execute();
   await replacePayloads(
     tx,
-    rows.map((row) => ({ partition: row.partition, position: row.position, payload: toBinary(EventSchema, rewrite(fromBinary(EventSchema, row.payload))) })),
+    rows.flatMap((row) => {
+      const payload = toBinary(EventSchema, rewrite(fromBinary(EventSchema, row.payload)));
+      // Events about the message that carry no content (reactions) come back as they were.
+      return Buffer.from(payload).equals(row.payload) ? [] : [{ partition: row.partition, position: row.position, payload }];
+    }),
   );
 }
 
@@ -300,5 +374,36 @@ export async function rewriteUserEvents(db: Db, targetUserIds: readonly string[]
     return event ? [{ partition: row.partition, position: row.position, payload: toBinary(EventSchema, event) }] : [];
   });
   await replacePayloads(db, changed);
+  return changed.length;
+}
+
+/**
+ * Scrubs the stored events of messages that passed retention (the sweeper deletes the messages
+ * in the same transaction): every event about one of them becomes a bare event (id,
+ * conversation and time; no kind, no actor), which no stream delivers, and the events quoting
+ * one lose the quote. The rows stay, so each partition's positions stay gapless for the feed
+ * hub and for cursors. Returns how many rows changed.
+ */
+export async function scrubMessageEvents(tx: Transaction<Database>, conversationId: string, seqs: readonly string[]): Promise<number> {
+  if (seqs.length === 0) return 0;
+  const doomed = new Set(seqs);
+  const rows = await sql<{ partition: number; position: string; payload: Uint8Array; message_seq: string | null }>`
+    select partition, position, payload, message_seq from events
+    where conversation_id = ${conversationId} and (message_seq = any(${seqs}::int8[]) or reply_to_seq = any(${seqs}::int8[]))`.execute(tx);
+  const changed = rows.rows.map((row) => {
+    const event = fromBinary(EventSchema, row.payload);
+    if (row.message_seq !== null && doomed.has(String(row.message_seq))) {
+      const bare = create(EventSchema, { id: event.id, conversationId: event.conversationId, ...(event.createdAt && { createdAt: event.createdAt }) });
+      return { partition: row.partition, position: row.position, payload: toBinary(EventSchema, bare) };
+    }
+    return { partition: row.partition, position: row.position, payload: withoutQuote(row.payload) };
+  });
+  if (changed.length === 0) return 0;
+  await sql`
+    update events e set payload = c.payload,
+      reply_to_seq = case when e.reply_to_seq = any(${seqs}::int8[]) then null else e.reply_to_seq end
+    from unnest(${changed.map((c) => c.partition)}::int2[], ${changed.map((c) => String(c.position))}::int8[], ${changed.map((c) => c.payload)}::bytea[])
+      as c(partition, position, payload)
+    where e.partition = c.partition and e.position = c.position`.execute(tx);
   return changed.length;
 }

@@ -26,7 +26,8 @@ import { toMedia } from "./media-mapper.ts";
 import { findMedia, insertMedia, type MediaRow } from "./media-repository.ts";
 import { CONTENT_TYPES, detectMediaType } from "./media-type.ts";
 import { MediaType } from "../../gen/parley/v1/media_pb.ts";
-import { findMemberConversationEncryption } from "../conversations/conversation-repository.ts";
+import { findMemberConversationEncryption, findMemberRetention } from "../conversations/conversation-repository.ts";
+import { RetentionPolicy } from "../retention/retention-policy.ts";
 import type { MalwareScanner } from "./malware-scan.ts";
 
 /** What an encrypted attachment is, to anyone but the members' devices. */
@@ -46,6 +47,8 @@ export interface MediaServiceOptions {
    * Encrypted attachments are not scanned: they are ciphertext, in which no signature can match.
    */
   scanner?: MalwareScanner | null;
+  /** The deployment's retention: an attachment past its conversation's retention is gone. None by default. */
+  retention?: RetentionPolicy;
 }
 
 export class MediaService implements ServiceImpl<typeof MediaServiceDesc> {
@@ -117,9 +120,14 @@ export class MediaService implements ServiceImpl<typeof MediaServiceDesc> {
     return row;
   }
 
-  /** An attachment is for its conversation's current members; other media, as mayRead decides. */
+  /**
+   * An attachment is for its conversation's current members while it is within the
+   * conversation's retention (as its messages are); other media, as mayRead decides.
+   */
   async #mayRead(userId: string, row: MediaRow): Promise<boolean> {
     if (row.conversation_id === null) return this.#options.mayRead(userId, row, new Date());
-    return (await findMemberConversationEncryption(this.#options.db, row.conversation_id, userId)) !== undefined;
+    const member = await findMemberRetention(this.#options.db, row.conversation_id, userId);
+    const retention = this.#options.retention ?? new RetentionPolicy(null);
+    return member !== undefined && retention.at(new Date()).retains(member, row.created_at);
   }
 }

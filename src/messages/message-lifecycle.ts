@@ -27,14 +27,17 @@ import { contentColumns } from "./message-content.ts";
 import { toMessage } from "./message-mapper.ts";
 import { findMessage, lockConversations, lockMessage, type MessageRow, type MessageWithReplyRow } from "./message-repository.ts";
 import type { MessageContent } from "./message-content.ts";
+import { RetentionPolicy } from "../retention/retention-policy.ts";
 
 export class MessageLifecycle {
   readonly #db: Kysely<Database>;
   readonly #events: EventPublisher;
+  readonly #retention: RetentionPolicy;
 
-  constructor(db: Kysely<Database>, events: EventPublisher) {
+  constructor(db: Kysely<Database>, events: EventPublisher, retention = new RetentionPolicy(null)) {
     this.#db = db;
     this.#events = events;
+    this.#retention = retention;
   }
 
   /**
@@ -46,7 +49,9 @@ export class MessageLifecycle {
       const encryption = await lockConversationShared(tx, conversationId);
       if (!encryption || (await findRole(tx, conversationId, userId)) === undefined) throw new NotFoundError("conversation");
       const message = await lockMessage(tx, conversationId, seq);
-      if (!message) throw new NotFoundError("message");
+      const deadline = this.#retention.at(new Date()).deadline(encryption);
+      // Past retention it is gone, whether or not the sweeper has deleted it yet.
+      if (!message || (deadline !== null && message.created_at <= deadline)) throw new NotFoundError("message");
       if (message.deleted_at) throw new FailedPreconditionError("a deleted message cannot be edited", "MESSAGE_DELETED");
       if (message.sender_id !== userId) throw new PermissionDeniedError("only the sender can edit a message", "NOT_SENDER");
       const wasEncrypted = message.envelope_ciphertext !== null;
@@ -62,7 +67,7 @@ export class MessageLifecycle {
         await deleteBlindTokens(tx, conversationId, seq.toString());
         await insertBlindTokens(tx, [{ conversationId, seq: seq.toString(), keyEpoch: encryption.keyEpoch, tokens: searchTokens }]);
       }
-      const edited = (await findMessage(tx, conversationId, seq))!; // with its reply preview
+      const edited = (await findMessage(tx, conversationId, seq, deadline))!; // with its reply preview
       recorded.push({
         conversationId,
         actorId: userId,
@@ -79,7 +84,7 @@ export class MessageLifecycle {
       const role = conversation && (await findRole(tx, conversationId, userId));
       if (!conversation || role === undefined) throw new NotFoundError("conversation");
       const message = await lockMessage(tx, conversationId, seq);
-      if (!message) throw new NotFoundError("message");
+      if (!message || !this.#retention.at(new Date()).retains(conversation, message.created_at)) throw new NotFoundError("message");
       const moderated = message.sender_id !== userId;
       if (moderated && !(conversation.type === ConversationKind.GROUP && role === Role.ADMIN)) {
         throw new PermissionDeniedError("only the sender or a group admin can delete a message", "NOT_SENDER");

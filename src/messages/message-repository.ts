@@ -2,6 +2,7 @@
 import { sql, type Insertable, type Kysely, type RawBuilder, type Selectable, type Transaction } from "kysely";
 import type { Database, MessagesTable } from "../db/schema.ts";
 import type { ConversationEncryption } from "./encryption-rules.ts";
+import type { RetentionCutoff } from "../retention/retention-policy.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -142,11 +143,30 @@ export function previewColumns(alias: string, prefix: string) {
     (${a}.deleted_at is not null) as ${p}_deleted`;
 }
 
-/** Messages joined with the message each one replies to, for reads. */
-function selectWithReply(db: Db) {
-  return db
+/**
+ * What a read keeps of a conversation's history: messages created after a deadline (one
+ * conversation's, computed by the caller), or after each message's own conversation's deadline
+ * at a cutoff (reads across conversations), or everything (null).
+ */
+export type RetainedAfter = Date | RetentionCutoff | null;
+
+/**
+ * Messages joined with the message each one replies to, for reads. A message past retention
+ * is not read; a reply quoting one has no preview, as after the sweeper deleted it.
+ */
+function selectWithReply(db: Db, retained: RetainedAfter) {
+  const cutoff = retained !== null && !(retained instanceof Date) ? retained : null;
+  const deadline = retained instanceof Date ? retained : null;
+  const query = db
     .selectFrom("messages as m")
-    .leftJoin("messages as r", (join) => join.onRef("r.conversation_id", "=", "m.conversation_id").onRef("r.seq", "=", "m.reply_to_seq"))
+    // With a cutoff, the message's conversation row (alias "c") gives the retention columns.
+    .$if(cutoff !== null, (qb) => qb.innerJoin("conversations as c", "c.id", "m.conversation_id"))
+    .leftJoin("messages as r", (join) => {
+      const same = join.onRef("r.conversation_id", "=", "m.conversation_id").onRef("r.seq", "=", "m.reply_to_seq");
+      if (deadline) return same.on("r.created_at", ">", deadline);
+      if (cutoff) return same.on(cutoff.retainedSql("r.created_at", "c"));
+      return same;
+    })
     .selectAll("m")
     .select([
       "r.sender_id as reply_sender_id",
@@ -155,23 +175,30 @@ function selectWithReply(db: Db) {
       sql<boolean | null>`r.envelope_ciphertext is not null`.as("reply_encrypted"),
       sql<boolean | null>`r.deleted_at is not null`.as("reply_deleted"),
     ]);
+  if (deadline) return query.where("m.created_at", ">", deadline);
+  if (cutoff) return query.where(cutoff.retainedSql("m.created_at", "c"));
+  return query;
 }
 
-export async function findMessage(db: Db, conversationId: string, seq: bigint): Promise<MessageWithReplyRow | undefined> {
-  return selectWithReply(db).where("m.conversation_id", "=", conversationId).where("m.seq", "=", seq.toString()).executeTakeFirst();
+/** One message (with its reply preview), unless it is past the deadline. */
+export async function findMessage(db: Db, conversationId: string, seq: bigint, retained: Date | null = null): Promise<MessageWithReplyRow | undefined> {
+  return selectWithReply(db, retained).where("m.conversation_id", "=", conversationId).where("m.seq", "=", seq.toString()).executeTakeFirst();
 }
 
-/** The messages at these positions, with their reply previews (for a batch just inserted). */
-export async function findMessagesWithReply(db: Db, at: readonly { conversation_id: string; seq: string }[]): Promise<MessageWithReplyRow[]> {
+/**
+ * The messages at these positions, with their reply previews (for a batch just inserted, a
+ * retry, or search hits); with a cutoff, only those still retained in their conversations.
+ */
+export async function findMessagesWithReply(db: Db, at: readonly { conversation_id: string; seq: string }[], retained: RetentionCutoff | null = null): Promise<MessageWithReplyRow[]> {
   if (at.length === 0) return [];
-  return selectWithReply(db)
+  return selectWithReply(db, retained)
     .where(sql<boolean>`(m.conversation_id, m.seq) in (select * from unnest(${at.map((r) => r.conversation_id)}::uuid[], ${at.map((r) => r.seq)}::int8[]))`)
     .execute();
 }
 
-/** A page of history: seq below `from` descending, or above it ascending. */
-export async function listMessages(db: Db, conversationId: string, direction: "backward" | "forward", from: bigint | null, limit: number) {
-  let query = selectWithReply(db).where("m.conversation_id", "=", conversationId);
+/** A page of history: seq below `from` descending, or above it ascending; nothing past the deadline. */
+export async function listMessages(db: Db, conversationId: string, direction: "backward" | "forward", from: bigint | null, limit: number, retained: Date | null = null) {
+  let query = selectWithReply(db, retained).where("m.conversation_id", "=", conversationId);
   if (from !== null) query = query.where("m.seq", direction === "backward" ? "<" : ">", from.toString());
   return query.orderBy("m.seq", direction === "backward" ? "desc" : "asc").limit(limit).execute();
 }

@@ -28,7 +28,8 @@ import {
 } from "../../gen/parley/v1/message_service_pb.ts";
 import { requireCaller } from "../auth/user-context.ts";
 import type { Limits } from "../config.ts";
-import { findRole, Role } from "../conversations/conversation-repository.ts";
+import { findMemberRetention, findRole, Role } from "../conversations/conversation-repository.ts";
+import { RetentionPolicy } from "../retention/retention-policy.ts";
 import type { Database } from "../db/schema.ts";
 import { InvalidInputError, NotFoundError, PermissionDeniedError } from "../errors.ts";
 import type { EventPublisher } from "../log/event-publisher.ts";
@@ -58,10 +59,13 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
   readonly #reactions: ReactionBatcher;
   readonly #limits: Limits;
   readonly #lifecycle: MessageLifecycle;
+  readonly #retention: RetentionPolicy;
 
-  constructor(db: Kysely<Database>, sends: SendBatcher, reactions: ReactionBatcher, limits: Limits, events: EventPublisher) {
+  /** `retention` is the deployment's (conversations' own retentions are read with them); none by default. */
+  constructor(db: Kysely<Database>, sends: SendBatcher, reactions: ReactionBatcher, limits: Limits, events: EventPublisher, retention = new RetentionPolicy(null)) {
     this.#db = db;
-    this.#lifecycle = new MessageLifecycle(db, events);
+    this.#retention = retention;
+    this.#lifecycle = new MessageLifecycle(db, events, retention);
     this.#sends = sends;
     this.#reactions = reactions;
     this.#limits = limits;
@@ -86,8 +90,8 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
       direction = token.d === "f" ? "forward" : "backward";
       from = BigInt(String(token.s));
     }
-    await this.#requireMember(conversationId, userId);
-    const rows = await listMessages(this.#db, conversationId, direction, from, limit + 1);
+    const retainedAfter = await this.#memberDeadline(conversationId, userId);
+    const rows = await listMessages(this.#db, conversationId, direction, from, limit + 1, retainedAfter);
     const page = rows.slice(0, limit);
     const last = page.at(-1);
     const more = rows.length > limit && last !== undefined;
@@ -172,17 +176,24 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
     });
   }
 
-  /** One message as a member sees it; NOT_FOUND for non-members and unknown seqs. */
+  /** One message as a member sees it; NOT_FOUND for non-members, unknown seqs and messages past retention. */
   async #read(conversationId: string, seq: bigint, userId: string) {
-    await this.#requireMember(conversationId, userId);
-    const row = await findMessage(this.#db, conversationId, seq);
+    const retainedAfter = await this.#memberDeadline(conversationId, userId);
+    const row = await findMessage(this.#db, conversationId, seq, retainedAfter);
     if (!row) throw new NotFoundError("message");
     const [message] = await toMessagesWithReactions(this.#db, [row], userId);
     return message!;
   }
 
-  async #requireMember(conversationId: string, userId: string): Promise<void> {
-    if ((await findRole(this.#db, conversationId, userId)) === undefined) throw new NotFoundError("conversation");
+  /**
+   * NOT_FOUND unless the user is a member; else the conversation's retention deadline now
+   * (messages created at or before it are gone), or null when it keeps everything. One query,
+   * as the membership check alone was.
+   */
+  async #memberDeadline(conversationId: string, userId: string): Promise<Date | null> {
+    const member = await findMemberRetention(this.#db, conversationId, userId);
+    if (!member) throw new NotFoundError("conversation");
+    return this.#retention.at(new Date()).deadline(member);
   }
 
   /**

@@ -27,6 +27,7 @@ import { encryptionViolation } from "./encryption-rules.ts";
 import { insertBlindTokens, type MessageTokens } from "../search/blind-index-repository.ts";
 import * as repo from "./message-repository.ts";
 import type { MessageRow, NewMessageRow } from "./message-repository.ts";
+import { RetentionPolicy } from "../retention/retention-policy.ts";
 
 /** A validated send, ready to be stored. */
 export interface SendCommand {
@@ -46,7 +47,10 @@ export interface SendCommand {
 }
 
 /** Batch size, concurrency and the after-commit hook (it receives the message-created events). */
-export type SendBatcherOptions = GroupCommitOptions;
+export interface SendBatcherOptions extends GroupCommitOptions {
+  /** The deployment's retention: a reply quoting a message past retention gets no preview. None by default. */
+  retention?: RetentionPolicy;
+}
 
 /** While a batch is written: a stored row, the index of an identical send in the same batch, or an error. */
 type Outcome = { row: MessageRow } | { sameAs: number } | { error: Error };
@@ -54,9 +58,11 @@ type Outcome = { row: MessageRow } | { sameAs: number } | { error: Error };
 export class SendBatcher {
   readonly #queue: GroupCommit<SendCommand, MessageRow>;
   readonly #log: EventLogLayout;
+  readonly #retention: RetentionPolicy;
 
-  constructor(db: Kysely<Database>, log: EventLogLayout, options: SendBatcherOptions = {}) {
+  constructor(db: Kysely<Database>, log: EventLogLayout, { retention = new RetentionPolicy(null), ...options }: SendBatcherOptions = {}) {
     this.#log = log;
+    this.#retention = retention;
     const partitionOfSend = (command: SendCommand) => partitionOf(command.conversationId, log.partitions);
     this.#queue = new GroupCommit(db, (tx, commands) => this.#write(tx, commands), partitionOfSend, options);
   }
@@ -121,8 +127,10 @@ export class SendBatcher {
 
     const touched = new Map([...new Set(newRows.map((r) => r.conversation_id))].map((id) => [id, lastSeqs.get(id)!]));
     const inserted = new Map((await repo.insertMessages(tx, newRows)).map((row) => [`${row.conversation_id}/${row.seq}`, row]));
-    // Replies carry a preview of the message they quote, in the response and the event.
-    const replies = await repo.findMessagesWithReply(tx, [...inserted.values()].filter((row) => row.reply_to_seq !== null));
+    // Replies carry a preview of the message they quote, in the response and the event; none
+    // when it is past retention. Only batches with replies pay for this query (and its join).
+    const replying = [...inserted.values()].filter((row) => row.reply_to_seq !== null);
+    const replies = await repo.findMessagesWithReply(tx, replying, this.#retention.at(new Date()));
     for (const row of replies) inserted.set(`${row.conversation_id}/${row.seq}`, row);
     const insertedInOrder = newRows.map((r) => inserted.get(`${r.conversation_id}/${r.seq}`)!);
     await repo.advanceConversations(tx, touched, insertedInOrder);

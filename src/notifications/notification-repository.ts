@@ -2,6 +2,7 @@
 import { sql, type Kysely, type Selectable, type Transaction } from "kysely";
 import type { Database, NotificationsTable } from "../db/schema.ts";
 import { previewColumns } from "../messages/message-repository.ts";
+import type { RetentionCutoff } from "../retention/retention-policy.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -105,15 +106,20 @@ export type ListedNotificationRow = NotificationRow & {
   msg_deleted: boolean | null;
 };
 
-/** A user's notifications, newest first, with a preview of their message as it is now. */
-export async function listNotifications(db: Db, userId: string, unreadOnly: boolean, limit: number, after: NotificationCursor | null) {
+/**
+ * A user's notifications, newest first, with a preview of their message as it is now: none once
+ * the message is past retention (at the cutoff), as once the sweeper deleted it.
+ */
+export async function listNotifications(db: Db, userId: string, unreadOnly: boolean, limit: number, after: NotificationCursor | null, cutoff: RetentionCutoff) {
   const page = after ? sql`and ((extract(epoch from n.created_at) * 1000000)::int8, n.id) < (${after.createdUs}::int8, ${after.id}::uuid)` : sql``;
   const unread = unreadOnly ? sql`and n.read_at is null` : sql``;
   const result = await sql<ListedNotificationRow>`
     select n.*, (extract(epoch from n.created_at) * 1000000)::int8 as created_us,
       ${previewColumns("msg", "msg")}
     from notifications n
+    left join conversations c on n.message_seq > 0 and c.id = n.conversation_id
     left join messages msg on n.message_seq > 0 and msg.conversation_id = n.conversation_id and msg.seq = n.message_seq
+      and ${cutoff.retainedSql("msg.created_at", "c")}
     where n.user_id = ${userId} ${unread} ${page}
     order by n.created_at desc, n.id desc limit ${limit}`.execute(db);
   return result.rows;

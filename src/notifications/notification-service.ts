@@ -26,6 +26,7 @@ import { decodePageToken, encodePageToken } from "../page-token.ts";
 import { isUuid, pageSize, requireUuid } from "../validation.ts";
 import { fromLevel, toListedNotification, toSettings } from "./notification-mapper.ts";
 import * as repo from "./notification-repository.ts";
+import { RetentionPolicy } from "../retention/retention-policy.ts";
 
 const DEFAULT_PAGE = 20;
 const MAX_PAGE = 100;
@@ -33,9 +34,12 @@ const MAX_MARK_IDS = 500;
 
 export class NotificationService implements ServiceImpl<typeof NotificationServiceDesc> {
   readonly #db: Kysely<Database>;
+  readonly #retention: RetentionPolicy;
 
-  constructor(db: Kysely<Database>) {
+  /** `retention` is the deployment's: previews of messages past retention are left out. None by default. */
+  constructor(db: Kysely<Database>, retention = new RetentionPolicy(null)) {
     this.#db = db;
+    this.#retention = retention;
   }
 
   async listNotifications(req: ListNotificationsRequest, ctx: HandlerContext) {
@@ -47,7 +51,7 @@ export class NotificationService implements ServiceImpl<typeof NotificationServi
       if (Boolean(token.u) !== req.unreadOnly) throw new InvalidInputError("page_token", "was issued for another unread_only");
       after = { createdUs: String(token.t), id: requireUuid("page_token", String(token.i)) };
     }
-    const rows = await repo.listNotifications(this.#db, userId, req.unreadOnly, limit + 1, after);
+    const rows = await repo.listNotifications(this.#db, userId, req.unreadOnly, limit + 1, after, this.#retention.at(new Date()));
     const page = rows.slice(0, limit);
     const last = page.at(-1);
     return create(ListNotificationsResponseSchema, {

@@ -31,6 +31,7 @@ import { partitionOf } from "../log/partitions.ts";
 import { toReactionSummaries } from "./reaction-mapper.ts";
 import * as repo from "./reaction-repository.ts";
 import type { ReactionKey } from "./reaction-repository.ts";
+import { RetentionPolicy } from "../retention/retention-policy.ts";
 
 /** A validated reaction change, ready to be stored. */
 export interface ReactionCommand {
@@ -61,6 +62,8 @@ export interface ReactionBatcherOptions {
   maxBatch?: number;
   /** Most batch transactions running at once (each holds a pool connection). */
   maxInFlight?: number;
+  /** The deployment's retention: a message past retention takes no reactions (NOT_FOUND). None by default. */
+  retention?: RetentionPolicy;
 }
 
 type Outcome = BatchOutcome<ReactionOutcome>;
@@ -68,9 +71,11 @@ type Outcome = BatchOutcome<ReactionOutcome>;
 export class ReactionBatcher {
   readonly #queue: GroupCommit<ReactionCommand, ReactionOutcome>;
   readonly #log: EventLogLayout;
+  readonly #retention: RetentionPolicy;
 
-  constructor(db: Kysely<Database>, log: EventLogLayout, onCommitted: OnReactionsCommitted, options: ReactionBatcherOptions = {}) {
+  constructor(db: Kysely<Database>, log: EventLogLayout, onCommitted: OnReactionsCommitted, { retention = new RetentionPolicy(null), ...options }: ReactionBatcherOptions = {}) {
     this.#log = log;
+    this.#retention = retention;
     const partitionOfReaction = (command: ReactionCommand) => partitionOf(command.conversationId, log.partitions);
     this.#queue = new GroupCommit(db, (tx, commands) => this.#write(tx, commands), partitionOfReaction, { ...options, onCommitted });
   }
@@ -87,7 +92,7 @@ export class ReactionBatcher {
 
   async #write(tx: Transaction<Database>, commands: ReactionCommand[]): Promise<{ outcomes: Outcome[]; events: StoredEvent[] }> {
     const keys = commands.map((c): ReactionKey => ({ conversationId: c.conversationId, seq: c.seq.toString(), emoji: c.emoji, userId: c.userId }));
-    const allowed = await repo.lockReactionTargets(tx, uniqueBy(keys, repo.targetKey));
+    const allowed = await repo.lockReactionTargets(tx, uniqueBy(keys, repo.targetKey), this.#retention.at(new Date()));
     const changed: boolean[] = commands.map(() => false);
     const live = commands.map((_, i) => i).filter((i) => allowed.has(repo.targetKey(keys[i]!)));
 

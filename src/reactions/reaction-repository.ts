@@ -5,6 +5,7 @@
  */
 import { sql, type Kysely, type Transaction } from "kysely";
 import type { Database } from "../db/schema.ts";
+import type { RetentionCutoff } from "../retention/retention-policy.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -53,7 +54,7 @@ export function countKey(k: { conversationId: string; seq: string; emoji: string
 
 /**
  * The targets whose user is a member of the conversation and whose message exists (and is
- * not deleted: a tombstone takes no reactions), keyed by
+ * not deleted: a tombstone takes no reactions; nor past retention at the cutoff), keyed by
  * targetKey. Locks what the batch depends on until commit: each message row (FOR NO KEY
  * UPDATE, taken in (conversation, seq) order so concurrent batches never deadlock) serializes
  * every reaction write to that message, so the reads and upserts that follow see no
@@ -61,14 +62,15 @@ export function countKey(k: { conversationId: string; seq: string; emoji: string
  * committing between this check and the reaction. Neither lock blocks sends, reads, replies,
  * read receipts or role changes.
  */
-export async function lockReactionTargets(tx: Transaction<Database>, targets: readonly ReactionTarget[]): Promise<Set<string>> {
+export async function lockReactionTargets(tx: Transaction<Database>, targets: readonly ReactionTarget[], cutoff: RetentionCutoff): Promise<Set<string>> {
   if (targets.length === 0) return new Set();
   const result = await sql<{ conversation_id: string; seq: string; user_id: string }>`
     select k.c as conversation_id, k.s as seq, k.u as user_id
     from unnest(${targets.map((t) => t.conversationId)}::uuid[], ${targets.map((t) => t.seq)}::int8[],
                 ${targets.map((t) => t.userId)}::text[]) as k(c, s, u)
     join conversation_members m on m.conversation_id = k.c and m.user_id = k.u
-    join messages msg on msg.conversation_id = k.c and msg.seq = k.s and msg.deleted_at is null
+    join conversations c on c.id = k.c
+    join messages msg on msg.conversation_id = k.c and msg.seq = k.s and msg.deleted_at is null and ${cutoff.retainedSql("msg.created_at", "c")}
     order by msg.conversation_id, msg.seq
     for no key update of msg for key share of m`.execute(tx);
   return new Set(result.rows.map((r) => targetKey({ conversationId: r.conversation_id, seq: r.seq, userId: r.user_id })));

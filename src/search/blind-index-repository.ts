@@ -6,6 +6,7 @@
  */
 import { sql, type Kysely, type Transaction } from "kysely";
 import type { Database } from "../db/schema.ts";
+import type { RetentionCutoff } from "../retention/retention-policy.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -51,10 +52,11 @@ export interface BlindHitRow {
 }
 
 /**
- * Messages (not deleted) that carry all tokens of one of the matches, newest first. Each match
- * is answered from the token index; the filters and the order apply to what they found.
+ * Messages (not deleted, not past retention at the cutoff) that carry all tokens of one of the
+ * matches, newest first. Each match is answered from the token index; the filters and the
+ * order apply to what they found.
  */
-export async function findBlindMatches(db: Db, matches: readonly BlindMatch[], filter: BlindSearchFilter): Promise<BlindHitRow[]> {
+export async function findBlindMatches(db: Db, matches: readonly BlindMatch[], filter: BlindSearchFilter, cutoff: RetentionCutoff): Promise<BlindHitRow[]> {
   const found = sql.join(
     matches.map(
       (m) => sql`(select conversation_id, seq from message_blind_tokens
@@ -70,7 +72,8 @@ export async function findBlindMatches(db: Db, matches: readonly BlindMatch[], f
     select x.conversation_id, x.seq, (extract(epoch from x.created_at) * 1000000)::int8 as created_us
     from (${found}) f
     join messages x on x.conversation_id = f.conversation_id and x.seq = f.seq
-    where x.deleted_at is null
+    join conversations c on c.id = x.conversation_id
+    where x.deleted_at is null and ${cutoff.retainedSql("x.created_at", "c")}
       ${filter.senderId === null ? sql`` : sql`and x.sender_id = ${filter.senderId}`}
       ${filter.createdFromMs === null ? sql`` : sql`and x.created_at >= to_timestamp(${filter.createdFromMs / 1000})`}
       ${filter.createdBeforeMs === null ? sql`` : sql`and x.created_at < to_timestamp(${filter.createdBeforeMs / 1000})`}

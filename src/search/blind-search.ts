@@ -16,6 +16,7 @@ import { findBlindMatches, type BlindMatch } from "./blind-index-repository.ts";
 import { parseBlindTokens } from "./blind-tokens.ts";
 import { findMemberConversationIds } from "./search-repository.ts";
 import type { SearchAfter } from "./search-index.ts";
+import type { RetentionCutoff } from "../retention/retention-policy.ts";
 
 const MAX_BLIND_QUERIES = 64;
 const MAX_QUERY_TOKENS = 16;
@@ -40,15 +41,16 @@ export async function searchBlind(
   queries: readonly BlindQuery[],
   filters: SearchFilters,
   after: SearchAfter | null,
+  cutoff: RetentionCutoff,
 ): Promise<BlindPage> {
   const matches = parseBlindQueries(queries);
   // Conversations the caller has left, or that never had blind search, simply never match.
   const searchable = new Set(await findMemberConversationIds(db, userId, [...new Set(matches.map((m) => m.conversationId))], { blindSearch: true }));
   const allowed = matches.filter((m) => searchable.has(m.conversationId));
   if (allowed.length === 0) return { hits: [], next: null };
-  const rows = await findBlindMatches(db, allowed, { ...filters, after: afterPosition(after), limit: filters.limit + 1 });
+  const rows = await findBlindMatches(db, allowed, { ...filters, after: afterPosition(after), limit: filters.limit + 1 }, cutoff);
   const page = rows.slice(0, filters.limit);
-  const stored = await findMessagesWithReply(db, page.map((r) => ({ conversation_id: r.conversation_id, seq: r.seq })));
+  const stored = await findMessagesWithReply(db, page.map((r) => ({ conversation_id: r.conversation_id, seq: r.seq })), cutoff);
   const messages = await toMessagesWithReactions(db, stored, userId);
   const byPosition = new Map(stored.map((row, i) => [`${row.conversation_id}/${row.seq}`, messages[i]!]));
   const last = page.at(-1);

@@ -141,7 +141,7 @@ export function createOpenSearch(options: OpenSearchOptions): SearchIndex {
   async function search(q: IndexQuery): Promise<IndexPage> {
     await ensureReady();
     const relevance = q.order === "relevance";
-    const filter: object[] = [{ terms: { conversation_id: [...q.conversationIds] } }, { term: { deleted: false } }];
+    const filter: object[] = [conversationFilter(q.conversationIds, q.retainedAfterMs), { term: { deleted: false } }];
     if (q.senderId !== null) filter.push({ term: { sender_id: q.senderId } });
     if (q.createdFromMs !== null || q.createdBeforeMs !== null) {
       filter.push({ range: { created_at: { ...(q.createdFromMs !== null && { gte: q.createdFromMs }), ...(q.createdBeforeMs !== null && { lt: q.createdBeforeMs }) } } });
@@ -207,6 +207,28 @@ export function createOpenSearch(options: OpenSearchOptions): SearchIndex {
 
 function newIndexName(prefix: string): string {
   return `${prefix}-v${Date.now()}`;
+}
+
+/**
+ * The conversations to search, each with its retention: a plain terms filter when none has a
+ * deadline; otherwise one clause per deadline (conversations sharing one — all of them under a
+ * deployment retention — share the clause) that admits only messages created after it, plus
+ * one for the conversations without a deadline. Exported for the tests that check the DSL.
+ */
+export function conversationFilter(conversationIds: readonly string[], retainedAfterMs: ReadonlyMap<string, number> = new Map()): object {
+  const open: string[] = [];
+  const byDeadline = new Map<number, string[]>();
+  for (const id of conversationIds) {
+    const deadline = retainedAfterMs.get(id);
+    if (deadline === undefined) open.push(id);
+    else byDeadline.set(deadline, [...(byDeadline.get(deadline) ?? []), id]);
+  }
+  if (byDeadline.size === 0) return { terms: { conversation_id: [...conversationIds] } };
+  const should: object[] = open.length > 0 ? [{ terms: { conversation_id: open } }] : [];
+  for (const [deadline, ids] of byDeadline) {
+    should.push({ bool: { filter: [{ terms: { conversation_id: ids } }, { range: { created_at: { gt: deadline } } }] } });
+  }
+  return { bool: { should, minimum_should_match: 1 } };
 }
 
 /** A phrase clause: OpenSearch analyzes the text as the body is analyzed; nothing in it is syntax. */

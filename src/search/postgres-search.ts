@@ -43,13 +43,14 @@ async function applyChanges(db: Kysely<Database>, changes: IndexChanges, overwri
   if (upserts.length > 0) await upsert(db, upserts, overwrite);
 }
 
+/** Tombstones: only what keeps a replayed event from bringing the message back (no text, sender or time). */
 async function markDeleted(db: Kysely<Database>, removals: readonly RemovedMessage[]): Promise<void> {
   await sql`
     insert into message_search (conversation_id, seq, message_id, version, sender_id, created_at, deleted, tsv)
     select c, s, m, 0, '', 'epoch', true, null
     from unnest(${removals.map((r) => r.conversationId)}::uuid[], ${removals.map((r) => r.seq.toString())}::int8[],
                 ${removals.map((r) => r.messageId)}::uuid[]) as r(c, s, m)
-    on conflict (conversation_id, seq) do update set deleted = true, tsv = null`.execute(db);
+    on conflict (conversation_id, seq) do update set deleted = true, tsv = null, sender_id = '', created_at = 'epoch'`.execute(db);
 }
 
 async function upsert(db: Kysely<Database>, messages: readonly IndexedMessage[], overwrite: Overwrite): Promise<void> {
@@ -98,13 +99,25 @@ async function search(db: Kysely<Database>, stats: LexemeStats, q: IndexQuery): 
   const columns = sql`s.conversation_id, s.seq, s.message_id, s.version, s.created_at, s.tsv`;
   // A sender filter is not in that index: walking newest first could read a whole conversation.
   const newestFirst = !relevance && q.senderId === null && (await stats.shareOf(q.query)) >= BROAD_SHARE;
+  // Retention: each conversation's deadline beside its id (null: none); with none anywhere the
+  // queries stay as they were.
+  const deadlines = q.retainedAfterMs ?? new Map<string, number>();
+  const retained = deadlines.size > 0;
+  const conversations = sql`unnest(${[...q.conversationIds]}::uuid[], ${q.conversationIds.map((id) => {
+    const deadline = deadlines.get(id);
+    return deadline === undefined ? null : new Date(deadline).toISOString();
+  })}::timestamptz[]) as conversation(id, deadline)`;
+  const keep = sql`s.created_at > coalesce(conversation.deadline, '-infinity'::timestamptz)`;
   const candidates = newestFirst
     ? sql`
-        select c.* from unnest(${[...q.conversationIds]}::uuid[]) as conversation(id) cross join lateral (
+        select c.* from ${conversations} cross join lateral (
           select ${columns} from message_search s
-          where s.conversation_id = conversation.id and ${sql.join(conditions, sql` and `)}
+          where s.conversation_id = conversation.id and ${sql.join(conditions, sql` and `)} ${retained ? sql`and ${keep}` : sql``}
           order by s.created_at desc, s.message_id desc limit ${q.limit + 1}) c`
-    : sql`select ${columns} from message_search s where s.conversation_id = any(${[...q.conversationIds]}::uuid[]) and ${sql.join(conditions, sql` and `)}`;
+    : retained
+      ? sql`select ${columns} from message_search s join ${conversations} on conversation.id = s.conversation_id
+            where ${sql.join(conditions, sql` and `)} and ${keep}`
+      : sql`select ${columns} from message_search s where s.conversation_id = any(${[...q.conversationIds]}::uuid[]) and ${sql.join(conditions, sql` and `)}`;
   // Every sort key is descending, so "after the previous page" is one row comparison.
   const after = relevance && afterKey !== null ? sql`(x.score, x.created_at, x.message_id) < (${sql.join(afterKey)})` : sql`true`;
   const rows = await sql<HitRow>`

@@ -59,6 +59,13 @@ export interface IndexQuery {
   readonly query: ParsedQuery;
   /** Only these conversations (the caller's current ones); never empty. */
   readonly conversationIds: readonly string[];
+  /**
+   * Retention: for each of those conversations that has a deadline, only messages created
+   * after it (milliseconds since the epoch) match. A conversation not in the map keeps
+   * everything. Backends filter by it in the query, so a message past retention is never a hit
+   * even before the sweeper removes its entry.
+   */
+  readonly retainedAfterMs?: ReadonlyMap<string, number>;
   readonly senderId: string | null;
   /** Inclusive, milliseconds since the epoch. */
   readonly createdFromMs: number | null;

@@ -30,6 +30,7 @@ import { parseQuery } from "./query-parser.ts";
 import type { IndexHit, IndexQuery, SearchAfter, SearchIndex, SearchOrdering } from "./search-index.ts";
 import { findMemberConversationIds } from "./search-repository.ts";
 import { searchBlind, type SearchFilters } from "./blind-search.ts";
+import { deadlinesAt, findRetentionSettings, RetentionPolicy, type RetentionCutoff } from "../retention/index.ts";
 
 const DEFAULT_PAGE_SIZE = 20;
 const MAX_PAGE_SIZE = 100;
@@ -43,17 +44,21 @@ const MAX_MS = Number(MAX_SECONDS) * 1000 + 999;
 export class SearchService implements ServiceImpl<typeof SearchServiceDesc> {
   readonly #db: Kysely<Database>;
   readonly #index: SearchIndex;
+  readonly #retention: RetentionPolicy;
 
-  constructor(db: Kysely<Database>, index: SearchIndex) {
+  /** `retention` is the deployment's (conversations' own are read when a search runs); none by default. */
+  constructor(db: Kysely<Database>, index: SearchIndex, retention = new RetentionPolicy(null)) {
     this.#db = db;
     this.#index = index;
+    this.#retention = retention;
   }
 
   async searchMessages(req: SearchMessagesRequest, ctx: HandlerContext) {
     const { userId } = requireCaller(ctx);
+    const cutoff = this.#retention.at(new Date());
     if (req.blindQueries.length > 0) {
       if (req.query !== "") throw new InvalidInputError("blind_queries", "set query or blind_queries, not both");
-      const page = await searchBlind(this.#db, userId, req.blindQueries, parseFilters(req), req.pageToken === "" ? null : afterOf(req));
+      const page = await searchBlind(this.#db, userId, req.blindQueries, parseFilters(req), req.pageToken === "" ? null : afterOf(req), cutoff);
       return create(SearchMessagesResponseSchema, {
         hits: page.hits,
         nextPageToken: page.next === null ? "" : encodePageToken("search", { r: requestFingerprint(req), a: JSON.stringify(page.next) }),
@@ -62,8 +67,10 @@ export class SearchService implements ServiceImpl<typeof SearchServiceDesc> {
     const request = toIndexQuery(req);
     const conversationIds = await findMemberConversationIds(this.#db, userId, req.conversationIds.length > 0 ? request.conversationIds : null);
     if (conversationIds.length === 0) return create(SearchMessagesResponseSchema, {});
-    const page = await this.#index.search({ ...request, conversationIds });
-    const messages = await this.#currentMessages(page.hits, userId);
+    const settings = await findRetentionSettings(this.#db, conversationIds, this.#retention.deploymentSeconds !== null);
+    const retainedAfterMs = new Map([...deadlinesAt(cutoff, settings)].map(([id, deadline]) => [id, deadline.getTime()]));
+    const page = await this.#index.search({ ...request, conversationIds, retainedAfterMs });
+    const messages = await this.#currentMessages(page.hits, userId, cutoff);
     const hits = page.hits.flatMap((hit) => {
       const message = messages.get(`${hit.conversationId}/${hit.seq}`);
       if (!message || !isCurrent(message, hit) || message.content.case !== "text") return [];
@@ -82,9 +89,12 @@ export class SearchService implements ServiceImpl<typeof SearchServiceDesc> {
     });
   }
 
-  /** The stored messages behind the hits, with reactions as the caller sees them, by "conversation/seq". */
-  async #currentMessages(hits: readonly IndexHit[], viewerId: string): Promise<Map<string, Message>> {
-    const rows = await findMessagesWithReply(this.#db, hits.map((h) => ({ conversation_id: h.conversationId, seq: h.seq.toString() })));
+  /**
+   * The stored messages behind the hits, with reactions as the caller sees them, by
+   * "conversation/seq"; none past retention (the index filtered them already, to its millisecond).
+   */
+  async #currentMessages(hits: readonly IndexHit[], viewerId: string, cutoff: RetentionCutoff): Promise<Map<string, Message>> {
+    const rows = await findMessagesWithReply(this.#db, hits.map((h) => ({ conversation_id: h.conversationId, seq: h.seq.toString() })), cutoff);
     const messages = await toMessagesWithReactions(this.#db, rows, viewerId);
     return new Map(rows.map((row, i) => [`${row.conversation_id}/${row.seq}`, messages[i]!]));
   }

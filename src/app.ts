@@ -213,7 +213,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     users: new UserService(database.db, config.limits, eraser),
     conversations,
     messages,
-    events: new EventService({ db: database.db, log, memberships, hub, bus, presence, feed: config.feed, retention }),
+    events: new EventService({ db: database.db, log, memberships, hub, bus, presence, feed: config.feed, retention, requireUnrestricted: restrictions.requireUnrestricted }),
     search: new SearchService(database.db, searchIndex, retention),
     keys: new KeyService(database.db, publisher),
     reports: new ReportService(database.db, storyAccess),

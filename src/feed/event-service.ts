@@ -60,6 +60,12 @@ export interface EventServiceOptions {
   db: Kysely<Database>;
   log: EventLogLayout;
   memberships: FeedMemberships;
+  /**
+   * Throws when the user may not hold a stream now (a suspension or ban). Checked after the
+   * stream is registered with the hub: a restriction dispatched before that is in force here
+   * already, and one dispatched after it reaches the stream, which then ends.
+   */
+  requireUnrestricted: (userId: string) => void;
   hub: FeedHub;
   bus: EventBus;
   presence: PresenceTracker;
@@ -83,6 +89,7 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
     const subscription = hub.open(userId, conversationIds);
     presence.streamOpened(userId);
     try {
+      this.#options.requireUnrestricted(userId);
       let delivered = hub.position;
       if (requested !== null) {
         const resync = requested.legacy ? null : await this.#resyncReason(requested);

@@ -113,6 +113,9 @@ export class AdminService implements ServiceImpl<typeof AdminServiceDesc> {
     const report = await findReport(this.#options.db, reportId);
     if (!report) throw new NotFoundError("report");
     requireOpen(report);
+    if ((req.action === ModerationAction.SUSPEND || req.action === ModerationAction.BAN) && report.reported_user_id === operatorId) {
+      throw new InvalidInputError("action", "the report is about the caller: an operator cannot restrict their own account");
+    }
     if (req.action === ModerationAction.DELETE_CONTENT && report.target_kind === TargetKind.USER) {
       throw new InvalidInputError("action", "DELETE_CONTENT needs a reported message or story; this report is about a user");
     }

@@ -12,6 +12,7 @@ import { ModerationAction } from "../../gen/parley/v1/moderation_pb.ts";
 import type { Database } from "../db/schema.ts";
 import type { StoredEvent } from "../log/event-log.ts";
 import { listRestrictionsInForce, RestrictionKindCode } from "./restriction-repository.ts";
+import { AccountRestrictedError } from "./restriction-interceptor.ts";
 
 /** A restriction as the cache keeps it. */
 export interface Restriction {
@@ -50,6 +51,12 @@ export class RestrictionCache {
     }
     return restriction;
   }
+
+  /** Throws AccountRestrictedError while the user is suspended or banned (for Subscribe). */
+  readonly requireUnrestricted = (userId: string): void => {
+    const restriction = this.inForce(userId);
+    if (restriction) throw new AccountRestrictedError(userId, restriction);
+  };
 
   /** Applies a committed moderation decision about the user. */
   apply(userId: string, decision: AccountModerated): void {

@@ -620,7 +620,8 @@ export type MessageDeleted = Message<"parley.v1.MessageDeleted"> & {
   deletion?: MessageDeletion | undefined;
 
   /**
-   * True when a group admin deleted someone else's message.
+   * True when someone else deleted the message: a group admin, or a deployment operator
+   * acting on a report.
    *
    * @generated from field: bool moderated = 4;
    */

@@ -663,7 +663,7 @@ export type ModerationLogEntry = Message<"parley.v1.ModerationLogEntry"> & {
   senderId: string;
 
   /**
-   * The admin who deleted it.
+   * Who deleted it: a group admin, or a deployment operator.
    *
    * @generated from field: string deleted_by = 4;
    */
@@ -882,8 +882,9 @@ export const MessageService: GenService<{
     output: typeof ListMessageEditsResponseSchema;
   },
   /**
-   * Lists the messages group admins deleted in a group, newest first. Admins only (other
-   * members: PERMISSION_DENIED).
+   * Lists the messages of a group that someone other than their sender deleted (its admins,
+   * or a deployment operator acting on a report), newest first. Admins only (other members:
+   * PERMISSION_DENIED).
    *
    * @generated from rpc parley.v1.MessageService.ListModerationLog
    */

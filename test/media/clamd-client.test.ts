@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { ConfigError, loadConfig } from "../../src/config.ts";
 import { ClamdClient, ClamdError, parseClamdUrl, parseInstreamReply, type ClamdAddress } from "../../src/media/clamd-client.ts";
-import { EICAR_SIGNATURE_NAME, eicar, startClamd, type TestClamd } from "../helpers/clamd.ts";
+import { EICAR_SIGNATURE_NAME, eicar, requireClamd, startClamd, type TestClamd } from "../helpers/clamd.ts";
 
 /** Awaits the promise and asserts it rejects with a ClamdError of that kind; returns it. */
 async function expectFailure(promise: Promise<unknown>, failure: ClamdError["failure"]): Promise<ClamdError> {
@@ -168,7 +168,8 @@ describe("clamd client", () => {
 
   describe("against the real clamd", () => {
     let clamd: TestClamd;
-    before(async () => {
+    before(async function () {
+      requireClamd(this);
       clamd = await startClamd();
     });
     after(async () => {

@@ -31,7 +31,7 @@ export interface ConversationsTable {
   encrypted: Generated<boolean>;
   blind_search: Generated<boolean>;
   key_epoch: Generated<number>;
-  /** The conversation's own message retention in seconds (migration 0011); null when none. */
+  /** The conversation's own message retention in seconds (migration 0010); null when none. */
   message_retention_seconds: ColumnType<string | null, string | number | null | undefined, string | number | null>;
   /** Messages created at or before this are past retention for good (see src/retention/). */
   retention_floor: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;

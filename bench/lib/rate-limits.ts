@@ -12,18 +12,11 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { onCleanup } from "./cleanup.ts";
+import { UNREACHABLE_RATE_LIMITS_ENV } from "../../src/ratelimit/index.ts";
 import { round } from "./util.ts";
 
 /** Limits no bench reaches: the checks run, nothing is refused. */
-export const BENCH_RATE_LIMITS: Readonly<Record<string, string>> = {
-  RATE_LIMITS: "on",
-  RATE_LIMIT_USER_PER_SECOND: "1000000",
-  RATE_LIMIT_USER_BURST: "1000000",
-  RATE_LIMIT_IP_PER_SECOND: "1000000",
-  RATE_LIMIT_IP_BURST: "1000000",
-  RATE_LIMIT_AUTH_FAILURES_PER_SECOND: "1000000",
-  RATE_LIMIT_AUTH_FAILURES_BURST: "1000000",
-};
+export const BENCH_RATE_LIMITS = UNREACHABLE_RATE_LIMITS_ENV;
 
 export const RATE_LIMIT_MODES = ["off", "memory", "redis"] as const;
 export type RateLimitMode = (typeof RATE_LIMIT_MODES)[number];

@@ -6,3 +6,4 @@ export { type RateLimitStore } from "./rate-limit-store.ts";
 export { RateLimiter, type RateLimiterOptions, type RateLimits, type StoreDownPolicy } from "./rate-limiter.ts";
 export { createRateLimiting, type RateLimiting } from "./create-rate-limiting.ts";
 export { RedisRateLimitStore, type RedisStoreOptions } from "./redis-store.ts";
+export { UNREACHABLE_RATE_LIMITS_ENV } from "./unreachable-limits.ts";

@@ -21,6 +21,7 @@ import {
 import { loadConfig } from "../../src/config.ts";
 import { createApp, type AppOptions } from "../../src/app.ts";
 import { mintToken, type Role } from "../../src/auth/index.ts";
+import { UNREACHABLE_RATE_LIMITS_ENV } from "../../src/ratelimit/index.ts";
 import { UserService } from "../../gen/parley/v1/user_service_pb.ts";
 import { ConversationService } from "../../gen/parley/v1/conversation_service_pb.ts";
 import { MessageService } from "../../gen/parley/v1/message_service_pb.ts";
@@ -130,15 +131,7 @@ export interface StartOptions {
  * any suite sends: storms send thousands of writes from one user and one address (127.0.0.1).
  * test/rate-limits overrides them.
  */
-export const TEST_RATE_LIMITS: Readonly<Record<string, string>> = {
-  RATE_LIMITS: "on",
-  RATE_LIMIT_USER_PER_SECOND: "1000000",
-  RATE_LIMIT_USER_BURST: "1000000",
-  RATE_LIMIT_IP_PER_SECOND: "1000000",
-  RATE_LIMIT_IP_BURST: "1000000",
-  RATE_LIMIT_AUTH_FAILURES_PER_SECOND: "1000000",
-  RATE_LIMIT_AUTH_FAILURES_BURST: "1000000",
-};
+export const TEST_RATE_LIMITS = UNREACHABLE_RATE_LIMITS_ENV;
 
 /** The longest any single RPC may take in these tests. */
 export const CALL_DEADLINE_MS = 10_000;

@@ -5,6 +5,7 @@
 import type { Conversation } from "../../gen/parley/v1/conversation_pb.ts";
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
 import type { Message } from "../../gen/parley/v1/message_pb.ts";
+import type { AccountRestriction } from "../../gen/parley/v1/moderation_pb.ts";
 import type { DecodedMessage } from "./message-decoder.ts";
 
 export type ClientEvent =
@@ -27,7 +28,12 @@ export type ClientEvent =
   /** Any other feed event (reactions, read positions, typing, …), as the server sent it. */
   | { type: "event"; event: Event }
   /** A feed event the session failed to handle, again and again, and passed over. */
-  | { type: "event_skipped"; event: Event; reason: string };
+  | { type: "event_skipped"; event: Event; reason: string }
+  /**
+   * An operator suspended (until `restriction.until`) or banned the account. Sends fail with
+   * PERMISSION_DENIED meanwhile; the feed reconnects by itself once it ends or is lifted.
+   */
+  | { type: "restricted"; restriction: AccountRestriction };
 
 export type ClientEventListener = (event: ClientEvent) => void;
 

@@ -8,9 +8,12 @@
  * cannot handle must not hold back every event after it. What it would have done is not lost:
  * messages come back through the ordering buffer's gap fill, key material stays in the inbox.
  */
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
+import type { AccountRestriction } from "../../gen/parley/v1/moderation_pb.ts";
 import type { SubscribeResponse } from "../../gen/parley/v1/event_service_pb.ts";
 import { backoffDelay, sleep, type BackoffOptions } from "./backoff.ts";
+import { accountRestrictionOf } from "./rpc-errors.ts";
 
 /** Opens one Subscribe call from the cursor ("" = now). */
 export type Subscribe = (cursor: string, signal: AbortSignal) => AsyncIterable<SubscribeResponse>;
@@ -29,8 +32,16 @@ export interface FeedSyncOptions {
   onLive(live: boolean): void;
   /** An event whose handling failed MAX_EVENT_ATTEMPTS times, passed over. */
   onSkipped(event: Event, error: unknown): void;
+  /** The account is suspended or banned: the feed waits (see RESTRICTED_RECHECK_MS) instead of retrying. */
+  onRestricted(restriction: AccountRestriction): void;
   backoff?: BackoffOptions;
 }
+
+/**
+ * Longest wait before trying again while the account is restricted: a suspension is waited out
+ * to its end, but an operator may lift it (or a ban) early.
+ */
+const RESTRICTED_RECHECK_MS = 60_000;
 
 /** How many times one event is tried before it is passed over. */
 const MAX_EVENT_ATTEMPTS = 3;
@@ -67,6 +78,14 @@ export class FeedSync {
         // The server ended the stream (resync_required, ending, or a quiet close): resubscribe.
       } catch (err) {
         if (signal.aborted) break;
+        const restriction = accountRestrictionOf(err);
+        if (restriction) {
+          // Suspended or banned: retrying sooner cannot help, so wait for the end (or a while).
+          this.#o.onRestricted(restriction);
+          const untilMs = restriction.until ? timestampMs(restriction.until) - Date.now() : Infinity;
+          await sleep(Math.max(0, Math.min(untilMs, RESTRICTED_RECHECK_MS)), signal);
+          continue;
+        }
         handlingFailed = err instanceof EventHandlingFailed; // else: the backoff below is the whole answer to a broken stream
       }
       if (live) this.#o.onLive(false);

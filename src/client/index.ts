@@ -18,5 +18,5 @@ export type { OutboxItem, OutboxDraft } from "./outbox-store.ts";
 export type { SearchFilters, SearchResult } from "./search.ts";
 export type { BackoffOptions } from "./backoff.ts";
 export { OrderingBuffer } from "./ordering-buffer.ts";
-export { classifyFailure, STALE_KEY_EPOCH } from "./rpc-errors.ts";
+export { accountRestrictionOf, classifyFailure, STALE_KEY_EPOCH } from "./rpc-errors.ts";
 export type { FailureKind } from "./rpc-errors.ts";

@@ -143,6 +143,7 @@ export class ParleyClient {
         this.#hub.emit({ type: "connection", live });
       },
       onSkipped: (event, error) => this.#hub.emit({ type: "event_skipped", event, reason: error instanceof Error ? error.message : String(error) }),
+      onRestricted: (restriction) => this.#hub.emit({ type: "restricted", restriction }),
       backoff: options.backoff,
     });
   }

@@ -4,6 +4,7 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.ts";
+import { AccountRestrictionSchema, type AccountRestriction } from "../../gen/parley/v1/moderation_pb.ts";
 import { CodecRefusedError } from "./codec.ts";
 
 /** The ErrorInfo reason the server gives an encrypted send or edit made under an old key epoch. */
@@ -40,6 +41,12 @@ export function classifyFailure(err: unknown): FailureKind {
 /** The google.rpc.ErrorInfo reason the server attached, or "" when there is none. */
 export function errorReason(err: ConnectError): string {
   return err.findDetails(ErrorInfoSchema)[0]?.reason ?? "";
+}
+
+/** The suspension or ban a PERMISSION_DENIED names, when the caller's account is restricted. */
+export function accountRestrictionOf(err: unknown): AccountRestriction | undefined {
+  if (!(err instanceof ConnectError) || err.code !== Code.PermissionDenied) return undefined;
+  return err.findDetails(AccountRestrictionSchema)[0];
 }
 
 /** Bugs (and codec errors such as DecryptError) must surface, not loop in a retry forever. */

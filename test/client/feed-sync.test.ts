@@ -41,6 +41,7 @@ describe("client feed sync", () => {
       resync: async () => {},
       onLive: () => {},
       onSkipped: (event) => skipped.push(event.id),
+      onRestricted: () => assert.fail("no restriction in this script"),
       backoff: { initialMs: 20, maxMs: 40 },
     });
     const started = performance.now();

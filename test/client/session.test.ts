@@ -6,6 +6,8 @@
 import assert from "node:assert/strict";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { MessageService } from "../../gen/parley/v1/message_service_pb.ts";
+import { ModerationAction } from "../../gen/parley/v1/moderation_pb.ts";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { MemoryStore } from "../../src/client/storage.ts";
 import { SyncState } from "../../src/client/sync-state.ts";
 import { eventually } from "../helpers/feed.ts";
@@ -158,5 +160,30 @@ describe("client SDK session (real server, Connect)", function () {
     await sendText(server.clientsFor(a), conv.id, "m6");
     await bob.waitUntil(() => bob.messages(conv.id).length === 4, "m6 live");
     assert.deepEqual(bob.messages(conv.id).map((m) => m.text), ["m3", "m4", "m5", "m6"], "and nothing twice");
+  });
+
+  it("waits out a suspension: tells the app, does not keep knocking, and is live again when it ends", async () => {
+    const { a, b, conv } = await pair();
+    let subscribes = 0;
+    const countSubscribes: Interceptor = (next) => async (req) => {
+      if (req.method.name === "Subscribe") subscribes++;
+      return next(req);
+    };
+    const bob = track(sdkClient(server, b, { interceptors: [countSubscribes] }));
+    await bob.waitUntil(() => bob.client.live, "live");
+    const operator = server.clientsFor(`ops-${a}`, "connect", { roles: ["operator"] });
+    const until = new Date(Date.now() + 3_000);
+    await operator.admin.restrictUser({ userId: b, action: ModerationAction.SUSPEND, suspendUntil: timestampFromDate(until), reason: "cool down" });
+
+    await bob.waitUntil(() => bob.events.some((e) => e.type === "restricted"), "told of the suspension");
+    const told = bob.events.find((e) => e.type === "restricted");
+    assert.ok(told?.type === "restricted" && told.restriction.reason === "cool down" && told.restriction.until, "with its reason and end");
+    const whileSuspended = subscribes;
+    await new Promise((r) => setTimeout(r, Math.max(0, until.getTime() - Date.now() - 500)));
+    assert.ok(subscribes - whileSuspended <= 1, `waited for the end instead of retrying (${subscribes - whileSuspended} more Subscribe calls)`);
+
+    await bob.waitUntil(() => bob.client.live, "live again after the suspension", 10_000);
+    await sendText(server.clientsFor(a), conv.id, "welcome back");
+    await bob.waitUntil(() => bob.messages(conv.id).some((m) => m.text === "welcome back"), "a message after the suspension");
   });
 });

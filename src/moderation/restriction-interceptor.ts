@@ -22,7 +22,7 @@ const ALWAYS_ALLOWED = UserService.method.deleteAccount;
 export function createRestrictionInterceptor(restrictions: RestrictionCache): Interceptor {
   return (next) => async (req) => {
     const caller = req.contextValues.get(callerKey);
-    if (caller === undefined || req.method.name === ALWAYS_ALLOWED.name && req.service.typeName === UserService.typeName) return next(req);
+    if (caller === undefined || req.method === ALWAYS_ALLOWED) return next(req);
     const restriction = restrictions.inForce(caller.userId);
     if (restriction && (restriction.kind === "banned" || !isReadOnly(req.method))) throw new AccountRestrictedError(caller.userId, restriction);
     return next(req);

@@ -165,24 +165,15 @@ export interface AttachmentAt {
   conversation_id: string;
 }
 
-/** Up to `limit` of the conversation's attachments created at or before the deadline. */
-export async function findDueAttachmentsInConversation(db: Db, conversationId: string, deadline: Date, limit: number): Promise<AttachmentAt[]> {
+/**
+ * Up to `limit` of the oldest encrypted attachments created at or before the deadline: of one
+ * conversation (its own retention), or of any (the deployment's, when conversationId is null).
+ */
+export async function findDueAttachments(db: Db, conversationId: string | null, deadline: Date, limit: number): Promise<AttachmentAt[]> {
   return db
     .selectFrom("media")
     .select(["id", "conversation_id"])
-    .where("conversation_id", "=", conversationId)
-    .where("created_at", "<=", deadline)
-    .orderBy("created_at")
-    .limit(limit)
-    .execute() as Promise<AttachmentAt[]>;
-}
-
-/** Up to `limit` of the oldest attachments of any conversation created at or before the deployment's deadline. */
-export async function findDueAttachmentsByAge(db: Db, deadline: Date, limit: number): Promise<AttachmentAt[]> {
-  return db
-    .selectFrom("media")
-    .select(["id", "conversation_id"])
-    .where("conversation_id", "is not", null)
+    .where("conversation_id", conversationId === null ? "is not" : "=", conversationId)
     .where("created_at", "<=", deadline)
     .orderBy("created_at")
     .limit(limit)

@@ -87,7 +87,7 @@ export class RetentionSweeper {
       const deadline = cutoff.deploymentDeadline();
       if (deadline !== null) {
         await this.#drainMessages(() => repo.findDueByAge(this.#o.db, deadline, BATCH), cutoff, result, budget);
-        await this.#drainAttachments(() => repo.findDueAttachmentsByAge(this.#o.db, deadline, BATCH), cutoff, result, budget);
+        await this.#drainAttachments(() => repo.findDueAttachments(this.#o.db, null, deadline, BATCH), cutoff, result, budget);
       }
     } catch (error) {
       if (!(error instanceof SweepBusy)) throw error;
@@ -104,7 +104,7 @@ export class RetentionSweeper {
         const deadline = conversation.deadline;
         if (conversation.messages_due) await this.#drainMessages(() => repo.findDueInConversation(db, conversation.id, deadline, BATCH), cutoff, result, budget);
         if (conversation.media_due) {
-          await this.#drainAttachments(() => repo.findDueAttachmentsInConversation(db, conversation.id, deadline, BATCH), cutoff, result, budget);
+          await this.#drainAttachments(() => repo.findDueAttachments(db, conversation.id, deadline, BATCH), cutoff, result, budget);
         }
         if (conversation.own === null && conversation.floor !== null) await repo.clearSpentFloor(db, conversation.id, conversation.floor);
       }

@@ -47,6 +47,9 @@ import { ClamdClient, createFileBlobStore, createMalwareScanMetrics, createMalwa
 import { SocialService } from "./social/index.ts";
 import { StoryAccess, StoryExpiry, StoryRemover, StoryService } from "./stories/index.ts";
 import { RetentionPolicy, RetentionSweeper } from "./retention/index.ts";
+import { ConnectionService } from "./connections/index.ts";
+import { JobService } from "./jobs/index.ts";
+import { AnalyticsService } from "./analytics/index.ts";
 
 export interface App {
   /** The API port; valid after start(). */
@@ -233,6 +236,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       config: config.stories,
       limits: config.limits,
     }),
+    connections: new ConnectionService(),
+    jobs: new JobService(),
+    analytics: new AnalyticsService(),
     health,
   });
   // Rate limits (src/ratelimit): the auth-failure limit wraps auth; the write limit comes after

@@ -13,6 +13,12 @@ import { StoryService as StoryServiceDesc, file_parley_v1_story_service } from "
 import { KeyService as KeyServiceDesc, file_parley_v1_key_service } from "../gen/parley/v1/key_service_pb.ts";
 import { ReportService as ReportServiceDesc, file_parley_v1_report_service } from "../gen/parley/v1/report_service_pb.ts";
 import { AdminService as AdminServiceDesc, file_parley_v1_admin_service } from "../gen/parley/v1/admin_service_pb.ts";
+import { ConnectionService as ConnectionServiceDesc, file_parley_v1_connection_service } from "../gen/parley/v1/connection_service_pb.ts";
+import { JobService as JobServiceDesc, file_parley_v1_job_service } from "../gen/parley/v1/job_service_pb.ts";
+import { AnalyticsService as AnalyticsServiceDesc, file_parley_v1_analytics_service } from "../gen/parley/v1/analytics_service_pb.ts";
+import type { AnalyticsService } from "./analytics/index.ts";
+import type { ConnectionService } from "./connections/index.ts";
+import type { JobService } from "./jobs/index.ts";
 import type { AdminService, ReportService } from "./moderation/index.ts";
 import type { KeyService } from "./keys/index.ts";
 import type { MediaService } from "./media/index.ts";
@@ -40,11 +46,14 @@ export interface Services {
   keys: KeyService;
   reports: ReportService;
   admin: AdminService;
+  connections: ConnectionService;
+  jobs: JobService;
+  analytics: AnalyticsService;
   health: HealthStatus;
 }
 
 /** The services reflection lists, by their fully qualified names. */
-const PUBLIC_API = [UserServiceDesc, ConversationServiceDesc, MessageServiceDesc, EventServiceDesc, NotificationServiceDesc, SocialServiceDesc, MediaServiceDesc, StoryServiceDesc, SearchServiceDesc, KeyServiceDesc, ReportServiceDesc, AdminServiceDesc];
+const PUBLIC_API = [UserServiceDesc, ConversationServiceDesc, MessageServiceDesc, EventServiceDesc, NotificationServiceDesc, SocialServiceDesc, MediaServiceDesc, StoryServiceDesc, SearchServiceDesc, KeyServiceDesc, ReportServiceDesc, AdminServiceDesc, ConnectionServiceDesc, JobServiceDesc, AnalyticsServiceDesc];
 
 export function createRoutes(services: Services): (router: ConnectRouter) => void {
   const registry = createFileRegistryOf(
@@ -60,6 +69,9 @@ export function createRoutes(services: Services): (router: ConnectRouter) => voi
     file_parley_v1_key_service,
     file_parley_v1_report_service,
     file_parley_v1_admin_service,
+    file_parley_v1_connection_service,
+    file_parley_v1_job_service,
+    file_parley_v1_analytics_service,
     file_grpc_health_v1_health,
   );
   return (router) => {
@@ -75,6 +87,9 @@ export function createRoutes(services: Services): (router: ConnectRouter) => voi
     router.service(KeyServiceDesc, services.keys);
     router.service(ReportServiceDesc, services.reports);
     router.service(AdminServiceDesc, services.admin);
+    router.service(ConnectionServiceDesc, services.connections);
+    router.service(JobServiceDesc, services.jobs);
+    router.service(AnalyticsServiceDesc, services.analytics);
     registerHealth(router, services.health);
     registerReflection(router, registry, [...PUBLIC_API.map((s) => s.typeName), "grpc.health.v1.Health"]);
   };

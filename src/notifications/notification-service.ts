@@ -3,6 +3,7 @@
  * src/workers/notifier.ts) and their per-conversation settings. Settings are for members only:
  * a conversation the caller is not in is NOT_FOUND.
  */
+import { Code, ConnectError } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
@@ -92,5 +93,14 @@ export class NotificationService implements ServiceImpl<typeof NotificationServi
     const conversationId = requireUuid("conversation_id", rawConversationId);
     if ((await findRole(this.#db, conversationId, userId)) === undefined) throw new NotFoundError("conversation");
     return conversationId;
+  }
+
+  // Email digests (placeholders until they land).
+  async getEmailDigestSettings(): Promise<never> {
+    throw new ConnectError("not built yet", Code.Unimplemented);
+  }
+
+  async setEmailDigestSettings(): Promise<never> {
+    throw new ConnectError("not built yet", Code.Unimplemented);
   }
 }

@@ -35,6 +35,9 @@ import { StoryService } from "../../gen/parley/v1/story_service_pb.ts";
 import { KeyService } from "../../gen/parley/v1/key_service_pb.ts";
 import { ReportService } from "../../gen/parley/v1/report_service_pb.ts";
 import { AdminService } from "../../gen/parley/v1/admin_service_pb.ts";
+import { ConnectionService } from "../../gen/parley/v1/connection_service_pb.ts";
+import { JobService } from "../../gen/parley/v1/job_service_pb.ts";
+import { AnalyticsService } from "../../gen/parley/v1/analytics_service_pb.ts";
 
 /**
  * How a client talks to the server. The main flows run over "grpc" and "connect"; the others
@@ -65,6 +68,9 @@ export interface Clients {
   keys: Client<typeof KeyService>;
   reports: Client<typeof ReportService>;
   admin: Client<typeof AdminService>;
+  connections: Client<typeof ConnectionService>;
+  jobs: Client<typeof JobService>;
+  analytics: Client<typeof AnalyticsService>;
 }
 
 /** Clients on connections of their own, for a test that must control exactly when they close. */
@@ -285,6 +291,9 @@ export function connectTo(baseUrl: string, options: ConnectOptions): RemoteServe
       keys: createClient(KeyService, t),
       reports: createClient(ReportService, t),
       admin: createClient(AdminService, t),
+      connections: createClient(ConnectionService, t),
+      jobs: createClient(JobService, t),
+      analytics: createClient(AnalyticsService, t),
     };
   }
 

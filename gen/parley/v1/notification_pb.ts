@@ -14,7 +14,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file parley/v1/notification.proto.
  */
 export const file_parley_v1_notification: GenFile = /*@__PURE__*/
-  fileDesc("ChxwYXJsZXkvdjEvbm90aWZpY2F0aW9uLnByb3RvEglwYXJsZXkudjEihQIKDE5vdGlmaWNhdGlvbhIKCgJpZBgBIAEoCRIpCgRraW5kGAIgASgOMhsucGFybGV5LnYxLk5vdGlmaWNhdGlvbktpbmQSFwoPY29udmVyc2F0aW9uX2lkGAMgASgJEhAKCGFjdG9yX2lkGAQgASgJEhMKC21lc3NhZ2Vfc2VxGAUgASgDEhQKDHZpYV9ldmVyeW9uZRgGIAEoCBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRyZWFkGAggASgIEioKB21lc3NhZ2UYCSABKAsyGS5wYXJsZXkudjEuTWVzc2FnZVByZXZpZXcijQEKFE5vdGlmaWNhdGlvblNldHRpbmdzEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIrCgVsZXZlbBgCIAEoDjIcLnBhcmxleS52MS5Ob3RpZmljYXRpb25MZXZlbBIvCgttdXRlZF91bnRpbBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiUAoJUHVzaEVudHJ5EhQKDHJlY2lwaWVudF9pZBgBIAEoCRItCgxub3RpZmljYXRpb24YAiABKAsyFy5wYXJsZXkudjEuTm90aWZpY2F0aW9uKp4BChBOb3RpZmljYXRpb25LaW5kEiEKHU5PVElGSUNBVElPTl9LSU5EX1VOU1BFQ0lGSUVEEAASHQoZTk9USUZJQ0FUSU9OX0tJTkRfTUVOVElPThABEhsKF05PVElGSUNBVElPTl9LSU5EX1JFUExZEAISKwonTk9USUZJQ0FUSU9OX0tJTkRfQURERURfVE9fQ09OVkVSU0FUSU9OEAMqlgEKEU5vdGlmaWNhdGlvbkxldmVsEiIKHk5PVElGSUNBVElPTl9MRVZFTF9VTlNQRUNJRklFRBAAEhoKFk5PVElGSUNBVElPTl9MRVZFTF9BTEwQARIkCiBOT1RJRklDQVRJT05fTEVWRUxfTUVOVElPTlNfT05MWRACEhsKF05PVElGSUNBVElPTl9MRVZFTF9OT05FEANiBnByb3RvMw", [file_google_protobuf_timestamp, file_parley_v1_message]);
+  fileDesc("ChxwYXJsZXkvdjEvbm90aWZpY2F0aW9uLnByb3RvEglwYXJsZXkudjEihQIKDE5vdGlmaWNhdGlvbhIKCgJpZBgBIAEoCRIpCgRraW5kGAIgASgOMhsucGFybGV5LnYxLk5vdGlmaWNhdGlvbktpbmQSFwoPY29udmVyc2F0aW9uX2lkGAMgASgJEhAKCGFjdG9yX2lkGAQgASgJEhMKC21lc3NhZ2Vfc2VxGAUgASgDEhQKDHZpYV9ldmVyeW9uZRgGIAEoCBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRyZWFkGAggASgIEioKB21lc3NhZ2UYCSABKAsyGS5wYXJsZXkudjEuTWVzc2FnZVByZXZpZXcijQEKFE5vdGlmaWNhdGlvblNldHRpbmdzEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIrCgVsZXZlbBgCIAEoDjIcLnBhcmxleS52MS5Ob3RpZmljYXRpb25MZXZlbBIvCgttdXRlZF91bnRpbBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAikgEKE0VtYWlsRGlnZXN0U2V0dGluZ3MSFQoNZW1haWxfYWRkcmVzcxgBIAEoCRIyCglmcmVxdWVuY3kYAiABKA4yHy5wYXJsZXkudjEuRW1haWxEaWdlc3RGcmVxdWVuY3kSMAoMbGFzdF9zZW50X2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJQCglQdXNoRW50cnkSFAoMcmVjaXBpZW50X2lkGAEgASgJEi0KDG5vdGlmaWNhdGlvbhgCIAEoCzIXLnBhcmxleS52MS5Ob3RpZmljYXRpb24qngEKEE5vdGlmaWNhdGlvbktpbmQSIQodTk9USUZJQ0FUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIdChlOT1RJRklDQVRJT05fS0lORF9NRU5USU9OEAESGwoXTk9USUZJQ0FUSU9OX0tJTkRfUkVQTFkQAhIrCidOT1RJRklDQVRJT05fS0lORF9BRERFRF9UT19DT05WRVJTQVRJT04QAyqWAQoRTm90aWZpY2F0aW9uTGV2ZWwSIgoeTk9USUZJQ0FUSU9OX0xFVkVMX1VOU1BFQ0lGSUVEEAASGgoWTk9USUZJQ0FUSU9OX0xFVkVMX0FMTBABEiQKIE5PVElGSUNBVElPTl9MRVZFTF9NRU5USU9OU19PTkxZEAISGwoXTk9USUZJQ0FUSU9OX0xFVkVMX05PTkUQAyqjAQoURW1haWxEaWdlc3RGcmVxdWVuY3kSJgoiRU1BSUxfRElHRVNUX0ZSRVFVRU5DWV9VTlNQRUNJRklFRBAAEh4KGkVNQUlMX0RJR0VTVF9GUkVRVUVOQ1lfT0ZGEAESIQodRU1BSUxfRElHRVNUX0ZSRVFVRU5DWV9IT1VSTFkQAhIgChxFTUFJTF9ESUdFU1RfRlJFUVVFTkNZX0RBSUxZEANiBnByb3RvMw", [file_google_protobuf_timestamp, file_parley_v1_message]);
 
 /**
  * Something that happened to a user. It carries no message text (so deleting a message
@@ -131,6 +131,43 @@ export const NotificationSettingsSchema: GenMessage<NotificationSettings> = /*@_
   messageDesc(file_parley_v1_notification, 1);
 
 /**
+ * A user's email digest settings. A digest lists the mentions and direct messages that were
+ * still unread some minutes after they arrived (what was read in time is never emailed); for
+ * end-to-end encrypted conversations it says only how many, never the text.
+ *
+ * @generated from message parley.v1.EmailDigestSettings
+ */
+export type EmailDigestSettings = Message<"parley.v1.EmailDigestSettings"> & {
+  /**
+   * Where digests go; empty when none is set.
+   *
+   * @generated from field: string email_address = 1;
+   */
+  emailAddress: string;
+
+  /**
+   * How often.
+   *
+   * @generated from field: parley.v1.EmailDigestFrequency frequency = 2;
+   */
+  frequency: EmailDigestFrequency;
+
+  /**
+   * When the last digest was sent; unset if never.
+   *
+   * @generated from field: google.protobuf.Timestamp last_sent_at = 3;
+   */
+  lastSentAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message parley.v1.EmailDigestSettings.
+ * Use `create(EmailDigestSettingsSchema)` to create a new message.
+ */
+export const EmailDigestSettingsSchema: GenMessage<EmailDigestSettings> = /*@__PURE__*/
+  messageDesc(file_parley_v1_notification, 2);
+
+/**
  * One entry of the push outbox (JetStream stream <PREFIX>_PUSH, subject
  * <prefix>.push.<base64url user id>), for a push gateway (APNs/FCM bridge) to deliver.
  *
@@ -158,7 +195,7 @@ export type PushEntry = Message<"parley.v1.PushEntry"> & {
  * Use `create(PushEntrySchema)` to create a new message.
  */
 export const PushEntrySchema: GenMessage<PushEntry> = /*@__PURE__*/
-  messageDesc(file_parley_v1_notification, 2);
+  messageDesc(file_parley_v1_notification, 3);
 
 /**
  * Why a user was notified.
@@ -255,4 +292,52 @@ export type NotificationLevel = (typeof NotificationLevel)[keyof typeof Notifica
  */
 export const NotificationLevelSchema: GenEnum<NotificationLevel> = /*@__PURE__*/
   enumDesc(file_parley_v1_notification, 1);
+
+/**
+ * How often a user is emailed a digest of what they missed.
+ *
+ * @generated from enum parley.v1.EmailDigestFrequency
+ */
+export const EmailDigestFrequency = {
+  /**
+   * Not set (OFF).
+   *
+   * @generated from enum value: EMAIL_DIGEST_FREQUENCY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED: 0,
+
+  /**
+   * No digests.
+   *
+   * @generated from enum value: EMAIL_DIGEST_FREQUENCY_OFF = 1;
+   */
+  OFF: 1,
+
+  /**
+   * At most one an hour, soon after something is missed.
+   *
+   * @generated from enum value: EMAIL_DIGEST_FREQUENCY_HOURLY = 2;
+   */
+  HOURLY: 2,
+
+  /**
+   * At most one a day.
+   *
+   * @generated from enum value: EMAIL_DIGEST_FREQUENCY_DAILY = 3;
+   */
+  DAILY: 3,
+} as const;
+
+/**
+ * How often a user is emailed a digest of what they missed.
+ *
+ * @generated from enum parley.v1.EmailDigestFrequency
+ */
+export type EmailDigestFrequency = (typeof EmailDigestFrequency)[keyof typeof EmailDigestFrequency] | UnknownEnum;
+
+/**
+ * Describes the enum parley.v1.EmailDigestFrequency.
+ */
+export const EmailDigestFrequencySchema: GenEnum<EmailDigestFrequency> = /*@__PURE__*/
+  enumDesc(file_parley_v1_notification, 2);
 

@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Notification, NotificationLevel, NotificationSettings } from "./notification_pb.ts";
+import type { EmailDigestFrequency, EmailDigestSettings, Notification, NotificationLevel, NotificationSettings } from "./notification_pb.ts";
 import { file_parley_v1_notification } from "./notification_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/notification_service.proto.
  */
 export const file_parley_v1_notification_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRwYXJsZXkvdjEvbm90aWZpY2F0aW9uX3NlcnZpY2UucHJvdG8SCXBhcmxleS52MSJWChhMaXN0Tm90aWZpY2F0aW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEwoLdW5yZWFkX29ubHkYAyABKAgiegoZTGlzdE5vdGlmaWNhdGlvbnNSZXNwb25zZRIuCg1ub3RpZmljYXRpb25zGAEgAygLMhcucGFybGV5LnYxLk5vdGlmaWNhdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSFAoMdW5yZWFkX2NvdW50GAMgASgDIkUKHE1hcmtOb3RpZmljYXRpb25zUmVhZFJlcXVlc3QSGAoQbm90aWZpY2F0aW9uX2lkcxgBIAMoCRILCgNhbGwYAiABKAgiRQodTWFya05vdGlmaWNhdGlvbnNSZWFkUmVzcG9uc2USDgoGbWFya2VkGAEgASgDEhQKDHVucmVhZF9jb3VudBgCIAEoAyI5Ch5HZXROb3RpZmljYXRpb25TZXR0aW5nc1JlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJIlQKH0dldE5vdGlmaWNhdGlvblNldHRpbmdzUmVzcG9uc2USMQoIc2V0dGluZ3MYASABKAsyHy5wYXJsZXkudjEuTm90aWZpY2F0aW9uU2V0dGluZ3MilwEKHlNldE5vdGlmaWNhdGlvblNldHRpbmdzUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSKwoFbGV2ZWwYAiABKA4yHC5wYXJsZXkudjEuTm90aWZpY2F0aW9uTGV2ZWwSLwoLbXV0ZWRfdW50aWwYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlQKH1NldE5vdGlmaWNhdGlvblNldHRpbmdzUmVzcG9uc2USMQoIc2V0dGluZ3MYASABKAsyHy5wYXJsZXkudjEuTm90aWZpY2F0aW9uU2V0dGluZ3My2QMKE05vdGlmaWNhdGlvblNlcnZpY2USYwoRTGlzdE5vdGlmaWNhdGlvbnMSIy5wYXJsZXkudjEuTGlzdE5vdGlmaWNhdGlvbnNSZXF1ZXN0GiQucGFybGV5LnYxLkxpc3ROb3RpZmljYXRpb25zUmVzcG9uc2UiA5ACARJvChVNYXJrTm90aWZpY2F0aW9uc1JlYWQSJy5wYXJsZXkudjEuTWFya05vdGlmaWNhdGlvbnNSZWFkUmVxdWVzdBooLnBhcmxleS52MS5NYXJrTm90aWZpY2F0aW9uc1JlYWRSZXNwb25zZSIDkAICEnUKF0dldE5vdGlmaWNhdGlvblNldHRpbmdzEikucGFybGV5LnYxLkdldE5vdGlmaWNhdGlvblNldHRpbmdzUmVxdWVzdBoqLnBhcmxleS52MS5HZXROb3RpZmljYXRpb25TZXR0aW5nc1Jlc3BvbnNlIgOQAgESdQoXU2V0Tm90aWZpY2F0aW9uU2V0dGluZ3MSKS5wYXJsZXkudjEuU2V0Tm90aWZpY2F0aW9uU2V0dGluZ3NSZXF1ZXN0GioucGFybGV5LnYxLlNldE5vdGlmaWNhdGlvblNldHRpbmdzUmVzcG9uc2UiA5ACAmIGcHJvdG8z", [file_google_protobuf_timestamp, file_parley_v1_notification]);
+  fileDesc("CiRwYXJsZXkvdjEvbm90aWZpY2F0aW9uX3NlcnZpY2UucHJvdG8SCXBhcmxleS52MSJWChhMaXN0Tm90aWZpY2F0aW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEwoLdW5yZWFkX29ubHkYAyABKAgiegoZTGlzdE5vdGlmaWNhdGlvbnNSZXNwb25zZRIuCg1ub3RpZmljYXRpb25zGAEgAygLMhcucGFybGV5LnYxLk5vdGlmaWNhdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSFAoMdW5yZWFkX2NvdW50GAMgASgDIkUKHE1hcmtOb3RpZmljYXRpb25zUmVhZFJlcXVlc3QSGAoQbm90aWZpY2F0aW9uX2lkcxgBIAMoCRILCgNhbGwYAiABKAgiRQodTWFya05vdGlmaWNhdGlvbnNSZWFkUmVzcG9uc2USDgoGbWFya2VkGAEgASgDEhQKDHVucmVhZF9jb3VudBgCIAEoAyI5Ch5HZXROb3RpZmljYXRpb25TZXR0aW5nc1JlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJIlQKH0dldE5vdGlmaWNhdGlvblNldHRpbmdzUmVzcG9uc2USMQoIc2V0dGluZ3MYASABKAsyHy5wYXJsZXkudjEuTm90aWZpY2F0aW9uU2V0dGluZ3MilwEKHlNldE5vdGlmaWNhdGlvblNldHRpbmdzUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSKwoFbGV2ZWwYAiABKA4yHC5wYXJsZXkudjEuTm90aWZpY2F0aW9uTGV2ZWwSLwoLbXV0ZWRfdW50aWwYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlQKH1NldE5vdGlmaWNhdGlvblNldHRpbmdzUmVzcG9uc2USMQoIc2V0dGluZ3MYASABKAsyHy5wYXJsZXkudjEuTm90aWZpY2F0aW9uU2V0dGluZ3MiHwodR2V0RW1haWxEaWdlc3RTZXR0aW5nc1JlcXVlc3QiUgoeR2V0RW1haWxEaWdlc3RTZXR0aW5nc1Jlc3BvbnNlEjAKCHNldHRpbmdzGAEgASgLMh4ucGFybGV5LnYxLkVtYWlsRGlnZXN0U2V0dGluZ3MiagodU2V0RW1haWxEaWdlc3RTZXR0aW5nc1JlcXVlc3QSFQoNZW1haWxfYWRkcmVzcxgBIAEoCRIyCglmcmVxdWVuY3kYAiABKA4yHy5wYXJsZXkudjEuRW1haWxEaWdlc3RGcmVxdWVuY3kiUgoeU2V0RW1haWxEaWdlc3RTZXR0aW5nc1Jlc3BvbnNlEjAKCHNldHRpbmdzGAEgASgLMh4ucGFybGV5LnYxLkVtYWlsRGlnZXN0U2V0dGluZ3MyvAUKE05vdGlmaWNhdGlvblNlcnZpY2USYwoRTGlzdE5vdGlmaWNhdGlvbnMSIy5wYXJsZXkudjEuTGlzdE5vdGlmaWNhdGlvbnNSZXF1ZXN0GiQucGFybGV5LnYxLkxpc3ROb3RpZmljYXRpb25zUmVzcG9uc2UiA5ACARJvChVNYXJrTm90aWZpY2F0aW9uc1JlYWQSJy5wYXJsZXkudjEuTWFya05vdGlmaWNhdGlvbnNSZWFkUmVxdWVzdBooLnBhcmxleS52MS5NYXJrTm90aWZpY2F0aW9uc1JlYWRSZXNwb25zZSIDkAICEnUKF0dldE5vdGlmaWNhdGlvblNldHRpbmdzEikucGFybGV5LnYxLkdldE5vdGlmaWNhdGlvblNldHRpbmdzUmVxdWVzdBoqLnBhcmxleS52MS5HZXROb3RpZmljYXRpb25TZXR0aW5nc1Jlc3BvbnNlIgOQAgESdQoXU2V0Tm90aWZpY2F0aW9uU2V0dGluZ3MSKS5wYXJsZXkudjEuU2V0Tm90aWZpY2F0aW9uU2V0dGluZ3NSZXF1ZXN0GioucGFybGV5LnYxLlNldE5vdGlmaWNhdGlvblNldHRpbmdzUmVzcG9uc2UiA5ACAhJyChZHZXRFbWFpbERpZ2VzdFNldHRpbmdzEigucGFybGV5LnYxLkdldEVtYWlsRGlnZXN0U2V0dGluZ3NSZXF1ZXN0GikucGFybGV5LnYxLkdldEVtYWlsRGlnZXN0U2V0dGluZ3NSZXNwb25zZSIDkAIBEm0KFlNldEVtYWlsRGlnZXN0U2V0dGluZ3MSKC5wYXJsZXkudjEuU2V0RW1haWxEaWdlc3RTZXR0aW5nc1JlcXVlc3QaKS5wYXJsZXkudjEuU2V0RW1haWxEaWdlc3RTZXR0aW5nc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_parley_v1_notification]);
 
 /**
  * Request for NotificationService.ListNotifications.
@@ -241,6 +241,91 @@ export const SetNotificationSettingsResponseSchema: GenMessage<SetNotificationSe
   messageDesc(file_parley_v1_notification_service, 7);
 
 /**
+ * Request for NotificationService.GetEmailDigestSettings.
+ *
+ * @generated from message parley.v1.GetEmailDigestSettingsRequest
+ */
+export type GetEmailDigestSettingsRequest = Message<"parley.v1.GetEmailDigestSettingsRequest"> & {
+};
+
+/**
+ * Describes the message parley.v1.GetEmailDigestSettingsRequest.
+ * Use `create(GetEmailDigestSettingsRequestSchema)` to create a new message.
+ */
+export const GetEmailDigestSettingsRequestSchema: GenMessage<GetEmailDigestSettingsRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_notification_service, 8);
+
+/**
+ * Response for NotificationService.GetEmailDigestSettings.
+ *
+ * @generated from message parley.v1.GetEmailDigestSettingsResponse
+ */
+export type GetEmailDigestSettingsResponse = Message<"parley.v1.GetEmailDigestSettingsResponse"> & {
+  /**
+   * The settings.
+   *
+   * @generated from field: parley.v1.EmailDigestSettings settings = 1;
+   */
+  settings?: EmailDigestSettings | undefined;
+};
+
+/**
+ * Describes the message parley.v1.GetEmailDigestSettingsResponse.
+ * Use `create(GetEmailDigestSettingsResponseSchema)` to create a new message.
+ */
+export const GetEmailDigestSettingsResponseSchema: GenMessage<GetEmailDigestSettingsResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_notification_service, 9);
+
+/**
+ * Request for NotificationService.SetEmailDigestSettings.
+ *
+ * @generated from message parley.v1.SetEmailDigestSettingsRequest
+ */
+export type SetEmailDigestSettingsRequest = Message<"parley.v1.SetEmailDigestSettingsRequest"> & {
+  /**
+   * Where to send digests; required unless frequency is OFF (then it may be empty to forget it).
+   *
+   * @generated from field: string email_address = 1;
+   */
+  emailAddress: string;
+
+  /**
+   * How often; OFF opts out.
+   *
+   * @generated from field: parley.v1.EmailDigestFrequency frequency = 2;
+   */
+  frequency: EmailDigestFrequency;
+};
+
+/**
+ * Describes the message parley.v1.SetEmailDigestSettingsRequest.
+ * Use `create(SetEmailDigestSettingsRequestSchema)` to create a new message.
+ */
+export const SetEmailDigestSettingsRequestSchema: GenMessage<SetEmailDigestSettingsRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_notification_service, 10);
+
+/**
+ * Response for NotificationService.SetEmailDigestSettings.
+ *
+ * @generated from message parley.v1.SetEmailDigestSettingsResponse
+ */
+export type SetEmailDigestSettingsResponse = Message<"parley.v1.SetEmailDigestSettingsResponse"> & {
+  /**
+   * The settings after the change.
+   *
+   * @generated from field: parley.v1.EmailDigestSettings settings = 1;
+   */
+  settings?: EmailDigestSettings | undefined;
+};
+
+/**
+ * Describes the message parley.v1.SetEmailDigestSettingsResponse.
+ * Use `create(SetEmailDigestSettingsResponseSchema)` to create a new message.
+ */
+export const SetEmailDigestSettingsResponseSchema: GenMessage<SetEmailDigestSettingsResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_notification_service, 11);
+
+/**
  * The caller's notifications and notification settings.
  *
  * @generated from service parley.v1.NotificationService
@@ -285,6 +370,27 @@ export const NotificationService: GenService<{
     methodKind: "unary";
     input: typeof SetNotificationSettingsRequestSchema;
     output: typeof SetNotificationSettingsResponseSchema;
+  },
+  /**
+   * The caller's email digest settings (off, with no address, until set).
+   *
+   * @generated from rpc parley.v1.NotificationService.GetEmailDigestSettings
+   */
+  getEmailDigestSettings: {
+    methodKind: "unary";
+    input: typeof GetEmailDigestSettingsRequestSchema;
+    output: typeof GetEmailDigestSettingsResponseSchema;
+  },
+  /**
+   * Sets where and how often the caller is emailed a digest of what they missed: mentions and
+   * direct messages still unread after a while. OFF opts out.
+   *
+   * @generated from rpc parley.v1.NotificationService.SetEmailDigestSettings
+   */
+  setEmailDigestSettings: {
+    methodKind: "unary";
+    input: typeof SetEmailDigestSettingsRequestSchema;
+    output: typeof SetEmailDigestSettingsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_parley_v1_notification_service, 0);

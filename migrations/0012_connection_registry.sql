@@ -1,0 +1,2 @@
+-- the connection registry (filled in by its change)
+SELECT 1;

@@ -1,0 +1,2 @@
+-- asynchronous jobs (filled in by its change)
+SELECT 1;

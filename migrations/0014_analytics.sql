@@ -1,0 +1,2 @@
+-- analytics rollups (filled in by its change)
+SELECT 1;

@@ -1,0 +1,2 @@
+-- email digests (filled in by its change)
+SELECT 1;

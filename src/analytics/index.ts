@@ -1,0 +1,1 @@
+export { AnalyticsService } from "./analytics-service.ts";

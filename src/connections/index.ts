@@ -1,0 +1,1 @@
+export { ConnectionService } from "./connection-service.ts";

@@ -1,0 +1,1 @@
+export { JobService } from "./job-service.ts";

@@ -47,7 +47,7 @@ import { ClamdClient, createFileBlobStore, createMalwareScanMetrics, createMalwa
 import { SocialService } from "./social/index.ts";
 import { StoryAccess, StoryExpiry, StoryRemover, StoryService } from "./stories/index.ts";
 import { RetentionPolicy, RetentionSweeper } from "./retention/index.ts";
-import { ConnectionService } from "./connections/index.ts";
+import { ConnectionRegistry, ConnectionService } from "./connections/index.ts";
 import { JobService } from "./jobs/index.ts";
 import { AnalyticsService } from "./analytics/index.ts";
 
@@ -152,6 +152,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     onFilled: (events) => relay.republish(events),
     onUserEvent: restrictions.observe,
   });
+  const registry = config.registry.enabled ? new ConnectionRegistry({ db: database.db, nodeId: config.feed.nodeId, config: config.registry, logger }) : null;
   const presence = createPresenceTracker({ nats, subjects, db: database.db, bus, nodeId: config.feed.nodeId, ttlMs: config.feed.presenceTtlMs, logger });
 
   // Message retention: every read filters by it; the sweeper (consumer nodes) deletes what passed it.
@@ -216,7 +217,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     users: new UserService(database.db, config.limits, eraser),
     conversations,
     messages,
-    events: new EventService({ db: database.db, log, memberships, hub, bus, presence, feed: config.feed, retention, requireUnrestricted: restrictions.requireUnrestricted }),
+    events: new EventService({ db: database.db, log, memberships, hub, bus, presence, feed: config.feed, retention, requireUnrestricted: restrictions.requireUnrestricted, registry }),
     search: new SearchService(database.db, searchIndex, retention),
     keys: new KeyService(database.db, publisher),
     reports: new ReportService(database.db, storyAccess),
@@ -236,7 +237,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       config: config.stories,
       limits: config.limits,
     }),
-    connections: new ConnectionService(),
+    connections: new ConnectionService({ db: database.db, publisher, config: config.registry }),
     jobs: new JobService(),
     analytics: new AnalyticsService(),
     health,
@@ -280,6 +281,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       // After the hub: a restriction committed meanwhile is in the table or arrives as an event.
       await restrictions.load(database.db);
       await relay.start();
+      await registry?.start();
       if (config.runConsumers) {
         await workers.startConsumer({
           name: "search-indexer",
@@ -307,6 +309,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       for (let waited = 0; hub.openStreams > 0 && waited < STREAM_DRAIN_MS; waited += 50) await delay(50);
       shutdown.abort();
       await server.close(SHUTDOWN_GRACE_MS);
+      await registry?.stop();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
       await sends.drain();
       await reactions.drain();

@@ -66,6 +66,17 @@ export interface Config {
   readonly rateLimits: RateLimitConfig;
   readonly erasure: ErasureConfig;
   readonly retention: RetentionConfig;
+  readonly registry: RegistryConfig;
+}
+
+/** The connection registry (ConnectionService): every live stream, in PostgreSQL. */
+export interface RegistryConfig {
+  /** CONNECTION_REGISTRY=off: streams are not recorded and ConnectionService answers FAILED_PRECONDITION. */
+  readonly enabled: boolean;
+  /** How often a node confirms in the database that it (and so its streams) is alive. */
+  readonly heartbeatMs: number;
+  /** A node silent for longer is dead: its streams leave every listing, and a sweep deletes them. */
+  readonly nodeTtlMs: number;
 }
 
 /** Malware scanning of uploads with ClamAV's clamd. */
@@ -251,7 +262,16 @@ export function loadConfig(env: Env = process.env): Config {
       sweepIntervalMs: int(env, "ERASURE_SWEEP_INTERVAL_SECONDS", 60, 1, 24 * 3600) * 1000,
     }),
     retention: retentionSettings(env),
+    registry: registrySettings(env),
   });
+}
+
+function registrySettings(env: Env): RegistryConfig {
+  const heartbeatMs = int(env, "REGISTRY_HEARTBEAT_SECONDS", 5, 1, 3600) * 1000;
+  const nodeTtlMs = int(env, "REGISTRY_NODE_TTL_SECONDS", 15, 2, 24 * 3600) * 1000;
+  // A TTL no longer than the heartbeat would drop live nodes between two of their heartbeats.
+  if (nodeTtlMs <= heartbeatMs) throw new ConfigError("REGISTRY_NODE_TTL_SECONDS must be longer than REGISTRY_HEARTBEAT_SECONDS.");
+  return Object.freeze({ enabled: oneOf(env, "CONNECTION_REGISTRY", "on", ["on", "off"]) === "on", heartbeatMs, nodeTtlMs });
 }
 
 /** Longest retention a deployment (or a conversation) can set: 100 years. */

@@ -1,1 +1,2 @@
+export { ConnectionRegistry, type StreamInfo, type StreamRecorder } from "./connection-registry.ts";
 export { ConnectionService } from "./connection-service.ts";

@@ -319,6 +319,23 @@ export interface AccountErasuresTable {
   messages_erased: Int8WithDefault;
 }
 
+export interface ConnectionNodesTable {
+  node_id: string;
+  started_at: Timestamp;
+  heartbeat_at: Timestamp;
+}
+
+export interface ConnectionsTable {
+  session_id: string;
+  user_id: string;
+  node_id: string;
+  device_id: string;
+  protocol: string;
+  client_version: string;
+  user_agent: string;
+  connected_at: Date;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
@@ -351,4 +368,6 @@ export interface Database {
   account_restrictions: AccountRestrictionsTable;
   audit_log: AuditLogTable;
   account_erasures: AccountErasuresTable;
+  connection_nodes: ConnectionNodesTable;
+  connections: ConnectionsTable;
 }

@@ -113,24 +113,37 @@ export class ConnectionRegistry implements StreamRecorder {
     return this.#live.size;
   }
 
-  #schedule(delayMs = FLUSH_DELAY_MS): void {
+  /** Plans the next flush: soon, at once when much is pending, or after `retryInMs` when the last one failed. */
+  #schedule(retryInMs?: number): void {
     if (this.#stopped || this.#flushing) return; // the running flush reschedules when it ends
     const pending = this.#toInsert.size + this.#toDelete.size;
     if (pending === 0) return;
-    if (pending >= FLUSH_AT_PENDING) {
+    if (pending >= FLUSH_AT_PENDING && retryInMs === undefined) {
       if (this.#timer) clearTimeout(this.#timer);
       this.#timer = null;
-      this.#flushing = this.#flush();
+      this.#startFlush();
     } else {
       this.#timer ??= setTimeout(() => {
         this.#timer = null;
-        this.#flushing = this.#flush();
-      }, delayMs);
+        this.#startFlush();
+      }, retryInMs ?? FLUSH_DELAY_MS);
     }
   }
 
-  /** Writes what is pending: inserts before deletes, so a stream opened and closed in one batch ends up absent. */
-  async #flush(): Promise<void> {
+  #startFlush(): void {
+    // Cleared in a callback, which always runs after this assignment (a flush with nothing to
+    // write may settle at once, and a flag cleared inside it would then stay set for good).
+    this.#flushing = this.#flush().then((retryInMs) => {
+      this.#flushing = null;
+      this.#schedule(retryInMs);
+    });
+  }
+
+  /**
+   * Writes what is pending: inserts before deletes, so a stream opened and closed in one batch
+   * ends up absent. Returns the delay before a retry when a statement failed.
+   */
+  async #flush(): Promise<number | undefined> {
     const inserts = [...this.#toInsert.values()];
     const deletes = [...this.#toDelete];
     this.#toInsert = new Map();
@@ -151,8 +164,7 @@ export class ConnectionRegistry implements StreamRecorder {
       for (const id of deletes) this.#toDelete.add(id);
       retryInMs = RETRY_DELAY_MS;
     }
-    this.#flushing = null;
-    this.#schedule(retryInMs);
+    return retryInMs;
   }
 
   /** Confirms the node is alive and sweeps dead ones. A node swept while it was unreachable records its streams again. */

@@ -1,0 +1,21 @@
+import { startTestServer, newUsers } from "../helpers/test-server.ts";
+import { openLiveFeed } from "../helpers/feed.ts";
+import { sdkClient } from "../client/support.ts";
+const j = (x: unknown) => JSON.stringify(x, (_k, v) => (typeof v === "bigint" ? String(v) : v));
+describe("dbg", () => {
+  it("lists", async function () { this.timeout(120000);
+    const server = await startTestServer({ LOG_LEVEL: "warn" });
+    const [a, b] = await newUsers(server, 2);
+    const feed = await openLiveFeed(server.clientsFor(a!));
+    const bob = sdkClient(server, b!);
+    await bob.waitUntil(() => bob.client.live, "live");
+    await new Promise((r) => setTimeout(r, 500));
+    console.log(j((await server.clientsFor(a!).connections.listSessions({})).sessions));
+    console.log(j((await server.clientsFor(b!).connections.listSessions({})).sessions));
+    const op = server.clientsFor("op", "connect", { roles: ["operator"] });
+    console.log(j(await op.connections.listConnections({})));
+    feed.close();
+    await bob.close();
+    await server.stop();
+  });
+});

@@ -47,7 +47,7 @@ import { ClamdClient, createFileBlobStore, createMalwareScanMetrics, createMalwa
 import { SocialService } from "./social/index.ts";
 import { StoryAccess, StoryExpiry, StoryRemover, StoryService } from "./stories/index.ts";
 import { RetentionPolicy, RetentionSweeper } from "./retention/index.ts";
-import { ConnectionRegistry, ConnectionService } from "./connections/index.ts";
+import { ConnectionRegistry, ConnectionService, createRegistryMetrics } from "./connections/index.ts";
 import { JobService } from "./jobs/index.ts";
 import { AnalyticsService } from "./analytics/index.ts";
 
@@ -152,7 +152,6 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     onFilled: (events) => relay.republish(events),
     onUserEvent: restrictions.observe,
   });
-  const registry = config.registry.enabled ? new ConnectionRegistry({ db: database.db, nodeId: config.feed.nodeId, config: config.registry, logger }) : null;
   const presence = createPresenceTracker({ nats, subjects, db: database.db, bus, nodeId: config.feed.nodeId, ttlMs: config.feed.presenceTtlMs, logger });
 
   // Message retention: every read filters by it; the sweeper (consumer nodes) deletes what passed it.
@@ -172,6 +171,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const erasureGate: ErasureGate = new ErasureGate({ db: database.db, logger, onSeen: (userId) => users.forget(userId) });
   const users = new UserDirectory(database.db, (userId) => erasureGate.isErasing(userId));
   const metrics = createRpcMetrics();
+  const registry = config.registry.enabled
+    ? new ConnectionRegistry({ db: database.db, nodeId: config.feed.nodeId, config: config.registry, logger, metrics: createRegistryMetrics(metrics.registry) })
+    : null;
   const searchIndex = createSearchIndex(config.search, database.db);
   const indexer = createSearchIndexer({ index: searchIndex, metrics: createSearchMetrics(metrics.registry), logger });
   const shutdown = new AbortController();

@@ -13,7 +13,8 @@ import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import type { RegistryConfig } from "../config.ts";
 import type { Database } from "../db/schema.ts";
-import { deleteConnections, deleteNode, heartbeatNode, insertConnections, sweepDeadNodes, type ConnectionRow } from "./connection-repository.ts";
+import { deleteConnections, deleteNode, heartbeatNode, insertConnections, ROWS_PER_STATEMENT, sweepDeadNodes, type ConnectionRow } from "./connection-repository.ts";
+import type { RegistryMetrics } from "./registry-metrics.ts";
 
 /** Longest an open or close waits before it is written. */
 const FLUSH_DELAY_MS = 100;
@@ -45,6 +46,7 @@ export interface ConnectionRegistryOptions {
   nodeId: string;
   config: RegistryConfig;
   logger: Logger;
+  metrics: RegistryMetrics;
 }
 
 export class ConnectionRegistry implements StreamRecorder {
@@ -97,12 +99,14 @@ export class ConnectionRegistry implements StreamRecorder {
       connected_at: new Date(),
     };
     this.#live.set(row.session_id, row);
+    this.#o.metrics.setStreams(this.#live.size);
     this.#toInsert.set(row.session_id, row);
     this.#schedule();
   }
 
   closed(sessionId: string): void {
     if (!this.#live.delete(sessionId)) return;
+    this.#o.metrics.setStreams(this.#live.size);
     // Never written: nothing to delete. (One being written now is deleted by the next batch.)
     if (!this.#toInsert.delete(sessionId)) this.#toDelete.add(sessionId);
     this.#schedule();
@@ -148,18 +152,27 @@ export class ConnectionRegistry implements StreamRecorder {
     const deletes = [...this.#toDelete];
     this.#toInsert = new Map();
     this.#toDelete = new Set();
+    const { metrics } = this.#o;
     let retryInMs: number | undefined;
     try {
-      if (inserts.length > 0) await insertConnections(this.#o.db, inserts);
+      if (inserts.length > 0) {
+        metrics.statements("insert", Math.ceil(inserts.length / ROWS_PER_STATEMENT));
+        await insertConnections(this.#o.db, inserts);
+      }
     } catch (error) {
+      metrics.failed("insert");
       this.#o.logger.warn({ err: error, streams: inserts.length }, "connection registry could not record opened streams; retrying");
       // Those closed meanwhile are in #toDelete: deleting a row never written is harmless.
       for (const row of inserts) if (this.#live.has(row.session_id)) this.#toInsert.set(row.session_id, row);
       retryInMs = RETRY_DELAY_MS;
     }
     try {
-      if (deletes.length > 0) await deleteConnections(this.#o.db, deletes);
+      if (deletes.length > 0) {
+        metrics.statements("delete", Math.ceil(deletes.length / ROWS_PER_STATEMENT));
+        await deleteConnections(this.#o.db, deletes);
+      }
     } catch (error) {
+      metrics.failed("delete");
       this.#o.logger.warn({ err: error, streams: deletes.length }, "connection registry could not remove closed streams; retrying");
       for (const id of deletes) this.#toDelete.add(id);
       retryInMs = RETRY_DELAY_MS;
@@ -170,16 +183,21 @@ export class ConnectionRegistry implements StreamRecorder {
   /** Confirms the node is alive and sweeps dead ones. A node swept while it was unreachable records its streams again. */
   async #beat(): Promise<void> {
     if (this.#stopped) return;
+    const { metrics } = this.#o;
     try {
+      metrics.statements("heartbeat", 1);
       const wasMissing = await heartbeatNode(this.#o.db, this.#o.nodeId);
       if (wasMissing) {
+        metrics.statements("heartbeat", 1);
         this.#o.logger.warn({ streams: this.#live.size }, "connection registry found this node swept (heartbeats failed for longer than the TTL); recording its streams again");
         for (const [id, row] of this.#live) this.#toInsert.set(id, row);
         this.#schedule();
       }
       const swept = await sweepDeadNodes(this.#o.db, this.#o.config.nodeTtlMs);
+      metrics.statements("sweep", swept > 0 ? 2 : 1);
       if (swept > 0) this.#o.logger.info({ nodes: swept }, "connection registry swept nodes that stopped heartbeating");
     } catch (error) {
+      metrics.failed("heartbeat");
       this.#o.logger.warn({ err: error }, "connection registry heartbeat failed; trying again at the next one");
     }
   }

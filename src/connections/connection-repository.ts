@@ -61,7 +61,7 @@ export async function deleteNode(db: Kysely<Database>, nodeId: string): Promise<
   });
 }
 
-/** Deletes the nodes silent for longer than the TTL, with their streams. Returns how many nodes. */
+/** Deletes the nodes silent for longer than the TTL, with their streams (one statement, two when some died). Returns how many nodes. */
 export async function sweepDeadNodes(db: Kysely<Database>, ttlMs: number): Promise<number> {
   return db.transaction().execute(async (tx) => {
     const dead = await tx.deleteFrom("connection_nodes").where("heartbeat_at", "<", deadline(ttlMs)).returning("node_id").execute();

@@ -15,7 +15,8 @@
  *
  * Each phase is measured from before the first stream to a settle pause after the last (so
  * PostgreSQL has published its statistics: an idle backend flushes them within 10 s): the
- * registry's SQL statements (the node's parley_registry_statements_total, on /metrics),
+ * registry's insert and delete statements, and apart its heartbeats and sweeps (the node's
+ * parley_registry_statements_total, on /metrics),
  * transactions of the bench database (pg_stat_database xact_commit + xact_rollback; every
  * registry statement but the node's start and stop is its own transaction), rows inserted and
  * deleted, WAL bytes (the bench database's records between pg_current_wal_lsn readings, read
@@ -97,8 +98,10 @@ interface Snapshot {
   lsn: string;
 }
 interface Phase {
-  /** SQL statements the registry sent (its metric; 0 when off). */
+  /** Inserts and deletes the registry sent (its metric; 0 when off). */
   statements: number;
+  /** Its heartbeats and sweeps over the phase (one of each per node every REGISTRY_HEARTBEAT_SECONDS). */
+  livenessStatements: number;
   /** Transactions, rows, WAL bytes and PostgreSQL CPU ms over the phase. */
   xacts: number;
   inserted: number;
@@ -144,11 +147,15 @@ async function runOnce(mode: Mode, roundNo: number, tokens: Tokens): Promise<Run
     audience: AUDIENCE,
     env: { NODE_ID: "a", CONNECTION_REGISTRY: mode, METRICS_PORT: String(metricsPort), ...EXTRA_ENV },
   });
+  /** The registry's insert and delete statements so far (its heartbeats and sweeps, a fixed cost per node, apart). */
   const registryStatements = async () => {
     const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-    let sum = 0;
-    for (const line of text.split("\n")) if (line.startsWith("parley_registry_statements_total{")) sum += Number(line.slice(line.lastIndexOf(" ") + 1));
-    return sum;
+    const count = { writes: 0, liveness: 0 };
+    for (const line of text.split("\n")) {
+      const m = /^parley_registry_statements_total\{kind="(\w+)"\} (\d+)/.exec(line);
+      if (m) count[m[1] === "insert" || m[1] === "delete" ? "writes" : "liveness"] += Number(m[2]);
+    }
+    return count;
   };
   const stats = new pg.Client({ connectionString: ADMIN_URL });
   await stats.connect();
@@ -182,8 +189,10 @@ async function runOnce(mode: Mode, roundNo: number, tokens: Tokens): Promise<Run
       await sleep(SETTLE_MS);
       const used = await cpu.stop();
       const after = await snapshot(stats, database.name);
+      const statementsAfter = await registryStatements();
       return {
-        statements: (await registryStatements()) - statementsBefore,
+        statements: statementsAfter.writes - statementsBefore.writes,
+        livenessStatements: statementsAfter.liveness - statementsBefore.liveness,
         xacts: after.xacts - before.xacts,
         inserted: after.inserted - before.inserted,
         deleted: after.deleted - before.deleted,
@@ -230,7 +239,7 @@ function perStream(phase: Phase) {
 
 function describe(run: Run): string {
   const line = (name: string, p: Phase) =>
-    `   ${name.padEnd(10)} ${String(p.statements).padStart(4)} registry statements ${String(p.xacts).padStart(6)} xacts  ${String(p.inserted).padStart(6)} ins ${String(p.deleted).padStart(6)} del  ` +
+    `   ${name.padEnd(10)} ${String(p.statements).padStart(4)} registry writes (+${p.livenessStatements} heartbeat/sweep) ${String(p.xacts).padStart(6)} xacts  ${String(p.inserted).padStart(6)} ins ${String(p.deleted).padStart(6)} del  ` +
     `${(p.walBytes / 1024).toFixed(0).padStart(7)} KiB WAL  ${String(p.pgCpuMs).padStart(7)} ms pg CPU  client ${p.clientSeconds} s` +
     (p.listingMs === null ? "" : `  all ${name === "connect" ? "listed" : "gone"} ${p.listingMs} ms after`);
   return [`registry ${run.mode} (round ${run.round})`, line("connect", run.connect), line("disconnect", run.disconnect)].join("\n");
@@ -242,7 +251,7 @@ function registryCost(runs: readonly Run[], phase: "connect" | "disconnect") {
   for (let r = 1; r <= ROUNDS; r++) {
     const on = runs.find((x) => x.round === r && x.mode === "on")![phase];
     const off = runs.find((x) => x.round === r && x.mode === "off")![phase];
-    diffs.push(perStream({ ...on, statements: on.statements - off.statements, xacts: on.xacts - off.xacts, inserted: on.inserted - off.inserted, deleted: on.deleted - off.deleted, walBytes: on.walBytes - off.walBytes, pgCpuMs: on.pgCpuMs - off.pgCpuMs }));
+    diffs.push(perStream({ ...on, statements: on.statements - off.statements, livenessStatements: 0, xacts: on.xacts - off.xacts, inserted: on.inserted - off.inserted, deleted: on.deleted - off.deleted, walBytes: on.walBytes - off.walBytes, pgCpuMs: on.pgCpuMs - off.pgCpuMs }));
   }
   const mean = (pick: (d: ReturnType<typeof perStream>) => number) => round(diffs.reduce((s, d) => s + pick(d), 0) / diffs.length, 4);
   return { statements: mean((d) => d.statements), xacts: mean((d) => d.xacts), rows: mean((d) => d.rows), walBytes: round(mean((d) => d.walBytes), 1), pgCpuMs: mean((d) => d.pgCpuMs), perRound: diffs };

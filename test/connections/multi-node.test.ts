@@ -93,9 +93,13 @@ describe("connection registry across nodes", function () {
       const [byUser, sessions] = await Promise.all([operator.connections.listConnections({ userId: bob! }), a!.clientsFor(bob!).connections.listSessions({})]);
       return !byUser.connections.some((c) => c.nodeId === victimId) && !byUser.nodes.some((n) => n.nodeId === victimId) && !sessions.sessions.some((s) => s.sessionId === doomedSession);
     };
-    await eventually(gone, "the killed node's streams gone", (TTL_SECONDS + 2) * 1000);
+    // Polled every 50 ms; the slack covers the poll and the calls' own time on a busy machine.
+    while (!(await gone())) {
+      assert.ok(Date.now() - killedAt < (TTL_SECONDS + 3) * 1000, "the killed node's streams are still listed");
+      await new Promise((r) => setTimeout(r, 50));
+    }
     const goneAfterMs = Date.now() - killedAt;
-    assert.ok(goneAfterMs <= TTL_SECONDS * 1000 + 300, `gone ${goneAfterMs} ms after the kill (TTL ${TTL_SECONDS} s)`);
+    assert.ok(goneAfterMs <= TTL_SECONDS * 1000 + 500, `gone ${goneAfterMs} ms after the kill (TTL ${TTL_SECONDS} s)`);
     const left = (await operator.connections.listConnections({ userId: bob! })).connections;
     assert.deepEqual(left.map((c) => c.nodeId), [b!.env.NODE_ID], "the stream on the live node is still listed");
     // The sweep (on any live node, at each heartbeat) deletes the dead node's rows afterwards.

@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { Code, createClient, type Interceptor } from "@connectrpc/connect";
+import pg from "pg";
 import { EndReason, EventService } from "../../gen/parley/v1/event_service_pb.ts";
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
 import { encodePageToken } from "../../src/page-token.ts";
@@ -187,5 +188,27 @@ describe("connection registry (one node)", function () {
     assert.ok(!feed.events.some((e) => e.kind.case === "sessionEnded"), "no session_ended event was written");
     assert.deepEqual(await sessionIds(erin!), [sessionId], "the session is still live");
     assert.equal(feed.end, undefined);
+  });
+
+  it("keeps a batch the database refused and writes it once the database takes writes again", async function () {
+    // Needs the server's database from outside: PostgreSQL mode only (PGlite lives in the server).
+    if (!server.env.DATABASE_URL) this.skip();
+    const db = new pg.Client({ connectionString: server.env.DATABASE_URL });
+    await db.connect();
+    try {
+      const [frank] = await newUsers(server, 1, "reg");
+      // Every new row is refused from now on, as during an outage, while reads go on working.
+      await db.query("ALTER TABLE connections ADD CONSTRAINT registry_hiccup CHECK (false) NOT VALID");
+      const feed = track(await deviceFeed(server, frank!, "grpc", {}, "frank"));
+      const sessionId = await sessionOf(feed);
+      await new Promise((r) => setTimeout(r, 1_200));
+      assert.deepEqual(await sessionIds(frank!), [], "not listed while the database refuses the insert");
+      await db.query("ALTER TABLE connections DROP CONSTRAINT registry_hiccup");
+      await eventually(async () => (await sessionIds(frank!)).includes(sessionId), "listed after the database recovered", 3_000);
+      assert.equal(feed.end, undefined, "the stream itself never noticed");
+    } finally {
+      await db.query("ALTER TABLE connections DROP CONSTRAINT IF EXISTS registry_hiccup");
+      await db.end();
+    }
   });
 });

@@ -212,3 +212,30 @@ describe("connection registry (one node)", function () {
     }
   });
 });
+
+describe("connection registry switched off (CONNECTION_REGISTRY=off)", function () {
+  let server: TestServer;
+
+  before(async function () {
+    this.timeout(60_000);
+    server = await startTestServer({ CONNECTION_REGISTRY: "off" });
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  it("still serves streams (with a session id) but answers ConnectionService with FAILED_PRECONDITION", async () => {
+    const [gina] = await newUsers(server, 1, "reg");
+    const feed = await deviceFeed(server, gina!, "connect", {}, "gina");
+    try {
+      assert.ok(await sessionOf(feed));
+      const own = server.clientsFor(gina!).connections;
+      await expectCode(own.listSessions({}), Code.FailedPrecondition);
+      await expectCode(own.endSession({ sessionId: "01a25153-0000-7000-8000-000000000000" }), Code.FailedPrecondition);
+      await expectCode(own.listConnections({}), Code.PermissionDenied);
+      await expectCode(server.clientsFor(`ops-${gina}`, "grpc", { roles: ["operator"] }).connections.listConnections({}), Code.FailedPrecondition);
+    } finally {
+      feed.close();
+    }
+  });
+});

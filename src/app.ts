@@ -48,7 +48,7 @@ import { SocialService } from "./social/index.ts";
 import { StoryAccess, StoryExpiry, StoryRemover, StoryService } from "./stories/index.ts";
 import { RetentionPolicy, RetentionSweeper } from "./retention/index.ts";
 import { ConnectionService } from "./connections/index.ts";
-import { JobService } from "./jobs/index.ts";
+import { createJobs } from "./jobs/index.ts";
 import { AnalyticsService } from "./analytics/index.ts";
 
 export interface App {
@@ -197,6 +197,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     logger,
     intervalMs: config.retention.sweepIntervalMs,
   });
+  // Exports and reindexing as jobs: chunks on the work stream, state in PostgreSQL (src/jobs).
+  const jobs = createJobs({ db: database.db, publisher, workers, subjects, config: config.jobs, blobs, retention, search: searchIndex, logger });
   const conversations = new ConversationService(database.db, config.limits, publisher, retention);
   const messages = new MessageService(database.db, sends, reactions, config.limits, publisher, retention);
   const eraser = new AccountEraser({
@@ -208,6 +210,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     stories: storyRemover,
     blobs,
     push: pushOutbox,
+    jobs: jobs.scheduler,
     logger,
     sweepIntervalMs: config.runConsumers ? config.erasure.sweepIntervalMs : null,
     ...(options.erasureFaults && { faults: options.erasureFaults }),
@@ -237,7 +240,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       limits: config.limits,
     }),
     connections: new ConnectionService(),
-    jobs: new JobService(),
+    jobs: jobs.service,
     analytics: new AnalyticsService(),
     health,
   });
@@ -289,6 +292,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
           batchSize: SEARCH_INDEX_BATCH,
         });
         await workers.startConsumer(createNotifierSpec({ db: database.db, events: publisher, push: pushOutbox, subjects }));
+        await jobs.startWorkers();
       }
       await storyExpiry.start();
       // Not awaited: a hung clamd must not hold up the start (the check ends within its timeouts).
@@ -314,6 +318,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await eraser.stop();
       await erasureGate.stop();
       await retentionSweeper.stop();
+      await jobs.stop();
       // Every consumer stops with its batch in hand done; then what they recorded is published.
       await workers.close();
       await publisher.flush();

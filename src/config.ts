@@ -66,6 +66,24 @@ export interface Config {
   readonly rateLimits: RateLimitConfig;
   readonly erasure: ErasureConfig;
   readonly retention: RetentionConfig;
+  readonly jobs: JobsConfig;
+}
+
+/** Asynchronous jobs (JobService: exports, reindex). */
+export interface JobsConfig {
+  /**
+   * Where chunk parts and outputs are written. Like MEDIA_DIR, every node must see the same
+   * directory (a shared volume): a chunk written on one node is assembled on another.
+   */
+  readonly dir: string;
+  /** How long a finished job's output is kept before the sweep deletes it. */
+  readonly outputTtlMs: number;
+  /** Messages per chunk of a conversation export (one work item each). */
+  readonly chunkMessages: number;
+  /** How often consumer nodes delete expired outputs and republish the work of stalled jobs. */
+  readonly sweepIntervalMs: number;
+  /** Chunks one consumer node works on at once. */
+  readonly concurrency: number;
 }
 
 /** Malware scanning of uploads with ClamAV's clamd. */
@@ -251,6 +269,13 @@ export function loadConfig(env: Env = process.env): Config {
       sweepIntervalMs: int(env, "ERASURE_SWEEP_INTERVAL_SECONDS", 60, 1, 24 * 3600) * 1000,
     }),
     retention: retentionSettings(env),
+    jobs: Object.freeze({
+      dir: path.resolve(str(env, "JOBS_DIR", path.join(dataDir, "jobs"))),
+      outputTtlMs: int(env, "JOB_OUTPUT_TTL_HOURS", 168, 1, 24 * 365) * 3600 * 1000,
+      chunkMessages: int(env, "JOB_CHUNK_MESSAGES", 5000, 1, 1_000_000),
+      sweepIntervalMs: int(env, "JOB_SWEEP_INTERVAL_SECONDS", 30, 1, 24 * 3600) * 1000,
+      concurrency: int(env, "JOB_RUNNER_CONCURRENCY", 4, 1, 64),
+    }),
   });
 }
 

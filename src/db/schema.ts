@@ -319,6 +319,41 @@ export interface AccountErasuresTable {
   messages_erased: Int8WithDefault;
 }
 
+/** Asynchronous jobs (migration 0013); enums are the proto numbers. */
+export interface JobsTable {
+  id: string;
+  kind: number;
+  owner_id: string;
+  conversation_id: string | null;
+  format: Generated<number>;
+  params: ColumnType<Record<string, unknown>, string | undefined, string>;
+  status: number;
+  items_total: Int8WithDefault;
+  items_done: Int8WithDefault;
+  error: Generated<string>;
+  output_name: string | null;
+  output_type: string | null;
+  output_size: Int8 | null;
+  output_sha256: string | null;
+  created_at: Timestamp;
+  started_at: Date | null;
+  finished_at: Date | null;
+  expires_at: Date | null;
+  last_event_at: Date | null;
+  updated_at: Timestamp;
+}
+
+export interface JobChunksTable {
+  job_id: string;
+  chunk_no: number;
+  range: ColumnType<Record<string, unknown>, string, string>;
+  status: Generated<number>;
+  items: Int8WithDefault;
+  attempts: Generated<number>;
+  runner: string | null;
+  lease_until: Date | null;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
@@ -351,4 +386,6 @@ export interface Database {
   account_restrictions: AccountRestrictionsTable;
   audit_log: AuditLogTable;
   account_erasures: AccountErasuresTable;
+  jobs: JobsTable;
+  job_chunks: JobChunksTable;
 }

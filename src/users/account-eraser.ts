@@ -72,6 +72,8 @@ export interface AccountEraserOptions {
   stories: StoryRemover;
   blobs: BlobStore;
   push: PushOutbox;
+  /** The user's jobs and their output files go with the account. */
+  jobs: { eraseJobsOf(userId: string): Promise<void> };
   logger: Logger;
   /** How often this node looks for erasures that a stopped run left unfinished; null: never (no consumers here). */
   sweepIntervalMs: number | null;
@@ -202,6 +204,7 @@ export class AccountEraser {
     await drain(() => deleteSomeNotificationsOf(db, userId, ROW_BATCH));
     await deleteSettingsOf(db, userId);
     await this.#o.push.forget(userId);
+    await this.#o.jobs.eraseJobsOf(userId);
     await drain(() => unrouteUserEvents(db, userId, ROW_BATCH));
     await progress();
     await deleteUser(db, userId);

@@ -113,7 +113,9 @@ export class JobFiles {
 
   /** Removes everything of the job (cancelled, expired, erased). */
   async removeAll(jobId: string): Promise<void> {
-    await rm(this.dirOf(jobId), { recursive: true, force: true });
+    // A chunk still running elsewhere may add a part meanwhile (ENOTEMPTY): rm retries; and
+    // that chunk removes the directory itself when its completion finds the job ended.
+    await rm(this.dirOf(jobId), { recursive: true, force: true, maxRetries: 5, retryDelay: 20 });
   }
 
   /** The output's size on disk, or null when it is gone. */

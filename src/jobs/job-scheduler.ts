@@ -69,7 +69,8 @@ export class JobScheduler {
       recorded.push(jobProgressed(cancelled));
       return cancelled;
     });
-    await this.#o.files.removeAll(jobId);
+    // The cancel stands even if a file cannot go yet: the chunk in hand removes them when it sees it.
+    await this.#o.files.removeAll(jobId).catch(() => undefined);
     return row;
   }
 

@@ -8,8 +8,8 @@ import type { Clients } from "../helpers/test-server.ts";
 /** Every WatchJob frame until the stream ends (it ends after the terminal frame). */
 export async function watchToEnd(clients: Clients, jobId: string, timeoutMs = 30_000): Promise<Job[]> {
   const frames: Job[] = [];
-  const signal = AbortSignal.timeout(timeoutMs);
-  for await (const frame of clients.jobs.watchJob({ jobId }, { signal })) frames.push(frame.job!);
+  // A stream outlives the clients' default 10 s call deadline.
+  for await (const frame of clients.jobs.watchJob({ jobId }, { timeoutMs })) frames.push(frame.job!);
   return frames;
 }
 

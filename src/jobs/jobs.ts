@@ -39,8 +39,11 @@ export interface Jobs {
   readonly scheduler: JobScheduler;
   readonly runner: JobRunner;
   readonly reindex: ReindexJob;
-  /** Starts the job-runner consumer and the sweeper (nodes that run consumers). */
-  startWorkers(): Promise<void>;
+  /**
+   * Starts the job-runner consumer and (unless `sweep` is false, as for a CLI hosting a runner
+   * for its own job) the sweeper. On nodes that run consumers.
+   */
+  startWorkers(options?: { sweep?: boolean }): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -74,9 +77,9 @@ export function createJobs(o: JobsOptions): Jobs {
     scheduler,
     runner,
     reindex,
-    async startWorkers() {
+    async startWorkers({ sweep = true } = {}) {
       consumer = await o.workers.startConsumer(runner.spec());
-      sweeper.start();
+      if (sweep) sweeper.start();
     },
     async stop() {
       await sweeper.stop();

@@ -90,6 +90,8 @@ async function main(): Promise<void> {
   await seedMessages({ databaseUrl: run.database.url, conversationId: group.id, senders: ["owner", "m1"], count: MESSAGES });
   console.log(`seeded ${MESSAGES.toLocaleString("en")} messages in ${round((performance.now() - seedStart) / 1000, 1)} s`);
 
+  const idleRssMiB = round((rssKiB(pid) ?? 0) / 1024, 1);
+  console.log(`node RSS before the first export: ${idleRssMiB} MiB`);
   const results: ExportResult[] = [];
   for (let r = 1; r <= RUNS; r++) {
     for (const format of FORMATS) {
@@ -137,6 +139,7 @@ async function main(): Promise<void> {
     messages: MESSAGES,
     postgres: await postgresVersion(ADMIN_URL),
     serverEnv,
+    idleRssMiB,
     nodePeakRssMiB: round((peakRssKiB(pid) ?? 0) / 1024, 1),
     results,
   };

@@ -106,6 +106,10 @@ export class JobFiles {
     return { size, sha256: hash.digest("hex") };
   }
 
+  async removePart(jobId: string, chunkNo: number): Promise<void> {
+    await rm(this.partOf(jobId, chunkNo), { force: true });
+  }
+
   /** Removes the chunk parts (after the output is recorded). */
   async removeParts(jobId: string, chunks: number): Promise<void> {
     await Promise.all(Array.from({ length: chunks }, (_, n) => rm(this.partOf(jobId, n), { force: true })));

@@ -137,18 +137,21 @@ export class JobRunner {
       clearInterval(renewal);
     }
 
-    const remaining = await this.#write(async (tx, recorded) => {
+    const completion = await this.#write(async (tx, recorded) => {
       const locked = await repo.lockJob(tx, jobId);
-      if (!locked || locked.status !== repo.Status.RUNNING) return null;
+      if (!locked || locked.status !== repo.Status.RUNNING) return { ended: locked?.status ?? repo.Status.CANCELLED, remaining: -1 };
       const { remaining } = await repo.completeChunk(tx, jobId, chunkNo, items);
       if (remaining > 0 && (await repo.takeEventSlot(tx, jobId))) recorded.push(jobProgressed((await repo.findJob(tx, jobId))!));
-      return remaining;
+      return { ended: null, remaining };
     });
-    if (remaining === null) {
-      // Cancelled (or failed) while this chunk ran: its part must not stay behind.
-      await files.removeAll(jobId);
+    if (completion.ended !== null) {
+      // The job ended while this chunk ran: cancelled or failed, its files must not stay behind;
+      // succeeded (a twin delivery of this chunk finished first), only this late part goes.
+      if (completion.ended === repo.Status.SUCCEEDED) await files.removePart(jobId, chunkNo);
+      else await files.removeAll(jobId);
       return "done";
     }
+    const { remaining } = completion;
     if (remaining === 0) await this.publishFinalize(jobId);
     return "done";
   }
@@ -181,8 +184,12 @@ export class JobRunner {
       if (row) recorded.push(jobProgressed(row));
       return row;
     });
-    if (ended) await files.removeParts(jobId, chunks);
-    else await files.removeAll(jobId); // cancelled while the output was assembled
+    if (ended) {
+      await files.removeParts(jobId, chunks);
+    } else if ((await repo.findJob(db, jobId))?.status !== repo.Status.SUCCEEDED) {
+      await files.removeAll(jobId); // cancelled or failed while the output was assembled
+    }
+    // Else a twin finalize committed first: its output (the same bytes) stays.
     return "done";
   }
 

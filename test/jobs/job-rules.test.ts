@@ -163,4 +163,16 @@ describe("job rules", function () {
     const { data } = await download(U, ids[0]!);
     assert.ok(data.length > 0);
   });
+
+  it("erases a user's jobs and their output files with the account", async () => {
+    const [u] = await newUsers(server, 1, "erase");
+    const U = server.clientsFor(u!, "grpc");
+    const job = (await U.jobs.startExport({ target: { case: "myData", value: true } })).job!;
+    assert.equal((await watchToEnd(U, job.id)).at(-1)!.status, JobStatus.SUCCEEDED);
+    assert.ok(existsSync(path.join(server.dataDir, "jobs", job.id, "output")), "the output is on disk");
+    await U.users.deleteAccount({ confirmUserId: u! });
+    assert.equal(existsSync(path.join(server.dataDir, "jobs", job.id)), false, "the output went with the account");
+    // The id signs in again as a new, empty account: no jobs.
+    assert.equal(await jobsOf(U), 0);
+  });
 });

@@ -1,0 +1,3 @@
+export { DigestSender, type DigestSenderOptions, type DigestRound } from "./digest-sender.ts";
+export { createSmtpMailer, type Mailer, type OutgoingMail } from "./mailer.ts";
+export { deleteDigestSettingsOf } from "./digest-settings-repository.ts";

@@ -37,14 +37,14 @@ export interface ClaimOptions {
  * keeps the rows theirs after this statement commits, while the email is sent.
  */
 export async function claimDueUsers(db: Kysely<Database>, o: ClaimOptions): Promise<ClaimedUser[]> {
-  const cutoff = sql`date_trunc('milliseconds', now() - ${o.graceMs} * interval '1 millisecond')`;
+  const cutoff = sql`date_trunc('milliseconds', now() - ${o.graceMs}::int8 * interval '1 millisecond')`;
   const result = await sql<ClaimedUser>`
     with due as (
       select d.user_id from email_digest_settings d
       where d.frequency in (${Frequency.HOURLY}, ${Frequency.DAILY})
         and (d.lease_until is null or d.lease_until < now())
         and (d.last_sent_at is null or d.last_sent_at <= now()
-          - (case d.frequency when ${Frequency.HOURLY} then ${o.hourlyPeriodMs} else ${o.dailyPeriodMs} end) * interval '1 millisecond')
+          - (case d.frequency when ${Frequency.HOURLY} then ${o.hourlyPeriodMs}::int8 else ${o.dailyPeriodMs}::int8 end) * interval '1 millisecond')
         and d.covered_until < ${cutoff}
         and (exists (select 1 from notifications n
               where n.user_id = d.user_id and n.read_at is null and n.kind = ${Kind.MENTION}
@@ -53,11 +53,11 @@ export async function claimDueUsers(db: Kysely<Database>, o: ClaimOptions): Prom
               where m.user_id = d.user_id and c.type = ${ConversationKind.DIRECT} and m.unread_count > 0
                 and c.last_activity_at > d.covered_until))
       order by d.last_sent_at nulls first, d.user_id
-      limit ${o.limit}
+      limit ${o.limit}::int8
       for update of d skip locked
     )
     update email_digest_settings s
-    set lease_until = now() + ${o.leaseMs} * interval '1 millisecond', lease_token = ${o.token}
+    set lease_until = now() + ${o.leaseMs}::int8 * interval '1 millisecond', lease_token = ${o.token}::text
     from due where s.user_id = due.user_id
     returning s.user_id, s.email_address, s.frequency, s.covered_until, ${cutoff} as cutoff`.execute(db);
   return result.rows.map((row) => ({ ...row, covered_until: new Date(row.covered_until), cutoff: new Date(row.cutoff) }));
@@ -98,37 +98,37 @@ export async function findMissed(
     with missed as (
       select n.conversation_id, n.message_seq as seq, true as mention
       from notifications n
-      where n.user_id = ${userId} and n.kind = ${Kind.MENTION} and n.read_at is null and n.message_seq > 0
-        and n.created_at > ${after} and n.created_at <= ${cutoff}
+      where n.user_id = ${userId}::text and n.kind = ${Kind.MENTION} and n.read_at is null and n.message_seq > 0
+        and n.created_at > ${after}::timestamptz and n.created_at <= ${cutoff}::timestamptz
       union all
       select m.conversation_id, msg.seq, false
       from conversation_members m
       join conversations dc on dc.id = m.conversation_id and dc.type = ${ConversationKind.DIRECT}
       join messages msg on msg.conversation_id = m.conversation_id and msg.seq > m.last_read_seq
-      where m.user_id = ${userId} and msg.sender_id <> ${userId}
-        and msg.created_at > ${after} and msg.created_at <= ${cutoff}
+      where m.user_id = ${userId}::text and msg.sender_id <> ${userId}::text
+        and msg.created_at > ${after}::timestamptz and msg.created_at <= ${cutoff}::timestamptz
     ),
     one as (select conversation_id, seq, bool_or(mention) as mention from missed group by conversation_id, seq)
     select o.conversation_id, c.type as conversation_type,
       case when c.type = ${ConversationKind.DIRECT} then coalesce(nullif(su.display_name, ''), msg.sender_id) else c.name end as conversation_name,
       o.seq, o.mention, (c.encrypted or msg.envelope_ciphertext is not null) as encrypted,
-      case when c.encrypted or msg.envelope_ciphertext is not null then null else left(coalesce(msg.body_text, ''), ${ITEM_TEXT_CHARS}) end as text,
+      case when c.encrypted or msg.envelope_ciphertext is not null then null else left(coalesce(msg.body_text, ''), ${ITEM_TEXT_CHARS}::int4) end as text,
       msg.sender_id, coalesce(nullif(su.display_name, ''), msg.sender_id) as sender_name, msg.created_at
     from one o
     join conversations c on c.id = o.conversation_id
-    join conversation_members cm on cm.conversation_id = o.conversation_id and cm.user_id = ${userId} and cm.last_read_seq < o.seq
+    join conversation_members cm on cm.conversation_id = o.conversation_id and cm.user_id = ${userId}::text and cm.last_read_seq < o.seq
     join messages msg on msg.conversation_id = o.conversation_id and msg.seq = o.seq
     left join users su on su.id = msg.sender_id
-    left join notification_settings s on s.user_id = ${userId} and s.conversation_id = o.conversation_id
-    where msg.deleted_at is null and msg.sender_id <> ${userId}
+    left join notification_settings s on s.user_id = ${userId}::text and s.conversation_id = o.conversation_id
+    where msg.deleted_at is null and msg.sender_id <> ${userId}::text
       and ${retention.retainedSql("msg.created_at", "c")}
       and coalesce(s.level, ${Level.ALL}) <> ${Level.NONE}
       and (coalesce(s.level, ${Level.ALL}) <> ${Level.MENTIONS_ONLY} or o.mention)
       and (s.muted_until is null or s.muted_until <= now())
       and not exists (select 1 from blocks b
-        where (b.blocker_id = ${userId} and b.blocked_id = msg.sender_id) or (b.blocker_id = msg.sender_id and b.blocked_id = ${userId}))
+        where (b.blocker_id = ${userId}::text and b.blocked_id = msg.sender_id) or (b.blocker_id = msg.sender_id and b.blocked_id = ${userId}::text))
     order by msg.created_at, o.conversation_id, o.seq
-    limit ${limit}`.execute(db);
+    limit ${limit}::int8`.execute(db);
   return result.rows.map((row) => ({ ...row, created_at: new Date(row.created_at) }));
 }
 

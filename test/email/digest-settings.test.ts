@@ -56,6 +56,15 @@ describe("email digest settings", () => {
         await expectCode(forged.notifications.getEmailDigestSettings({}), Code.Unauthenticated);
       });
 
+      it("forgets the settings and the address when the account is deleted", async () => {
+        const [ada] = await newUsers(server, 1, "erased");
+        const A = server.clientsFor(ada!, protocol);
+        await A.notifications.setEmailDigestSettings({ emailAddress: "ada@example.com", frequency: EmailDigestFrequency.DAILY });
+        await A.users.deleteAccount({ confirmUserId: ada! });
+        // The id signs in again as a new, empty account.
+        assert.deepEqual(await settingsOf(A), { emailAddress: "", frequency: EmailDigestFrequency.OFF, lastSentAt: undefined });
+      });
+
       it("keeps each user's settings their own", async () => {
         const [ada, bob] = await newUsers(server, 2, "own");
         await server.clientsFor(ada!, protocol).notifications.setEmailDigestSettings({ emailAddress: "ada@example.com", frequency: EmailDigestFrequency.DAILY });

@@ -40,8 +40,9 @@ export async function claimDueUsers(db: Kysely<Database>, o: ClaimOptions): Prom
   const cutoff = sql`date_trunc('milliseconds', now() - ${o.graceMs}::int8 * interval '1 millisecond')`;
   const result = await sql<ClaimedUser>`
     with due as (
+      -- A literal, not a parameter: it lets the planner use the partial index of enabled users.
       select d.user_id from email_digest_settings d
-      where d.frequency in (${Frequency.HOURLY}, ${Frequency.DAILY})
+      where d.frequency <> ${sql.lit(Frequency.OFF)}
         and (d.lease_until is null or d.lease_until < now())
         and (d.last_sent_at is null or d.last_sent_at <= now()
           - (case d.frequency when ${Frequency.HOURLY} then ${o.hourlyPeriodMs}::int8 else ${o.dailyPeriodMs}::int8 end) * interval '1 millisecond')

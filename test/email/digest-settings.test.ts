@@ -12,7 +12,9 @@ function addressOfLength(length: number): string {
   return `ada@${"d".repeat(first)}.${domain}`;
 }
 
-describe("email digest settings", () => {
+describe("email digest settings", function () {
+  // Room for an embedded (PGlite) start on a busy machine.
+  this.timeout(60_000);
   let server: TestServer;
   before(async () => {
     server = await startTestServer();

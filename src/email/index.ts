@@ -1,3 +1,2 @@
 export { DigestSender, type DigestSenderOptions, type DigestRound } from "./digest-sender.ts";
 export { createSmtpMailer, type Mailer, type OutgoingMail } from "./mailer.ts";
-export { deleteDigestSettingsOf } from "./digest-settings-repository.ts";

@@ -1,5 +1,4 @@
 /** What the email digest tests share: the digest timing they run with, users with addresses, waiting. */
-import { setTimeout as delay } from "node:timers/promises";
 import { EmailDigestFrequency } from "../../gen/parley/v1/notification_pb.ts";
 import type { Clients, RemoteServer } from "../helpers/test-server.ts";
 import { newUsers } from "../helpers/test-server.ts";
@@ -45,9 +44,4 @@ export async function peopleWithDigests(server: RemoteServer, count: number, fre
 /** The mails delivered to the address so far. */
 export function mailsTo(smtp: SmtpTestServer, address: string): ReceivedMail[] {
   return smtp.mails().filter((m) => m.to.includes(address.toLowerCase()));
-}
-
-/** Long enough for anything missed now to be emailed if it ever will be: the grace plus a few sweeps. */
-export async function waitPastGrace(): Promise<void> {
-  await delay((GRACE_SECONDS + 3) * 1000);
 }

@@ -354,6 +354,20 @@ export interface JobChunksTable {
   lease_until: Date | null;
 }
 
+/** Email digest settings and the sender's progress per user (migration 0015, src/email/). */
+export interface EmailDigestSettingsTable {
+  user_id: string;
+  email_address: Generated<string>;
+  /** 1 OFF, 2 HOURLY, 3 DAILY. */
+  frequency: number;
+  last_sent_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** Items created at or before this were considered by a digest already (never emailed again). */
+  covered_until: Timestamp;
+  lease_until: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  lease_token: ColumnType<string | null, string | null | undefined, string | null>;
+  updated_at: Timestamp;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
@@ -388,4 +402,5 @@ export interface Database {
   account_erasures: AccountErasuresTable;
   jobs: JobsTable;
   job_chunks: JobChunksTable;
+  email_digest_settings: EmailDigestSettingsTable;
 }

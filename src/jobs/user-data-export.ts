@@ -41,7 +41,7 @@ export class UserDataExport implements JobKindHandler {
       ["stories", async (u) => (await db.selectFrom("stories").selectAll().where("author_id", "=", u).orderBy("created_at").execute()).map((s) => ({ type: "story", id: s.id, media_id: s.media_id, caption: s.caption, privacy: s.privacy, created_at: iso(s.created_at), expires_at: iso(s.expires_at), view_count: Number(s.view_count) }))],
       ["social", (u) => this.#social(u)],
       ["devices", async (u) => (await db.selectFrom("devices").selectAll().where("user_id", "=", u).orderBy("created_at").execute()).map((d) => ({ type: "device", id: d.id, display_name: d.display_name, signing_public_key: b64(d.signing_public_key), box_public_key: b64(d.box_public_key), created_at: iso(d.created_at), revoked_at: iso(d.revoked_at) }))],
-      ["settings", async (u) => (await db.selectFrom("notification_settings").selectAll().where("user_id", "=", u).orderBy("conversation_id").execute()).map((s) => ({ type: "notification_setting", conversation_id: s.conversation_id, level: s.level, muted_until: iso(s.muted_until) }))],
+      ["settings", (u) => this.#settings(u)],
       ["reports", async (u) => (await db.selectFrom("reports").select(["id", "reported_user_id", "target_kind", "conversation_id", "message_seq", "story_id", "target_user_id", "reason", "note", "status", "created_at", "resolved_at"]).where("reporter_id", "=", u).orderBy("created_at").execute()).map((r) => ({ type: "report", ...r, message_seq: r.message_seq === null ? null : Number(r.message_seq), created_at: iso(r.created_at), resolved_at: iso(r.resolved_at) }))],
       ["notifications", async (u) => (await db.selectFrom("notifications").select(["id", "kind", "conversation_id", "actor_id", "message_seq", "created_at", "read_at"]).where("user_id", "=", u).orderBy("created_at").execute()).map((n) => ({ type: "notification", ...n, message_seq: Number(n.message_seq), created_at: iso(n.created_at), read_at: iso(n.read_at) }))],
     ]);
@@ -67,6 +67,17 @@ export class UserDataExport implements JobKindHandler {
       const rows = await db.selectFrom("media").select("id").where("owner_id", "=", job.owner_id).orderBy("id").execute();
       yield* mediaEntries(blobs, rows.map((r) => r.id));
     });
+  }
+
+  /** Notification settings per conversation, and the email digest settings (1 OFF, 2 HOURLY, 3 DAILY). */
+  async #settings(userId: string) {
+    const { db } = this.#o;
+    const perConversation = await db.selectFrom("notification_settings").selectAll().where("user_id", "=", userId).orderBy("conversation_id").execute();
+    const email = await db.selectFrom("email_digest_settings").select(["email_address", "frequency", "last_sent_at"]).where("user_id", "=", userId).execute();
+    return [
+      ...perConversation.map((s) => ({ type: "notification_setting", conversation_id: s.conversation_id, level: s.level, muted_until: iso(s.muted_until) })),
+      ...email.map((e) => ({ type: "email_digest_setting", email_address: e.email_address, frequency: e.frequency, last_sent_at: iso(e.last_sent_at) })),
+    ];
   }
 
   async #memberships(userId: string) {

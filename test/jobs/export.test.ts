@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { ConversationType } from "../../gen/parley/v1/conversation_pb.ts";
 import { ExportFormat, JobKind, JobStatus } from "../../gen/parley/v1/job_pb.ts";
+import { EmailDigestFrequency } from "../../gen/parley/v1/notification_pb.ts";
 import { StoryPrivacy } from "../../gen/parley/v1/story_pb.ts";
 import { createEncrypted, sealedEnvelope, sendEnvelope } from "../helpers/e2e.ts";
 import { openLiveFeed } from "../helpers/feed.ts";
@@ -137,6 +138,8 @@ describe("exports as jobs", function () {
     await U.social.follow({ userId: v! });
     await U.social.block({ userId: w! });
     await V.social.follow({ userId: u! });
+    await U.notifications.setEmailDigestSettings({ emailAddress: "u@example.org", frequency: EmailDigestFrequency.DAILY });
+    await V.notifications.setEmailDigestSettings({ emailAddress: "v-secret@example.org", frequency: EmailDigestFrequency.HOURLY });
     const myStory = await postStory(U, StoryPrivacy.PUBLIC, { caption: "my story" });
     const theirStory = await postStory(V, StoryPrivacy.PUBLIC, { caption: `their story ${theirsText}` });
 
@@ -147,6 +150,7 @@ describe("exports as jobs", function () {
     const text = entries.get(jsonlName)!.toString();
     assert.ok(!text.includes(theirsText), "nothing of another user's messages or stories");
     assert.ok(!text.includes("🎉"), "no reaction someone else made");
+    assert.ok(!text.includes("v-secret@example.org"), "no one else's settings");
     const records = parseJsonl(text);
     const of = (type: string) => records.filter((r) => r.type === type);
     assert.equal(of("profile")[0]!.id, u);
@@ -157,6 +161,7 @@ describe("exports as jobs", function () {
     assert.deepEqual(of("story").map((s: JsonRecord) => s.id), [myStory.id]);
     assert.deepEqual(of("follow").map((f) => f.user_id), [v]);
     assert.deepEqual(of("block").map((f) => f.user_id), [w]);
+    assert.deepEqual(of("email_digest_setting").map((e) => e.email_address), ["u@example.org"]);
     assert.ok(entries.has(`media/${myStory.media!.id}`), "my story's media is in the ZIP");
     assert.ok(!entries.has(`media/${theirStory.media!.id}`), "theirs is not");
   });

@@ -44,6 +44,8 @@ export interface Jobs {
    * for its own job) the sweeper. On nodes that run consumers.
    */
   startWorkers(options?: { sweep?: boolean }): Promise<void>;
+  /** One sweep now (expired outputs, stalled jobs); the consumer nodes run it on a timer. */
+  sweep(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -81,6 +83,7 @@ export function createJobs(o: JobsOptions): Jobs {
       consumer = await o.workers.startConsumer(runner.spec());
       if (sweep) sweeper.start();
     },
+    sweep: () => sweeper.sweep(),
     async stop() {
       await sweeper.stop();
       await consumer?.stop();

@@ -66,6 +66,7 @@ export interface Config {
   readonly rateLimits: RateLimitConfig;
   readonly erasure: ErasureConfig;
   readonly retention: RetentionConfig;
+  readonly analytics: AnalyticsConfig;
 }
 
 /** Malware scanning of uploads with ClamAV's clamd. */
@@ -178,6 +179,16 @@ export const DEFAULT_ISSUER = "parley";
 export const DEFAULT_AUDIENCE = "parley";
 
 /** Builds the Config from an environment (process.env by default). */
+/** Usage rollups (src/analytics). */
+export interface AnalyticsConfig {
+  /**
+   * ANALYTICS=off: this node does not run the analytics consumer (nodes with CONSUMERS=on run
+   * it by default). The figures stop moving; after turning it back on, `npm run
+   * analytics:rebuild` makes them exact again if the event log pruned events meanwhile.
+   */
+  readonly consumer: boolean;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const dataDir = path.resolve(str(env, "DATA_DIR", "./data"));
   const secret = env.JWT_SECRET ?? null;
@@ -231,6 +242,7 @@ export function loadConfig(env: Env = process.env): Config {
       opensearchUrl: env.OPENSEARCH_URL ? url(env, "OPENSEARCH_URL", ["http:", "https:"]) : null,
       opensearchIndex: opensearchIndex(env),
     }),
+    analytics: Object.freeze({ consumer: oneOf(env, "ANALYTICS", "on", ["on", "off"]) === "on" }),
     stories: Object.freeze({
       ttlMs: int(env, "STORY_TTL_SECONDS", 24 * 3600, 1, 30 * 24 * 3600) * 1000,
       sweepIntervalMs: int(env, "STORY_SWEEP_INTERVAL_SECONDS", 60, 1, 24 * 3600) * 1000,

@@ -6,10 +6,12 @@
 
 -- How far the consumer has applied each partition of the event log. Updated in the same
 -- transaction as the figures, so a redelivered or republished event (position at or below it)
--- is never counted twice.
+-- is never counted twice. log_id is the event log they belong to: a new log (`npm run
+-- event-partitions`) starts its positions over, so watermarks of another log are reset.
 CREATE TABLE analytics_watermarks (
   partition smallint PRIMARY KEY,
-  position  bigint NOT NULL
+  position  bigint NOT NULL,
+  log_id    text NOT NULL
 );
 
 -- Per conversation and bucket: messages sent (created_at in the bucket, tombstones included),

@@ -90,6 +90,8 @@ export interface Expected {
   admin: string;
   members: string[];
   author: string;
+  /** The author's two stories. */
+  storyIds: [string, string];
   /** Per unit: bucket start → messages and distinct senders. */
   messages: Record<Unit, Map<number, { messages: number; senders: Set<string> }>>;
   /** Reactions present at the end (bucketed by the server's clock). */
@@ -112,6 +114,7 @@ export async function mixedWorkload(server: RemoteServer, as: (userId: string, i
     admin,
     members: [b, c, d],
     author: admin,
+    storyIds: ["", ""],
     messages: { hour: new Map(), day: new Map() },
     reactionTotal: 0,
     stories: { hour: new Map(), day: new Map() },
@@ -150,6 +153,7 @@ export async function mixedWorkload(server: RemoteServer, as: (userId: string, i
 
   const s1 = await postStory(by(admin), StoryPrivacy.PUBLIC);
   const s2 = await postStory(by(admin), StoryPrivacy.PUBLIC);
+  expected.storyIds = [s1.id, s2.id];
   await by(b).stories.markStoryViewed({ storyId: s1.id });
   await by(c).stories.markStoryViewed({ storyId: s1.id });
   await by(c).stories.markStoryViewed({ storyId: s1.id });
@@ -228,4 +232,18 @@ export async function rawConversationFigures(databaseUrl: string | undefined, co
   } finally {
     await client.end();
   }
+}
+
+/**
+ * Events in the partitions the workload wrote to whose net effect is nil (a reaction added and
+ * taken back, on a message and on a story): a partition's last events reach the consumer
+ * once a later one shows the gap, even where nothing republishes lost publishes (embedded mode).
+ */
+export async function settle(server: RemoteServer, expected: Expected): Promise<void> {
+  const member = server.clientsFor(expected.members[0]!);
+  const { conversationId } = expected;
+  await member.messages.addReaction({ conversationId, seq: 1n, emoji: "🌀" });
+  await member.messages.removeReaction({ conversationId, seq: 1n, emoji: "🌀" });
+  await member.stories.addStoryReaction({ storyId: expected.storyIds[1], emoji: "🌀" });
+  await member.stories.removeStoryReaction({ storyId: expected.storyIds[1], emoji: "🌀" });
 }

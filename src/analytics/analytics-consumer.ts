@@ -23,6 +23,13 @@ import * as repo from "./analytics-repository.ts";
 
 /** Events per batch: a batch is one transaction, and most of its events are set-based statements. */
 const BATCH_SIZE = 512;
+/**
+ * How long a batch smaller than BATCH_SIZE waits before it is applied. Deliveries that arrive
+ * meanwhile queue up for the next batch, so at a moderate rate the consumer commits a few
+ * transactions a second instead of one per event or two (its cost per message is mostly per
+ * transaction), for at most this much more lag.
+ */
+const LINGER_MS = 250;
 
 export interface AnalyticsConsumerOptions {
   db: Kysely<Database>;
@@ -41,6 +48,7 @@ export function createAnalyticsSpec(options: AnalyticsConsumerOptions): Consumer
     decode: receiveStoredEvent,
     batchSize: BATCH_SIZE,
     async handle(batch) {
+      if (batch.length < BATCH_SIZE) await new Promise((resolve) => setTimeout(resolve, LINGER_MS));
       await applyDelivered(options, batch.map((d) => d.value));
       return batch.map(() => "done" as const);
     },

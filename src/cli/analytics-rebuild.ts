@@ -10,10 +10,10 @@ import { openEventLog } from "../log/index.ts";
 
 const config = loadConfig();
 const database = await openDatabase({ url: config.databaseUrl, embeddedPath: config.embeddedDatabasePath, poolSize: 2 });
-const started = Date.now();
 try {
   await migrate(database.db);
   const log = await openEventLog(database.db, config.feed.eventPartitions);
+  const started = Date.now();
   const { hourlyRows } = await rebuildAnalytics(database.db, log);
   console.log(`analytics:rebuild: ${hourlyRows.toLocaleString("en")} hourly rows in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } finally {

@@ -30,6 +30,12 @@ const BATCH_SIZE = 512;
  * transaction), for at most this much more lag.
  */
 const LINGER_MS = 250;
+/**
+ * Most events of one partition read from the log in one batch. A long gap (the consumer was
+ * off, or is new with a watermark far behind) is read a slice per batch; the deliveries past
+ * the slice come back (a retry without delay) and read the next one.
+ */
+const MAX_FILL = 10_000n;
 
 export interface AnalyticsConsumerOptions {
   db: Kysely<Database>;
@@ -49,8 +55,8 @@ export function createAnalyticsSpec(options: AnalyticsConsumerOptions): Consumer
     batchSize: BATCH_SIZE,
     async handle(batch) {
       if (batch.length < BATCH_SIZE) await new Promise((resolve) => setTimeout(resolve, LINGER_MS));
-      await applyDelivered(options, batch.map((d) => d.value));
-      return batch.map(() => "done" as const);
+      const through = await applyDelivered(options, batch.map((d) => d.value));
+      return batch.map(({ value }) => (value.position <= (through.get(value.partition) ?? value.position) ? "done" : { retryAfterMs: 0 }));
     },
   };
 }
@@ -83,8 +89,12 @@ export async function rebuildAnalytics(db: Kysely<Database>, log: EventLogLayout
   });
 }
 
-/** Applies what is new in the delivered events, in one transaction. */
-export async function applyDelivered({ db, logger }: AnalyticsConsumerOptions, delivered: readonly StoredEvent[]): Promise<void> {
+/**
+ * Applies what is new in the delivered events, in one transaction. Returns how far each
+ * partition got when that is short of its last delivered event (a long gap is filled a slice at
+ * a time): the deliveries past it are to come again.
+ */
+export async function applyDelivered({ db, logger }: AnalyticsConsumerOptions, delivered: readonly StoredEvent[]): Promise<Map<number, bigint>> {
   const byPartition = new Map<number, Map<bigint, StoredEvent>>();
   for (const event of delivered) {
     let positions = byPartition.get(event.partition);
@@ -92,22 +102,26 @@ export async function applyDelivered({ db, logger }: AnalyticsConsumerOptions, d
     positions.set(event.position, event);
   }
   const partitions = [...byPartition.keys()].sort((a, b) => a - b);
-  await db.transaction().execute(async (tx) => {
+  return db.transaction().execute(async (tx) => {
     const watermarks = await repo.lockWatermarks(tx, partitions);
     const through = new Map<number, bigint>();
+    const short = new Map<number, bigint>();
     const events: StoredEvent[] = [];
     for (const partition of partitions) {
       const watermark = watermarks.get(partition);
       if (watermark === undefined) throw new Error(`no analytics watermark for partition ${partition}`);
       const fresh = [...byPartition.get(partition)!.values()].filter((e) => e.position > watermark).sort((a, b) => (a.position < b.position ? -1 : 1));
       if (fresh.length === 0) continue;
-      const last = fresh.at(-1)!.position;
-      events.push(...(await inOrder(tx, partition, watermark, last, fresh, logger)));
+      const delivered = fresh.at(-1)!.position;
+      const last = delivered - watermark > MAX_FILL ? watermark + MAX_FILL : delivered;
+      if (last < delivered) short.set(partition, last);
+      events.push(...(await inOrder(tx, partition, watermark, last, fresh.filter((e) => e.position <= last), logger)));
       through.set(partition, last);
     }
-    if (through.size === 0) return;
+    if (through.size === 0) return short;
     await applyEvents(tx, events);
     await repo.advanceWatermarks(tx, through);
+    return short;
   });
 }
 

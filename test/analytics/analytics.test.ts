@@ -50,7 +50,7 @@ describe("analytics", function () {
   it("equals counts taken from the raw tables, bucket by bucket (PostgreSQL)", async function () {
     const url = server.env.DATABASE_URL;
     if (!url) this.skip();
-    await waitForFigures(operator, workload);
+    await waitForFigures(operator, workload, operator);
     for (const unit of ["hour", "day"] as const) {
       const raw = await rawConversationFigures(url, workload.conversationId, unit);
       assert.deepEqual(await conversationFigures(operator, workload.conversationId, unit), raw, `${unit}ly figures`);
@@ -58,7 +58,7 @@ describe("analytics", function () {
   });
 
   it("buckets by UTC hour and day: a day's messages are its hours' summed, a sender active once a day", async () => {
-    await waitForFigures(operator, workload);
+    await waitForFigures(operator, workload, operator);
     const hours = await conversationFigures(operator, workload.conversationId, "hour");
     const days = await conversationFigures(operator, workload.conversationId, "day");
     for (const start of hours.keys()) assert.equal(start % HOUR_MS, 0, "hour buckets start on the hour");
@@ -72,7 +72,7 @@ describe("analytics", function () {
   });
 
   it("answers the deployment's figures to operators: the sums over conversations and authors", async () => {
-    await waitForFigures(operator, workload);
+    await waitForFigures(operator, workload, operator);
     const res = await operator.analytics.getDeploymentAnalytics({ range: rangeAroundNow("day") });
     const messages = res.buckets.reduce((n, b) => n + Number(b.messages), 0);
     // At least this workload's (other tests of this file write on the same server).
@@ -83,7 +83,7 @@ describe("analytics", function () {
   });
 
   it("RebuildAnalytics recomputes the same figures, and the consumer carries on exactly after it", async () => {
-    await waitForFigures(operator, workload);
+    await waitForFigures(operator, workload, operator);
     const before = {
       conversation: await conversationFigures(operator, workload.conversationId, "hour"),
       stories: await storyFigures(operator, workload.author, "day"),

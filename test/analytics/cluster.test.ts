@@ -30,10 +30,10 @@ describe("analytics across two nodes (PostgreSQL + NATS)", function () {
   it("equals the raw counts after a mixed workload, on both nodes, and a rebuild equals the consumer", async () => {
     const [a, b] = cluster.nodes as [typeof cluster.nodes[0], typeof cluster.nodes[0]];
     const expected = await mixedWorkload(a, (user, i) => (i % 2 === 0 ? a : b).clientsFor(user));
-    await waitForFigures(a.clientsFor(expected.admin), expected);
+    const operator = a.clientsFor("cluster-operator", "grpc", { roles: ["operator"] });
+    await waitForFigures(a.clientsFor(expected.admin), expected, operator);
     await waitForFigures(b.clientsFor(expected.admin, "connect"), expected);
 
-    const operator = a.clientsFor("cluster-operator", "grpc", { roles: ["operator"] });
     const consumer = {
       hour: await conversationFigures(operator, expected.conversationId, "hour"),
       day: await conversationFigures(operator, expected.conversationId, "day"),

@@ -291,7 +291,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         await workers.startConsumer(createNotifierSpec({ db: database.db, events: publisher, push: pushOutbox, subjects }));
         if (config.analytics.consumer) {
           await prepareAnalytics(database.db, log, logger);
-          await workers.startConsumer(createAnalyticsSpec({ db: database.db, log, subjects, logger }));
+          await workers.startConsumer(createAnalyticsSpec({ db: database.db, subjects, logger }));
         }
       }
       await storyExpiry.start();

@@ -39,7 +39,6 @@ const MAX_FILL = 10_000n;
 
 export interface AnalyticsConsumerOptions {
   db: Kysely<Database>;
-  log: EventLogLayout;
   subjects: Subjects;
   logger: Logger;
 }

@@ -69,6 +69,16 @@ export interface Config {
   readonly analytics: AnalyticsConfig;
 }
 
+/** Usage rollups (src/analytics). */
+export interface AnalyticsConfig {
+  /**
+   * ANALYTICS=off: this node does not run the analytics consumer (nodes with CONSUMERS=on run
+   * it by default). The figures stop moving; after turning it back on, `npm run
+   * analytics:rebuild` makes them exact again if the event log pruned events meanwhile.
+   */
+  readonly consumer: boolean;
+}
+
 /** Malware scanning of uploads with ClamAV's clamd. */
 export interface MalwareScanConfig {
   /** Where clamd listens; null means uploads are not scanned. */
@@ -179,16 +189,6 @@ export const DEFAULT_ISSUER = "parley";
 export const DEFAULT_AUDIENCE = "parley";
 
 /** Builds the Config from an environment (process.env by default). */
-/** Usage rollups (src/analytics). */
-export interface AnalyticsConfig {
-  /**
-   * ANALYTICS=off: this node does not run the analytics consumer (nodes with CONSUMERS=on run
-   * it by default). The figures stop moving; after turning it back on, `npm run
-   * analytics:rebuild` makes them exact again if the event log pruned events meanwhile.
-   */
-  readonly consumer: boolean;
-}
-
 export function loadConfig(env: Env = process.env): Config {
   const dataDir = path.resolve(str(env, "DATA_DIR", "./data"));
   const secret = env.JWT_SECRET ?? null;

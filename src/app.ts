@@ -50,6 +50,7 @@ import { RetentionPolicy, RetentionSweeper } from "./retention/index.ts";
 import { ConnectionService } from "./connections/index.ts";
 import { JobService } from "./jobs/index.ts";
 import { AnalyticsService, createAnalyticsSpec, prepareAnalytics } from "./analytics/index.ts";
+import { createSmtpMailer, DigestSender } from "./email/index.ts";
 
 export interface App {
   /** The API port; valid after start(). */
@@ -197,6 +198,12 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     logger,
     intervalMs: config.retention.sweepIntervalMs,
   });
+  // Email digests: consumer nodes only, and only with an SMTP server to send through.
+  const { smtpUrl, from: emailFrom, ...digestTiming } = config.email;
+  const digests =
+    config.runConsumers && smtpUrl !== null
+      ? new DigestSender({ db: database.db, mailer: createSmtpMailer(smtpUrl, emailFrom), retention, logger, ...digestTiming })
+      : null;
   const conversations = new ConversationService(database.db, config.limits, publisher, retention);
   const messages = new MessageService(database.db, sends, reactions, config.limits, publisher, retention);
   const eraser = new AccountEraser({
@@ -300,6 +307,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await erasureGate.start();
       eraser.start();
       if (config.runConsumers) retentionSweeper.start();
+      digests?.start();
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
       logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres", rateLimits: rateLimits?.limiter.storeName ?? "off" }, "parley is serving");
@@ -318,6 +326,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await eraser.stop();
       await erasureGate.stop();
       await retentionSweeper.stop();
+      await digests?.stop();
       // Every consumer stops with its batch in hand done; then what they recorded is published.
       await workers.close();
       await publisher.flush();

@@ -370,6 +370,20 @@ export interface AnalyticsStoryViewersTable {
   viewer_id: string;
 }
 
+/** Email digest settings and the sender's progress per user (migration 0015, src/email/). */
+export interface EmailDigestSettingsTable {
+  user_id: string;
+  email_address: Generated<string>;
+  /** 1 OFF, 2 HOURLY, 3 DAILY. */
+  frequency: number;
+  last_sent_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** Items created at or before this were considered by a digest already (never emailed again). */
+  covered_until: Timestamp;
+  lease_until: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  lease_token: ColumnType<string | null, string | null | undefined, string | null>;
+  updated_at: Timestamp;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
@@ -408,4 +422,5 @@ export interface Database {
   analytics_reaction_marks: AnalyticsReactionMarksTable;
   analytics_author_buckets: AnalyticsAuthorBucketsTable;
   analytics_story_viewers: AnalyticsStoryViewersTable;
+  email_digest_settings: EmailDigestSettingsTable;
 }

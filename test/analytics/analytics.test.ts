@@ -106,6 +106,26 @@ describe("analytics", function () {
     }, "two more messages and one more reaction counted, once");
   });
 
+  it("a rebuild while messages are being sent neither loses nor double-counts one", async () => {
+    const [admin, b, c] = (await newUsers(server, 3, "race")) as [string, string, string];
+    const group = await createGroup(server.clientsFor(admin), [b, c], "race");
+    const senders = [admin, b, c].map((user) => server.clientsFor(user));
+    const sending = Promise.all(senders.map(async (clients, i) => {
+      for (let n = 0; n < 20; n++) await sendText(clients, group.id, `${i}-${n}`);
+    }));
+    for (let i = 0; i < 3; i++) await operator.analytics.rebuildAnalytics({});
+    await sending;
+    await operator.analytics.rebuildAnalytics({});
+    await sendText(senders[0]!, group.id, "after the last rebuild");
+    await eventually(async () => {
+      const days = [...(await conversationFigures(operator, group.id, "day")).values()];
+      return days.reduce((n, f) => n + f.messages, 0) === 61;
+    }, "61 messages counted");
+    await new Promise((r) => setTimeout(r, 500));
+    const days = [...(await conversationFigures(operator, group.id, "day")).values()];
+    assert.equal(days.reduce((n, f) => n + f.messages, 0), 61, "and no more");
+  });
+
   describe("who may read what", () => {
     it("a conversation's figures: its admins and operators; members and strangers get NOT_FOUND", async () => {
       const range = rangeAroundNow("hour");

@@ -49,7 +49,7 @@ import { StoryAccess, StoryExpiry, StoryRemover, StoryService } from "./stories/
 import { RetentionPolicy, RetentionSweeper } from "./retention/index.ts";
 import { ConnectionService } from "./connections/index.ts";
 import { createJobs } from "./jobs/index.ts";
-import { AnalyticsService } from "./analytics/index.ts";
+import { AnalyticsService, createAnalyticsSpec, prepareAnalytics } from "./analytics/index.ts";
 import { createSmtpMailer, DigestSender } from "./email/index.ts";
 
 export interface App {
@@ -248,7 +248,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     }),
     connections: new ConnectionService(),
     jobs: jobs.service,
-    analytics: new AnalyticsService(),
+    analytics: new AnalyticsService({ db: database.db, log }),
     health,
   });
   // Rate limits (src/ratelimit): the auth-failure limit wraps auth; the write limit comes after
@@ -300,6 +300,10 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         });
         await workers.startConsumer(createNotifierSpec({ db: database.db, events: publisher, push: pushOutbox, subjects }));
         await jobs.startWorkers();
+        if (config.analytics.consumer) {
+          await prepareAnalytics(database.db, log, logger);
+          await workers.startConsumer(createAnalyticsSpec({ db: database.db, subjects, logger }));
+        }
       }
       await storyExpiry.start();
       // Not awaited: a hung clamd must not hold up the start (the check ends within its timeouts).

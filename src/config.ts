@@ -67,6 +67,7 @@ export interface Config {
   readonly erasure: ErasureConfig;
   readonly retention: RetentionConfig;
   readonly jobs: JobsConfig;
+  readonly analytics: AnalyticsConfig;
   readonly email: EmailConfig;
 }
 
@@ -85,6 +86,16 @@ export interface JobsConfig {
   readonly sweepIntervalMs: number;
   /** Chunks one consumer node works on at once. */
   readonly concurrency: number;
+}
+
+/** Usage rollups (src/analytics). */
+export interface AnalyticsConfig {
+  /**
+   * ANALYTICS=off: this node does not run the analytics consumer (nodes with CONSUMERS=on run
+   * it by default). The figures stop moving; after turning it back on, `npm run
+   * analytics:rebuild` makes them exact again if the event log pruned events meanwhile.
+   */
+  readonly consumer: boolean;
 }
 
 /** Email digests of missed mentions and direct messages (src/email/). */
@@ -266,6 +277,7 @@ export function loadConfig(env: Env = process.env): Config {
       opensearchUrl: env.OPENSEARCH_URL ? url(env, "OPENSEARCH_URL", ["http:", "https:"]) : null,
       opensearchIndex: opensearchIndex(env),
     }),
+    analytics: Object.freeze({ consumer: oneOf(env, "ANALYTICS", "on", ["on", "off"]) === "on" }),
     stories: Object.freeze({
       ttlMs: int(env, "STORY_TTL_SECONDS", 24 * 3600, 1, 30 * 24 * 3600) * 1000,
       sweepIntervalMs: int(env, "STORY_SWEEP_INTERVAL_SECONDS", 60, 1, 24 * 3600) * 1000,

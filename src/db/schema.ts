@@ -354,6 +354,57 @@ export interface JobChunksTable {
   lease_until: Date | null;
 }
 
+/** How far the analytics consumer has applied each event log partition. */
+export interface AnalyticsWatermarksTable {
+  partition: number;
+  position: Int8;
+  log_id: string;
+}
+
+/** 'hour' or 'day' (the unit date_trunc takes). */
+export type AnalyticsGranularity = "hour" | "day";
+
+export interface AnalyticsConversationBucketsTable {
+  conversation_id: string;
+  granularity: AnalyticsGranularity;
+  bucket: Date;
+  messages: Int8WithDefault;
+  active_members: Int8WithDefault;
+  reactions: Int8WithDefault;
+}
+
+export interface AnalyticsConversationSendersTable {
+  conversation_id: string;
+  granularity: AnalyticsGranularity;
+  bucket: Date;
+  user_id: string;
+}
+
+export interface AnalyticsReactionMarksTable {
+  conversation_id: string;
+  seq: Int8;
+  emoji: string;
+  user_id: string;
+  reacted_at: Date;
+}
+
+export interface AnalyticsAuthorBucketsTable {
+  author_id: string;
+  granularity: AnalyticsGranularity;
+  bucket: Date;
+  stories_posted: Int8WithDefault;
+  views: Int8WithDefault;
+  reach: Int8WithDefault;
+  reactions: Int8WithDefault;
+}
+
+export interface AnalyticsStoryViewersTable {
+  author_id: string;
+  granularity: AnalyticsGranularity;
+  bucket: Date;
+  viewer_id: string;
+}
+
 /** Email digest settings and the sender's progress per user (migration 0015, src/email/). */
 export interface EmailDigestSettingsTable {
   user_id: string;
@@ -402,5 +453,11 @@ export interface Database {
   account_erasures: AccountErasuresTable;
   jobs: JobsTable;
   job_chunks: JobChunksTable;
+  analytics_watermarks: AnalyticsWatermarksTable;
+  analytics_conversation_buckets: AnalyticsConversationBucketsTable;
+  analytics_conversation_senders: AnalyticsConversationSendersTable;
+  analytics_reaction_marks: AnalyticsReactionMarksTable;
+  analytics_author_buckets: AnalyticsAuthorBucketsTable;
+  analytics_story_viewers: AnalyticsStoryViewersTable;
   email_digest_settings: EmailDigestSettingsTable;
 }

@@ -163,10 +163,10 @@ describe("jobs on one node", function () {
 
   for (const protocol of MAIN_PROTOCOLS) {
     it(`exports a conversation's history as JSON Lines for its admin, with progress on WatchJob and on the owner's Subscribe stream (${protocol})`, async () => {
-      const [admin, member] = (await newUsers(server, 2, "exp")) as [string, string];
+      const [admin, member, third] = (await newUsers(server, 3, "exp")) as [string, string, string];
       const adminClients = server.clientsFor(admin, protocol);
       const memberClients = server.clientsFor(member, protocol);
-      const group = await createGroup(adminClients, [member]);
+      const group = await createGroup(adminClients, [member, third]);
       for (let i = 0; i < 30; i++) {
         const who = i % 3 === 2 ? memberClients : adminClients;
         await sendText(who, group.id, i % 5 === 0 ? `line ${i}\nwith "quotes", a \\ and ✓ 🦉` : `message ${i}`);
@@ -210,9 +210,9 @@ describe("jobs on one node", function () {
   }
 
   it("writes a conversation export as a ZIP holding the JSON Lines file", async () => {
-    const [admin, member] = (await newUsers(server, 2, "zip")) as [string, string];
+    const [admin, member, third] = (await newUsers(server, 3, "zip")) as [string, string, string];
     const c = server.clientsFor(admin, "grpc");
-    const group = await createGroup(c, [member]);
+    const group = await createGroup(c, [member, third]);
     for (let i = 0; i < 12; i++) await sendText(i % 2 ? server.clientsFor(member) : c, group.id, `zip message ${i}`);
     const job = await startExport(c, conversationExport(group.id, ExportFormat.ZIP), admin);
     const { bytes } = await finishedExport(c, job);
@@ -222,7 +222,7 @@ describe("jobs on one node", function () {
 
   it("exports all of a user's data, and nothing of anyone else's they may not see", async function () {
     this.timeout(60_000);
-    const [s, f, o, x, y] = (await newUsers(server, 5, "gdpr")) as [string, string, string, string, string];
+    const [s, f, o, x, y, z] = (await newUsers(server, 6, "gdpr")) as [string, string, string, string, string, string];
     const S = server.clientsFor(s, "grpc");
     const F = server.clientsFor(f, "connect");
     const O = server.clientsFor(o, "grpc");
@@ -250,7 +250,7 @@ describe("jobs on one node", function () {
     await S.conversations.removeMember({ conversationId: g2.id, userId: s });
     await sendText(O, g2.id, mark("AFTER S LEFT"));
     // Conversations S was never in.
-    const g3 = await createGroup(O, [x], "without S");
+    const g3 = await createGroup(O, [x, z], "without S");
     const secret = await sendText(X, g3.id, mark("SECRET of X"));
     await O.messages.addReaction({ conversationId: g3.id, seq: secret.seq, emoji: "🐙" });
     const ox = await createDirect(O, x);
@@ -291,6 +291,7 @@ describe("jobs on one node", function () {
     hasNot(mark("F CLOSE FRIENDS ONLY"), "a story only F's close friends may see");
     hasNot(mark("X story for followers"), "a story of someone S does not follow");
     hasNot(x, "a user S shares nothing with");
+    hasNot(z, "another user S shares nothing with");
     hasNot(g3.id, "a conversation S was never in");
     hasNot(ox.id, "another pair's direct conversation");
   });
@@ -313,8 +314,8 @@ describe("jobs on one node", function () {
 
   it("runs a search reindex for an operator as a job with progress and no output", async () => {
     const operator = uniqueId("op");
-    const [u, v] = (await newUsers(server, 2, "rx")) as [string, string];
-    const g = await createGroup(server.clientsFor(u), [v]);
+    const [u, v, w] = (await newUsers(server, 3, "rx")) as [string, string, string];
+    const g = await createGroup(server.clientsFor(u), [v, w]);
     for (let i = 0; i < 5; i++) await sendText(server.clientsFor(u), g.id, `reindex me ${i}`);
     const op = server.clientsFor(operator, "grpc", OPERATOR);
     const res = await op.jobs.startReindex({});
@@ -338,9 +339,9 @@ describe("jobs on one node", function () {
     const url = server.env.DATABASE_URL;
     if (!url) this.skip(); // seeding a large conversation needs the real PostgreSQL
     this.timeout(60_000);
-    const [admin, member] = (await newUsers(server, 2, "cancel")) as [string, string];
+    const [admin, member, third] = (await newUsers(server, 3, "cancel")) as [string, string, string];
     const c = server.clientsFor(admin, "connect");
-    const group = await createGroup(c, [member]);
+    const group = await createGroup(c, [member, third]);
     await seedMessages(url!, group.id, [admin, member], 100_000);
     const job = await startExport(c, conversationExport(group.id), admin);
     const cancelled = (await c.jobs.cancelJob({ jobId: job.id })).job!;
@@ -377,11 +378,11 @@ describe("jobs on one node", function () {
 
   for (const protocol of MAIN_PROTOCOLS) {
     it(`answers bad input and wrong callers on every JobService RPC with the right code, writing nothing (${protocol})`, async () => {
-      const [admin, member, outsider] = (await newUsers(server, 3, "badjob")) as [string, string, string];
+      const [admin, member, outsider, third] = (await newUsers(server, 4, "badjob")) as [string, string, string, string];
       const A = server.clientsFor(admin, protocol);
       const M = server.clientsFor(member, protocol);
       const X = server.clientsFor(outsider, protocol);
-      const group = await createGroup(A, [member]);
+      const group = await createGroup(A, [member, third]);
       await sendText(A, group.id, "one message");
 
       // StartExport: bad input, and conversations the caller may not export.
@@ -510,8 +511,8 @@ describe("a 100,000-message export whose node is killed with SIGKILL mid-export"
 
   it("finishes on the surviving node with every row exactly once, equal to the database, with progress throughout", async function () {
     this.timeout(90_000);
-    const [admin, member] = (await newUsers(nodeA, 2, "big")) as [string, string];
-    const group = await createGroup(nodeA.clientsFor(admin, "grpc"), [member]);
+    const [admin, member, third] = (await newUsers(nodeA, 3, "big")) as [string, string, string];
+    const group = await createGroup(nodeA.clientsFor(admin, "grpc"), [member, third]);
     await seedMessages(database!.url, group.id, [admin, member], MESSAGES);
 
     const onB = nodeB.clientsFor(admin, "connect");

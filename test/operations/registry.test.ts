@@ -234,8 +234,11 @@ describe("the connection registry on one node", function () {
       const nodeId = ofA.connections[0]!.nodeId;
       assert.deepEqual(ofA.nodes.map((n) => [n.nodeId, n.connections]), [[nodeId, 2n]], "one node, counting the user's two streams");
 
-      const everyone = await op.connections.listConnections({ pageSize: 1000 });
-      for (const s of [a1, a2, b1, b2]) assert.ok(ids(everyone.connections).includes(s.sessionId), `ListConnections() lists ${s.feed.label}`);
+      // Streams are listed within a second of connecting: b's may not be yet.
+      const { value: everyone } = await pollFor(async () => {
+        const res = await op.connections.listConnections({ pageSize: 1000 });
+        return [a1, a2, b1, b2].every((s) => ids(res.connections).includes(s.sessionId)) ? res : undefined;
+      }, "ListConnections() listing all four streams", 5_000);
       const node = everyone.nodes.find((n) => n.nodeId === nodeId);
       assert.ok(node && node.connections >= 4n, `the node counts at least the 4 streams (got ${node?.connections})`);
       const onNode = await op.connections.listConnections({ nodeId, userId: b });

@@ -17,6 +17,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { ExportFormat, JobKind, JobStatus, type Job } from "../../gen/parley/v1/job_pb.ts";
 import type { StartExportRequestSchema } from "../../gen/parley/v1/job_service_pb.ts";
 import { StoryPrivacy } from "../../gen/parley/v1/story_pb.ts";
+import { MemberRole } from "../../gen/parley/v1/conversation_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import {
   MAIN_PROTOCOLS,
@@ -225,6 +226,25 @@ describe("jobs on one node", function () {
     }
   });
 
+  it("lets only the conversation's current admins export it: a promoted member may, a demoted admin and a former member may not", async () => {
+    const [admin, member, third] = (await newUsers(server, 3, "admins")) as [string, string, string];
+    const A = server.clientsFor(admin, "grpc");
+    const M = server.clientsFor(member, "connect");
+    const T = server.clientsFor(third, "grpc");
+    const group = await createGroup(A, [member, third]);
+    await sendText(A, group.id, "for the admins");
+    await A.conversations.setMemberRole({ conversationId: group.id, userId: member, role: MemberRole.ADMIN });
+    await A.conversations.setMemberRole({ conversationId: group.id, userId: admin, role: MemberRole.MEMBER });
+    await T.conversations.removeMember({ conversationId: group.id, userId: third });
+    await expectCode(A.jobs.startExport(conversationExport(group.id)), Code.NotFound);
+    await expectCode(T.jobs.startExport(conversationExport(group.id)), Code.NotFound);
+    assert.deepEqual((await A.jobs.listJobs({})).jobs, [], "no job for the demoted admin");
+    assert.deepEqual((await T.jobs.listJobs({})).jobs, [], "no job for the former member");
+    const job = await startExport(M, conversationExport(group.id), member);
+    const { bytes } = await finishedExport(M, job);
+    assert.deepEqual(exportedMessages(jsonLines(bytes)).map((m) => m.text), ["for the admins"]);
+  });
+
   it("writes a conversation export as a ZIP holding the JSON Lines file", async () => {
     const [admin, member, third] = (await newUsers(server, 3, "zip")) as [string, string, string];
     const c = server.clientsFor(admin, "grpc");
@@ -259,6 +279,14 @@ describe("jobs on one node", function () {
         sent.push(text);
       }
     }
+    // A message S deleted and one F deleted are gone for everyone; an edited one is exported as it is now.
+    const deleted = await sendText(S, g1.id, mark("S DELETED"));
+    await S.messages.deleteMessage({ conversationId: g1.id, seq: deleted.seq });
+    const fDeleted = await sendText(F, g1.id, mark("F DELETED"));
+    await F.messages.deleteMessage({ conversationId: g1.id, seq: fDeleted.seq });
+    const edited = await sendText(S, direct.id, mark("S before the edit"));
+    await S.messages.editMessage({ conversationId: direct.id, seq: edited.seq, content: { case: "text", value: mark("S after the edit") } });
+    sent.push(mark("S after the edit"));
     const fMessage = await sendText(F, g1.id, mark("F in g1"));
     await S.messages.addReaction({ conversationId: g1.id, seq: fMessage.seq, emoji: "🦔" });
     // S leaves g2; what is said there afterwards is not S's to see.
@@ -289,8 +317,8 @@ describe("jobs on one node", function () {
     const records = jsonLines(bytes);
 
     // All of S's data.
-    const mine = exportedMessages(records).filter((m) => m.senderId === s);
-    assert.deepEqual(new Set(mine.map((m) => m.text)), new Set(sent), "every message S sent, in every conversation, is in the export");
+    const mine = exportedMessages(records).filter((m) => m.senderId === s && m.text !== undefined);
+    assert.deepEqual(new Set(mine.map((m) => m.text)), new Set(sent), "every message S sent, in every conversation, is in the export (edited ones as they are now)");
     assert.equal(mine.length, sent.length, "each once");
     const has = (needle: string, what: string) => assert.ok(mentions(records, needle), `the export holds ${what} (${needle})`);
     has(mark("S display name"), "S's profile");
@@ -299,6 +327,8 @@ describe("jobs on one node", function () {
     has(y, "whom S follows");
     // Nothing of anyone else's that S may not see.
     const hasNot = (needle: string, what: string) => assert.ok(!mentions(records, needle), `the export holds nothing of ${what} (${needle})`);
+    hasNot(mark("S DELETED"), "a message S deleted");
+    hasNot(mark("F DELETED"), "a message F deleted");
     hasNot(mark("AFTER S LEFT"), "a conversation S left, after S left");
     hasNot(mark("SECRET of X"), "a conversation S was never in");
     hasNot(mark("PRIVATE O to X"), "another pair's direct conversation");

@@ -105,6 +105,14 @@ export function assertWatchFrames(frames: Job[], jobId: string): Job {
     assert.ok((f.progress?.percent ?? 0) >= (prev.progress?.percent ?? 0) - 1e-9,
       `percent never goes back: frame ${i - 1} ${describeJob(prev)} → frame ${i} ${describeJob(f)}`);
   }
+  for (const f of frames) {
+    const p = f.progress;
+    if (!p || p.itemsTotal === 0n) continue;
+    assert.ok(p.itemsDone <= p.itemsTotal, `items_done is at most items_total (${describeJob(f)})`);
+    const expected = (Number(p.itemsDone) / Number(p.itemsTotal)) * 100;
+    assert.ok(Math.abs(p.percent - expected) <= 1, `percent is items_done / items_total (${describeJob(f)})`);
+    assert.ok(p.etaSeconds >= 0, `eta_seconds is not negative (${describeJob(f)})`);
+  }
   const last = frames.at(-1)!;
   assert.ok(ENDED.has(last.status), `the last frame has an ended job, got ${describeJob(last)}`);
   for (const f of frames.slice(0, -1)) assert.ok(!ENDED.has(f.status), `only the last frame is ended (${describeJob(f)})`);

@@ -135,13 +135,10 @@ function assertSameAsListed(exported: ExportedMessage[], listed: Awaited<ReturnT
   );
 }
 
-/** Asserts the records are messages first, then the rest. */
-function assertMessagesFirst(records: Record<string, unknown>[]): void {
-  const isMessage = records.map((r) => exportedMessages([r]).length === 1);
-  const firstOther = isMessage.indexOf(false);
-  if (firstOther < 0) return;
-  const layout = isMessage.map((m) => (m ? "m" : "o")).join("").replace(/(.)\1+/g, (run, c: string) => `${c}×${run.length} `);
-  assert.ok(!isMessage.slice(firstOther).includes(true), `messages come first, then the other records (m = message, o = other; got ${layout.trim()})`);
+/** The order of an export's records, e.g. "m×3 o×4" (m = message, o = any other record). */
+function recordLayout(records: Record<string, unknown>[]): string {
+  const kinds = records.map((r) => (exportedMessages([r]).length === 1 ? "m" : "o")).join("");
+  return kinds.replace(/(.)\1*/g, (run, c: string) => `${c}×${run.length} `).trim();
 }
 
 describe("jobs on one node", function () {
@@ -217,13 +214,16 @@ describe("jobs on one node", function () {
     const group = await createGroup(c, [member, third]);
     for (let i = 0; i < 3; i++) await sendText(c, group.id, `ordered ${i}`);
     await c.social.follow({ userId: member });
-    for (const req of [conversationExport(group.id), myDataExport()]) {
+    const layouts: Record<string, string> = {};
+    for (const [name, req] of [["conversation", conversationExport(group.id)], ["my_data", myDataExport()]] as const) {
       const { bytes } = await finishedExport(c, await startExport(c, req, admin));
       const records = jsonLines(bytes);
-      assert.ok(exportedMessages(records).length >= 3, "the export has the messages");
-      assert.ok(records.length > exportedMessages(records).length, "and other records");
-      assertMessagesFirst(records);
+      assert.ok(exportedMessages(records).length >= 3, `the ${name} export has the messages`);
+      assert.ok(records.length > exportedMessages(records).length, `and other records`);
+      layouts[name] = recordLayout(records);
     }
+    assert.deepEqual(Object.values(layouts).filter((l) => !/^m×\d+ o×\d+$/.test(l)), [],
+      `messages come first, then the other records (m = message, o = other): ${JSON.stringify(layouts)}`);
   });
 
   it("lets only the conversation's current admins export it: a promoted member may, a demoted admin and a former member may not", async () => {

@@ -163,6 +163,15 @@ describe("the connection registry on one node", function () {
     });
   }
 
+  for (const [protocol, name] of [["grpc-web", "grpc-web"], ["connect-h2", "connect"], ["connect-json", "connect"]] as const) {
+    it(`names the protocol of a ${protocol} stream "${name}"`, async () => {
+      const [user] = (await newUsers(server, 1, "proto")) as [string];
+      const s = await open(user, protocol, {}, "protocol");
+      const { value: conn } = await pollFor(async () => (await server.clientsFor(user).connections.listSessions({})).sessions.find((c) => c.sessionId === s.sessionId), "listed", 5_000);
+      assert.equal(conn.protocol, name);
+    });
+  }
+
   it("leaves the headers empty when a client sends none", async () => {
     const [user] = (await newUsers(server, 1, "reg")) as [string];
     const s = await open(user, "grpc", {}, "bare");

@@ -29,7 +29,7 @@ import {
   type TestServer,
 } from "../helpers/test-server.ts";
 import { deleteNatsState, multiNodeAvailable, natsPrefix, spawnNode, testNatsUrl, type NodeProcess } from "../helpers/realtime.ts";
-import { openLiveFeed, type Feed } from "../helpers/feed.ts";
+import { assertNoneArrived, openLiveFeed, type Feed } from "../helpers/feed.ts";
 import { expectCode, expectInvalidArgument, expectOneOfCodes } from "../helpers/expect.ts";
 import { absentIdLike, createDirect, createGroup, listAllForward, sendText } from "../helpers/fixtures.ts";
 import { call, expectStatus, loadServices, type ServiceClient } from "../helpers/grpc-js.ts";
@@ -173,6 +173,7 @@ describe("jobs on one node", function () {
       }
       await adminClients.messages.sendMessage({ conversationId: group.id, clientMessageId: randomUUID(), content: { case: "text", value: "a reply" }, replyToSeq: 3n });
       const feed = await live(admin, protocol);
+      const memberFeed = await live(member, protocol);
 
       const job = await startExport(adminClients, conversationExport(group.id), admin);
       const { frames, last, bytes } = await finishedExport(adminClients, job);
@@ -200,6 +201,9 @@ describe("jobs on one node", function () {
       }
       assert.equal(progressed.at(-1)!.status, JobStatus.SUCCEEDED, "the last job_progressed event is the end");
       assert.deepEqual(progressed.at(-1)!.output, last.output, "the event carries the output to download");
+      // Only the owner hears of the job: by the member's next heartbeat the event would have come.
+      await memberFeed.waitFor((f) => (f.case === "heartbeat" ? true : undefined), "a heartbeat", { from: memberFeed.received.length });
+      assertNoneArrived(memberFeed, (f) => f.case === "event" && f.value.kind.case === "jobProgressed", "another member gets no job_progressed event");
 
       const mine = await adminClients.jobs.listJobs({});
       assert.equal(mine.jobs[0]?.id, job.id, "ListJobs lists the job first");

@@ -47,9 +47,10 @@ import { ClamdClient, createFileBlobStore, createMalwareScanMetrics, createMalwa
 import { SocialService } from "./social/index.ts";
 import { StoryAccess, StoryExpiry, StoryRemover, StoryService } from "./stories/index.ts";
 import { RetentionPolicy, RetentionSweeper } from "./retention/index.ts";
-import { ConnectionService } from "./connections/index.ts";
-import { JobService } from "./jobs/index.ts";
-import { AnalyticsService } from "./analytics/index.ts";
+import { ConnectionRegistry, ConnectionService, createRegistryMetrics } from "./connections/index.ts";
+import { createJobs } from "./jobs/index.ts";
+import { AnalyticsService, createAnalyticsSpec, prepareAnalytics } from "./analytics/index.ts";
+import { createSmtpMailer, DigestSender } from "./email/index.ts";
 
 export interface App {
   /** The API port; valid after start(). */
@@ -171,6 +172,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const erasureGate: ErasureGate = new ErasureGate({ db: database.db, logger, onSeen: (userId) => users.forget(userId) });
   const users = new UserDirectory(database.db, (userId) => erasureGate.isErasing(userId));
   const metrics = createRpcMetrics();
+  const registry = config.registry.enabled
+    ? new ConnectionRegistry({ db: database.db, nodeId: config.feed.nodeId, config: config.registry, logger, metrics: createRegistryMetrics(metrics.registry) })
+    : null;
   const searchIndex = createSearchIndex(config.search, database.db);
   const indexer = createSearchIndexer({ index: searchIndex, metrics: createSearchMetrics(metrics.registry), logger });
   const shutdown = new AbortController();
@@ -197,6 +201,14 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     logger,
     intervalMs: config.retention.sweepIntervalMs,
   });
+  // Exports and reindexing as jobs: chunks on the work stream, state in PostgreSQL (src/jobs).
+  const jobs = createJobs({ db: database.db, publisher, workers, subjects, config: config.jobs, blobs, retention, search: searchIndex, logger });
+  // Email digests: consumer nodes only, and only with an SMTP server to send through.
+  const { smtpUrl, from: emailFrom, ...digestTiming } = config.email;
+  const digests =
+    config.runConsumers && smtpUrl !== null
+      ? new DigestSender({ db: database.db, mailer: createSmtpMailer(smtpUrl, emailFrom), retention, logger, ...digestTiming })
+      : null;
   const conversations = new ConversationService(database.db, config.limits, publisher, retention);
   const messages = new MessageService(database.db, sends, reactions, config.limits, publisher, retention);
   const eraser = new AccountEraser({
@@ -208,6 +220,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     stories: storyRemover,
     blobs,
     push: pushOutbox,
+    jobs: jobs.scheduler,
     logger,
     sweepIntervalMs: config.runConsumers ? config.erasure.sweepIntervalMs : null,
     ...(options.erasureFaults && { faults: options.erasureFaults }),
@@ -216,7 +229,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     users: new UserService(database.db, config.limits, eraser),
     conversations,
     messages,
-    events: new EventService({ db: database.db, log, memberships, hub, bus, presence, feed: config.feed, retention, requireUnrestricted: restrictions.requireUnrestricted }),
+    events: new EventService({ db: database.db, log, memberships, hub, bus, presence, feed: config.feed, retention, requireUnrestricted: restrictions.requireUnrestricted, registry }),
     search: new SearchService(database.db, searchIndex, retention),
     keys: new KeyService(database.db, publisher),
     reports: new ReportService(database.db, storyAccess),
@@ -236,9 +249,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       config: config.stories,
       limits: config.limits,
     }),
-    connections: new ConnectionService(),
-    jobs: new JobService(),
-    analytics: new AnalyticsService(),
+    connections: new ConnectionService({ db: database.db, publisher, config: config.registry }),
+    jobs: jobs.service,
+    analytics: new AnalyticsService({ db: database.db, log }),
     health,
   });
   // Rate limits (src/ratelimit): the auth-failure limit wraps auth; the write limit comes after
@@ -280,6 +293,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       // After the hub: a restriction committed meanwhile is in the table or arrives as an event.
       await restrictions.load(database.db);
       await relay.start();
+      await registry?.start();
       if (config.runConsumers) {
         await workers.startConsumer({
           name: "search-indexer",
@@ -289,6 +303,11 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
           batchSize: SEARCH_INDEX_BATCH,
         });
         await workers.startConsumer(createNotifierSpec({ db: database.db, events: publisher, push: pushOutbox, subjects }));
+        await jobs.startWorkers();
+        if (config.analytics.consumer) {
+          await prepareAnalytics(database.db, log, logger);
+          await workers.startConsumer(createAnalyticsSpec({ db: database.db, subjects, logger }));
+        }
       }
       await storyExpiry.start();
       // Not awaited: a hung clamd must not hold up the start (the check ends within its timeouts).
@@ -296,6 +315,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await erasureGate.start();
       eraser.start();
       if (config.runConsumers) retentionSweeper.start();
+      digests?.start();
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
       logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres", rateLimits: rateLimits?.limiter.storeName ?? "off" }, "parley is serving");
@@ -307,6 +327,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       for (let waited = 0; hub.openStreams > 0 && waited < STREAM_DRAIN_MS; waited += 50) await delay(50);
       shutdown.abort();
       await server.close(SHUTDOWN_GRACE_MS);
+      await registry?.stop();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
       await sends.drain();
       await reactions.drain();
@@ -314,6 +335,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await eraser.stop();
       await erasureGate.stop();
       await retentionSweeper.stop();
+      await jobs.stop();
+      await digests?.stop();
       // Every consumer stops with its batch in hand done; then what they recorded is published.
       await workers.close();
       await publisher.flush();

@@ -66,6 +66,63 @@ export interface Config {
   readonly rateLimits: RateLimitConfig;
   readonly erasure: ErasureConfig;
   readonly retention: RetentionConfig;
+  readonly jobs: JobsConfig;
+  readonly analytics: AnalyticsConfig;
+  readonly email: EmailConfig;
+  readonly registry: RegistryConfig;
+}
+
+/** The connection registry (ConnectionService): every live stream, in PostgreSQL. */
+export interface RegistryConfig {
+  /** CONNECTION_REGISTRY=off: streams are not recorded and ConnectionService answers FAILED_PRECONDITION. */
+  readonly enabled: boolean;
+  /** How often a node confirms in the database that it (and so its streams) is alive. */
+  readonly heartbeatMs: number;
+  /** A node silent for longer is dead: its streams leave every listing, and a sweep deletes them. */
+  readonly nodeTtlMs: number;
+}
+
+/** Asynchronous jobs (JobService: exports, reindex). */
+export interface JobsConfig {
+  /**
+   * Where chunk parts and outputs are written. Like MEDIA_DIR, every node must see the same
+   * directory (a shared volume): a chunk written on one node is assembled on another.
+   */
+  readonly dir: string;
+  /** How long a finished job's output is kept before the sweep deletes it. */
+  readonly outputTtlMs: number;
+  /** Messages per chunk of a conversation export (one work item each). */
+  readonly chunkMessages: number;
+  /** How often consumer nodes delete expired outputs and republish the work of stalled jobs. */
+  readonly sweepIntervalMs: number;
+  /** Chunks one consumer node works on at once. */
+  readonly concurrency: number;
+}
+
+/** Usage rollups (src/analytics). */
+export interface AnalyticsConfig {
+  /**
+   * ANALYTICS=off: this node does not run the analytics consumer (nodes with CONSUMERS=on run
+   * it by default). The figures stop moving; after turning it back on, `npm run
+   * analytics:rebuild` makes them exact again if the event log pruned events meanwhile.
+   */
+  readonly consumer: boolean;
+}
+
+/** Email digests of missed mentions and direct messages (src/email/). */
+export interface EmailConfig {
+  /** smtp:// or smtps:// URL, credentials optional; null means no digests are sent (settings still work). */
+  readonly smtpUrl: string | null;
+  /** The From header of every digest. */
+  readonly from: string;
+  /** How often a consumer node looks for users due a digest. */
+  readonly sweepIntervalMs: number;
+  /** How long something may stay unread before it counts as missed ("read in time" is within this). */
+  readonly graceMs: number;
+  /** The least time between two HOURLY digests (an hour; shorter only for tests). */
+  readonly hourlyPeriodMs: number;
+  /** The least time between two DAILY digests (a day; shorter only for tests). */
+  readonly dailyPeriodMs: number;
 }
 
 /** Malware scanning of uploads with ClamAV's clamd. */
@@ -231,6 +288,7 @@ export function loadConfig(env: Env = process.env): Config {
       opensearchUrl: env.OPENSEARCH_URL ? url(env, "OPENSEARCH_URL", ["http:", "https:"]) : null,
       opensearchIndex: opensearchIndex(env),
     }),
+    analytics: Object.freeze({ consumer: oneOf(env, "ANALYTICS", "on", ["on", "off"]) === "on" }),
     stories: Object.freeze({
       ttlMs: int(env, "STORY_TTL_SECONDS", 24 * 3600, 1, 30 * 24 * 3600) * 1000,
       sweepIntervalMs: int(env, "STORY_SWEEP_INTERVAL_SECONDS", 60, 1, 24 * 3600) * 1000,
@@ -251,6 +309,36 @@ export function loadConfig(env: Env = process.env): Config {
       sweepIntervalMs: int(env, "ERASURE_SWEEP_INTERVAL_SECONDS", 60, 1, 24 * 3600) * 1000,
     }),
     retention: retentionSettings(env),
+    jobs: Object.freeze({
+      dir: path.resolve(str(env, "JOBS_DIR", path.join(dataDir, "jobs"))),
+      outputTtlMs: int(env, "JOB_OUTPUT_TTL_HOURS", 168, 1, 24 * 365) * 3600 * 1000,
+      chunkMessages: int(env, "JOB_CHUNK_MESSAGES", 5000, 1, 1_000_000),
+      sweepIntervalMs: int(env, "JOB_SWEEP_INTERVAL_SECONDS", 30, 1, 24 * 3600) * 1000,
+      concurrency: int(env, "JOB_RUNNER_CONCURRENCY", 4, 1, 64),
+    }),
+    email: emailSettings(env),
+    registry: registrySettings(env),
+  });
+}
+
+function registrySettings(env: Env): RegistryConfig {
+  const heartbeatMs = int(env, "REGISTRY_HEARTBEAT_SECONDS", 5, 1, 3600) * 1000;
+  const nodeTtlMs = int(env, "REGISTRY_NODE_TTL_SECONDS", 15, 2, 24 * 3600) * 1000;
+  // A TTL no longer than the heartbeat would drop live nodes between two of their heartbeats.
+  if (nodeTtlMs <= heartbeatMs) throw new ConfigError("REGISTRY_NODE_TTL_SECONDS must be longer than REGISTRY_HEARTBEAT_SECONDS.");
+  return Object.freeze({ enabled: oneOf(env, "CONNECTION_REGISTRY", "on", ["on", "off"]) === "on", heartbeatMs, nodeTtlMs });
+}
+
+function emailSettings(env: Env): EmailConfig {
+  const from = str(env, "EMAIL_FROM", "Parley <no-reply@localhost>");
+  if (/[\r\n]/.test(from)) throw new ConfigError("EMAIL_FROM must be one line.");
+  return Object.freeze({
+    smtpUrl: env.SMTP_URL ? url(env, "SMTP_URL", ["smtp:", "smtps:"]) : null,
+    from,
+    sweepIntervalMs: int(env, "EMAIL_DIGEST_SWEEP_SECONDS", 60, 1, 24 * 3600) * 1000,
+    graceMs: int(env, "EMAIL_DIGEST_GRACE_SECONDS", 600, 0, 7 * 24 * 3600) * 1000,
+    hourlyPeriodMs: int(env, "EMAIL_DIGEST_HOURLY_SECONDS", 3600, 1, 3600) * 1000,
+    dailyPeriodMs: int(env, "EMAIL_DIGEST_DAILY_SECONDS", 24 * 3600, 1, 24 * 3600) * 1000,
   });
 }
 

@@ -33,7 +33,13 @@ export type ClientEvent =
    * An operator suspended (until `restriction.until`) or banned the account. Sends fail with
    * PERMISSION_DENIED meanwhile; the feed reconnects by itself once it ends or is lifted.
    */
-  | { type: "restricted"; restriction: AccountRestriction };
+  | { type: "restricted"; restriction: AccountRestriction }
+  /**
+   * This session was ended (ConnectionService.EndSession) by the user from another session, or
+   * by an operator: the feed stays down and sends wait. Sign the user in again (close() and a
+   * new start()) to reconnect.
+   */
+  | { type: "session_ended"; byOperator: boolean };
 
 export type ClientEventListener = (event: ClientEvent) => void;
 

@@ -11,7 +11,7 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Event } from "../../gen/parley/v1/event_pb.ts";
 import type { AccountRestriction } from "../../gen/parley/v1/moderation_pb.ts";
-import type { SubscribeResponse } from "../../gen/parley/v1/event_service_pb.ts";
+import { EndReason, type SubscribeResponse } from "../../gen/parley/v1/event_service_pb.ts";
 import { backoffDelay, sleep, type BackoffOptions } from "./backoff.ts";
 import { accountRestrictionOf } from "./rpc-errors.ts";
 
@@ -34,6 +34,11 @@ export interface FeedSyncOptions {
   onSkipped(event: Event, error: unknown): void;
   /** The account is suspended or banned: the feed waits (see RESTRICTED_RECHECK_MS) instead of retrying. */
   onRestricted(restriction: AccountRestriction): void;
+  /**
+   * The user (from another session) or an operator ended this session: the feed stays down
+   * until the session is closed and started again (the user signs in again).
+   */
+  onSessionEnded(byOperator: boolean): void;
   backoff?: BackoffOptions;
 }
 
@@ -53,6 +58,8 @@ export class FeedSync {
   readonly #o: FeedSyncOptions;
   /** The event that failed last, and how often in a row. */
   #failing: { cursor: string; count: number } | undefined;
+  /** The current stream's session id (from caught_up), and whether an operator ended it. */
+  #session: { id: string; endedByOperator: boolean } | undefined;
 
   constructor(options: FeedSyncOptions) {
     this.#o = options;
@@ -73,7 +80,13 @@ export class FeedSync {
             attempt = 0;
             this.#o.onLive(true);
           }
-          await this.#handle(res.frame);
+          if ((await this.#handle(res.frame)) === "session_ended") {
+            this.#o.onLive(false);
+            this.#o.onSessionEnded(this.#session?.endedByOperator ?? false);
+            // Not resubscribing is the point; the owner's close() (the signal) ends the wait.
+            await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+            return;
+          }
         }
         // The server ended the stream (resync_required, ending, or a quiet close): resubscribe.
       } catch (err) {
@@ -96,17 +109,25 @@ export class FeedSync {
     }
   }
 
-  async #handle(frame: SubscribeResponse["frame"]): Promise<void> {
+  async #handle(frame: SubscribeResponse["frame"]): Promise<"session_ended" | void> {
     switch (frame.case) {
-      case "event":
+      case "event": {
+        const { kind } = frame.value;
+        if (kind.case === "sessionEnded" && this.#session?.id === kind.value.sessionId) this.#session.endedByOperator = kind.value.byOperator;
         await this.#handleEvent(frame.value);
         if (frame.value.cursor) await this.#o.saveCursor(frame.value.cursor);
         return;
+      }
       case "caughtUp":
-      case "heartbeat":
-      case "ending":
+        this.#session = { id: frame.value.sessionId, endedByOperator: false };
         await this.#o.saveCursor(frame.value.cursor);
         return;
+      case "heartbeat":
+        await this.#o.saveCursor(frame.value.cursor);
+        return;
+      case "ending":
+        await this.#o.saveCursor(frame.value.cursor);
+        return frame.value.reason === EndReason.SESSION_ENDED ? "session_ended" : undefined;
       case "resyncRequired":
         await this.#o.resync(frame.value.reason);
         await this.#o.saveCursor(frame.value.cursor);

@@ -144,6 +144,7 @@ export class ParleyClient {
       },
       onSkipped: (event, error) => this.#hub.emit({ type: "event_skipped", event, reason: error instanceof Error ? error.message : String(error) }),
       onRestricted: (restriction) => this.#hub.emit({ type: "restricted", restriction }),
+      onSessionEnded: (byOperator) => this.#hub.emit({ type: "session_ended", byOperator }),
       backoff: options.backoff,
     });
   }

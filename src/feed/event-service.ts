@@ -30,6 +30,7 @@ import {
 } from "../../gen/parley/v1/event_service_pb.ts";
 import { requireCaller } from "../auth/user-context.ts";
 import type { FeedConfig } from "../config.ts";
+import type { StreamRecorder } from "../connections/index.ts";
 import type { Database } from "../db/schema.ts";
 import { InvalidInputError, NotFoundError } from "../errors.ts";
 import { newId } from "../ids.ts";
@@ -41,7 +42,7 @@ import type { PresenceTracker } from "../presence/presence-tracker.ts";
 import { requireUserId, requireUuid } from "../validation.ts";
 import { deadlinesAt, findRetentionSettings, RetentionPolicy } from "../retention/index.ts";
 import type { FeedHub } from "./feed-hub.ts";
-import type { FeedSubscription } from "./feed-subscription.ts";
+import type { FeedSubscription, Wakeup } from "./feed-subscription.ts";
 import { isVisibleTo, membershipAt, membershipChange } from "./membership-filter.ts";
 
 /** What the feed needs to know of conversation membership (the conversations module answers). */
@@ -72,6 +73,8 @@ export interface EventServiceOptions {
   feed: FeedConfig;
   /** The deployment's retention: a replay sends no event about a message past retention. None by default. */
   retention?: RetentionPolicy;
+  /** Where live streams are recorded (the connection registry); null when it is off. */
+  registry?: StreamRecorder | null;
 }
 
 export class EventService implements ServiceImpl<typeof EventServiceDesc> {
@@ -86,10 +89,14 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
     const { hub, presence, feed, memberships } = this.#options;
     const requested = req.cursor === "" ? null : decodeCursor(req.cursor);
     const conversationIds = await memberships.conversationIdsOf(userId);
-    const subscription = hub.open(userId, conversationIds);
+    // Time-ordered, so the registry's newest-first listings walk its indexes in order.
+    const sessionId = newId();
+    const subscription = hub.open(userId, sessionId, conversationIds);
     presence.streamOpened(userId);
+    const { registry } = this.#options;
     try {
       this.#options.requireUnrestricted(userId);
+      registry?.opened({ sessionId, userId, protocol: ctx.protocolName, headers: ctx.requestHeader });
       let delivered = hub.position;
       if (requested !== null) {
         const resync = requested.legacy ? null : await this.#resyncReason(requested);
@@ -102,7 +109,7 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
         // staying in this generator's frame for as long as the stream lives.
         delivered = yield* this.#catchUp(userId, requested.positions, conversationIds, subscription);
       }
-      yield frame({ case: "caughtUp", value: create(CaughtUpSchema, { cursor: this.#cursor(delivered) }) });
+      yield frame({ case: "caughtUp", value: create(CaughtUpSchema, { cursor: this.#cursor(delivered), sessionId }) });
 
       for (;;) {
         const wakeup = await subscription.next(feed.heartbeatMs, ctx.signal);
@@ -122,13 +129,14 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
           yield frame({ case: "heartbeat", value: create(HeartbeatSchema, { cursor: this.#cursor(delivered), serverTime: timestampFromDate(new Date()) }) });
         } else {
           if (ctx.signal.aborted) return;
-          const reason = "overflowed" in wakeup ? EndReason.SLOW_CONSUMER : "restricted" in wakeup ? EndReason.ACCOUNT_RESTRICTED : EndReason.SERVER_DRAINING;
+          const reason = endReason(wakeup);
           yield frame({ case: "ending", value: create(StreamEndingSchema, { reason, cursor: this.#cursor(delivered) }) });
           return;
         }
       }
     } finally {
       hub.close(subscription);
+      registry?.closed(sessionId);
       presence.streamClosed(userId);
     }
   }
@@ -238,6 +246,13 @@ export class EventService implements ServiceImpl<typeof EventServiceDesc> {
     }
     return shared;
   }
+}
+
+function endReason(wakeup: Wakeup): EndReason {
+  if ("overflowed" in wakeup) return EndReason.SLOW_CONSUMER;
+  if ("restricted" in wakeup) return EndReason.ACCOUNT_RESTRICTED;
+  if ("sessionEnded" in wakeup) return EndReason.SESSION_ENDED;
+  return EndReason.SERVER_DRAINING;
 }
 
 function frame(value: SubscribeResponse["frame"]): SubscribeResponse {

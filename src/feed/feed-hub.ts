@@ -90,8 +90,8 @@ export class FeedHub implements MembershipIndex {
   }
 
   /** Registers a stream; it receives every event dispatched from now on that concerns it. */
-  open(userId: string, conversationIds: Iterable<string>): FeedSubscription {
-    const subscription = new FeedSubscription(userId, conversationIds, this, this.#options.bufferEvents);
+  open(userId: string, sessionId: string, conversationIds: Iterable<string>): FeedSubscription {
+    const subscription = new FeedSubscription(userId, sessionId, conversationIds, this, this.#options.bufferEvents);
     addTo(this.#byUser, userId, subscription);
     for (const conversationId of subscription.conversations) addTo(this.#byConversation, conversationId, subscription);
     return subscription;

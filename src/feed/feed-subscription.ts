@@ -21,7 +21,7 @@ const RECENT_EPHEMERAL = 32;
 export type LiveItem = { stored: StoredEvent; at: LogPosition } | { ephemeral: Event };
 
 /** What the stream should do next. */
-export type Wakeup = { item: LiveItem } | { overflowed: true } | { draining: true } | { restricted: true } | { idle: true };
+export type Wakeup = { item: LiveItem } | { overflowed: true } | { draining: true } | { restricted: true } | { sessionEnded: true } | { idle: true };
 
 export interface MembershipIndex {
   follow(subscription: FeedSubscription, conversationId: string): void;
@@ -30,6 +30,8 @@ export interface MembershipIndex {
 
 export class FeedSubscription {
   readonly userId: string;
+  /** The stream's session id (ConnectionService ends a session by it). */
+  readonly sessionId: string;
   readonly conversations: Set<string>;
   readonly #index: MembershipIndex;
   readonly #limit: number;
@@ -37,11 +39,13 @@ export class FeedSubscription {
   #overflowed = false;
   #draining = false;
   #restricted = false;
+  #sessionEnded = false;
   #wake: (() => void) | null = null;
   readonly #recentEphemeral: string[] = [];
 
-  constructor(userId: string, conversations: Iterable<string>, index: MembershipIndex, limit: number) {
+  constructor(userId: string, sessionId: string, conversations: Iterable<string>, index: MembershipIndex, limit: number) {
     this.userId = userId;
+    this.sessionId = sessionId;
     this.conversations = new Set(conversations);
     this.#index = index;
     this.#limit = limit;
@@ -57,6 +61,7 @@ export class FeedSubscription {
     if (change && "unfollow" in change) this.#index.unfollow(this, change.unfollow);
     this.#push({ stored, at });
     if (endsStreams(stored, this.userId)) this.#restricted = true;
+    if (endsSession(stored, this.userId, this.sessionId)) this.#sessionEnded = true;
   }
 
   /**
@@ -96,11 +101,13 @@ export class FeedSubscription {
   async next(timeoutMs: number, signal: AbortSignal): Promise<Wakeup> {
     for (;;) {
       if (this.#draining) return { draining: true };
-      if (this.#overflowed) return { overflowed: true };
+      // An ended session must not be told to resume, as a slow reader is.
+      if (this.#overflowed) return this.#sessionEnded ? { sessionEnded: true } : { overflowed: true };
       const item = this.#queue.shift();
       if (item) return { item };
       // After the events before it, the suspension's own included, have been delivered.
       if (this.#restricted) return { restricted: true };
+      if (this.#sessionEnded) return { sessionEnded: true };
       if (signal.aborted) return { draining: true };
       const woken = await new Promise<boolean>((resolve) => {
         const settle = (value: boolean) => {
@@ -140,4 +147,11 @@ function endsStreams(stored: StoredEvent, userId: string): boolean {
   if (stored.conversationId !== null || stored.targetUserId !== userId) return false;
   const { kind } = stored.event;
   return kind.case === "accountModerated" && (kind.value.action === ModerationAction.SUSPEND || kind.value.action === ModerationAction.BAN);
+}
+
+/** The user (or an operator) ended this very stream: it ends once it has delivered the event. */
+function endsSession(stored: StoredEvent, userId: string, sessionId: string): boolean {
+  if (stored.conversationId !== null || stored.targetUserId !== userId) return false;
+  const { kind } = stored.event;
+  return kind.case === "sessionEnded" && kind.value.sessionId === sessionId;
 }

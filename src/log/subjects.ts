@@ -19,6 +19,10 @@ export interface Subjects {
   work(...tokens: string[]): string;
   /** Every work item. */
   readonly allWork: string;
+  /** A job's work item: `<prefix>.work.job.<chunk|finalize>` (see src/jobs). */
+  jobWork(step: "chunk" | "finalize"): string;
+  /** Every job work item: the job-runner consumer's filter. */
+  readonly allJobWork: string;
   /** The JetStream stream that keeps work items until a consumer has done them. */
   readonly workStream: string;
   /** A durable consumer's name under this prefix. */
@@ -79,6 +83,8 @@ export function createSubjects(prefix: string): Subjects {
     eventsOfCategory: (category) => `${prefix}.events.*.*.${category}.>`,
     work: (...tokens) => `${prefix}.work.${tokens.join(".")}`,
     allWork: `${prefix}.work.>`,
+    jobWork: (step) => `${prefix}.work.job.${step}`,
+    allJobWork: `${prefix}.work.job.>`,
     workStream: `${streamPrefix}_WORK`,
     durable: (name) => `${streamPrefix}_${name.replace(/[^A-Za-z0-9_-]/g, "_")}`,
     eventStream: `${streamPrefix}_EVENTS`,

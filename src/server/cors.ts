@@ -21,7 +21,7 @@ export function createCorsHandler(origins: readonly string[]): (req: Req, res: R
     res.setHeader("Access-Control-Expose-Headers", [...cors.exposedHeaders, "X-Request-Id"].join(", "));
     if (req.method !== "OPTIONS") return false;
     res.setHeader("Access-Control-Allow-Methods", cors.allowedMethods.join(", "));
-    res.setHeader("Access-Control-Allow-Headers", [...cors.allowedHeaders, "Authorization", "X-Request-Id"].join(", "));
+    res.setHeader("Access-Control-Allow-Headers", [...cors.allowedHeaders, "Authorization", "X-Request-Id", "X-Parley-Device-Id", "X-Parley-Client-Version"].join(", "));
     res.setHeader("Access-Control-Max-Age", "7200");
     res.statusCode = 204;
     res.end();

@@ -42,6 +42,7 @@ describe("client feed sync", () => {
       onLive: () => {},
       onSkipped: (event) => skipped.push(event.id),
       onRestricted: () => assert.fail("no restriction in this script"),
+      onSessionEnded: () => assert.fail("no session end in this script"),
       backoff: { initialMs: 20, maxMs: 40 },
     });
     const started = performance.now();

@@ -186,4 +186,32 @@ describe("client SDK session (real server, Connect)", function () {
     await sendText(server.clientsFor(a), conv.id, "welcome back");
     await bob.waitUntil(() => bob.messages(conv.id).some((m) => m.text === "welcome back"), "a message after the suspension");
   });
+
+  it("stops resubscribing and tells the app when its session is ended from elsewhere", async () => {
+    const [a] = await newUsers(server, 1, "sdk");
+    let subscribes = 0;
+    const countSubscribes: Interceptor = (next) => async (req) => {
+      if (req.method.name === "Subscribe") subscribes++;
+      return next(req);
+    };
+    const alice = sdkClient(server, a!, { interceptors: [countSubscribes] });
+    try {
+      await alice.waitUntil(() => alice.client.live, "live");
+      const elsewhere = server.clientsFor(a!);
+      let sessions: string[] = [];
+      await eventually(async () => (sessions = (await elsewhere.connections.listSessions({})).sessions.map((s) => s.sessionId)).length === 1, `the SDK's session listed (${sessions.length})`, 2_000);
+      await elsewhere.connections.endSession({ sessionId: sessions[0]! });
+
+      await alice.waitUntil(() => alice.events.some((e) => e.type === "session_ended"), "told the session ended");
+      const told = alice.events.find((e) => e.type === "session_ended");
+      assert.ok(told?.type === "session_ended" && !told.byOperator, "ended by the user, not an operator");
+      assert.equal(alice.client.live, false, "the feed is down");
+      const after = subscribes;
+      await new Promise((r) => setTimeout(r, 1_500));
+      assert.equal(subscribes, after, "it did not subscribe again");
+      assert.deepEqual((await elsewhere.connections.listSessions({})).sessions, [], "and no session is live");
+    } finally {
+      await alice.close();
+    }
+  });
 });

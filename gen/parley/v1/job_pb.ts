@@ -320,7 +320,9 @@ export const ExportFormat = {
   UNSPECIFIED: 0,
 
   /**
-   * JSON Lines: one record per line (messages, then the rest); media as references only.
+   * JSON Lines: one JSON record per line, each with a "type". A conversation export is the
+   * conversation, its members, then its messages in seq order; a user data export is an
+   * "export" header, then the user's records section by section. Media as references only.
    *
    * @generated from enum value: EXPORT_FORMAT_JSONL = 1;
    */

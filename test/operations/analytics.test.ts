@@ -29,7 +29,7 @@ import { postStory } from "../stories/support.ts";
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
 /** Figures lag the log by "a few seconds"; this is how long a test waits for them to agree. */
-const FIGURES_DEADLINE_MS = 30_000;
+const FIGURES_DEADLINE_MS = 15_000;
 const OPERATOR = { roles: ["operator"] as const };
 /**
  * The contract (ConversationBucket.reactions): "Reactions added (a reaction taken back in the same

@@ -16,7 +16,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { ConversationType } from "../../gen/parley/v1/conversation_pb.ts";
 import { EmailDigestFrequency } from "../../gen/parley/v1/notification_pb.ts";
 import { MAIN_PROTOCOLS, newUsers, type Clients, type Protocol, type TestServer } from "../helpers/test-server.ts";
-import { startRealtimeServer } from "../helpers/realtime.ts";
+import { multiNodeAvailable, startCluster, startRealtimeServer, type Cluster } from "../helpers/realtime.ts";
 import { expectCode, expectInvalidArgument } from "../helpers/expect.ts";
 import { createDirect, createGroup } from "../helpers/fixtures.ts";
 import { createEncrypted, sealedEnvelope, sendEnvelope } from "../helpers/e2e.ts";
@@ -32,6 +32,13 @@ const QUIET_MS = (3 * SWEEP_SECONDS + 1) * 1000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The environment of a server that sends digests to the test's SMTP server, on short timers. */
+const digestEnv = (smtp: SmtpTestServer) => ({
+  SMTP_URL: smtp.url,
+  EMAIL_DIGEST_GRACE_SECONDS: String(GRACE_SECONDS),
+  EMAIL_DIGEST_SWEEP_SECONDS: String(SWEEP_SECONDS),
+});
+
 /** A fresh address for a user (lower case, so no normalisation can change it). */
 function addressOf(userId: string): string {
   return `${userId.toLowerCase()}-${randomUUID().slice(0, 8)}@example.test`;
@@ -43,11 +50,7 @@ describe("email digests", () => {
   before(async function () {
     this.timeout(60_000);
     smtp = await startSmtpServer();
-    server = await startRealtimeServer({
-      SMTP_URL: smtp.url,
-      EMAIL_DIGEST_GRACE_SECONDS: String(GRACE_SECONDS),
-      EMAIL_DIGEST_SWEEP_SECONDS: String(SWEEP_SECONDS),
-    });
+    server = await startRealtimeServer(digestEnv(smtp));
   });
   after(async function () {
     this.timeout(30_000);
@@ -268,4 +271,45 @@ describe("email digests", () => {
       });
     });
   }
+});
+
+describe("email digests on two nodes sharing PostgreSQL and NATS", () => {
+  let smtp: SmtpTestServer | undefined;
+  let cluster: Cluster | undefined;
+  before(async function () {
+    if (!multiNodeAvailable()) return this.skip();
+    this.timeout(60_000);
+    smtp = await startSmtpServer();
+    cluster = await startCluster(2, digestEnv(smtp));
+  });
+  after(async function () {
+    this.timeout(30_000);
+    await cluster?.stop();
+    await smtp?.close();
+  });
+
+  it("sends each missed mention's digest once, though both nodes look for them", async function () {
+    this.timeout(60_000);
+    const [n0, n1] = cluster!.nodes as [TestServer, TestServer];
+    const [alice, ...others] = await newUsers(n0, 7, "twonode");
+    const addresses = new Map<string, string>();
+    for (const [i, user] of others.entries()) {
+      const address = addressOf(user);
+      await (i % 2 ? n1 : n0).clientsFor(user, MAIN_PROTOCOLS[i % 2]!).notifications.setEmailDigestSettings({ emailAddress: address, frequency: EmailDigestFrequency.HOURLY });
+      addresses.set(user, address);
+    }
+    const group = await createGroup(n1.clientsFor(alice!, "grpc"), others, "two nodes");
+    await n0.clientsFor(alice!, "connect").messages.sendMessage({
+      conversationId: group.id,
+      clientMessageId: randomUUID(),
+      content: { case: "text", value: `all hands ${randomUUID()}` },
+      mentionUserIds: others,
+    });
+    for (const address of addresses.values()) {
+      await smtp!.waitForMail((m) => m.to.includes(address), MAIL_DEADLINE_MS);
+    }
+    await sleep(QUIET_MS);
+    const counts = [...addresses.values()].map((a) => smtp!.mails().filter((m) => m.to.includes(a)).length);
+    assert.deepEqual(counts, others.map(() => 1), "one email per recipient, not one per node");
+  });
 });

@@ -525,6 +525,10 @@ describe("analytics", () => {
             Code.NotFound,
           );
           assert.equal(forStranger.rawMessage.replace(group.id, "<id>"), forNobody.rawMessage.replace(/[0-9a-f-]{36}/, "<id>"));
+          await expectOneOfCodes(
+            server.clientsFor(admin, protocol).analytics.getConversationAnalytics({ conversationId: "not-a-conversation", range: validHours() }),
+            [Code.InvalidArgument, Code.NotFound],
+          );
 
           // Made an admin, the member may ask; a removed admin may no longer.
           await server.clientsFor(admin, protocol).conversations.setMemberRole({ conversationId: group.id, userId: member, role: MemberRole.ADMIN });

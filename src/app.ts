@@ -49,7 +49,8 @@ import { StoryAccess, StoryExpiry, StoryRemover, StoryService } from "./stories/
 import { RetentionPolicy, RetentionSweeper } from "./retention/index.ts";
 import { ConnectionService } from "./connections/index.ts";
 import { JobService } from "./jobs/index.ts";
-import { AnalyticsService } from "./analytics/index.ts";
+import { AnalyticsService, createAnalyticsSpec, prepareAnalytics } from "./analytics/index.ts";
+import { createSmtpMailer, DigestSender } from "./email/index.ts";
 
 export interface App {
   /** The API port; valid after start(). */
@@ -197,6 +198,12 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     logger,
     intervalMs: config.retention.sweepIntervalMs,
   });
+  // Email digests: consumer nodes only, and only with an SMTP server to send through.
+  const { smtpUrl, from: emailFrom, ...digestTiming } = config.email;
+  const digests =
+    config.runConsumers && smtpUrl !== null
+      ? new DigestSender({ db: database.db, mailer: createSmtpMailer(smtpUrl, emailFrom), retention, logger, ...digestTiming })
+      : null;
   const conversations = new ConversationService(database.db, config.limits, publisher, retention);
   const messages = new MessageService(database.db, sends, reactions, config.limits, publisher, retention);
   const eraser = new AccountEraser({
@@ -238,7 +245,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     }),
     connections: new ConnectionService(),
     jobs: new JobService(),
-    analytics: new AnalyticsService(),
+    analytics: new AnalyticsService({ db: database.db, log }),
     health,
   });
   // Rate limits (src/ratelimit): the auth-failure limit wraps auth; the write limit comes after
@@ -289,6 +296,10 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
           batchSize: SEARCH_INDEX_BATCH,
         });
         await workers.startConsumer(createNotifierSpec({ db: database.db, events: publisher, push: pushOutbox, subjects }));
+        if (config.analytics.consumer) {
+          await prepareAnalytics(database.db, log, logger);
+          await workers.startConsumer(createAnalyticsSpec({ db: database.db, subjects, logger }));
+        }
       }
       await storyExpiry.start();
       // Not awaited: a hung clamd must not hold up the start (the check ends within its timeouts).
@@ -296,6 +307,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await erasureGate.start();
       eraser.start();
       if (config.runConsumers) retentionSweeper.start();
+      digests?.start();
       port = await server.listen(config.port, config.host);
       if (config.metricsPort !== null) metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, config.host);
       logger.info({ port, metricsPort: metricsServer?.port ?? null, database: database.embedded ? "embedded" : "postgres", rateLimits: rateLimits?.limiter.storeName ?? "off" }, "parley is serving");
@@ -314,6 +326,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       await eraser.stop();
       await erasureGate.stop();
       await retentionSweeper.stop();
+      await digests?.stop();
       // Every consumer stops with its batch in hand done; then what they recorded is published.
       await workers.close();
       await publisher.flush();

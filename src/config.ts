@@ -66,6 +66,34 @@ export interface Config {
   readonly rateLimits: RateLimitConfig;
   readonly erasure: ErasureConfig;
   readonly retention: RetentionConfig;
+  readonly analytics: AnalyticsConfig;
+  readonly email: EmailConfig;
+}
+
+/** Usage rollups (src/analytics). */
+export interface AnalyticsConfig {
+  /**
+   * ANALYTICS=off: this node does not run the analytics consumer (nodes with CONSUMERS=on run
+   * it by default). The figures stop moving; after turning it back on, `npm run
+   * analytics:rebuild` makes them exact again if the event log pruned events meanwhile.
+   */
+  readonly consumer: boolean;
+}
+
+/** Email digests of missed mentions and direct messages (src/email/). */
+export interface EmailConfig {
+  /** smtp:// or smtps:// URL, credentials optional; null means no digests are sent (settings still work). */
+  readonly smtpUrl: string | null;
+  /** The From header of every digest. */
+  readonly from: string;
+  /** How often a consumer node looks for users due a digest. */
+  readonly sweepIntervalMs: number;
+  /** How long something may stay unread before it counts as missed ("read in time" is within this). */
+  readonly graceMs: number;
+  /** The least time between two HOURLY digests (an hour; shorter only for tests). */
+  readonly hourlyPeriodMs: number;
+  /** The least time between two DAILY digests (a day; shorter only for tests). */
+  readonly dailyPeriodMs: number;
 }
 
 /** Malware scanning of uploads with ClamAV's clamd. */
@@ -231,6 +259,7 @@ export function loadConfig(env: Env = process.env): Config {
       opensearchUrl: env.OPENSEARCH_URL ? url(env, "OPENSEARCH_URL", ["http:", "https:"]) : null,
       opensearchIndex: opensearchIndex(env),
     }),
+    analytics: Object.freeze({ consumer: oneOf(env, "ANALYTICS", "on", ["on", "off"]) === "on" }),
     stories: Object.freeze({
       ttlMs: int(env, "STORY_TTL_SECONDS", 24 * 3600, 1, 30 * 24 * 3600) * 1000,
       sweepIntervalMs: int(env, "STORY_SWEEP_INTERVAL_SECONDS", 60, 1, 24 * 3600) * 1000,
@@ -251,6 +280,20 @@ export function loadConfig(env: Env = process.env): Config {
       sweepIntervalMs: int(env, "ERASURE_SWEEP_INTERVAL_SECONDS", 60, 1, 24 * 3600) * 1000,
     }),
     retention: retentionSettings(env),
+    email: emailSettings(env),
+  });
+}
+
+function emailSettings(env: Env): EmailConfig {
+  const from = str(env, "EMAIL_FROM", "Parley <no-reply@localhost>");
+  if (/[\r\n]/.test(from)) throw new ConfigError("EMAIL_FROM must be one line.");
+  return Object.freeze({
+    smtpUrl: env.SMTP_URL ? url(env, "SMTP_URL", ["smtp:", "smtps:"]) : null,
+    from,
+    sweepIntervalMs: int(env, "EMAIL_DIGEST_SWEEP_SECONDS", 60, 1, 24 * 3600) * 1000,
+    graceMs: int(env, "EMAIL_DIGEST_GRACE_SECONDS", 600, 0, 7 * 24 * 3600) * 1000,
+    hourlyPeriodMs: int(env, "EMAIL_DIGEST_HOURLY_SECONDS", 3600, 1, 3600) * 1000,
+    dailyPeriodMs: int(env, "EMAIL_DIGEST_DAILY_SECONDS", 24 * 3600, 1, 24 * 3600) * 1000,
   });
 }
 

@@ -1,1 +1,2 @@
-export { AnalyticsService } from "./analytics-service.ts";
+export { AnalyticsService, type AnalyticsServiceOptions } from "./analytics-service.ts";
+export { createAnalyticsSpec, prepareAnalytics, rebuildAnalytics, type AnalyticsConsumerOptions } from "./analytics-consumer.ts";

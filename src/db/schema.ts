@@ -319,6 +319,71 @@ export interface AccountErasuresTable {
   messages_erased: Int8WithDefault;
 }
 
+/** How far the analytics consumer has applied each event log partition. */
+export interface AnalyticsWatermarksTable {
+  partition: number;
+  position: Int8;
+  log_id: string;
+}
+
+/** 'hour' or 'day' (the unit date_trunc takes). */
+export type AnalyticsGranularity = "hour" | "day";
+
+export interface AnalyticsConversationBucketsTable {
+  conversation_id: string;
+  granularity: AnalyticsGranularity;
+  bucket: Date;
+  messages: Int8WithDefault;
+  active_members: Int8WithDefault;
+  reactions: Int8WithDefault;
+}
+
+export interface AnalyticsConversationSendersTable {
+  conversation_id: string;
+  granularity: AnalyticsGranularity;
+  bucket: Date;
+  user_id: string;
+}
+
+export interface AnalyticsReactionMarksTable {
+  conversation_id: string;
+  seq: Int8;
+  emoji: string;
+  user_id: string;
+  reacted_at: Date;
+}
+
+export interface AnalyticsAuthorBucketsTable {
+  author_id: string;
+  granularity: AnalyticsGranularity;
+  bucket: Date;
+  stories_posted: Int8WithDefault;
+  views: Int8WithDefault;
+  reach: Int8WithDefault;
+  reactions: Int8WithDefault;
+}
+
+export interface AnalyticsStoryViewersTable {
+  author_id: string;
+  granularity: AnalyticsGranularity;
+  bucket: Date;
+  viewer_id: string;
+}
+
+/** Email digest settings and the sender's progress per user (migration 0015, src/email/). */
+export interface EmailDigestSettingsTable {
+  user_id: string;
+  email_address: Generated<string>;
+  /** 1 OFF, 2 HOURLY, 3 DAILY. */
+  frequency: number;
+  last_sent_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** Items created at or before this were considered by a digest already (never emailed again). */
+  covered_until: Timestamp;
+  lease_until: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  lease_token: ColumnType<string | null, string | null | undefined, string | null>;
+  updated_at: Timestamp;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
@@ -351,4 +416,11 @@ export interface Database {
   account_restrictions: AccountRestrictionsTable;
   audit_log: AuditLogTable;
   account_erasures: AccountErasuresTable;
+  analytics_watermarks: AnalyticsWatermarksTable;
+  analytics_conversation_buckets: AnalyticsConversationBucketsTable;
+  analytics_conversation_senders: AnalyticsConversationSendersTable;
+  analytics_reaction_marks: AnalyticsReactionMarksTable;
+  analytics_author_buckets: AnalyticsAuthorBucketsTable;
+  analytics_story_viewers: AnalyticsStoryViewersTable;
+  email_digest_settings: EmailDigestSettingsTable;
 }

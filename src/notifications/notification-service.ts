@@ -1,22 +1,26 @@
 /**
  * NotificationService: the caller's notifications (written by the notifier, see
- * src/workers/notifier.ts) and their per-conversation settings. Settings are for members only:
- * a conversation the caller is not in is NOT_FOUND.
+ * src/workers/notifier.ts), their per-conversation settings and their email digest settings
+ * (digests are sent by src/email/). Settings are for members only: a conversation the caller is
+ * not in is NOT_FOUND.
  */
-import { Code, ConnectError } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Kysely } from "kysely";
 import {
+  GetEmailDigestSettingsResponseSchema,
   GetNotificationSettingsResponseSchema,
   ListNotificationsResponseSchema,
   MarkNotificationsReadResponseSchema,
+  SetEmailDigestSettingsResponseSchema,
   SetNotificationSettingsResponseSchema,
+  type GetEmailDigestSettingsRequest,
   type GetNotificationSettingsRequest,
   type ListNotificationsRequest,
   type MarkNotificationsReadRequest,
   type NotificationService as NotificationServiceDesc,
+  type SetEmailDigestSettingsRequest,
   type SetNotificationSettingsRequest,
 } from "../../gen/parley/v1/notification_service_pb.ts";
 import { requireCaller } from "../auth/user-context.ts";
@@ -28,6 +32,9 @@ import { isUuid, pageSize, requireUuid } from "../validation.ts";
 import { fromLevel, toListedNotification, toSettings } from "./notification-mapper.ts";
 import * as repo from "./notification-repository.ts";
 import { RetentionPolicy } from "../retention/retention-policy.ts";
+import { emailAddressProblem } from "../email/email-address.ts";
+import { fromFrequency, toDigestSettings } from "../email/digest-settings-mapper.ts";
+import { findDigestSettings, Frequency, saveDigestSettings } from "../email/digest-settings-repository.ts";
 
 const DEFAULT_PAGE = 20;
 const MAX_PAGE = 100;
@@ -95,12 +102,20 @@ export class NotificationService implements ServiceImpl<typeof NotificationServi
     return conversationId;
   }
 
-  // Email digests (placeholders until they land).
-  async getEmailDigestSettings(): Promise<never> {
-    throw new ConnectError("not built yet", Code.Unimplemented);
+  async getEmailDigestSettings(_req: GetEmailDigestSettingsRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    return create(GetEmailDigestSettingsResponseSchema, { settings: toDigestSettings(await findDigestSettings(this.#db, userId)) });
   }
 
-  async setEmailDigestSettings(): Promise<never> {
-    throw new ConnectError("not built yet", Code.Unimplemented);
+  async setEmailDigestSettings(req: SetEmailDigestSettingsRequest, ctx: HandlerContext) {
+    const { userId } = requireCaller(ctx);
+    const frequency = fromFrequency(req.frequency);
+    if (frequency === null) throw new InvalidInputError("frequency", "must be EMAIL_DIGEST_FREQUENCY_OFF, EMAIL_DIGEST_FREQUENCY_HOURLY or EMAIL_DIGEST_FREQUENCY_DAILY");
+    // OFF may forget the address (empty); anything given is checked, so a stored address is always usable.
+    if (req.emailAddress === "" && frequency !== Frequency.OFF) throw new InvalidInputError("email_address", "is required unless frequency is OFF");
+    const problem = req.emailAddress === "" ? null : emailAddressProblem(req.emailAddress);
+    if (problem !== null) throw new InvalidInputError("email_address", problem);
+    const row = await saveDigestSettings(this.#db, userId, req.emailAddress, frequency);
+    return create(SetEmailDigestSettingsResponseSchema, { settings: toDigestSettings(row) });
   }
 }

@@ -12,8 +12,8 @@
  *      search index forgets each batch;
  *   4. their reactions to messages, stories (with views, reactions and media), views and
  *      reactions on others' stories, media, follows, close friends and blocks both ways,
- *      devices with their prekeys and inboxes, notifications, notification settings and
- *      push outbox entries go; the log stops routing events to them;
+ *      devices with their prekeys and inboxes, notifications, notification settings, email
+ *      digest settings (with the address) and push outbox entries go; the log stops routing events to them;
  *   5. the user row goes last (every table that references it is empty by then, or the delete
  *      fails and the erasure is retried), and the erasure is marked finished.
  * Every step is idempotent and finds its own remaining work (the next batch), so a run that
@@ -34,6 +34,7 @@ import { rewriteUserEvents, unrouteUserEvents, writeWithEvents, type EventPublis
 import { deleteMedia, type BlobStore } from "../media/index.ts";
 import { findMediaIdsOwnedBy } from "../media/media-repository.ts";
 import { MessageLifecycle } from "../messages/message-lifecycle.ts";
+import { deleteDigestSettingsOf } from "../email/digest-settings-repository.ts";
 import { deleteSettingsOf, deleteSomeNotificationsOf } from "../notifications/notification-repository.ts";
 import type { PushOutbox } from "../notifications/index.ts";
 import { removeSomeReactionsOf } from "../reactions/reaction-removal.ts";
@@ -201,6 +202,7 @@ export class AccountEraser {
     await db.transaction().execute((tx) => deleteDevicesOf(tx, userId));
     await drain(() => deleteSomeNotificationsOf(db, userId, ROW_BATCH));
     await deleteSettingsOf(db, userId);
+    await deleteDigestSettingsOf(db, userId);
     await this.#o.push.forget(userId);
     await drain(() => unrouteUserEvents(db, userId, ROW_BATCH));
     await progress();

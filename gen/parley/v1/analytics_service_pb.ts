@@ -63,21 +63,22 @@ export type ConversationBucket = Message<"parley.v1.ConversationBucket"> & {
   start?: Timestamp | undefined;
 
   /**
-   * Messages sent.
+   * Messages sent in the bucket (by their created_at), deleted ones (tombstones) included.
    *
    * @generated from field: int64 messages = 2;
    */
   messages: bigint;
 
   /**
-   * Distinct members who sent a message.
+   * Distinct members who sent a message in the bucket.
    *
    * @generated from field: int64 active_members = 3;
    */
   activeMembers: bigint;
 
   /**
-   * Reactions added (a reaction taken back in the same bucket counts too).
+   * Reactions added in the bucket that are still there: one taken back, or erased with its
+   * deleted message, no longer counts.
    *
    * @generated from field: int64 reactions = 4;
    */
@@ -141,7 +142,8 @@ export const GetConversationAnalyticsResponseSchema: GenMessage<GetConversationA
   messageDesc(file_parley_v1_analytics_service, 3);
 
 /**
- * An author's story figures in one bucket.
+ * An author's story figures in one bucket: those of the stories posted in it (their views and
+ * reactions count there whenever they came).
  *
  * @generated from message parley.v1.StoryBucket
  */
@@ -161,21 +163,21 @@ export type StoryBucket = Message<"parley.v1.StoryBucket"> & {
   storiesPosted: bigint;
 
   /**
-   * Views (first views of a story by a viewer).
+   * Views of those stories (first views of a story by a viewer).
    *
    * @generated from field: int64 views = 3;
    */
   views: bigint;
 
   /**
-   * Distinct viewers across the author's stories.
+   * Distinct viewers across those stories.
    *
    * @generated from field: int64 reach = 4;
    */
   reach: bigint;
 
   /**
-   * Reactions on the author's stories.
+   * Reactions on those stories that are still there.
    *
    * @generated from field: int64 reactions = 5;
    */
@@ -252,7 +254,7 @@ export type DeploymentBucket = Message<"parley.v1.DeploymentBucket"> & {
   start?: Timestamp | undefined;
 
   /**
-   * Messages sent.
+   * Messages sent (as ConversationBucket.messages, over every conversation).
    *
    * @generated from field: int64 messages = 2;
    */
@@ -266,7 +268,7 @@ export type DeploymentBucket = Message<"parley.v1.DeploymentBucket"> & {
   activeUsers: bigint;
 
   /**
-   * Reactions added to messages.
+   * Reactions on messages (as ConversationBucket.reactions).
    *
    * @generated from field: int64 reactions = 4;
    */
@@ -280,7 +282,7 @@ export type DeploymentBucket = Message<"parley.v1.DeploymentBucket"> & {
   storiesPosted: bigint;
 
   /**
-   * Story views.
+   * Views of the stories posted in the bucket (as StoryBucket.views).
    *
    * @generated from field: int64 story_views = 6;
    */

@@ -300,7 +300,7 @@ export const NotificationLevelSchema: GenEnum<NotificationLevel> = /*@__PURE__*/
  */
 export const EmailDigestFrequency = {
   /**
-   * Not set (OFF).
+   * Not set: refused by SetEmailDigestSettings (say OFF to opt out).
    *
    * @generated from enum value: EMAIL_DIGEST_FREQUENCY_UNSPECIFIED = 0;
    */

@@ -32,12 +32,11 @@ const DAY_MS = 24 * HOUR_MS;
 const FIGURES_DEADLINE_MS = 15_000;
 const OPERATOR = { roles: ["operator"] as const };
 /**
- * The contract (ConversationBucket.reactions): "Reactions added (a reaction taken back in the same
- * bucket counts too)". So a reaction added and then taken back stays counted where it was added.
- * Kept in one place in case the contract is ever changed to count only the reactions still there.
+ * The contract (ConversationBucket.reactions): "Reactions added in the bucket that are still
+ * there: one taken back, or erased with its deleted message, no longer counts" — what a rebuild
+ * from the raw tables can count too.
  */
-const TAKEN_BACK_REACTIONS_COUNT = true;
-const countedReactions = (ledger: Ledger) => ledger.reactions.filter((r) => TAKEN_BACK_REACTIONS_COUNT || !r.removed);
+const countedReactions = (ledger: Ledger) => ledger.reactions.filter((r) => !r.removed);
 
 /** What the workload did, with the server's timestamps where the API hands them out. */
 interface Ledger {

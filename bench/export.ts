@@ -1,7 +1,7 @@
 /**
  * `npm run bench:export -- [--messages 1000000] [--formats jsonl,zip] [--runs 1] ...`
  *
- * Export throughput (issue 17): one Parley node (src/main.ts as a child process) on a fresh
+ * Export throughput: one Parley node (src/main.ts as a child process) on a fresh
  * database and NATS prefix (removed at the end). A group conversation is seeded with
  * --messages messages straight into PostgreSQL (the same seeder as the SIGKILL test: text,
  * a few encrypted, deleted and reacted ones), then exported once per format per run, back to

@@ -6,12 +6,15 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import yazl from "yazl";
 import { isUuid } from "../validation.ts";
+
+/** A chunk part, or the temporary it is written to first. */
+const PART_FILE = /^part-\d+\.jsonl(\.[0-9a-f]+\.tmp)?$/;
 
 /** A media file to put into a ZIP beside the JSON Lines. */
 export interface ZipMedia {
@@ -110,9 +113,13 @@ export class JobFiles {
     await rm(this.partOf(jobId, chunkNo), { force: true });
   }
 
-  /** Removes the chunk parts (after the output is recorded). */
-  async removeParts(jobId: string, chunks: number): Promise<void> {
-    await Promise.all(Array.from({ length: chunks }, (_, n) => rm(this.partOf(jobId, n), { force: true })));
+  /**
+   * Removes the chunk parts (after the output is recorded), and the half-written temporaries of
+   * parts whose writer was killed mid-write (its chunk was then done again elsewhere).
+   */
+  async removeParts(jobId: string): Promise<void> {
+    const names = await readdir(this.dirOf(jobId)).catch(() => []);
+    await Promise.all(names.filter((name) => PART_FILE.test(name)).map((name) => rm(path.join(this.dirOf(jobId), name), { force: true })));
   }
 
   /** Removes everything of the job (cancelled, expired, erased). */

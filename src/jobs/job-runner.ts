@@ -185,7 +185,7 @@ export class JobRunner {
       return row;
     });
     if (ended) {
-      await files.removeParts(jobId, chunks);
+      await files.removeParts(jobId);
     } else if ((await repo.findJob(db, jobId))?.status !== repo.Status.SUCCEEDED) {
       await files.removeAll(jobId); // cancelled or failed while the output was assembled
     }

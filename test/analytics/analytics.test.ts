@@ -1,8 +1,8 @@
 /**
- * Issue 17, item 3 "Analytics": the consumer's hourly and daily figures equal counts over the
- * raw tables after a mixed workload; a rebuild computes the same and the consumer continues
- * after it; who may read what; bad input. (Redelivery and two nodes: redelivery.test.ts,
- * cluster.test.ts.)
+ * Analytics: the consumer's hourly and daily figures equal counts over the raw tables after a
+ * mixed workload; a rebuild computes the same and the consumer continues after it; who may
+ * read what; bad input. (Redelivery: redelivery.test.ts; two nodes:
+ * test/operations/analytics.test.ts.)
  */
 import assert from "node:assert/strict";
 import { Code } from "@connectrpc/connect";

@@ -1,5 +1,5 @@
 /**
- * The jobs' core promise (issue 17): a 100,000-message conversation export survives the node
+ * The jobs' core promise: a 100,000-message conversation export survives the node
  * working on it being killed with SIGKILL. Two nodes (child processes) share PostgreSQL, NATS
  * and JOBS_DIR; both run the job-runner; node A is killed mid-export; node B finishes (taking
  * A's unacked chunks after the ack wait), and the output is checked row by row against the

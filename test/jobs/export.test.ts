@@ -1,5 +1,5 @@
 /**
- * Exports as jobs (issue 17): a conversation's history for its admins and a user's own data, as
+ * Exports as jobs: a conversation's history for its admins and a user's own data, as
  * JSON Lines or a ZIP with media; WatchJob frames; the download; progress on Subscribe.
  */
 import assert from "node:assert/strict";

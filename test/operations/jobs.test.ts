@@ -1,5 +1,5 @@
 /**
- * Jobs (issue 17): exports of a conversation's history (for its admins) and of all of a user's
+ * Jobs: exports of a conversation's history (for its admins) and of all of a user's
  * data (for that user), as JSON Lines or a ZIP with media; WatchJob progress ending in a
  * download; job_progressed events on the owner's Subscribe stream; CancelJob, ListJobs,
  * DownloadJobOutput; StartReindex for operators. The headline test seeds 100,000 messages into

@@ -1,5 +1,5 @@
 /**
- * The connection registry (issue 17): every live Subscribe stream is listed with its user,
+ * The connection registry: every live Subscribe stream is listed with its user,
  * device, node, protocol and client version within a second of connecting; a user lists and
  * ends their own sessions (that stream alone ends with END_REASON_SESSION_ENDED); operators
  * list by user and node with the count per node; a node killed with SIGKILL has its streams

@@ -227,6 +227,26 @@ export async function startCluster(count: number, overrides: NodeOverrides = {},
 
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 
+/**
+ * The environment of nodes spawned as one deployment: one database, one NATS prefix, one token
+ * secret, and heartbeats every second so tests see streams move quickly.
+ */
+export function sharedNodeEnv(databaseUrl: string, prefix: string, overrides: Record<string, string> = {}): Record<string, string> {
+  return {
+    DATABASE_URL: databaseUrl,
+    NATS_URL: testNatsUrl()!,
+    NATS_PREFIX: prefix,
+    JWT_SECRET: randomBytes(32).toString("hex"),
+    FEED_HEARTBEAT_SECONDS: "1",
+    ...overrides,
+  };
+}
+
+/** After a failed test, prints what each spawned node logged last: the cause is usually there. */
+export function printNodeOutputs(nodes: readonly NodeProcess[]): void {
+  for (const [i, n] of nodes.entries()) console.error(`--- node ${String.fromCharCode(65 + i)} output (tail) ---\n${n.output().slice(-3000)}`);
+}
+
 /** A Parley node running as a child process (`node src/main.ts`). */
 export interface NodeProcess extends RemoteServer {
   readonly child: ChildProcess;

@@ -6,7 +6,6 @@
  * database: every message once, in seq order, nothing missing. Needs DATABASE_URL and NATS.
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -14,7 +13,7 @@ import pg from "pg";
 import { JobStatus, type Job } from "../../gen/parley/v1/job_pb.ts";
 import { openLiveFeed, type Feed } from "../helpers/feed.ts";
 import { createGroup } from "../helpers/fixtures.ts";
-import { deleteNatsState, multiNodeAvailable, natsPrefix, spawnNode, testNatsUrl, type NodeProcess } from "../helpers/realtime.ts";
+import { deleteNatsState, multiNodeAvailable, natsPrefix, printNodeOutputs, sharedNodeEnv, spawnNode, type NodeProcess } from "../helpers/realtime.ts";
 import { createTestDatabase, newUsers, type FreshDatabase } from "../helpers/test-server.ts";
 import { assertWellFormedFrames, download, parseJsonl, sha256 } from "./helpers.ts";
 import { seedMessages } from "./seed-messages.ts";
@@ -34,23 +33,18 @@ describe("a conversation export whose node is killed with SIGKILL", function () 
     database = await createTestDatabase();
     prefix = natsPrefix();
     jobsDir = await mkdtemp(path.join(os.tmpdir(), "parley-jobs-"));
-    const env = {
-      DATABASE_URL: database!.url,
-      NATS_URL: testNatsUrl()!,
-      NATS_PREFIX: prefix,
-      JWT_SECRET: randomBytes(32).toString("hex"),
-      FEED_HEARTBEAT_SECONDS: "1",
+    const env = sharedNodeEnv(database!.url, prefix, {
       // The shared directory every node writes parts to and reads them from.
       JOBS_DIR: jobsDir,
       // Small chunks, one at a time per node: the export lasts long enough to be cut in the middle.
       JOB_CHUNK_MESSAGES: "1000",
       JOB_RUNNER_CONCURRENCY: "1",
-    };
+    });
     nodes.push(await spawnNode(env, "node A"), await spawnNode(env, "node B"));
   });
   afterEach(async function () {
     if (this.currentTest?.state !== "failed") return;
-    for (const [i, n] of nodes.entries()) console.error(`--- node ${"AB"[i]} output (tail) ---\n${n.output().slice(-3000)}`);
+    printNodeOutputs(nodes);
     if (!database) return;
     const client = new pg.Client({ connectionString: database.url });
     await client.connect();

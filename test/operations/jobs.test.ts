@@ -28,7 +28,7 @@ import {
   type FreshDatabase,
   type TestServer,
 } from "../helpers/test-server.ts";
-import { deleteNatsState, multiNodeAvailable, natsPrefix, spawnNode, testNatsUrl, type NodeProcess } from "../helpers/realtime.ts";
+import { deleteNatsState, multiNodeAvailable, natsPrefix, printNodeOutputs, sharedNodeEnv, spawnNode, type NodeProcess } from "../helpers/realtime.ts";
 import { assertNoneArrived, openLiveFeed, type Feed } from "../helpers/feed.ts";
 import { expectCode, expectInvalidArgument, expectOneOfCodes } from "../helpers/expect.ts";
 import { absentIdLike, createDirect, createGroup, listAllForward, sendText } from "../helpers/fixtures.ts";
@@ -531,15 +531,10 @@ describe("a 100,000-message export whose node is killed with SIGKILL mid-export"
     const jobs = await tempDir("parley-jobs-shared-");
     const data = await tempDir("parley-data-shared-");
     removeDirs = [jobs.remove, data.remove];
-    const env = {
-      DATABASE_URL: database!.url,
-      NATS_URL: testNatsUrl()!,
-      NATS_PREFIX: prefix,
-      JWT_SECRET: randomBytes(32).toString("hex"),
-      FEED_HEARTBEAT_SECONDS: "1",
+    const env = sharedNodeEnv(database!.url, prefix, {
       JOBS_DIR: jobs.dir,
       DATA_DIR: data.dir,
-    };
+    });
     nodeA = await spawnNode(env, "node A");
     nodes.push(nodeA);
     nodeB = await spawnNode(env, "node B");
@@ -547,7 +542,7 @@ describe("a 100,000-message export whose node is killed with SIGKILL mid-export"
   });
   afterEach(function () {
     if (this.currentTest?.state !== "failed") return;
-    for (const [i, n] of nodes.entries()) console.error(`--- node ${"AB"[i]} output (tail) ---\n${n.output().slice(-3000)}`);
+    printNodeOutputs(nodes);
   });
   after(async () => {
     for (const f of feeds) f.close();

@@ -8,14 +8,13 @@
  * DATABASE_URL and NATS and is skipped otherwise.
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { Code } from "@connectrpc/connect";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Connection, ListConnectionsResponse } from "../../gen/parley/v1/connection_service_pb.ts";
 import { EndReason } from "../../gen/parley/v1/event_service_pb.ts";
 import { MAIN_PROTOCOLS, createTestDatabase, newUsers, uniqueId, type FreshDatabase, type Protocol, type RemoteServer, type TestServer } from "../helpers/test-server.ts";
-import { deleteNatsState, multiNodeAvailable, natsPrefix, spawnNode, startRealtimeServer, testNatsUrl, type NodeProcess } from "../helpers/realtime.ts";
+import { deleteNatsState, multiNodeAvailable, natsPrefix, printNodeOutputs, sharedNodeEnv, spawnNode, startRealtimeServer, type NodeProcess } from "../helpers/realtime.ts";
 import { endReasonName, openFeed, type Feed } from "../helpers/feed.ts";
 import { expectCode, expectInvalidArgument } from "../helpers/expect.ts";
 import { absentIdLike } from "../helpers/fixtures.ts";
@@ -367,15 +366,10 @@ describe("the connection registry across nodes, one of them killed with SIGKILL"
     this.timeout(60_000);
     database = await createTestDatabase();
     prefix = natsPrefix();
-    const env = {
-      DATABASE_URL: database!.url,
-      NATS_URL: testNatsUrl()!,
-      NATS_PREFIX: prefix,
-      JWT_SECRET: randomBytes(32).toString("hex"),
-      FEED_HEARTBEAT_SECONDS: "1",
+    const env = sharedNodeEnv(database!.url, prefix, {
       REGISTRY_NODE_TTL_SECONDS: String(TTL_SECONDS),
       REGISTRY_HEARTBEAT_SECONDS: "1",
-    };
+    });
     nodeA = await spawnNode(env, "node A");
     nodes.push(nodeA);
     nodeB = await spawnNode(env, "node B");
@@ -383,7 +377,7 @@ describe("the connection registry across nodes, one of them killed with SIGKILL"
   });
   afterEach(function () {
     if (this.currentTest?.state !== "failed") return;
-    for (const [i, n] of nodes.entries()) console.error(`--- node ${"AB"[i]} output (tail) ---\n${n.output().slice(-3000)}`);
+    printNodeOutputs(nodes);
   });
   after(async () => {
     for (const s of sessions) s.feed.close();

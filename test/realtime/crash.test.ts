@@ -7,7 +7,6 @@
  * Needs DATABASE_URL and NATS; skipped otherwise.
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 import { createTestDatabase, newUsers, type FreshDatabase } from "../helpers/test-server.ts";
 import { createGroup } from "../helpers/fixtures.ts";
 import { openFeed, openLiveFeed, type Feed } from "../helpers/feed.ts";
@@ -20,7 +19,7 @@ import {
   storedMessages,
   type SendRecord,
 } from "../helpers/ledger.ts";
-import { deleteNatsState, multiNodeAvailable, natsPrefix, spawnNode, testNatsUrl, type NodeProcess } from "../helpers/realtime.ts";
+import { deleteNatsState, multiNodeAvailable, natsPrefix, printNodeOutputs, sharedNodeEnv, spawnNode, type NodeProcess } from "../helpers/realtime.ts";
 
 describe("a node killed with SIGKILL in the middle of a send storm", function () {
   let database: FreshDatabase | null = null;
@@ -35,13 +34,7 @@ describe("a node killed with SIGKILL in the middle of a send storm", function ()
     this.timeout(60_000);
     database = await createTestDatabase();
     prefix = natsPrefix();
-    const env = {
-      DATABASE_URL: database!.url,
-      NATS_URL: testNatsUrl()!,
-      NATS_PREFIX: prefix,
-      JWT_SECRET: randomBytes(32).toString("hex"),
-      FEED_HEARTBEAT_SECONDS: "1",
-    };
+    const env = sharedNodeEnv(database!.url, prefix);
     nodeA = await spawnNode(env, "node A");
     nodes.push(nodeA);
     nodeB = await spawnNode(env, "node B");
@@ -50,9 +43,7 @@ describe("a node killed with SIGKILL in the middle of a send storm", function ()
   afterEach(function () {
     // On failure, show what the nodes logged: the cause is usually there.
     if (this.currentTest?.state !== "failed") return;
-    for (const [i, n] of nodes.entries()) {
-      console.error(`--- node ${"AB"[i]} output (tail) ---\n${n.output().slice(-3000)}`);
-    }
+    printNodeOutputs(nodes);
   });
   after(async () => {
     for (const f of feeds) f.close();

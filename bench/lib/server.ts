@@ -26,6 +26,11 @@ export interface StartNodeOptions {
   label: string;
   /** Environment beyond the basics (PATH, HOME, HOST, PORT); e.g. DATABASE_URL, NATS_URL, JWT_SECRET. */
   env: Record<string, string>;
+  /**
+   * The checkout whose src/main.ts runs (default: this one). A bench's `--before DIR` points it
+   * at a checkout of the previous release, to measure both on the same data in one run.
+   */
+  root?: string;
   /** Node.js arguments before the script, e.g. --cpu-prof. */
   nodeArgs?: readonly string[];
   /** Append everything the node prints to this file. */
@@ -68,7 +73,7 @@ export class ParleyNode {
       ...BENCH_RATE_LIMITS,
       ...options.env,
     };
-    this.child = spawn(process.execPath, [...(options.nodeArgs ?? []), "src/main.ts"], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+    this.child = spawn(process.execPath, [...(options.nodeArgs ?? []), "src/main.ts"], { cwd: options.root ?? ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
     this.#exited = new Promise((resolve) => this.child.once("exit", () => resolve()));
     this.failed = this.#exited.then(() => {
       throw new Error(`node ${this.label} exited (code ${this.child.exitCode}, signal ${this.child.signalCode}):\n${this.log.join("\n")}`);

@@ -5,47 +5,51 @@
  *
  * 1. Load: a fresh database; one Parley node (src/main.ts, a child process) migrates it. The
  *    bench then writes the corpus straight into `messages` and `message_search` with bulk SQL
- *    (the same normalization the indexer uses, src/search/text-analysis.ts) and runs ANALYZE
- *    (which the backend's broad-query plan reads): N messages with a
- *    Zipf-distributed vocabulary (bench/lib/corpus.ts) over C group conversations, 4–24 words
- *    each, spread over 90 days; the indexes are built after the load. One user is a member of
- *    M of the conversations (~N·M/C messages they may search); each conversation has 5 more.
+ *    (bench/lib/search-corpus.ts: the same normalization the indexer uses) and runs ANALYZE
+ *    (which the backend's broad-query plans read): N messages with a Zipf-distributed
+ *    vocabulary (bench/lib/corpus.ts) over C group conversations, 4–24 words each, spread over
+ *    90 days; the indexes are built after the load. One user is a member of M of the
+ *    conversations (~N·M/C messages they may search); each conversation has 5 more.
  * 2. Search latency: that user's SearchMessages over gRPC, one call at a time, for a mix of
  *    selective (rare word), medium, two-word, phrase, broad (very common word), broad in
  *    recency order, exclusion, sender-filtered and date-filtered queries. P50/P95/P99 overall
  *    and per kind.
- * 3. Indexing lag: sends at --lag-rate msg/s (open loop) for --lag-seconds into the user's
- *    conversations, through the durable search-indexer consumer; a poller reads
- *    message_search every 20 ms and records, per message, the time from its created_at (taken
- *    in the sending transaction) to its row being visible (= searchable). Also prints the
- *    server's own parley_search_index_lag_seconds histogram.
+ *    With `--before DIR` (a checkout of an earlier release, e.g. /work/before) a second node
+ *    runs DIR's src/main.ts on the same database (it ignores migrations it does not know),
+ *    and the two are measured in alternating rounds (10 rounds of Q/10 calls each, the same
+ *    queries for both, the order within a round alternating), each after its own warm-up;
+ *    the tables are printed side by side with the ratio after/before.
+ * 3. Indexing lag (the current node only): sends at --lag-rate msg/s (open loop) for
+ *    --lag-seconds into the user's conversations, through the durable search-indexer
+ *    consumer; a poller reads message_search every 20 ms and records, per message, the time
+ *    from its created_at (taken in the sending transaction) to its row being visible
+ *    (= searchable). Also prints the server's own parley_search_index_lag_seconds histogram.
  *
- * Flags: --queries Q (default 600), --warmup-queries W (50), --lag-rate R (1000),
- * --lag-seconds S (10), --skip-lag, --database-url URL, --nats-url URL, --json FILE.
- * Everything is cleaned up (node stopped, database dropped, NATS streams deleted) even on failure.
+ * Flags: --queries Q (default 600), --warmup-queries W (50), --rounds R (10, with --before),
+ * --before DIR, --lag-rate R (1000), --lag-seconds S (10), --skip-lag, --database-url URL,
+ * --nats-url URL, --json FILE.
+ * Everything is cleaned up (nodes stopped, database dropped, NATS streams deleted) even on failure.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import pg from "pg";
-import { createClient } from "@connectrpc/connect";
-import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { createClient, type Client } from "@connectrpc/connect";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { MessageService } from "../gen/parley/v1/message_service_pb.ts";
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import { SearchOrder, SearchService, type SearchMessagesRequestSchema } from "../gen/parley/v1/search_service_pb.ts";
+import { SearchService } from "../gen/parley/v1/search_service_pb.ts";
 import { mintToken } from "../src/auth/index.ts";
-import { newId } from "../src/ids.ts";
-import { indexableText } from "../src/search/text-analysis.ts";
 import { onCleanup, runBench } from "./lib/cleanup.ts";
-import { createRandom, message, vocabulary, zipfRank } from "./lib/corpus.ts";
+import { message } from "./lib/corpus.ts";
 import { createBenchDatabase, postgresVersion } from "./lib/database.ts";
 import { grpcConnection } from "./lib/grpc.ts";
 import { natsPrefixForRun } from "./lib/nats.ts";
-import { busyCores, CpuMeter, formatCpu } from "./lib/proc.ts";
+import { busyCores, CpuMeter, formatCpu, type CpuReport } from "./lib/proc.ts";
+import { MIX, SEARCHER, SearchCorpus, type Corpus, type QueryKind, type SearchRequest } from "./lib/search-corpus.ts";
 import { ParleyNode } from "./lib/server.ts";
-import { formatLatency, Samples } from "./lib/stats.ts";
+import { formatLatency, Samples, type LatencySummary } from "./lib/stats.ts";
 import { ErrorTally, freePort, intFlag, round, sleep } from "./lib/util.ts";
 
 const { values: flags } = parseArgs({
@@ -56,6 +60,8 @@ const { values: flags } = parseArgs({
     vocabulary: { type: "string", default: "20000" },
     queries: { type: "string", default: "600" },
     "warmup-queries": { type: "string", default: "50" },
+    rounds: { type: "string", default: "10" },
+    before: { type: "string" },
     "lag-rate": { type: "string", default: "1000" },
     "lag-seconds": { type: "string", default: "10" },
     "skip-lag": { type: "boolean", default: false },
@@ -70,16 +76,14 @@ const MEMBER_OF = intFlag("member-of", flags["member-of"], 1, CONVERSATIONS);
 const VOCABULARY = intFlag("vocabulary", flags.vocabulary, 500, 1_000_000);
 const QUERIES = intFlag("queries", flags.queries, 10, 100_000);
 const WARMUP_QUERIES = intFlag("warmup-queries", flags["warmup-queries"], 0, 10_000);
+const ROUNDS = intFlag("rounds", flags.rounds, 1, 1000);
 const LAG_RATE = intFlag("lag-rate", flags["lag-rate"], 1, 20_000);
 const LAG_SECONDS = intFlag("lag-seconds", flags["lag-seconds"], 1, 600);
+const BEFORE = flags.before === undefined ? null : path.resolve(flags.before);
 const ADMIN_URL = flags["database-url"];
 const NATS_URL = flags["nats-url"];
+if (BEFORE !== null && !existsSync(path.join(BEFORE, "src/main.ts"))) throw new Error(`--before ${BEFORE}: no src/main.ts there`);
 
-const SEARCHER = "bench-searcher";
-const OTHER_MEMBERS = 5;
-const USERS = 2000;
-const LOAD_BATCH = 5000;
-const CORPUS_DAYS = 90;
 const LAG_POLL_MS = 20;
 /** How long after the send window a message may take to show up before it counts as lost. */
 const LAG_DRAIN_MS = 30_000;
@@ -87,179 +91,108 @@ const MAX_SENDS_IN_FLIGHT = 512;
 const SECRET = randomBytes(32).toString("hex");
 const CALL_TIMEOUT_MS = 10_000;
 
-const random = createRandom(20261125);
-const words = vocabulary(VOCABULARY, random);
+const corpusSource = new SearchCorpus({ messages: MESSAGES, conversations: CONVERSATIONS, memberOf: MEMBER_OF, vocabulary: VOCABULARY });
 
-interface Corpus {
-  conversationIds: string[];
-  /** The searcher's conversations. */
-  mine: string[];
-  loadSeconds: number;
+/** One node under measurement: its client, and what its calls took. */
+class Measured {
+  readonly all = new Samples();
+  readonly byKind = new Map<QueryKind, Samples>();
+  readonly hits = new Map<QueryKind, number[]>();
+  readonly errors = new ErrorTally();
+  readonly cpu: CpuReport[] = [];
+  readonly node: ParleyNode;
+  readonly client: Client<typeof SearchService>;
+  readonly headers: Record<string, string>;
+
+  constructor(node: ParleyNode, token: string) {
+    this.node = node;
+    this.client = createClient(SearchService, grpcConnection(node.baseUrl).transport);
+    this.headers = { authorization: `Bearer ${token}` };
+  }
+
+  /** Runs the queries one at a time; records them unless this is a warm-up. */
+  async run(queries: readonly { kind: QueryKind; request: SearchRequest }[], record: boolean): Promise<void> {
+    const meter = new CpuMeter({ server: this.node.pid });
+    meter.start();
+    for (const { kind, request } of queries) {
+      const begun = performance.now();
+      try {
+        const response = await this.client.searchMessages(request, { headers: this.headers, timeoutMs: CALL_TIMEOUT_MS });
+        const ms = performance.now() - begun;
+        if (!record) continue;
+        this.all.add(ms);
+        if (!this.byKind.has(kind)) this.byKind.set(kind, new Samples());
+        this.byKind.get(kind)!.add(ms);
+        this.hits.set(kind, [...(this.hits.get(kind) ?? []), response.hits.length]);
+      } catch (error) {
+        this.errors.add(error, kind);
+      }
+    }
+    if (record) this.cpu.push(meter.stop());
+  }
+
+  summary() {
+    const kinds: Partial<Record<QueryKind, LatencySummary & { fullPages: number; meanHits: number }>> = {};
+    for (const kind of Object.keys(MIX) as QueryKind[]) {
+      const samples = this.byKind.get(kind);
+      if (!samples) continue;
+      const counts = this.hits.get(kind) ?? [];
+      kinds[kind] = { ...samples.summary(), fullPages: counts.filter((n) => n === 20).length, meanHits: round(counts.reduce((a, b) => a + b, 0) / Math.max(1, counts.length), 1) };
+    }
+    // CPU: the rounds' cores-busy, weighted by their wall time.
+    const wall = this.cpu.reduce((s, c) => s + c.wallSeconds, 0);
+    const weighted = (pick: (c: CpuReport) => number) => round(this.cpu.reduce((s, c) => s + pick(c) * c.wallSeconds, 0) / Math.max(1e-9, wall));
+    const cpu = { wallSeconds: round(wall), server: weighted((c) => c.server ?? 0), postgres: weighted((c) => c.postgres), bench: weighted((c) => c.bench) };
+    return { overall: this.all.summary(), kinds, errors: this.errors.toJSON(), cpu };
+  }
 }
 
-/** Users, conversations and members through SQL, then messages and their search rows in bulk. */
-async function load(pool: pg.Pool): Promise<Corpus> {
-  const started = performance.now();
-  const users = [SEARCHER, ...Array.from({ length: USERS }, (_, i) => `member-${i}`)];
-  await pool.query(`insert into users (id) select unnest($1::text[])`, [users]);
-  const conversationIds = Array.from({ length: CONVERSATIONS }, () => newId());
-  const members = conversationIds.map((_, c) => {
-    const set = new Set<string>(c < MEMBER_OF ? [SEARCHER] : []);
-    while (set.size < OTHER_MEMBERS + (c < MEMBER_OF ? 1 : 0)) set.add(`member-${Math.floor(random() * USERS)}`);
-    return [...set];
+/** The query sequence: warm-up queries first, then the measured ones (the same for every node). */
+function queryMix(senders: readonly string[], count: number) {
+  return Array.from({ length: count }, () => {
+    const kind = corpusSource.pickKind();
+    return { kind, request: corpusSource.makeQuery(kind, senders) };
   });
-  const perConversation = Math.ceil(MESSAGES / CONVERSATIONS);
-  await pool.query(
-    `insert into conversations (id, type, name, created_by, last_seq, member_count)
-     select id, 2, 'bench ' || ord, 'member-0', $2, $3 from unnest($1::uuid[]) with ordinality as c(id, ord)`,
-    [conversationIds, perConversation, OTHER_MEMBERS + 1],
-  );
-  await pool.query(
-    `insert into conversation_members (conversation_id, user_id, role) select c, u, 1 from unnest($1::uuid[], $2::text[]) as m(c, u)`,
-    [members.flatMap((list, c) => list.map(() => conversationIds[c]!)), members.flat()],
-  );
-  await pool.query("drop index message_search_tsv; drop index message_search_recent");
-  const start = Date.now() - CORPUS_DAYS * 86_400_000;
-  const stepMs = (CORPUS_DAYS * 86_400_000) / perConversation;
-  let written = 0;
-  let lastReport = performance.now();
-  const batches = Array.from({ length: Math.ceil(MESSAGES / LOAD_BATCH) }, (_, b) => b);
-  const writeBatch = async (b: number) => {
-    const rows = { c: [] as string[], s: [] as number[], id: [] as string[], sender: [] as string[], cid: [] as string[], at: [] as string[], body: [] as string[], text: [] as string[] };
-    for (let i = b * LOAD_BATCH; i < Math.min(MESSAGES, (b + 1) * LOAD_BATCH); i++) {
-      const c = i % CONVERSATIONS;
-      const seq = Math.floor(i / CONVERSATIONS) + 1;
-      const at = Math.floor(start + seq * stepMs + random() * stepMs);
-      const body = message(words, random);
-      rows.c.push(conversationIds[c]!);
-      rows.s.push(seq);
-      rows.id.push(newId(at));
-      rows.sender.push(members[c]![Math.floor(random() * members[c]!.length)]!);
-      rows.cid.push(`load-${i}`);
-      rows.at.push(new Date(at).toISOString());
-      rows.body.push(body);
-      rows.text.push(indexableText(body));
-    }
-    await pool.query(
-      `insert into messages (conversation_id, seq, id, sender_id, client_message_id, created_at, body_text)
-       select * from unnest($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[], $7::text[])`,
-      [rows.c, rows.s, rows.id, rows.sender, rows.cid, rows.at, rows.body],
-    );
-    await pool.query(
-      `insert into message_search (conversation_id, seq, message_id, version, sender_id, created_at, tsv)
-       select c, s, m, 1, snd, t, to_tsvector('simple', txt)
-       from unnest($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::timestamptz[], $6::text[]) as r(c, s, m, snd, t, txt)`,
-      [rows.c, rows.s, rows.id, rows.sender, rows.at, rows.text],
-    );
-    written += rows.c.length;
-    if (performance.now() - lastReport > 10_000) {
-      lastReport = performance.now();
-      console.log(`   loaded ${written.toLocaleString("en")} messages (${round((performance.now() - started) / 1000, 0)} s)`);
-    }
-  };
-  let next = 0;
-  await Promise.all([0, 1].map(async () => {
-    while (next < batches.length) await writeBatch(batches[next++]!);
-  }));
-  console.log(`   building the indexes (${round((performance.now() - started) / 1000, 0)} s so far)`);
-  await pool.query("set maintenance_work_mem = '256MB'");
-  await pool.query("create index message_search_tsv on message_search using gin (tsv)");
-  await pool.query("create index message_search_recent on message_search (conversation_id, created_at desc, message_id desc)");
-  await pool.query("analyze messages; analyze message_search; analyze conversation_members");
-  return { conversationIds, mine: conversationIds.slice(0, MEMBER_OF), loadSeconds: round((performance.now() - started) / 1000, 1) };
 }
 
-type QueryKind = "selective" | "medium" | "two-words" | "phrase" | "broad" | "broad-recency" | "exclusion" | "sender" | "date-range";
-/** How often each kind is asked, out of 100. */
-const MIX: Record<QueryKind, number> = {
-  selective: 25, medium: 20, "two-words": 15, phrase: 10, broad: 10, "broad-recency": 5, exclusion: 5, sender: 5, "date-range": 5,
-};
-
-/** A word whose rank is in [from, to] (1 = most common). */
-function wordOfRank(from: number, to: number): string {
-  return words[from - 1 + Math.floor(random() * (Math.min(to, words.length) - from + 1))]!;
-}
-
-function makeQuery(kind: QueryKind, corpus: Corpus, senders: readonly string[]): MessageInitShape<typeof SearchMessagesRequestSchema> {
-  const medium = () => wordOfRank(30, 300);
-  switch (kind) {
-    case "selective":
-      return { query: wordOfRank(3000, VOCABULARY) };
-    case "medium":
-      return { query: medium() };
-    case "two-words":
-      return { query: `${medium()} ${wordOfRank(100, 2000)}` };
-    case "phrase": {
-      const text = message(words, random).split(" ");
-      const at = Math.floor(random() * (text.length - 1));
-      return { query: `"${text[at]} ${text[at + 1]}"` };
-    }
-    case "broad":
-      return { query: wordOfRank(1, 10) };
-    case "broad-recency":
-      return { query: wordOfRank(1, 10), order: SearchOrder.RECENCY };
-    case "exclusion":
-      return { query: `${wordOfRank(1, 10)} -${wordOfRank(11, 50)}` };
-    case "sender":
-      return { query: medium(), senderId: senders[Math.floor(random() * senders.length)]! };
-    case "date-range": {
-      const to = Date.now() - Math.floor(random() * CORPUS_DAYS) * 86_400_000;
-      return { query: wordOfRank(1, 100), createdAfter: timestampFromMs(to - 7 * 86_400_000), createdBefore: timestampFromMs(to) };
-    }
-  }
-}
-
-function pickKind(): QueryKind {
-  let roll = random() * 100;
-  for (const [kind, weight] of Object.entries(MIX) as [QueryKind, number][]) {
-    roll -= weight;
-    if (roll < 0) return kind;
-  }
-  return "selective";
-}
-
-async function searchLatency(node: ParleyNode, corpus: Corpus, pool: pg.Pool) {
+async function searchLatency(nodes: ParleyNode[], corpus: Corpus, pool: pg.Pool) {
   const token = await mintToken({ secret: SECRET, issuer: "parley", audience: "parley", userId: SEARCHER, expiresIn: "2h" });
-  const client = createClient(SearchService, grpcConnection(node.baseUrl).transport);
-  const headers = { authorization: `Bearer ${token}` };
   const senders = (await pool.query<{ user_id: string }>("select distinct user_id from conversation_members where conversation_id = any($1::uuid[])", [corpus.mine])).rows.map((r) => r.user_id);
-  const all = new Samples();
-  const byKind = new Map<QueryKind, Samples>();
-  const hits = new Map<QueryKind, number[]>();
-  const errors = new ErrorTally();
-  const meter = new CpuMeter({ server: node.pid });
-  for (let i = 0; i < WARMUP_QUERIES + QUERIES; i++) {
-    if (i === WARMUP_QUERIES) meter.start();
-    const kind = pickKind();
-    const request = makeQuery(kind, corpus, senders);
-    const begun = performance.now();
-    try {
-      const response = await client.searchMessages(request, { headers, timeoutMs: CALL_TIMEOUT_MS });
-      const ms = performance.now() - begun;
-      if (i < WARMUP_QUERIES) continue;
-      all.add(ms);
-      if (!byKind.has(kind)) byKind.set(kind, new Samples());
-      byKind.get(kind)!.add(ms);
-      hits.set(kind, [...(hits.get(kind) ?? []), response.hits.length]);
-    } catch (error) {
-      errors.add(error, kind);
+  const queries = queryMix(senders, WARMUP_QUERIES + QUERIES);
+  const warmup = queries.slice(0, WARMUP_QUERIES);
+  const measured = queries.slice(WARMUP_QUERIES);
+  const runs = nodes.map((node) => new Measured(node, token));
+  const rounds = nodes.length > 1 ? ROUNDS : 1;
+  for (let r = 0; r < rounds; r++) {
+    const slice = measured.slice(Math.floor((r * measured.length) / rounds), Math.floor(((r + 1) * measured.length) / rounds));
+    // Each node warms up just before its first round; the order alternates round by round.
+    for (const run of r % 2 === 0 ? runs : [...runs].reverse()) {
+      if (r === 0) await run.run(warmup, false);
+      await run.run(slice, true);
     }
   }
-  const cpu = meter.stop();
-  const summary = all.summary();
-  console.log(`   all      ${formatLatency(summary)} ms`);
-  const kinds: Record<string, unknown> = {};
-  for (const kind of Object.keys(MIX) as QueryKind[]) {
-    const samples = byKind.get(kind);
-    if (!samples) continue;
-    const counts = hits.get(kind) ?? [];
-    const fullPages = counts.filter((n) => n === 20).length;
-    kinds[kind] = { ...samples.summary(), fullPages, meanHits: round(counts.reduce((a, b) => a + b, 0) / Math.max(1, counts.length), 1) };
-    console.log(`   ${kind.padEnd(14)} ${formatLatency(samples.summary())} ms; ${fullPages}/${counts.length} full pages of 20`);
+  const summaries = runs.map((run) => run.summary());
+  printTable(nodes.map((n) => n.label), summaries);
+  return Object.fromEntries(nodes.map((node, i) => [node.label, summaries[i]!]));
+}
+
+/** Per kind: P50/P95/P99 (ms) of each node side by side, and the last node's P95 over the first's. */
+function printTable(labels: string[], summaries: ReturnType<Measured["summary"]>[]) {
+  const cell = (s: LatencySummary | undefined) => (s ? `${s.p50.toFixed(1)} / ${s.p95.toFixed(1)} / ${s.p99.toFixed(1)}` : "-").padEnd(24);
+  const ratio = (a: LatencySummary | undefined, b: LatencySummary | undefined) => (a && b && summaries.length > 1 ? `×${round(b.p95 / a.p95, 2)}` : "");
+  console.log(`   ${"kind".padEnd(14)} ${labels.map((l) => `${l} P50 / P95 / P99 ms`.padEnd(24)).join(" ")} ${summaries.length > 1 ? "P95 after/before" : ""}`);
+  const rows: [string, (s: ReturnType<Measured["summary"]>) => LatencySummary | undefined][] = [
+    ["all", (s) => s.overall],
+    ...(Object.keys(MIX) as QueryKind[]).map((kind): [string, (s: ReturnType<Measured["summary"]>) => LatencySummary | undefined] => [kind, (s) => s.kinds[kind]]),
+  ];
+  for (const [name, pick] of rows) {
+    console.log(`   ${name.padEnd(14)} ${summaries.map((s) => cell(pick(s))).join(" ")} ${ratio(pick(summaries[0]!), pick(summaries.at(-1)!))}`);
   }
-  if (errors.total > 0) console.log(`   errors: ${JSON.stringify(errors.toJSON())}`);
-  console.log(`   CPU: ${formatCpu(cpu)}`);
-  return { overall: summary, kinds, errors: errors.toJSON(), cpu };
+  for (const [i, s] of summaries.entries()) {
+    const pages = Object.entries(s.kinds).map(([kind, k]) => `${kind} ${k!.fullPages}/${k!.count}`).join(", ");
+    console.log(`   ${labels[i]}: full pages of 20: ${pages}; CPU cores while measured: node ${s.cpu.server}, postgres ${s.cpu.postgres}, bench ${s.cpu.bench}`);
+    if (s.errors.total > 0) console.log(`   ${labels[i]} errors: ${JSON.stringify(s.errors)}`);
+  }
 }
 
 /** Sends at a fixed rate and measures commit → visible in message_search. */
@@ -313,7 +246,7 @@ async function indexingLag(node: ParleyNode, corpus: Corpus, pool: pg.Pool, metr
       const begun = performance.now();
       clients[n % clients.length]!
         .sendMessage(
-          { conversationId: corpus.mine[n % corpus.mine.length]!, clientMessageId: `lag-${n}`, content: { case: "text", value: `lag probe ${n} ${message(words, random)}` } },
+          { conversationId: corpus.mine[n % corpus.mine.length]!, clientMessageId: `lag-${n}`, content: { case: "text", value: `lag probe ${n} ${message(corpusSource.words, corpusSource.random)}` } },
           { headers, timeoutMs: CALL_TIMEOUT_MS },
         )
         .then(
@@ -367,30 +300,35 @@ async function main(): Promise<boolean> {
   onCleanup("remove data dir", () => rmSync(dataDir, { recursive: true, force: true }));
   const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? "", node: process.version, postgres: await postgresVersion(ADMIN_URL), busyCoresBeforeRun: busyBefore };
   console.log(`bench:search: database ${db.name}; ${machine.cpus} × ${machine.cpuModel}; node ${machine.node}; ${machine.postgres}; ${busyBefore} cores busy before`);
-  const metricsPort = await freePort();
-  const node = await ParleyNode.start({
-    label: "search",
-    env: {
-      DATABASE_URL: db.url, NATS_URL, NATS_PREFIX: natsPrefix, JWT_SECRET: SECRET, LOG_LEVEL: "warn",
-      METRICS_PORT: String(metricsPort), DATA_DIR: dataDir,
-    },
-  });
+  const nodeEnv = async (label: string) => {
+    const dir = mkdtempSync(path.join(dataDir, `${label}-`));
+    return { DATABASE_URL: db.url, NATS_URL, NATS_PREFIX: natsPrefix, JWT_SECRET: SECRET, LOG_LEVEL: "warn", METRICS_PORT: String(await freePort()), DATA_DIR: dir };
+  };
+  // The current node migrates the database before the load.
+  const env = await nodeEnv("after");
+  const node = await ParleyNode.start({ label: BEFORE === null ? "search" : "after", env });
   const pool = new pg.Pool({ connectionString: db.url, max: 3 });
   onCleanup("close the bench pool", () => pool.end());
   console.log(`1. loading ${MESSAGES.toLocaleString("en")} messages into ${CONVERSATIONS} conversations (vocabulary ${VOCABULARY})`);
-  const corpus = await load(pool);
+  const corpus = await corpusSource.load(pool);
   const visible = (await pool.query<{ n: string }>("select count(*) as n from message_search where conversation_id = any($1::uuid[])", [corpus.mine])).rows[0]!.n;
   console.log(`   loaded in ${corpus.loadSeconds} s; the searcher is in ${MEMBER_OF} conversations holding ${Number(visible).toLocaleString("en")} messages`);
-  console.log(`2. SearchMessages latency, ${QUERIES} queries one at a time after ${WARMUP_QUERIES} warm-up queries`);
-  const search = await searchLatency(node, corpus, pool);
+  const before = BEFORE === null ? null : await ParleyNode.start({ label: "before", env: await nodeEnv("before"), root: BEFORE });
+  const nodes = before === null ? [node] : [before, node];
+  console.log(
+    `2. SearchMessages latency, ${QUERIES} queries one at a time after ${WARMUP_QUERIES} warm-up queries` +
+      (before === null ? "" : `, on the node from ${BEFORE} (before) and this checkout (after) in ${ROUNDS} alternating rounds`),
+  );
+  const search = await searchLatency(nodes, corpus, pool);
+  await before?.stop();
   let lag = null;
   if (!flags["skip-lag"]) {
     console.log(`3. indexing lag under ${LAG_RATE} msg/s of sends for ${LAG_SECONDS} s`);
-    lag = await indexingLag(node, corpus, pool, metricsPort);
+    lag = await indexingLag(node, corpus, pool, Number(env.METRICS_PORT));
   }
   await node.stop();
-  const ok = search.errors.total === 0 && (lag === null || lag.lost === 0);
-  const summary = { bench: "search", machine, messages: MESSAGES, conversations: CONVERSATIONS, memberOf: MEMBER_OF, searchableMessages: Number(visible), loadSeconds: corpus.loadSeconds, search, lag, ok };
+  const ok = Object.values(search).every((s) => s.errors.total === 0) && (lag === null || lag.lost === 0);
+  const summary = { bench: "search", machine, before: BEFORE, messages: MESSAGES, conversations: CONVERSATIONS, memberOf: MEMBER_OF, searchableMessages: Number(visible), loadSeconds: corpus.loadSeconds, search, lag, ok };
   if (flags.json !== undefined) writeFileSync(flags.json, JSON.stringify(summary, null, 2) + "\n");
   console.log(JSON.stringify(summary, (_, v) => (v === Infinity ? "Infinity" : v)));
   return ok;

@@ -179,6 +179,12 @@ export interface SearchConfig {
   readonly opensearchUrl: string | null;
   /** Names OpenSearch's index template, indices (`<name>-v<time>`) and aliases (`<name>`, `<name>-write`). */
   readonly opensearchIndex: string;
+  /**
+   * PostgreSQL: about how many rows opening a relevance window of a very common word reads
+   * (SEARCH_WINDOW_READ_ROWS, default 3,000); a window then holds about this many times the
+   * word's share of messages. Smaller is faster per page and ranks fewer matches together.
+   */
+  readonly windowReadRows?: number;
 }
 
 /** Stories and their media. */
@@ -287,6 +293,7 @@ export function loadConfig(env: Env = process.env): Config {
     search: Object.freeze({
       opensearchUrl: env.OPENSEARCH_URL ? url(env, "OPENSEARCH_URL", ["http:", "https:"]) : null,
       opensearchIndex: opensearchIndex(env),
+      windowReadRows: int(env, "SEARCH_WINDOW_READ_ROWS", 3000, 2, 1_000_000),
     }),
     analytics: Object.freeze({ consumer: oneOf(env, "ANALYTICS", "on", ["on", "off"]) === "on" }),
     stories: Object.freeze({

@@ -8,6 +8,6 @@ import { createPostgresSearch } from "./postgres-search.ts";
 import type { SearchIndex } from "./search-index.ts";
 
 export function createSearchIndex(config: SearchConfig, db: Kysely<Database>): SearchIndex {
-  if (config.opensearchUrl === null) return createPostgresSearch(db);
+  if (config.opensearchUrl === null) return createPostgresSearch(db, { windowReadRows: config.windowReadRows });
   return createOpenSearch({ client: new Client({ node: config.opensearchUrl }), prefix: config.opensearchIndex });
 }

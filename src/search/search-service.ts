@@ -61,7 +61,7 @@ export class SearchService implements ServiceImpl<typeof SearchServiceDesc> {
       const page = await searchBlind(this.#db, userId, req.blindQueries, parseFilters(req), req.pageToken === "" ? null : afterOf(req), cutoff);
       return create(SearchMessagesResponseSchema, {
         hits: page.hits,
-        nextPageToken: page.next === null ? "" : encodePageToken("search", { r: requestFingerprint(req), a: JSON.stringify(page.next) }),
+        nextPageToken: page.next === null ? "" : pageToken(req, page.next),
       });
     }
     const request = toIndexQuery(req);
@@ -85,7 +85,7 @@ export class SearchService implements ServiceImpl<typeof SearchServiceDesc> {
     });
     return create(SearchMessagesResponseSchema, {
       hits,
-      nextPageToken: page.next === null ? "" : encodePageToken("search", { r: requestFingerprint(req), a: JSON.stringify(page.next) }),
+      nextPageToken: page.next === null ? "" : pageToken(req, page.next),
     });
   }
 
@@ -168,9 +168,23 @@ function timestampMsCeil(field: string, value: Timestamp | undefined): number | 
   return Number(value.seconds) * 1000 + Math.ceil(value.nanos / 1_000_000);
 }
 
+/**
+ * The format of the page positions tokens carry; bumped whenever they change meaning (2: the
+ * PostgreSQL backend's tagged cursors, relevance windows), so a token from an earlier release
+ * is refused with a clear reason instead of being read as something else.
+ */
+const TOKEN_VERSION = 2;
+
+function pageToken(req: SearchMessagesRequest, next: SearchAfter): string {
+  return encodePageToken("search", { v: TOKEN_VERSION, r: requestFingerprint(req), a: JSON.stringify(next) });
+}
+
 /** The previous page's end, from a token issued for this same request. */
 function afterOf(req: SearchMessagesRequest): SearchAfter {
   const token = decodePageToken("search", req.pageToken, ["r", "a"] as const);
+  if ((token as Record<string, unknown>).v !== TOKEN_VERSION) {
+    throw new InvalidInputError("page_token", "was issued by an earlier version of the server; start the search again without it");
+  }
   if (token.r !== requestFingerprint(req)) throw new InvalidInputError("page_token", "was issued for a different search");
   let after: unknown;
   try {

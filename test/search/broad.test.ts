@@ -4,8 +4,14 @@
  * another plan — but the user must still be able to page through every match, in either
  * order, and every filter still applies exactly. PostgreSQL mode only: it needs ANALYZE on the server's database (what autovacuum
  * does on its own in production).
+ *
+ * RELEVANCE for such a word ranks within recency windows (src/search/relevance-windows.ts);
+ * the server here makes them tiny (SEARCH_WINDOW_READ_ROWS), so every walk below crosses
+ * many window boundaries, with windows of very different sizes (one busy conversation,
+ * nineteen quiet ones).
  */
 import assert from "node:assert/strict";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { Message } from "../../gen/parley/v1/message_pb.ts";
 import { SearchOrder } from "../../gen/parley/v1/search_service_pb.ts";
 import type { Conversation } from "../../gen/parley/v1/conversation_pb.ts";
@@ -13,7 +19,7 @@ import { newUsers, type Clients, type TestServer } from "../helpers/test-server.
 import { clockPast, createGroup, ms, sendText } from "../helpers/fixtures.ts";
 import { eventually } from "../helpers/feed.ts";
 import { startRealtimeServer } from "../helpers/realtime.ts";
-import { expectHits, hitIds, Names, orderName, SEARCH_DEADLINE_MS, searchAll, uniqueWord, type SearchRequest } from "./helpers.ts";
+import { expectHits, hitIds, lifecycleOf, Names, orderName, SEARCH_DEADLINE_MS, searchAll, uniqueWord, type SearchRequest } from "./helpers.ts";
 import { analyzeSearchTable, searchRowsHolding } from "./search-table.ts";
 
 describe("SearchMessages: a word in most messages", () => {
@@ -32,7 +38,7 @@ describe("SearchMessages: a word in most messages", () => {
     this.timeout(120_000);
     // A server of its own, so the statistics are about this test's messages only, and no
     // search ran (and cached statistics) before ANALYZE.
-    server = await startRealtimeServer();
+    server = await startRealtimeServer({ SEARCH_WINDOW_READ_ROWS: "40" });
     const [a, b, c] = await newUsers(server, 3, "broad");
     sender = a!;
     const A = server.clientsFor(a!, "connect");
@@ -64,6 +70,43 @@ describe("SearchMessages: a word in most messages", () => {
     });
   }
 
+  for (const pageSize of [1, 3, 100]) {
+    it(`pages through every match exactly once in RELEVANCE order across windows, ${pageSize} per page`, async () => {
+      const pages: string[][] = [];
+      let pageToken = "";
+      do {
+        const res = await reader.search.searchMessages({ query: word, order: SearchOrder.RELEVANCE, pageSize, pageToken });
+        assert.ok(res.hits.length <= pageSize, `at most page_size hits, got ${res.hits.length}`);
+        pages.push(hitIds(res.hits));
+        pageToken = res.nextPageToken;
+      } while (pageToken && pages.length < 500);
+      assert.equal(pageToken, "", "the walk ends");
+      assert.ok(pages.length > Math.ceil(sent.length / pageSize), `windows end pages early (${pages.length} pages): the walk crosses them`);
+      const walked = pages.flat();
+      const duplicates = walked.filter((id, i) => walked.indexOf(id) !== i);
+      assert.deepEqual(duplicates, [], `no hit twice: ${names.of(duplicates)}`);
+      assert.deepEqual([...walked].sort(), sent.map((m) => m.id).sort(), "every match, nothing else");
+      // Windows are newest first: the busy conversation's burst (all sent after the quiet
+      // ones) comes before every quiet conversation's match.
+      const lastOften = Math.max(...often.map((m) => walked.indexOf(m.id)));
+      const firstOnce = Math.min(...once.map((m) => walked.indexOf(m.id)));
+      assert.ok(lastOften < firstOnce, "newer windows first");
+    });
+  }
+
+  it("refuses a page token of an earlier release with INVALID_ARGUMENT instead of reading it", async () => {
+    const first = await reader.search.searchMessages({ query: word, pageSize: 5 });
+    const current = JSON.parse(Buffer.from(first.nextPageToken, "base64url").toString("utf8"));
+    // The previous release's shape: the fingerprint and a bare [score, created, id].
+    const old = Buffer.from(JSON.stringify({ k: "search", r: current.r, a: JSON.stringify([0.1, "1765000000000", sent[0]!.id]) })).toString("base64url");
+    await assert.rejects(reader.search.searchMessages({ query: word, pageSize: 5, pageToken: old }), (error: unknown) => {
+      const e = ConnectError.from(error);
+      assert.equal(e.code, Code.InvalidArgument);
+      assert.match(e.rawMessage, /page_token/);
+      return true;
+    });
+  });
+
   for (const order of [SearchOrder.RECENCY, SearchOrder.RELEVANCE]) {
     it(`applies every filter to it in ${orderName(order)} order`, async () => {
       const firstOften = often.reduce((min, m) => (ms(m.createdAt) < ms(min.createdAt) ? m : min));
@@ -84,4 +127,33 @@ describe("SearchMessages: a word in most messages", () => {
       }
     });
   }
+
+  // Last: it deletes messages the tests above expect.
+  it("keeps paging every remaining match exactly once when matches are deleted between pages (RELEVANCE)", async () => {
+    const lifecycle = lifecycleOf(server.clientsFor(sender, "connect"));
+    const walked: string[] = [];
+    const deletedIds = new Set<string>();
+    let pageToken = "";
+    let pages = 0;
+    do {
+      const res = await reader.search.searchMessages({ query: word, order: SearchOrder.RELEVANCE, pageSize: 4, pageToken });
+      for (const id of hitIds(res.hits)) assert.ok(!deletedIds.has(id), `a deleted match is not shown: ${names.of([id])}`);
+      walked.push(...hitIds(res.hits));
+      pageToken = res.nextPageToken;
+      if (++pages === 3) {
+        // Two matches already shown and two not yet, from the busy conversation.
+        const seen = often.filter((m) => walked.includes(m.id)).slice(0, 2);
+        const unseen = often.filter((m) => !walked.includes(m.id)).slice(0, 2);
+        for (const m of [...seen, ...unseen]) {
+          await lifecycle.delete(m.conversationId, m.seq);
+          deletedIds.add(m.id);
+        }
+      }
+    } while (pageToken && pages < 500);
+    assert.equal(pageToken, "", "the walk ends");
+    const duplicates = walked.filter((id, i) => walked.indexOf(id) !== i);
+    assert.deepEqual(duplicates, [], `no hit twice: ${names.of(duplicates)}`);
+    const missing = sent.filter((m) => !deletedIds.has(m.id) && !walked.includes(m.id)).map((m) => m.id);
+    assert.deepEqual(missing, [], `every match not deleted is reached: missing ${names.of(missing)}`);
+  });
 });

@@ -27,8 +27,12 @@ export interface HitRow {
 
 export interface QueryParts {
   readonly tsquery: RawBuilder<unknown>;
-  /** The match and the filters, over `message_search s`; the retention deadline too when there is one. */
+  /** Everything a row must satisfy, over `message_search s` (and `conversation` when retained). */
   readonly conditions: readonly RawBuilder<unknown>[];
+  /** Of those, the ones on the text and the sender (no index of a conversation's rows by time holds them). */
+  readonly matching: readonly RawBuilder<unknown>[];
+  /** The others: bounds on created_at, which that index serves. */
+  readonly inTime: readonly RawBuilder<unknown>[];
   /** The caller's conversations as `conversation(id, deadline)`. */
   readonly conversations: RawBuilder<unknown>;
   /** Whether any conversation has a retention deadline. */
@@ -37,20 +41,21 @@ export interface QueryParts {
 
 export function queryParts(q: IndexQuery): QueryParts {
   const tsquery = toTsquery(q.query);
-  const conditions: RawBuilder<unknown>[] = [sql`s.tsv @@ ${tsquery}`];
-  if (q.senderId !== null) conditions.push(sql`s.sender_id = ${q.senderId}`);
-  if (q.createdFromMs !== null) conditions.push(sql`s.created_at >= ${new Date(q.createdFromMs).toISOString()}::timestamptz`);
-  if (q.createdBeforeMs !== null) conditions.push(sql`s.created_at < ${new Date(q.createdBeforeMs).toISOString()}::timestamptz`);
+  const matching: RawBuilder<unknown>[] = [sql`s.tsv @@ ${tsquery}`];
+  if (q.senderId !== null) matching.push(sql`s.sender_id = ${q.senderId}`);
+  const inTime: RawBuilder<unknown>[] = [];
+  if (q.createdFromMs !== null) inTime.push(sql`s.created_at >= ${new Date(q.createdFromMs).toISOString()}::timestamptz`);
+  if (q.createdBeforeMs !== null) inTime.push(sql`s.created_at < ${new Date(q.createdBeforeMs).toISOString()}::timestamptz`);
   // Retention: each conversation's deadline beside its id (null: none); with none anywhere the
   // queries stay as they were.
   const deadlines = q.retainedAfterMs ?? new Map<string, number>();
   const retained = deadlines.size > 0;
-  if (retained) conditions.push(sql`s.created_at > coalesce(conversation.deadline, '-infinity'::timestamptz)`);
+  if (retained) inTime.push(sql`s.created_at > coalesce(conversation.deadline, '-infinity'::timestamptz)`);
   const conversations = sql`unnest(${[...q.conversationIds]}::uuid[], ${q.conversationIds.map((id) => {
     const deadline = deadlines.get(id);
     return deadline === undefined ? null : new Date(deadline).toISOString();
   })}::timestamptz[]) as conversation(id, deadline)`;
-  return { tsquery, conditions, conversations, retained };
+  return { tsquery, conditions: [...matching, ...inTime], matching, inTime, conversations, retained };
 }
 
 /** All included terms and none of the excluded ones; each term is a phrase of its normalized words. */

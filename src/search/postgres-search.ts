@@ -7,9 +7,9 @@
 import { sql, type Kysely } from "kysely";
 import type { Database } from "../db/schema.ts";
 import { InvalidInputError } from "../errors.ts";
-import { decodeCursor, encodeCursor, type Cursor, type WindowCursor } from "./postgres-cursor.ts";
-import { COLUMNS, CREATED_MS, type HitRow, keySql, queryParts, scoredKeyOf, scoredSql, sortKeyOf, toHit, type QueryParts } from "./postgres-query.ts";
-import { continueWindow, openWindow } from "./relevance-windows.ts";
+import { decodeCursor, encodeCursor, type Cursor } from "./postgres-cursor.ts";
+import { COLUMNS, CREATED_MS, type HitRow, keySql, queryParts, scoredKeyOf, scoredSql, sortKeyOf, toHit } from "./postgres-query.ts";
+import { searchWindows } from "./relevance-windows.ts";
 import { collapseChanges, type IndexChanges, type IndexedMessage, type IndexPage, type IndexQuery, type IndexRebuild, type RemovedMessage, type SearchIndex } from "./search-index.ts";
 import { createLexemeStats, type LexemeStats } from "./lexeme-stats.ts";
 import { indexableText } from "./text-analysis.ts";
@@ -68,10 +68,10 @@ async function upsert(db: Kysely<Database>, messages: readonly IndexedMessage[],
 }
 
 /**
- * A query whose words are in at least this share of all messages is broad: walking the
+ * A query whose words are in at least this share of all messages is broad: reading the
  * caller's conversations newest first (index message_search_recent) meets a match every ten
- * rows or sooner, which beats collecting every match from the GIN index (whose bitmap spans
- * every conversation's matches, not only the caller's).
+ * rows or sooner, which beats collecting every match through the GIN index (whose bitmap holds
+ * the matches of every conversation, not only the caller's, and grows with the share).
  */
 const BROAD_SHARE = 0.1;
 
@@ -84,28 +84,30 @@ const DEFAULT_WINDOW_READ_ROWS = 3000;
 
 /**
  * Three plans. Normally the matches come from the GIN index and are all ranked. A broad
- * query (a very common word: tens of thousands of matches; no sender filter, which that index
- * does not hold) instead walks each of the caller's conversations newest first:
- * - RECENCY stops after a page's worth of matches in each, which gives exactly the newest;
- * - RELEVANCE ranks within windows of the newest matches (relevance-windows.ts).
- * A page token continues the plan its first page took.
+ * query (a very common word: tens of thousands of matches) instead reads each of the caller's
+ * conversations newest first:
+ * - RELEVANCE ranks within windows of the newest messages (relevance-windows.ts);
+ * - RECENCY (without a sender filter, which that index does not hold) stops after a page's
+ *   worth of matches in each conversation, which gives exactly the newest.
+ * A page token continues the plan its first page took, whatever the statistics say by then.
  */
 async function search(db: Kysely<Database>, stats: LexemeStats, windowReadRows: number, q: IndexQuery): Promise<IndexPage> {
   const cursor = q.after === null ? null : decodeCursor(q.after);
   const relevance = q.order === "relevance";
   if (cursor !== null && (cursor.kind === "recent") === relevance) throw new InvalidInputError("page_token", "is not a token this call issued");
   const parts = queryParts(q);
-  const share = q.senderId === null && (cursor === null || relevance) ? await stats.shareOf(q.query) : 0;
+  const share = relevance ? (cursor === null ? await stats.shareOf(q.query) : 0) : q.senderId === null ? await stats.shareOf(q.query) : 0;
   if (relevance && (cursor === null ? share >= BROAD_SHARE : cursor.kind === "window")) {
     const window = cursor?.kind === "window" ? cursor : { kind: "window" as const, upper: null, range: null };
-    const perConversation = Math.max(2, Math.ceil((windowReadRows * Math.min(1, share)) / q.conversationIds.length));
-    return searchWindow(db, parts, window, perConversation, q.limit);
+    const rowsPerConversation = Math.max(2, Math.ceil(windowReadRows / q.conversationIds.length));
+    const page = await searchWindows(db, parts, window, rowsPerConversation, q.limit);
+    return { hits: page.rows.map(toHit), next: page.next === null ? null : encodeCursor(page.next) };
   }
   if (cursor?.kind === "window") throw new InvalidInputError("page_token", "is not a token this call issued");
   const conditions = [...parts.conditions];
   if (cursor?.kind === "recent") conditions.push(sql`(s.created_at, s.message_id) < ${keySql(cursor.after)}`);
   const candidates =
-    !relevance && share >= BROAD_SHARE
+    !relevance && q.senderId === null && share >= BROAD_SHARE
       ? sql`
         select c.* from ${parts.conversations} cross join lateral (
           select ${COLUMNS} from message_search s
@@ -129,20 +131,3 @@ async function search(db: Kysely<Database>, stats: LexemeStats, windowReadRows: 
     rows.rows.length > q.limit && last ? (relevance ? { kind: "scored", after: scoredKeyOf(last) } : { kind: "recent", after: sortKeyOf(last) }) : null;
   return { hits: page.map(toHit), next: next === null ? null : encodeCursor(next) };
 }
-
-/**
- * A broad RELEVANCE page: the matches of one recency window, ranked (see the module comment
- * of relevance-windows.ts for why every match is visited exactly once).
- */
-async function searchWindow(db: Kysely<Database>, parts: QueryParts, window: WindowCursor, perConversation: number, limit: number): Promise<IndexPage> {
-  const { rows, lower } = window.range === null
-    ? await openWindow(db, parts, window.upper, perConversation, limit)
-    : { rows: await continueWindow(db, parts, window.upper, window.range.lower, window.range.after, limit), lower: window.range.lower };
-  const page = rows.slice(0, limit);
-  const last = page.at(-1);
-  let next: Cursor | null = null;
-  if (rows.length > limit && last) next = { kind: "window", upper: window.upper, range: { lower, after: scoredKeyOf(last) } };
-  else if (lower !== null) next = { kind: "window", upper: lower, range: null };
-  return { hits: page.map(toHit), next: next === null ? null : encodeCursor(next) };
-}
-

@@ -1,66 +1,119 @@
 /**
- * RELEVANCE for a broad query without ranking every match: the matches are cut into recency
- * windows, newest first, and each window is ranked on its own.
+ * RELEVANCE for a broad query without ranking every match: the caller's messages are cut
+ * into recency windows, newest first, and the matches of each window are ranked on their own.
  *
- * A window is every match whose sort key (created_at, message_id) lies in (lower, upper]. To
+ * A window is every row whose sort key (created_at, message_id) lies in (lower, upper]. To
  * open the window below `upper` (the first one: no upper), each of the caller's conversations
- * is walked newest first from `upper` down (index message_search_recent), taking at most K
- * matches; `lower` is the greatest K-th key among the conversations that gave K (none did:
- * no lower end). Every match in (lower, upper] was read: a conversation that gave fewer than
- * K gave all it has, and one that gave K has nothing unread above its K-th key, which is at
- * most `lower`. So the window is exactly the matches in that key range, however the
- * conversations differ in activity, and it holds at least K - 1 of them.
+ * is read newest first from `upper` down (index message_search_recent), at most M rows each,
+ * whatever they hold; `lower` is the greatest M-th key among the conversations that gave M
+ * rows (none did: no lower end). Every row in (lower, upper] was read: a conversation that
+ * gave fewer than M gave all it has, and one that gave M has nothing unread above its M-th
+ * key, which is at most `lower`. So the window's matches are exactly the matches in that key
+ * range, however the conversations differ in activity, and opening one reads at most M rows
+ * per conversation however rare the matches are (no plan depends on an estimate).
  *
  * The window's ranked pages are keyset pages by (score, created_at, message_id) inside the
- * fixed range, read again from the range on each page (so a delete between pages cannot
- * move the window); when a window runs out the page ends, and the next token opens the
- * window below `lower`. The windows tile the key range, so the pages together visit every
- * match exactly once.
+ * fixed range, read again from the range on each page (so a delete or an edit between pages
+ * cannot move the window); when a window runs out before the page is full, the next window
+ * below `lower` fills it, up to a few windows per call (then the page ends short, with a
+ * token). The windows tile the key range, so the pages together visit every match exactly
+ * once.
  */
 import { sql, type Kysely } from "kysely";
 import type { Database } from "../db/schema.ts";
-import type { ScoredKey, SortKey } from "./postgres-cursor.ts";
-import { COLUMNS, CREATED_MS, keySql, scoredSql, type HitRow, type QueryParts } from "./postgres-query.ts";
+import type { ScoredKey, SortKey, WindowCursor } from "./postgres-cursor.ts";
+import { COLUMNS, CREATED_MS, keySql, scoredKeyOf, scoredSql, type HitRow, type QueryParts } from "./postgres-query.ts";
+
+/** How many windows one call may open to fill its page (a window holds few matches of a rare phrase). */
+const MAX_WINDOWS_PER_PAGE = 3;
 
 const RANKED = sql`order by x.score desc, x.created_at desc, x.message_id desc`;
 
+export interface WindowPage {
+  readonly rows: readonly HitRow[];
+  /** Where the next page starts; null after the last match. */
+  readonly next: WindowCursor | null;
+}
+
+/** The page at `cursor`, reading at most `rowsPerConversation` rows of each conversation per window opened. */
+export async function searchWindows(db: Kysely<Database>, parts: QueryParts, cursor: WindowCursor, rowsPerConversation: number, limit: number): Promise<WindowPage> {
+  const rows: HitRow[] = [];
+  let window = cursor;
+  for (let opened = 0; ; ) {
+    const wanted = limit - rows.length;
+    let found: { rows: HitRow[]; lower: SortKey | null };
+    if (window.range === null) {
+      found = await openWindow(db, parts, window.upper, rowsPerConversation, wanted);
+      opened++;
+    } else {
+      found = { rows: await continueWindow(db, parts, window.upper, window.range.lower, window.range.after, wanted), lower: window.range.lower };
+    }
+    rows.push(...found.rows.slice(0, wanted));
+    if (found.rows.length > wanted) return { rows, next: { kind: "window", upper: window.upper, range: { lower: found.lower, after: scoredKeyOf(rows.at(-1)!) } } };
+    if (found.lower === null) return { rows, next: null };
+    window = { kind: "window", upper: found.lower, range: null };
+    if (rows.length === limit || opened === MAX_WINDOWS_PER_PAGE) return { rows, next: window };
+  }
+}
+
 /**
- * The first page of the window below `upper` (inclusive), at most K matches read per
- * conversation; `limit + 1` rows, to tell whether the window goes on.
+ * The first page of the window below `upper` (inclusive): `limit + 1` ranked matches, to tell
+ * whether the window goes on, and its lower end.
  */
-export async function openWindow(
+async function openWindow(
   db: Kysely<Database>,
   parts: QueryParts,
   upper: SortKey | null,
-  perConversation: number,
+  rowsPerConversation: number,
   limit: number,
 ): Promise<{ rows: HitRow[]; lower: SortKey | null }> {
-  const conditions = [...parts.conditions, ...(upper === null ? [] : [sql`(s.created_at, s.message_id) <= ${keySql(upper)}`])];
+  // Only conditions the index serves go into the walk: its limit counts rows read.
+  const inTime = [...parts.inTime, ...(upper === null ? [] : [sql`(s.created_at, s.message_id) <= ${keySql(upper)}`])];
   const result = await sql<HitRow & { lower_ms: string | null; lower_id: string | null }>`
     with walked as materialized (
       select c.* from ${parts.conversations} cross join lateral (
-        select ${COLUMNS}, row_number() over (order by s.created_at desc, s.message_id desc) as n
+        select ${COLUMNS}, s.sender_id, row_number() over (order by s.created_at desc, s.message_id desc) as n
         from message_search s
-        where s.conversation_id = conversation.id and ${sql.join(conditions, sql` and `)}
-        order by s.created_at desc, s.message_id desc limit ${perConversation}) c
+        where s.conversation_id = conversation.id ${inTime.length > 0 ? sql`and ${sql.join(inTime, sql` and `)}` : sql``}
+        order by s.created_at desc, s.message_id desc limit ${rowsPerConversation}) c
     ), bound as (
-      select w.created_at, w.message_id from walked w where w.n = ${perConversation}
+      select w.created_at, w.message_id from walked w where w.n = ${rowsPerConversation}
       order by w.created_at desc, w.message_id desc limit 1
     )
     select x.conversation_id, x.seq, x.message_id, x.version, x.score, ${CREATED_MS} as created_ms,
            (extract(epoch from b.created_at) * 1000)::int8 as lower_ms, b.message_id as lower_id
-    from (select w.*, ts_rank(w.tsv, ${parts.tsquery}) as score from walked w) x
-    left join bound b on true
+    from bound b right join (
+      select s.*, ts_rank(s.tsv, ${parts.tsquery}) as score from walked s where ${sql.join(parts.matching, sql` and `)}
+    ) x on true
     where b.created_at is null or (x.created_at, x.message_id) > (b.created_at, b.message_id)
     ${RANKED}
     limit ${limit + 1}`.execute(db);
+  // No match in the window: its lower end still has to be known to go on below it.
   const first = result.rows[0];
-  const lower = first?.lower_id ? { createdMs: Number(first.lower_ms), messageId: first.lower_id } : null;
+  const lower = first ? keyOf(first.lower_ms, first.lower_id) : await lowerEnd(db, parts, upper, rowsPerConversation);
   return { rows: result.rows, lower };
 }
 
+/** The lower end of the window below `upper`, for a window without a match. */
+async function lowerEnd(db: Kysely<Database>, parts: QueryParts, upper: SortKey | null, rowsPerConversation: number): Promise<SortKey | null> {
+  const inTime = [...parts.inTime, ...(upper === null ? [] : [sql`(s.created_at, s.message_id) <= ${keySql(upper)}`])];
+  const result = await sql<{ lower_ms: string; lower_id: string }>`
+    select (extract(epoch from c.created_at) * 1000)::int8 as lower_ms, c.message_id as lower_id
+    from ${parts.conversations} cross join lateral (
+      select s.created_at, s.message_id from message_search s
+      where s.conversation_id = conversation.id ${inTime.length > 0 ? sql`and ${sql.join(inTime, sql` and `)}` : sql``}
+      order by s.created_at desc, s.message_id desc offset ${rowsPerConversation - 1} limit 1) c
+    order by c.created_at desc, c.message_id desc limit 1`.execute(db);
+  const row = result.rows[0];
+  return row ? keyOf(row.lower_ms, row.lower_id) : null;
+}
+
+function keyOf(createdMs: string | null, messageId: string | null): SortKey | null {
+  return createdMs === null || messageId === null ? null : { createdMs: Number(createdMs), messageId };
+}
+
 /** The window (lower, upper]'s next page after `after`; `limit + 1` rows. */
-export async function continueWindow(
+async function continueWindow(
   db: Kysely<Database>,
   parts: QueryParts,
   upper: SortKey | null,
@@ -68,17 +121,21 @@ export async function continueWindow(
   after: ScoredKey,
   limit: number,
 ): Promise<HitRow[]> {
-  const conditions = [
-    ...parts.conditions,
+  const inTime = [
+    ...parts.inTime,
     ...(upper === null ? [] : [sql`(s.created_at, s.message_id) <= ${keySql(upper)}`]),
     ...(lower === null ? [] : [sql`(s.created_at, s.message_id) > ${keySql(lower)}`]),
   ];
+  // The range is read through the index of each conversation's rows by time ("offset 0" keeps
+  // the planner from trading it for the text index, whose matches span every conversation).
   const result = await sql<HitRow>`
     select x.conversation_id, x.seq, x.message_id, x.version, x.score, ${CREATED_MS} as created_ms
     from (
-      select c.*, ts_rank(c.tsv, ${parts.tsquery}) as score from ${parts.conversations} cross join lateral (
-        select ${COLUMNS} from message_search s
-        where s.conversation_id = conversation.id and ${sql.join(conditions, sql` and `)}) c
+      select s.*, ts_rank(s.tsv, ${parts.tsquery}) as score from ${parts.conversations} cross join lateral (
+        select ${COLUMNS}, s.sender_id from message_search s
+        where s.conversation_id = conversation.id ${inTime.length > 0 ? sql`and ${sql.join(inTime, sql` and `)}` : sql``}
+        offset 0) s
+      where ${sql.join(parts.matching, sql` and `)}
     ) x
     where (x.score, x.created_at, x.message_id) < ${scoredSql(after)}
     ${RANKED}

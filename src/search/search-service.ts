@@ -21,7 +21,9 @@ import {
 import { requireCaller } from "../auth/user-context.ts";
 import type { Database } from "../db/schema.ts";
 import { InvalidInputError } from "../errors.ts";
-import { toMessagesWithReactions } from "../messages/messages-with-reactions.ts";
+import { toMessage } from "../messages/message-mapper.ts";
+import { toReactionSummaries } from "../reactions/reaction-mapper.ts";
+import { findReactionSummaries, targetKey } from "../reactions/reaction-repository.ts";
 import { findMessagesWithReply } from "../messages/message-repository.ts";
 import { decodePageToken, encodePageToken } from "../page-token.ts";
 import { pageSize, requireUserId, requireUuid } from "../validation.ts";
@@ -92,11 +94,21 @@ export class SearchService implements ServiceImpl<typeof SearchServiceDesc> {
   /**
    * The stored messages behind the hits, with reactions as the caller sees them, by
    * "conversation/seq"; none past retention (the index filtered them already, to its millisecond).
+   * The messages and their reactions are read at once: both are keyed by the hits.
    */
   async #currentMessages(hits: readonly IndexHit[], viewerId: string, cutoff: RetentionCutoff): Promise<Map<string, Message>> {
-    const rows = await findMessagesWithReply(this.#db, hits.map((h) => ({ conversation_id: h.conversationId, seq: h.seq.toString() })), cutoff);
-    const messages = await toMessagesWithReactions(this.#db, rows, viewerId);
-    return new Map(rows.map((row, i) => [`${row.conversation_id}/${row.seq}`, messages[i]!]));
+    const targets = hits.map((h) => ({ conversationId: h.conversationId, seq: h.seq.toString(), userId: viewerId }));
+    const [rows, summaries] = await Promise.all([
+      findMessagesWithReply(this.#db, targets.map((t) => ({ conversation_id: t.conversationId, seq: t.seq })), cutoff),
+      findReactionSummaries(this.#db, targets),
+    ]);
+    const reactions = toReactionSummaries(summaries);
+    return new Map(
+      rows.map((row) => [
+        `${row.conversation_id}/${row.seq}`,
+        toMessage(row, reactions.get(targetKey({ conversationId: row.conversation_id, seq: row.seq, userId: viewerId })) ?? []),
+      ]),
+    );
   }
 }
 

@@ -26,7 +26,8 @@
  *    (= searchable). Also prints the server's own parley_search_index_lag_seconds histogram.
  *
  * Flags: --queries Q (default 600), --warmup-queries W (50), --rounds R (10, with --before),
- * --before DIR, --lag-rate R (1000), --lag-seconds S (10), --skip-lag, --database-url URL,
+ * --before DIR, --cpu-prof DIR (profile the current node into DIR; summarize with
+ * `node bench/lib/cpuprofile.ts FILE`), --lag-rate R (1000), --lag-seconds S (10), --skip-lag, --database-url URL,
  * --nats-url URL, --json FILE.
  * Everything is cleaned up (nodes stopped, database dropped, NATS streams deleted) even on failure.
  */
@@ -62,6 +63,7 @@ const { values: flags } = parseArgs({
     "warmup-queries": { type: "string", default: "50" },
     rounds: { type: "string", default: "10" },
     before: { type: "string" },
+    "cpu-prof": { type: "string" },
     "lag-rate": { type: "string", default: "1000" },
     "lag-seconds": { type: "string", default: "10" },
     "skip-lag": { type: "boolean", default: false },
@@ -306,7 +308,8 @@ async function main(): Promise<boolean> {
   };
   // The current node migrates the database before the load.
   const env = await nodeEnv("after");
-  const node = await ParleyNode.start({ label: BEFORE === null ? "search" : "after", env });
+  const cpuProf = flags["cpu-prof"] === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", path.resolve(flags["cpu-prof"])];
+  const node = await ParleyNode.start({ label: BEFORE === null ? "search" : "after", env, nodeArgs: cpuProf });
   const pool = new pg.Pool({ connectionString: db.url, max: 3 });
   onCleanup("close the bench pool", () => pool.end());
   console.log(`1. loading ${MESSAGES.toLocaleString("en")} messages into ${CONVERSATIONS} conversations (vocabulary ${VOCABULARY})`);

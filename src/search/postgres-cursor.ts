@@ -34,7 +34,14 @@ export interface WindowCursor {
   readonly range: { readonly lower: SortKey | null; readonly after: ScoredKey } | null;
 }
 
-export type Cursor = { readonly kind: "scored"; readonly after: ScoredKey } | { readonly kind: "recent"; readonly after: SortKey } | WindowCursor;
+/** RECENCY: below `after`, or from it on when `inclusive` (where a window of matches ended). */
+export interface RecentCursor {
+  readonly kind: "recent";
+  readonly after: SortKey;
+  readonly inclusive: boolean;
+}
+
+export type Cursor = { readonly kind: "scored"; readonly after: ScoredKey } | RecentCursor | WindowCursor;
 
 const NONE = "";
 
@@ -45,7 +52,7 @@ export function encodeCursor(cursor: Cursor): SearchAfter {
     case "scored":
       return ["s", ...scored(cursor.after)];
     case "recent":
-      return ["t", ...key(cursor.after)];
+      return [cursor.inclusive ? "u" : "t", ...key(cursor.after)];
     case "window":
       return ["w", ...key(cursor.upper), ...(cursor.range === null ? [] : [...key(cursor.range.lower), ...scored(cursor.range.after)])];
   }
@@ -56,8 +63,8 @@ export function decodeCursor(after: SearchAfter): Cursor {
   const cursor =
     tag === "s" && rest.length === 3
       ? scoredKey(rest, 0) && { kind: "scored" as const, after: scoredKey(rest, 0)! }
-      : tag === "t" && rest.length === 2
-        ? sortKey(rest, 0) && { kind: "recent" as const, after: sortKey(rest, 0)! }
+      : (tag === "t" || tag === "u") && rest.length === 2
+        ? sortKey(rest, 0) && { kind: "recent" as const, after: sortKey(rest, 0)!, inclusive: tag === "u" }
         : tag === "w" && (rest.length === 2 || rest.length === 7)
           ? windowCursor(rest)
           : null;

@@ -9,7 +9,7 @@ import type { Database } from "../db/schema.ts";
 import { InvalidInputError } from "../errors.ts";
 import { decodeCursor, encodeCursor, type Cursor } from "./postgres-cursor.ts";
 import { COLUMNS, CREATED_MS, type HitRow, keySql, queryParts, scoredKeyOf, scoredSql, sortKeyOf, toHit } from "./postgres-query.ts";
-import { searchWindows } from "./relevance-windows.ts";
+import { searchRecentWindows, searchWindows } from "./relevance-windows.ts";
 import { collapseChanges, type IndexChanges, type IndexedMessage, type IndexPage, type IndexQuery, type IndexRebuild, type RemovedMessage, type SearchIndex } from "./search-index.ts";
 import { createLexemeStats, type LexemeStats } from "./lexeme-stats.ts";
 import { indexableText } from "./text-analysis.ts";
@@ -87,8 +87,8 @@ const DEFAULT_WINDOW_READ_ROWS = 3000;
  * query (a very common word: tens of thousands of matches) instead reads each of the caller's
  * conversations newest first:
  * - RELEVANCE ranks within windows of the newest messages (relevance-windows.ts);
- * - RECENCY (without a sender filter, which that index does not hold) stops after a page's
- *   worth of matches in each conversation, which gives exactly the newest.
+ * - RECENCY (without a sender filter, which that index does not hold) takes the newest
+ *   matches of the newest windows, which are exactly the newest matches.
  * A page token continues the plan its first page took, whatever the statistics say by then.
  */
 async function search(db: Kysely<Database>, stats: LexemeStats, windowReadRows: number, q: IndexQuery): Promise<IndexPage> {
@@ -104,16 +104,17 @@ async function search(db: Kysely<Database>, stats: LexemeStats, windowReadRows: 
     return { hits: page.rows.map(toHit), next: page.next === null ? null : encodeCursor(page.next) };
   }
   if (cursor?.kind === "window") throw new InvalidInputError("page_token", "is not a token this call issued");
+  if (!relevance && share >= BROAD_SHARE) {
+    // About two pages' worth of matches per window, by the statistics' share.
+    const rowsPerConversation = Math.max(2, Math.ceil((2 * (q.limit + 1)) / (Math.min(1, share) * q.conversationIds.length)));
+    const page = await searchRecentWindows(db, parts, cursor?.kind === "recent" ? { key: cursor.after, inclusive: cursor.inclusive } : null, rowsPerConversation, q.limit);
+    const next: Cursor | null = page.next === null ? null : { kind: "recent", after: page.next.key, inclusive: page.next.inclusive };
+    return { hits: page.rows.map(toHit), next: next === null ? null : encodeCursor(next) };
+  }
   const conditions = [...parts.conditions];
-  if (cursor?.kind === "recent") conditions.push(sql`(s.created_at, s.message_id) < ${keySql(cursor.after)}`);
+  if (cursor?.kind === "recent") conditions.push(sql`(s.created_at, s.message_id) ${cursor.inclusive ? sql`<=` : sql`<`} ${keySql(cursor.after)}`);
   const candidates =
-    !relevance && q.senderId === null && share >= BROAD_SHARE
-      ? sql`
-        select c.* from ${parts.conversations} cross join lateral (
-          select ${COLUMNS} from message_search s
-          where s.conversation_id = conversation.id and ${sql.join(conditions, sql` and `)}
-          order by s.created_at desc, s.message_id desc limit ${q.limit + 1}) c`
-      : parts.retained
+    parts.retained
         ? sql`select ${COLUMNS} from message_search s join ${parts.conversations} on conversation.id = s.conversation_id
               where ${sql.join(conditions, sql` and `)}`
         : sql`select ${COLUMNS} from message_search s where s.conversation_id = any(${[...q.conversationIds]}::uuid[]) and ${sql.join(conditions, sql` and `)}`;
@@ -128,6 +129,6 @@ async function search(db: Kysely<Database>, stats: LexemeStats, windowReadRows: 
   const page = rows.rows.slice(0, q.limit);
   const last = page.at(-1);
   const next: Cursor | null =
-    rows.rows.length > q.limit && last ? (relevance ? { kind: "scored", after: scoredKeyOf(last) } : { kind: "recent", after: sortKeyOf(last) }) : null;
+    rows.rows.length > q.limit && last ? (relevance ? { kind: "scored", after: scoredKeyOf(last) } : { kind: "recent", after: sortKeyOf(last), inclusive: false }) : null;
   return { hits: page.map(toHit), next: next === null ? null : encodeCursor(next) };
 }

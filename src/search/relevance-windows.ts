@@ -22,12 +22,13 @@
 import { sql, type Kysely } from "kysely";
 import type { Database } from "../db/schema.ts";
 import type { ScoredKey, SortKey, WindowCursor } from "./postgres-cursor.ts";
-import { COLUMNS, CREATED_MS, keySql, scoredKeyOf, scoredSql, type HitRow, type QueryParts } from "./postgres-query.ts";
+import { COLUMNS, CREATED_MS, keySql, scoredKeyOf, scoredSql, sortKeyOf, type HitRow, type QueryParts } from "./postgres-query.ts";
 
 /** How many windows one call may open to fill its page (a window holds few matches of a rare phrase). */
 const MAX_WINDOWS_PER_PAGE = 3;
 
 const RANKED = sql`order by x.score desc, x.created_at desc, x.message_id desc`;
+const NEWEST = sql`order by x.created_at desc, x.message_id desc`;
 
 export interface WindowPage {
   readonly rows: readonly HitRow[];
@@ -43,7 +44,7 @@ export async function searchWindows(db: Kysely<Database>, parts: QueryParts, cur
     const wanted = limit - rows.length;
     let found: { rows: HitRow[]; lower: SortKey | null };
     if (window.range === null) {
-      found = await openWindow(db, parts, window.upper, rowsPerConversation, wanted);
+      found = await openWindow(db, parts, window.upper && { key: window.upper, inclusive: true }, rowsPerConversation, wanted, "relevance");
       opened++;
     } else {
       found = { rows: await continueWindow(db, parts, window.upper, window.range.lower, window.range.after, wanted), lower: window.range.lower };
@@ -57,18 +58,58 @@ export async function searchWindows(db: Kysely<Database>, parts: QueryParts, cur
 }
 
 /**
- * The first page of the window below `upper` (inclusive): `limit + 1` ranked matches, to tell
- * whether the window goes on, and its lower end.
+ * RECENCY for a broad query: the newest matches below `after` are the newest of the window
+ * below it (every row above the window's lower end was read), so a page is the window's
+ * first matches, or, when a window holds too few, the next window's too (each reading twice
+ * as many rows per conversation as the one before, up to a few windows per call). Each
+ * conversation gives a few rows per window instead of a page's worth of matches.
+ */
+export async function searchRecentWindows(
+  db: Kysely<Database>,
+  parts: QueryParts,
+  after: UpperBound | null,
+  rowsPerConversation: number,
+  limit: number,
+): Promise<{ rows: HitRow[]; next: UpperBound | null }> {
+  const rows: HitRow[] = [];
+  let upper = after;
+  for (let opened = 0, rowsEach = rowsPerConversation; opened < MAX_WINDOWS_PER_PAGE; opened++, rowsEach *= 2) {
+    const wanted = limit - rows.length;
+    const found = await openWindow(db, parts, upper, rowsEach, wanted, "recency");
+    rows.push(...found.rows.slice(0, wanted));
+    if (found.rows.length > wanted) return { rows, next: { key: sortKeyOf(rows.at(-1)!), inclusive: false } };
+    if (found.lower === null) return { rows, next: null };
+    upper = { key: found.lower, inclusive: true };
+    if (rows.length === limit) break;
+  }
+  return { rows, next: upper };
+}
+
+/** Where a window starts: below a key, or at it. */
+export interface UpperBound {
+  readonly key: SortKey;
+  readonly inclusive: boolean;
+}
+
+function belowSql(upper: UpperBound | null) {
+  if (upper === null) return [];
+  return [upper.inclusive ? sql`(s.created_at, s.message_id) <= ${keySql(upper.key)}` : sql`(s.created_at, s.message_id) < ${keySql(upper.key)}`];
+}
+
+/**
+ * The first matches of the window below `upper`, ranked (RELEVANCE) or newest first
+ * (RECENCY): `limit + 1` of them, to tell whether the window goes on, and its lower end.
  */
 async function openWindow(
   db: Kysely<Database>,
   parts: QueryParts,
-  upper: SortKey | null,
+  upper: UpperBound | null,
   rowsPerConversation: number,
   limit: number,
+  order: "relevance" | "recency",
 ): Promise<{ rows: HitRow[]; lower: SortKey | null }> {
   // Only conditions the index serves go into the walk: its limit counts rows read.
-  const inTime = [...parts.inTime, ...(upper === null ? [] : [sql`(s.created_at, s.message_id) <= ${keySql(upper)}`])];
+  const inTime = [...parts.inTime, ...belowSql(upper)];
   const result = await sql<HitRow & { lower_ms: string | null; lower_id: string | null }>`
     with walked as materialized (
       select c.* from ${parts.conversations} cross join lateral (
@@ -86,7 +127,7 @@ async function openWindow(
       select s.*, ts_rank(s.tsv, ${parts.tsquery}) as score from walked s where ${sql.join(parts.matching, sql` and `)}
     ) x on true
     where b.created_at is null or (x.created_at, x.message_id) > (b.created_at, b.message_id)
-    ${RANKED}
+    ${order === "relevance" ? RANKED : NEWEST}
     limit ${limit + 1}`.execute(db);
   // No match in the window: its lower end still has to be known to go on below it.
   const first = result.rows[0];
@@ -95,8 +136,8 @@ async function openWindow(
 }
 
 /** The lower end of the window below `upper`, for a window without a match. */
-async function lowerEnd(db: Kysely<Database>, parts: QueryParts, upper: SortKey | null, rowsPerConversation: number): Promise<SortKey | null> {
-  const inTime = [...parts.inTime, ...(upper === null ? [] : [sql`(s.created_at, s.message_id) <= ${keySql(upper)}`])];
+async function lowerEnd(db: Kysely<Database>, parts: QueryParts, upper: UpperBound | null, rowsPerConversation: number): Promise<SortKey | null> {
+  const inTime = [...parts.inTime, ...belowSql(upper)];
   const result = await sql<{ lower_ms: string; lower_id: string }>`
     select (extract(epoch from c.created_at) * 1000)::int8 as lower_ms, c.message_id as lower_id
     from ${parts.conversations} cross join lateral (

@@ -11,7 +11,8 @@ describe("PostgreSQL search page positions", () => {
   it("round-trips relevance, recency and window positions", () => {
     const cursors: Cursor[] = [
       { kind: "scored", after: scored },
-      { kind: "recent", after: key },
+      { kind: "recent", after: key, inclusive: false },
+      { kind: "recent", after: key, inclusive: true },
       { kind: "window", upper: null, range: null },
       { kind: "window", upper: key, range: null },
       { kind: "window", upper: null, range: { lower: key, after: scored } },

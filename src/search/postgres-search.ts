@@ -9,7 +9,7 @@ import type { Database } from "../db/schema.ts";
 import { InvalidInputError } from "../errors.ts";
 import { decodeCursor, encodeCursor, type Cursor } from "./postgres-cursor.ts";
 import { COLUMNS, CREATED_MS, type HitRow, keySql, queryParts, scoredKeyOf, scoredSql, sortKeyOf, toHit } from "./postgres-query.ts";
-import { searchRecentWindows, searchWindows } from "./relevance-windows.ts";
+import { searchRecentWindows, searchWindows } from "./search-windows.ts";
 import { collapseChanges, type IndexChanges, type IndexedMessage, type IndexPage, type IndexQuery, type IndexRebuild, type RemovedMessage, type SearchIndex } from "./search-index.ts";
 import { createLexemeStats, type LexemeStats } from "./lexeme-stats.ts";
 import { indexableText } from "./text-analysis.ts";
@@ -86,7 +86,7 @@ const DEFAULT_WINDOW_READ_ROWS = 3000;
  * Three plans. Normally the matches come from the GIN index and are all ranked. A broad
  * query (a very common word: tens of thousands of matches) instead reads each of the caller's
  * conversations newest first:
- * - RELEVANCE ranks within windows of the newest messages (relevance-windows.ts);
+ * - RELEVANCE ranks within windows of the newest messages (search-windows.ts);
  * - RECENCY (without a sender filter, which that index does not hold) takes the newest
  *   matches of the newest windows, which are exactly the newest matches.
  * A page token continues the plan its first page took, whatever the statistics say by then.

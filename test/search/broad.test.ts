@@ -5,7 +5,7 @@
  * order, and every filter still applies exactly. PostgreSQL mode only: it needs ANALYZE on the server's database (what autovacuum
  * does on its own in production).
  *
- * RELEVANCE for such a word ranks within recency windows (src/search/relevance-windows.ts);
+ * RELEVANCE for such a word ranks within recency windows (src/search/search-windows.ts);
  * the server here makes them tiny (SEARCH_WINDOW_READ_ROWS), so every walk below crosses
  * many window boundaries, with windows of very different sizes (one busy conversation,
  * nineteen quiet ones).

@@ -1,6 +1,7 @@
 /**
- * RELEVANCE for a broad query without ranking every match: the caller's messages are cut
- * into recency windows, newest first, and the matches of each window are ranked on their own.
+ * Broad queries (a word in a large share of all messages) without collecting every match:
+ * the caller's messages are cut into recency windows, newest first. RELEVANCE ranks the
+ * matches of each window on their own; RECENCY takes the newest matches of the newest windows.
  *
  * A window is every row whose sort key (created_at, message_id) lies in (lower, upper]. To
  * open the window below `upper` (the first one: no upper), each of the caller's conversations

@@ -1,0 +1,192 @@
+/**
+ * The story tray's summary rows (migration 0016): per (author, tier) how many stories exist,
+ * the newest one's time and the first and last deadlines (story_tray); per (viewer, author,
+ * tier) how many of those the viewer has viewed (story_tray_views). Kept by the statements here,
+ * which run inside the transactions that post, view and delete stories, so the tray sorts 500
+ * followed authors by reading their summary rows instead of every story and view.
+ *
+ * The rows count stories that exist, expired or not; what is live is decided at read time with
+ * the clock of the call: a tier whose first deadline has passed (an expired story the cleanup
+ * has not deleted yet) is recomputed from its stories in the same query.
+ */
+import { sql, type Kysely, type Transaction } from "kysely";
+import type { Database } from "../db/schema.ts";
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+/** A story as far as its tier's summary goes. */
+export interface TrayStory {
+  author_id: string;
+  privacy: number;
+  created_at: Date;
+  expires_at: Date;
+}
+
+/** Adds a newly posted story to its (author, tier) row, creating it for the tier's first story. */
+export async function addToTray(tx: Transaction<Database>, story: TrayStory): Promise<void> {
+  await sql`
+    insert into story_tray as t (author_id, privacy, story_count, newest_at, first_expires_at, last_expires_at)
+    values (${story.author_id}, ${story.privacy}, 1, ${story.created_at}, ${story.expires_at}, ${story.expires_at})
+    on conflict (author_id, privacy) do update set
+      story_count = t.story_count + 1,
+      newest_at = greatest(t.newest_at, excluded.newest_at),
+      first_expires_at = least(t.first_expires_at, excluded.first_expires_at),
+      last_expires_at = greatest(t.last_expires_at, excluded.last_expires_at)`.execute(tx);
+}
+
+/** Counts a viewer's first view of a story of (author, tier). */
+export async function addTrayView(tx: Transaction<Database>, viewerId: string, authorId: string, privacy: number): Promise<void> {
+  await sql`
+    insert into story_tray_views as v (viewer_id, author_id, privacy, viewed_count) values (${viewerId}, ${authorId}, ${privacy}, 1)
+    on conflict (viewer_id, author_id, privacy) do update set viewed_count = v.viewed_count + 1`.execute(tx);
+}
+
+/** A story row locked for deletion. */
+export interface LockedStory {
+  id: string;
+  author_id: string;
+  privacy: number;
+}
+
+/**
+ * Deletes the stories with their views, reactions and their share of the summary rows; returns
+ * the ids it deleted. Four statements, in this order for a reason:
+ * 1. lock the stories (no view can be added to them any more: views hold them FOR KEY SHARE)
+ *    and then their tiers' rows (a concurrent post of the same tier waits to add itself to what
+ *    step 4 writes), each in one global order so two deleters cannot deadlock;
+ * 2. take each viewer's views of them out of story_tray_views, and delete the stories (views,
+ *    reactions and counts cascade) — one snapshot, taken after the locks, sees every view;
+ * 3. (with 4) recompute the tiers' rows from the stories left, in a snapshot that sees every
+ *    story committed before the lock, and drop the view counts that reached zero.
+ */
+export async function deleteStoriesAndTray(tx: Transaction<Database>, storyIds: readonly string[]): Promise<string[]> {
+  if (storyIds.length === 0) return [];
+  const locked = await sql<LockedStory>`
+    select id, author_id, privacy from stories where id = any(${[...storyIds]}::uuid[])
+    order by author_id, privacy, id for update`.execute(tx);
+  if (locked.rows.length === 0) return [];
+  const ids = locked.rows.map((r) => r.id);
+  const tiers = [...new Map(locked.rows.map((r) => [`${r.privacy}:${r.author_id}`, r])).values()];
+  const authors = tiers.map((t) => t.author_id);
+  const privacies = tiers.map((t) => t.privacy);
+  await sql`
+    select 1 from story_tray
+    where (author_id, privacy) in (select * from unnest(${authors}::text[], ${privacies}::int2[]))
+    order by author_id, privacy for update`.execute(tx);
+  await sql`
+    with seen as (
+      select v.viewer_id, s.author_id, s.privacy, count(*)::int as n
+      from story_views v join stories s on s.id = v.story_id
+      where v.story_id = any(${ids}::uuid[])
+      group by v.viewer_id, s.author_id, s.privacy),
+    uncounted as (
+      update story_tray_views tv set viewed_count = tv.viewed_count - seen.n from seen
+      where tv.viewer_id = seen.viewer_id and tv.author_id = seen.author_id and tv.privacy = seen.privacy)
+    delete from stories where id = any(${ids}::uuid[])`.execute(tx);
+  await sql`
+    with tiers(author_id, privacy) as (select * from unnest(${authors}::text[], ${privacies}::int2[])),
+    zeros as (
+      delete from story_tray_views tv using tiers
+      where tv.author_id = tiers.author_id and tv.privacy = tiers.privacy and tv.viewed_count = 0),
+    left_over as (
+      select s.author_id, s.privacy, count(*)::int as n, max(s.created_at) as newest_at,
+             min(s.expires_at) as first_expires_at, max(s.expires_at) as last_expires_at
+      from tiers join stories s on s.author_id = tiers.author_id and s.privacy = tiers.privacy
+      group by s.author_id, s.privacy),
+    emptied as (
+      delete from story_tray t using tiers
+      where t.author_id = tiers.author_id and t.privacy = tiers.privacy
+        and not exists (select 1 from left_over l where l.author_id = t.author_id and l.privacy = t.privacy))
+    insert into story_tray as t (author_id, privacy, story_count, newest_at, first_expires_at, last_expires_at)
+    select author_id, privacy, n, newest_at, first_expires_at, last_expires_at from left_over
+    on conflict (author_id, privacy) do update set
+      story_count = excluded.story_count, newest_at = excluded.newest_at,
+      first_expires_at = excluded.first_expires_at, last_expires_at = excluded.last_expires_at`.execute(tx);
+  return ids;
+}
+
+/** Forgets every view count of the viewer (account erasure takes back all their views). */
+export async function deleteTrayViewsBy(tx: Transaction<Database>, viewerId: string): Promise<void> {
+  await sql`delete from story_tray_views where viewer_id = ${viewerId}`.execute(tx);
+}
+
+/** One author in the tray, before their stories are loaded. */
+export interface TrayAuthorRow {
+  author_id: string;
+  /** The tiers of the author's stories the viewer may see (bit i ⇔ tier i). */
+  mask: number;
+  latest_at: Date;
+  latest_micros: string;
+  has_unseen: boolean;
+}
+
+/** Where a tray page ends: sort group (0 unseen, 1 seen), newest story, author. */
+export interface TrayPosition {
+  group: number;
+  micros: string;
+  authorId: string;
+}
+
+/**
+ * One page of the viewer's tray, in one statement: the candidate authors (followed, having
+ * the viewer as a close friend and, with includePublic, any author with a live PUBLIC story)
+ * with the tiers the privacy rule lets the viewer see (`maskByRelation`, the rule as a table
+ * indexed by blocked·4 + close friend·2 + follower, computed from story-privacy.ts by the
+ * caller), their visible tiers' summary rows, unseen first, then newest story first, then
+ * author id. A tier is unseen when the viewer viewed fewer of its stories than it has.
+ *
+ * Expiry is exact: a tier whose every story is past its deadline is skipped, and one whose
+ * first deadline has passed (the cleanup has not deleted that story yet) is recomputed from
+ * its live stories and the viewer's views of them — a handful of rows, and rare: expiry
+ * deletes a story within a fraction of a second of its deadline.
+ */
+export async function listTrayPage(
+  db: Db,
+  viewerId: string,
+  maskByRelation: readonly number[],
+  includePublic: boolean,
+  now: Date,
+  after: TrayPosition | null,
+  limit: number,
+): Promise<TrayAuthorRow[]> {
+  const afterSql = after === null ? sql`true` : sql`
+    (a.grp, -a.latest_micros, a.author_id) > (${after.group}, -${after.micros}::int8, ${after.authorId})`;
+  const result = await sql<TrayAuthorRow>`
+    with edges(id, follower, close_friend) as (
+      select followee_id, true, false from follows where follower_id = ${viewerId}
+      union all select owner_id, false, true from close_friends where friend_id = ${viewerId}
+      union all select author_id, false, false from story_tray
+        where ${includePublic} and privacy = 1 and last_expires_at > ${now} and author_id <> ${viewerId}),
+    blocked(id) as (
+      select blocked_id from blocks where blocker_id = ${viewerId}
+      union select blocker_id from blocks where blocked_id = ${viewerId}),
+    candidates as (
+      select id as author_id,
+        (${[...maskByRelation]}::int4[])[1 + (case when id in (select id from blocked) then 4 else 0 end)
+          + (case when bool_or(close_friend) then 2 else 0 end) + (case when bool_or(follower) then 1 else 0 end)] as mask
+      from edges group by id),
+    tiers as (
+      select c.author_id, c.mask,
+        case when t.first_expires_at > ${now} then t.newest_at else live.newest_at end as newest_at,
+        case when t.first_expires_at > ${now} then t.story_count > coalesce(tv.viewed_count, 0) else live.unseen end as unseen
+      from candidates c
+      join story_tray t on t.author_id = c.author_id and (c.mask >> t.privacy) & 1 = 1 and t.last_expires_at > ${now}
+      left join story_tray_views tv on tv.viewer_id = ${viewerId} and tv.author_id = t.author_id and tv.privacy = t.privacy
+      left join lateral (
+        select max(s.created_at) as newest_at,
+          bool_or(not exists (select 1 from story_views v where v.story_id = s.id and v.viewer_id = ${viewerId})) as unseen
+        from stories s
+        where t.first_expires_at <= ${now} and s.author_id = t.author_id and s.privacy = t.privacy and s.expires_at > ${now}) live on true),
+    authors as (
+      select author_id, min(mask) as mask, max(newest_at) as latest_at,
+        (extract(epoch from max(newest_at)) * 1000000)::int8 as latest_micros,
+        coalesce(bool_or(unseen), false) as has_unseen,
+        case when coalesce(bool_or(unseen), false) then 0 else 1 end as grp
+      from tiers where newest_at is not null
+      group by author_id)
+    select a.author_id, a.mask, a.latest_at, a.latest_micros::text, a.has_unseen from authors a
+    where ${afterSql}
+    order by a.grp, a.latest_micros desc, a.author_id
+    limit ${limit}`.execute(db);
+  return result.rows;
+}

@@ -59,12 +59,13 @@ export async function findAudienceCandidates(db: Db, authorId: string): Promise<
   return new Map(result.rows.map((row) => [row.user_id, toFlags(row, false)]));
 }
 
-const STORY_WITH_MEDIA = sql`
+/** The columns of a story with its media (m_*), for toStoryWithMedia. */
+export const STORY_WITH_MEDIA = sql`
   s.id, s.author_id, s.media_id, s.caption, s.privacy, s.created_at, s.expires_at, s.view_count,
   m.owner_id as m_owner_id, m.type as m_type, m.content_type as m_content_type, m.size_bytes as m_size_bytes,
   m.created_at as m_created_at`;
 
-interface StoryWithMediaRow extends StoryRow {
+export interface StoryWithMediaRow extends StoryRow {
   m_owner_id: string;
   m_type: number;
   m_content_type: string;
@@ -72,7 +73,7 @@ interface StoryWithMediaRow extends StoryRow {
   m_created_at: Date;
 }
 
-function toStoryWithMedia(row: StoryWithMediaRow): StoryWithMedia {
+export function toStoryWithMedia(row: StoryWithMediaRow): StoryWithMedia {
   const { m_owner_id, m_type, m_content_type, m_size_bytes, m_created_at, ...story } = row;
   return {
     story,

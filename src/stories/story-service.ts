@@ -163,17 +163,14 @@ export class StoryService implements ServiceImpl<typeof StoryServiceDesc> {
       after = { group: Number(token.g), micros: String(token.t), authorId: String(token.a) };
     }
     const now = new Date();
-    const authors = await tray.listTrayPage(this.#o.db, userId, MASK_BY_RELATION, req.includePublic, now, after, limit + 1);
+    const { authors, stories } = await tray.listTrayPage(this.#o.db, userId, MASK_BY_RELATION, req.includePublic, now, after, limit);
     const page = authors.slice(0, limit);
-    const rows = await repo.listVisibleStories(this.#o.db, userId, new Map(page.map((a) => [a.author_id, a.mask])), now);
-    const stories = await this.#present(userId, rows);
-    const byAuthor = Map.groupBy(stories, (story) => story.authorId);
     const last = page.at(-1);
     return create(ListStoryFeedResponseSchema, {
       entries: page.map((a) =>
         create(StoryTrayEntrySchema, {
           authorId: a.author_id,
-          stories: byAuthor.get(a.author_id) ?? [],
+          stories: (stories.get(a.author_id) ?? []).map((s) => toStory(s, { viewerId: userId, seen: s.seen, reactions: toStoryReactions(s.reactions).get(s.story.id) })),
           hasUnseen: a.has_unseen,
           latestStoryAt: timestampFromDate(a.latest_at),
         }),

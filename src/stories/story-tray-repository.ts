@@ -11,11 +11,12 @@
  */
 import { sql, type Kysely, type Transaction } from "kysely";
 import type { Database } from "../db/schema.ts";
+import { STORY_WITH_MEDIA, toStoryWithMedia, type StoryReactionRow, type StoryWithMedia, type StoryWithMediaRow } from "./story-repository.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
 /** A story as far as its tier's summary goes. */
-export interface TrayStory {
+export interface SummarizedStory {
   author_id: string;
   privacy: number;
   created_at: Date;
@@ -23,7 +24,7 @@ export interface TrayStory {
 }
 
 /** Adds a newly posted story to its (author, tier) row, creating it for the tier's first story. */
-export async function addToTray(tx: Transaction<Database>, story: TrayStory): Promise<void> {
+export async function addToTray(tx: Transaction<Database>, story: SummarizedStory): Promise<void> {
   await sql`
     insert into story_tray as t (author_id, privacy, story_count, newest_at, first_expires_at, last_expires_at)
     values (${story.author_id}, ${story.privacy}, 1, ${story.created_at}, ${story.expires_at}, ${story.expires_at})
@@ -110,14 +111,24 @@ export async function deleteTrayViewsBy(tx: Transaction<Database>, viewerId: str
   await sql`delete from story_tray_views where viewer_id = ${viewerId}`.execute(tx);
 }
 
-/** One author in the tray, before their stories are loaded. */
+/** One author in the tray. */
 export interface TrayAuthorRow {
   author_id: string;
-  /** The tiers of the author's stories the viewer may see (bit i ⇔ tier i). */
-  mask: number;
   latest_at: Date;
   latest_micros: string;
   has_unseen: boolean;
+}
+
+/** A story of a tray page, as the viewer sees it. */
+export interface TrayStory extends StoryWithMedia {
+  seen: boolean;
+  reactions: StoryReactionRow[];
+}
+
+/** One page of the tray: up to `limit` + 1 authors (the extra one says there is a next page), and the first `limit` authors' stories, oldest first. */
+export interface TrayPage {
+  authors: TrayAuthorRow[];
+  stories: Map<string, TrayStory[]>;
 }
 
 /** Where a tray page ends: sort group (0 unseen, 1 seen), newest story, author. */
@@ -127,13 +138,25 @@ export interface TrayPosition {
   authorId: string;
 }
 
+interface TrayPageRow extends Partial<StoryWithMediaRow> {
+  page_author_id: string;
+  latest_at: Date;
+  latest_micros: string;
+  has_unseen: boolean;
+  rank: string;
+  seen: boolean;
+  /** [emoji, count, reacted by the viewer], most used first. */
+  reactions: [string, string, boolean][] | null;
+}
+
 /**
- * One page of the viewer's tray, in one statement: the candidate authors (followed, having
- * the viewer as a close friend and, with includePublic, any author with a live PUBLIC story)
- * with the tiers the privacy rule lets the viewer see (`maskByRelation`, the rule as a table
- * indexed by blocked·4 + close friend·2 + follower, computed from story-privacy.ts by the
- * caller), their visible tiers' summary rows, unseen first, then newest story first, then
- * author id. A tier is unseen when the viewer viewed fewer of its stories than it has.
+ * One page of the viewer's tray with its stories, in one statement: the candidate authors
+ * (followed, having the viewer as a close friend and, with includePublic, any author with a
+ * live PUBLIC story) with the tiers the privacy rule lets the viewer see (`maskByRelation`, the
+ * rule as a table indexed by blocked·4 + close friend·2 + follower, computed from
+ * story-privacy.ts by the caller); their visible tiers' summary rows, unseen first, then newest
+ * story first, then author id; and the page's stories with media, seen flags and reactions.
+ * A tier is unseen when the viewer viewed fewer of its stories than it has.
  *
  * Expiry is exact: a tier whose every story is past its deadline is skipped, and one whose
  * first deadline has passed (the cleanup has not deleted that story yet) is recomputed from
@@ -148,10 +171,12 @@ export async function listTrayPage(
   now: Date,
   after: TrayPosition | null,
   limit: number,
-): Promise<TrayAuthorRow[]> {
+): Promise<TrayPage> {
   const afterSql = after === null ? sql`true` : sql`
     (a.grp, -a.latest_micros, a.author_id) > (${after.group}, -${after.micros}::int8, ${after.authorId})`;
-  const result = await sql<TrayAuthorRow>`
+  // The viewer's view counts are read once (one index range) and hashed: probing them once per
+  // (author, tier) cost more than everything else in the sort.
+  const result = await sql<TrayPageRow>`
     with edges(id, follower, close_friend) as (
       select followee_id, true, false from follows where follower_id = ${viewerId}
       union all select owner_id, false, true from close_friends where friend_id = ${viewerId}
@@ -165,16 +190,18 @@ export async function listTrayPage(
         (${[...maskByRelation]}::int4[])[1 + (case when id in (select id from blocked) then 4 else 0 end)
           + (case when bool_or(close_friend) then 2 else 0 end) + (case when bool_or(follower) then 1 else 0 end)] as mask
       from edges group by id),
+    viewed as materialized (
+      select author_id, privacy, viewed_count from story_tray_views where viewer_id = ${viewerId}),
     tiers as (
       select c.author_id, c.mask,
         case when t.first_expires_at > ${now} then t.newest_at else live.newest_at end as newest_at,
-        case when t.first_expires_at > ${now} then t.story_count > coalesce(tv.viewed_count, 0) else live.unseen end as unseen
+        case when t.first_expires_at > ${now} then t.story_count > coalesce(v.viewed_count, 0) else live.unseen end as unseen
       from candidates c
       join story_tray t on t.author_id = c.author_id and (c.mask >> t.privacy) & 1 = 1 and t.last_expires_at > ${now}
-      left join story_tray_views tv on tv.viewer_id = ${viewerId} and tv.author_id = t.author_id and tv.privacy = t.privacy
+      left join viewed v on v.author_id = t.author_id and v.privacy = t.privacy
       left join lateral (
         select max(s.created_at) as newest_at,
-          bool_or(not exists (select 1 from story_views v where v.story_id = s.id and v.viewer_id = ${viewerId})) as unseen
+          bool_or(not exists (select 1 from story_views sv where sv.story_id = s.id and sv.viewer_id = ${viewerId})) as unseen
         from stories s
         where t.first_expires_at <= ${now} and s.author_id = t.author_id and s.privacy = t.privacy and s.expires_at > ${now}) live on true),
     authors as (
@@ -183,10 +210,40 @@ export async function listTrayPage(
         coalesce(bool_or(unseen), false) as has_unseen,
         case when coalesce(bool_or(unseen), false) then 0 else 1 end as grp
       from tiers where newest_at is not null
-      group by author_id)
-    select a.author_id, a.mask, a.latest_at, a.latest_micros::text, a.has_unseen from authors a
-    where ${afterSql}
-    order by a.grp, a.latest_micros desc, a.author_id
-    limit ${limit}`.execute(db);
-  return result.rows;
+      group by author_id),
+    page as materialized (
+      select a.author_id, a.mask, a.latest_at, a.latest_micros, a.has_unseen,
+        row_number() over (order by a.grp, a.latest_micros desc, a.author_id) as rank
+      from authors a
+      where ${afterSql}
+      order by a.grp, a.latest_micros desc, a.author_id
+      limit ${limit + 1})
+    select p.author_id as page_author_id, p.latest_at, p.latest_micros::text, p.has_unseen, p.rank, st.*,
+      sv.story_id is not null as seen,
+      (select json_agg(json_build_array(rc.emoji, rc.count::text,
+                exists (select 1 from story_reactions r where r.story_id = rc.story_id and r.emoji = rc.emoji and r.user_id = ${viewerId}))
+              order by rc.count desc, rc.emoji collate "C")
+       from story_reaction_counts rc where rc.story_id = st.id and rc.count > 0) as reactions
+    from page p
+    left join lateral (
+      select ${STORY_WITH_MEDIA} from stories s join media m on m.id = s.media_id
+      where p.rank <= ${limit} and s.author_id = p.author_id and s.expires_at > ${now} and (p.mask >> s.privacy) & 1 = 1) st on true
+    left join story_views sv on sv.story_id = st.id and sv.viewer_id = ${viewerId}
+    order by p.rank, st.created_at, st.id`.execute(db);
+
+  const authors: TrayAuthorRow[] = [];
+  const stories = new Map<string, TrayStory[]>();
+  for (const row of result.rows) {
+    const { page_author_id, latest_at, latest_micros, has_unseen, rank, seen, reactions, ...story } = row;
+    if (authors.at(-1)?.author_id !== page_author_id) authors.push({ author_id: page_author_id, latest_at, latest_micros, has_unseen });
+    if (story.id == null) continue;
+    let list = stories.get(page_author_id);
+    if (!list) stories.set(page_author_id, (list = []));
+    list.push({
+      ...toStoryWithMedia(story as StoryWithMediaRow),
+      seen,
+      reactions: (reactions ?? []).map(([emoji, count, mine]) => ({ story_id: story.id!, emoji, count, reacted_by_me: mine })),
+    });
+  }
+  return { authors, stories };
 }

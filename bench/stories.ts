@@ -30,7 +30,10 @@
  * half of them. Both tables are printed with the ratio after/before, and the first pages of the
  * two nodes are compared (the same authors, order, flags and stories).
  *
- * Flags: --scenario all|tray|expiry (default all)   --before DIR   --post-concurrency   --authors --stories-per-author --followed --others --calls --warmup --expiring --ttl
+ * --cpu-prof DIR: the current node writes a V8 CPU profile of the whole run into DIR when it stops
+ * (summarize it with `node bench/lib/cpuprofile.ts FILE`).
+ *
+ * Flags: --scenario all|tray|expiry (default all)   --before DIR   --cpu-prof DIR   --post-concurrency   --authors --stories-per-author --followed --others --calls --warmup --expiring --ttl
  *        --database-url URL (default postgres://postgres@127.0.0.1:5432/postgres)
  *        --nats-url URL (default nats://127.0.0.1:4222)   --server-env K=V (repeatable)   --json FILE
  * The last line of stdout is the JSON summary.
@@ -67,6 +70,7 @@ const { values: flags } = parseArgs({
     "post-concurrency": { type: "string", default: "4" },
     ttl: { type: "string", default: "5" },
     before: { type: "string" },
+    "cpu-prof": { type: "string" },
     ...SERVICE_FLAGS,
   },
 });
@@ -353,15 +357,15 @@ async function startNodes() {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), "parley-stories-bench-"));
   onCleanup("remove the data dir", () => rmSync(dataDir, { recursive: true, force: true }));
   const env = { ...keyValues(flags["server-env"], "server-env"), STORY_TTL_SECONDS: String(TTL_SECONDS), STORY_SWEEP_INTERVAL_SECONDS: "600" };
-  const start = async (name: string, root: string | undefined) => {
+  const start = async (name: string, root: string | undefined, nodeArgs: string[] = []) => {
     const natsPrefix = natsPrefixForRun(NATS_URL);
     const run = { databaseUrl: database.url, natsUrl: NATS_URL, natsPrefix, secret: SECRET, issuer: ISSUER, audience: AUDIENCE, dataDir };
     const logFile = path.join(os.tmpdir(), `parley-stories-bench-${natsPrefix}-${name}.log`);
-    const node = await ParleyNode.start({ label: name, root, logFile, env: { ...benchNodeEnv(run), ...env } });
+    const node = await ParleyNode.start({ label: name, root, logFile, nodeArgs, env: { ...benchNodeEnv(run), ...env } });
     console.log(`node "${name}"${root ? ` from ${root}` : ""}: pid ${node.pid}, its log in ${logFile}`);
     return { name, node };
   };
-  const after = await start("after", undefined);
+  const after = await start("after", undefined, flags["cpu-prof"] ? ["--cpu-prof", "--cpu-prof-dir", path.resolve(flags["cpu-prof"])] : []);
   const targets: Target[] = BEFORE_DIR ? [await start("before", BEFORE_DIR), after] : [after];
   return { database, targets };
 }

@@ -22,8 +22,8 @@ CREATE TABLE story_tray (
 CREATE INDEX story_tray_public ON story_tray (last_expires_at, author_id) WHERE privacy = 1;
 
 -- How many of the (author, tier)'s existing stories the viewer has viewed; unseen ⇔ fewer than
--- story_count. No row means none: a deletion that brings a count to 0 drops the row in its
--- next statement (found through the small partial index).
+-- story_count. No row means none; a count that deletions brought to 0 stays until the story
+-- sweep drops it (found through the small partial index).
 CREATE TABLE story_tray_views (
   viewer_id    text NOT NULL,
   author_id    text NOT NULL,
@@ -31,7 +31,7 @@ CREATE TABLE story_tray_views (
   viewed_count integer NOT NULL CHECK (viewed_count >= 0),
   PRIMARY KEY (viewer_id, author_id, privacy)
 );
-CREATE INDEX story_tray_views_zero ON story_tray_views (author_id, privacy) WHERE viewed_count = 0;
+CREATE INDEX story_tray_views_zero ON story_tray_views (viewer_id) WHERE viewed_count = 0;
 
 -- Backfill from the stories and views there are.
 INSERT INTO story_tray (author_id, privacy, story_count, newest_at, first_expires_at, last_expires_at)

@@ -51,14 +51,15 @@ export interface LockedStory {
 
 /**
  * Deletes the stories with their views, reactions and their share of the summary rows; returns
- * the ids it deleted. Four statements, in this order for a reason:
- * 1. lock the stories (no view can be added to them any more: views hold them FOR KEY SHARE)
- *    and then their tiers' rows (a concurrent post of the same tier waits to add itself to what
- *    step 4 writes), each in one global order so two deleters cannot deadlock;
- * 2. take each viewer's views of them out of story_tray_views, and delete the stories (views,
- *    reactions and counts cascade) — one snapshot, taken after the locks, sees every view;
- * 3. (with 4) recompute the tiers' rows from the stories left, in a snapshot that sees every
- *    story committed before the lock, and drop the view counts that reached zero.
+ * the ids it deleted. Three statements, in this order for a reason:
+ * 1. lock the stories (no view can be added to them any more: views hold them FOR KEY SHARE),
+ * 2. then their tiers' rows (a concurrent post of the same tier waits to add itself to what
+ *    step 3 writes), each in one global order so two deleters cannot deadlock;
+ * 3. in one snapshot taken after the locks (so it sees every view of them and every story of
+ *    their tiers committed before): take each viewer's views of them out of story_tray_views,
+ *    delete them (views, reactions and counts cascade), and recompute their tiers' rows from
+ *    the stories left. View counts that reach zero stay until the sweep drops them
+ *    (deleteZeroTrayViews): deleting them here could race a concurrent view of another story.
  */
 export async function deleteStoriesAndTray(tx: Transaction<Database>, storyIds: readonly string[]): Promise<string[]> {
   if (storyIds.length === 0) return [];
@@ -75,24 +76,21 @@ export async function deleteStoriesAndTray(tx: Transaction<Database>, storyIds: 
     where (author_id, privacy) in (select * from unnest(${authors}::text[], ${privacies}::int2[]))
     order by author_id, privacy for update`.execute(tx);
   await sql`
-    with seen as (
+    with tiers(author_id, privacy) as (select * from unnest(${authors}::text[], ${privacies}::int2[])),
+    seen as (
       select v.viewer_id, s.author_id, s.privacy, count(*)::int as n
       from story_views v join stories s on s.id = v.story_id
       where v.story_id = any(${ids}::uuid[])
       group by v.viewer_id, s.author_id, s.privacy),
     uncounted as (
       update story_tray_views tv set viewed_count = tv.viewed_count - seen.n from seen
-      where tv.viewer_id = seen.viewer_id and tv.author_id = seen.author_id and tv.privacy = seen.privacy)
-    delete from stories where id = any(${ids}::uuid[])`.execute(tx);
-  await sql`
-    with tiers(author_id, privacy) as (select * from unnest(${authors}::text[], ${privacies}::int2[])),
-    zeros as (
-      delete from story_tray_views tv using tiers
-      where tv.author_id = tiers.author_id and tv.privacy = tiers.privacy and tv.viewed_count = 0),
+      where tv.viewer_id = seen.viewer_id and tv.author_id = seen.author_id and tv.privacy = seen.privacy),
+    deleted as (delete from stories where id = any(${ids}::uuid[])),
     left_over as (
       select s.author_id, s.privacy, count(*)::int as n, max(s.created_at) as newest_at,
              min(s.expires_at) as first_expires_at, max(s.expires_at) as last_expires_at
       from tiers join stories s on s.author_id = tiers.author_id and s.privacy = tiers.privacy
+      where s.id <> all(${ids}::uuid[]) -- the statement's snapshot still shows the deleted ones
       group by s.author_id, s.privacy),
     emptied as (
       delete from story_tray t using tiers
@@ -104,6 +102,12 @@ export async function deleteStoriesAndTray(tx: Transaction<Database>, storyIds: 
       story_count = excluded.story_count, newest_at = excluded.newest_at,
       first_expires_at = excluded.first_expires_at, last_expires_at = excluded.last_expires_at`.execute(tx);
   return ids;
+}
+
+/** Drops view counts that deletions brought to zero (the sweep's housekeeping; a small partial index finds them). */
+export async function deleteZeroTrayViews(db: Db): Promise<number> {
+  const result = await sql`delete from story_tray_views where viewed_count = 0`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
 }
 
 /** Forgets every view count of the viewer (account erasure takes back all their views). */

@@ -116,7 +116,8 @@ export async function listVisibleStories(db: Db, viewerId: string, masks: Readon
 /**
  * Locks the story against deletion until commit (FOR KEY SHARE: a concurrent DeleteStory or
  * expiry waits, views and reactions do not), so the rows written next can reference it.
- * False when it is already gone.
+ * Returns its author and tier (what the tray's view counts are kept by), or undefined when it
+ * is already gone.
  */
 async function holdStory(tx: Transaction<Database>, storyId: string): Promise<{ author_id: string; privacy: number } | undefined> {
   const result = await sql<{ author_id: string; privacy: number }>`select author_id, privacy from stories where id = ${storyId} for key share`.execute(tx);

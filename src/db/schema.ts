@@ -213,6 +213,24 @@ export interface StoryViewsTable {
   viewed_at: Timestamp;
 }
 
+/** One per (author, privacy tier) with stories (migration 0016; kept by story-tray-repository.ts). */
+export interface StoryTrayTable {
+  author_id: string;
+  privacy: number;
+  story_count: number;
+  newest_at: Timestamp;
+  first_expires_at: Timestamp;
+  last_expires_at: Timestamp;
+}
+
+/** How many of an (author, tier)'s stories a viewer has viewed (no row: none). */
+export interface StoryTrayViewsTable {
+  viewer_id: string;
+  author_id: string;
+  privacy: number;
+  viewed_count: number;
+}
+
 export interface StoryReactionsTable {
   story_id: string;
   emoji: string;
@@ -458,6 +476,8 @@ export interface Database {
   media: MediaTable;
   stories: StoriesTable;
   story_views: StoryViewsTable;
+  story_tray: StoryTrayTable;
+  story_tray_views: StoryTrayViewsTable;
   story_reactions: StoryReactionsTable;
   story_reaction_counts: StoryReactionCountsTable;
   devices: DevicesTable;

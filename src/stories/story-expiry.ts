@@ -6,6 +6,13 @@
  * - a periodic sweep (and one at start) removes whatever the consumer missed: it was down,
  *   the publish failed, or (embedded mode) the process restarted and lost its timers.
  * Both paths are idempotent, so a repeated delivery or a sweep racing the consumer is harmless.
+ *
+ * On time to the millisecond rather than to the redelivery timer's granularity (JetStream
+ * redelivers a nak'd message tens of milliseconds after its delay, more under load): the
+ * consumer asks for the work item HOLD_LEAD_MS before the deadline, then holds the story on a
+ * local timer that removes it at the deadline. The work item is nak'd once more for shortly
+ * after the deadline, so a node that dies while holding loses nothing: the redelivery (or the
+ * sweep) finds the story and removes it, or finds it gone and is done.
  */
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
@@ -13,7 +20,8 @@ import type { Database } from "../db/schema.ts";
 import type { Subjects } from "../log/index.ts";
 import type { Consumer, ConsumerSpec, Delivered, Outcome, WorkerRuntime } from "../workers/index.ts";
 import type { StoryRemover } from "./story-remover.ts";
-import { findDoomed, findExpired } from "./story-repository.ts";
+import { findDoomed, findExpired, type DoomedStory } from "./story-repository.ts";
+import { deleteZeroTrayViews } from "./story-tray-repository.ts";
 import { isUuid } from "../validation.ts";
 
 /** What CreateStory needs: hand the new story to whatever deletes it at its deadline. */
@@ -29,30 +37,47 @@ const SWEEP_BATCH = 500;
  * 24-hour story costs four redeliveries.
  */
 const MAX_WAIT_MS = 6 * 3600 * 1000;
+/** How long before its deadline a story is held on a local timer instead of waiting for a redelivery. */
+export const HOLD_LEAD_MS = 1_000;
+/** A held story's work item comes back this long after the deadline (for a node that died holding it). */
+const HOLD_BACKUP_MS = 2_000;
+
+/** Takes a story due within HOLD_LEAD_MS and removes it at its deadline. */
+export type HoldStory = (story: DoomedStory) => void;
 
 /**
- * The consumer's handler, pure apart from the repository and remover: for each story id,
- * "done" when the story is gone or was removed now, or a retry at its deadline.
+ * The consumer's handler, pure apart from the repository, remover and `hold`: for each story
+ * id, "done" when the story is gone or was removed now; a story due within HOLD_LEAD_MS goes to
+ * `hold` (when given) and comes back HOLD_BACKUP_MS after its deadline; any other comes back
+ * HOLD_LEAD_MS before it (or after MAX_WAIT_MS).
  */
-export async function expireDue(db: Kysely<Database>, remover: StoryRemover, storyIds: readonly string[], now: Date): Promise<Outcome[]> {
+export async function expireDue(db: Kysely<Database>, remover: StoryRemover, storyIds: readonly string[], now: Date, hold?: HoldStory): Promise<Outcome[]> {
   const byId = new Map((await findDoomed(db, storyIds)).map((s) => [s.id, s]));
   const due = [...byId.values()].filter((s) => s.expires_at.getTime() <= now.getTime());
   await remover.remove(due, null);
   return storyIds.map((id): Outcome => {
     const story = byId.get(id);
-    return story && story.expires_at.getTime() > now.getTime() ? { retryAfterMs: Math.min(story.expires_at.getTime() - now.getTime(), MAX_WAIT_MS) } : "done";
+    if (!story) return "done";
+    const left = story.expires_at.getTime() - now.getTime();
+    if (left <= 0) return "done";
+    if (!hold) return { retryAfterMs: Math.min(left, MAX_WAIT_MS) };
+    if (left > HOLD_LEAD_MS) return { retryAfterMs: Math.min(left - HOLD_LEAD_MS, MAX_WAIT_MS) };
+    hold(story);
+    return { retryAfterMs: left + HOLD_BACKUP_MS };
   });
 }
 
-/** Removes every story past its deadline, a batch at a time; returns how many. */
+/** Removes every story past its deadline, a batch at a time, and the tray's spent view counts; returns how many stories. */
 export async function sweepExpired(db: Kysely<Database>, remover: StoryRemover, now: Date): Promise<number> {
   let removed = 0;
   for (;;) {
     const batch = await findExpired(db, now, SWEEP_BATCH);
     await remover.remove(batch, null);
     removed += batch.length;
-    if (batch.length < SWEEP_BATCH) return removed;
+    if (batch.length < SWEEP_BATCH) break;
   }
+  await deleteZeroTrayViews(db);
+  return removed;
 }
 
 export interface StoryExpiryOptions {
@@ -72,6 +97,10 @@ export class StoryExpiry implements StoryExpiryScheduler {
   #consumer: Consumer | null = null;
   #timer: NodeJS.Timeout | null = null;
   #sweeping: Promise<void> | null = null;
+  /** Stories held until their deadline, by id, with their timers. */
+  readonly #held = new Map<string, NodeJS.Timeout>();
+  /** Removals started by held timers, awaited by stop(). */
+  readonly #removing = new Set<Promise<void>>();
 
   constructor(options: StoryExpiryOptions) {
     this.#o = options;
@@ -99,7 +128,33 @@ export class StoryExpiry implements StoryExpiryScheduler {
     this.#timer = null;
     await this.#consumer?.stop();
     this.#consumer = null;
-    await this.#sweeping;
+    for (const timer of this.#held.values()) clearTimeout(timer);
+    this.#held.clear();
+    await Promise.all([this.#sweeping, ...this.#removing]);
+  }
+
+  /**
+   * Removes the story at its deadline (a held story whose timer has not fired when the node
+   * stops is left to its work item's redelivery). A timer that fires a little early (timers
+   * and the wall clock drift apart by a millisecond or so) waits again.
+   */
+  #hold(story: DoomedStory): void {
+    if (this.#held.has(story.id)) return;
+    const deadline = story.expires_at.getTime();
+    const arm = () => {
+      this.#held.set(story.id, setTimeout(fire, Math.max(0, deadline - Date.now())));
+    };
+    const fire = () => {
+      if (Date.now() < deadline) return arm();
+      this.#held.delete(story.id);
+      // The held row is what expireDue read; the remover skips it if something deleted it since.
+      const removal = this.#o.remover
+        .remove([story], null)
+        .catch((error: unknown) => this.#o.logger.warn({ err: error, storyId: story.id }, "could not remove a held story at its deadline; its work item comes back"))
+        .finally(() => this.#removing.delete(removal));
+      this.#removing.add(removal);
+    };
+    arm();
   }
 
   #spec(): ConsumerSpec<string> {
@@ -112,7 +167,7 @@ export class StoryExpiry implements StoryExpiryScheduler {
         if (!isUuid(storyId)) throw new Error(`not a story id: "${storyId.slice(0, 40)}"`);
         return storyId;
       },
-      handle: (batch: readonly Delivered<string>[]) => expireDue(db, remover, batch.map((d) => d.value), new Date()),
+      handle: (batch: readonly Delivered<string>[]) => expireDue(db, remover, batch.map((d) => d.value), new Date(), (story) => this.#hold(story)),
     };
   }
 

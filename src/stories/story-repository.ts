@@ -8,6 +8,7 @@ import type { Database, StoriesTable } from "../db/schema.ts";
 import { microsOf, olderThan } from "../db/keyset.ts";
 import type { MediaRow } from "../media/index.ts";
 import type { RelationFlags } from "./story-privacy.ts";
+import { addToTray, addTrayView, deleteStoriesAndTray, deleteTrayViewsBy } from "./story-tray-repository.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -48,27 +49,6 @@ export async function findRelations(db: Db, viewerId: string, authorIds: readonl
   return new Map(result.rows.map((row) => [row.user_id, toFlags(row, row.user_id === viewerId)]));
 }
 
-/**
- * The authors that may belong in the viewer's tray, with the viewer's relation to each: those
- * the viewer follows, those who have the viewer as a close friend and, when asked, everyone
- * with a live PUBLIC story. Set-based rather than relationFlagsSql's probes per author: the
- * edges that make someone a candidate already say how, and the viewer's blocks are one set.
- */
-export async function findTrayCandidates(db: Db, viewerId: string, includePublic: boolean, now: Date): Promise<Map<string, RelationFlags>> {
-  const result = await sql<FlagsRow>`
-    with edges(id, follower, close_friend) as (
-      select followee_id, true, false from follows where follower_id = ${viewerId}
-      union all select owner_id, false, true from close_friends where friend_id = ${viewerId}
-      union all select distinct author_id, false, false from stories
-        where ${includePublic} and privacy = 1 and expires_at > ${now} and author_id <> ${viewerId}),
-    blocked(id) as (
-      select blocked_id from blocks where blocker_id = ${viewerId}
-      union select blocker_id from blocks where blocked_id = ${viewerId})
-    select id as user_id, bool_or(follower) as follower, bool_or(close_friend) as close_friend, id in (select id from blocked) as blocked
-    from edges group by id`.execute(db);
-  return new Map(result.rows.map((row) => [row.user_id, toFlags(row, false)]));
-}
-
 /** The users a new story of the author may be announced to (followers and close friends), with their relation to the author. */
 export async function findAudienceCandidates(db: Db, authorId: string): Promise<Map<string, RelationFlags>> {
   const result = await sql<FlagsRow>`
@@ -79,12 +59,13 @@ export async function findAudienceCandidates(db: Db, authorId: string): Promise<
   return new Map(result.rows.map((row) => [row.user_id, toFlags(row, false)]));
 }
 
-const STORY_WITH_MEDIA = sql`
+/** The columns of a story with its media (m_*), for toStoryWithMedia. */
+export const STORY_WITH_MEDIA = sql`
   s.id, s.author_id, s.media_id, s.caption, s.privacy, s.created_at, s.expires_at, s.view_count,
   m.owner_id as m_owner_id, m.type as m_type, m.content_type as m_content_type, m.size_bytes as m_size_bytes,
   m.created_at as m_created_at`;
 
-interface StoryWithMediaRow extends StoryRow {
+export interface StoryWithMediaRow extends StoryRow {
   m_owner_id: string;
   m_type: number;
   m_content_type: string;
@@ -92,7 +73,7 @@ interface StoryWithMediaRow extends StoryRow {
   m_created_at: Date;
 }
 
-function toStoryWithMedia(row: StoryWithMediaRow): StoryWithMedia {
+export function toStoryWithMedia(row: StoryWithMediaRow): StoryWithMedia {
   const { m_owner_id, m_type, m_content_type, m_size_bytes, m_created_at, ...story } = row;
   return {
     story,
@@ -132,68 +113,29 @@ export async function listVisibleStories(db: Db, viewerId: string, masks: Readon
   return result.rows.map((row) => ({ ...toStoryWithMedia(row), seen: row.seen }));
 }
 
-/** One author in the tray, before their stories are loaded. */
-export interface TrayAuthorRow {
-  author_id: string;
-  latest_at: Date;
-  latest_micros: string;
-  has_unseen: boolean;
-}
-
-/** Where a tray page ends: sort group (0 unseen, 1 seen), newest story, author. */
-export interface TrayPosition {
-  group: number;
-  micros: string;
-  authorId: string;
-}
-
-/**
- * One page of tray authors: each (author, mask) with at least one visible live story, unseen
- * first, then newest story first, then author id.
- */
-export async function listTrayAuthors(db: Db, viewerId: string, masks: ReadonlyMap<string, number>, now: Date, after: TrayPosition | null, limit: number): Promise<TrayAuthorRow[]> {
-  if (masks.size === 0) return [];
-  const afterSql = after === null ? sql`true` : sql`
-    (t.grp, -t.latest_micros, t.author_id) > (${after.group}, -${after.micros}::int8, ${after.authorId})`;
-  // The viewer's views are read once (one index range) and hashed: probing the views index
-  // once per story was three quarters of the query's time.
-  const result = await sql<TrayAuthorRow>`
-    with seen as materialized (select story_id from story_views where viewer_id = ${viewerId})
-    select author_id, latest_at, latest_micros::text, has_unseen from (
-      select s.author_id, max(s.created_at) as latest_at,
-        (extract(epoch from max(s.created_at)) * 1000000)::int8 as latest_micros,
-        bool_or(v.story_id is null) as has_unseen,
-        case when bool_or(v.story_id is null) then 0 else 1 end as grp
-      from unnest(${[...masks.keys()]}::text[], ${[...masks.values()]}::int4[]) as k(author_id, mask)
-      join stories s on s.author_id = k.author_id and s.expires_at > ${now} and (k.mask >> s.privacy) & 1 = 1
-      left join seen v on v.story_id = s.id
-      where s.author_id = any(${[...masks.keys()]}::text[]) -- lets the planner use stories_by_author
-      group by s.author_id) t
-    where ${afterSql}
-    order by t.grp, t.latest_micros desc, t.author_id
-    limit ${limit}`.execute(db);
-  return result.rows;
-}
-
 /**
  * Locks the story against deletion until commit (FOR KEY SHARE: a concurrent DeleteStory or
  * expiry waits, views and reactions do not), so the rows written next can reference it.
- * False when it is already gone.
+ * Returns its author and tier (what the tray's view counts are kept by), or undefined when it
+ * is already gone.
  */
-async function holdStory(tx: Transaction<Database>, storyId: string): Promise<boolean> {
-  const result = await sql`select 1 from stories where id = ${storyId} for key share`.execute(tx);
-  return result.rows.length > 0;
+async function holdStory(tx: Transaction<Database>, storyId: string): Promise<{ author_id: string; privacy: number } | undefined> {
+  const result = await sql<{ author_id: string; privacy: number }>`select author_id, privacy from stories where id = ${storyId} for key share`.execute(tx);
+  return result.rows[0];
 }
 
 /**
- * Records a view. Returns whether it was the viewer's first (which bumps the count) and the
- * count after it, or null when the story is gone (deleted since it was checked).
+ * Records a view. Returns whether it was the viewer's first (which bumps the story's count and
+ * the viewer's count for the tray) and the count after it, or null when the story is gone
+ * (deleted since it was checked).
  */
 export async function recordView(tx: Transaction<Database>, storyId: string, viewerId: string, at: Date): Promise<{ first: boolean; viewCount: bigint } | null> {
-  if (!(await holdStory(tx, storyId))) return null;
+  const story = await holdStory(tx, storyId);
+  if (!story) return null;
   const inserted = await sql`
     insert into story_views (story_id, viewer_id, viewed_at) values (${storyId}, ${viewerId}, ${at}) on conflict do nothing`.execute(tx);
   const first = Number(inserted.numAffectedRows ?? 0) > 0;
+  if (first) await addTrayView(tx, viewerId, story.author_id, story.privacy);
   const row = first
     ? await tx.updateTable("stories").set({ view_count: sql`view_count + 1` }).where("id", "=", storyId).returning("view_count").executeTakeFirstOrThrow()
     : await tx.selectFrom("stories").select("view_count").where("id", "=", storyId).executeTakeFirstOrThrow();
@@ -241,9 +183,10 @@ export async function changeReaction(tx: Transaction<Database>, op: "add" | "rem
   return { changed: delta !== 0, count: BigInt(result.rows[0]!.count) };
 }
 
-/** Posts a story unless one already shows this media (a retried create); returns it, or null then. */
-export async function insertStoryIfNew(tx: Db, row: Insertable<StoriesTable>): Promise<StoryRow | null> {
+/** Posts a story unless one already shows this media (a retried create), counting it in its tier's tray row; returns it, or null then. */
+export async function insertStoryIfNew(tx: Transaction<Database>, row: Insertable<StoriesTable>): Promise<StoryRow | null> {
   const inserted = await tx.insertInto("stories").values(row).onConflict((oc) => oc.column("media_id").doNothing()).returningAll().executeTakeFirst();
+  if (inserted) await addToTray(tx, inserted);
   return inserted ?? null;
 }
 
@@ -294,11 +237,9 @@ export async function findExpired(db: Db, now: Date, limit: number): Promise<Doo
     .execute();
 }
 
-/** Deletes the stories (their views, reactions and counts go with them) and returns those it deleted. */
+/** Deletes the stories (their views, reactions, counts and tray summary go with them) and returns those it deleted. */
 export async function deleteStories(tx: Transaction<Database>, storyIds: readonly string[]): Promise<string[]> {
-  if (storyIds.length === 0) return [];
-  const rows = await tx.deleteFrom("stories").where("id", "in", storyIds).returning("id").execute();
-  return rows.map((r) => r.id);
+  return deleteStoriesAndTray(tx, storyIds);
 }
 
 /** Up to `limit` of the author's stories, live or not yet deleted (account erasure). */
@@ -306,8 +247,9 @@ export async function findStoriesOf(db: Db, authorId: string, limit: number): Pr
   return db.selectFrom("stories").select(DOOMED_COLUMNS).where("author_id", "=", authorId).limit(limit).execute();
 }
 
-/** Takes back every view the user made, each story's view count with it (account erasure). */
+/** Takes back every view the user made, each story's view count and the user's tray counts with it (account erasure). */
 export async function deleteViewsBy(tx: Transaction<Database>, viewerId: string): Promise<void> {
+  await deleteTrayViewsBy(tx, viewerId);
   await sql`
     with gone as (delete from story_views where viewer_id = ${viewerId} returning story_id)
     update stories s set view_count = s.view_count - g.n

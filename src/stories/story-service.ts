@@ -56,10 +56,20 @@ import { toStory, toStoryReactions } from "./story-mapper.ts";
 import { isTier, relationOf, visibleTiers } from "./story-privacy.ts";
 import type { StoryRemover } from "./story-remover.ts";
 import * as repo from "./story-repository.ts";
+import * as tray from "./story-tray-repository.ts";
 
 const DEFAULT_TRAY_PAGE = 20;
 const MAX_TRAY_PAGE = 100;
 const DEFAULT_VIEWER_PAGE = 50;
+
+/**
+ * The privacy rule as a table for the tray query: the visible tiers' mask of a non-author whose
+ * stored relation is blocked·4 + close friend·2 + follower (index + 1 in SQL). Computed from
+ * story-privacy.ts, so the rule is still stated once.
+ */
+const MASK_BY_RELATION: readonly number[] = Array.from({ length: 8 }, (_, bits) =>
+  repo.tierMask(visibleTiers(relationOf({ isAuthor: false, blocked: (bits & 4) !== 0, closeFriend: (bits & 2) !== 0, follower: (bits & 1) !== 0 }))),
+);
 
 export interface StoryServiceOptions {
   db: Kysely<Database>;
@@ -146,29 +156,21 @@ export class StoryService implements ServiceImpl<typeof StoryServiceDesc> {
   async listStoryFeed(req: ListStoryFeedRequest, ctx: HandlerContext) {
     const { userId } = requireCaller(ctx);
     const limit = pageSize(req.pageSize, DEFAULT_TRAY_PAGE, MAX_TRAY_PAGE);
-    let after: repo.TrayPosition | null = null;
+    let after: tray.TrayPosition | null = null;
     if (req.pageToken !== "") {
       const token = decodePageToken("story-tray", req.pageToken, ["g", "t", "a", "p"] as const);
       if (Boolean(token.p) !== req.includePublic) throw new InvalidInputError("page_token", "was issued with another include_public");
       after = { group: Number(token.g), micros: String(token.t), authorId: String(token.a) };
     }
     const now = new Date();
-    const masks = new Map<string, number>();
-    for (const [authorId, flags] of await repo.findTrayCandidates(this.#o.db, userId, req.includePublic, now)) {
-      const mask = repo.tierMask(visibleTiers(relationOf(flags)));
-      if (mask !== 0) masks.set(authorId, mask);
-    }
-    const authors = await repo.listTrayAuthors(this.#o.db, userId, masks, now, after, limit + 1);
+    const { authors, stories } = await tray.listTrayPage(this.#o.db, userId, MASK_BY_RELATION, req.includePublic, now, after, limit);
     const page = authors.slice(0, limit);
-    const rows = await repo.listVisibleStories(this.#o.db, userId, new Map(page.map((a) => [a.author_id, masks.get(a.author_id)!])), now);
-    const stories = await this.#present(userId, rows);
-    const byAuthor = Map.groupBy(stories, (story) => story.authorId);
     const last = page.at(-1);
     return create(ListStoryFeedResponseSchema, {
       entries: page.map((a) =>
         create(StoryTrayEntrySchema, {
           authorId: a.author_id,
-          stories: byAuthor.get(a.author_id) ?? [],
+          stories: (stories.get(a.author_id) ?? []).map((s) => toStory(s, { viewerId: userId, seen: s.seen, reactions: toStoryReactions(s.reactions).get(s.story.id) })),
           hasUnseen: a.has_unseen,
           latestStoryAt: timestampFromDate(a.latest_at),
         }),

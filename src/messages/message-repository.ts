@@ -1,5 +1,5 @@
 /** Every SQL statement about messages. */
-import { sql, type Insertable, type Kysely, type RawBuilder, type Selectable, type Transaction } from "kysely";
+import { sql, type Compilable, type Expression, type Insertable, type Kysely, type RawBuilder, type Selectable, type Transaction } from "kysely";
 import type { Database, MessagesTable } from "../db/schema.ts";
 import type { ConversationEncryption } from "./encryption-rules.ts";
 import type { RetentionCutoff } from "../retention/retention-policy.ts";
@@ -196,11 +196,48 @@ export async function findMessagesWithReply(db: Db, at: readonly { conversation_
     .execute();
 }
 
-/** A page of history: seq below `from` descending, or above it ascending; nothing past the deadline. */
-export async function listMessages(db: Db, conversationId: string, direction: "backward" | "forward", from: bigint | null, limit: number, retained: Date | null = null) {
+/** A page of history: seq below `from` descending, or above it ascending; nothing past retention. */
+function pageQuery(db: Db, conversationId: string, direction: "backward" | "forward", from: bigint | null, limit: number, retained: RetainedAfter) {
   let query = selectWithReply(db, retained).where("m.conversation_id", "=", conversationId);
   if (from !== null) query = query.where("m.seq", direction === "backward" ? "<" : ">", from.toString());
-  return query.orderBy("m.seq", direction === "backward" ? "desc" : "asc").limit(limit).execute();
+  return query.orderBy("m.seq", direction === "backward" ? "desc" : "asc").limit(limit);
+}
+
+/**
+ * Reads as a member: null when the user is not a member of the conversation (the caller
+ * answers NOT_FOUND), else what the read finds that is still retained at the cutoff (each
+ * conversation's deadline is worked out in SQL by the one retention rule). The membership
+ * check, the deadline and the read are one statement: they were two round trips, and every
+ * ListMessages and GetMessage paid for both.
+ */
+export async function listMessagesAsMember(
+  db: Db,
+  userId: string,
+  conversationId: string,
+  direction: "backward" | "forward",
+  from: bigint | null,
+  limit: number,
+  cutoff: RetentionCutoff,
+): Promise<MessageWithReplyRow[] | null> {
+  const page = pageQuery(db, conversationId, direction, from, limit, cutoff);
+  return asMember(db, userId, conversationId, page, sql.raw(direction === "backward" ? "desc" : "asc"));
+}
+
+/** One message as a member reads it: null for a non-member, [] when there is no such retained message. */
+export async function findMessageAsMember(db: Db, userId: string, conversationId: string, seq: bigint, cutoff: RetentionCutoff): Promise<MessageWithReplyRow[] | null> {
+  const one = selectWithReply(db, cutoff).where("m.conversation_id", "=", conversationId).where("m.seq", "=", seq.toString());
+  return asMember(db, userId, conversationId, one, sql.raw("asc"));
+}
+
+async function asMember(db: Db, userId: string, conversationId: string, read: Compilable & Expression<unknown>, order: RawBuilder<unknown>): Promise<MessageWithReplyRow[] | null> {
+  // One row per message read, or one row of nulls for a member who reads nothing; no row for a non-member.
+  const result = await sql<MessageWithReplyRow>`
+    select r.* from conversation_members me
+    left join lateral (${read}) r on true
+    where me.conversation_id = ${conversationId} and me.user_id = ${userId}
+    order by r.seq ${order}`.execute(db);
+  if (result.rows.length === 0) return null;
+  return result.rows[0]!.seq === null ? [] : result.rows;
 }
 
 /** Locks one message for an edit or a delete. */

@@ -204,11 +204,18 @@ function pageQuery(db: Db, conversationId: string, direction: "backward" | "forw
 }
 
 /**
+ * A message as a member reads it: the row with its reply preview, and its reactions as the
+ * reader sees them ([emoji, count, reacted by the reader], most used first, then by emoji in
+ * byte order; null for none).
+ */
+export type MemberReadRow = MessageWithReplyRow & { reactions: [emoji: string, count: string, reactedByMe: boolean][] | null };
+
+/**
  * Reads as a member: null when the user is not a member of the conversation (the caller
  * answers NOT_FOUND), else what the read finds that is still retained at the cutoff (each
- * conversation's deadline is worked out in SQL by the one retention rule). The membership
- * check, the deadline and the read are one statement: they were two round trips, and every
- * ListMessages and GetMessage paid for both.
+ * conversation's deadline is worked out in SQL by the one retention rule), with reactions.
+ * The membership check, the deadline, the read and the reactions are one statement: they
+ * were three round trips, and every ListMessages and GetMessage paid for all of them.
  */
 export async function listMessagesAsMember(
   db: Db,
@@ -218,21 +225,29 @@ export async function listMessagesAsMember(
   from: bigint | null,
   limit: number,
   cutoff: RetentionCutoff,
-): Promise<MessageWithReplyRow[] | null> {
+): Promise<MemberReadRow[] | null> {
   const page = pageQuery(db, conversationId, direction, from, limit, cutoff);
   return asMember(db, userId, conversationId, page, sql.raw(direction === "backward" ? "desc" : "asc"));
 }
 
 /** One message as a member reads it: null for a non-member, [] when there is no such retained message. */
-export async function findMessageAsMember(db: Db, userId: string, conversationId: string, seq: bigint, cutoff: RetentionCutoff): Promise<MessageWithReplyRow[] | null> {
+export async function findMessageAsMember(db: Db, userId: string, conversationId: string, seq: bigint, cutoff: RetentionCutoff): Promise<MemberReadRow[] | null> {
   const one = selectWithReply(db, cutoff).where("m.conversation_id", "=", conversationId).where("m.seq", "=", seq.toString());
   return asMember(db, userId, conversationId, one, sql.raw("asc"));
 }
 
-async function asMember(db: Db, userId: string, conversationId: string, read: Compilable & Expression<unknown>, order: RawBuilder<unknown>): Promise<MessageWithReplyRow[] | null> {
-  // One row per message read, or one row of nulls for a member who reads nothing; no row for a non-member.
-  const result = await sql<MessageWithReplyRow>`
-    select r.* from conversation_members me
+async function asMember(db: Db, userId: string, conversationId: string, read: Compilable & Expression<unknown>, order: RawBuilder<unknown>): Promise<MemberReadRow[] | null> {
+  // One row per message read, or one row of nulls for a member who reads nothing; no row for a
+  // non-member. Reactions as reaction-repository's findReactionSummaries reads them.
+  const result = await sql<MemberReadRow>`
+    select r.*,
+      (select json_agg(json_build_array(rc.emoji, rc.count::text,
+          exists (select 1 from message_reactions mr
+            where mr.conversation_id = rc.conversation_id and mr.seq = rc.seq and mr.emoji = rc.emoji and mr.user_id = ${userId}))
+          order by rc.count desc, rc.emoji collate "C")
+        from message_reaction_counts rc
+        where rc.conversation_id = r.conversation_id and rc.seq = r.seq and rc.count > 0) as reactions
+    from conversation_members me
     left join lateral (${read}) r on true
     where me.conversation_id = ${conversationId} and me.user_id = ${userId}
     order by r.seq ${order}`.execute(db);

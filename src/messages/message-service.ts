@@ -36,6 +36,7 @@ import type { EventPublisher } from "../log/event-publisher.ts";
 import { decodePageToken, encodePageToken } from "../page-token.ts";
 import type { ReactionBatcher } from "../reactions/reaction-batcher.ts";
 import * as reactionHandlers from "../reactions/reaction-handlers.ts";
+import { toReactionList } from "../reactions/reaction-mapper.ts";
 import { pageSize, requireSeq, requireUserId, requireUuid } from "../validation.ts";
 import { parseContent } from "./message-content.ts";
 import { parseSearchTokens } from "./encryption-rules.ts";
@@ -44,7 +45,7 @@ import { toMessagesWithReactions } from "./messages-with-reactions.ts";
 import { MessageLifecycle } from "./message-lifecycle.ts";
 import * as lifecycle from "./message-lifecycle-repository.ts";
 import { toMessageEdit, toModerationEntry } from "./message-lifecycle-mapper.ts";
-import { findMessageAsMember, listMessagesAsMember } from "./message-repository.ts";
+import { findMessageAsMember, listMessagesAsMember, type MemberReadRow } from "./message-repository.ts";
 import type { SendBatcher, SendCommand } from "./send-batcher.ts";
 
 const DEFAULT_MESSAGE_PAGE = 50;
@@ -96,7 +97,7 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
     const last = page.at(-1);
     const more = rows.length > limit && last !== undefined;
     return create(ListMessagesResponseSchema, {
-      messages: await toMessagesWithReactions(this.#db, page, userId),
+      messages: page.map(toMemberMessage),
       nextPageToken: more ? encodePageToken("messages", { c: conversationId, d: direction === "forward" ? "f" : "b", s: last.seq }) : "",
     });
   }
@@ -181,8 +182,7 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
     const rows = await findMessageAsMember(this.#db, userId, conversationId, seq, this.#retention.at(new Date()));
     if (rows === null) throw new NotFoundError("conversation");
     if (rows.length === 0) throw new NotFoundError("message");
-    const [message] = await toMessagesWithReactions(this.#db, rows, userId);
-    return message!;
+    return toMemberMessage(rows[0]!);
   }
 
   /**
@@ -210,4 +210,9 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
       searchTokens: parseSearchTokens(req.searchTokens),
     };
   }
+}
+
+/** A message read as a member, with the reactions read with it. */
+function toMemberMessage(row: MemberReadRow) {
+  return toMessage(row, toReactionList(row.reactions));
 }

@@ -240,17 +240,17 @@ async function asMember(db: Db, userId: string, conversationId: string, read: Co
   // One row per message read, or one row of nulls for a member who reads nothing; no row for a
   // non-member. Reactions as reaction-repository's findReactionSummaries reads them.
   const result = await sql<MemberReadRow>`
-    select r.*,
+    select page.*,
       (select json_agg(json_build_array(rc.emoji, rc.count::text,
           exists (select 1 from message_reactions mr
             where mr.conversation_id = rc.conversation_id and mr.seq = rc.seq and mr.emoji = rc.emoji and mr.user_id = ${userId}))
           order by rc.count desc, rc.emoji collate "C")
         from message_reaction_counts rc
-        where rc.conversation_id = r.conversation_id and rc.seq = r.seq and rc.count > 0) as reactions
+        where rc.conversation_id = page.conversation_id and rc.seq = page.seq and rc.count > 0) as reactions
     from conversation_members me
-    left join lateral (${read}) r on true
+    left join lateral (${read}) page on true
     where me.conversation_id = ${conversationId} and me.user_id = ${userId}
-    order by r.seq ${order}`.execute(db);
+    order by page.seq ${order}`.execute(db);
   if (result.rows.length === 0) return null;
   return result.rows[0]!.seq === null ? [] : result.rows;
 }

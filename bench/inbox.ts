@@ -1,5 +1,5 @@
 /**
- * `npm run bench:inbox -- [--conversations 500] [--messages 1000000] [--calls 1000] [--rounds 5] ...`
+ * `npm run bench:inbox -- [--before /work/before] [--conversations 500] [--messages 1000000] [--calls 1000] [--rounds 5] ...`
  *
  * The inbox of a heavy user and the @everyone fan-out, against real PostgreSQL and NATS
  * JetStream, with Parley (src/main.ts) as a child process on a fresh database

@@ -1,5 +1,5 @@
 /**
- * `npm run bench:inbox -- [--conversations 500] [--messages 1000000] [--calls 1000] [--rounds 5] ...`
+ * `npm run bench:inbox -- [--before /work/before] [--conversations 500] [--messages 1000000] [--calls 1000] [--rounds 5] ...`
  *
  * The inbox of a heavy user and the @everyone fan-out, against real PostgreSQL and NATS
  * JetStream, with Parley (src/main.ts) as a child process on a fresh database
@@ -12,9 +12,14 @@
  *      last 200 messages. Every member's unread counters are then computed from the rows (as
  *      the server keeps them at write time). Conversation 0 is the fan-out group: the owner
  *      plus --group-members other members.
- *   2. ListConversations, first page of 50 (with unread and mention counts and the
- *      last-message preview), --calls sequential calls over gRPC after --warmup calls:
- *      latency P50/P95/P99.
+ *   2. Reads over gRPC, --calls sequential calls of each kind after --warmup calls of each:
+ *      ListConversations (first page of 50, with unread and mention counts and the last-message
+ *      preview), ListMessages (the newest 50 messages of a conversation on that page) and
+ *      GetMessage (its newest message): latency P50/P95/P99 and the server's CPU per call.
+ *      The calls run in --read-rounds rounds; each round makes calls/rounds calls of each kind.
+ *      With --before DIR, a second node runs src/main.ts from the checkout DIR (the previous
+ *      release) on the same database, and the rounds alternate between the two nodes, so both
+ *      see the same machine load; both tables and the ratio (now / before) are printed.
  *   3. Fan-out, --rounds times: the owner (group admin) sends a message mentioning everyone in
  *      conversation 0; the bench, subscribed to `<prefix>.push.>`, measures from the call until
  *      the push entry of the last member (one per member, the sender excluded) arrives.
@@ -22,14 +27,17 @@
  * Flags:
  *   --conversations N   (default 500)       --messages N   (default 1000000)
  *   --group-members N   members of the fan-out group besides the owner (default 500)
- *   --calls N           measured ListConversations calls (default 1000)   --warmup N (default 100)
- *   --rounds N          fan-out rounds (default 5)
- *   --server-node-arg A extra node argument for the measured server, e.g. --cpu-prof (repeatable)
+ *   --calls N           measured calls of each read (default 1000)   --warmup N (default 100)
+ *   --read-rounds N     rounds the reads are split into (default 10)
+ *   --before DIR        also measure the node of this checkout (e.g. /work/before), alternating rounds
+ *   --rounds N          fan-out rounds (default 5; on the current node only)
+ *   --server-node-arg A extra node argument for the measured servers, e.g. --cpu-prof (repeatable)
  *   --database-url URL  the PostgreSQL server to create the bench database on
  *   --nats-url URL      (default nats://127.0.0.1:4222)
  */
 import { randomBytes } from "node:crypto";
 import os from "node:os";
+import path from "node:path";
 import { parseArgs } from "node:util";
 import pg from "pg";
 import { connect as connectNats } from "nats";
@@ -41,7 +49,7 @@ import { onCleanup, runBench } from "./lib/cleanup.ts";
 import { createBenchDatabase, postgresVersion } from "./lib/database.ts";
 import { grpcConnection } from "./lib/grpc.ts";
 import { natsPrefixForRun } from "./lib/nats.ts";
-import { CpuMeter, formatCpu } from "./lib/proc.ts";
+import { CpuMeter, formatCpu, procCpu } from "./lib/proc.ts";
 import { benchNodeEnv, ParleyNode } from "./lib/server.ts";
 import { formatLatency, Samples } from "./lib/stats.ts";
 import { intFlag, printHelp, requireLocalUrl, round } from "./lib/util.ts";
@@ -61,6 +69,8 @@ const { values: flags } = parseArgs({
     calls: { type: "string", default: "1000" },
     warmup: { type: "string", default: "100" },
     rounds: { type: "string", default: "5" },
+    "read-rounds": { type: "string", default: "10" },
+    before: { type: "string" },
     "server-node-arg": { type: "string", multiple: true, default: [] },
     "database-url": { type: "string", default: process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres" },
     "nats-url": { type: "string", default: process.env.BENCH_NATS_URL ?? "nats://127.0.0.1:4222" },
@@ -77,6 +87,8 @@ const GROUP_MEMBERS = intFlag("group-members", flags["group-members"], 2, 10_000
 const CALLS = intFlag("calls", flags.calls, 1, 1_000_000);
 const WARMUP = intFlag("warmup", flags.warmup, 0, 1_000_000);
 const ROUNDS = intFlag("rounds", flags.rounds, 1, 1_000);
+const READ_ROUNDS = intFlag("read-rounds", flags["read-rounds"], 1, CALLS);
+const BEFORE = flags.before ? path.resolve(flags.before) : null;
 requireLocalUrl("database-url", flags["database-url"]);
 requireLocalUrl("nats-url", flags["nats-url"]);
 
@@ -151,6 +163,69 @@ async function bulkLoad(url: string): Promise<string> {
   }
 }
 
+/** One kind of read the bench measures, as a call against a node's clients. */
+interface Read {
+  name: string;
+  call: (clients: Clients) => Promise<unknown>;
+}
+
+type Clients = { conversations: ReturnType<typeof createClient<typeof ConversationService>>; messages: ReturnType<typeof createClient<typeof MessageService>> };
+
+/** A measured node: its clients, and per read its latencies and the CPU its process spent on them. */
+interface Measured {
+  label: string;
+  node: ParleyNode;
+  clients: Clients;
+  samples: Map<string, Samples>;
+  cpuSeconds: Map<string, number>;
+}
+
+function clientsOf(node: ParleyNode): Clients {
+  const { transport } = grpcConnection(node.baseUrl);
+  return { conversations: createClient(ConversationService, transport), messages: createClient(MessageService, transport) };
+}
+
+function processCpuSeconds(pid: number): number {
+  const cpu = procCpu(pid)?.cpu;
+  return cpu ? cpu.user + cpu.system : NaN;
+}
+
+/** `calls` sequential calls of a read on a node, added to its samples and CPU. */
+async function measure(target: Measured, read: Read, calls: number): Promise<void> {
+  const samples = target.samples.get(read.name)!;
+  const cpu0 = processCpuSeconds(target.node.pid);
+  for (let i = 0; i < calls; i++) {
+    const t0 = performance.now();
+    await read.call(target.clients);
+    samples.add(performance.now() - t0);
+  }
+  target.cpuSeconds.set(read.name, target.cpuSeconds.get(read.name)! + processCpuSeconds(target.node.pid) - cpu0);
+}
+
+function summaryOf(target: Measured, read: Read) {
+  const samples = target.samples.get(read.name)!;
+  return { ...samples.summary(), serverCpuMsPerCall: round((target.cpuSeconds.get(read.name)! * 1000) / samples.count) };
+}
+
+/** One line per read and node, and the ratio now / before of P50, P95 and server CPU. */
+function printTables(targets: readonly Measured[], reads: readonly Read[]): void {
+  for (const target of targets) {
+    console.log(`\n${target.label}${target.label === "before" ? ` (${BEFORE})` : ""}:`);
+    for (const read of reads) {
+      const s = summaryOf(target, read);
+      console.log(`  ${read.name.padEnd(18)} ${formatLatency(s)}   server CPU ${s.serverCpuMsPerCall} ms/call`);
+    }
+  }
+  if (targets.length < 2) return;
+  const [before, now] = targets as [Measured, Measured];
+  console.log("\nnow / before:");
+  for (const read of reads) {
+    const [b, n] = [summaryOf(before, read), summaryOf(now, read)];
+    const ratio = (x: number, y: number) => `${round(x / y, 2)}×`.padEnd(7);
+    console.log(`  ${read.name.padEnd(18)} P50 ${ratio(n.p50, b.p50)} P95 ${ratio(n.p95, b.p95)} P99 ${ratio(n.p99, b.p99)} server CPU ${ratio(n.serverCpuMsPerCall, b.serverCpuMsPerCall)} (${b.serverCpuMsPerCall} → ${n.serverCpuMsPerCall} ms)`);
+  }
+}
+
 async function main(): Promise<void> {
   const database = await createBenchDatabase(flags["database-url"]);
   const natsPrefix = natsPrefixForRun(flags["nats-url"]);
@@ -162,34 +237,47 @@ async function main(): Promise<void> {
   let node = await ParleyNode.start({ label: "migrate", env });
   await node.stop();
   const fanoutGroup = await bulkLoad(database.url);
-  node = await ParleyNode.start({ label: "inbox", env, nodeArgs: flags["server-node-arg"] });
+  // Both nodes serve the same database; an idle one costs the other nothing measurable.
+  const targets: Measured[] = [];
+  if (BEFORE) targets.push({ label: "before", node: await ParleyNode.start({ label: "before", env, root: BEFORE, nodeArgs: flags["server-node-arg"] }) } as Measured);
+  node = await ParleyNode.start({ label: "now", env, nodeArgs: flags["server-node-arg"] });
+  targets.push({ label: "now", node } as Measured);
+  for (const target of targets) Object.assign(target, { clients: clientsOf(target.node), samples: new Map(), cpuSeconds: new Map() });
 
   const token = `Bearer ${await mintToken({ secret: SECRET, issuer: ISSUER, audience: AUDIENCE, userId: OWNER, expiresIn: "2h" })}`;
-  const { transport } = grpcConnection(node.baseUrl);
   const headers = { authorization: token };
-  const conversations = createClient(ConversationService, transport);
-  const messages = createClient(MessageService, transport);
+  const { conversations, messages } = targets.at(-1)!.clients;
 
-  // ListConversations, first page.
   const first = await conversations.listConversations({ pageSize: PAGE }, { headers });
   const unread = first.conversations.reduce((sum, c) => sum + c.unreadCount, 0n);
   const mentions = first.conversations.reduce((sum, c) => sum + c.unreadMentionCount, 0n);
   log(`first page: ${first.conversations.length} conversations, ${unread} unread, ${mentions} unread mentions`);
-  for (let i = 0; i < WARMUP; i++) await conversations.listConversations({ pageSize: PAGE }, { headers });
-  const list = new Samples();
-  const cpu = new CpuMeter({ server: node.pid });
+  // A conversation of the first page other than the fan-out group (whose history the fan-out grows).
+  const opened = first.conversations.find((c) => c.id !== fanoutGroup)!;
+  const reads: Read[] = [
+    { name: "ListConversations", call: (c) => c.conversations.listConversations({ pageSize: PAGE }, { headers }) },
+    { name: "ListMessages", call: (c) => c.messages.listMessages({ conversationId: opened.id, pageSize: PAGE }, { headers }) },
+    { name: "GetMessage", call: (c) => c.messages.getMessage({ conversationId: opened.id, seq: opened.lastSeq }, { headers }) },
+  ];
+  for (const target of targets) {
+    for (const read of reads) {
+      target.samples.set(read.name, new Samples());
+      target.cpuSeconds.set(read.name, 0);
+      for (let i = 0; i < WARMUP; i++) await read.call(target.clients);
+    }
+  }
+  const cpu = new CpuMeter(Object.fromEntries(targets.map((t) => [t.label, t.node.pid])));
   cpu.start();
-  for (let i = 0; i < CALLS; i++) {
-    const t0 = performance.now();
-    await conversations.listConversations({ pageSize: PAGE }, { headers });
-    list.add(performance.now() - t0);
+  for (let round = 0; round < READ_ROUNDS; round++) {
+    const calls = Math.floor(CALLS / READ_ROUNDS) + (round < CALLS % READ_ROUNDS ? 1 : 0);
+    // Alternating which node goes first keeps a slow start or end of a round from favouring one.
+    const order = round % 2 === 0 ? targets : [...targets].reverse();
+    for (const target of order) for (const read of reads) await measure(target, read, calls);
   }
   const cpuReport = cpu.stop();
-  const listSummary = list.summary();
-  // CPU time per call does not depend on how busy the machine is, unlike the latencies.
-  const serverCpuMsPerCall = round((cpuReport.server! * cpuReport.wallSeconds * 1000) / CALLS);
-  console.log(`ListConversations (page of ${PAGE}, ${CONVERSATIONS} conversations, ${MESSAGES} messages): ${formatLatency(listSummary)}`);
-  console.log(`  server CPU ${serverCpuMsPerCall} ms per call; ${formatCpu(cpuReport)}`);
+  console.log(`Reads (${CONVERSATIONS} conversations, ${MESSAGES} messages; page of ${PAGE}; ${CALLS} calls of each in ${READ_ROUNDS} rounds${BEFORE ? ", alternating between the nodes" : ""}):`);
+  printTables(targets, reads);
+  console.log(`  machine during the reads: ${formatCpu(cpuReport)}`);
 
   // Fan-out: @everyone → one push entry per other member.
   const nc = await connectNats({ servers: flags["nats-url"] });
@@ -219,7 +307,8 @@ async function main(): Promise<void> {
   const summary = {
     postgres: await postgresVersion(database.url),
     cores: os.cpus().length,
-    listConversations: { ...listSummary, serverCpuMsPerCall, otherLoadCores: cpuReport.other },
+    reads: Object.fromEntries(targets.map((t) => [t.label, Object.fromEntries(reads.map((r) => [r.name, summaryOf(t, r)]))])),
+    otherLoadCores: cpuReport.other,
     fanoutMs: { median: round(sorted[Math.floor(sorted.length / 2)]!, 1), max: round(sorted.at(-1)!, 1), rounds: fanout.map((v) => round(v, 1)) },
   };
   console.log(JSON.stringify(summary));

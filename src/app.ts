@@ -33,6 +33,7 @@ import { createCorsHandler } from "./server/cors.ts";
 import { createRpcMetrics, startMetricsServer } from "./server/metrics.ts";
 import { createObservabilityInterceptor } from "./server/observability-interceptor.ts";
 import { createLeanGrpcHandler } from "./server/lean-grpc.ts";
+import { REPLY_COMPRESSIONS } from "./server/reply-compression.ts";
 import { createSinglePortServer } from "./server/single-port-server.ts";
 import { createClientIpContextValues } from "./server/client-ip.ts";
 import { createRateLimiting } from "./ratelimit/index.ts";
@@ -269,7 +270,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const contextValues = createClientIpContextValues(config.trustProxyHops);
   // Room for a full-size media upload plus its framing; a larger one is refused before it is buffered.
   const readMaxBytes = config.stories.maxMediaBytes + 64 * 1024;
-  const connectHandler = connectNodeAdapter({ routes, shutdownSignal: shutdown.signal, readMaxBytes, interceptors, contextValues });
+  const connectHandler = connectNodeAdapter({ routes, shutdownSignal: shutdown.signal, readMaxBytes, interceptors, contextValues, acceptCompression: REPLY_COMPRESSIONS });
   // Unary and server-streaming gRPC calls skip connect-node's per-call pipeline (see the module).
   const leanGrpc = createLeanGrpcHandler({ routes, interceptors, readMaxBytes, shutdownSignal: shutdown.signal, contextValues });
   const cors = createCorsHandler(config.corsOrigins);

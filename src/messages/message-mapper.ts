@@ -1,11 +1,9 @@
 /** Message rows to protobuf messages and back. */
 import { create } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import {
   EncryptedEnvelopeSchema,
   MessageDeletionSchema,
-  MessagePreviewSchema,
-  MessageSchema,
   StoryReferenceSchema,
   type Message,
   type MessagePreview,
@@ -39,26 +37,27 @@ export function toMessage(row: MessageRow & Partial<ReplyPreviewColumns>, reacti
           deleted: row.reply_deleted ?? false,
         })
       : undefined;
-  return create(MessageSchema, {
+  // A literal rather than create() (see toConversation): a page of ListMessages maps 50.
+  const message: Message = {
+    $typeName: "parley.v1.Message",
     id: row.id,
     conversationId: row.conversation_id,
     seq: BigInt(row.seq),
     senderId: row.sender_id,
     clientMessageId: row.client_message_id,
-    createdAt: timestampFromDate(row.created_at),
-    ...(row.reply_to_seq !== null && { replyToSeq: BigInt(row.reply_to_seq) }),
+    createdAt: toTimestamp(row.created_at),
     content: toContent(row),
     reactions: row.deleted_at ? [] : reactions,
     version: row.version ?? 1,
-    ...(row.edited_at && { editedAt: timestampFromDate(row.edited_at) }),
-    ...(row.deleted_at && {
-      deletion: create(MessageDeletionSchema, { deletedBy: row.deleted_by ?? "", deletedAt: timestampFromDate(row.deleted_at) }),
-    }),
     mentionedUserIds: row.mentioned_user_ids ?? [],
     mentionsEveryone: row.mentions_everyone ?? false,
-    ...(replyTo && { replyTo }),
-    ...(row.story_id !== null && { story: create(StoryReferenceSchema, { storyId: row.story_id, authorId: row.story_author_id ?? "" }) }),
-  });
+  };
+  if (row.reply_to_seq !== null) message.replyToSeq = BigInt(row.reply_to_seq);
+  if (row.edited_at) message.editedAt = toTimestamp(row.edited_at);
+  if (row.deleted_at) message.deletion = create(MessageDeletionSchema, { deletedBy: row.deleted_by ?? "", deletedAt: toTimestamp(row.deleted_at) });
+  if (replyTo) message.replyTo = replyTo;
+  if (row.story_id !== null) message.story = create(StoryReferenceSchema, { storyId: row.story_id, authorId: row.story_author_id ?? "" });
+  return message;
 }
 
 /** What a preview is made of (last message of a conversation, quoted reply, notification). */
@@ -71,17 +70,27 @@ export interface PreviewParts {
   deleted: boolean;
 }
 
+/** A preview, built as a literal (see toConversation: one per conversation of a page). */
 export function toPreview(parts: PreviewParts): MessagePreview {
-  return create(MessagePreviewSchema, {
+  const preview: MessagePreview = {
+    $typeName: "parley.v1.MessagePreview",
     seq: BigInt(parts.seq),
     senderId: parts.senderId,
-    ...(parts.createdAt && { createdAt: timestampFromDate(parts.createdAt) }),
     content: parts.deleted
       ? { case: "deleted", value: true }
       : parts.encrypted
         ? { case: "encrypted", value: true }
         : { case: "text", value: parts.text ?? "" },
-  });
+  };
+  if (parts.createdAt) preview.createdAt = toTimestamp(parts.createdAt);
+  return preview;
+}
+
+/** timestampFromDate's result (same seconds and nanos), without create()'s walk over the schema. */
+export function toTimestamp(date: Date): Timestamp {
+  const ms = date.getTime();
+  const seconds = Math.floor(ms / 1000);
+  return { $typeName: "google.protobuf.Timestamp", seconds: BigInt(seconds), nanos: (ms - seconds * 1000) * 1_000_000 };
 }
 
 /** The body as the oneof the wire uses (none for a tombstone). */

@@ -1,5 +1,5 @@
 /** Every SQL statement about messages. */
-import { sql, type Insertable, type Kysely, type RawBuilder, type Selectable, type Transaction } from "kysely";
+import { sql, type Compilable, type Expression, type Insertable, type Kysely, type RawBuilder, type Selectable, type Transaction } from "kysely";
 import type { Database, MessagesTable } from "../db/schema.ts";
 import type { ConversationEncryption } from "./encryption-rules.ts";
 import type { RetentionCutoff } from "../retention/retention-policy.ts";
@@ -196,11 +196,63 @@ export async function findMessagesWithReply(db: Db, at: readonly { conversation_
     .execute();
 }
 
-/** A page of history: seq below `from` descending, or above it ascending; nothing past the deadline. */
-export async function listMessages(db: Db, conversationId: string, direction: "backward" | "forward", from: bigint | null, limit: number, retained: Date | null = null) {
+/** A page of history: seq below `from` descending, or above it ascending; nothing past retention. */
+function pageQuery(db: Db, conversationId: string, direction: "backward" | "forward", from: bigint | null, limit: number, retained: RetainedAfter) {
   let query = selectWithReply(db, retained).where("m.conversation_id", "=", conversationId);
   if (from !== null) query = query.where("m.seq", direction === "backward" ? "<" : ">", from.toString());
-  return query.orderBy("m.seq", direction === "backward" ? "desc" : "asc").limit(limit).execute();
+  return query.orderBy("m.seq", direction === "backward" ? "desc" : "asc").limit(limit);
+}
+
+/**
+ * A message as a member reads it: the row with its reply preview, and its reactions as the
+ * reader sees them ([emoji, count, reacted by the reader], most used first, then by emoji in
+ * byte order; null for none).
+ */
+export type MemberReadRow = MessageWithReplyRow & { reactions: [emoji: string, count: string, reactedByMe: boolean][] | null };
+
+/**
+ * Reads as a member: null when the user is not a member of the conversation (the caller
+ * answers NOT_FOUND), else what the read finds that is still retained at the cutoff (each
+ * conversation's deadline is worked out in SQL by the one retention rule), with reactions.
+ * The membership check, the deadline, the read and the reactions are one statement: they
+ * were three round trips, and every ListMessages and GetMessage paid for all of them.
+ */
+export async function listMessagesAsMember(
+  db: Db,
+  userId: string,
+  conversationId: string,
+  direction: "backward" | "forward",
+  from: bigint | null,
+  limit: number,
+  cutoff: RetentionCutoff,
+): Promise<MemberReadRow[] | null> {
+  const page = pageQuery(db, conversationId, direction, from, limit, cutoff);
+  return asMember(db, userId, conversationId, page, sql.raw(direction === "backward" ? "desc" : "asc"));
+}
+
+/** One message as a member reads it: null for a non-member, [] when there is no such retained message. */
+export async function findMessageAsMember(db: Db, userId: string, conversationId: string, seq: bigint, cutoff: RetentionCutoff): Promise<MemberReadRow[] | null> {
+  const one = selectWithReply(db, cutoff).where("m.conversation_id", "=", conversationId).where("m.seq", "=", seq.toString());
+  return asMember(db, userId, conversationId, one, sql.raw("asc"));
+}
+
+async function asMember(db: Db, userId: string, conversationId: string, read: Compilable & Expression<unknown>, order: RawBuilder<unknown>): Promise<MemberReadRow[] | null> {
+  // One row per message read, or one row of nulls for a member who reads nothing; no row for a
+  // non-member. Reactions as reaction-repository's findReactionSummaries reads them.
+  const result = await sql<MemberReadRow>`
+    select page.*,
+      (select json_agg(json_build_array(rc.emoji, rc.count::text,
+          exists (select 1 from message_reactions mr
+            where mr.conversation_id = rc.conversation_id and mr.seq = rc.seq and mr.emoji = rc.emoji and mr.user_id = ${userId}))
+          order by rc.count desc, rc.emoji collate "C")
+        from message_reaction_counts rc
+        where rc.conversation_id = page.conversation_id and rc.seq = page.seq and rc.count > 0) as reactions
+    from conversation_members me
+    left join lateral (${read}) page on true
+    where me.conversation_id = ${conversationId} and me.user_id = ${userId}
+    order by page.seq ${order}`.execute(db);
+  if (result.rows.length === 0) return null;
+  return result.rows[0]!.seq === null ? [] : result.rows;
 }
 
 /** Locks one message for an edit or a delete. */

@@ -1,7 +1,7 @@
 /**
  * MessageService: sending and reading messages, and reacting to them. Sends and reactions go
- * through their batchers (group commit); reads check membership first, so a non-member gets
- * NOT_FOUND, and carry each message's reactions as the caller sees them.
+ * through their batchers (group commit); reads check membership in the statement that reads
+ * (a non-member gets NOT_FOUND), and carry each message's reactions as the caller sees them.
  */
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
@@ -28,7 +28,7 @@ import {
 } from "../../gen/parley/v1/message_service_pb.ts";
 import { requireCaller } from "../auth/user-context.ts";
 import type { Limits } from "../config.ts";
-import { findMemberRetention, findRole, Role } from "../conversations/conversation-repository.ts";
+import { findRole, Role } from "../conversations/conversation-repository.ts";
 import { RetentionPolicy } from "../retention/retention-policy.ts";
 import type { Database } from "../db/schema.ts";
 import { InvalidInputError, NotFoundError, PermissionDeniedError } from "../errors.ts";
@@ -36,6 +36,7 @@ import type { EventPublisher } from "../log/event-publisher.ts";
 import { decodePageToken, encodePageToken } from "../page-token.ts";
 import type { ReactionBatcher } from "../reactions/reaction-batcher.ts";
 import * as reactionHandlers from "../reactions/reaction-handlers.ts";
+import { toReactionList } from "../reactions/reaction-mapper.ts";
 import { pageSize, requireSeq, requireUserId, requireUuid } from "../validation.ts";
 import { parseContent } from "./message-content.ts";
 import { parseSearchTokens } from "./encryption-rules.ts";
@@ -44,7 +45,7 @@ import { toMessagesWithReactions } from "./messages-with-reactions.ts";
 import { MessageLifecycle } from "./message-lifecycle.ts";
 import * as lifecycle from "./message-lifecycle-repository.ts";
 import { toMessageEdit, toModerationEntry } from "./message-lifecycle-mapper.ts";
-import { findMessage, listMessages } from "./message-repository.ts";
+import { findMessageAsMember, listMessagesAsMember, type MemberReadRow } from "./message-repository.ts";
 import type { SendBatcher, SendCommand } from "./send-batcher.ts";
 
 const DEFAULT_MESSAGE_PAGE = 50;
@@ -90,13 +91,13 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
       direction = token.d === "f" ? "forward" : "backward";
       from = BigInt(String(token.s));
     }
-    const retainedAfter = await this.#memberDeadline(conversationId, userId);
-    const rows = await listMessages(this.#db, conversationId, direction, from, limit + 1, retainedAfter);
+    const rows = await listMessagesAsMember(this.#db, userId, conversationId, direction, from, limit + 1, this.#retention.at(new Date()));
+    if (rows === null) throw new NotFoundError("conversation");
     const page = rows.slice(0, limit);
     const last = page.at(-1);
     const more = rows.length > limit && last !== undefined;
     return create(ListMessagesResponseSchema, {
-      messages: await toMessagesWithReactions(this.#db, page, userId),
+      messages: page.map(toMemberMessage),
       nextPageToken: more ? encodePageToken("messages", { c: conversationId, d: direction === "forward" ? "f" : "b", s: last.seq }) : "",
     });
   }
@@ -178,22 +179,10 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
 
   /** One message as a member sees it; NOT_FOUND for non-members, unknown seqs and messages past retention. */
   async #read(conversationId: string, seq: bigint, userId: string) {
-    const retainedAfter = await this.#memberDeadline(conversationId, userId);
-    const row = await findMessage(this.#db, conversationId, seq, retainedAfter);
-    if (!row) throw new NotFoundError("message");
-    const [message] = await toMessagesWithReactions(this.#db, [row], userId);
-    return message!;
-  }
-
-  /**
-   * NOT_FOUND unless the user is a member; else the conversation's retention deadline now
-   * (messages created at or before it are gone), or null when it keeps everything. One query,
-   * as the membership check alone was.
-   */
-  async #memberDeadline(conversationId: string, userId: string): Promise<Date | null> {
-    const member = await findMemberRetention(this.#db, conversationId, userId);
-    if (!member) throw new NotFoundError("conversation");
-    return this.#retention.at(new Date()).deadline(member);
+    const rows = await findMessageAsMember(this.#db, userId, conversationId, seq, this.#retention.at(new Date()));
+    if (rows === null) throw new NotFoundError("conversation");
+    if (rows.length === 0) throw new NotFoundError("message");
+    return toMemberMessage(rows[0]!);
   }
 
   /**
@@ -221,4 +210,9 @@ export class MessageService implements ServiceImpl<typeof MessageServiceDesc> {
       searchTokens: parseSearchTokens(req.searchTokens),
     };
   }
+}
+
+/** A message read as a member, with the reactions read with it. */
+function toMemberMessage(row: MemberReadRow) {
+  return toMessage(row, toReactionList(row.reactions));
 }

@@ -17,3 +17,8 @@ export function toReactionSummaries(rows: readonly ReactionSummaryRow[]): Map<st
   }
   return byTarget;
 }
+
+/** Reactions read with their message ([emoji, count, reacted by the reader], in order), as ReactionSummary messages. */
+export function toReactionList(entries: readonly (readonly [string, string, boolean])[] | null): ReactionSummary[] {
+  return entries === null ? [] : entries.map(([emoji, count, reactedByMe]) => create(ReactionSummarySchema, { emoji, count: BigInt(count), reactedByMe }));
+}

@@ -14,7 +14,8 @@
  * same instances, in the same order) and the same service implementations; connect's own
  * unary invoker, timeout parser, compression negotiation and status trailers (error details
  * included); envelopes checked in connect's order, with its codes and messages. Replies are
- * compressed when the client accepts it, as connect-node does. Everything else goes to
+ * compressed when the client accepts it, as connect-node does (with the same compressions, see
+ * reply-compression.ts). Everything else goes to
  * connect-node untouched: the Connect and gRPC-Web protocols, HTTP/1.1, JSON codecs,
  * compressed requests, client and bidi streaming, and paths it does not know
  * (test/lean-grpc.test.ts compares both paths byte for byte).
@@ -34,9 +35,9 @@ import {
   type StreamRequest,
   type StreamResponse,
 } from "@connectrpc/connect";
-import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { compressionNegotiate, invokeUnaryImplementation, type Compression } from "@connectrpc/connect/protocol";
 import { contentTypeProto, grpcStatusOk, parseContentType, parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { REPLY_COMPRESSIONS } from "./reply-compression.ts";
 
 type UnarySpec = Extract<MethodImplSpec, { kind: "unary" }>;
 type StreamingSpec = Extract<MethodImplSpec, { kind: "server_streaming" }>;
@@ -60,8 +61,6 @@ export interface LeanGrpcOptions {
 
 const ENVELOPE_HEADER_BYTES = 5;
 const COMPRESSED_FLAG = 0b1;
-/** What connect-node offers, in its order of preference. */
-const COMPRESSIONS: Compression[] = [compressionGzip, compressionBrotli];
 /** Smaller messages are sent uncompressed (connect-node's compressMinBytes default). */
 const COMPRESS_MIN_BYTES = 1024;
 /** Encodings of streamed messages, by message object (see encodeShared). */
@@ -217,7 +216,7 @@ function createCall(
   const timeoutMs = timeout.timeoutMs;
   const deadlineAt = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
   const deadline = timeoutMs === undefined ? undefined : setTimeout(() => abort(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeoutMs);
-  const compression = compressionNegotiate(COMPRESSIONS, null, header(req, "grpc-accept-encoding"), "Grpc-Accept-Encoding").response;
+  const compression = compressionNegotiate(REPLY_COMPRESSIONS, null, header(req, "grpc-accept-encoding"), "Grpc-Accept-Encoding").response;
   const responseHeader = new Headers({ "content-type": contentTypeProto });
   if (compression) responseHeader.set("grpc-encoding", compression.name);
   const context: HandlerContext = {

@@ -26,7 +26,7 @@ import type { Message } from "../../gen/parley/v1/message_pb.ts";
 import { StoryPrivacy } from "../../gen/parley/v1/story_pb.ts";
 import { clockPast, createDirect, createGroup, everyByte, listAllConversations, ms, sendText } from "../helpers/fixtures.ts";
 import { newUsers, type Clients, type Protocol, type TestServer } from "../helpers/test-server.ts";
-import { postStory, startStoryServer } from "../stories/support.ts";
+import { postStory, sharedStoryServer } from "../stories/support.ts";
 import { duplicatesOf } from "./support.ts";
 
 /** Every protocol a client may read the inbox over. */
@@ -37,12 +37,8 @@ describe("the inbox read path (issue 21)", function () {
   let server: TestServer;
   before(async function () {
     this.timeout(60_000);
-    // A data directory of its own: one test posts a story (its media go there).
-    server = await startStoryServer();
-  });
-  after(async function () {
-    this.timeout(30_000);
-    await server?.stop();
+    // The story tests' shared node (one test posts a story): one node start less per run.
+    server = await sharedStoryServer();
   });
 
   const send = async (c: Clients, conversationId: string, text: string, extra: { mentionUserIds?: string[]; mentionEveryone?: boolean; replyToSeq?: bigint } = {}) => {

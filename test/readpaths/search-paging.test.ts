@@ -5,10 +5,13 @@
  * ever continues the request that issued it.
  *
  * The data: a few hundred messages of a broad word in eight groups (a walk crosses a dozen
- * pages), and a few thousand of another broad word, enough to cross any recency window of one
- * or two thousand matches. On PostgreSQL the walks run on a second node started after ANALYZE,
- * so its statistics call these words common (as autovacuum would in production) and the
- * broad-word plan is the one under test; the loading node only waits for the indexer.
+ * pages), and, on PostgreSQL, a few thousand of another broad word, enough to cross any recency
+ * window of one or two thousand matches. On PostgreSQL the walks run on a second node started
+ * after ANALYZE, so its statistics call these words common (as autovacuum would in production)
+ * and the broad-word plan is the one under test; the loading node only waits for the indexer.
+ *
+ * Two tests pin down behaviour the code before issue 21 already got wrong; they run only with
+ * READPATHS_KNOWN_BUGS=1 until it is fixed (see itKnownBug).
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -19,7 +22,8 @@ import { createGroup, ms } from "../helpers/fixtures.ts";
 import { expectCode } from "../helpers/expect.ts";
 import { eventually } from "../helpers/feed.ts";
 import { withDatabase } from "../helpers/event-log-db.ts";
-import { deleteNatsState, natsPrefix, realtimeEnv, startRealtimeServer } from "../helpers/realtime.ts";
+import { deleteNatsState, natsPrefix, realtimeEnv } from "../helpers/realtime.ts";
+import { sharedStoryServer } from "../stories/support.ts";
 import { createTestDatabase, newUsers, startTestServer, type Clients, type FreshDatabase, type Protocol, type TestServer } from "../helpers/test-server.ts";
 import { hitIds, lifecycleOf, orderName, searchAll, uniqueWord, type SearchRequest } from "../search/helpers.ts";
 import { assertExactlyOnce, duplicatesOf, sendAll, some, type Outgoing } from "./support.ts";
@@ -104,7 +108,9 @@ describe("SearchMessages: paging through every match of a broad word (issue 21)"
     this.timeout(180_000);
     prefix = natsPrefix();
     database = await createTestDatabase();
-    loader = database ? await startTestServer(realtimeEnv(prefix), { databaseUrl: database.url }) : await startRealtimeServer();
+    // Embedded: no statistics to keep fresh, so the story tests' shared node will do (one node
+    // start less per run); PostgreSQL: a database of its own, analyzed after loading.
+    loader = database ? await startTestServer(realtimeEnv(prefix), { databaseUrl: database.url }) : await sharedStoryServer();
     const [a, b, c] = (await newUsers(loader, 3, "broadpage")) as [string, string, string];
     memberB = b;
     authorSender = a;
@@ -137,9 +143,7 @@ describe("SearchMessages: paging through every match of a broad word (issue 21)"
         outgoing.push({ clients: senders[i % 3]!, conversationId: mutationGroups[w]!, text, keys: [word] });
       }
     });
-    const t0 = Date.now();
     const stored = await sendAll(outgoing);
-    if (process.env.READPATHS_DEBUG) console.error(`sent ${outgoing.length} in ${Date.now() - t0} ms`);
     stored.forEach((m, i) => {
       byId.set(m.id, m);
       for (const key of outgoing[i]!.keys) note(key, m);
@@ -155,7 +159,6 @@ describe("SearchMessages: paging through every match of a broad word (issue 21)"
         INDEX_DEADLINE_MS,
       );
     }
-    if (process.env.READPATHS_DEBUG) console.error(`indexed after ${Date.now() - t0} ms`);
     if (database) {
       await withDatabase(database.url, (client) => client.query("analyze"));
       reader = await startTestServer(realtimeEnv(prefix), { databaseUrl: database.url });
@@ -168,10 +171,11 @@ describe("SearchMessages: paging through every match of a broad word (issue 21)"
 
   after(async function () {
     this.timeout(30_000);
-    if (reader !== loader) await reader?.stop();
+    if (!database) return; // the shared node is stopped after every file ran
+    await reader?.stop();
     await loader?.stop();
-    await database?.drop();
-    if (database) await deleteNatsState(prefix).catch(() => undefined);
+    await database.drop();
+    await deleteNatsState(prefix).catch(() => undefined);
   });
 
   for (const order of [SearchOrder.RELEVANCE, SearchOrder.RECENCY]) {

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { create, equals, fromBinary, toBinary, toJsonString, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
-import type { Conversation } from "../../gen/parley/v1/conversation_pb.ts";
+import { ConversationType, type Conversation } from "../../gen/parley/v1/conversation_pb.ts";
 import {
   ListConversationsRequestSchema,
   ListConversationsResponseSchema,
@@ -192,6 +192,7 @@ describe("the inbox read path (issue 21)", function () {
     let reader: string;
     let group: string;
     let direct: string;
+    let encrypted: string;
     let tokenOfReader: string;
 
     before(async function () {
@@ -221,6 +222,19 @@ describe("the inbox read path (issue 21)", function () {
       await C.messages.addReaction({ conversationId: group, seq: t1.seq, emoji: "👍" });
       for (let i = 0; i < 12; i++) await send(i % 2 ? A : C, group, `filler ${i}`);
       await B.conversations.markRead({ conversationId: group, seq: 5n });
+      // A description and a retention (a Duration) on the group, and an encrypted group with
+      // blind search whose preview is an envelope: every field of a listed conversation is set somewhere.
+      await A.conversations.updateConversation({ conversationId: group, description: "read paths", messageRetention: { seconds: 86_400n * 30n } });
+      const sealed = (
+        await A.conversations.createConversation({ type: ConversationType.GROUP, memberIds: [b, c], name: "sealed", encrypted: true, blindSearch: true })
+      ).conversation!;
+      encrypted = sealed.id;
+      await A.messages.sendMessage({
+        conversationId: sealed.id,
+        clientMessageId: randomUUID(),
+        content: { case: "envelope", value: { ciphertext: everyByte(32), nonce: everyByte(0).slice(0, 24), algorithm: "test", keyId: "k", keyEpoch: sealed.keyEpoch } },
+        mentionUserIds: [b],
+      });
       // A story reply: a DIRECT conversation with a story reference.
       const story = await postStory(A, StoryPrivacy.PUBLIC);
       direct = (await B.stories.replyToStory({ storyId: story.id, clientMessageId: randomUUID(), content: { case: "text", value: "nice story" } })).message!.conversationId;
@@ -256,7 +270,7 @@ describe("the inbox read path (issue 21)", function () {
     }
 
     it("lists the same messages, page by page in both directions, over every protocol and grpc-js", async () => {
-      for (const conversationId of [group, direct]) {
+      for (const conversationId of [group, direct, encrypted]) {
         for (const direction of [ListDirection.BACKWARD, ListDirection.FORWARD]) {
           let token = "";
           for (let page = 0; page < 20; page++) {
@@ -294,7 +308,10 @@ describe("the inbox read path (issue 21)", function () {
       answers.push(["grpc-js", await grpcJsCall("/parley.v1.ConversationService/ListConversations", ListConversationsRequestSchema, ListConversationsResponseSchema, request)]);
       assertSame(ListConversationsResponseSchema, answers, "ListConversations");
       const mine = answers[0]![1].conversations;
-      assert.deepEqual(mine.map((c) => c.id).sort(), [group, direct].sort());
+      assert.deepEqual(mine.map((c) => c.id).sort(), [group, direct, encrypted].sort());
+      const sealed = mine.find((c) => c.id === encrypted)!;
+      assert.deepEqual([sealed.encrypted, sealed.blindSearch, sealed.lastMessage?.content, sealed.unreadMentionCount], [true, true, { case: "encrypted", value: true }, 1n]);
+      assert.equal(mine.find((c) => c.id === group)!.messageRetention?.seconds, 86_400n * 30n);
     });
   });
 });

@@ -85,6 +85,14 @@ describe("ListStoryFeed: the tray follows every change at once (issue 21)", () =
     const tray = await trayOf(V, [x, y]);
     assert.deepEqual(tray.map((e) => e.authorId), [y, x], "without it, y's story is the newer one");
     assert.deepEqual(tray.map((e) => ms(e.latestStoryAt)), [ms(yMid!.createdAt), ms(xOld!.createdAt)]);
+
+    // x's older story seen, then a newer unseen one deleted: x has nothing unseen left.
+    await V.stories.markStoryViewed({ storyId: xOld!.id });
+    await clockPast(yMid!.createdAt);
+    const xUnseen = await postStory(as(x), FOLLOWERS);
+    assert.deepEqual((await trayOf(V, [x, y])).map((e) => [e.authorId, e.hasUnseen]), [[x, true], [y, true]]);
+    await as(x).stories.deleteStory({ storyId: xUnseen.id });
+    assert.deepEqual((await trayOf(V, [x, y])).map((e) => [e.authorId, e.hasUnseen]), [[y, true], [x, false]], "deleting x's only unseen story turns its flag off");
   });
 
   it("drops an author who blocks the viewer, or whom the viewer blocks, at once, with or without public stories", async () => {

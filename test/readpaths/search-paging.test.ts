@@ -14,7 +14,7 @@
  * READPATHS_KNOWN_BUGS=1 until it is fixed (see itKnownBug).
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Message } from "../../gen/parley/v1/message_pb.ts";
 import { SearchOrder, type SearchHit } from "../../gen/parley/v1/search_service_pb.ts";
@@ -219,8 +219,8 @@ describe("SearchMessages: paging through every match of a broad word (issue 21)"
   /**
    * Walks the word's matches in the order, changing messages of the author after the second
    * page: deletes one walked and one not yet walked, edits one not yet walked away from the
-   * word, one not yet walked to another score, and one walked by `editWalked`. Returns what the
-   * walk saw and which messages it changed.
+   * word, one not yet walked to another score, and one walked by `editWalked`, and sends two new
+   * matches. Returns what the walk saw and which messages it changed.
    */
   async function walkWhileChanging(word: string, order: SearchOrder, editWalked: (word: string, text: string, marker: string) => string) {
     const R = as.grpc!;
@@ -236,7 +236,7 @@ describe("SearchMessages: paging through every match of a broad word (issue 21)"
     const seq = (id: string) => byId.get(id)!.seq;
     const conv = (id: string) => byId.get(id)!.conversationId;
     const marker = uniqueWord("mk");
-    const changed = { deletedWalked: "", editedWalked: "", deletedLate, editedAway, editedLate };
+    const changed = { deletedWalked: "", editedWalked: "", deletedLate, editedAway, editedLate, added: [] as string[] };
 
     const hits = await walk(R, { query: word, order }, 10, async (pages, walked) => {
       if (pages !== 2) return;
@@ -250,10 +250,17 @@ describe("SearchMessages: paging through every match of a broad word (issue 21)"
       await life.editText(conv(changed.editedWalked), seq(changed.editedWalked), editWalked(word, textOf(changed.editedWalked), marker));
       const best = textOf(editedLate).includes("best");
       await life.editText(conv(editedLate), seq(editedLate), best ? `${word} now plain ${marker}` : `${word} ${word} ${word} ${word} now best ${marker}`);
+      // New matches too, the best and the newest there are: they sort before the walk's position.
+      const convOfWord = conv(before[0]!);
+      for (const text of [`${word} ${word} ${word} ${word} new ${marker}`, `${word} new ${marker}`]) {
+        const m = (await authorA.messages.sendMessage({ conversationId: convOfWord, clientMessageId: randomUUID(), content: { case: "text", value: text } })).message!;
+        byId.set(m.id, m);
+        changed.added.push(m.id);
+      }
       // The index has every change before the walk goes on.
       await eventually(
-        async () => (await searchAll(R, { query: marker, order: SearchOrder.RECENCY })).length === 3,
-        "the three edits searchable",
+        async () => (await searchAll(R, { query: marker, order: SearchOrder.RECENCY })).length === 5,
+        "the three edits and two new messages searchable",
         10_000,
       );
       await eventually(
@@ -276,12 +283,13 @@ describe("SearchMessages: paging through every match of a broad word (issue 21)"
     it(`keeps a ${orderName(order)} walk whole while messages are edited and deleted between its pages`, async () => {
       const { before, hits, walked, changed } = await walkWhileChanging(word, order, sameScore);
       const dup = duplicatesOf(walked);
-      assert.deepEqual(dup, [], `no hit twice after the edits and deletes: ${Object.entries(changed).filter(([, id]) => dup.includes(id)).map(([k]) => k).join(", ") || "untouched messages"} came twice`);
+      const named = Object.entries(changed).flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map((id) => [k, id] as const));
+      assert.deepEqual(dup, [], `no hit twice after the edits, deletes and sends: ${named.filter(([, id]) => dup.includes(id)).map(([k]) => k).join(", ") || "untouched messages"} came twice`);
       assert.ok(!walked.includes(changed.deletedLate), "a message deleted before the walk reached it never shows");
       assert.ok(!walked.includes(changed.editedAway), "a message edited away from the word before the walk reached it never shows");
       assert.equal(walked.filter((id) => id === changed.deletedWalked).length, 1, "a message deleted after it was walked does not come back");
       assert.equal(walked.filter((id) => id === changed.editedWalked).length, 1, "a message edited after it was walked does not come back");
-      const touched = new Set(Object.values(changed));
+      const touched = new Set([...Object.values(changed).flat()]);
       const missing = before.filter((id) => !touched.has(id) && !walked.includes(id));
       assert.deepEqual(missing, [], `every untouched match is still walked: missing ${some(missing)}`);
       if (order === SearchOrder.RECENCY) assertNewestFirst(hits, word);

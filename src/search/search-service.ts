@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Kysely } from "kysely";
 import type { Message } from "../../gen/parley/v1/message_pb.ts";
@@ -63,10 +63,11 @@ export class SearchService implements ServiceImpl<typeof SearchServiceDesc> {
       const page = await searchBlind(this.#db, userId, req.blindQueries, parseFilters(req), req.pageToken === "" ? null : afterOf(req), cutoff);
       return create(SearchMessagesResponseSchema, {
         hits: page.hits,
-        nextPageToken: page.next === null ? "" : pageToken(req, page.next),
+        nextPageToken: page.next === null ? "" : pageToken(req, page.next, walkOf(req).startedMs),
       });
     }
     const request = toIndexQuery(req);
+    const walk = walkOf(req);
     const conversationIds = await findMemberConversationIds(this.#db, userId, req.conversationIds.length > 0 ? request.conversationIds : null);
     if (conversationIds.length === 0) return create(SearchMessagesResponseSchema, {});
     const settings = await findRetentionSettings(this.#db, conversationIds, this.#retention.deploymentSeconds !== null);
@@ -76,6 +77,7 @@ export class SearchService implements ServiceImpl<typeof SearchServiceDesc> {
     const hits = page.hits.flatMap((hit) => {
       const message = messages.get(`${hit.conversationId}/${hit.seq}`);
       if (!message || !isCurrent(message, hit) || message.content.case !== "text") return [];
+      if (request.order === "relevance" && editedSince(message, walk.startedMs)) return [];
       return [
         create(SearchHitSchema, {
           message,
@@ -87,7 +89,7 @@ export class SearchService implements ServiceImpl<typeof SearchServiceDesc> {
     });
     return create(SearchMessagesResponseSchema, {
       hits,
-      nextPageToken: page.next === null ? "" : pageToken(req, page.next),
+      nextPageToken: page.next === null ? "" : pageToken(req, page.next, walk.startedMs),
     });
   }
 
@@ -115,6 +117,24 @@ export class SearchService implements ServiceImpl<typeof SearchServiceDesc> {
 /** The stored message is the version the index matched (0 means a message never versioned: 1). */
 function isCurrent(message: Message, hit: IndexHit): boolean {
   return message.deletion === undefined && Math.max(message.version, 1) <= hit.version;
+}
+
+/**
+ * A RELEVANCE walk leaves out, from its second page on, messages edited after its first page:
+ * an edit changes a message's score and so its place in the order, and one already shown could
+ * otherwise come back on a later page (or one not yet shown be skipped; either way it was changed
+ * during the walk). RECENCY keys never change, so it needs no such rule.
+ */
+function editedSince(message: Message, startedMs: number | null): boolean {
+  return startedMs !== null && message.editedAt !== undefined && timestampMs(message.editedAt) > startedMs;
+}
+
+/** When the walk a request continues began (null: this is its first page). */
+function walkOf(req: SearchMessagesRequest): { startedMs: number | null } {
+  if (req.pageToken === "") return { startedMs: null };
+  const started = (decodePageToken("search", req.pageToken, ["w"] as const) as Record<string, unknown>).w;
+  if (typeof started !== "number" || !Number.isSafeInteger(started)) throw new InvalidInputError("page_token", "is not a token this call issued");
+  return { startedMs: started };
 }
 
 /** Checks every field; the conversation ids are the requested ones (membership comes later). */
@@ -187,8 +207,9 @@ function timestampMsCeil(field: string, value: Timestamp | undefined): number | 
  */
 const TOKEN_VERSION = 2;
 
-function pageToken(req: SearchMessagesRequest, next: SearchAfter): string {
-  return encodePageToken("search", { v: TOKEN_VERSION, r: requestFingerprint(req), a: JSON.stringify(next) });
+/** The next page's token; `startedMs` is when the walk began (null: it begins with this page). */
+function pageToken(req: SearchMessagesRequest, next: SearchAfter, startedMs: number | null): string {
+  return encodePageToken("search", { v: TOKEN_VERSION, r: requestFingerprint(req), a: JSON.stringify(next), w: startedMs ?? Date.now() });
 }
 
 /** The previous page's end, from a token issued for this same request. */

@@ -94,6 +94,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     url: config.databaseUrl,
     embeddedPath: config.embeddedDatabasePath,
     poolSize: config.databasePoolSize,
+    preparedStatements: config.preparedStatements,
     onConnectionError: (err) => logger.warn({ err }, "a database connection was closed by the server; the pool opens a new one"),
   });
   let log: EventLogLayout;

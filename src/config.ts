@@ -43,6 +43,8 @@ export interface Config {
   readonly embeddedDatabasePath: string;
   /** Connections in the PostgreSQL pool. */
   readonly databasePoolSize: number;
+  /** PREPARED_STATEMENTS=off: the hottest reads are planned on every call (for poolers that cannot keep named statements). */
+  readonly preparedStatements: boolean;
   /** NATS URL, or several comma-separated (the servers of a cluster); null means the in-process bus. */
   readonly natsUrl: string | null;
   /** Copies JetStream keeps of each of Parley's streams (3 on a three-server cluster survives losing one). */
@@ -260,6 +262,7 @@ export function loadConfig(env: Env = process.env): Config {
     databaseUrl: env.DATABASE_URL ? url(env, "DATABASE_URL", ["postgres:", "postgresql:"]) : null,
     embeddedDatabasePath: str(env, "PGLITE_PATH", path.join(dataDir, "pglite")),
     databasePoolSize: int(env, "DATABASE_POOL_SIZE", 10, 1, 1000),
+    preparedStatements: oneOf(env, "PREPARED_STATEMENTS", "on", ["on", "off"]) === "on",
     natsUrl: env.NATS_URL ? urls(env, "NATS_URL", ["nats:", "tls:"]) : null,
     natsStreamReplicas: int(env, "NATS_STREAM_REPLICAS", 1, 1, 5),
     runConsumers: consumersSetting(env),

@@ -7,6 +7,7 @@ import type { Database } from "../db/schema.ts";
 import { previewColumns } from "../messages/message-repository.ts";
 import type { ConversationEncryption } from "../messages/encryption-rules.ts";
 import type { ConversationRetention, RetentionCutoff } from "../retention/retention-policy.ts";
+import { preparedSql } from "../db/prepared-statements.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -54,7 +55,7 @@ export interface ConversationViewRow {
  * cutoff's clock) is no preview.
  */
 function conversationViews(userId: string, where: RawBuilder<unknown>, orderAndLimit: RawBuilder<unknown>, cutoff: RetentionCutoff) {
-  return sql<ConversationViewRow>`
+  return sql<ConversationViewRow>`${preparedSql}
     select v.*,
       least(v.message_retention_seconds, ${cutoff.policy.deploymentSeconds}::int8) as effective_retention_seconds,
       (select p.user_id from conversation_members p

@@ -7,6 +7,7 @@ import { PGlite, types as pgliteTypes } from "@electric-sql/pglite";
 import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
 import { createPgliteDialect } from "./pglite-dialect.ts";
+import { preparingPool } from "./prepared-statements.ts";
 import type { Database } from "./schema.ts";
 
 export interface DatabaseOptions {
@@ -15,6 +16,8 @@ export interface DatabaseOptions {
   /** PGlite data directory, or "memory://" to keep it in RAM. */
   embeddedPath: string;
   poolSize: number;
+  /** Send statements marked with `preparedSql` as named prepared statements (PostgreSQL only; default off). */
+  preparedStatements?: boolean;
   /**
    * Told when PostgreSQL ends a pooled connection (restart, failover, pg_terminate_backend, a
    * pooler's idle timeout). The pool opens a new one on next use; the error only needs
@@ -46,7 +49,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
   pool.on("connect", (client) => client.on("error", (error) => options.onConnectionError?.(error)));
   // The pool re-emits idle clients' errors, already reported above.
   pool.on("error", () => {});
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: options.preparedStatements ? preparingPool(pool) : pool }) });
   return { db, embedded: false, close: () => db.destroy() };
 }
 

@@ -3,6 +3,7 @@ import { sql, type Compilable, type Expression, type Insertable, type Kysely, ty
 import type { Database, MessagesTable } from "../db/schema.ts";
 import type { ConversationEncryption } from "./encryption-rules.ts";
 import type { RetentionCutoff } from "../retention/retention-policy.ts";
+import { preparedSql } from "../db/prepared-statements.ts";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -239,7 +240,7 @@ export async function findMessageAsMember(db: Db, userId: string, conversationId
 async function asMember(db: Db, userId: string, conversationId: string, read: Compilable & Expression<unknown>, order: RawBuilder<unknown>): Promise<MemberReadRow[] | null> {
   // One row per message read, or one row of nulls for a member who reads nothing; no row for a
   // non-member. Reactions as reaction-repository's findReactionSummaries reads them.
-  const result = await sql<MemberReadRow>`
+  const result = await sql<MemberReadRow>`${preparedSql}
     select page.*,
       (select json_agg(json_build_array(rc.emoji, rc.count::text,
           exists (select 1 from message_reactions mr
